@@ -1,0 +1,81 @@
+//! Server settings: the `serve` flags as parsed ([`ServeArgs`]) and the validated values the
+//! shards run with ([`ServerConfig`]).
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+/// Flags of `uring-comet serve`. Each doc line is its `--help`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Subscriber listener address (GET /test/<id>). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Publish listener address (POST /send/<id>, GET /stats). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub publish_listen: SocketAddr,
+    /// Number of shards (threads, each with its own ring and listeners); default: available cores.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Most subscriber and publisher connections held at once, all shards together.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_conns: usize,
+    /// Most bytes of output queued for one subscriber before it is disconnected as too slow.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_pending_bytes: usize,
+}
+
+/// Validated server settings; build one with [`ServeArgs::into_config`] or [`ServerConfig::local`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Subscriber listener address.
+    pub listen: SocketAddr,
+    /// Publish listener address.
+    pub publish_listen: SocketAddr,
+    /// Shard count, 1 to [`MAX_SHARDS`].
+    pub shards: usize,
+    /// Most connections held at once, all shards together.
+    pub max_conns: usize,
+    /// Output bound per subscriber, bytes.
+    pub max_pending_bytes: usize,
+}
+
+/// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
+pub const MAX_SHARDS: usize = 64;
+
+impl ServeArgs {
+    /// Checks the flags and fills in defaults.
+    ///
+    /// Errors: a shard count of 0 or over [`MAX_SHARDS`]; equal listener addresses.
+    pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let shards = self
+            .shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if shards == 0 || shards > MAX_SHARDS {
+            anyhow::bail!("--shards must be 1 to {MAX_SHARDS}, got {shards}");
+        }
+        if self.listen == self.publish_listen && self.listen.port() != 0 {
+            anyhow::bail!("--listen and --publish-listen must differ: publishing is never possible on the subscriber listener");
+        }
+        Ok(ServerConfig {
+            listen: self.listen,
+            publish_listen: self.publish_listen,
+            shards,
+            max_conns: self.max_conns.max(1),
+            max_pending_bytes: self.max_pending_bytes.max(1024),
+        })
+    }
+}
+
+impl ServerConfig {
+    /// Settings for tests and the load tester: both listeners on 127.0.0.1 port 0.
+    pub fn local(shards: usize) -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            publish_listen: "127.0.0.1:0".parse().unwrap(),
+            shards,
+            max_conns: 100_000,
+            max_pending_bytes: 64 * 1024,
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The connection record and its slab: what an idle subscriber costs in userspace.
+//!
+//! A [`Conn`] is 20 bytes and holds no pointer: while a subscriber is idle its only other
+//! userspace cost is its router entry. Buffers live in a side table ([`Aux`]) and are
+//! attached only while a request head is being read or output is in flight; they go back to
+//! a pool when the connection is idle again. The slab's Vec is reserved for `--max-conns`
+//! records up front: the reservation is address space, and pages become resident only as
+//! records are first written, so the slab never doubles and copies at a million.
+
+use std::collections::VecDeque;
+
+/// No index (empty `aux`, free slot).
+pub const NONE: u32 = u32::MAX;
+
+/// What a connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// Slot is free.
+    Free,
+    /// Subscriber: reading its request head.
+    SubHead,
+    /// Subscriber: logged in, response head held back until every owner acknowledged.
+    SubJoining,
+    /// Subscriber: streaming (head sent or in flight).
+    SubStream,
+    /// Subscriber or publisher: sending a final reply, then closing.
+    Finishing,
+    /// Publisher: keep-alive request/response loop.
+    Pub,
+    /// Closing: waiting for in-flight ops to finish before the fd is closed.
+    Closing,
+}
+
+/// Flag: a send is in flight (its buffer is `Aux::out`).
+pub const SENDING: u8 = 1;
+/// Flag: a POLLRDHUP poll is armed.
+pub const POLLING: u8 = 2;
+/// Flag: a recv is in flight (its buffer is `Aux::inbuf`).
+pub const RECVING: u8 = 4;
+/// Flag: subscriber output is chunked (HTTP/1.1); raw for HTTP/1.0.
+pub const CHUNKED: u8 = 8;
+/// Flag: logged in under ids (`ids` is a router handle).
+pub const LOGGED_IN: u8 = 16;
+/// Flag: publisher asked to close after its replies.
+pub const CLOSE_AFTER: u8 = 32;
+
+/// Flag: accepted on the publish listener.
+pub const PUBLISHER: u8 = 64;
+
+/// One connection. 20 bytes; see the module doc.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Conn {
+    /// The socket.
+    pub fd: i32,
+    /// What it is doing.
+    pub state: State,
+    /// Operations in flight; the slot is freed only when this is 0.
+    pub ops: u8,
+    /// [`SENDING`], [`POLLING`], ...
+    pub flags: u8,
+    /// Subscriber: owners' `JoinAck`s still awaited before the head may go out.
+    pub waits: u8,
+    /// Subscriber: messages written so far (the seed's `#N`).
+    pub msgs: u32,
+    /// Router handle while logged in.
+    pub ids: u32,
+    /// Index into the [`Aux`] table, or [`NONE`].
+    pub aux: u32,
+}
+
+impl Conn {
+    /// An unused slot.
+    pub const FREE: Conn = Conn { fd: -1, state: State::Free, ops: 0, flags: 0, waits: 0, msgs: 0, ids: NONE, aux: NONE };
+}
+
+/// Buffers of a connection that is reading or writing. Pooled.
+#[derive(Default)]
+pub struct Aux {
+    /// Bytes received and not yet consumed (request head, publish body).
+    pub inbuf: Vec<u8>,
+    /// Bytes being sent: `out[sent..]` is in flight or next to go.
+    pub out: Vec<u8>,
+    /// How much of `out` the kernel has taken.
+    pub sent: usize,
+    /// Output queued while `out` is in flight; becomes `out` when that completes.
+    pub next: Vec<u8>,
+    /// Publisher: tokens of its publishes, in request order, awaiting their replies.
+    pub replies: VecDeque<u32>,
+}
+
+impl Aux {
+    /// Bytes queued for output and not yet taken by the kernel.
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.sent + self.next.len()
+    }
+}
+
+/// A free-list slab of `T`.
+pub struct Slab<T> {
+    items: Vec<T>,
+    free: Vec<u32>,
+}
+
+impl<T> Slab<T> {
+    /// An empty slab with room for `cap` items reserved (address space only).
+    pub fn with_capacity(cap: usize) -> Slab<T> {
+        Slab { items: Vec::with_capacity(cap), free: Vec::new() }
+    }
+
+    /// Stores `item`, returning its index.
+    pub fn insert(&mut self, item: T) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.items[i as usize] = item;
+                i
+            }
+            None => {
+                self.items.push(item);
+                (self.items.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Marks `i` free; its item stays until overwritten (callers reset it).
+    pub fn remove(&mut self, i: u32) {
+        self.free.push(i);
+    }
+
+    /// Items in use.
+    pub fn len(&self) -> usize {
+        self.items.len() - self.free.len()
+    }
+
+    /// Slots ever used (in use or free); indices below this are valid.
+    pub fn slots(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether no item is in use.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> std::ops::Index<u32> for Slab<T> {
+    type Output = T;
+    fn index(&self, i: u32) -> &T {
+        &self.items[i as usize]
+    }
+}
+
+impl<T> std::ops::IndexMut<u32> for Slab<T> {
+    fn index_mut(&mut self, i: u32) -> &mut T {
+        &mut self.items[i as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn record_is_small() {
+        assert_eq!(std::mem::size_of::<super::Conn>(), 20);
+    }
+}

@@ -1,0 +1,69 @@
+//! The data plane's I/O interface: submit accept, recv, poll, send, cancel; reap completions.
+//!
+//! The shard ([`crate::shard`]) speaks only this interface, so protocol and router code are
+//! written once and a second backend (the epoll baseline) plugs in beside [`uring`]. The
+//! interface is completion-based, as io_uring is: every submission carries a 64-bit token
+//! that comes back in exactly one [`Completion`] (several for a multishot accept, the last
+//! without `more`).
+//!
+//! Buffer ownership: `recv` and `send` take raw pointers. The caller keeps the memory alive
+//! and unmoved, and does not touch it, from the submission until its completion has been
+//! reaped; the shard does this by keeping each connection's buffers in its side table until
+//! the connection's in-flight op count is zero.
+
+use std::io;
+use std::os::fd::RawFd;
+
+pub mod uring;
+
+/// One finished operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion {
+    /// The token given at submission.
+    pub token: u64,
+    /// The result: bytes, an accepted fd, a poll mask (>= 0), or `-errno`.
+    pub result: i32,
+    /// More completions will follow for this token (multishot accept still armed).
+    pub more: bool,
+}
+
+/// The operations a shard submits; see the module doc for buffer ownership.
+pub trait Driver {
+    /// Arms a multishot accept on `listener`: one completion per accepted socket
+    /// (non-blocking, close-on-exec), until one arrives with `more == false`, after which the
+    /// caller must arm it again (EMFILE, ENFILE, ENOMEM and CQ overflow all end it).
+    fn accept_multi(&mut self, listener: RawFd, token: u64);
+
+    /// Receives into `buf[..len]`; completes with the byte count, 0 at end of stream.
+    ///
+    /// # Safety
+    /// `buf[..len]` must stay valid, unmoved and untouched until the completion is reaped.
+    unsafe fn recv(&mut self, fd: RawFd, buf: *mut u8, len: u32, token: u64);
+
+    /// Waits once for `POLLIN | POLLRDHUP` (and the always-reported `POLLHUP | POLLERR`) on
+    /// `fd`; completes with the revents mask. Holding this is how an idle subscriber's
+    /// hang-up is learnt without holding a read buffer.
+    fn poll_rdhup(&mut self, fd: RawFd, token: u64);
+
+    /// Sends `buf[..len]` (MSG_NOSIGNAL); completes with the bytes sent, which may be fewer.
+    ///
+    /// # Safety
+    /// `buf[..len]` must stay valid, unmoved and unchanged until the completion is reaped.
+    unsafe fn send(&mut self, fd: RawFd, buf: *const u8, len: u32, token: u64);
+
+    /// Cancels every operation in flight on `fd` (each completes, usually with -ECANCELED);
+    /// this op completes too, with the number cancelled or an error.
+    fn cancel_fd(&mut self, fd: RawFd, token: u64);
+
+    /// Hands queued submissions to the kernel without waiting.
+    fn submit(&mut self) -> io::Result<()>;
+
+    /// Whether completions are waiting to be reaped.
+    fn has_completions(&mut self) -> bool;
+
+    /// Moves every available completion into `out`.
+    fn reap(&mut self, out: &mut Vec<Completion>);
+
+    /// An fd that polls readable when completions are waiting (the shard's reactor waits on it).
+    fn wait_fd(&self) -> RawFd;
+}

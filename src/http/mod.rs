@@ -1,0 +1,49 @@
+//! Sans-IO HTTP/1.1 (RFC 9112) for both listeners: request heads in ([`request`]), response
+//! heads, chunks and error replies out ([`response`]). Nothing here touches a socket or a
+//! clock; the shard feeds bytes in and writes the bytes that come out.
+
+pub mod request;
+pub mod response;
+
+/// Longest request head accepted, bytes (request line + header fields + the blank line).
+/// A longer head gets 431 (RFC 6585 section 5).
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Largest publish body, bytes; a larger Content-Length gets 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The status codes this server answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// 200 OK.
+    Ok,
+    /// 400 Bad Request: malformed head, bad id or id list.
+    BadRequest,
+    /// 404 Not Found: a path this listener does not serve.
+    NotFound,
+    /// 411 Length Required: a publish without Content-Length.
+    LengthRequired,
+    /// 413 Content Too Large: a publish body over [`MAX_BODY`].
+    TooLarge,
+    /// 431 Request Header Fields Too Large: a head over [`MAX_HEAD`].
+    HeadTooLarge,
+    /// 501 Not Implemented: a method (or transfer coding) this listener does not serve.
+    NotImplemented,
+    /// 503 Service Unavailable: the server is at its connection limit or shutting down.
+    Unavailable,
+}
+
+impl Status {
+    /// The numeric code and reason phrase.
+    pub fn code_reason(self) -> (u16, &'static str) {
+        match self {
+            Status::Ok => (200, "OK"),
+            Status::BadRequest => (400, "Bad Request"),
+            Status::NotFound => (404, "Not Found"),
+            Status::LengthRequired => (411, "Length Required"),
+            Status::TooLarge => (413, "Content Too Large"),
+            Status::HeadTooLarge => (431, "Request Header Fields Too Large"),
+            Status::NotImplemented => (501, "Not Implemented"),
+            Status::Unavailable => (503, "Service Unavailable"),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Request-head parsing for the subscriber and publish listeners (RFC 9112 sections 2-3,
+//! 6.2-6.3), on top of `httparse`.
+//!
+//! A head that is not complete yet is [`Head::Incomplete`], not an error: the shard keeps
+//! reading (up to [`MAX_HEAD`] bytes). Every refusal is a [`Status`] the shard answers with
+//! before closing the connection.
+
+use super::{Status, MAX_BODY, MAX_HEAD};
+use crate::id::{Id, IdError};
+
+/// Most header fields in one request head.
+const MAX_HEADERS: usize = 64;
+
+/// Result of looking at the bytes read so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head<T> {
+    /// The head is not complete yet; read more.
+    Incomplete,
+    /// A complete head, and its length in bytes (the body, if any, starts there).
+    Done(T, usize),
+    /// A head to refuse with this status; the connection is then closed.
+    Refuse(Status),
+}
+
+/// A subscriber request on the subscriber listener.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SubRequest {
+    /// The ids to log in under (1 to 64, no duplicates).
+    pub ids: Vec<Id>,
+    /// `HEAD`: send the headers only, never log in.
+    pub head_only: bool,
+    /// HTTP/1.0 client: no chunked coding, the body ends when the connection closes.
+    pub http10: bool,
+}
+
+/// A request on the publish listener.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PubRequest {
+    /// `POST /send/<id>` with a body of `len` bytes following the head.
+    Send {
+        /// Target id.
+        id: Id,
+        /// Body length from Content-Length, at most [`MAX_BODY`].
+        len: usize,
+        /// Close after replying (`Connection: close`, or HTTP/1.0 without keep-alive).
+        close: bool,
+    },
+    /// `GET /stats`.
+    Stats {
+        /// Close after replying.
+        close: bool,
+    },
+}
+
+fn refuse_parse_error(e: httparse::Error) -> Status {
+    match e {
+        httparse::Error::TooManyHeaders => Status::HeadTooLarge,
+        _ => Status::BadRequest,
+    }
+}
+
+fn id_error(_: IdError) -> Status {
+    Status::BadRequest
+}
+
+/// Parses the head at the start of `buf` with `f` deciding on the parsed request.
+fn parse_with<T>(buf: &[u8], f: impl FnOnce(&httparse::Request<'_, '_>) -> Result<T, Status>) -> Head<T> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Head::Refuse(Status::HeadTooLarge),
+        Ok(httparse::Status::Partial) => Head::Incomplete,
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Head::Refuse(Status::HeadTooLarge),
+        Ok(httparse::Status::Complete(n)) => match f(&req) {
+            Ok(t) => Head::Done(t, n),
+            Err(s) => Head::Refuse(s),
+        },
+        Err(e) => Head::Refuse(refuse_parse_error(e)),
+    }
+}
+
+/// The path without its query string.
+fn path_of<'a>(req: &httparse::Request<'_, 'a>) -> &'a [u8] {
+    let p = req.path.unwrap_or("").as_bytes();
+    p.split(|&b| b == b'?').next().unwrap_or(p)
+}
+
+fn header<'a>(req: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a [u8]> {
+    req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
+fn has_token(value: Option<&[u8]>, token: &str) -> bool {
+    value.is_some_and(|v| v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())))
+}
+
+/// Whether to close after the reply (RFC 9112 section 9.3).
+fn wants_close(req: &httparse::Request<'_, '_>) -> bool {
+    let conn = header(req, "connection");
+    if req.version == Some(0) {
+        !has_token(conn, "keep-alive")
+    } else {
+        has_token(conn, "close")
+    }
+}
+
+/// Parses a subscriber request head: `GET|HEAD /test/<id>[,<id>...]`.
+///
+/// Refusals: 501 for other methods, 404 for other paths, 400 for a bad id list or
+/// malformed head, 431 for a head over [`MAX_HEAD`] bytes.
+pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
+    parse_with(buf, |req| {
+        let head_only = match req.method {
+            Some("GET") => false,
+            Some("HEAD") => true,
+            _ => return Err(Status::NotImplemented),
+        };
+        let ids = path_of(req).strip_prefix(b"/test/").ok_or(Status::NotFound)?;
+        let ids = Id::parse_list(ids).map_err(id_error)?;
+        Ok(SubRequest { ids, head_only, http10: req.version == Some(0) })
+    })
+}
+
+/// Parses a publish-listener request head: `POST /send/<id>` or `GET /stats`.
+///
+/// Refusals: 400 (malformed head, bad id, bad Content-Length), 404 (other paths), 411
+/// (POST without Content-Length), 413 (body over [`MAX_BODY`]), 431 (head too long), 501
+/// (other methods, or a `Transfer-Encoding` request body, which this listener does not
+/// decode).
+pub fn parse_publish(buf: &[u8]) -> Head<PubRequest> {
+    parse_with(buf, |req| {
+        let path = path_of(req);
+        let close = wants_close(req);
+        match req.method {
+            Some("GET") | Some("HEAD") if path == b"/stats" => Ok(PubRequest::Stats { close }),
+            Some("GET") | Some("HEAD") => Err(Status::NotFound),
+            Some("POST") => {
+                let id = path.strip_prefix(b"/send/").ok_or(Status::NotFound)?;
+                let id = Id::parse(id).map_err(id_error)?;
+                if header(req, "transfer-encoding").is_some() {
+                    return Err(Status::NotImplemented);
+                }
+                let mut lens = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+                let len = lens.next().ok_or(Status::LengthRequired)?.value;
+                // RFC 9112 section 6.3: several differing lengths are an error; digits only.
+                if lens.any(|h| h.value != len) || len.is_empty() || len.len() > 12 || !len.iter().all(u8::is_ascii_digit) {
+                    return Err(Status::BadRequest);
+                }
+                let len = len.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+                if len > MAX_BODY {
+                    return Err(Status::TooLarge);
+                }
+                Ok(PubRequest::Send { id, len, close })
+            }
+            _ => Err(Status::NotImplemented),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_forms() {
+        let r = parse_subscribe(b"GET /test/1,2 HTTP/1.1\r\nHost: x\r\n\r\n");
+        let Head::Done(req, n) = r else { panic!("{r:?}") };
+        assert_eq!(n, 35);
+        assert_eq!(req.ids, vec![Id::Num(1), Id::Num(2)]);
+        assert!(!req.head_only && !req.http10);
+        assert!(matches!(parse_subscribe(b"HEAD /test/1 HTTP/1.0\r\n\r\n"), Head::Done(SubRequest { head_only: true, http10: true, .. }, _)));
+        assert_eq!(parse_subscribe(b"GET /test/1 HTTP/1.1\r\nHost"), Head::Incomplete);
+        assert_eq!(parse_subscribe(b"POST /test/1 HTTP/1.1\r\n\r\n"), Head::Refuse(Status::NotImplemented));
+        assert_eq!(parse_subscribe(b"GET /other HTTP/1.1\r\n\r\n"), Head::Refuse(Status::NotFound));
+        assert_eq!(parse_subscribe(b"GET /test/ HTTP/1.1\r\n\r\n"), Head::Refuse(Status::BadRequest));
+        assert_eq!(parse_subscribe(b"GET /test/a%20b HTTP/1.1\r\n\r\n"), Head::Refuse(Status::BadRequest));
+        assert_eq!(parse_subscribe(b"GARBAGE\r\n\r\n"), Head::Refuse(Status::BadRequest));
+    }
+
+    #[test]
+    fn head_limit() {
+        let mut big = b"GET /test/1 HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_HEAD, b'a');
+        assert_eq!(parse_subscribe(&big), Head::Refuse(Status::HeadTooLarge));
+    }
+
+    #[test]
+    fn split_anywhere_same_result() {
+        let full = b"GET /test/77 HTTP/1.1\r\nHost: x\r\n\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(parse_subscribe(&full[..cut]), Head::Incomplete, "cut {cut}");
+        }
+        assert!(matches!(parse_subscribe(full), Head::Done(_, 34)));
+    }
+
+    #[test]
+    fn publish_forms() {
+        let r = parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(r, Head::Done(PubRequest::Send { id: Id::Num(9), len: 5, close: false }, 43));
+        assert_eq!(parse_publish(b"POST /send/9 HTTP/1.1\r\n\r\n"), Head::Refuse(Status::LengthRequired));
+        assert_eq!(parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: 65537\r\n\r\n"), Head::Refuse(Status::TooLarge));
+        assert_eq!(parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), Head::Refuse(Status::BadRequest));
+        assert_eq!(parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), Head::Refuse(Status::BadRequest));
+        assert_eq!(parse_publish(b"POST /send/9 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Head::Refuse(Status::NotImplemented));
+        assert_eq!(parse_publish(b"GET /stats HTTP/1.0\r\n\r\n"), Head::Done(PubRequest::Stats { close: true }, 24));
+        assert_eq!(parse_publish(b"DELETE /send/1 HTTP/1.1\r\n\r\n"), Head::Refuse(Status::NotImplemented));
+    }
+}

@@ -1,0 +1,139 @@
+//! Response bytes: stream heads, the seed's message chunk, publish replies and errors
+//! (RFC 9112 sections 4, 6 and 7.1 for chunked transfer coding).
+//!
+//! Everything appends to a caller's `Vec<u8>`, so one output buffer per connection collects
+//! the head and any messages queued behind it, and is sent in one go.
+
+use std::io::Write;
+
+use super::Status;
+
+/// Head of a subscriber stream (`/test/<id>`). HTTP/1.1 clients get chunked transfer coding;
+/// HTTP/1.0 clients have none (RFC 9112 section 7.1 is HTTP/1.1 only), so their body is the
+/// raw messages, delimited by closing the connection.
+pub fn stream_head(out: &mut Vec<u8>, http10: bool) {
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\n");
+    if http10 {
+        out.extend_from_slice(b"Connection: close\r\n\r\n");
+    } else {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+    }
+}
+
+/// Appends `msg` with `& < > " '` replaced by HTML character references.
+pub fn html_escape(out: &mut Vec<u8>, msg: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in msg.iter().enumerate() {
+        let rep: &[u8] = match b {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'"' => b"&quot;",
+            b'\'' => b"&#39;",
+            _ => continue,
+        };
+        out.extend_from_slice(&msg[start..i]);
+        out.extend_from_slice(rep);
+        start = i + 1;
+    }
+    out.extend_from_slice(&msg[start..]);
+}
+
+/// Appends message number `n` in the seed's format, `Recvd msg #N: 'MSG'<br/>\n`, as one
+/// chunk (or raw, for HTTP/1.0). The chunk is never empty, so it can never be mistaken for
+/// the last-chunk that ends a chunked body.
+pub fn seed_chunk(out: &mut Vec<u8>, n: u32, msg: &[u8], chunked: bool) {
+    // Reserve room for the size line ("ffffffff\r\n" at most), write the data, then fill in
+    // the size in front of it: one pass over the message.
+    let size_at = out.len();
+    if chunked {
+        out.extend_from_slice(b"00000000\r\n");
+    }
+    let data_at = out.len();
+    let _ = write!(out, "Recvd msg #{n}: '");
+    html_escape(out, msg);
+    out.extend_from_slice(b"'<br/>\n");
+    if chunked {
+        let len = out.len() - data_at;
+        let size = format!("{len:x}\r\n");
+        // Shift the data left over the unused part of the reserved size line.
+        let spare = 10 - size.len();
+        out.copy_within(data_at.., data_at - spare);
+        out.truncate(out.len() - spare);
+        out[size_at..size_at + size.len()].copy_from_slice(size.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Appends `{"delivered":N}` as a complete 200 reply with Content-Length.
+pub fn delivered(out: &mut Vec<u8>, n: u64, close: bool) {
+    let body = format!("{{\"delivered\":{n}}}");
+    json(out, body.as_bytes(), close);
+}
+
+/// Appends a complete 200 reply carrying a JSON body.
+pub fn json(out: &mut Vec<u8>, body: &[u8], close: bool) {
+    let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+/// Appends a complete error reply; the connection is closed after it.
+pub fn error(out: &mut Vec<u8>, status: Status) {
+    let (code, reason) = status.code_reason();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reason}\n",
+        reason.len() + 1
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_exact_bytes() {
+        let mut out = Vec::new();
+        seed_chunk(&mut out, 1, b"Hello World", true);
+        assert_eq!(out, b"1c\r\nRecvd msg #1: 'Hello World'<br/>\n\r\n");
+        let mut raw = Vec::new();
+        seed_chunk(&mut raw, 12, b"x", false);
+        assert_eq!(raw, b"Recvd msg #12: 'x'<br/>\n");
+    }
+
+    #[test]
+    fn chunk_sizes_around_hex_digit_boundaries() {
+        for len in [0usize, 1, 200, 240, 241, 4000, 4096, 65536] {
+            let msg = vec![b'a'; len];
+            let mut out = b"prefix".to_vec();
+            seed_chunk(&mut out, 3, &msg, true);
+            let body = &out[6..];
+            let crlf = body.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&body[..crlf]).unwrap(), 16).unwrap();
+            assert_eq!(body.len(), crlf + 2 + size + 2);
+            assert_eq!(&body[crlf + 2..crlf + 2 + size], format!("Recvd msg #3: '{}'<br/>\n", "a".repeat(len)).as_bytes());
+        }
+    }
+
+    #[test]
+    fn escapes() {
+        let mut out = Vec::new();
+        html_escape(&mut out, b"a&b<c>d\"e'f");
+        assert_eq!(out, b"a&amp;b&lt;c&gt;d&quot;e&#39;f");
+    }
+
+    #[test]
+    fn replies() {
+        let mut out = Vec::new();
+        delivered(&mut out, 2, false);
+        assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"delivered\":2}");
+        let mut out = Vec::new();
+        error(&mut out, Status::NotFound);
+        assert!(out.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+        assert!(out.ends_with(b"Connection: close\r\n\r\nNot Found\n"));
+    }
+}

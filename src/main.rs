@@ -1,0 +1,36 @@
+//! The `uring-comet` binary: parse flags, set up logging, hand off to the library.
+//!
+//! Subcommands: `serve` (the comet server, [`uring_comet::server`]) and `loadtest`
+//! (the seed's floodtest and msggen, [`uring_comet::loadtest`]).
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "uring-comet", version, about = "io_uring comet server: long-lived HTTP streams routed by id")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server: subscriber listener and publish listener, one shard per core.
+    Serve(uring_comet::config::ServeArgs),
+    /// Load-test a server (by default: start one as a child process and run the seed's CK10 test).
+    Loadtest(uring_comet::loadtest::LoadtestArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve(args) => uring_comet::server::serve_forever(args.into_config()?),
+        Cmd::Loadtest(args) => uring_comet::loadtest::run(args),
+    }
+}

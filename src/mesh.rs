@@ -1,0 +1,148 @@
+//! The cross-core protocol: how shards talk. Shards share nothing but this mesh.
+//!
+//! # Queues and doorbells
+//! Every shard has one inbox, a lock-free MPSC queue (`crossbeam_queue::SegQueue`) of
+//! batches. A shard never pushes single messages: during one turn of its loop it collects
+//! what it has for each other shard in an outbox (`Vec<Msg>` per destination) and pushes each
+//! non-empty outbox as one batch at the end of the turn. Then it rings the destination's
+//! doorbell only if that shard has announced that it is going to sleep (`sleeping` flag,
+//! swapped to false by the first producer that sees it, so one wake-up per sleep). A shard
+//! about to sleep sets its flag, then looks at its inbox and its ring once more before it
+//! waits, so a batch pushed in between is never missed. The doorbell is a
+//! `tokio::sync::Notify`, which keeps a permit if the shard is not waiting yet.
+//!
+//! # Who sends what to whom
+//! Each id has an owner shard, `id.owner(shards)` (a fixed hash). The owner keeps the
+//! directory entry of the id: the set of shards holding at least one connection logged in
+//! under it. Connections live on whichever shard accepted them (SO_REUSEPORT decides).
+//! - `Join {id, from, seq}`, holder -> owner: shard `from` now holds a connection under `id`.
+//!   Sent when the first local connection logs in under an id the holder does not own.
+//! - `JoinAck {id, seq}`, owner -> holder: the directory has `from`. Until it arrives, the
+//!   holder keeps the response head of every new connection under `id` unsent, so once a
+//!   client has its headers, every later send to `id` finds it (no gap between subscribe
+//!   and delivery).
+//! - `Leave {id, from}`, holder -> owner: the last local connection under `id` closed.
+//! - `Route {id, msg, reply}`, publisher's shard -> owner: publish `msg` to `id`.
+//! - `Deliver {id, msg, reply}`, owner -> each holder other than itself.
+//! - `Replied {token, count, more}`, owner and holders -> publisher's shard: `count`
+//!   connections were queued the message; `more` further replies follow (the owner sends
+//!   the number of holders it forwarded to, each holder sends 0). The publish reply is
+//!   written when all have arrived.
+//!
+//! # Ordering
+//! Every inbox is FIFO per producer, and every message for an id passes through its owner,
+//! so messages from one publisher connection to one id reach every subscriber in the order
+//! sent, and a `Join`, `Leave`, `Join` sequence from one holder is applied in order (acks
+//! carry the join's sequence number so a late ack of an old join is ignored).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use crossbeam_queue::SegQueue;
+use tokio::sync::Notify;
+
+use crate::id::Id;
+
+/// Where a publish reply goes: the publisher's shard and its pending-publish token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// Shard index of the publisher's connection.
+    pub shard: u16,
+    /// Token of the pending publish on that shard.
+    pub token: u32,
+}
+
+/// One cross-core message; see the module doc for the protocol.
+#[derive(Debug)]
+pub enum Msg {
+    /// Holder `from` now has connections under `id`.
+    Join { id: Id, from: u16, seq: u32 },
+    /// The owner recorded the join numbered `seq`.
+    JoinAck { id: Id, seq: u32 },
+    /// Holder `from` has no connection under `id` any more.
+    Leave { id: Id, from: u16 },
+    /// Publish to `id`, sent to its owner.
+    Route { id: Id, msg: Bytes, reply: ReplyTo },
+    /// Deliver to the local connections under `id`, sent by the owner to a holder.
+    Deliver { id: Id, msg: Bytes, reply: ReplyTo },
+    /// Part of a publish reply: `count` connections queued, `more` replies still to come.
+    Replied { token: u32, count: u32, more: u16 },
+}
+
+/// The queues and doorbells of all shards, shared by every shard thread.
+pub struct Mesh {
+    inbox: Vec<SegQueue<Vec<Msg>>>,
+    sleeping: Vec<AtomicBool>,
+    doorbell: Vec<Notify>,
+    shutdown: AtomicBool,
+}
+
+impl Mesh {
+    /// A mesh for `shards` shards.
+    pub fn new(shards: usize) -> Mesh {
+        Mesh {
+            inbox: (0..shards).map(|_| SegQueue::new()).collect(),
+            sleeping: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            doorbell: (0..shards).map(|_| Notify::new()).collect(),
+            shutdown: AtomicBool::new(false),
+        }
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.inbox.len()
+    }
+
+    /// Pushes one batch to shard `to` and rings its doorbell if it sleeps.
+    pub fn push(&self, to: usize, batch: Vec<Msg>) {
+        self.inbox[to].push(batch);
+        self.ring(to);
+    }
+
+    fn ring(&self, to: usize) {
+        // SeqCst pairs with `prepare_sleep`: either the sleeper sees our batch on its
+        // re-check, or we see its flag and wake it.
+        if self.sleeping[to].load(Ordering::SeqCst) && self.sleeping[to].swap(false, Ordering::SeqCst) {
+            self.doorbell[to].notify_one();
+        }
+    }
+
+    /// Takes the next batch for shard `me`.
+    pub fn pop(&self, me: usize) -> Option<Vec<Msg>> {
+        self.inbox[me].pop()
+    }
+
+    /// Announces that shard `me` is going to sleep; returns false (and cancels the
+    /// announcement) if its inbox is not empty or shutdown was asked.
+    pub fn prepare_sleep(&self, me: usize) -> bool {
+        self.sleeping[me].store(true, Ordering::SeqCst);
+        if !self.inbox[me].is_empty() || self.is_shutdown() {
+            self.sleeping[me].store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Marks shard `me` awake again after a wait.
+    pub fn woke(&self, me: usize) {
+        self.sleeping[me].store(false, Ordering::SeqCst);
+    }
+
+    /// The doorbell shard `me` waits on.
+    pub fn doorbell(&self, me: usize) -> &Notify {
+        &self.doorbell[me]
+    }
+
+    /// Asks every shard to stop, and wakes them.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for d in &self.doorbell {
+            d.notify_one();
+        }
+    }
+
+    /// Whether shutdown was asked.
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,402 @@
+//! One router shard (sans-IO): which local connections are logged in under each id, and,
+//! for the ids this shard owns, which shards hold connections under them (the directory).
+//!
+//! This is the seed's router API split across shards: `login(id, conn)` and `logout(conn)`
+//! are [`Router::login`] and [`Router::logout`]; `send(id, msg)` is [`Router::route`] on the
+//! owner plus [`Router::subscribers`] on each holder. Cross-core effects are appended to
+//! [`Router::out`] (one outbox per destination shard) for the shard to push as batches; the
+//! protocol is in [`crate::mesh`].
+//!
+//! # Memory layout
+//! Ids live once, in a slab of 32-byte [`Slot`]s; a `hashbrown::HashTable<u32>` indexes the
+//! slab (4 bytes a bucket plus a control byte). The common cases cost no allocation of
+//! their own: a slot with one local connection stores it inline, and a connection under one
+//! id stores the slot index as its handle. Only an id with several local connections, or a
+//! connection under several ids, gets a small side list.
+
+use bytes::Bytes;
+use hashbrown::HashTable;
+
+use crate::id::Id;
+use crate::mesh::{Msg, ReplyTo};
+
+/// No connection / no slot.
+const NONE: u32 = u32::MAX;
+/// Tag bit: the value indexes a side list rather than naming a connection or slot.
+const LIST: u32 = 1 << 31;
+
+/// One id known to this shard: a local subscriber set, a directory entry, or both.
+struct Slot {
+    id: Id,
+    /// Local connections: NONE, one connection index, or LIST | index into `sub_lists`.
+    subs: u32,
+    /// Sequence number of this shard's unacknowledged `Join`, 0 once acknowledged (or when
+    /// this shard owns the id, where no join is needed).
+    join_seq: u32,
+    /// Directory entry (owner only): bit s set while shard s holds connections under `id`.
+    holders: u64,
+}
+
+/// One shard's router. See the module doc.
+pub struct Router {
+    me: usize,
+    shards: usize,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    index: HashTable<u32>,
+    hasher: ahash::RandomState,
+    sub_lists: Vec<Vec<u32>>,
+    free_sub_lists: Vec<u32>,
+    conn_lists: Vec<Box<[u32]>>,
+    free_conn_lists: Vec<u32>,
+    next_seq: u32,
+    owned_live: usize,
+    /// Messages for other shards produced by the calls since the last flush, per shard.
+    pub out: Vec<Vec<Msg>>,
+}
+
+impl Router {
+    /// The router of shard `me` among `shards`.
+    pub fn new(me: usize, shards: usize) -> Router {
+        Router {
+            me,
+            shards,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            index: HashTable::new(),
+            hasher: ahash::RandomState::new(),
+            sub_lists: Vec::new(),
+            free_sub_lists: Vec::new(),
+            conn_lists: Vec::new(),
+            free_conn_lists: Vec::new(),
+            next_seq: 0,
+            owned_live: 0,
+            out: (0..shards).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Ids owned by this shard that some shard holds connections under.
+    pub fn owned_ids(&self) -> usize {
+        self.owned_live
+    }
+
+    fn hash(&self, id: &Id) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    /// The slot of `id`, if this shard knows it.
+    pub fn lookup(&self, id: &Id) -> Option<u32> {
+        let slots = &self.slots;
+        self.index.find(self.hash(id), |&s| slots[s as usize].id == *id).copied()
+    }
+
+    fn slot_for(&mut self, id: Id) -> u32 {
+        if let Some(s) = self.lookup(&id) {
+            return s;
+        }
+        let hash = self.hash(&id);
+        let slot = Slot { id, subs: NONE, join_seq: 0, holders: 0 };
+        let s = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s as usize] = slot;
+                s
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hash, s, |&t| hasher.hash_one(&slots[t as usize].id));
+        s
+    }
+
+    fn maybe_free(&mut self, s: u32) {
+        let slot = &self.slots[s as usize];
+        if slot.subs != NONE || slot.holders != 0 {
+            return;
+        }
+        let hash = self.hash(&slot.id);
+        if let Ok(entry) = self.index.find_entry(hash, |&t| t == s) {
+            entry.remove();
+        }
+        // Drop the id's heap string now; the slot itself is reused.
+        self.slots[s as usize].id = Id::Num(0);
+        self.free_slots.push(s);
+    }
+
+    /// Logs connection `conn` in under `ids` (1 to 64, no duplicates).
+    ///
+    /// Returns the handle to keep in the connection record (give it back to
+    /// [`Router::logout`]) and how many of the ids still wait for their owner's `JoinAck`:
+    /// the connection's response head must not go out before that count is back to 0
+    /// (see [`Router::join_acked`]).
+    pub fn login(&mut self, conn: u32, ids: Vec<Id>) -> (u32, u8) {
+        let mut waits = 0u8;
+        let mut slots = Vec::with_capacity(ids.len());
+        for id in ids {
+            let owner = id.owner(self.shards);
+            let s = self.slot_for(id);
+            slots.push(s);
+            let first = self.slots[s as usize].subs == NONE;
+            self.add_sub(s, conn);
+            if owner == self.me {
+                self.hold(s, self.me);
+            } else if first {
+                self.next_seq = self.next_seq.wrapping_add(1).max(1);
+                let slot = &mut self.slots[s as usize];
+                slot.join_seq = self.next_seq;
+                self.out[owner].push(Msg::Join { id: slot.id.clone(), from: self.me as u16, seq: slot.join_seq });
+            }
+            if self.slots[s as usize].join_seq != 0 {
+                waits += 1;
+            }
+        }
+        let handle = if slots.len() == 1 {
+            slots[0]
+        } else {
+            let list = slots.into_boxed_slice();
+            match self.free_conn_lists.pop() {
+                Some(l) => {
+                    self.conn_lists[l as usize] = list;
+                    LIST | l
+                }
+                None => {
+                    self.conn_lists.push(list);
+                    LIST | (self.conn_lists.len() - 1) as u32
+                }
+            }
+        };
+        (handle, waits)
+    }
+
+    /// Logs connection `conn` out of every id it was logged in under.
+    pub fn logout(&mut self, conn: u32, handle: u32) {
+        if handle & LIST == 0 {
+            self.leave_slot(handle, conn);
+            return;
+        }
+        let l = (handle & !LIST) as usize;
+        let list = std::mem::take(&mut self.conn_lists[l]);
+        for &s in list.iter() {
+            self.leave_slot(s, conn);
+        }
+        self.free_conn_lists.push(l as u32);
+    }
+
+    fn leave_slot(&mut self, s: u32, conn: u32) {
+        self.remove_sub(s, conn);
+        let slot = &mut self.slots[s as usize];
+        if slot.subs == NONE {
+            let owner = slot.id.owner(self.shards);
+            if owner == self.me {
+                self.unhold(s, self.me);
+            } else {
+                slot.join_seq = 0;
+                self.out[owner].push(Msg::Leave { id: slot.id.clone(), from: self.me as u16 });
+            }
+            self.maybe_free(s);
+        }
+    }
+
+    fn add_sub(&mut self, s: u32, conn: u32) {
+        let subs = self.slots[s as usize].subs;
+        if subs == NONE {
+            self.slots[s as usize].subs = conn;
+        } else if subs & LIST != 0 {
+            self.sub_lists[(subs & !LIST) as usize].push(conn);
+        } else {
+            let list = vec![subs, conn];
+            let l = match self.free_sub_lists.pop() {
+                Some(l) => {
+                    self.sub_lists[l as usize] = list;
+                    l
+                }
+                None => {
+                    self.sub_lists.push(list);
+                    (self.sub_lists.len() - 1) as u32
+                }
+            };
+            self.slots[s as usize].subs = LIST | l;
+        }
+    }
+
+    fn remove_sub(&mut self, s: u32, conn: u32) {
+        let subs = self.slots[s as usize].subs;
+        if subs & LIST == 0 {
+            if subs == conn {
+                self.slots[s as usize].subs = NONE;
+            }
+            return;
+        }
+        let l = (subs & !LIST) as usize;
+        let list = &mut self.sub_lists[l];
+        if let Some(i) = list.iter().position(|&c| c == conn) {
+            list.swap_remove(i);
+        }
+        if list.len() == 1 {
+            self.slots[s as usize].subs = list[0];
+            self.sub_lists[l] = Vec::new();
+            self.free_sub_lists.push(l as u32);
+        }
+    }
+
+    fn hold(&mut self, s: u32, shard: usize) {
+        let slot = &mut self.slots[s as usize];
+        if slot.holders == 0 {
+            self.owned_live += 1;
+        }
+        slot.holders |= 1 << shard;
+    }
+
+    fn unhold(&mut self, s: u32, shard: usize) {
+        let slot = &mut self.slots[s as usize];
+        let had = slot.holders != 0;
+        slot.holders &= !(1 << shard);
+        if had && slot.holders == 0 {
+            self.owned_live -= 1;
+        }
+    }
+
+    /// The local connections logged in under the id in slot `s`.
+    pub fn subscribers(&self, s: u32) -> &[u32] {
+        let subs = &self.slots[s as usize].subs;
+        if *subs == NONE {
+            &[]
+        } else if subs & LIST != 0 {
+            &self.sub_lists[(subs & !LIST) as usize]
+        } else {
+            std::slice::from_ref(subs)
+        }
+    }
+
+    /// Owner side of `Join`: records shard `from` as a holder of `id` and acknowledges.
+    pub fn on_join(&mut self, id: Id, from: usize, seq: u32) {
+        let s = self.slot_for(id);
+        self.hold(s, from);
+        let id = self.slots[s as usize].id.clone();
+        self.out[from].push(Msg::JoinAck { id, seq });
+    }
+
+    /// Owner side of `Leave`: shard `from` holds no connection under `id` any more.
+    pub fn on_leave(&mut self, id: &Id, from: usize) {
+        if let Some(s) = self.lookup(id) {
+            self.unhold(s, from);
+            self.maybe_free(s);
+        }
+    }
+
+    /// Holder side of `JoinAck`: if it acknowledges the current join of `id`, returns the
+    /// slot, whose every subscriber now has one wait fewer.
+    pub fn join_acked(&mut self, id: &Id, seq: u32) -> Option<u32> {
+        let s = self.lookup(id)?;
+        let slot = &mut self.slots[s as usize];
+        if slot.join_seq != seq || seq == 0 {
+            return None;
+        }
+        slot.join_seq = 0;
+        Some(s)
+    }
+
+    /// Owner side of `send(id, msg)`: forwards `Deliver` to every other holder and returns
+    /// the local slot to deliver to (if this shard holds connections under `id`) and the
+    /// number of shards forwarded to.
+    pub fn route(&mut self, id: &Id, msg: &Bytes, reply: ReplyTo) -> (Option<u32>, u16) {
+        let Some(s) = self.lookup(id) else { return (None, 0) };
+        let holders = self.slots[s as usize].holders;
+        let mut forwarded = 0;
+        for h in 0..self.shards {
+            if h != self.me && holders & (1 << h) != 0 {
+                self.out[h].push(Msg::Deliver { id: id.clone(), msg: msg.clone(), reply });
+                forwarded += 1;
+            }
+        }
+        let local = (holders & (1 << self.me) != 0).then_some(s);
+        (local, forwarded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An id owned by shard `want` of 2.
+    fn id_owned_by(want: usize) -> Id {
+        (1..).map(Id::Num).find(|id| id.owner(2) == want).unwrap()
+    }
+
+    #[test]
+    fn local_login_logout() {
+        let mut r = Router::new(0, 2);
+        let id = id_owned_by(0);
+        let (h1, w1) = r.login(7, vec![id.clone()]);
+        let (h2, w2) = r.login(8, vec![id.clone()]);
+        assert_eq!((w1, w2), (0, 0));
+        let s = r.lookup(&id).unwrap();
+        assert_eq!(r.subscribers(s), &[7, 8]);
+        assert_eq!(r.owned_ids(), 1);
+        r.logout(7, h1);
+        assert_eq!(r.subscribers(s), &[8]);
+        r.logout(8, h2);
+        assert!(r.lookup(&id).is_none());
+        assert_eq!(r.owned_ids(), 0);
+        assert!(r.out.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn remote_owner_join_ack_leave() {
+        let (mut holder, mut owner) = (Router::new(0, 2), Router::new(1, 2));
+        let id = id_owned_by(1);
+        let (h, waits) = holder.login(3, vec![id.clone()]);
+        assert_eq!(waits, 1);
+        let Some(Msg::Join { id: jid, from, seq }) = holder.out[1].pop() else { panic!() };
+        owner.on_join(jid, from as usize, seq);
+        assert_eq!(owner.owned_ids(), 1);
+        let Some(Msg::JoinAck { id: aid, seq: aseq }) = owner.out[0].pop() else { panic!() };
+        let s = holder.join_acked(&aid, aseq).unwrap();
+        assert_eq!(holder.subscribers(s), &[3]);
+        // A second connection after the ack waits for nothing.
+        let (h2, waits2) = holder.login(4, vec![id.clone()]);
+        assert_eq!(waits2, 0);
+        assert!(holder.out[1].is_empty());
+        // Routing at the owner forwards to shard 0 only.
+        let (local, fwd) = owner.route(&id, &Bytes::from_static(b"x"), ReplyTo { shard: 1, token: 9 });
+        assert_eq!((local, fwd), (None, 1));
+        assert!(matches!(owner.out[0].pop(), Some(Msg::Deliver { .. })));
+        holder.logout(3, h);
+        assert!(holder.out[1].is_empty());
+        holder.logout(4, h2);
+        let Some(Msg::Leave { id: lid, from }) = holder.out[1].pop() else { panic!() };
+        owner.on_leave(&lid, from as usize);
+        assert_eq!(owner.owned_ids(), 0);
+        assert_eq!(owner.route(&id, &Bytes::new(), ReplyTo { shard: 1, token: 1 }), (None, 0));
+    }
+
+    #[test]
+    fn stale_ack_is_ignored() {
+        let mut holder = Router::new(0, 2);
+        let id = id_owned_by(1);
+        let (h, _) = holder.login(1, vec![id.clone()]);
+        let Some(Msg::Join { seq: old, .. }) = holder.out[1].pop() else { panic!() };
+        holder.logout(1, h);
+        let (_, waits) = holder.login(2, vec![id.clone()]);
+        assert_eq!(waits, 1);
+        assert!(holder.join_acked(&id, old).is_none(), "ack of the old join must not release the new one");
+    }
+
+    #[test]
+    fn many_ids_one_conn() {
+        let mut r = Router::new(0, 1);
+        let ids: Vec<Id> = (1..=3).map(Id::Num).collect();
+        let (h, _) = r.login(5, ids.clone());
+        let (h6, _) = r.login(6, vec![Id::Num(2)]);
+        for id in &ids {
+            assert!(r.subscribers(r.lookup(id).unwrap()).contains(&5));
+        }
+        r.logout(5, h);
+        assert!(r.lookup(&Id::Num(1)).is_none());
+        assert_eq!(r.subscribers(r.lookup(&Id::Num(2)).unwrap()), &[6]);
+        r.logout(6, h6);
+        assert_eq!(r.owned_ids(), 0);
+    }
+}

@@ -1,0 +1,226 @@
+//! Starting and stopping the server: listeners, shard threads, signals.
+//!
+//! [`start`] binds every shard's SO_REUSEPORT listeners in the calling thread (so bind errors
+//! and the ports chosen for port 0 are known before it returns), then starts one OS thread
+//! per shard. Each thread creates its own io_uring ring and runs a tokio-uring runtime whose
+//! only task is the shard loop: turn the shard while it has work; otherwise announce sleep
+//! and wait for the ring's fd (registered with the runtime's reactor through `AsyncFd`), the
+//! shard's doorbell, or a timer, whichever comes first.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use socket2::{Domain, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::config::ServerConfig;
+use crate::driver::uring::Uring;
+use crate::driver::Driver;
+use crate::mesh::Mesh;
+use crate::shard::Shard;
+use crate::stats::ShardStats;
+
+/// Listen backlog; the kernel caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 65_535;
+/// How long a stopping shard waits for in-flight operations before it drops its ring.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A running server. Dropping it shuts the server down.
+pub struct ServerHandle {
+    subscriber: SocketAddr,
+    publish: SocketAddr,
+    mesh: Arc<Mesh>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The bound subscriber listener address.
+    pub fn subscriber_addr(&self) -> SocketAddr {
+        self.subscriber
+    }
+
+    /// The bound publish listener address.
+    pub fn publish_addr(&self) -> SocketAddr {
+        self.publish
+    }
+
+    /// Whether a shard thread has ended on its own (it panicked: the server is broken).
+    pub fn shard_died(&self) -> bool {
+        !self.mesh.is_shutdown() && self.threads.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Stops every shard and waits for their threads. Errors: a shard had panicked.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> anyhow::Result<()> {
+        self.mesh.shutdown();
+        let mut panicked = 0;
+        for t in self.threads.drain(..) {
+            panicked += usize::from(t.join().is_err());
+        }
+        anyhow::ensure!(panicked == 0, "{panicked} shard thread(s) panicked");
+        Ok(())
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A listener socket with SO_REUSEPORT, bound to `addr`.
+fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY: a chunk goes out at once, not after an ACK.
+    s.set_tcp_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    Ok(s.into())
+}
+
+fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    let s = socket2::SockRef::from(fd);
+    s.local_addr()?.as_socket().ok_or_else(|| io::Error::other("listener has no IP address"))
+}
+
+/// Binds one listener per shard on `addr` (port 0: the port the first one got).
+fn listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
+    let first = listener(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = local_addr(&first)?;
+    let mut all = vec![first];
+    for _ in 1..shards {
+        all.push(listener(bound).with_context(|| format!("cannot listen on {bound} (SO_REUSEPORT)"))?);
+    }
+    Ok((all, bound))
+}
+
+/// Starts the server and returns once every shard runs.
+///
+/// Errors: a listener cannot be bound; io_uring cannot be set up (the error names the
+/// cause); a thread cannot be spawned.
+pub fn start(cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
+    let n = cfg.shards;
+    let (subs, subscriber) = listeners(cfg.listen, n)?;
+    let (pubs, publish) = listeners(cfg.publish_listen, n)?;
+    let mesh = Arc::new(Mesh::new(n));
+    let stats: Arc<[ShardStats]> = (0..n).map(|_| ShardStats::default()).collect();
+    let cfg = Arc::new(cfg);
+    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+    let mut threads = Vec::with_capacity(n);
+    for (me, (sub, publ)) in subs.into_iter().zip(pubs).enumerate() {
+        let (mesh, stats, cfg, ready) = (mesh.clone(), stats.clone(), cfg.clone(), ready_tx.clone());
+        let t = std::thread::Builder::new().name(format!("shard-{me}")).spawn(move || {
+            // The ring is created on its own thread: SINGLE_ISSUER ties it to its creator.
+            let driver = match Uring::new() {
+                Ok(d) => d,
+                Err(e) => return drop(ready.send(Err(e))),
+            };
+            let _ = ready.send(Ok(()));
+            let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ);
+            tokio_uring::start(run(shard, mesh, me));
+        })?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    let handle = ServerHandle { subscriber, publish, mesh, threads };
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!(
+                "io_uring_setup failed: {e} (is io_uring disabled by sysctl kernel.io_uring_disabled, or blocked by a seccomp profile such as Docker's default? Linux 6.0 or later is needed)"
+            ),
+            Err(_) => anyhow::bail!("a shard thread ended during start"),
+        }
+    }
+    Ok(handle)
+}
+
+struct RingFd(RawFd);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// The shard loop; see the module doc.
+async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize) {
+    // SAFETY: the ring fd outlives the registration: `shard` owns the ring and is dropped
+    // after `ring` (declared later, dropped first).
+    let ring = unsafe { AsyncFd::register_with_interest(RingFd(shard.wait_fd()), Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .expect("register the ring fd with the reactor");
+    let mut stop_deadline = None;
+    loop {
+        let worked = shard.turn();
+        if mesh.is_shutdown() {
+            let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+            if shard.finished() || Instant::now() > deadline {
+                break;
+            }
+        }
+        if worked || !mesh.prepare_sleep(me) {
+            continue;
+        }
+        if shard.has_completions() {
+            mesh.woke(me);
+            continue;
+        }
+        tokio::select! {
+            r = ring.readable() => if let Ok(mut g) = r { g.clear_ready() },
+            _ = mesh.doorbell(me).notified() => {}
+            _ = tokio::time::sleep(shard.idle_timeout()) => {}
+        }
+        mesh.woke(me);
+    }
+}
+
+/// `uring-comet serve`: starts the server, prints `LISTEN subscriber=ADDR publish=ADDR` on
+/// stdout, and runs until SIGINT or SIGTERM (exit 0) or until a shard dies (exit 1).
+pub fn serve_forever(cfg: ServerConfig) -> anyhow::Result<()> {
+    // Block the stop signals in every thread (shards inherit the mask) and take them
+    // synchronously here.
+    // SAFETY: plain signal-mask calls on a zeroed sigset.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let shards = cfg.shards;
+    let handle = start(cfg)?;
+    tracing::info!(shards, subscriber = %handle.subscriber_addr(), publish = %handle.publish_addr(), "uring-comet serving");
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "LISTEN subscriber={} publish={}", handle.subscriber_addr(), handle.publish_addr())?;
+        out.flush()?;
+    }
+    loop {
+        let timeout = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+        // SAFETY: `set` is a valid sigset; a null siginfo pointer is allowed.
+        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
+        if sig == libc::SIGINT || sig == libc::SIGTERM {
+            tracing::info!("signal {sig}: shutting down");
+            return handle.shutdown();
+        }
+        if handle.shard_died() {
+            tracing::error!("a shard thread died; exiting so a supervisor can restart the server");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Per-shard counters. Each shard writes only its own [`ShardStats`] (relaxed atomics, no
+//! lock, no shared cache line written by two cores); `GET /stats` reads them all.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters of one shard. Gauges go up and down; totals only up.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct ShardStats {
+    /// Gauge: open subscriber connections.
+    pub subscribers: AtomicU64,
+    /// Gauge: open publisher connections.
+    pub publishers: AtomicU64,
+    /// Gauge: ids owned by this shard with at least one connection somewhere.
+    pub ids: AtomicU64,
+    /// Total: publishes accepted on this shard (`POST /send`).
+    pub sent: AtomicU64,
+    /// Total: messages queued to subscriber connections of this shard.
+    pub delivered: AtomicU64,
+    /// Total: subscribers disconnected for exceeding `--max-pending-bytes`.
+    pub slow_closed: AtomicU64,
+    /// Total: accepted sockets closed at once because the shard was at `--max-conns`.
+    pub rejected: AtomicU64,
+    /// Total: times the multishot accept ended and was re-armed.
+    pub accept_rearmed: AtomicU64,
+}
+
+impl ShardStats {
+    /// Adds `n` to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+    /// Subtracts `n` from a gauge.
+    pub fn sub(c: &AtomicU64, n: u64) {
+        c.fetch_sub(n, Relaxed);
+    }
+}
+
+/// Resident set size of this process in bytes, from `/proc/self/statm` (0 if unreadable).
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    pages * page
+}
+
+/// The `GET /stats` body: one JSON object.
+///
+/// Keys: `connections` (open subscribers, all shards), `connections_per_shard` (array),
+/// `publishers`, `ids` (distinct ids logged in), `messages_sent`, `messages_delivered`,
+/// `slow_consumers_closed`, `rejected_at_capacity`, `accept_rearmed`, `rss_bytes`.
+pub fn json(shards: &[ShardStats]) -> String {
+    let sum = |f: fn(&ShardStats) -> &AtomicU64| shards.iter().map(|s| f(s).load(Relaxed)).sum::<u64>();
+    let per: Vec<String> = shards.iter().map(|s| s.subscribers.load(Relaxed).to_string()).collect();
+    let mut out = String::with_capacity(256);
+    let _ = write!(
+        out,
+        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"rss_bytes\":{}}}",
+        sum(|s| &s.subscribers),
+        per.join(","),
+        sum(|s| &s.publishers),
+        sum(|s| &s.ids),
+        sum(|s| &s.sent),
+        sum(|s| &s.delivered),
+        sum(|s| &s.slow_closed),
+        sum(|s| &s.rejected),
+        sum(|s| &s.accept_rearmed),
+        rss_bytes()
+    );
+    out
+}
