@@ -23,6 +23,19 @@ pub struct ServeArgs {
     /// Most bytes of output queued for one subscriber before it is disconnected as too slow.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_pending_bytes: usize,
+    /// Where a subscriber under one id lives: `owner` hands it to the shard that owns the id;
+    /// `accept` keeps it on the shard that accepted it (see DESIGN.md for both measured).
+    #[arg(long, value_enum, default_value_t = Placement::Owner)]
+    pub placement: Placement,
+}
+
+/// Which shard holds a subscriber connection under a single id.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The shard that owns the id (by id hash): no directory entry, no cross-core hop.
+    Owner,
+    /// The shard whose listener accepted it (SO_REUSEPORT's choice), as for several ids.
+    Accept,
 }
 
 /// Validated server settings; build one with [`ServeArgs::into_config`] or [`ServerConfig::local`].
@@ -38,6 +51,8 @@ pub struct ServerConfig {
     pub max_conns: usize,
     /// Output bound per subscriber, bytes.
     pub max_pending_bytes: usize,
+    /// Placement of single-id subscribers.
+    pub placement: Placement,
 }
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
@@ -63,6 +78,7 @@ impl ServeArgs {
             shards,
             max_conns: self.max_conns.max(1),
             max_pending_bytes: self.max_pending_bytes.max(1024),
+            placement: self.placement,
         })
     }
 }
@@ -76,6 +92,7 @@ impl ServerConfig {
             shards,
             max_conns: 100_000,
             max_pending_bytes: 64 * 1024,
+            placement: Placement::Owner,
         }
     }
 }

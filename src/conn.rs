@@ -48,6 +48,9 @@ pub const CLOSE_AFTER: u8 = 32;
 /// Flag: accepted on the publish listener.
 pub const PUBLISHER: u8 = 64;
 
+/// Flag: the static response head is still to be sent, before anything in `Aux::out`.
+pub const HEAD_PENDING: u8 = 128;
+
 /// One connection. 20 bytes; see the module doc.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]

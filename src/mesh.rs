@@ -25,9 +25,18 @@
 //! - `Route {id, msg, reply}`, publisher's shard -> owner: publish `msg` to `id`.
 //! - `Deliver {id, msg, reply}`, owner -> each holder other than itself.
 //! - `Replied {token, count, more}`, owner and holders -> publisher's shard: `count`
-//!   connections were queued the message; `more` further replies follow (the owner sends
-//!   the number of holders it forwarded to, each holder sends 0). The publish reply is
-//!   written when all have arrived.
+//!   connections were queued the message. The owner's reply says how many holders it
+//!   forwarded to (`more: Some(k)`); a holder's says `None`. They come over different
+//!   queues and may arrive in any order; the publish reply is written when the owner's
+//!   and k holders' have arrived.
+//!
+//! # Placement
+//! A subscriber under a single id (the common case) is handed to the id's owner shard as
+//! soon as its request head is parsed (`Adopt {fd, id, http10}`, accepting shard -> owner),
+//! unless `--placement accept` is set. It then lives where every publish to its id arrives
+//! anyway: no `Join`, no directory entry elsewhere, no `Deliver` hop, and one router slot in
+//! the whole process. A subscriber under several ids stays on the shard that accepted it and
+//! uses the directory as above. DESIGN.md compares the two placements as measured.
 //!
 //! # Ordering
 //! Every inbox is FIFO per producer, and every message for an id passes through its owner,
@@ -65,8 +74,13 @@ pub enum Msg {
     Route { id: Id, msg: Bytes, reply: ReplyTo },
     /// Deliver to the local connections under `id`, sent by the owner to a holder.
     Deliver { id: Id, msg: Bytes, reply: ReplyTo },
-    /// Part of a publish reply: `count` connections queued, `more` replies still to come.
-    Replied { token: u32, count: u32, more: u16 },
+    /// Part of a publish reply: `count` connections queued. From the owner (`more` is
+    /// `Some(k)`): k holders' replies follow. From a holder: `None`. The two may arrive in
+    /// either order, so the publisher's shard waits for the owner's and k others.
+    Replied { token: u32, count: u32, more: Option<u16> },
+    /// Take over subscriber socket `fd`, whose request head asked for the single `id`
+    /// owned by the receiving shard (see "Placement" above).
+    Adopt { fd: i32, id: Id, http10: bool },
 }
 
 /// The queues and doorbells of all shards, shared by every shard thread.

@@ -56,12 +56,16 @@ pub struct Router {
 }
 
 impl Router {
-    /// The router of shard `me` among `shards`.
-    pub fn new(me: usize, shards: usize) -> Router {
+    /// The router of shard `me` among `shards`, with room reserved for `cap` ids.
+    ///
+    /// The reservation is address space only: a large Vec is its own mmap, and its pages
+    /// become resident as slots are first written, so growing to `cap` never copies the
+    /// slab or leaves the old copy resident.
+    pub fn new(me: usize, shards: usize, cap: usize) -> Router {
         Router {
             me,
             shards,
-            slots: Vec::new(),
+            slots: Vec::with_capacity(cap),
             free_slots: Vec::new(),
             index: HashTable::new(),
             hasher: ahash::RandomState::new(),
@@ -327,7 +331,7 @@ mod tests {
 
     #[test]
     fn local_login_logout() {
-        let mut r = Router::new(0, 2);
+        let mut r = Router::new(0, 2, 16);
         let id = id_owned_by(0);
         let (h1, w1) = r.login(7, vec![id.clone()]);
         let (h2, w2) = r.login(8, vec![id.clone()]);
@@ -345,7 +349,7 @@ mod tests {
 
     #[test]
     fn remote_owner_join_ack_leave() {
-        let (mut holder, mut owner) = (Router::new(0, 2), Router::new(1, 2));
+        let (mut holder, mut owner) = (Router::new(0, 2, 16), Router::new(1, 2, 16));
         let id = id_owned_by(1);
         let (h, waits) = holder.login(3, vec![id.clone()]);
         assert_eq!(waits, 1);
@@ -374,7 +378,7 @@ mod tests {
 
     #[test]
     fn stale_ack_is_ignored() {
-        let mut holder = Router::new(0, 2);
+        let mut holder = Router::new(0, 2, 16);
         let id = id_owned_by(1);
         let (h, _) = holder.login(1, vec![id.clone()]);
         let Some(Msg::Join { seq: old, .. }) = holder.out[1].pop() else { panic!() };
@@ -386,7 +390,7 @@ mod tests {
 
     #[test]
     fn many_ids_one_conn() {
-        let mut r = Router::new(0, 1);
+        let mut r = Router::new(0, 1, 16);
         let ids: Vec<Id> = (1..=3).map(Id::Num).collect();
         let (h, _) = r.login(5, ids.clone());
         let (h6, _) = r.login(6, vec![Id::Num(2)]);

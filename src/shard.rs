@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::ServerConfig;
-use crate::conn::{Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, LOGGED_IN, NONE, POLLING, PUBLISHER, RECVING, SENDING};
+use crate::config::{Placement, ServerConfig};
+use crate::conn::{Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, HEAD_PENDING, LOGGED_IN, NONE, POLLING, PUBLISHER, RECVING, SENDING};
 use crate::driver::{Completion, Driver};
 use crate::http::request::{parse_publish, parse_subscribe, Head, PubRequest, SubRequest};
 use crate::http::{response, Status, MAX_BODY, MAX_HEAD};
@@ -40,6 +40,15 @@ const OP_RECV: u64 = 2;
 const OP_POLL: u64 = 3;
 const OP_SEND: u64 = 4;
 const OP_CANCEL: u64 = 5;
+const OP_PROVIDE: u64 = 6;
+
+/// Provided-buffer group of request-head buffers.
+const HEAD_GROUP: u16 = 1;
+/// Request-head buffers per shard.
+const HEAD_BUFS: u16 = 256;
+/// Bytes per request-head buffer. Most heads fit in one; a longer one is gathered in the
+/// connection's own `inbuf`, up to [`MAX_HEAD`].
+const HEAD_BUF_LEN: usize = 2048;
 
 /// Listener index in accept tokens.
 const SUB: u32 = 0;
@@ -48,7 +57,7 @@ const PUB: u32 = 1;
 /// Most publishes one publisher may have awaiting replies before its reads pause.
 const MAX_PIPELINE: usize = 1024;
 /// Most pooled `Aux` buffers kept per shard.
-const AUX_POOL: usize = 1024;
+const AUX_POOL: usize = 64;
 /// Buffers larger than this are freed rather than pooled, bytes.
 const POOL_KEEP: usize = 16 * 1024;
 /// Inbox batches taken per turn, so completions are never starved.
@@ -62,14 +71,22 @@ fn token(op: u64, idx: u32) -> u64 {
 struct Pending {
     /// Publisher connection, or NONE if it closed meanwhile.
     conn: u32,
-    /// Replies still to come.
-    remaining: u32,
+    /// Holder replies still to come (may go below 0 while the owner's is outstanding).
+    remaining: i32,
+    /// The owner's reply has arrived (it says how many holder replies to expect).
+    routed: bool,
     /// Connections queued so far.
     count: u64,
     /// Close the connection after this reply.
     close: bool,
     /// A ready-made reply (stats, error) instead of `{"delivered":N}`.
     raw: Option<Vec<u8>>,
+}
+
+impl Pending {
+    fn done(&self) -> bool {
+        self.routed && self.remaining == 0
+    }
 }
 
 /// One shard. Build with [`Shard::new`], drive with [`Shard::turn`].
@@ -92,6 +109,9 @@ pub struct Shard<D: Driver> {
     to_close: Vec<u32>,
     fanout: Vec<u32>,
     scratch: Box<[u8]>,
+    /// The request-head buffers, HEAD_BUFS x HEAD_BUF_LEN, lent to the kernel as a
+    /// provided-buffer group. Never moved or freed while the ring lives.
+    heads: Box<[u8]>,
     stopping: bool,
 }
 
@@ -104,7 +124,7 @@ impl<D: Driver> Shard<D> {
         Shard {
             me,
             driver,
-            router: Router::new(me, shards),
+            router: Router::new(me, shards, max_conns + cfg.max_conns / shards),
             mesh,
             stats,
             cfg,
@@ -120,7 +140,30 @@ impl<D: Driver> Shard<D> {
             to_close: Vec::new(),
             fanout: Vec::new(),
             scratch: vec![0; 4096].into_boxed_slice(),
+            // Written (not calloc'ed) so the pool is resident from the start: a fixed cost in
+            // the idle RSS rather than a per-connection one as connections arrive.
+            heads: vec![0x5a; HEAD_BUFS as usize * HEAD_BUF_LEN].into_boxed_slice(),
             stopping: false,
+        }
+        .with_head_buffers()
+    }
+
+    fn with_head_buffers(mut self) -> Self {
+        // SAFETY: `heads` lives as long as the shard, which outlives its ring's use of it
+        // (the ring is dropped with the shard), and is only read by us for a buffer the
+        // kernel has handed back in a completion.
+        unsafe {
+            self.driver.provide_buffers(self.heads.as_mut_ptr(), HEAD_BUF_LEN as u32, HEAD_BUFS, HEAD_GROUP, 0, token(OP_PROVIDE, NONE));
+        }
+        self
+    }
+
+    fn give_back_head_buffer(&mut self, b: u16) {
+        let at = usize::from(b) * HEAD_BUF_LEN;
+        // SAFETY: as in `with_head_buffers`; buffer `b` is ours again until provided here.
+        unsafe {
+            let ptr = self.heads.as_mut_ptr().add(at);
+            self.driver.provide_buffers(ptr, HEAD_BUF_LEN as u32, 1, HEAD_GROUP, b, token(OP_PROVIDE, NONE));
         }
     }
 
@@ -228,7 +271,29 @@ impl<D: Driver> Shard<D> {
             return self.on_accept(idx, c.result, c.more);
         }
         if idx == NONE {
-            return; // cancel of a listener's accept
+            if op == OP_PROVIDE && c.result < 0 {
+                tracing::error!(shard = self.me, "providing head buffers failed: {}", std::io::Error::from_raw_os_error(-c.result));
+            }
+            return; // cancel of a listener's accept, or buffers provided
+        }
+        if let Some(b) = c.buf {
+            // A head buffer: read it now (only SubHead recvs select buffers), then return it.
+            let conn = &mut self.conns[idx];
+            conn.ops -= 1;
+            if conn.state == State::SubHead && c.result > 0 {
+                let at = usize::from(b) * HEAD_BUF_LEN;
+                let data = std::mem::take(&mut self.heads);
+                self.on_head_bytes(idx, &data[at..at + c.result as usize]);
+                self.heads = data;
+            } else if conn.state == State::Closing {
+                if conn.ops == 0 {
+                    self.finalize(idx);
+                }
+            } else {
+                self.close(idx);
+            }
+            self.give_back_head_buffer(b);
+            return;
         }
         let conn = &mut self.conns[idx];
         conn.ops -= 1;
@@ -274,9 +339,45 @@ impl<D: Driver> Shard<D> {
         } else {
             ShardStats::add(&self.st().publishers, 1);
         }
-        let a = self.take_aux();
-        self.conns[i].aux = a;
-        self.start_recv(i);
+        if l == SUB {
+            self.recv_head(i);
+        } else {
+            let a = self.take_aux();
+            self.conns[i].aux = a;
+            self.start_recv(i);
+        }
+    }
+
+    /// Subscriber waiting for (more of) its request head: a recv that takes a pooled
+    /// buffer only when bytes arrive.
+    fn recv_head(&mut self, i: u32) {
+        let c = &mut self.conns[i];
+        c.flags |= RECVING;
+        c.ops += 1;
+        self.driver.recv_select(c.fd, HEAD_GROUP, HEAD_BUF_LEN as u32, token(OP_RECV, i));
+    }
+
+    /// Bytes of a subscriber's request head, straight from a head buffer.
+    fn on_head_bytes(&mut self, i: u32, data: &[u8]) {
+        self.conns[i].flags &= !RECVING;
+        let a = self.conns[i].aux;
+        let parsed = if a == NONE {
+            parse_subscribe(data)
+        } else {
+            self.aux[a].inbuf.extend_from_slice(data);
+            parse_subscribe(&self.aux[a].inbuf)
+        };
+        match parsed {
+            Head::Incomplete => {
+                if a == NONE {
+                    let a = self.ensure_aux(i);
+                    self.aux[a].inbuf.extend_from_slice(data);
+                }
+                self.recv_head(i);
+            }
+            Head::Refuse(s) => self.refuse(i, s),
+            Head::Done(req, _) => self.start_stream(i, req),
+        }
     }
 
     fn take_aux(&mut self) -> u32 {
@@ -340,6 +441,10 @@ impl<D: Driver> Shard<D> {
 
     fn on_recv(&mut self, i: u32, res: i32) {
         self.conns[i].flags &= !RECVING;
+        if res == -libc::ENOBUFS && self.conns[i].state == State::SubHead {
+            // Every head buffer was taken in this burst; they come back this turn.
+            return self.recv_head(i);
+        }
         if res <= 0 {
             return self.close(i);
         }
@@ -347,14 +452,8 @@ impl<D: Driver> Shard<D> {
         let buf = &mut self.aux[a].inbuf;
         // SAFETY: the kernel initialised `res` bytes after `len`, within the spare capacity.
         unsafe { buf.set_len(buf.len() + res as usize) };
-        match self.conns[i].state {
-            State::SubHead => match parse_subscribe(&self.aux[a].inbuf) {
-                Head::Incomplete => self.start_recv(i),
-                Head::Refuse(s) => self.refuse(i, s),
-                Head::Done(req, _) => self.start_stream(i, req),
-            },
-            State::Pub => self.on_publisher_input(i),
-            _ => {}
+        if self.conns[i].state == State::Pub {
+            self.on_publisher_input(i);
         }
     }
 
@@ -369,23 +468,62 @@ impl<D: Driver> Shard<D> {
     }
 
     fn start_stream(&mut self, i: u32, req: SubRequest) {
-        let a = self.conns[i].aux;
-        let aux = &mut self.aux[a];
-        aux.inbuf = Vec::new();
-        response::stream_head(&mut aux.out, req.http10);
+        // The head is static bytes: an idle subscriber never needs an Aux for it.
+        self.release_aux(i);
+        let c = &mut self.conns[i];
+        c.flags |= HEAD_PENDING;
+        if !req.http10 {
+            c.flags |= CHUNKED;
+        }
         if req.head_only {
             // HEAD: the same head, no body, never logged in; then close.
             self.conns[i].state = State::Finishing;
             return self.try_send(i);
         }
-        let (handle, waits) = self.router.login(i, req.ids);
+        if self.cfg.placement == Placement::Owner && req.ids.len() == 1 {
+            let owner = req.ids[0].owner(self.mesh.shards());
+            if owner != self.me {
+                return self.hand_off(i, owner, req);
+            }
+        }
+        self.login(i, req.ids);
+    }
+
+    /// Gives subscriber `i` to shard `owner`, which owns its only id.
+    fn hand_off(&mut self, i: u32, owner: usize, mut req: SubRequest) {
+        let c = self.conns[i];
+        // No op is in flight: the head's recv has just completed and nothing else was armed.
+        debug_assert_eq!(c.ops, 0);
+        let id = req.ids.pop().expect("one id");
+        self.router.out[owner].push(Msg::Adopt { fd: c.fd, id, http10: c.flags & CHUNKED == 0 });
+        ShardStats::sub(&self.st().subscribers, 1);
+        self.release_aux(i);
+        self.conns[i] = Conn::FREE;
+        self.conns.remove(i);
+    }
+
+    /// Owner side of a hand-off.
+    fn adopt(&mut self, fd: i32, id: Id, http10: bool) {
+        if self.stopping || self.conns.len() >= self.max_conns {
+            ShardStats::add(&self.st().rejected, 1);
+            // SAFETY: the fd was handed to this shard and nothing else uses it.
+            unsafe { libc::close(fd) };
+            return;
+        }
+        let flags = HEAD_PENDING | if http10 { 0 } else { CHUNKED };
+        let i = self.conns.insert(Conn { fd, state: State::SubHead, flags, ..Conn::FREE });
+        ShardStats::add(&self.st().subscribers, 1);
+        self.login(i, vec![id]);
+    }
+
+    /// Logs subscriber `i` in and starts its stream (the head goes out once every owner
+    /// knows this shard holds the ids).
+    fn login(&mut self, i: u32, ids: Vec<Id>) {
+        let (handle, waits) = self.router.login(i, ids);
         let c = &mut self.conns[i];
         c.ids = handle;
         c.waits = waits;
         c.flags |= LOGGED_IN;
-        if !req.http10 {
-            c.flags |= CHUNKED;
-        }
         c.state = if waits > 0 { State::SubJoining } else { State::SubStream };
         self.arm_poll(i);
         self.try_send(i);
@@ -432,8 +570,20 @@ impl<D: Driver> Shard<D> {
     /// Sends `out` if nothing is in flight and the connection may write.
     fn try_send(&mut self, i: u32) {
         let c = self.conns[i];
-        if c.flags & SENDING != 0 || c.aux == NONE || c.state == State::SubJoining {
+        if c.flags & SENDING != 0 || c.state == State::SubJoining {
             return;
+        }
+        if c.flags & HEAD_PENDING != 0 {
+            let head = response::stream_head_bytes(c.flags & CHUNKED == 0);
+            // SAFETY: static bytes.
+            unsafe { self.driver.send(c.fd, head.as_ptr(), head.len() as u32, token(OP_SEND, i)) };
+            let c = &mut self.conns[i];
+            c.flags |= SENDING;
+            c.ops += 1;
+            return;
+        }
+        if c.aux == NONE {
+            return self.send_idle(i);
         }
         let aux = &mut self.aux[c.aux];
         if aux.sent == aux.out.len() {
@@ -469,7 +619,25 @@ impl<D: Driver> Shard<D> {
         if res < 0 {
             return self.close(i);
         }
-        let a = self.conns[i].aux;
+        let c = self.conns[i];
+        if c.flags & HEAD_PENDING != 0 {
+            self.conns[i].flags &= !HEAD_PENDING;
+            let head = response::stream_head_bytes(c.flags & CHUNKED == 0);
+            if (res as usize) < head.len() {
+                // Short send of the head: what is left goes in front of any queued output.
+                let a = self.ensure_aux(i);
+                let aux = &mut self.aux[a];
+                debug_assert!(aux.out.is_empty() || aux.sent == 0);
+                let mut out = head[res as usize..].to_vec();
+                out.extend_from_slice(&aux.out[aux.sent..]);
+                out.extend_from_slice(&aux.next);
+                aux.next.clear();
+                aux.out = out;
+                aux.sent = 0;
+            }
+            return self.try_send(i);
+        }
+        let a = c.aux;
         self.aux[a].sent += res as usize;
         self.try_send(i);
     }
@@ -520,14 +688,14 @@ impl<D: Driver> Shard<D> {
                 Head::Refuse(s) => {
                     let mut raw = Vec::new();
                     response::error(&mut raw, s);
-                    self.push_reply(i, Pending { conn: i, remaining: 0, count: 0, close: true, raw: Some(raw) });
+                    self.push_reply(i, Pending { conn: i, remaining: 0, routed: true, count: 0, close: true, raw: Some(raw) });
                 }
                 Head::Done(PubRequest::Stats { close }, n) => {
                     used += n;
                     let body = stats::json(&self.stats);
                     let mut raw = Vec::new();
                     response::json(&mut raw, body.as_bytes(), close);
-                    self.push_reply(i, Pending { conn: i, remaining: 0, count: 0, close, raw: Some(raw) });
+                    self.push_reply(i, Pending { conn: i, remaining: 0, routed: true, count: 0, close, raw: Some(raw) });
                 }
                 Head::Done(PubRequest::Send { id, len, close }, n) => {
                     if inbuf.len() - used < n + len {
@@ -535,7 +703,7 @@ impl<D: Driver> Shard<D> {
                     }
                     let msg = Bytes::copy_from_slice(&inbuf[used + n..used + n + len]);
                     used += n + len;
-                    let t = self.push_reply(i, Pending { conn: i, remaining: 1, count: 0, close, raw: None });
+                    let t = self.push_reply(i, Pending { conn: i, remaining: 0, routed: false, count: 0, close, raw: None });
                     self.publish(id, msg, t);
                 }
             }
@@ -575,10 +743,10 @@ impl<D: Driver> Shard<D> {
     fn route(&mut self, id: Id, msg: Bytes, reply: ReplyTo) {
         let (local, forwarded) = self.router.route(&id, &msg, reply);
         let n = local.map_or(0, |s| self.deliver_slot(s, &msg));
-        self.reply(reply, n, forwarded);
+        self.reply(reply, n, Some(forwarded));
     }
 
-    fn reply(&mut self, to: ReplyTo, count: u32, more: u16) {
+    fn reply(&mut self, to: ReplyTo, count: u32, more: Option<u16>) {
         if to.shard as usize == self.me {
             self.on_replied(to.token, count, more);
         } else {
@@ -586,11 +754,17 @@ impl<D: Driver> Shard<D> {
         }
     }
 
-    fn on_replied(&mut self, t: u32, count: u32, more: u16) {
+    fn on_replied(&mut self, t: u32, count: u32, more: Option<u16>) {
         let p = &mut self.pending[t];
         p.count += u64::from(count);
-        p.remaining = p.remaining - 1 + u32::from(more);
-        if p.remaining == 0 {
+        match more {
+            Some(k) => {
+                p.routed = true;
+                p.remaining += i32::from(k);
+            }
+            None => p.remaining -= 1,
+        }
+        if p.done() {
             if p.conn == NONE {
                 self.pending.remove(t);
             } else {
@@ -604,10 +778,10 @@ impl<D: Driver> Shard<D> {
     fn flush_replies(&mut self, i: u32) {
         let a = self.conns[i].aux;
         while let Some(&t) = self.aux[a].replies.front() {
-            if self.pending[t].remaining > 0 {
+            if !self.pending[t].done() {
                 break;
             }
-            let p = std::mem::replace(&mut self.pending[t], Pending { conn: NONE, remaining: 0, count: 0, close: false, raw: None });
+            let p = std::mem::replace(&mut self.pending[t], Pending { conn: NONE, remaining: 0, routed: true, count: 0, close: false, raw: None });
             self.pending.remove(t);
             let sending = self.conns[i].flags & SENDING != 0;
             let aux = &mut self.aux[a];
@@ -620,7 +794,11 @@ impl<D: Driver> Shard<D> {
             if p.close {
                 // Nothing after a reply that closes: drop later pipelined requests.
                 for t in aux.replies.drain(..) {
-                    self.pending[t].conn = NONE;
+                    if self.pending[t].done() {
+                        self.pending.remove(t);
+                    } else {
+                        self.pending[t].conn = NONE;
+                    }
                 }
                 self.conns[i].state = State::Finishing;
                 break;
@@ -652,9 +830,10 @@ impl<D: Driver> Shard<D> {
             Msg::Route { id, msg, reply } => self.route(id, msg, reply),
             Msg::Deliver { id, msg, reply } => {
                 let n = self.router.lookup(&id).map_or(0, |s| self.deliver_slot(s, &msg));
-                self.reply(reply, n, 0);
+                self.reply(reply, n, None);
             }
             Msg::Replied { token, count, more } => self.on_replied(token, count, more),
+            Msg::Adopt { fd, id, http10 } => self.adopt(fd, id, http10),
         }
     }
 
@@ -692,7 +871,7 @@ impl<D: Driver> Shard<D> {
             if c.aux != NONE {
                 let replies = std::mem::take(&mut self.aux[c.aux].replies);
                 for t in replies {
-                    if self.pending[t].remaining > 0 {
+                    if !self.pending[t].done() {
                         self.pending[t].conn = NONE;
                     } else {
                         self.pending.remove(t);

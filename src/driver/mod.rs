@@ -25,6 +25,8 @@ pub struct Completion {
     pub result: i32,
     /// More completions will follow for this token (multishot accept still armed).
     pub more: bool,
+    /// The provided buffer the kernel picked, for [`Driver::recv_select`].
+    pub buf: Option<u16>,
 }
 
 /// The operations a shard submits; see the module doc for buffer ownership.
@@ -39,6 +41,19 @@ pub trait Driver {
     /// # Safety
     /// `buf[..len]` must stay valid, unmoved and untouched until the completion is reaped.
     unsafe fn recv(&mut self, fd: RawFd, buf: *mut u8, len: u32, token: u64);
+
+    /// Gives the kernel `nbufs` buffers of `len` bytes each, laid end to end from `addr`,
+    /// as buffer group `group` with ids `bid..bid + nbufs`. A buffer handed out by
+    /// [`Driver::recv_select`] is the caller's again until it provides it anew.
+    ///
+    /// # Safety
+    /// The memory must stay valid and untouched by the caller while the kernel holds it.
+    unsafe fn provide_buffers(&mut self, addr: *mut u8, len: u32, nbufs: u16, group: u16, bid: u16, token: u64);
+
+    /// Receives up to `len` bytes into a buffer the kernel picks from `group` only when
+    /// data arrives (so a connection waiting for its request head holds no buffer); the
+    /// completion names the buffer. Fails with `-ENOBUFS` if the group is empty.
+    fn recv_select(&mut self, fd: RawFd, group: u16, len: u32, token: u64);
 
     /// Waits once for `POLLIN | POLLRDHUP` (and the always-reported `POLLHUP | POLLERR`) on
     /// `fd`; completes with the revents mask. Holding this is how an idle subscriber's

@@ -70,6 +70,20 @@ impl Driver for Uring {
         self.push(e);
     }
 
+    unsafe fn provide_buffers(&mut self, addr: *mut u8, len: u32, nbufs: u16, group: u16, bid: u16, token: u64) {
+        let e = opcode::ProvideBuffers::new(addr, len as i32, nbufs, group, bid).build().user_data(token);
+        self.push(e);
+    }
+
+    fn recv_select(&mut self, fd: RawFd, group: u16, len: u32, token: u64) {
+        let e = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
+            .buf_group(group)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(token);
+        self.push(e);
+    }
+
     fn poll_rdhup(&mut self, fd: RawFd, token: u64) {
         let mask = (libc::POLLIN | libc::POLLRDHUP) as u32;
         let e = opcode::PollAdd::new(types::Fd(fd), mask).build().user_data(token);
@@ -114,6 +128,7 @@ impl Driver for Uring {
                 token: cqe.user_data(),
                 result: cqe.result(),
                 more: io_uring::cqueue::more(cqe.flags()),
+                buf: io_uring::cqueue::buffer_select(cqe.flags()),
             });
         }
     }

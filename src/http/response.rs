@@ -20,6 +20,15 @@ pub fn stream_head(out: &mut Vec<u8>, http10: bool) {
     }
 }
 
+/// The stream head as static bytes (see [`stream_head`]).
+pub fn stream_head_bytes(http10: bool) -> &'static [u8] {
+    if http10 {
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
+    } else {
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+    }
+}
+
 /// Appends `msg` with `& < > " '` replaced by HTML character references.
 pub fn html_escape(out: &mut Vec<u8>, msg: &[u8]) {
     let mut start = 0;
@@ -116,6 +125,15 @@ mod tests {
             let size = usize::from_str_radix(std::str::from_utf8(&body[..crlf]).unwrap(), 16).unwrap();
             assert_eq!(body.len(), crlf + 2 + size + 2);
             assert_eq!(&body[crlf + 2..crlf + 2 + size], format!("Recvd msg #3: '{}'<br/>\n", "a".repeat(len)).as_bytes());
+        }
+    }
+
+    #[test]
+    fn static_heads_match() {
+        for http10 in [false, true] {
+            let mut out = Vec::new();
+            stream_head(&mut out, http10);
+            assert_eq!(out, stream_head_bytes(http10));
         }
     }
 

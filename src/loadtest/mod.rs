@@ -1,11 +1,168 @@
-//! Built-in load tester (placeholder: being written).
-use clap::Args;
+//! The built-in load tester: its command line and dispatch.
+//!
+//! `uring-comet loadtest` alone is the main job, the seed's CK10 test ([`ck10`]): start a
+//! server, hold 10,000 subscribers, publish 1,000 messages/s for 30 s, check every chunk and
+//! report. `loadtest flood` ([`flood`]) and `loadtest msggen` ([`msggen`]) are its two halves,
+//! usable on their own against any server with the same URL shapes ([`halves`]).
+//!
+//! The rest: [`chunk`] decodes subscriber streams, [`check`] owns the message format and the
+//! per-chunk checks, [`answer`] reads publish answers and `/stats`, [`report`] formats the
+//! report, [`memlog`] writes the memory log, [`proc`] runs the server child and reads /proc,
+//! [`url`] parses URL templates. Scenarios and figures: `loadtest/README.md`.
 
-/// Options of `uring-comet loadtest`.
+mod answer;
+mod check;
+mod chunk;
+mod ck10;
+mod flood;
+mod halves;
+mod memlog;
+mod msggen;
+mod proc;
+mod report;
+mod url;
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+/// Options of `uring-comet loadtest`: with no subcommand, the main job's flags.
 #[derive(Args, Debug)]
-pub struct LoadtestArgs {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LoadtestArgs {
+    /// Run one half on its own instead of the main job.
+    #[command(subcommand)]
+    pub cmd: Option<LoadtestCmd>,
+    /// The main job's flags.
+    #[command(flatten)]
+    pub main: MainArgs,
+}
 
-/// Runs the load test.
-pub fn run(_args: LoadtestArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// The halves of the main job.
+#[derive(Subcommand, Debug)]
+pub enum LoadtestCmd {
+    /// Hold subscriber streams (GET) for a range of ids, print `Stats: {connected,closed,chunks}`
+    /// every second, check every chunk.
+    Flood(FloodArgs),
+    /// Publish messages (POST) to random ids from parallel keep-alive generators.
+    Msggen(MsggenArgs),
+}
+
+/// Flags of the main job (`uring-comet loadtest`).
+#[derive(Args, Debug)]
+pub struct MainArgs {
+    /// Subscriber connections, ids 1..=conns.
+    #[arg(long, default_value_t = 10_000)]
+    pub conns: u64,
+    /// Subscriber connects started per second.
+    #[arg(long, default_value_t = 2_000.0)]
+    pub connect_rate: f64,
+    /// Most subscriber connects in flight (sent, no 200 head yet) at once.
+    #[arg(long, default_value_t = 512)]
+    pub max_connecting: u64,
+    /// Messages per second, all generators together.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Publishing generators (keep-alive connections).
+    #[arg(long, default_value_t = 100)]
+    pub parallel: usize,
+    /// Shards for the server (its `--shards`); default: the server's own.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Server binary to start (with `serve ...`); default: this executable.
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Write the server's stderr to this file instead of ours.
+    #[arg(long)]
+    pub server_log: Option<PathBuf>,
+    /// Most milliseconds to wait after publishing for every sent message to arrive.
+    #[arg(long, default_value_t = 2_000)]
+    pub drain_ms: u64,
+    /// Print the report as one JSON object on stdout (Stats lines then go to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Append `date\tepoch\trss_kib\tconns` lines to this file during the run.
+    #[arg(long)]
+    pub mem_log: Option<PathBuf>,
+    /// Seconds between mem-log lines [default: 1 here, 60 for flood].
+    #[arg(long)]
+    pub mem_interval: Option<u64>,
+    /// Source addresses (127.0.0.1, .2, ...) for subscribers; 0: one per 25,000 connections.
+    #[arg(long, default_value_t = 0)]
+    pub source_addrs: u32,
+    /// Seed of the id PRNG.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Flags of `uring-comet loadtest flood`.
+#[derive(Args, Debug)]
+pub struct FloodArgs {
+    /// Subscriber URL; `{id}` is replaced by each id.
+    #[arg(long, default_value = "http://127.0.0.1:8000/test/{id}")]
+    pub url_template: String,
+    /// Ids to subscribe, `FIRST-LAST` (inclusive) or one id.
+    #[arg(long, default_value = "1-10000")]
+    pub ids: String,
+    /// Connects started per second.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// Most connects in flight (sent, no 200 head yet) at once.
+    #[arg(long, default_value_t = 512)]
+    pub max_connecting: u64,
+    /// Seconds to run before closing everything and printing the summary.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
+    /// Append `date\tepoch\trss_kib\tconns` lines to this file.
+    #[arg(long)]
+    pub mem_log: Option<PathBuf>,
+    /// Seconds between mem-log lines.
+    #[arg(long, default_value_t = 60)]
+    pub mem_interval: u64,
+    /// Server process for the mem log's RSS; default: the one listening on the URL's port.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Source addresses (127.0.0.1, .2, ...); 0: one per 25,000 connections on loopback.
+    #[arg(long, default_value_t = 0)]
+    pub source_addrs: u32,
+}
+
+/// Flags of `uring-comet loadtest msggen`.
+#[derive(Args, Debug)]
+pub struct MsggenArgs {
+    /// Publish URL; `{id}` is replaced by the target id.
+    #[arg(long, default_value = "http://127.0.0.1:8001/send/{id}")]
+    pub url_template: String,
+    /// Messages each generator sends.
+    #[arg(long, default_value_t = 100)]
+    pub count: u64,
+    /// Milliseconds between one generator's messages.
+    #[arg(long, default_value_t = 100)]
+    pub interval_ms: u64,
+    /// Target ids are drawn from 1..=max-id.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_id: u64,
+    /// Generators (keep-alive connections), each sending --count messages.
+    #[arg(long, default_value_t = 100)]
+    pub parallel: usize,
+    /// Sequence number of the first message; give concurrent or successive runs against one
+    /// flood disjoint ranges, or the flood reports their messages as duplicates.
+    #[arg(long, default_value_t = 0)]
+    pub first_seq: u64,
+    /// Seed of the id PRNG.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Runs `uring-comet loadtest`: the main job, or the half named by the subcommand.
+/// Fails (non-zero exit) if a message was lost or a bad chunk arrived.
+pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
+    match args.cmd {
+        None => ck10::run(args.main),
+        Some(LoadtestCmd::Flood(a)) => halves::flood(a),
+        Some(LoadtestCmd::Msggen(a)) => halves::msggen(a),
+    }
 }

@@ -1,0 +1,290 @@
+//! Sans-IO decoder of one subscriber stream: the response head, then chunked transfer coding
+//! (RFC 9112 section 7.1), fed with whatever pieces the socket returns.
+//!
+//! The decoder itself is 12 bytes so that a million idle subscribers cost little. Bytes are
+//! copied only when they must outlive one read: a head or a chunk split across reads goes to a
+//! per-connection buffer allocated on demand and freed as soon as it is complete.
+
+/// Largest chunk accepted, bytes. The server's messages are at most 64 KiB plus the
+/// `Recvd msg #N: '...'<br/>\n` wrapper (and HTML escaping can grow them up to 6x); anything
+/// larger is treated as garbled framing rather than allocated.
+pub const MAX_CHUNK: u32 = 1 << 20;
+
+/// Largest response head accepted, bytes.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// A connection's carry-over buffer for a head or chunk split across reads. Boxed on purpose:
+/// `Option<Box<Vec>>` is 8 bytes in every connection record where `Option<Vec>` is 24, and it
+/// is allocated only while a split is pending.
+#[allow(clippy::box_collection)]
+pub type Carry = Box<Vec<u8>>;
+
+/// Why a stream could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamError {
+    /// The response head was not `200` with `Transfer-Encoding: chunked`, or did not parse.
+    BadHead(String),
+    /// The chunked framing was broken (bad size line, missing CRLF, oversized chunk, ...).
+    BadFraming(&'static str),
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamError::BadHead(why) => write!(f, "bad response head: {why}"),
+            StreamError::BadFraming(why) => write!(f, "bad chunked framing: {why}"),
+        }
+    }
+}
+
+/// Where the decoder stands in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Inside the response head; `aux` counts how much of `\r\n\r\n` has been matched.
+    Head,
+    /// Inside the hex chunk size; `aux` counts digits seen.
+    Size,
+    /// Inside a chunk extension (`;name=value`), skipped up to the CR.
+    Ext,
+    /// After the size line's CR, expecting LF.
+    SizeLf,
+    /// Inside chunk data; `aux` is the count of data bytes still due.
+    Data,
+    /// After chunk data, expecting CR.
+    DataCr,
+    /// After chunk data's CR, expecting LF.
+    DataLf,
+    /// After the last (zero-size) chunk, in the trailer section; `aux` is the current line's length.
+    Trailer,
+    /// After the trailer's CR, expecting LF; `aux` is the line's length.
+    TrailerLf,
+    /// The stream ended with the last chunk; no more bytes are allowed.
+    Done,
+}
+
+/// Incremental decoder of one subscriber response: head, then chunks.
+#[derive(Debug, Clone)]
+pub struct ChunkParser {
+    state: State,
+    /// Chunk size being read or read, bytes.
+    size: u32,
+    /// Meaning depends on `state` (see [`State`]).
+    aux: u32,
+}
+
+impl Default for ChunkParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkParser {
+    /// A decoder at the start of a response.
+    pub fn new() -> Self {
+        ChunkParser {
+            state: State::Head,
+            size: 0,
+            aux: 0,
+        }
+    }
+
+    /// True once the response head has been read and accepted.
+    pub fn head_done(&self) -> bool {
+        self.state != State::Head
+    }
+
+    /// True once the last chunk (and its trailer section) has been read.
+    pub fn ended(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Decodes `input`, the next bytes of the stream, calling `on_chunk` once with the complete
+    /// data of each chunk. `partial` is the connection's carry-over buffer: `None` except while
+    /// a head or a chunk is split across calls.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        partial: &mut Option<Carry>,
+        mut on_chunk: impl FnMut(&[u8]),
+    ) -> Result<(), StreamError> {
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                State::Head => i = self.feed_head(input, i, partial)?,
+                State::Data => {
+                    let n = (self.aux as usize).min(input.len() - i);
+                    let piece = &input[i..i + n];
+                    i += n;
+                    self.aux -= n as u32;
+                    match partial {
+                        // The whole chunk is in this read: hand it over without copying.
+                        None if self.aux == 0 => on_chunk(piece),
+                        None => {
+                            let mut buf = Vec::with_capacity(self.size as usize);
+                            buf.extend_from_slice(piece);
+                            *partial = Some(Box::new(buf));
+                        }
+                        Some(buf) => {
+                            buf.extend_from_slice(piece);
+                            if self.aux == 0 {
+                                on_chunk(buf);
+                                *partial = None;
+                            }
+                        }
+                    }
+                    if self.aux == 0 {
+                        self.state = State::DataCr;
+                    }
+                }
+                _ => {
+                    self.byte(input[i])?;
+                    i += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes head bytes from `input[i..]`; returns the index after them.
+    fn feed_head(
+        &mut self,
+        input: &[u8],
+        mut i: usize,
+        partial: &mut Option<Carry>,
+    ) -> Result<usize, StreamError> {
+        let start = i;
+        while i < input.len() && self.aux < 4 {
+            let want = b"\r\n\r\n"[self.aux as usize];
+            self.aux = match input[i] {
+                b if b == want => self.aux + 1,
+                b'\r' => 1,
+                _ => 0,
+            };
+            i += 1;
+        }
+        if self.aux == 4 {
+            match partial.take() {
+                // The whole head came in this read: check it in place.
+                None => check_head(&input[start..i])?,
+                Some(mut buf) => {
+                    buf.extend_from_slice(&input[start..i]);
+                    check_head(&buf)?;
+                }
+            }
+            self.state = State::Size;
+            self.size = 0;
+            self.aux = 0;
+        } else {
+            let buf = partial.get_or_insert_with(|| Box::new(Vec::with_capacity(256)));
+            buf.extend_from_slice(&input[start..i]);
+            if buf.len() > MAX_HEAD {
+                return Err(StreamError::BadHead(format!(
+                    "longer than {MAX_HEAD} bytes"
+                )));
+            }
+        }
+        Ok(i)
+    }
+
+    /// Advances the framing states that go one byte at a time.
+    fn byte(&mut self, b: u8) -> Result<(), StreamError> {
+        use StreamError::BadFraming;
+        match self.state {
+            State::Size => match b {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    let digit = (b as char).to_digit(16).unwrap_or(0);
+                    self.size = self.size.saturating_mul(16).saturating_add(digit);
+                    if self.size > MAX_CHUNK {
+                        return Err(BadFraming("chunk larger than the limit"));
+                    }
+                    self.aux += 1;
+                }
+                b';' | b' ' | b'\t' if self.aux > 0 => self.state = State::Ext,
+                b'\r' if self.aux > 0 => self.state = State::SizeLf,
+                _ => return Err(BadFraming("bad chunk size line")),
+            },
+            State::Ext => {
+                if b == b'\r' {
+                    self.state = State::SizeLf;
+                } else if b == b'\n' {
+                    return Err(BadFraming("bare LF in chunk extension"));
+                }
+            }
+            State::SizeLf => {
+                if b != b'\n' {
+                    return Err(BadFraming("size line not ended by CRLF"));
+                }
+                if self.size == 0 {
+                    self.state = State::Trailer;
+                    self.aux = 0;
+                } else {
+                    self.state = State::Data;
+                    self.aux = self.size;
+                }
+            }
+            State::DataCr if b == b'\r' => self.state = State::DataLf,
+            State::DataLf if b == b'\n' => {
+                self.state = State::Size;
+                self.size = 0;
+                self.aux = 0;
+            }
+            State::DataCr | State::DataLf => {
+                return Err(BadFraming("chunk data not followed by CRLF"))
+            }
+            State::Trailer => match b {
+                b'\r' => self.state = State::TrailerLf,
+                b'\n' => return Err(BadFraming("bare LF in trailer")),
+                _ => self.aux = self.aux.saturating_add(1),
+            },
+            State::TrailerLf => {
+                if b != b'\n' {
+                    return Err(BadFraming("trailer line not ended by CRLF"));
+                }
+                // An empty line ends the trailer section, and with it the response.
+                self.state = if self.aux == 0 {
+                    State::Done
+                } else {
+                    State::Trailer
+                };
+                self.aux = 0;
+            }
+            State::Done => return Err(BadFraming("bytes after the last chunk")),
+            // Both are consumed by `feed` before it gets here.
+            State::Head | State::Data => {
+                return Err(BadFraming("internal: byte() in a bulk state"))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a complete response head: status 200 and `Transfer-Encoding: chunked`.
+fn check_head(head: &[u8]) -> Result<(), StreamError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(StreamError::BadHead("incomplete".into())),
+        Err(e) => return Err(StreamError::BadHead(e.to_string())),
+    }
+    if resp.code != Some(200) {
+        return Err(StreamError::BadHead(format!(
+            "status {:?}",
+            resp.code.unwrap_or(0)
+        )));
+    }
+    let chunked = resp.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            && String::from_utf8_lossy(h.value)
+                .to_ascii_lowercase()
+                .contains("chunked")
+    });
+    if !chunked {
+        return Err(StreamError::BadHead("no Transfer-Encoding: chunked".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "chunk_tests.rs"]
+mod tests;

@@ -1,0 +1,237 @@
+//! The main job, the seed's CK10 test: start the server as a child, open `conns` subscribers
+//! at a steady rate, wait for its RSS to settle, publish `rate` messages/s for `duration` s,
+//! drain, and report (see `loadtest/README.md` for each figure).
+//!
+//! Threads: this one orchestrates and reads /proc; the subscriber loop and the publisher
+//! loop each run on their own thread; the memory log, if asked for, on a fourth.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+
+use super::flood::{self, FloodConfig, FloodResult, FloodShared};
+use super::halves::{check_fd_limit, check_positive};
+use super::msggen::{self, MsggenConfig, MsggenShared};
+use super::proc::{cpu_seconds, rss_bytes, wait_rss_stable, ServerGuard};
+use super::report::{Latency, Report};
+use super::url::UrlTemplate;
+use super::{answer, memlog, MainArgs};
+
+/// Longest wait for the server's RSS to settle, before connecting and before publishing.
+const RSS_SETTLE: Duration = Duration::from_secs(5);
+
+/// How long after the last scheduled publish to wait for its answer.
+const PUBLISH_TAIL: Duration = Duration::from_secs(2);
+
+/// Progress for people, on stderr so that stdout holds only Stats lines and the report.
+fn say(msg: &str) {
+    eprintln!("loadtest: {msg}");
+}
+
+/// Runs the main job; fails if anything was lost or arrived wrong (after printing the report).
+pub fn run(a: MainArgs) -> Result<()> {
+    check_positive(&[
+        ("--connect-rate", a.connect_rate),
+        ("--rate", a.rate),
+        ("--duration", a.duration),
+    ])?;
+    if a.conns == 0 || a.parallel == 0 {
+        bail!("--conns and --parallel must be at least 1");
+    }
+    check_fd_limit(a.conns + a.parallel as u64)?;
+    let bin = match &a.server_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut server = ServerGuard::start(&bin, a.shards, a.server_log.as_ref())?;
+    let pid = server.pid;
+    say(&format!(
+        "server pid {pid}: subscribers on {}, publish on {}",
+        server.sub_addr, server.pub_addr
+    ));
+    let cpu_start = cpu_seconds(pid)?;
+    let (rss_idle, _) = wait_rss_stable(pid, RSS_SETTLE)?;
+
+    let stop_log = Arc::new(AtomicBool::new(false));
+    let mem_log = match &a.mem_log {
+        Some(path) => {
+            let every = Duration::from_secs(a.mem_interval.unwrap_or(1).max(1));
+            let conns = memlog::ConnCount::Stats(server.pub_addr, server.sub_addr.port());
+            Some(memlog::spawn(path, every, Some(pid), conns, stop_log.clone())?)
+        }
+        None => None,
+    };
+    let total = (a.rate * a.duration).round() as u64;
+    let fshared = Arc::new(FloodShared::default());
+    let fcfg = FloodConfig {
+        url: UrlTemplate::local(server.sub_addr, "/test/{id}")?,
+        first_id: 1,
+        count: a.conns,
+        connect_rate: a.connect_rate,
+        max_connecting: a.max_connecting.max(1),
+        duration: None,
+        stats_to_stderr: a.json,
+        strict: true,
+        seq_limit: total,
+        source_addrs: a.source_addrs,
+    };
+    let fs = fshared.clone();
+    let flood = std::thread::Builder::new()
+        .name("flood".into())
+        .spawn(move || flood::run(fcfg, fs))?;
+
+    // Connect phase, bounded: twice the planned time plus 10 s.
+    say(&format!(
+        "opening {} subscriber streams at {}/s",
+        a.conns, a.connect_rate
+    ));
+    let t0 = Instant::now();
+    let budget =
+        Duration::from_secs_f64(2.0 * a.conns as f64 / a.connect_rate) + Duration::from_secs(10);
+    loop {
+        let (up, down) = (
+            fshared.connected.load(Relaxed),
+            fshared.closed.load(Relaxed),
+        );
+        if up == a.conns {
+            break;
+        }
+        let why = if up + down >= a.conns || flood.is_finished() {
+            Some(format!("{down} connections failed"))
+        } else if t0.elapsed() > budget {
+            Some(format!("not done after {:.0} s", budget.as_secs_f64()))
+        } else if !server.alive() {
+            Some("the server exited".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let notes = stop_flood(&fshared, flood)
+                .map(|r| r.notes.join("; "))
+                .unwrap_or_default();
+            bail!(
+                "only {up} of {} subscriber streams opened: {why}. {notes}",
+                a.conns
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let connect_s = t0.elapsed().as_secs_f64();
+    say(&format!(
+        "{} streams open in {connect_s:.1} s; waiting for the server's RSS to settle",
+        a.conns
+    ));
+    let (rss_loaded, rss_stable) = wait_rss_stable(pid, RSS_SETTLE)?;
+    let cpu_publish_start = cpu_seconds(pid)?;
+
+    // Publish phase, bounded by its own deadline (duration + tail).
+    say(&format!(
+        "publishing {total} messages at {}/s from {} generators",
+        a.rate, a.parallel
+    ));
+    let mcfg = MsggenConfig {
+        url: UrlTemplate::local(server.pub_addr, "/send/{id}")?,
+        parallel: a.parallel,
+        total,
+        interval: Duration::from_secs_f64(a.parallel as f64 / a.rate),
+        max_id: a.conns,
+        first_seq: 0,
+        seed: a.seed,
+        tail: PUBLISH_TAIL,
+    };
+    let mshared = Arc::new(MsggenShared::default());
+    let ms = mshared.clone();
+    let gen = std::thread::Builder::new()
+        .name("msggen".into())
+        .spawn(move || msggen::run(mcfg, ms))?;
+    let published = gen
+        .join()
+        .map_err(|_| anyhow!("the publisher thread panicked"));
+    let published = match published.and_then(|r| r) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = stop_flood(&fshared, flood);
+            return Err(e);
+        }
+    };
+
+    // Drain: wait (bounded) until every message answered 200 has been received.
+    let d0 = Instant::now();
+    while fshared.received.load(Relaxed) < published.ok
+        && d0.elapsed() < Duration::from_millis(a.drain_ms)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let drain_ms = d0.elapsed().as_millis() as u64;
+    let cpu_end = cpu_seconds(pid)?;
+    let rss_end = rss_bytes(pid)?;
+    let server_stats = answer::fetch_stats(server.pub_addr);
+    let fres = stop_flood(&fshared, flood)?;
+    stop_log.store(true, Relaxed);
+    if let Some(h) = mem_log {
+        let _ = h.join();
+    }
+    drop(server); // kills the server by pid and reaps it
+
+    let c = &fres.checker.counts;
+    let mut notes: Vec<String> = fres.checker.notes.clone();
+    notes.extend(published.notes.iter().cloned());
+    notes.extend(fres.notes.iter().cloned());
+    let server_stats = server_stats.unwrap_or_else(|e| {
+        notes.push(format!("GET /stats: {e}"));
+        Vec::new()
+    });
+    let report = Report {
+        conns: fres.connected,
+        closed: fres.closed,
+        connect_s,
+        attempted: published.attempted,
+        sent: published.ok,
+        publish_failed: published.failed + published.bad_answers,
+        server_delivered: published.delivered_sum,
+        delivered: fres.checker.received.count(),
+        lost: published.ok_seqs.count_missing_from(&fres.checker.received),
+        chunks: c.chunks,
+        duplicates: c.duplicates,
+        out_of_order: c.out_of_order,
+        id_mismatch: c.id_mismatch,
+        garbled: c.garbled,
+        publish_s: published.elapsed.as_secs_f64(),
+        drain_ms,
+        latency: Latency::from_histogram(&fres.checker.latency_us),
+        server_rss_idle_bytes: rss_idle,
+        server_rss_loaded_bytes: rss_loaded,
+        rss_stable,
+        rss_per_conn_bytes: rss_loaded.saturating_sub(rss_idle) / fres.connected.max(1),
+        server_rss_end_bytes: rss_end,
+        server_cpu_s: cpu_end - cpu_start,
+        server_cpu_publish_s: cpu_end - cpu_publish_start,
+        server_stats,
+        notes,
+    };
+    if a.json {
+        println!("{}", report.json());
+    } else {
+        println!("{}", report.text());
+    }
+    if !report.passed() {
+        bail!(
+            "load test failed: {} lost, {} publishes failed, {} subscribers closed, {} bad chunks",
+            report.lost,
+            report.publish_failed,
+            report.closed,
+            report.duplicates + report.out_of_order + report.id_mismatch + report.garbled
+        );
+    }
+    Ok(())
+}
+
+/// Stops the subscriber loop and returns what it saw.
+fn stop_flood(shared: &FloodShared, h: JoinHandle<Result<FloodResult>>) -> Result<FloodResult> {
+    shared.stop.store(true, Relaxed);
+    h.join()
+        .map_err(|_| anyhow!("the subscriber thread panicked"))?
+}

@@ -1,0 +1,214 @@
+//! The subscriber side (the seed's floodtest): opens one `GET` stream per id at a steady rate
+//! and checks every chunk, all on one thread with one mio (epoll) loop.
+//!
+//! Lean by design, for a million connections: each connection is a ~32-byte [`Sub`] in one
+//! slab indexed by token; reads go to one shared buffer; a per-connection buffer exists only
+//! while a head or chunk is split across reads. Connects are non-blocking and at most
+//! `max_connecting` are in flight (connect sent, `200` head not yet read), so the server's
+//! listen queue cannot overflow.
+
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use mio::{Events, Poll};
+
+use super::check::Checker;
+use super::url::UrlTemplate;
+use conn::Sub;
+
+/// Connections per source address before the source is spread over 127.0.0.0/8
+/// (the ephemeral port range holds about 28,000).
+const CONNS_PER_SOURCE: u64 = 25_000;
+
+/// What a flood run does.
+pub struct FloodConfig {
+    /// Where and what to `GET`.
+    pub url: UrlTemplate,
+    /// First subscriber id; connection `i` subscribes to `first_id + i`.
+    pub first_id: u64,
+    /// Number of connections (ids).
+    pub count: u64,
+    /// Connects started per second.
+    pub connect_rate: f64,
+    /// Most connections between connect and `200` head at once.
+    pub max_connecting: u64,
+    /// Stop after this long; `None`: run until [`FloodShared::stop`] is set.
+    pub duration: Option<Duration>,
+    /// Print the per-second `Stats:` line to stderr instead of stdout.
+    pub stats_to_stderr: bool,
+    /// Chunks not in the test format are errors (see [`Checker::new`]).
+    pub strict: bool,
+    /// Sequence numbers at or above this are garbled.
+    pub seq_limit: u64,
+    /// Source addresses to spread over (127.0.0.1, .2, ...); 0: one per 25,000 connections
+    /// when the target is IPv4 loopback, else the kernel's choice.
+    pub source_addrs: u32,
+}
+
+/// Counters the loop publishes for other threads, and the stop flag it obeys.
+#[derive(Debug, Default)]
+pub struct FloodShared {
+    /// Streams that got their `200` head (the Stats line's "connected").
+    pub connected: AtomicU64,
+    /// Connections that ended or failed (the Stats line's "closed").
+    pub closed: AtomicU64,
+    /// Chunks received (the Stats line's "chunks").
+    pub chunks: AtomicU64,
+    /// Distinct test messages received.
+    pub received: AtomicU64,
+    /// Set by another thread to end the loop.
+    pub stop: AtomicBool,
+}
+
+/// What a flood run saw.
+pub struct FloodResult {
+    /// Every chunk's checks, the received set and latency.
+    pub checker: Checker,
+    /// Streams that got their `200` head.
+    pub connected: u64,
+    /// Connections that ended or failed.
+    pub closed: u64,
+    /// Of those, connections that never got a `200` head.
+    pub connect_failed: u64,
+    /// Streams ended by a bad head or broken chunk framing.
+    pub broken: u64,
+    /// The first few reasons a connection ended.
+    pub notes: Vec<String>,
+}
+
+
+/// Most end reasons kept.
+const MAX_NOTES: usize = 5;
+
+/// Runs the subscriber loop on this thread until the duration ends, `shared.stop` is set, or
+/// every connection has ended.
+pub fn run(cfg: FloodConfig, shared: Arc<FloodShared>) -> Result<FloodResult> {
+    let poll = Poll::new()?;
+    let subs = (0..cfg.count).map(|_| Sub::new()).collect();
+    let sources = match (cfg.source_addrs, cfg.url.addr.ip()) {
+        (0, IpAddr::V4(ip)) if ip.is_loopback() => cfg.count.div_ceil(CONNS_PER_SOURCE) as u32,
+        (0, _) => 1,
+        (n, _) => n,
+    };
+    let mut f = Flood {
+        checker: Checker::new(cfg.strict, cfg.seq_limit),
+        cfg,
+        poll,
+        subs,
+        buf: vec![0; 64 * 1024],
+        req: Vec::with_capacity(256),
+        sources,
+        launched: 0,
+        in_flight: 0,
+        res: Counts::default(),
+        notes: Vec::new(),
+        shared,
+    };
+    f.event_loop()?;
+    Ok(FloodResult {
+        checker: f.checker,
+        connected: f.res.connected,
+        closed: f.res.closed,
+        connect_failed: f.res.connect_failed,
+        broken: f.res.broken,
+        notes: f.notes,
+    })
+}
+
+#[derive(Default)]
+struct Counts {
+    connected: u64,
+    closed: u64,
+    connect_failed: u64,
+    broken: u64,
+}
+
+struct Flood {
+    cfg: FloodConfig,
+    poll: Poll,
+    subs: Vec<Sub>,
+    /// The one read buffer all connections share.
+    buf: Vec<u8>,
+    /// Scratch space for a request.
+    req: Vec<u8>,
+    sources: u32,
+    launched: u64,
+    in_flight: u64,
+    res: Counts,
+    checker: Checker,
+    notes: Vec<String>,
+    shared: Arc<FloodShared>,
+}
+
+impl Flood {
+    fn event_loop(&mut self) -> Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let start = Instant::now();
+        let mut next_stats = start + Duration::from_secs(1);
+        loop {
+            let now = Instant::now();
+            let ended = self.res.closed == self.cfg.count;
+            let timed_out = self.cfg.duration.is_some_and(|d| now >= start + d);
+            if ended || timed_out || self.shared.stop.load(Relaxed) {
+                return Ok(());
+            }
+            // Connects due by now at the configured rate, within the in-flight bound.
+            let due = (now.duration_since(start).as_secs_f64() * self.cfg.connect_rate) as u64 + 1;
+            while self.launched < self.cfg.count.min(due)
+                && self.in_flight < self.cfg.max_connecting
+            {
+                self.launch(self.launched as usize);
+                self.launched += 1;
+            }
+            if now >= next_stats {
+                self.print_stats();
+                next_stats += Duration::from_secs(1);
+            }
+            let mut timeout = next_stats
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(100));
+            if self.launched < self.cfg.count && self.in_flight < self.cfg.max_connecting {
+                let next = start + Duration::from_secs_f64(due as f64 / self.cfg.connect_rate);
+                timeout = timeout.min(next.saturating_duration_since(now));
+            }
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for ev in events.iter() {
+                let i = ev.token().0;
+                if self.subs.get(i).is_some_and(Sub::is_open) {
+                    self.on_event(i, ev.is_writable() || ev.is_error(), ev.is_readable());
+                }
+            }
+            self.shared
+                .chunks
+                .store(self.checker.counts.chunks, Relaxed);
+            self.shared
+                .received
+                .store(self.checker.received.count(), Relaxed);
+        }
+    }
+
+    fn print_stats(&self) {
+        let line = format!(
+            "Stats: {{{},{},{}}}\n",
+            self.res.connected, self.res.closed, self.checker.counts.chunks
+        );
+        // A closed stdout must not stop the test: ignore write errors.
+        let _ = if self.cfg.stats_to_stderr {
+            io::stderr().lock().write_all(line.as_bytes())
+        } else {
+            let mut out = io::stdout().lock();
+            out.write_all(line.as_bytes()).and_then(|_| out.flush())
+        };
+    }
+}
+
+#[path = "flood_conn.rs"]
+mod conn;

@@ -1,0 +1,212 @@
+//! One subscriber connection of the flood loop: its record, and connect, request, read and end.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::super::chunk::{Carry, ChunkParser};
+use super::super::proc::now_us;
+use super::{Flood, MAX_NOTES};
+
+/// Where one connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SubState {
+    NotStarted,
+    Connecting,
+    /// Connected; `Sub::sent` bytes of the request written.
+    Sending,
+    /// Request written; reading the head, then chunks.
+    Streaming,
+    Ended,
+}
+
+/// One subscriber connection. Its id is implied by its slab index.
+pub(super) struct Sub {
+    stream: Option<TcpStream>,
+    /// A head or chunk split across reads; `None` otherwise.
+    partial: Option<Carry>,
+    parser: ChunkParser,
+    /// The previous message number received on this connection.
+    last_n: u32,
+    /// Request bytes written so far (a partial write on a new socket is rare but possible).
+    sent: u16,
+    state: SubState,
+}
+
+impl Sub {
+    /// A connection not yet started.
+    pub(super) fn new() -> Sub {
+        Sub {
+            stream: None,
+            partial: None,
+            parser: ChunkParser::new(),
+            last_n: 0,
+            sent: 0,
+            state: SubState::NotStarted,
+        }
+    }
+
+    /// True from connect until the connection ends.
+    pub(super) fn is_open(&self) -> bool {
+        self.stream.is_some()
+    }
+}
+
+impl Flood {
+    /// Starts the non-blocking connect of connection `i`.
+    pub(super) fn launch(&mut self, i: usize) {
+        let r = if self.sources > 1 {
+            let src = Ipv4Addr::from(u32::from(Ipv4Addr::LOCALHOST) + (i as u32 % self.sources));
+            connect_from(src, self.cfg.url.addr)
+        } else {
+            TcpStream::connect(self.cfg.url.addr)
+        };
+        self.in_flight += 1;
+        let sub = &mut self.subs[i];
+        sub.state = SubState::Connecting;
+        let r = r.and_then(|mut s| {
+            s.set_nodelay(true)?;
+            self.poll.registry().register(
+                &mut s,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(s)
+        });
+        match r {
+            Ok(s) => sub.stream = Some(s),
+            Err(e) => self.end(i, &format!("connect: {e}")),
+        }
+    }
+
+    pub(super) fn on_event(&mut self, i: usize, writable: bool, readable: bool) {
+        let sub = &mut self.subs[i];
+        let Some(stream) = sub.stream.as_mut() else {
+            return;
+        };
+        if sub.state == SubState::Connecting {
+            if !writable {
+                return;
+            }
+            // mio's recipe: an error, or a peer address once the connect has completed.
+            match stream.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return self.end(i, &format!("connect: {e}")),
+            }
+            match stream.peer_addr() {
+                Ok(_) => sub.state = SubState::Sending,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.end(i, &format!("connect: {e}")),
+            }
+        }
+        if sub.state == SubState::Sending && writable {
+            if let Err(e) = self.send_request(i) {
+                return self.end(i, &format!("sending request: {e}"));
+            }
+        }
+        if readable && self.subs[i].state != SubState::Connecting {
+            self.read(i);
+        }
+    }
+
+    /// Writes (the rest of) connection `i`'s `GET` request.
+    fn send_request(&mut self, i: usize) -> io::Result<()> {
+        self.req.clear();
+        let id = self.cfg.first_id + i as u64;
+        self.cfg.url.write_request_start(&mut self.req, "GET", id);
+        self.req.extend_from_slice(b"\r\n");
+        let sub = &mut self.subs[i];
+        let Some(stream) = sub.stream.as_mut() else {
+            return Ok(());
+        };
+        while (sub.sent as usize) < self.req.len() {
+            match stream.write(&self.req[sub.sent as usize..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sub.sent += n as u16,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        sub.state = SubState::Streaming;
+        Ok(())
+    }
+
+    /// Reads connection `i` until it would block, feeding the decoder and the checker.
+    fn read(&mut self, i: usize) {
+        let id = self.cfg.first_id + i as u64;
+        let Flood {
+            subs, buf, checker, ..
+        } = self;
+        let sub = &mut subs[i];
+        let ending = loop {
+            let Some(stream) = sub.stream.as_mut() else {
+                return;
+            };
+            let n = match stream.read(buf) {
+                Ok(0) => break "server closed the connection".to_string(),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break format!("read: {e}"),
+            };
+            let had_head = sub.parser.head_done();
+            let now = now_us();
+            let last_n = &mut sub.last_n;
+            let fed = sub.parser.feed(&buf[..n], &mut sub.partial, |c| {
+                checker.check(id, last_n, c, now)
+            });
+            if !had_head && sub.parser.head_done() {
+                self.res.connected += 1;
+                self.in_flight -= 1;
+                self.shared.connected.store(self.res.connected, Relaxed);
+            }
+            if let Err(e) = fed {
+                self.res.broken += 1;
+                checker.counts.garbled += 1;
+                break e.to_string();
+            }
+            if sub.parser.ended() {
+                break "server ended the stream (last chunk)".to_string();
+            }
+        };
+        self.end(i, &ending);
+    }
+
+    /// Ends connection `i`: closes it, frees its buffer, counts it.
+    fn end(&mut self, i: usize, why: &str) {
+        let sub = &mut self.subs[i];
+        if let Some(mut s) = sub.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        sub.partial = None;
+        if !sub.parser.head_done() {
+            self.in_flight -= 1;
+            self.res.connect_failed += 1;
+        }
+        sub.state = SubState::Ended;
+        self.res.closed += 1;
+        self.shared.closed.store(self.res.closed, Relaxed);
+        if self.notes.len() < MAX_NOTES {
+            self.notes
+                .push(format!("id {}: {why}", self.cfg.first_id + i as u64));
+        }
+    }
+}
+
+/// A non-blocking connect from `src` (any port) to `dst`, for spreading source addresses.
+fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&SocketAddr::from((src, 0)).into())?;
+    match sock.connect(&dst.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(sock.into()))
+}

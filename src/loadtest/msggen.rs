@@ -1,0 +1,198 @@
+//! The publisher side (the seed's msggen): `parallel` generators, each a keep-alive connection
+//! that `POST`s a message to a random id every `interval`, on one thread with one mio loop.
+//!
+//! Each generator keeps its own schedule (start staggered by interval / parallel, then one
+//! message per interval), so the total rate is parallel / interval however slow single answers
+//! are: a generator whose answer came late sends its next message at once. One request is in
+//! flight per generator.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use mio::{Events, Poll};
+
+use super::check::Bitmap;
+use super::url::UrlTemplate;
+use conn::{connect, fail, note, on_event, send, Gen, GenState, MAX_CONNECTS};
+
+/// What a msggen run does.
+pub struct MsggenConfig {
+    /// Where to `POST` (`{id}` is the target id).
+    pub url: UrlTemplate,
+    /// Generators (keep-alive connections).
+    pub parallel: usize,
+    /// Messages in all, split evenly over the generators.
+    pub total: u64,
+    /// Time between one generator's messages.
+    pub interval: Duration,
+    /// Target ids are drawn uniformly from 1..=max_id.
+    pub max_id: u64,
+    /// Sequence number of the first message (the rest follow in order).
+    pub first_seq: u64,
+    /// PRNG seed (xorshift64*); the same seed gives the same ids.
+    pub seed: u64,
+    /// How long after the last scheduled send to wait for answers.
+    pub tail: Duration,
+}
+
+/// Counters for other threads, and the stop flag the loop obeys.
+#[derive(Debug, Default)]
+pub struct MsggenShared {
+    /// Publishes answered `200`.
+    pub ok: AtomicU64,
+    /// Set by another thread to end the loop (in-flight requests count as failed).
+    pub stop: AtomicBool,
+}
+
+/// What a msggen run did.
+#[derive(Debug, Default)]
+pub struct MsggenResult {
+    /// Requests written.
+    pub attempted: u64,
+    /// Answered `200` ("sent").
+    pub ok: u64,
+    /// Not answered `200`: other status, connection lost, or no answer in time.
+    pub failed: u64,
+    /// `200` answers without a readable `delivered` number (errors too).
+    pub bad_answers: u64,
+    /// Sum of `delivered` over the `200` answers.
+    pub delivered_sum: u64,
+    /// Sequence numbers answered `200`.
+    pub ok_seqs: Bitmap,
+    /// From the first send to the end of the loop.
+    pub elapsed: Duration,
+    /// The first few errors, described.
+    pub notes: Vec<String>,
+}
+
+/// A small PRNG (xorshift64*); enough to spread ids, no crate needed.
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator from `seed` (0 is replaced: xorshift needs a non-zero state).
+    pub fn new(seed: u64) -> Self {
+        XorShift(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    /// The next pseudo-random number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Runs the publishers on this thread until every message is answered, the deadline (last
+/// scheduled send + tail) passes, or `shared.stop` is set.
+pub fn run(cfg: MsggenConfig, shared: Arc<MsggenShared>) -> Result<MsggenResult> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(256);
+    let mut rng = XorShift::new(cfg.seed);
+    let mut res = MsggenResult::default();
+    let parallel = cfg.parallel.max(1);
+    let (per, extra) = (cfg.total / parallel as u64, cfg.total % parallel as u64);
+    let start = Instant::now();
+    let mut gens: Vec<Gen> = (0..parallel)
+        .map(|g| {
+            let first_due = start + cfg.interval.mul_f64(g as f64 / parallel as f64);
+            Gen::new(first_due, per + u64::from((g as u64) < extra))
+        })
+        .collect();
+    let most = per + u64::from(extra > 0);
+    let deadline = start + cfg.interval.mul_f64(most as f64) + cfg.tail;
+    let mut next_seq = cfg.first_seq;
+    loop {
+        let now = Instant::now();
+        let done = gens
+            .iter()
+            .all(|g| g.left == 0 && g.state != GenState::Busy);
+        if done || now >= deadline || shared.stop.load(Relaxed) {
+            break;
+        }
+        let mut timeout = deadline
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(100));
+        for (i, g) in gens.iter_mut().enumerate() {
+            if g.state == GenState::Down && g.left > 0 && g.connects < MAX_CONNECTS {
+                g.connects += 1;
+                if let Err(e) = connect(&poll, cfg.url.addr, g, i) {
+                    note(&mut res, format!("publisher {i}: connect: {e}"));
+                }
+            }
+            if g.state == GenState::Idle && g.left > 0 {
+                if g.next_due <= now {
+                    let id = 1 + rng.next_u64() % cfg.max_id.max(1);
+                    g.next_due += cfg.interval;
+                    send(&mut res, g, i, &cfg.url, id, next_seq);
+                    next_seq += 1;
+                } else {
+                    timeout = timeout.min(g.next_due - now);
+                }
+            }
+        }
+        match poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+        for ev in events.iter() {
+            let Some(g) = gens.get_mut(ev.token().0) else {
+                continue;
+            };
+            on_event(
+                &mut res,
+                g,
+                ev.token().0,
+                ev.is_writable() || ev.is_error(),
+                ev.is_readable(),
+            );
+        }
+        shared.ok.store(res.ok, Relaxed);
+    }
+    for (i, g) in gens.iter_mut().enumerate() {
+        if g.state == GenState::Busy {
+            fail(
+                &mut res,
+                g,
+                format!("publisher {i}: no answer before the deadline"),
+            );
+        }
+        // Messages never sent (server gone, or stopped early) are neither sent nor failed.
+        if let Some(mut s) = g.stream.take() {
+            let _ = poll.registry().deregister(&mut s);
+        }
+    }
+    res.elapsed = start.elapsed();
+    shared.ok.store(res.ok, Relaxed);
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xorshift_is_deterministic_and_spreads() {
+        let mut a = XorShift::new(7);
+        let mut b = XorShift::new(7);
+        let xs: Vec<u64> = (0..1000).map(|_| a.next_u64() % 10).collect();
+        let ys: Vec<u64> = (0..1000).map(|_| b.next_u64() % 10).collect();
+        assert_eq!(xs, ys);
+        for d in 0..10 {
+            let n = xs.iter().filter(|&&x| x == d).count();
+            assert!((50..150).contains(&n), "digit {d} drawn {n} times");
+        }
+        assert_ne!(XorShift::new(0).next_u64(), 0);
+    }
+}
+
+#[path = "msggen_conn.rs"]
+mod conn;

@@ -1,0 +1,257 @@
+//! The main job's report: its figures, as text and as one JSON object (hand-written: every
+//! value is a number, so no JSON library is needed).
+
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+
+/// Publish-to-receive latency percentiles, microseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Latency {
+    /// Messages measured.
+    pub count: u64,
+    /// Median, us.
+    pub p50: u64,
+    /// 90th percentile, us.
+    pub p90: u64,
+    /// 99th percentile, us.
+    pub p99: u64,
+    /// 99.9th percentile, us.
+    pub p999: u64,
+    /// Largest, us.
+    pub max: u64,
+}
+
+impl Latency {
+    /// Summarises a histogram of microseconds (all zero if it is empty).
+    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            count: h.len(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+
+    /// `p50 / p90 / p99 / p99.9 / max` in microseconds, for text output.
+    pub fn line(&self) -> String {
+        format!(
+            "p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us ({} measured)",
+            self.p50, self.p90, self.p99, self.p999, self.max, self.count
+        )
+    }
+}
+
+/// Everything the main job measured.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Subscriber streams that got their `200` head.
+    pub conns: u64,
+    /// Subscriber connections that ended or failed during the run.
+    pub closed: u64,
+    /// Seconds taken to open all subscriber streams.
+    pub connect_s: f64,
+    /// Publishes attempted.
+    pub attempted: u64,
+    /// Publishes answered `200 OK` ("sent").
+    pub sent: u64,
+    /// Publishes that failed (non-200, connection lost, or no answer in time).
+    pub publish_failed: u64,
+    /// Sum of the `delivered` counts in the publish answers.
+    pub server_delivered: u64,
+    /// Distinct test messages received by subscribers.
+    pub delivered: u64,
+    /// Publishes answered 200 whose message no subscriber received.
+    pub lost: u64,
+    /// Chunks received, all kinds.
+    pub chunks: u64,
+    /// Duplicate chunks (a seq received twice).
+    pub duplicates: u64,
+    /// Chunks whose `#N` was not the previous N + 1 on their connection.
+    pub out_of_order: u64,
+    /// Chunks carrying another id than their connection's.
+    pub id_mismatch: u64,
+    /// Chunks that were not well-formed test messages, plus broken streams.
+    pub garbled: u64,
+    /// Seconds spent publishing.
+    pub publish_s: f64,
+    /// Milliseconds waited after publishing for the last messages to arrive.
+    pub drain_ms: u64,
+    /// Publish-to-receive latency.
+    pub latency: Latency,
+    /// Server RSS after start, before any connection, bytes.
+    pub server_rss_idle_bytes: u64,
+    /// Server RSS with every subscriber connected, before any message, bytes.
+    pub server_rss_loaded_bytes: u64,
+    /// Whether the loaded reading was stable (two readings 500 ms apart within 1%).
+    pub rss_stable: bool,
+    /// (loaded - idle) / conns, bytes.
+    pub rss_per_conn_bytes: u64,
+    /// Server RSS at the end of the run, bytes.
+    pub server_rss_end_bytes: u64,
+    /// Server CPU time (user + system) over the whole run, seconds.
+    pub server_cpu_s: f64,
+    /// Server CPU time while publishing (and draining), seconds.
+    pub server_cpu_publish_s: f64,
+    /// Numbers read from the server's `GET /stats` at the end, by key.
+    pub server_stats: Vec<(String, u64)>,
+    /// The first few errors, described.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// True if nothing was lost and nothing wrong arrived.
+    pub fn passed(&self) -> bool {
+        self.lost == 0
+            && self.publish_failed == 0
+            && self.closed == 0
+            && self.duplicates + self.out_of_order + self.id_mismatch + self.garbled == 0
+    }
+
+    /// The report for people.
+    pub fn text(&self) -> String {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let mut s = String::new();
+        let _ = writeln!(s, "== uring-comet loadtest report ==");
+        let _ = writeln!(
+            s,
+            "connections:      {} in {:.1} s, {} closed",
+            self.conns, self.connect_s, self.closed
+        );
+        let _ = writeln!(
+            s,
+            "messages:         {} sent (200 OK) of {} attempted in {:.1} s, {} failed",
+            self.sent, self.attempted, self.publish_s, self.publish_failed
+        );
+        let _ = writeln!(
+            s,
+            "delivered:        {} received, {} lost (drain {} ms); server said delivered {}",
+            self.delivered, self.lost, self.drain_ms, self.server_delivered
+        );
+        let _ = writeln!(
+            s,
+            "bad chunks:       {} duplicate, {} out of order, {} wrong id, {} garbled (of {} chunks)",
+            self.duplicates, self.out_of_order, self.id_mismatch, self.garbled, self.chunks
+        );
+        let _ = writeln!(s, "latency:          {}", self.latency.line());
+        let _ = writeln!(
+            s,
+            "server RSS:       idle {:.1} MiB, loaded {:.1} MiB{}, end {:.1} MiB",
+            mib(self.server_rss_idle_bytes),
+            mib(self.server_rss_loaded_bytes),
+            if self.rss_stable { "" } else { " (not stable)" },
+            mib(self.server_rss_end_bytes)
+        );
+        let _ = writeln!(s, "RSS per conn:     {} bytes", self.rss_per_conn_bytes);
+        let _ = writeln!(
+            s,
+            "server CPU:       {:.2} s over the run, {:.2} s while publishing",
+            self.server_cpu_s, self.server_cpu_publish_s
+        );
+        if !self.server_stats.is_empty() {
+            let kv: Vec<String> = self
+                .server_stats
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(s, "server /stats:    {}", kv.join(" "));
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "error:            {n}");
+        }
+        let _ = write!(
+            s,
+            "result:           {}",
+            if self.passed() { "PASS" } else { "FAIL" }
+        );
+        s
+    }
+
+    /// The report as one JSON object on one line.
+    pub fn json(&self) -> String {
+        let l = &self.latency;
+        let stats: Vec<String> = self
+            .server_stats
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", json_str(k)))
+            .collect();
+        let notes: Vec<String> = self.notes.iter().map(|n| json_str(n)).collect();
+        format!(
+            concat!(
+                "{{\"conns\":{},\"sent\":{},\"delivered\":{},\"lost\":{},",
+                "\"latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{},\"p90\":{},\"p999\":{},\"count\":{}}},",
+                "\"server_rss_idle_bytes\":{},\"server_rss_loaded_bytes\":{},\"rss_per_conn_bytes\":{},",
+                "\"server_cpu_s\":{:.3},\"passed\":{},\"closed\":{},\"connect_s\":{:.3},\"attempted\":{},",
+                "\"publish_failed\":{},\"server_delivered\":{},\"chunks\":{},\"duplicates\":{},",
+                "\"out_of_order\":{},\"id_mismatch\":{},\"garbled\":{},\"publish_s\":{:.3},\"drain_ms\":{},",
+                "\"rss_stable\":{},\"server_rss_end_bytes\":{},\"server_cpu_publish_s\":{:.3},",
+                "\"server_stats\":{{{}}},\"errors\":[{}]}}"
+            ),
+            self.conns, self.sent, self.delivered, self.lost,
+            l.p50, l.p99, l.max, l.p90, l.p999, l.count,
+            self.server_rss_idle_bytes, self.server_rss_loaded_bytes, self.rss_per_conn_bytes,
+            self.server_cpu_s, self.passed(), self.closed, self.connect_s, self.attempted,
+            self.publish_failed, self.server_delivered, self.chunks, self.duplicates,
+            self.out_of_order, self.id_mismatch, self.garbled, self.publish_s, self.drain_ms,
+            self.rss_stable, self.server_rss_end_bytes, self.server_cpu_publish_s,
+            stats.join(","), notes.join(","),
+        )
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_required_keys_and_escapes() {
+        let r = Report {
+            conns: 3,
+            notes: vec!["a \"b\"\n".into()],
+            ..Report::default()
+        };
+        let j = r.json();
+        for key in [
+            "\"conns\":3",
+            "\"sent\":",
+            "\"delivered\":",
+            "\"lost\":",
+            "\"latency_us\":{\"p50\":",
+            "\"p99\":",
+            "\"max\":",
+            "\"server_rss_idle_bytes\":",
+            "\"server_rss_loaded_bytes\":",
+            "\"rss_per_conn_bytes\":",
+            "\"server_cpu_s\":",
+            "\"errors\":[\"a \\\"b\\\"\\u000a\"]",
+        ] {
+            assert!(j.contains(key), "{key} missing from {j}");
+        }
+        assert!(!j.contains('\n'));
+        assert!(r.passed());
+        assert!(r.text().ends_with("PASS"));
+    }
+}
