@@ -60,7 +60,13 @@ pub fn run(a: MainArgs) -> Result<()> {
         Some(path) => {
             let every = Duration::from_secs(a.mem_interval.unwrap_or(1).max(1));
             let conns = memlog::ConnCount::Stats(server.pub_addr, server.sub_addr.port());
-            Some(memlog::spawn(path, every, Some(pid), conns, stop_log.clone())?)
+            Some(memlog::spawn(
+                path,
+                every,
+                Some(pid),
+                conns,
+                stop_log.clone(),
+            )?)
         }
         None => None,
     };
@@ -166,8 +172,11 @@ pub fn run(a: MainArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let drain_ms = d0.elapsed().as_millis() as u64;
-    let cpu_end = cpu_seconds(pid)?;
-    let rss_end = rss_bytes(pid)?;
+    // A server that died mid-run is a failure to report, not a reason to lose the report: its
+    // zombie still has /proc/PID/stat (CPU) but no VmRSS.
+    let server_exited = !server.alive();
+    let cpu_end = cpu_seconds(pid).unwrap_or(cpu_publish_start);
+    let rss_end = rss_bytes(pid).unwrap_or(0);
     let server_stats = answer::fetch_stats(server.pub_addr);
     let fres = stop_flood(&fshared, flood)?;
     stop_log.store(true, Relaxed);
@@ -178,6 +187,9 @@ pub fn run(a: MainArgs) -> Result<()> {
 
     let c = &fres.checker.counts;
     let mut notes: Vec<String> = fres.checker.notes.clone();
+    if server_exited {
+        notes.insert(0, "the server exited during the run".to_string());
+    }
     notes.extend(published.notes.iter().cloned());
     notes.extend(fres.notes.iter().cloned());
     let server_stats = server_stats.unwrap_or_else(|e| {
@@ -207,6 +219,7 @@ pub fn run(a: MainArgs) -> Result<()> {
         rss_stable,
         rss_per_conn_bytes: rss_loaded.saturating_sub(rss_idle) / fres.connected.max(1),
         server_rss_end_bytes: rss_end,
+        server_exited,
         server_cpu_s: cpu_end - cpu_start,
         server_cpu_publish_s: cpu_end - cpu_publish_start,
         server_stats,
@@ -219,11 +232,12 @@ pub fn run(a: MainArgs) -> Result<()> {
     }
     if !report.passed() {
         bail!(
-            "load test failed: {} lost, {} publishes failed, {} subscribers closed, {} bad chunks",
+            "load test failed: {} lost, {} publishes failed, {} subscribers closed, {} bad chunks{}",
             report.lost,
             report.publish_failed,
             report.closed,
-            report.duplicates + report.out_of_order + report.id_mismatch + report.garbled
+            report.duplicates + report.out_of_order + report.id_mismatch + report.garbled,
+            if server_exited { ", server exited" } else { "" }
         );
     }
     Ok(())

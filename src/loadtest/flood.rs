@@ -80,7 +80,6 @@ pub struct FloodResult {
     pub notes: Vec<String>,
 }
 
-
 /// Most end reasons kept.
 const MAX_NOTES: usize = 5;
 
@@ -183,7 +182,9 @@ impl Flood {
             for ev in events.iter() {
                 let i = ev.token().0;
                 if self.subs.get(i).is_some_and(Sub::is_open) {
-                    self.on_event(i, ev.is_writable() || ev.is_error(), ev.is_readable());
+                    // Errors and hang-ups are handled by the write or read that reports them.
+                    let failed = ev.is_error() || ev.is_read_closed();
+                    self.on_event(i, ev.is_writable() || failed, ev.is_readable() || failed);
                 }
             }
             self.shared

@@ -210,3 +210,18 @@ fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
     }
     Ok(TcpStream::from_std(sock.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_record_stays_small() {
+        // A million of these must stay tens of megabytes. mio's sockets carry a registration
+        // check (8 more bytes, padded to 16) only in debug builds.
+        let limit = if cfg!(debug_assertions) { 48 } else { 32 };
+        let size = std::mem::size_of::<Sub>();
+        assert!(size <= limit, "{size}");
+        assert!(std::mem::size_of::<ChunkParser>() <= 12);
+    }
+}

@@ -87,7 +87,7 @@ pub struct MainArgs {
     /// Append `date\tepoch\trss_kib\tconns` lines to this file during the run.
     #[arg(long)]
     pub mem_log: Option<PathBuf>,
-    /// Seconds between mem-log lines [default: 1 here, 60 for flood].
+    /// Seconds between mem-log lines [default: 1].
     #[arg(long)]
     pub mem_interval: Option<u64>,
     /// Source addresses (127.0.0.1, .2, ...) for subscribers; 0: one per 25,000 connections.

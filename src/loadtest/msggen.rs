@@ -147,12 +147,14 @@ pub fn run(cfg: MsggenConfig, shared: Arc<MsggenShared>) -> Result<MsggenResult>
             let Some(g) = gens.get_mut(ev.token().0) else {
                 continue;
             };
+            // Errors and hang-ups are handled by the write or read that reports them.
+            let failed = ev.is_error() || ev.is_read_closed();
             on_event(
                 &mut res,
                 g,
                 ev.token().0,
-                ev.is_writable() || ev.is_error(),
-                ev.is_readable(),
+                ev.is_writable() || failed,
+                ev.is_readable() || failed,
             );
         }
         shared.ok.store(res.ok, Relaxed);

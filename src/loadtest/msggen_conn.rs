@@ -59,7 +59,14 @@ impl Gen {
 }
 
 /// Sends message `seq` to `id` on idle generator `i`, timestamped now.
-pub(super) fn send(res: &mut MsggenResult, g: &mut Gen, i: usize, url: &UrlTemplate, id: u64, seq: u64) {
+pub(super) fn send(
+    res: &mut MsggenResult,
+    g: &mut Gen,
+    i: usize,
+    url: &UrlTemplate,
+    id: u64,
+    seq: u64,
+) {
     g.seq = seq;
     g.left -= 1;
     res.attempted += 1;
@@ -68,7 +75,8 @@ pub(super) fn send(res: &mut MsggenResult, g: &mut Gen, i: usize, url: &UrlTempl
     g.out.clear();
     g.out_off = 0;
     url.write_request_start(&mut g.out, "POST", id);
-    g.out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    g.out
+        .extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
     g.out.extend_from_slice(&body);
     g.state = GenState::Busy;
     if let Err(e) = flush(g) {
@@ -77,7 +85,12 @@ pub(super) fn send(res: &mut MsggenResult, g: &mut Gen, i: usize, url: &UrlTempl
 }
 
 /// Starts generator `i`'s non-blocking connect to `addr`.
-pub(super) fn connect(poll: &Poll, addr: std::net::SocketAddr, g: &mut Gen, i: usize) -> io::Result<()> {
+pub(super) fn connect(
+    poll: &Poll,
+    addr: std::net::SocketAddr,
+    g: &mut Gen,
+    i: usize,
+) -> io::Result<()> {
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
     poll.registry()
@@ -89,7 +102,13 @@ pub(super) fn connect(poll: &Poll, addr: std::net::SocketAddr, g: &mut Gen, i: u
 }
 
 /// Handles readiness of generator `i`.
-pub(super) fn on_event(res: &mut MsggenResult, g: &mut Gen, i: usize, writable: bool, readable: bool) {
+pub(super) fn on_event(
+    res: &mut MsggenResult,
+    g: &mut Gen,
+    i: usize,
+    writable: bool,
+    readable: bool,
+) {
     let Some(stream) = g.stream.as_mut() else {
         return;
     };

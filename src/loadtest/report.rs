@@ -92,8 +92,10 @@ pub struct Report {
     pub rss_stable: bool,
     /// (loaded - idle) / conns, bytes.
     pub rss_per_conn_bytes: u64,
-    /// Server RSS at the end of the run, bytes.
+    /// Server RSS at the end of the run, bytes (0 if it had exited).
     pub server_rss_end_bytes: u64,
+    /// The server exited before the end of the run.
+    pub server_exited: bool,
     /// Server CPU time (user + system) over the whole run, seconds.
     pub server_cpu_s: f64,
     /// Server CPU time while publishing (and draining), seconds.
@@ -108,6 +110,7 @@ impl Report {
     /// True if nothing was lost and nothing wrong arrived.
     pub fn passed(&self) -> bool {
         self.lost == 0
+            && !self.server_exited
             && self.publish_failed == 0
             && self.closed == 0
             && self.duplicates + self.out_of_order + self.id_mismatch + self.garbled == 0
@@ -189,7 +192,7 @@ impl Report {
                 "\"server_cpu_s\":{:.3},\"passed\":{},\"closed\":{},\"connect_s\":{:.3},\"attempted\":{},",
                 "\"publish_failed\":{},\"server_delivered\":{},\"chunks\":{},\"duplicates\":{},",
                 "\"out_of_order\":{},\"id_mismatch\":{},\"garbled\":{},\"publish_s\":{:.3},\"drain_ms\":{},",
-                "\"rss_stable\":{},\"server_rss_end_bytes\":{},\"server_cpu_publish_s\":{:.3},",
+                "\"rss_stable\":{},\"server_rss_end_bytes\":{},\"server_cpu_publish_s\":{:.3},\"server_exited\":{},",
                 "\"server_stats\":{{{}}},\"errors\":[{}]}}"
             ),
             self.conns, self.sent, self.delivered, self.lost,
@@ -198,7 +201,7 @@ impl Report {
             self.server_cpu_s, self.passed(), self.closed, self.connect_s, self.attempted,
             self.publish_failed, self.server_delivered, self.chunks, self.duplicates,
             self.out_of_order, self.id_mismatch, self.garbled, self.publish_s, self.drain_ms,
-            self.rss_stable, self.server_rss_end_bytes, self.server_cpu_publish_s,
+            self.rss_stable, self.server_rss_end_bytes, self.server_cpu_publish_s, self.server_exited,
             stats.join(","), notes.join(","),
         )
     }
