@@ -27,6 +27,31 @@ pub struct ServeArgs {
     /// `accept` keeps it on the shard that accepted it (see DESIGN.md for both measured).
     #[arg(long, value_enum, default_value_t = Placement::Owner)]
     pub placement: Placement,
+    /// Data-plane backend: `uring` (io_uring), `epoll` (the readiness baseline), or `auto`
+    /// (io_uring if the kernel allows it, else epoll with one log line naming the cause).
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+}
+
+/// Which data-plane backend the shards run.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring if available, else epoll.
+    Auto,
+    /// io_uring; fail at start if it is not available.
+    Uring,
+    /// epoll (readiness), each shard on a tokio current-thread runtime.
+    Epoll,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Uring => "uring",
+            Backend::Epoll => "epoll",
+        })
+    }
 }
 
 /// Which shard holds a subscriber connection under a single id.
@@ -53,6 +78,8 @@ pub struct ServerConfig {
     pub max_pending_bytes: usize,
     /// Placement of single-id subscribers.
     pub placement: Placement,
+    /// Data-plane backend.
+    pub backend: Backend,
 }
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
@@ -79,6 +106,7 @@ impl ServeArgs {
             max_conns: self.max_conns.max(1),
             max_pending_bytes: self.max_pending_bytes.max(1024),
             placement: self.placement,
+            backend: self.backend,
         })
     }
 }
@@ -93,6 +121,7 @@ impl ServerConfig {
             max_conns: 100_000,
             max_pending_bytes: 64 * 1024,
             placement: Placement::Owner,
+            backend: Backend::Auto,
         }
     }
 }

@@ -20,8 +20,9 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::config::ServerConfig;
-use crate::driver::uring::Uring;
+use crate::config::{Backend, ServerConfig};
+use crate::driver::epoll::Epoll;
+use crate::driver::uring::{self, Uring};
 use crate::driver::Driver;
 use crate::mesh::Mesh;
 use crate::shard::Shard;
@@ -34,6 +35,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// A running server. Dropping it shuts the server down.
 pub struct ServerHandle {
+    backend: Backend,
     subscriber: SocketAddr,
     publish: SocketAddr,
     mesh: Arc<Mesh>,
@@ -44,6 +46,11 @@ impl ServerHandle {
     /// The bound subscriber listener address.
     pub fn subscriber_addr(&self) -> SocketAddr {
         self.subscriber
+    }
+
+    /// The backend the shards run (`Uring` or `Epoll`, never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The bound publish listener address.
@@ -110,7 +117,23 @@ fn listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<(Vec<OwnedFd>, S
 ///
 /// Errors: a listener cannot be bound; io_uring cannot be set up (the error names the
 /// cause); a thread cannot be spawned.
-pub fn start(cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
+pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
+    // Probe on a thread of its own: a thread that has used io_uring gets io_uring task work
+    // (TIF_NOTIFY_SIGNAL) even after its ring is gone, and a blocking socket read with
+    // SO_RCVTIMEO in that thread then fails with EINTR. The caller's thread stays clean.
+    let probed = std::thread::spawn(uring::probe).join().unwrap_or_else(|_| Err("the io_uring probe panicked".into()));
+    cfg.backend = match (cfg.backend, probed) {
+        (Backend::Epoll, _) => Backend::Epoll,
+        (_, Ok(())) => Backend::Uring,
+        (Backend::Auto, Err(why)) => {
+            tracing::warn!("io_uring unavailable ({why}); using the epoll backend");
+            Backend::Epoll
+        }
+        (_, Err(why)) => anyhow::bail!(
+            "--backend uring: io_uring unavailable: {why}. Fix: allow io_uring (sysctl kernel.io_uring_disabled=0; a seccomp profile that permits io_uring_setup/io_uring_enter/io_uring_register; Linux 6.0 or later), or run with --backend epoll"
+        ),
+    };
+    let backend = cfg.backend;
     let n = cfg.shards;
     let (subs, subscriber) = listeners(cfg.listen, n)?;
     let (pubs, publish) = listeners(cfg.publish_listen, n)?;
@@ -122,25 +145,37 @@ pub fn start(cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     for (me, (sub, publ)) in subs.into_iter().zip(pubs).enumerate() {
         let (mesh, stats, cfg, ready) = (mesh.clone(), stats.clone(), cfg.clone(), ready_tx.clone());
         let t = std::thread::Builder::new().name(format!("shard-{me}")).spawn(move || {
-            // The ring is created on its own thread: SINGLE_ISSUER ties it to its creator.
-            let driver = match Uring::new() {
-                Ok(d) => d,
-                Err(e) => return drop(ready.send(Err(e))),
-            };
-            let _ = ready.send(Ok(()));
-            let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ);
-            tokio_uring::start(run(shard, mesh, me));
+            if backend == Backend::Uring {
+                // The ring is created on its own thread: SINGLE_ISSUER ties it to its creator.
+                let driver = match Uring::new() {
+                    Ok(d) => d,
+                    Err(e) => return drop(ready.send(Err(e))),
+                };
+                let _ = ready.send(Ok(()));
+                let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ);
+                tokio_uring::start(run(shard, mesh, me));
+            } else {
+                let built = Epoll::new().and_then(|d| {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    Ok((d, rt))
+                });
+                let (driver, rt) = match built {
+                    Ok(x) => x,
+                    Err(e) => return drop(ready.send(Err(e))),
+                };
+                let _ = ready.send(Ok(()));
+                let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ);
+                rt.block_on(run(shard, mesh, me));
+            }
         })?;
         threads.push(t);
     }
     drop(ready_tx);
-    let handle = ServerHandle { subscriber, publish, mesh, threads };
+    let handle = ServerHandle { backend, subscriber, publish, mesh, threads };
     for _ in 0..n {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => anyhow::bail!(
-                "io_uring_setup failed: {e} (is io_uring disabled by sysctl kernel.io_uring_disabled, or blocked by a seccomp profile such as Docker's default? Linux 6.0 or later is needed)"
-            ),
+            Ok(Err(e)) => anyhow::bail!("shard setup failed ({backend} backend): {e}"),
             Err(_) => anyhow::bail!("a shard thread ended during start"),
         }
     }
@@ -203,7 +238,7 @@ pub fn serve_forever(cfg: ServerConfig) -> anyhow::Result<()> {
     };
     let shards = cfg.shards;
     let handle = start(cfg)?;
-    tracing::info!(shards, subscriber = %handle.subscriber_addr(), publish = %handle.publish_addr(), "uring-comet serving");
+    tracing::info!(shards, backend = %handle.backend(), subscriber = %handle.subscriber_addr(), publish = %handle.publish_addr(), "uring-comet serving");
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();

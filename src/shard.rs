@@ -495,6 +495,7 @@ impl<D: Driver> Shard<D> {
         // No op is in flight: the head's recv has just completed and nothing else was armed.
         debug_assert_eq!(c.ops, 0);
         let id = req.ids.pop().expect("one id");
+        self.driver.release_fd(c.fd);
         self.router.out[owner].push(Msg::Adopt { fd: c.fd, id, http10: c.flags & CHUNKED == 0 });
         ShardStats::sub(&self.st().subscribers, 1);
         self.release_aux(i);

@@ -14,6 +14,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
+pub mod epoll;
 pub mod uring;
 
 /// One finished operation.
@@ -69,6 +70,9 @@ pub trait Driver {
     /// Cancels every operation in flight on `fd` (each completes, usually with -ECANCELED);
     /// this op completes too, with the number cancelled or an error.
     fn cancel_fd(&mut self, fd: RawFd, token: u64);
+
+    /// Forgets `fd`, which has no op in flight and now belongs to another shard.
+    fn release_fd(&mut self, fd: RawFd);
 
     /// Hands queued submissions to the kernel without waiting.
     fn submit(&mut self) -> io::Result<()>;

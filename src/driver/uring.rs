@@ -19,6 +19,39 @@ const SQ_ENTRIES: u32 = 4096;
 /// Completion queue entries per ring.
 const CQ_ENTRIES: u32 = SQ_ENTRIES * 16;
 
+/// Environment variable that makes [`probe`] fail, to exercise the epoll fallback.
+pub const DISABLE_ENV: &str = "URING_COMET_DISABLE_URING";
+
+/// Checks that io_uring can be used here: a ring can be set up and the kernel knows every
+/// opcode the shard submits. Errors: the cause, in words (sysctl, seccomp, old kernel, or
+/// [`DISABLE_ENV`] set).
+pub fn probe() -> Result<(), String> {
+    if std::env::var_os(DISABLE_ENV).is_some() {
+        return Err(format!("disabled by the {DISABLE_ENV} environment variable"));
+    }
+    let ring = IoUring::new(8).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOSYS) => format!("io_uring_setup: {e}: the kernel has no io_uring, or a seccomp profile (e.g. Docker's default) blocks it"),
+        Some(libc::EPERM) => format!("io_uring_setup: {e}: disabled by sysctl kernel.io_uring_disabled, or not permitted for this user or container"),
+        _ => format!("io_uring_setup: {e}"),
+    })?;
+    let mut p = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut p).map_err(|e| format!("io_uring probe: {e}"))?;
+    for (code, name) in [
+        (opcode::Accept::CODE, "ACCEPT"),
+        (opcode::Recv::CODE, "RECV"),
+        (opcode::Send::CODE, "SEND"),
+        (opcode::PollAdd::CODE, "POLL_ADD"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+        (opcode::ProvideBuffers::CODE, "PROVIDE_BUFFERS"),
+        (opcode::SendZc::CODE, "SEND_ZC (Linux 6.0, for multishot accept and cancel-by-fd too)"),
+    ] {
+        if !p.is_supported(code) {
+            return Err(format!("the kernel lacks IORING_OP_{name}: Linux 6.0 or later is needed"));
+        }
+    }
+    Ok(())
+}
+
 /// One shard's ring.
 pub struct Uring {
     ring: IoUring,
@@ -103,6 +136,10 @@ impl Driver for Uring {
             .build()
             .user_data(token);
         self.push(e);
+    }
+
+    fn release_fd(&mut self, _fd: RawFd) {
+        // Nothing to undo: an fd with no op in flight has no state in the ring.
     }
 
     fn submit(&mut self) -> io::Result<()> {

@@ -108,7 +108,7 @@ mod tests {
     fn chunk_exact_bytes() {
         let mut out = Vec::new();
         seed_chunk(&mut out, 1, b"Hello World", true);
-        assert_eq!(out, b"1c\r\nRecvd msg #1: 'Hello World'<br/>\n\r\n");
+        assert_eq!(out, b"21\r\nRecvd msg #1: 'Hello World'<br/>\n\r\n");
         let mut raw = Vec::new();
         seed_chunk(&mut raw, 12, b"x", false);
         assert_eq!(raw, b"Recvd msg #12: 'x'<br/>\n");
