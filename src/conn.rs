@@ -141,9 +141,38 @@ impl<T> Slab<T> {
         self.items.len()
     }
 
+    /// If no item is in use, forgets every slot and gives the slab's pages back to the
+    /// kernel (see [`release_pages`]); returns whether it did.
+    pub fn release_if_empty(&mut self) -> bool {
+        if !self.is_empty() || self.items.is_empty() {
+            return false;
+        }
+        self.free = Vec::new();
+        release_pages(&mut self.items);
+        true
+    }
+
     /// Whether no item is in use.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Clears `v` and returns the whole pages of its buffer to the kernel (`madvise
+/// MADV_DONTNEED`, madvise(2)): RSS drops, the capacity stays reserved, and a page reads as
+/// zeros when it is written again. Used when a shard has emptied, so RSS after every
+/// connection closed returns near the idle figure.
+pub fn release_pages<T>(v: &mut Vec<T>) {
+    v.clear();
+    let bytes = v.capacity() * std::mem::size_of::<T>();
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+    let start = (v.as_mut_ptr() as usize).next_multiple_of(page);
+    let end = (v.as_mut_ptr() as usize + bytes) / page * page;
+    if end > start {
+        // SAFETY: [start, end) lies inside the Vec's own allocation, which holds no live
+        // value after `clear`; MADV_DONTNEED on private anonymous memory zero-fills it.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }
 

@@ -84,6 +84,22 @@ impl Router {
         self.owned_live
     }
 
+    /// If this shard knows no id at all, drops every table and gives their pages back to the
+    /// kernel; returns whether it did.
+    pub fn release_if_empty(&mut self) -> bool {
+        if !self.index.is_empty() || self.slots.is_empty() {
+            return false;
+        }
+        crate::conn::release_pages(&mut self.slots);
+        self.free_slots = Vec::new();
+        self.index = HashTable::new();
+        self.sub_lists = Vec::new();
+        self.free_sub_lists = Vec::new();
+        self.conn_lists = Vec::new();
+        self.free_conn_lists = Vec::new();
+        true
+    }
+
     fn hash(&self, id: &Id) -> u64 {
         self.hasher.hash_one(id)
     }

@@ -216,7 +216,7 @@ async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize) {
         tokio::select! {
             r = ring.readable() => if let Ok(mut g) = r { g.clear_ready() },
             _ = mesh.doorbell(me).notified() => {}
-            _ = tokio::time::sleep(shard.idle_timeout()) => {}
+            _ = tokio::time::sleep(shard.idle_timeout()) => shard.on_idle(),
         }
         mesh.woke(me);
     }

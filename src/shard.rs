@@ -220,6 +220,20 @@ impl<D: Driver> Shard<D> {
         }
     }
 
+    /// Called when the loop has been idle: once the shard holds no connection and no id,
+    /// give the memory of its tables back (slab and router pages, then `malloc_trim`).
+    pub fn on_idle(&mut self) {
+        if self.conns.is_empty() && self.pending.is_empty() {
+            let a = self.conns.release_if_empty();
+            let b = self.router.release_if_empty();
+            if a || b {
+                self.aux_pool.clear();
+                // SAFETY: malloc_trim has no preconditions; it is not on a per-message path.
+                unsafe { libc::malloc_trim(0) };
+            }
+        }
+    }
+
     /// Whether the shard has stopped and every connection is gone.
     pub fn finished(&self) -> bool {
         self.stopping && self.conns.is_empty()
