@@ -75,7 +75,16 @@ pub struct Conn {
 
 impl Conn {
     /// An unused slot.
-    pub const FREE: Conn = Conn { fd: -1, state: State::Free, ops: 0, flags: 0, waits: 0, msgs: 0, ids: NONE, aux: NONE };
+    pub const FREE: Conn = Conn {
+        fd: -1,
+        state: State::Free,
+        ops: 0,
+        flags: 0,
+        waits: 0,
+        msgs: 0,
+        ids: NONE,
+        aux: NONE,
+    };
 }
 
 /// Buffers of a connection that is reading or writing. Pooled.
@@ -109,7 +118,10 @@ pub struct Slab<T> {
 impl<T> Slab<T> {
     /// An empty slab with room for `cap` items reserved (address space only).
     pub fn with_capacity(cap: usize) -> Slab<T> {
-        Slab { items: Vec::with_capacity(cap), free: Vec::new() }
+        Slab {
+            items: Vec::with_capacity(cap),
+            free: Vec::new(),
+        }
     }
 
     /// Stores `item`, returning its index.

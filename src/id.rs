@@ -59,7 +59,8 @@ impl Id {
         }
         // Canonical decimal: no leading zero (except "0" itself), at most 18 digits so it
         // is always below 2^63 and the inline form round-trips to the same bytes.
-        let canonical = s.len() <= 18 && s.iter().all(u8::is_ascii_digit) && (s[0] != b'0' || s.len() == 1);
+        let canonical =
+            s.len() <= 18 && s.iter().all(u8::is_ascii_digit) && (s[0] != b'0' || s.len() == 1);
         if canonical {
             let n = s.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
             return Ok(Id::Num(n));
@@ -88,8 +89,12 @@ impl Id {
     pub fn stable_hash(&self) -> u64 {
         // FNV-1a over the canonical bytes for strings; a multiplicative mix for numbers.
         match self {
-            Id::Num(n) => (n ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29),
-            Id::Str(s) => s.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)),
+            Id::Num(n) => (n ^ 0x9e37_79b9_7f4a_7c15)
+                .wrapping_mul(0xff51_afd7_ed55_8ccd)
+                .rotate_left(29),
+            Id::Str(s) => s.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            }),
         }
     }
 
@@ -135,7 +140,10 @@ mod tests {
         assert_eq!(Id::parse(b"0").unwrap(), Id::Num(0));
         assert!(matches!(Id::parse(b"007").unwrap(), Id::Str(_)));
         assert_ne!(Id::parse(b"007").unwrap(), Id::parse(b"7").unwrap());
-        assert!(matches!(Id::parse(b"9999999999999999999999").unwrap(), Id::Str(_)));
+        assert!(matches!(
+            Id::parse(b"9999999999999999999999").unwrap(),
+            Id::Str(_)
+        ));
         assert_eq!(Id::parse(b"a.b_c~d-e").unwrap().to_string(), "a.b_c~d-e");
     }
 
@@ -158,6 +166,9 @@ mod tests {
         let ok: Vec<String> = (0..64).map(|i| i.to_string()).collect();
         assert_eq!(Id::parse_list(ok.join(",").as_bytes()).unwrap().len(), 64);
         let over: Vec<String> = (0..65).map(|i| i.to_string()).collect();
-        assert_eq!(Id::parse_list(over.join(",").as_bytes()), Err(IdError::TooMany));
+        assert_eq!(
+            Id::parse_list(over.join(",").as_bytes()),
+            Err(IdError::TooMany)
+        );
     }
 }

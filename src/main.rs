@@ -6,7 +6,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "uring-comet", version, about = "io_uring comet server: long-lived HTTP streams routed by id")]
+#[command(
+    name = "uring-comet",
+    version,
+    about = "io_uring comet server: long-lived HTTP streams routed by id"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -17,7 +21,7 @@ enum Cmd {
     /// Run the server: subscriber listener and publish listener, one shard per core.
     Serve(uring_comet::config::ServeArgs),
     /// Load-test a server (by default: start one as a child process and run the seed's CK10 test).
-    Loadtest(uring_comet::loadtest::LoadtestArgs),
+    Loadtest(Box<uring_comet::loadtest::LoadtestArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +35,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Serve(args) => uring_comet::server::serve_forever(args.into_config()?),
-        Cmd::Loadtest(args) => uring_comet::loadtest::run(args),
+        Cmd::Loadtest(args) => uring_comet::loadtest::run(*args),
     }
 }

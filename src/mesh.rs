@@ -77,7 +77,11 @@ pub enum Msg {
     /// Part of a publish reply: `count` connections queued. From the owner (`more` is
     /// `Some(k)`): k holders' replies follow. From a holder: `None`. The two may arrive in
     /// either order, so the publisher's shard waits for the owner's and k others.
-    Replied { token: u32, count: u32, more: Option<u16> },
+    Replied {
+        token: u32,
+        count: u32,
+        more: Option<u16>,
+    },
     /// Take over subscriber socket `fd`, whose request head asked for the single `id`
     /// owned by the receiving shard (see "Placement" above).
     Adopt { fd: i32, id: Id, http10: bool },
@@ -116,7 +120,9 @@ impl Mesh {
     fn ring(&self, to: usize) {
         // SeqCst pairs with `prepare_sleep`: either the sleeper sees our batch on its
         // re-check, or we see its flag and wake it.
-        if self.sleeping[to].load(Ordering::SeqCst) && self.sleeping[to].swap(false, Ordering::SeqCst) {
+        if self.sleeping[to].load(Ordering::SeqCst)
+            && self.sleeping[to].swap(false, Ordering::SeqCst)
+        {
             self.doorbell[to].notify_one();
         }
     }

@@ -107,7 +107,9 @@ impl Router {
     /// The slot of `id`, if this shard knows it.
     pub fn lookup(&self, id: &Id) -> Option<u32> {
         let slots = &self.slots;
-        self.index.find(self.hash(id), |&s| slots[s as usize].id == *id).copied()
+        self.index
+            .find(self.hash(id), |&s| slots[s as usize].id == *id)
+            .copied()
     }
 
     fn slot_for(&mut self, id: Id) -> u32 {
@@ -115,7 +117,12 @@ impl Router {
             return s;
         }
         let hash = self.hash(&id);
-        let slot = Slot { id, subs: NONE, join_seq: 0, holders: 0 };
+        let slot = Slot {
+            id,
+            subs: NONE,
+            join_seq: 0,
+            holders: 0,
+        };
         let s = match self.free_slots.pop() {
             Some(s) => {
                 self.slots[s as usize] = slot;
@@ -127,7 +134,8 @@ impl Router {
             }
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index.insert_unique(hash, s, |&t| hasher.hash_one(&slots[t as usize].id));
+        self.index
+            .insert_unique(hash, s, |&t| hasher.hash_one(&slots[t as usize].id));
         s
     }
 
@@ -166,7 +174,11 @@ impl Router {
                 self.next_seq = self.next_seq.wrapping_add(1).max(1);
                 let slot = &mut self.slots[s as usize];
                 slot.join_seq = self.next_seq;
-                self.out[owner].push(Msg::Join { id: slot.id.clone(), from: self.me as u16, seq: slot.join_seq });
+                self.out[owner].push(Msg::Join {
+                    id: slot.id.clone(),
+                    from: self.me as u16,
+                    seq: slot.join_seq,
+                });
             }
             if self.slots[s as usize].join_seq != 0 {
                 waits += 1;
@@ -213,7 +225,10 @@ impl Router {
                 self.unhold(s, self.me);
             } else {
                 slot.join_seq = 0;
-                self.out[owner].push(Msg::Leave { id: slot.id.clone(), from: self.me as u16 });
+                self.out[owner].push(Msg::Leave {
+                    id: slot.id.clone(),
+                    from: self.me as u16,
+                });
             }
             self.maybe_free(s);
         }
@@ -322,12 +337,18 @@ impl Router {
     /// the local slot to deliver to (if this shard holds connections under `id`) and the
     /// number of shards forwarded to.
     pub fn route(&mut self, id: &Id, msg: &Bytes, reply: ReplyTo) -> (Option<u32>, u16) {
-        let Some(s) = self.lookup(id) else { return (None, 0) };
+        let Some(s) = self.lookup(id) else {
+            return (None, 0);
+        };
         let holders = self.slots[s as usize].holders;
         let mut forwarded = 0;
         for h in 0..self.shards {
             if h != self.me && holders & (1 << h) != 0 {
-                self.out[h].push(Msg::Deliver { id: id.clone(), msg: msg.clone(), reply });
+                self.out[h].push(Msg::Deliver {
+                    id: id.clone(),
+                    msg: msg.clone(),
+                    reply,
+                });
                 forwarded += 1;
             }
         }
@@ -369,10 +390,14 @@ mod tests {
         let id = id_owned_by(1);
         let (h, waits) = holder.login(3, vec![id.clone()]);
         assert_eq!(waits, 1);
-        let Some(Msg::Join { id: jid, from, seq }) = holder.out[1].pop() else { panic!() };
+        let Some(Msg::Join { id: jid, from, seq }) = holder.out[1].pop() else {
+            panic!()
+        };
         owner.on_join(jid, from as usize, seq);
         assert_eq!(owner.owned_ids(), 1);
-        let Some(Msg::JoinAck { id: aid, seq: aseq }) = owner.out[0].pop() else { panic!() };
+        let Some(Msg::JoinAck { id: aid, seq: aseq }) = owner.out[0].pop() else {
+            panic!()
+        };
         let s = holder.join_acked(&aid, aseq).unwrap();
         assert_eq!(holder.subscribers(s), &[3]);
         // A second connection after the ack waits for nothing.
@@ -380,16 +405,25 @@ mod tests {
         assert_eq!(waits2, 0);
         assert!(holder.out[1].is_empty());
         // Routing at the owner forwards to shard 0 only.
-        let (local, fwd) = owner.route(&id, &Bytes::from_static(b"x"), ReplyTo { shard: 1, token: 9 });
+        let (local, fwd) = owner.route(
+            &id,
+            &Bytes::from_static(b"x"),
+            ReplyTo { shard: 1, token: 9 },
+        );
         assert_eq!((local, fwd), (None, 1));
         assert!(matches!(owner.out[0].pop(), Some(Msg::Deliver { .. })));
         holder.logout(3, h);
         assert!(holder.out[1].is_empty());
         holder.logout(4, h2);
-        let Some(Msg::Leave { id: lid, from }) = holder.out[1].pop() else { panic!() };
+        let Some(Msg::Leave { id: lid, from }) = holder.out[1].pop() else {
+            panic!()
+        };
         owner.on_leave(&lid, from as usize);
         assert_eq!(owner.owned_ids(), 0);
-        assert_eq!(owner.route(&id, &Bytes::new(), ReplyTo { shard: 1, token: 1 }), (None, 0));
+        assert_eq!(
+            owner.route(&id, &Bytes::new(), ReplyTo { shard: 1, token: 1 }),
+            (None, 0)
+        );
     }
 
     #[test]
@@ -397,11 +431,16 @@ mod tests {
         let mut holder = Router::new(0, 2, 16);
         let id = id_owned_by(1);
         let (h, _) = holder.login(1, vec![id.clone()]);
-        let Some(Msg::Join { seq: old, .. }) = holder.out[1].pop() else { panic!() };
+        let Some(Msg::Join { seq: old, .. }) = holder.out[1].pop() else {
+            panic!()
+        };
         holder.logout(1, h);
         let (_, waits) = holder.login(2, vec![id.clone()]);
         assert_eq!(waits, 1);
-        assert!(holder.join_acked(&id, old).is_none(), "ack of the old join must not release the new one");
+        assert!(
+            holder.join_acked(&id, old).is_none(),
+            "ack of the old join must not release the new one"
+        );
     }
 
     #[test]

@@ -87,7 +87,11 @@ impl Drop for ServerHandle {
 
 /// A listener socket with SO_REUSEPORT, bound to `addr`.
 fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     // Accepted sockets inherit TCP_NODELAY: a chunk goes out at once, not after an ACK.
@@ -99,7 +103,9 @@ fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
 
 fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     let s = socket2::SockRef::from(fd);
-    s.local_addr()?.as_socket().ok_or_else(|| io::Error::other("listener has no IP address"))
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("listener has no IP address"))
 }
 
 /// Binds one listener per shard on `addr` (port 0: the port the first one got).
@@ -108,7 +114,9 @@ fn listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<(Vec<OwnedFd>, S
     let bound = local_addr(&first)?;
     let mut all = vec![first];
     for _ in 1..shards {
-        all.push(listener(bound).with_context(|| format!("cannot listen on {bound} (SO_REUSEPORT)"))?);
+        all.push(
+            listener(bound).with_context(|| format!("cannot listen on {bound} (SO_REUSEPORT)"))?,
+        );
     }
     Ok((all, bound))
 }
@@ -121,7 +129,9 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     // Probe on a thread of its own: a thread that has used io_uring gets io_uring task work
     // (TIF_NOTIFY_SIGNAL) even after its ring is gone, and a blocking socket read with
     // SO_RCVTIMEO in that thread then fails with EINTR. The caller's thread stays clean.
-    let probed = std::thread::spawn(uring::probe).join().unwrap_or_else(|_| Err("the io_uring probe panicked".into()));
+    let probed = std::thread::spawn(uring::probe)
+        .join()
+        .unwrap_or_else(|_| Err("the io_uring probe panicked".into()));
     cfg.backend = match (cfg.backend, probed) {
         (Backend::Epoll, _) => Backend::Epoll,
         (_, Ok(())) => Backend::Uring,
@@ -143,35 +153,46 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
     let mut threads = Vec::with_capacity(n);
     for (me, (sub, publ)) in subs.into_iter().zip(pubs).enumerate() {
-        let (mesh, stats, cfg, ready) = (mesh.clone(), stats.clone(), cfg.clone(), ready_tx.clone());
-        let t = std::thread::Builder::new().name(format!("shard-{me}")).spawn(move || {
-            if backend == Backend::Uring {
-                // The ring is created on its own thread: SINGLE_ISSUER ties it to its creator.
-                let driver = match Uring::new() {
-                    Ok(d) => d,
-                    Err(e) => return drop(ready.send(Err(e))),
-                };
-                let _ = ready.send(Ok(()));
-                let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ);
-                tokio_uring::start(run(shard, mesh, me));
-            } else {
-                let built = Epoll::new().and_then(|d| {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                    Ok((d, rt))
-                });
-                let (driver, rt) = match built {
-                    Ok(x) => x,
-                    Err(e) => return drop(ready.send(Err(e))),
-                };
-                let _ = ready.send(Ok(()));
-                let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ);
-                rt.block_on(run(shard, mesh, me));
-            }
-        })?;
+        let (mesh, stats, cfg, ready) =
+            (mesh.clone(), stats.clone(), cfg.clone(), ready_tx.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{me}"))
+            .spawn(move || {
+                if backend == Backend::Uring {
+                    // The ring is created on its own thread: SINGLE_ISSUER ties it to its creator.
+                    let driver = match Uring::new() {
+                        Ok(d) => d,
+                        Err(e) => return drop(ready.send(Err(e))),
+                    };
+                    let _ = ready.send(Ok(()));
+                    let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ);
+                    tokio_uring::start(run(shard, mesh, me));
+                } else {
+                    let built = Epoll::new().and_then(|d| {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()?;
+                        Ok((d, rt))
+                    });
+                    let (driver, rt) = match built {
+                        Ok(x) => x,
+                        Err(e) => return drop(ready.send(Err(e))),
+                    };
+                    let _ = ready.send(Ok(()));
+                    let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ);
+                    rt.block_on(run(shard, mesh, me));
+                }
+            })?;
         threads.push(t);
     }
     drop(ready_tx);
-    let handle = ServerHandle { backend, subscriber, publish, mesh, threads };
+    let handle = ServerHandle {
+        backend,
+        subscriber,
+        publish,
+        mesh,
+        threads,
+    };
     for _ in 0..n {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -194,9 +215,10 @@ impl AsRawFd for RingFd {
 async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize) {
     // SAFETY: the ring fd outlives the registration: `shard` owns the ring and is dropped
     // after `ring` (declared later, dropped first).
-    let ring = unsafe { AsyncFd::register_with_interest(RingFd(shard.wait_fd()), Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .expect("register the ring fd with the reactor");
+    let ring =
+        unsafe { AsyncFd::register_with_interest(RingFd(shard.wait_fd()), Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .expect("register the ring fd with the reactor");
     let mut stop_deadline = None;
     loop {
         let worked = shard.turn();
@@ -242,11 +264,19 @@ pub fn serve_forever(cfg: ServerConfig) -> anyhow::Result<()> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "LISTEN subscriber={} publish={}", handle.subscriber_addr(), handle.publish_addr())?;
+        writeln!(
+            out,
+            "LISTEN subscriber={} publish={}",
+            handle.subscriber_addr(),
+            handle.publish_addr()
+        )?;
         out.flush()?;
     }
     loop {
-        let timeout = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+        let timeout = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
         // SAFETY: `set` is a valid sigset; a null siginfo pointer is allowed.
         let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
         if sig == libc::SIGINT || sig == libc::SIGTERM {

@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::{Placement, ServerConfig};
-use crate::conn::{Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, HEAD_PENDING, LOGGED_IN, NONE, POLLING, PUBLISHER, RECVING, SENDING};
+use crate::conn::{
+    Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, HEAD_PENDING, LOGGED_IN, NONE, POLLING,
+    PUBLISHER, RECVING, SENDING,
+};
 use crate::driver::{Completion, Driver};
 use crate::http::request::{parse_publish, parse_subscribe, Head, PubRequest, SubRequest};
 use crate::http::{response, Status, MAX_BODY, MAX_HEAD};
@@ -50,9 +53,8 @@ const HEAD_BUFS: u16 = 256;
 /// connection's own `inbuf`, up to [`MAX_HEAD`].
 const HEAD_BUF_LEN: usize = 2048;
 
-/// Listener index in accept tokens.
+/// Listener index in accept tokens: 0 subscriber, 1 publish.
 const SUB: u32 = 0;
-const PUB: u32 = 1;
 
 /// Most publishes one publisher may have awaiting replies before its reads pause.
 const MAX_PIPELINE: usize = 1024;
@@ -118,7 +120,15 @@ pub struct Shard<D: Driver> {
 impl<D: Driver> Shard<D> {
     /// Shard `me` with its two listeners (subscriber, publish) and its share of
     /// `--max-conns`.
-    pub fn new(me: usize, driver: D, mesh: Arc<Mesh>, stats: Arc<[ShardStats]>, cfg: Arc<ServerConfig>, sub: OwnedFd, publ: OwnedFd) -> Self {
+    pub fn new(
+        me: usize,
+        driver: D,
+        mesh: Arc<Mesh>,
+        stats: Arc<[ShardStats]>,
+        cfg: Arc<ServerConfig>,
+        sub: OwnedFd,
+        publ: OwnedFd,
+    ) -> Self {
         let shards = mesh.shards();
         let max_conns = cfg.max_conns.div_ceil(shards);
         Shard {
@@ -153,7 +163,14 @@ impl<D: Driver> Shard<D> {
         // (the ring is dropped with the shard), and is only read by us for a buffer the
         // kernel has handed back in a completion.
         unsafe {
-            self.driver.provide_buffers(self.heads.as_mut_ptr(), HEAD_BUF_LEN as u32, HEAD_BUFS, HEAD_GROUP, 0, token(OP_PROVIDE, NONE));
+            self.driver.provide_buffers(
+                self.heads.as_mut_ptr(),
+                HEAD_BUF_LEN as u32,
+                HEAD_BUFS,
+                HEAD_GROUP,
+                0,
+                token(OP_PROVIDE, NONE),
+            );
         }
         self
     }
@@ -163,7 +180,14 @@ impl<D: Driver> Shard<D> {
         // SAFETY: as in `with_head_buffers`; buffer `b` is ours again until provided here.
         unsafe {
             let ptr = self.heads.as_mut_ptr().add(at);
-            self.driver.provide_buffers(ptr, HEAD_BUF_LEN as u32, 1, HEAD_GROUP, b, token(OP_PROVIDE, NONE));
+            self.driver.provide_buffers(
+                ptr,
+                HEAD_BUF_LEN as u32,
+                1,
+                HEAD_GROUP,
+                b,
+                token(OP_PROVIDE, NONE),
+            );
         }
     }
 
@@ -191,7 +215,9 @@ impl<D: Driver> Shard<D> {
         }
         self.cqes = cqes;
         for _ in 0..BATCHES_PER_TURN {
-            let Some(batch) = self.mesh.pop(self.me) else { break };
+            let Some(batch) = self.mesh.pop(self.me) else {
+                break;
+            };
             worked = true;
             for m in batch {
                 self.on_msg(m);
@@ -244,11 +270,14 @@ impl<D: Driver> Shard<D> {
         for l in 0..2 {
             if let Some(fd) = &self.listeners[l] {
                 if self.accept_armed[l] {
-                    self.driver.cancel_fd(fd.as_raw_fd(), token(OP_CANCEL, NONE));
+                    self.driver
+                        .cancel_fd(fd.as_raw_fd(), token(OP_CANCEL, NONE));
                 }
             }
         }
-        let live: Vec<u32> = (0..self.conns_capacity()).filter(|&i| !matches!(self.conns[i].state, State::Free | State::Closing)).collect();
+        let live: Vec<u32> = (0..self.conns_capacity())
+            .filter(|&i| !matches!(self.conns[i].state, State::Free | State::Closing))
+            .collect();
         for i in live {
             self.close(i);
         }
@@ -271,7 +300,8 @@ impl<D: Driver> Shard<D> {
         for l in 0..2 {
             if !self.accept_armed[l] {
                 if let Some(fd) = &self.listeners[l] {
-                    self.driver.accept_multi(fd.as_raw_fd(), token(OP_ACCEPT, l as u32));
+                    self.driver
+                        .accept_multi(fd.as_raw_fd(), token(OP_ACCEPT, l as u32));
                     self.accept_armed[l] = true;
                 }
             }
@@ -286,7 +316,11 @@ impl<D: Driver> Shard<D> {
         }
         if idx == NONE {
             if op == OP_PROVIDE && c.result < 0 {
-                tracing::error!(shard = self.me, "providing head buffers failed: {}", std::io::Error::from_raw_os_error(-c.result));
+                tracing::error!(
+                    shard = self.me,
+                    "providing head buffers failed: {}",
+                    std::io::Error::from_raw_os_error(-c.result)
+                );
             }
             return; // cancel of a listener's accept, or buffers provided
         }
@@ -328,13 +362,19 @@ impl<D: Driver> Shard<D> {
     fn on_accept(&mut self, l: u32, res: i32, more: bool) {
         if !more {
             self.accept_armed[l as usize] = false;
-            self.st().accept_rearmed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.st()
+                .accept_rearmed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if res < 0 {
             if !self.stopping && res != -libc::ECANCELED {
                 // EMFILE, ENFILE, ENOMEM, ENOBUFS: the pending connection stays queued, so
                 // re-arming at once would spin. Retry after a pause or when a connection closes.
-                tracing::warn!(shard = self.me, "accept failed: {}; pausing accepts", std::io::Error::from_raw_os_error(-res));
+                tracing::warn!(
+                    shard = self.me,
+                    "accept failed: {}; pausing accepts",
+                    std::io::Error::from_raw_os_error(-res)
+                );
                 self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
             }
             return;
@@ -346,8 +386,17 @@ impl<D: Driver> Shard<D> {
             unsafe { libc::close(fd) };
             return;
         }
-        let (state, flags) = if l == SUB { (State::SubHead, 0) } else { (State::Pub, PUBLISHER) };
-        let i = self.conns.insert(Conn { fd, state, flags, ..Conn::FREE });
+        let (state, flags) = if l == SUB {
+            (State::SubHead, 0)
+        } else {
+            (State::Pub, PUBLISHER)
+        };
+        let i = self.conns.insert(Conn {
+            fd,
+            state,
+            flags,
+            ..Conn::FREE
+        });
         if l == SUB {
             ShardStats::add(&self.st().subscribers, 1);
         } else {
@@ -368,7 +417,8 @@ impl<D: Driver> Shard<D> {
         let c = &mut self.conns[i];
         c.flags |= RECVING;
         c.ops += 1;
-        self.driver.recv_select(c.fd, HEAD_GROUP, HEAD_BUF_LEN as u32, token(OP_RECV, i));
+        self.driver
+            .recv_select(c.fd, HEAD_GROUP, HEAD_BUF_LEN as u32, token(OP_RECV, i));
     }
 
     /// Bytes of a subscriber's request head, straight from a head buffer.
@@ -431,7 +481,11 @@ impl<D: Driver> Shard<D> {
         if c.flags & RECVING != 0 {
             return;
         }
-        let limit = if c.state == State::Pub { MAX_HEAD + MAX_BODY + 16 * 1024 } else { MAX_HEAD };
+        let limit = if c.state == State::Pub {
+            MAX_HEAD + MAX_BODY + 16 * 1024
+        } else {
+            MAX_HEAD
+        };
         let buf = &mut self.aux[c.aux].inbuf;
         if buf.capacity() - buf.len() < 4096 {
             let want = (buf.len() + 16 * 1024).min(limit);
@@ -446,7 +500,12 @@ impl<D: Driver> Shard<D> {
         // recv completes: the Aux is not released while RECVING is set.
         unsafe {
             let ptr = buf.as_mut_ptr().add(buf.len());
-            self.driver.recv(c.fd, ptr, spare.min(u32::MAX as usize) as u32, token(OP_RECV, i));
+            self.driver.recv(
+                c.fd,
+                ptr,
+                spare.min(u32::MAX as usize) as u32,
+                token(OP_RECV, i),
+            );
         }
         let c = &mut self.conns[i];
         c.flags |= RECVING;
@@ -475,7 +534,11 @@ impl<D: Driver> Shard<D> {
         let a = self.ensure_aux(i);
         let aux = &mut self.aux[a];
         aux.inbuf.clear();
-        let buf = if self.conns[i].flags & SENDING != 0 { &mut aux.next } else { &mut aux.out };
+        let buf = if self.conns[i].flags & SENDING != 0 {
+            &mut aux.next
+        } else {
+            &mut aux.out
+        };
         response::error(buf, status);
         self.conns[i].state = State::Finishing;
         self.try_send(i);
@@ -510,7 +573,11 @@ impl<D: Driver> Shard<D> {
         debug_assert_eq!(c.ops, 0);
         let id = req.ids.pop().expect("one id");
         self.driver.release_fd(c.fd);
-        self.router.out[owner].push(Msg::Adopt { fd: c.fd, id, http10: c.flags & CHUNKED == 0 });
+        self.router.out[owner].push(Msg::Adopt {
+            fd: c.fd,
+            id,
+            http10: c.flags & CHUNKED == 0,
+        });
         ShardStats::sub(&self.st().subscribers, 1);
         self.release_aux(i);
         self.conns[i] = Conn::FREE;
@@ -526,7 +593,12 @@ impl<D: Driver> Shard<D> {
             return;
         }
         let flags = HEAD_PENDING | if http10 { 0 } else { CHUNKED };
-        let i = self.conns.insert(Conn { fd, state: State::SubHead, flags, ..Conn::FREE });
+        let i = self.conns.insert(Conn {
+            fd,
+            state: State::SubHead,
+            flags,
+            ..Conn::FREE
+        });
         ShardStats::add(&self.st().subscribers, 1);
         self.login(i, vec![id]);
     }
@@ -539,7 +611,11 @@ impl<D: Driver> Shard<D> {
         c.ids = handle;
         c.waits = waits;
         c.flags |= LOGGED_IN;
-        c.state = if waits > 0 { State::SubJoining } else { State::SubStream };
+        c.state = if waits > 0 {
+            State::SubJoining
+        } else {
+            State::SubStream
+        };
         self.arm_poll(i);
         self.try_send(i);
     }
@@ -567,7 +643,14 @@ impl<D: Driver> Shard<D> {
         let fd = self.conns[i].fd;
         for _ in 0..16 {
             // SAFETY: scratch is a live buffer of its length; MSG_DONTWAIT never blocks.
-            let n = unsafe { libc::recv(fd, self.scratch.as_mut_ptr().cast(), self.scratch.len(), libc::MSG_DONTWAIT) };
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    self.scratch.as_mut_ptr().cast(),
+                    self.scratch.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
             if n == 0 {
                 return self.close(i);
             }
@@ -591,7 +674,10 @@ impl<D: Driver> Shard<D> {
         if c.flags & HEAD_PENDING != 0 {
             let head = response::stream_head_bytes(c.flags & CHUNKED == 0);
             // SAFETY: static bytes.
-            unsafe { self.driver.send(c.fd, head.as_ptr(), head.len() as u32, token(OP_SEND, i)) };
+            unsafe {
+                self.driver
+                    .send(c.fd, head.as_ptr(), head.len() as u32, token(OP_SEND, i))
+            };
             let c = &mut self.conns[i];
             c.flags |= SENDING;
             c.ops += 1;
@@ -612,7 +698,14 @@ impl<D: Driver> Shard<D> {
         let rest = &aux.out[aux.sent..];
         // SAFETY: `out` is neither touched nor freed while SENDING is set (new output goes
         // to `next`, and the Aux is released only when idle).
-        unsafe { self.driver.send(c.fd, rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32, token(OP_SEND, i)) };
+        unsafe {
+            self.driver.send(
+                c.fd,
+                rest.as_ptr(),
+                rest.len().min(u32::MAX as usize) as u32,
+                token(OP_SEND, i),
+            )
+        };
         let c = &mut self.conns[i];
         c.flags |= SENDING;
         c.ops += 1;
@@ -624,7 +717,9 @@ impl<D: Driver> Shard<D> {
         match c.state {
             State::Finishing => self.close(i),
             State::SubStream => self.release_aux(i),
-            State::Pub if c.flags & CLOSE_AFTER != 0 && self.aux[c.aux].replies.is_empty() => self.close(i),
+            State::Pub if c.flags & CLOSE_AFTER != 0 && self.aux[c.aux].replies.is_empty() => {
+                self.close(i)
+            }
             _ => {}
         }
     }
@@ -667,7 +762,11 @@ impl<D: Driver> Shard<D> {
         let c = &mut self.conns[i];
         c.msgs = c.msgs.wrapping_add(1);
         let aux = &mut self.aux[a];
-        let buf = if c.flags & SENDING != 0 { &mut aux.next } else { &mut aux.out };
+        let buf = if c.flags & SENDING != 0 {
+            &mut aux.next
+        } else {
+            &mut aux.out
+        };
         response::seed_chunk(buf, c.msgs, msg, c.flags & CHUNKED != 0);
         if aux.pending() > self.cfg.max_pending_bytes {
             // Backpressure: a subscriber that does not read is dropped rather than let its
@@ -703,14 +802,34 @@ impl<D: Driver> Shard<D> {
                 Head::Refuse(s) => {
                     let mut raw = Vec::new();
                     response::error(&mut raw, s);
-                    self.push_reply(i, Pending { conn: i, remaining: 0, routed: true, count: 0, close: true, raw: Some(raw) });
+                    self.push_reply(
+                        i,
+                        Pending {
+                            conn: i,
+                            remaining: 0,
+                            routed: true,
+                            count: 0,
+                            close: true,
+                            raw: Some(raw),
+                        },
+                    );
                 }
                 Head::Done(PubRequest::Stats { close }, n) => {
                     used += n;
                     let body = stats::json(&self.stats);
                     let mut raw = Vec::new();
                     response::json(&mut raw, body.as_bytes(), close);
-                    self.push_reply(i, Pending { conn: i, remaining: 0, routed: true, count: 0, close, raw: Some(raw) });
+                    self.push_reply(
+                        i,
+                        Pending {
+                            conn: i,
+                            remaining: 0,
+                            routed: true,
+                            count: 0,
+                            close,
+                            raw: Some(raw),
+                        },
+                    );
                 }
                 Head::Done(PubRequest::Send { id, len, close }, n) => {
                     if inbuf.len() - used < n + len {
@@ -718,7 +837,17 @@ impl<D: Driver> Shard<D> {
                     }
                     let msg = Bytes::copy_from_slice(&inbuf[used + n..used + n + len]);
                     used += n + len;
-                    let t = self.push_reply(i, Pending { conn: i, remaining: 0, routed: false, count: 0, close, raw: None });
+                    let t = self.push_reply(
+                        i,
+                        Pending {
+                            conn: i,
+                            remaining: 0,
+                            routed: false,
+                            count: 0,
+                            close,
+                            raw: None,
+                        },
+                    );
                     self.publish(id, msg, t);
                 }
             }
@@ -727,7 +856,10 @@ impl<D: Driver> Shard<D> {
         self.aux[a].inbuf = inbuf;
         self.flush_replies(i);
         let c = self.conns[i];
-        if c.state == State::Pub && c.flags & CLOSE_AFTER == 0 && self.aux[a].replies.len() < MAX_PIPELINE {
+        if c.state == State::Pub
+            && c.flags & CLOSE_AFTER == 0
+            && self.aux[a].replies.len() < MAX_PIPELINE
+        {
             self.start_recv(i);
         }
     }
@@ -745,7 +877,10 @@ impl<D: Driver> Shard<D> {
     /// `send(id, msg)`: the publish numbered `t` on this shard.
     fn publish(&mut self, id: Id, msg: Bytes, t: u32) {
         ShardStats::add(&self.st().sent, 1);
-        let reply = ReplyTo { shard: self.me as u16, token: t };
+        let reply = ReplyTo {
+            shard: self.me as u16,
+            token: t,
+        };
         let owner = id.owner(self.mesh.shards());
         if owner == self.me {
             self.route(id, msg, reply);
@@ -765,7 +900,11 @@ impl<D: Driver> Shard<D> {
         if to.shard as usize == self.me {
             self.on_replied(to.token, count, more);
         } else {
-            self.router.out[to.shard as usize].push(Msg::Replied { token: to.token, count, more });
+            self.router.out[to.shard as usize].push(Msg::Replied {
+                token: to.token,
+                count,
+                more,
+            });
         }
     }
 
@@ -796,7 +935,17 @@ impl<D: Driver> Shard<D> {
             if !self.pending[t].done() {
                 break;
             }
-            let p = std::mem::replace(&mut self.pending[t], Pending { conn: NONE, remaining: 0, routed: true, count: 0, close: false, raw: None });
+            let p = std::mem::replace(
+                &mut self.pending[t],
+                Pending {
+                    conn: NONE,
+                    remaining: 0,
+                    routed: true,
+                    count: 0,
+                    close: false,
+                    raw: None,
+                },
+            );
             self.pending.remove(t);
             let sending = self.conns[i].flags & SENDING != 0;
             let aux = &mut self.aux[a];
@@ -844,7 +993,10 @@ impl<D: Driver> Shard<D> {
             Msg::Leave { id, from } => self.router.on_leave(&id, from as usize),
             Msg::Route { id, msg, reply } => self.route(id, msg, reply),
             Msg::Deliver { id, msg, reply } => {
-                let n = self.router.lookup(&id).map_or(0, |s| self.deliver_slot(s, &msg));
+                let n = self
+                    .router
+                    .lookup(&id)
+                    .map_or(0, |s| self.deliver_slot(s, &msg));
                 self.reply(reply, n, None);
             }
             Msg::Replied { token, count, more } => self.on_replied(token, count, more),
@@ -859,7 +1011,10 @@ impl<D: Driver> Shard<D> {
                 self.mesh.push(to, batch);
             }
         }
-        self.st().ids.store(self.router.owned_ids() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.st().ids.store(
+            self.router.owned_ids() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     fn mark_close(&mut self, i: u32) {

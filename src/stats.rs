@@ -40,7 +40,11 @@ impl ShardStats {
 /// Resident set size of this process in bytes, from `/proc/self/statm` (0 if unreadable).
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
     pages * page
@@ -52,8 +56,12 @@ pub fn rss_bytes() -> u64 {
 /// `publishers`, `ids` (distinct ids logged in), `messages_sent`, `messages_delivered`,
 /// `slow_consumers_closed`, `rejected_at_capacity`, `accept_rearmed`, `rss_bytes`.
 pub fn json(shards: &[ShardStats]) -> String {
-    let sum = |f: fn(&ShardStats) -> &AtomicU64| shards.iter().map(|s| f(s).load(Relaxed)).sum::<u64>();
-    let per: Vec<String> = shards.iter().map(|s| s.subscribers.load(Relaxed).to_string()).collect();
+    let sum =
+        |f: fn(&ShardStats) -> &AtomicU64| shards.iter().map(|s| f(s).load(Relaxed)).sum::<u64>();
+    let per: Vec<String> = shards
+        .iter()
+        .map(|s| s.subscribers.load(Relaxed).to_string())
+        .collect();
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use common::*;
 
+both_backends! {
 /// `serve` prints exactly one `LISTEN subscriber=127.0.0.1:P publish=127.0.0.1:Q` line once
 /// bound, and the seed's session works against it.
-#[test]
 fn binary_listen_line_and_seed_session() {
     let server = ChildServer::spawn(2);
     assert!(
@@ -35,9 +35,10 @@ fn binary_listen_line_and_seed_session() {
     expect_error(server.subscriber, &send_request("123", b"x"), 501, "POST on subscriber listener");
     sub.client.expect_silence(Duration::from_millis(200), "after #2");
 }
+}
 
+both_backends! {
 /// The binary with one shard: /stats counts subscribers, and a client close logs out.
-#[test]
 fn binary_one_shard_stats_and_logout() {
     let server = ChildServer::spawn(1);
     let mut p = Publisher::connect(server.publish);
@@ -60,4 +61,5 @@ fn binary_one_shard_stats_and_logout() {
     for s in &mut subs {
         s.expect_msg(b"four");
     }
+}
 }

@@ -60,11 +60,11 @@ fn join<T>(h: thread::JoinHandle<T>) -> T {
     h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
+both_backends! {
 /// 3,000 subscriber connections (distinct ids, 300 of them also under 10 shared ids), 4
 /// publishers on threads: every message arrives exactly once, in order per publisher and id, each
 /// reply's `delivered` is the number of subscribers of its id, and the sum of the replies equals
 /// what the subscribers received.
-#[test]
 fn thousands_of_subscribers_several_publishers() {
     ensure_fd_limit((SUBS * 2 + 1000) as u64);
     let t0 = Instant::now();
@@ -206,11 +206,12 @@ fn thousands_of_subscribers_several_publishers() {
         t0.elapsed()
     );
 }
+}
 
+both_backends! {
 /// Subscribers join one id while a publisher is sending to it: each gets a gap-free run of the
 /// publisher's sequence, from no earlier than the sends already answered before it connected,
 /// through the last message; sends written after its headers arrived always reach it.
-#[test]
 fn subscribers_joining_during_publishing() {
     const N: usize = 2000;
     let server = start(2);
@@ -298,4 +299,5 @@ fn subscribers_joining_during_publishing() {
     assert_eq!(total_delivered, total_received, "sum of delivered replies vs. messages received");
     // Counts never go down while nobody leaves.
     assert!(counts.windows(2).all(|w| w[0] <= w[1]), "delivered counts decreased: {counts:?}");
+}
 }

@@ -15,13 +15,16 @@ fn get(path: &str) -> Vec<u8> {
 fn padded_get(id: &str, total: usize) -> Vec<u8> {
     let base = format!("GET /test/{id} HTTP/1.1\r\nHost: x\r\nX-Pad: \r\n\r\n").len();
     assert!(total > base);
-    let r = format!("GET /test/{id} HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "p".repeat(total - base));
+    let r = format!(
+        "GET /test/{id} HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(total - base)
+    );
     assert_eq!(r.len(), total);
     r.into_bytes()
 }
 
+both_backends! {
 /// HEAD /test/<id>: same status and stream headers as GET, no body, never logged in.
-#[test]
 fn head_request() {
     let server = start(2);
     let mut c = Client::connect(server.subscriber_addr());
@@ -48,19 +51,21 @@ fn head_request() {
     // HEAD of a bad id gets the same 400 as GET.
     expect_error(server.subscriber_addr(), b"HEAD /test/a!b HTTP/1.1\r\nHost: x\r\n\r\n", 400, "HEAD bad id");
 }
+}
 
+both_backends! {
 /// Paths other than /test/<ids> -> 404 (also the publish paths on the subscriber listener).
-#[test]
 fn not_found() {
     let server = start(2);
     for path in ["/", "/foo", "/testx/1", "/tests/1", "/send/1", "/stats", "/TEST/1"] {
         expect_error(server.subscriber_addr(), &get(path), 404, path);
     }
 }
+}
 
+both_backends! {
 /// Methods other than GET and HEAD -> 501; POST /send/1 on the subscriber listener is 501, so
 /// publishing there is impossible (and indeed nothing is delivered).
-#[test]
 fn not_implemented() {
     let server = start(2);
     let mut sub = Subscriber::connect(server.subscriber_addr(), "1");
@@ -73,9 +78,10 @@ fn not_implemented() {
     assert_eq!(publish(server.publish_addr(), "1", b"real"), 1);
     sub.expect_msg(b"real");
 }
+}
 
+both_backends! {
 /// Ids: 1 to 128 bytes of [A-Za-z0-9._~-], up to 64 per connection, no empty members.
-#[test]
 fn ids_valid_and_invalid() {
     let server = start(2);
     let s = server.subscriber_addr();
@@ -126,9 +132,10 @@ fn ids_valid_and_invalid() {
     assert_eq!(p.send("1", b"x"), 0, "`1,,2` must not log in 1");
     assert_eq!(p.send("2", b"x"), 0, "`1,,2` must not log in 2");
 }
+}
 
+both_backends! {
 /// Malformed requests -> 400 and close.
-#[test]
 fn malformed_requests() {
     let server = start(2);
     let s = server.subscriber_addr();
@@ -151,9 +158,10 @@ fn malformed_requests() {
     );
     expect_error(server.publish_addr(), &send_request("a!b", b"x"), 400, "publish: bad id");
 }
+}
 
+both_backends! {
 /// A request head over 8 KiB -> 431; a head of exactly 8 KiB is fine.
-#[test]
 fn head_too_large() {
     let server = start(2);
     let s = server.subscriber_addr();
@@ -180,10 +188,11 @@ fn head_too_large() {
     expect_error(server.publish_addr(), &big, 431, "publish head of 9 KiB");
     assert_eq!(publish(server.publish_addr(), "1", b"x"), 0, "the refused requests logged 1 in");
 }
+}
 
+both_backends! {
 /// A publish body over 64 KiB -> 413 (and nothing delivered); 400 for 65 ids is in
 /// `ids_valid_and_invalid`.
-#[test]
 fn body_too_large() {
     let server = start(2);
     let mut sub = Subscriber::connect(server.subscriber_addr(), "big");
@@ -199,4 +208,5 @@ fn body_too_large() {
     sub.client.expect_silence(Duration::from_millis(200), "nothing delivered from refused bodies");
     assert_eq!(publish(server.publish_addr(), "big", b"ok"), 1);
     sub.expect_msg(b"ok");
+}
 }

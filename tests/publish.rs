@@ -8,9 +8,9 @@ use std::time::Duration;
 use common::*;
 use uring_comet::config::ServerConfig;
 
+both_backends! {
 /// 100 POSTs to one id in a single write: 100 replies in order, and the subscriber gets
 /// #1..#100 with the messages in order.
-#[test]
 fn pipelined_publishes_one_id() {
     let server = start(2);
     let mut sub = Subscriber::connect(server.subscriber_addr(), "pipe");
@@ -33,10 +33,11 @@ fn pipelined_publishes_one_id() {
     assert_eq!(p.send("pipe", b"after the batch"), 1);
     sub.expect_msg(b"after the batch");
 }
+}
 
+both_backends! {
 /// Pipelined POSTs to ids with 1, 2 and 0 subscribers, so the replies' order is visible in
 /// their values; also a GET /stats in the middle of the batch.
-#[test]
 fn pipelined_replies_keep_request_order() {
     let server = start(2);
     let mut one = Subscriber::connect(server.subscriber_addr(), "p-one");
@@ -81,9 +82,10 @@ fn pipelined_replies_keep_request_order() {
     one.expect_msg(b"now");
     two_b.expect_msg(b"now");
 }
+}
 
+both_backends! {
 /// Many sequential keep-alive sends on one connection, and one-shot connections too.
-#[test]
 fn keep_alive_publisher() {
     let server = start(2);
     let mut sub = Subscriber::connect(server.subscriber_addr(), "ka");
@@ -99,9 +101,10 @@ fn keep_alive_publisher() {
         sub.expect_msg(m.as_bytes());
     }
 }
+}
 
+both_backends! {
 /// A body of exactly 64 KiB (65536 bytes) is accepted and delivered whole.
-#[test]
 fn body_of_exactly_64k_is_accepted() {
     let mut cfg = ServerConfig::local(2);
     cfg.max_pending_bytes = 1 << 20; // room for the whole chunk in the subscriber's queue
@@ -115,10 +118,11 @@ fn body_of_exactly_64k_is_accepted() {
     assert_eq!(p.send("big", b"small"), 1);
     sub.expect_msg(b"small");
 }
+}
 
+both_backends! {
 /// GET /stats: the keys are there and are numbers; "connections" counts open subscribers;
 /// message counters grow after deliveries.
-#[test]
 fn stats() {
     let server = start(2);
     let mut p = Publisher::connect(server.publish_addr());
@@ -162,4 +166,5 @@ fn stats() {
         p.stats()
     );
     drop(b);
+}
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+both_backends! {
 /// The seed's session: a subscriber on 123 gets #1 and #2; a send to 456 (nobody) reports 0.
-#[test]
 fn seed_session() {
     let server = start(2);
     let mut sub = Subscriber::connect(server.subscriber_addr(), "123");
@@ -33,9 +33,10 @@ fn seed_session() {
     sub.client.expect_silence(Duration::from_millis(200), "after #2");
     server.shutdown().expect("shutdown");
 }
+}
 
+both_backends! {
 /// One connection under three ids: a send to each arrives once, numbered #1, #2, #3.
-#[test]
 fn one_connection_three_ids() {
     let server = start(2);
     let mut sub = Subscriber::connect(server.subscriber_addr(), "1,2,3");
@@ -52,10 +53,11 @@ fn one_connection_three_ids() {
     assert_eq!(p.send("2", b"two again"), 1);
     sub.expect_msg(b"two again");
 }
+}
 
+both_backends! {
 /// Two connections under one id both get a send (delivered 2); after one closes, the other
 /// still gets the next (delivered 1).
-#[test]
 fn two_connections_one_id() {
     let server = start(2);
     let mut a = Subscriber::connect(server.subscriber_addr(), "shared");
@@ -84,6 +86,7 @@ fn two_connections_one_id() {
     assert_eq!(p.send("shared", b"last"), 1);
     b.expect_msg(b"last");
 }
+}
 
 /// Sends `probe` messages to `id` for up to 1 s after a failing first probe, for the failure
 /// message: how long the server took to log the connection out, if it ever did.
@@ -102,10 +105,10 @@ fn diagnose_logout(p: &mut Publisher, id: &str) -> String {
     format!("never went to 0 within 1 s of further sends ({replies:?})")
 }
 
+both_backends! {
 /// Logout on client close, detected by reading (not by a failed write): 200 ms after the client
 /// closes, the very first send to its id must report 0, and `/stats` must already count one
 /// connection less before any send was made to it.
-#[test]
 fn logout_on_client_close() {
     let server = start(2);
     let mut p = Publisher::connect(server.publish_addr());
@@ -178,10 +181,11 @@ fn logout_on_client_close() {
         p.stats()
     );
 }
+}
 
+both_backends! {
 /// `& < > " '` are escaped exactly; everything else (including UTF-8 and an existing entity)
 /// passes through as is.
-#[test]
 fn html_escaping() {
     let server = start(2);
     let mut sub = Subscriber::connect(server.subscriber_addr(), "esc");
@@ -206,10 +210,11 @@ fn html_escaping() {
     assert_eq!(p.send("esc", msg), 1);
     sub.expect_msg(msg);
 }
+}
 
+both_backends! {
 /// The B12 case: a subscriber that has read its headers is logged in, so a send made right
 /// after (on a fresh publish connection) reaches it. 200 rounds, new subscriber each time.
-#[test]
 fn send_right_after_headers_is_never_lost() {
     let server = start(2);
     let mut subs = Vec::new();
@@ -229,9 +234,10 @@ fn send_right_after_headers_is_never_lost() {
         sub.expect_msg(b"again");
     }
 }
+}
 
+both_backends! {
 /// A request head that arrives in pieces is still parsed (the server must buffer).
-#[test]
 fn request_head_split_across_writes() {
     let server = start(2);
     let mut c = Client::connect(server.subscriber_addr());
@@ -253,9 +259,10 @@ fn request_head_split_across_writes() {
     assert_eq!(p.read_reply(), 1);
     sub.expect_msg(b"split body & more");
 }
+}
 
+both_backends! {
 /// Many messages to one subscriber in a row arrive numbered 1..=N, in order.
-#[test]
 fn numbering_counts_per_connection() {
     let server = start(2);
     let mut a = Subscriber::connect(server.subscriber_addr(), "n-a");
@@ -276,10 +283,11 @@ fn numbering_counts_per_connection() {
     assert_eq!(a.received, 25);
     assert_eq!(ab.received, 50);
 }
+}
 
+both_backends! {
 /// shutdown() returns (joins the shards) even with subscribers and publishers still connected,
 /// and their connections are then closed.
-#[test]
 fn shutdown_with_open_connections() {
     let server = start(2);
     let mut sub = Subscriber::connect(server.subscriber_addr(), "sd");
@@ -297,12 +305,13 @@ fn shutdown_with_open_connections() {
     let (rest, _) = sub.client.read_to_close();
     assert!(rest.is_empty() || rest == b"0\r\n\r\n", "bytes after shutdown: {:?}", String::from_utf8_lossy(&rest));
 }
+}
 
+both_backends! {
 /// `start()` must leave nothing pending on the calling thread: an io_uring created (and closed)
 /// on the caller's thread makes the kernel queue task work to it, and the caller's next blocking
 /// socket read fails with EINTR (seen in an earlier version that probed io_uring on the caller's
 /// thread). Raw reads here, no EINTR retry.
-#[test]
 fn start_does_not_interrupt_the_calling_thread() {
     use std::io::{ErrorKind, Read};
     for round in 0..5 {
@@ -325,4 +334,5 @@ fn start_does_not_interrupt_the_calling_thread() {
         }
         check_stream_head(&parse_head(&got));
     }
+}
 }

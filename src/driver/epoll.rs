@@ -47,7 +47,12 @@ struct FdOps {
 }
 
 impl FdOps {
-    const IDLE: FdOps = FdOps { read_token: 0, read: Read::None, write: false, registered: false };
+    const IDLE: FdOps = FdOps {
+        read_token: 0,
+        read: Read::None,
+        write: false,
+        registered: false,
+    };
 }
 
 /// One shard's epoll instance.
@@ -66,7 +71,9 @@ pub struct Epoll {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 impl Epoll {
@@ -99,7 +106,12 @@ impl Epoll {
     }
 
     fn done(&mut self, token: u64, result: i32, more: bool, buf: Option<u16>) {
-        self.ready.push_back(Completion { token, result, more, buf });
+        self.ready.push_back(Completion {
+            token,
+            result,
+            more,
+            buf,
+        });
     }
 
     /// Registers the fd's current interests (one-shot), or removes it if it has none.
@@ -117,8 +129,15 @@ impl Epoll {
         if events == 0 {
             return; // one-shot: a fired registration is already disarmed
         }
-        let mut ev = libc::epoll_event { events: events | libc::EPOLLONESHOT as u32, u64: fd as u64 };
-        let op = if ops.registered { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
+        let mut ev = libc::epoll_event {
+            events: events | libc::EPOLLONESHOT as u32,
+            u64: fd as u64,
+        };
+        let op = if ops.registered {
+            libc::EPOLL_CTL_MOD
+        } else {
+            libc::EPOLL_CTL_ADD
+        };
         // SAFETY: valid epoll fd and event struct.
         let mut r = unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) };
         if r < 0 && errno() == libc::ENOENT {
@@ -156,7 +175,14 @@ impl Epoll {
             Read::Accept => {
                 for _ in 0..ACCEPT_BATCH {
                     // SAFETY: plain syscall; the new fd becomes the shard's.
-                    let r = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) };
+                    let r = unsafe {
+                        libc::accept4(
+                            fd,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        )
+                    };
                     if r >= 0 {
                         self.done(token, r, true, None);
                         continue;
@@ -174,7 +200,14 @@ impl Epoll {
             Read::Recv => {
                 let (ptr, len) = self.recvs[&fd];
                 // SAFETY: the caller keeps buf[..len] valid until the completion (Driver::recv).
-                let r = unsafe { libc::recv(fd, ptr as *mut libc::c_void, len as usize, libc::MSG_DONTWAIT) };
+                let r = unsafe {
+                    libc::recv(
+                        fd,
+                        ptr as *mut libc::c_void,
+                        len as usize,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
                 if r < 0 && errno() == libc::EAGAIN {
                     return false;
                 }
@@ -194,7 +227,14 @@ impl Epoll {
                 };
                 let (_, ptr, blen, bid) = self.provided[at];
                 // SAFETY: a provided buffer is ours to fill until handed back in a completion.
-                let r = unsafe { libc::recv(fd, ptr as *mut libc::c_void, blen.min(len) as usize, libc::MSG_DONTWAIT) };
+                let r = unsafe {
+                    libc::recv(
+                        fd,
+                        ptr as *mut libc::c_void,
+                        blen.min(len) as usize,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
                 if r < 0 && errno() == libc::EAGAIN {
                     return false;
                 }
@@ -213,9 +253,18 @@ impl Epoll {
 
     /// Runs the blocked send of `fd`; returns false if it would still block.
     fn try_write(&mut self, fd: RawFd) -> bool {
-        let Some(&(token, ptr, len)) = self.sends.get(&fd) else { return true };
+        let Some(&(token, ptr, len)) = self.sends.get(&fd) else {
+            return true;
+        };
         // SAFETY: the caller keeps buf[..len] valid until the completion (Driver::send).
-        let r = unsafe { libc::send(fd, ptr as *const libc::c_void, len as usize, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        let r = unsafe {
+            libc::send(
+                fd,
+                ptr as *const libc::c_void,
+                len as usize,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
         if r < 0 && errno() == libc::EAGAIN {
             return false;
         }
@@ -236,13 +285,21 @@ impl Epoll {
 
     fn wait(&mut self, timeout_ms: i32) {
         // SAFETY: `events` is a live buffer of EVENTS entries.
-        let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), self.events.as_mut_ptr(), EVENTS as i32, timeout_ms) };
+        let n = unsafe {
+            libc::epoll_wait(
+                self.ep.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                EVENTS as i32,
+                timeout_ms,
+            )
+        };
         for k in 0..n.max(0) as usize {
             let ev = self.events[k];
             let fd = ev.u64 as RawFd;
             let revents = ev.events;
             let mut blocked = false;
-            let read_events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+            let read_events =
+                (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
             if self.ops(fd).read != Read::None {
                 blocked |= revents & read_events == 0 || !self.try_read(fd, revents & read_events);
             }
@@ -267,9 +324,22 @@ impl Driver for Epoll {
         self.set_read(fd, Read::Recv, token);
     }
 
-    unsafe fn provide_buffers(&mut self, addr: *mut u8, len: u32, nbufs: u16, group: u16, bid: u16, token: u64) {
+    unsafe fn provide_buffers(
+        &mut self,
+        addr: *mut u8,
+        len: u32,
+        nbufs: u16,
+        group: u16,
+        bid: u16,
+        token: u64,
+    ) {
         for k in 0..nbufs {
-            self.provided.push((group, addr as usize + usize::from(k) * len as usize, len, bid + k));
+            self.provided.push((
+                group,
+                addr as usize + usize::from(k) * len as usize,
+                len,
+                bid + k,
+            ));
         }
         self.done(token, 0, false, None);
     }
@@ -289,7 +359,12 @@ impl Driver for Epoll {
     }
 
     unsafe fn send(&mut self, fd: RawFd, buf: *const u8, len: u32, token: u64) {
-        let r = libc::send(fd, buf as *const libc::c_void, len as usize, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+        let r = libc::send(
+            fd,
+            buf as *const libc::c_void,
+            len as usize,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        );
         if r >= 0 {
             return self.done(token, r as i32, false, None);
         }
@@ -317,7 +392,14 @@ impl Driver for Epoll {
         }
         if ops.registered {
             // SAFETY: valid epoll fd; a null event is allowed for DEL.
-            unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+            unsafe {
+                libc::epoll_ctl(
+                    self.ep.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd,
+                    std::ptr::null_mut(),
+                )
+            };
         }
         *self.ops(fd) = FdOps::IDLE;
         self.done(token, if n == 0 { -libc::ENOENT } else { n }, false, None);
@@ -326,7 +408,14 @@ impl Driver for Epoll {
     fn release_fd(&mut self, fd: RawFd) {
         if self.ops(fd).registered {
             // SAFETY: valid epoll fd; a null event is allowed for DEL.
-            unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+            unsafe {
+                libc::epoll_ctl(
+                    self.ep.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd,
+                    std::ptr::null_mut(),
+                )
+            };
         }
         *self.ops(fd) = FdOps::IDLE;
     }

@@ -49,7 +49,15 @@ pub trait Driver {
     ///
     /// # Safety
     /// The memory must stay valid and untouched by the caller while the kernel holds it.
-    unsafe fn provide_buffers(&mut self, addr: *mut u8, len: u32, nbufs: u16, group: u16, bid: u16, token: u64);
+    unsafe fn provide_buffers(
+        &mut self,
+        addr: *mut u8,
+        len: u32,
+        nbufs: u16,
+        group: u16,
+        bid: u16,
+        token: u64,
+    );
 
     /// Receives up to `len` bytes into a buffer the kernel picks from `group` only when
     /// data arrives (so a connection waiting for its request head holds no buffer); the

@@ -27,7 +27,9 @@ pub const DISABLE_ENV: &str = "URING_COMET_DISABLE_URING";
 /// [`DISABLE_ENV`] set).
 pub fn probe() -> Result<(), String> {
     if std::env::var_os(DISABLE_ENV).is_some() {
-        return Err(format!("disabled by the {DISABLE_ENV} environment variable"));
+        return Err(format!(
+            "disabled by the {DISABLE_ENV} environment variable"
+        ));
     }
     let ring = IoUring::new(8).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOSYS) => format!("io_uring_setup: {e}: the kernel has no io_uring, or a seccomp profile (e.g. Docker's default) blocks it"),
@@ -35,7 +37,9 @@ pub fn probe() -> Result<(), String> {
         _ => format!("io_uring_setup: {e}"),
     })?;
     let mut p = io_uring::Probe::new();
-    ring.submitter().register_probe(&mut p).map_err(|e| format!("io_uring probe: {e}"))?;
+    ring.submitter()
+        .register_probe(&mut p)
+        .map_err(|e| format!("io_uring probe: {e}"))?;
     for (code, name) in [
         (opcode::Accept::CODE, "ACCEPT"),
         (opcode::Recv::CODE, "RECV"),
@@ -43,10 +47,15 @@ pub fn probe() -> Result<(), String> {
         (opcode::PollAdd::CODE, "POLL_ADD"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
         (opcode::ProvideBuffers::CODE, "PROVIDE_BUFFERS"),
-        (opcode::SendZc::CODE, "SEND_ZC (Linux 6.0, for multishot accept and cancel-by-fd too)"),
+        (
+            opcode::SendZc::CODE,
+            "SEND_ZC (Linux 6.0, for multishot accept and cancel-by-fd too)",
+        ),
     ] {
         if !p.is_supported(code) {
-            return Err(format!("the kernel lacks IORING_OP_{name}: Linux 6.0 or later is needed"));
+            return Err(format!(
+                "the kernel lacks IORING_OP_{name}: Linux 6.0 or later is needed"
+            ));
         }
     }
     Ok(())
@@ -99,12 +108,24 @@ impl Driver for Uring {
     }
 
     unsafe fn recv(&mut self, fd: RawFd, buf: *mut u8, len: u32, token: u64) {
-        let e = opcode::Recv::new(types::Fd(fd), buf, len).build().user_data(token);
+        let e = opcode::Recv::new(types::Fd(fd), buf, len)
+            .build()
+            .user_data(token);
         self.push(e);
     }
 
-    unsafe fn provide_buffers(&mut self, addr: *mut u8, len: u32, nbufs: u16, group: u16, bid: u16, token: u64) {
-        let e = opcode::ProvideBuffers::new(addr, len as i32, nbufs, group, bid).build().user_data(token);
+    unsafe fn provide_buffers(
+        &mut self,
+        addr: *mut u8,
+        len: u32,
+        nbufs: u16,
+        group: u16,
+        bid: u16,
+        token: u64,
+    ) {
+        let e = opcode::ProvideBuffers::new(addr, len as i32, nbufs, group, bid)
+            .build()
+            .user_data(token);
         self.push(e);
     }
 
@@ -119,7 +140,9 @@ impl Driver for Uring {
 
     fn poll_rdhup(&mut self, fd: RawFd, token: u64) {
         let mask = (libc::POLLIN | libc::POLLRDHUP) as u32;
-        let e = opcode::PollAdd::new(types::Fd(fd), mask).build().user_data(token);
+        let e = opcode::PollAdd::new(types::Fd(fd), mask)
+            .build()
+            .user_data(token);
         self.push(e);
     }
 
@@ -146,7 +169,12 @@ impl Driver for Uring {
         match self.ring.submit() {
             Ok(_) => Ok(()),
             // Busy: completions must be reaped first; the next turn submits again.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EAGAIN) => Ok(()),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    || e.raw_os_error() == Some(libc::EAGAIN) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

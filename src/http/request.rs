@@ -64,11 +64,16 @@ fn id_error(_: IdError) -> Status {
 }
 
 /// Parses the head at the start of `buf` with `f` deciding on the parsed request.
-fn parse_with<T>(buf: &[u8], f: impl FnOnce(&httparse::Request<'_, '_>) -> Result<T, Status>) -> Head<T> {
+fn parse_with<T>(
+    buf: &[u8],
+    f: impl FnOnce(&httparse::Request<'_, '_>) -> Result<T, Status>,
+) -> Head<T> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Head::Refuse(Status::HeadTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            Head::Refuse(Status::HeadTooLarge)
+        }
         Ok(httparse::Status::Partial) => Head::Incomplete,
         Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Head::Refuse(Status::HeadTooLarge),
         Ok(httparse::Status::Complete(n)) => match f(&req) {
@@ -86,11 +91,17 @@ fn path_of<'a>(req: &httparse::Request<'_, 'a>) -> &'a [u8] {
 }
 
 fn header<'a>(req: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a [u8]> {
-    req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    req.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
 }
 
 fn has_token(value: Option<&[u8]>, token: &str) -> bool {
-    value.is_some_and(|v| v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())))
+    value.is_some_and(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
 
 /// Whether to close after the reply (RFC 9112 section 9.3).
@@ -114,9 +125,15 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
             Some("HEAD") => true,
             _ => return Err(Status::NotImplemented),
         };
-        let ids = path_of(req).strip_prefix(b"/test/").ok_or(Status::NotFound)?;
+        let ids = path_of(req)
+            .strip_prefix(b"/test/")
+            .ok_or(Status::NotFound)?;
         let ids = Id::parse_list(ids).map_err(id_error)?;
-        Ok(SubRequest { ids, head_only, http10: req.version == Some(0) })
+        Ok(SubRequest {
+            ids,
+            head_only,
+            http10: req.version == Some(0),
+        })
     })
 }
 
@@ -139,13 +156,22 @@ pub fn parse_publish(buf: &[u8]) -> Head<PubRequest> {
                 if header(req, "transfer-encoding").is_some() {
                     return Err(Status::NotImplemented);
                 }
-                let mut lens = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+                let mut lens = req
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
                 let len = lens.next().ok_or(Status::LengthRequired)?.value;
                 // RFC 9112 section 6.3: several differing lengths are an error; digits only.
-                if lens.any(|h| h.value != len) || len.is_empty() || len.len() > 12 || !len.iter().all(u8::is_ascii_digit) {
+                if lens.any(|h| h.value != len)
+                    || len.is_empty()
+                    || len.len() > 12
+                    || !len.iter().all(u8::is_ascii_digit)
+                {
                     return Err(Status::BadRequest);
                 }
-                let len = len.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+                let len = len
+                    .iter()
+                    .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
                 if len > MAX_BODY {
                     return Err(Status::TooLarge);
                 }
@@ -163,17 +189,47 @@ mod tests {
     #[test]
     fn subscribe_forms() {
         let r = parse_subscribe(b"GET /test/1,2 HTTP/1.1\r\nHost: x\r\n\r\n");
-        let Head::Done(req, n) = r else { panic!("{r:?}") };
+        let Head::Done(req, n) = r else {
+            panic!("{r:?}")
+        };
         assert_eq!(n, 35);
         assert_eq!(req.ids, vec![Id::Num(1), Id::Num(2)]);
         assert!(!req.head_only && !req.http10);
-        assert!(matches!(parse_subscribe(b"HEAD /test/1 HTTP/1.0\r\n\r\n"), Head::Done(SubRequest { head_only: true, http10: true, .. }, _)));
-        assert_eq!(parse_subscribe(b"GET /test/1 HTTP/1.1\r\nHost"), Head::Incomplete);
-        assert_eq!(parse_subscribe(b"POST /test/1 HTTP/1.1\r\n\r\n"), Head::Refuse(Status::NotImplemented));
-        assert_eq!(parse_subscribe(b"GET /other HTTP/1.1\r\n\r\n"), Head::Refuse(Status::NotFound));
-        assert_eq!(parse_subscribe(b"GET /test/ HTTP/1.1\r\n\r\n"), Head::Refuse(Status::BadRequest));
-        assert_eq!(parse_subscribe(b"GET /test/a%20b HTTP/1.1\r\n\r\n"), Head::Refuse(Status::BadRequest));
-        assert_eq!(parse_subscribe(b"GARBAGE\r\n\r\n"), Head::Refuse(Status::BadRequest));
+        assert!(matches!(
+            parse_subscribe(b"HEAD /test/1 HTTP/1.0\r\n\r\n"),
+            Head::Done(
+                SubRequest {
+                    head_only: true,
+                    http10: true,
+                    ..
+                },
+                _
+            )
+        ));
+        assert_eq!(
+            parse_subscribe(b"GET /test/1 HTTP/1.1\r\nHost"),
+            Head::Incomplete
+        );
+        assert_eq!(
+            parse_subscribe(b"POST /test/1 HTTP/1.1\r\n\r\n"),
+            Head::Refuse(Status::NotImplemented)
+        );
+        assert_eq!(
+            parse_subscribe(b"GET /other HTTP/1.1\r\n\r\n"),
+            Head::Refuse(Status::NotFound)
+        );
+        assert_eq!(
+            parse_subscribe(b"GET /test/ HTTP/1.1\r\n\r\n"),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert_eq!(
+            parse_subscribe(b"GET /test/a%20b HTTP/1.1\r\n\r\n"),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert_eq!(
+            parse_subscribe(b"GARBAGE\r\n\r\n"),
+            Head::Refuse(Status::BadRequest)
+        );
     }
 
     #[test]
@@ -195,13 +251,46 @@ mod tests {
     #[test]
     fn publish_forms() {
         let r = parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
-        assert_eq!(r, Head::Done(PubRequest::Send { id: Id::Num(9), len: 5, close: false }, 44));
-        assert_eq!(parse_publish(b"POST /send/9 HTTP/1.1\r\n\r\n"), Head::Refuse(Status::LengthRequired));
-        assert_eq!(parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: 65537\r\n\r\n"), Head::Refuse(Status::TooLarge));
-        assert_eq!(parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), Head::Refuse(Status::BadRequest));
-        assert_eq!(parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), Head::Refuse(Status::BadRequest));
-        assert_eq!(parse_publish(b"POST /send/9 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Head::Refuse(Status::NotImplemented));
-        assert_eq!(parse_publish(b"GET /stats HTTP/1.0\r\n\r\n"), Head::Done(PubRequest::Stats { close: true }, 23));
-        assert_eq!(parse_publish(b"DELETE /send/1 HTTP/1.1\r\n\r\n"), Head::Refuse(Status::NotImplemented));
+        assert_eq!(
+            r,
+            Head::Done(
+                PubRequest::Send {
+                    id: Id::Num(9),
+                    len: 5,
+                    close: false
+                },
+                44
+            )
+        );
+        assert_eq!(
+            parse_publish(b"POST /send/9 HTTP/1.1\r\n\r\n"),
+            Head::Refuse(Status::LengthRequired)
+        );
+        assert_eq!(
+            parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: 65537\r\n\r\n"),
+            Head::Refuse(Status::TooLarge)
+        );
+        assert_eq!(
+            parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert_eq!(
+            parse_publish(
+                b"POST /send/9 HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+            ),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert_eq!(
+            parse_publish(b"POST /send/9 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Head::Refuse(Status::NotImplemented)
+        );
+        assert_eq!(
+            parse_publish(b"GET /stats HTTP/1.0\r\n\r\n"),
+            Head::Done(PubRequest::Stats { close: true }, 23)
+        );
+        assert_eq!(
+            parse_publish(b"DELETE /send/1 HTTP/1.1\r\n\r\n"),
+            Head::Refuse(Status::NotImplemented)
+        );
     }
 }

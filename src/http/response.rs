@@ -12,7 +12,9 @@ use super::Status;
 /// HTTP/1.0 clients have none (RFC 9112 section 7.1 is HTTP/1.1 only), so their body is the
 /// raw messages, delimited by closing the connection.
 pub fn stream_head(out: &mut Vec<u8>, http10: bool) {
-    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\n");
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\n",
+    );
     if http10 {
         out.extend_from_slice(b"Connection: close\r\n\r\n");
     } else {
@@ -82,7 +84,11 @@ pub fn delivered(out: &mut Vec<u8>, n: u64, close: bool) {
 
 /// Appends a complete 200 reply carrying a JSON body.
 pub fn json(out: &mut Vec<u8>, body: &[u8], close: bool) {
-    let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
@@ -122,9 +128,13 @@ mod tests {
             seed_chunk(&mut out, 3, &msg, true);
             let body = &out[6..];
             let crlf = body.windows(2).position(|w| w == b"\r\n").unwrap();
-            let size = usize::from_str_radix(std::str::from_utf8(&body[..crlf]).unwrap(), 16).unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&body[..crlf]).unwrap(), 16).unwrap();
             assert_eq!(body.len(), crlf + 2 + size + 2);
-            assert_eq!(&body[crlf + 2..crlf + 2 + size], format!("Recvd msg #3: '{}'<br/>\n", "a".repeat(len)).as_bytes());
+            assert_eq!(
+                &body[crlf + 2..crlf + 2 + size],
+                format!("Recvd msg #3: '{}'<br/>\n", "a".repeat(len)).as_bytes()
+            );
         }
     }
 

@@ -46,7 +46,15 @@ pub fn run(a: MainArgs) -> Result<()> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?,
     };
-    let mut server = ServerGuard::start(&bin, a.shards, a.server_log.as_ref())?;
+    let mut args: Vec<String> = Vec::new();
+    if let Some(n) = a.shards {
+        args.extend(["--shards".to_string(), n.to_string()]);
+    }
+    if let Some(b) = a.backend {
+        args.extend(["--backend".to_string(), b.to_string()]);
+    }
+    args.extend(a.server_args.iter().cloned());
+    let mut server = ServerGuard::start(&bin, &args, a.server_log.as_ref())?;
     let pid = server.pid;
     say(&format!(
         "server pid {pid}: subscribers on {}, publish on {}",

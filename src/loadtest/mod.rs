@@ -72,6 +72,12 @@ pub struct MainArgs {
     /// Shards for the server (its `--shards`); default: the server's own.
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Data-plane backend for the server (its `--backend`); default: the server's own (auto).
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::config::Backend>,
+    /// Any other flag for the server, repeatable, e.g. `--server-arg=--placement=accept`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
     /// Server binary to start (with `serve ...`); default: this executable.
     #[arg(long)]
     pub server_bin: Option<PathBuf>,

@@ -158,10 +158,10 @@ pub struct ServerGuard {
 }
 
 impl ServerGuard {
-    /// Starts `bin serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0 [--shards N]` and
+    /// Starts `bin serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0 [ARGS...]` and
     /// waits (at most 10 s) for its `LISTEN subscriber=ADDR publish=ADDR` line. The server's
     /// stderr goes to `log` if given, else to ours.
-    pub fn start(bin: &Path, shards: Option<usize>, log: Option<&PathBuf>) -> Result<ServerGuard> {
+    pub fn start(bin: &Path, args: &[String], log: Option<&PathBuf>) -> Result<ServerGuard> {
         let mut cmd = Command::new(bin);
         cmd.args([
             "serve",
@@ -170,9 +170,7 @@ impl ServerGuard {
             "--publish-listen",
             "127.0.0.1:0",
         ]);
-        if let Some(n) = shards {
-            cmd.args(["--shards", &n.to_string()]);
-        }
+        cmd.args(args);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped());
         if let Some(path) = log {
             let f = std::fs::File::create(path)

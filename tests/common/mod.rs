@@ -11,7 +11,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use uring_comet::config::ServerConfig;
+use uring_comet::config::{Backend, ServerConfig};
 use uring_comet::server::ServerHandle;
 
 /// How long one read may block before the test fails.
@@ -23,19 +23,72 @@ const MAX_HEAD: usize = 64 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Server
 
+thread_local! {
+    /// The backend the current test body runs on (set by [`both_backends!`]).
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Uring) };
+}
+
+/// Runs `body` with servers started on `backend` (this thread only).
+pub fn with_backend(backend: Backend, body: fn()) {
+    BACKEND.with(|b| b.set(backend));
+    body();
+}
+
+/// The backend of the running test body.
+pub fn backend() -> Backend {
+    BACKEND.with(|b| b.get())
+}
+
+/// Declares test functions whose one body runs twice: as `<name>::uring` on the io_uring
+/// backend and as `<name>::epoll` on the epoll baseline.
+#[macro_export]
+macro_rules! both_backends {
+    ($($(#[$meta:meta])* fn $name:ident() $body:block)*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn body() $body
+            #[test]
+            fn uring() {
+                $crate::common::with_backend(uring_comet::config::Backend::Uring, body)
+            }
+            #[test]
+            fn epoll() {
+                $crate::common::with_backend(uring_comet::config::Backend::Epoll, body)
+            }
+        }
+    )*};
+}
+
 /// Starts an in-process server with `shards` shards on 127.0.0.1 port 0.
 pub fn start(shards: usize) -> ServerHandle {
     start_with(ServerConfig::local(shards))
 }
 
-/// Starts an in-process server with the given settings.
-pub fn start_with(cfg: ServerConfig) -> ServerHandle {
+/// Starts an in-process server with the given settings, on the test body's backend.
+pub fn start_with(mut cfg: ServerConfig) -> ServerHandle {
+    cfg.backend = backend();
     let server = uring_comet::server::start(cfg).expect("server::start failed");
+    assert_eq!(
+        server.backend(),
+        backend(),
+        "the server runs another backend than asked"
+    );
     let s = server.subscriber_addr();
     let p = server.publish_addr();
-    assert!(s.ip().is_loopback() && s.port() != 0, "subscriber_addr {s} is not a bound loopback address");
-    assert!(p.ip().is_loopback() && p.port() != 0, "publish_addr {p} is not a bound loopback address");
-    assert_ne!(s, p, "the subscriber and publish listeners must be separate");
+    assert!(
+        s.ip().is_loopback() && s.port() != 0,
+        "subscriber_addr {s} is not a bound loopback address"
+    );
+    assert!(
+        p.ip().is_loopback() && p.port() != 0,
+        "publish_addr {p} is not a bound loopback address"
+    );
+    assert_ne!(
+        s, p,
+        "the subscriber and publish listeners must be separate"
+    );
     server
 }
 
@@ -62,6 +115,8 @@ impl ChildServer {
                 "127.0.0.1:0",
                 "--shards",
                 &shards.to_string(),
+                "--backend",
+                &backend().to_string(),
             ])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -93,9 +148,13 @@ impl ChildServer {
             Ok(Err(e)) => panic!("reading the server's stdout: {e}"),
             Err(_) => panic!("the server printed no LISTEN line within 10 s"),
         };
-        let line = line.strip_suffix('\n').unwrap_or_else(|| panic!("LISTEN line not newline-terminated: {line:?}"));
+        let line = line
+            .strip_suffix('\n')
+            .unwrap_or_else(|| panic!("LISTEN line not newline-terminated: {line:?}"));
         let (s, p) = parse_listen_line(line).unwrap_or_else(|| {
-            panic!("stdout line is not `LISTEN subscriber=127.0.0.1:P publish=127.0.0.1:Q`: {line:?}")
+            panic!(
+                "stdout line is not `LISTEN subscriber=127.0.0.1:P publish=127.0.0.1:Q`: {line:?}"
+            )
         });
         guard.subscriber = s;
         guard.publish = p;
@@ -137,9 +196,15 @@ pub struct Head {
 impl Head {
     /// The value of header `name` (case-insensitive); panics if it appears more than once.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let mut found = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let mut found = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
         let first = found.next().map(|(_, v)| v.as_str());
-        assert!(found.next().is_none(), "header {name} appears more than once in {self:?}");
+        assert!(
+            found.next().is_none(),
+            "header {name} appears more than once in {self:?}"
+        );
         first
     }
 
@@ -169,7 +234,11 @@ impl Head {
     pub fn expect_status(&self, code: u16) {
         assert!(
             self.status_line.starts_with(&format!("HTTP/1.1 {code}"))
-                && self.status_line.as_bytes().get(12).is_none_or(|&b| b == b' '),
+                && self
+                    .status_line
+                    .as_bytes()
+                    .get(12)
+                    .is_none_or(|&b| b == b' '),
             "expected status {code}, got status line {:?}; head:\n{}",
             self.status_line,
             String::from_utf8_lossy(&self.raw)
@@ -202,7 +271,10 @@ impl Client {
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        Client { stream, buf: Vec::new() }
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// Writes all of `bytes`; panics on error.
@@ -245,7 +317,10 @@ impl Client {
             if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
                 break pos + 4;
             }
-            assert!(self.buf.len() < MAX_HEAD, "response head over {MAX_HEAD} bytes");
+            assert!(
+                self.buf.len() < MAX_HEAD,
+                "response head over {MAX_HEAD} bytes"
+            );
             self.fill("a response head");
         };
         let raw: Vec<u8> = self.buf.drain(..end).collect();
@@ -278,7 +353,11 @@ impl Client {
             if let Some(pos) = find(&self.buf, b"\r\n") {
                 break pos;
             }
-            assert!(self.buf.len() < 64, "chunk-size line too long: {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                self.buf.len() < 64,
+                "chunk-size line too long: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
             self.fill("a chunk-size line");
         };
         let line: Vec<u8> = self.buf.drain(..line_end + 2).collect();
@@ -294,7 +373,10 @@ impl Client {
     /// Reads a response body framed by Content-Length or chunked encoding (keep-alive).
     pub fn read_body(&mut self, head: &Head) -> Vec<u8> {
         if let Some(te) = head.header("transfer-encoding") {
-            assert!(te.eq_ignore_ascii_case("chunked"), "unexpected transfer-encoding {te}");
+            assert!(
+                te.eq_ignore_ascii_case("chunked"),
+                "unexpected transfer-encoding {te}"
+            );
             let mut body = Vec::new();
             loop {
                 let c = self.read_chunk();
@@ -323,10 +405,12 @@ impl Client {
             match read_retrying(&mut self.stream, &mut tmp) {
                 Ok(0) => return (out, Closed::Eof),
                 Ok(n) => out.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => panic!(
-                    "server did not close the connection within {TIMEOUT:?}; read so far: {:?}",
-                    String::from_utf8_lossy(&out)
-                ),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    panic!(
+                        "server did not close the connection within {TIMEOUT:?}; read so far: {:?}",
+                        String::from_utf8_lossy(&out)
+                    )
+                }
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => return (out, Closed::Reset),
                 Err(e) => panic!("read error waiting for close: {e}"),
             }
@@ -357,7 +441,10 @@ impl Client {
         self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         match res {
             Ok(0) => true,
-            Ok(n) => panic!("{what}: unexpected bytes: {:?}", String::from_utf8_lossy(&tmp[..n])),
+            Ok(n) => panic!(
+                "{what}: unexpected bytes: {:?}",
+                String::from_utf8_lossy(&tmp[..n])
+            ),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
             Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
             Err(e) => panic!("{what}: read error: {e}"),
@@ -378,7 +465,10 @@ impl Client {
         self.stream.set_nonblocking(false).unwrap();
         match res {
             Ok(0) => panic!("{what}: the server closed the connection"),
-            Ok(n) => panic!("{what}: unexpected extra bytes: {:?}", String::from_utf8_lossy(&tmp[..n])),
+            Ok(n) => panic!(
+                "{what}: unexpected extra bytes: {:?}",
+                String::from_utf8_lossy(&tmp[..n])
+            ),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => panic!("{what}: read error: {e}"),
         }
@@ -408,9 +498,15 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Parses a raw response head (status line, header fields, CRLFCRLF).
 pub fn parse_head(raw: &[u8]) -> Head {
-    let text = std::str::from_utf8(raw)
-        .unwrap_or_else(|_| panic!("response head is not UTF-8: {:?}", String::from_utf8_lossy(raw)));
-    let body = text.strip_suffix("\r\n\r\n").expect("head must end with CRLFCRLF");
+    let text = std::str::from_utf8(raw).unwrap_or_else(|_| {
+        panic!(
+            "response head is not UTF-8: {:?}",
+            String::from_utf8_lossy(raw)
+        )
+    });
+    let body = text
+        .strip_suffix("\r\n\r\n")
+        .expect("head must end with CRLFCRLF");
     let mut lines = body.split("\r\n");
     let status_line = lines.next().unwrap().to_string();
     let mut parts = status_line.splitn(3, ' ');
@@ -418,10 +514,15 @@ pub fn parse_head(raw: &[u8]) -> Head {
     assert_eq!(version, "HTTP/1.1", "bad status line {status_line:?}");
     let code = parts.next().unwrap_or("");
     assert!(code.len() == 3, "bad status code in {status_line:?}");
-    let status: u16 = code.parse().unwrap_or_else(|_| panic!("bad status line {status_line:?}"));
+    let status: u16 = code
+        .parse()
+        .unwrap_or_else(|_| panic!("bad status line {status_line:?}"));
     let mut headers = Vec::new();
     for line in lines {
-        assert!(!line.contains('\n') && !line.contains('\r'), "bare CR/LF in head: {text:?}");
+        assert!(
+            !line.contains('\n') && !line.contains('\r'),
+            "bare CR/LF in head: {text:?}"
+        );
         let (name, value) = line
             .split_once(':')
             .unwrap_or_else(|| panic!("header line without colon: {line:?} in {text:?}"));
@@ -429,9 +530,17 @@ pub fn parse_head(raw: &[u8]) -> Head {
             !name.is_empty() && !name.contains(' ') && !name.contains('\t'),
             "bad header name {name:?} in {text:?}"
         );
-        headers.push((name.to_string(), value.trim_matches(|c| c == ' ' || c == '\t').to_string()));
+        headers.push((
+            name.to_string(),
+            value.trim_matches(|c| c == ' ' || c == '\t').to_string(),
+        ));
     }
-    Head { status_line, status, headers, raw: raw.to_vec() }
+    Head {
+        status_line,
+        status,
+        headers,
+        raw: raw.to_vec(),
+    }
 }
 
 /// Sends one request on a fresh connection and returns the response head and the rest of
@@ -537,7 +646,11 @@ impl Subscriber {
         client.send(format!("GET /test/{ids} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes());
         let head = client.read_head();
         check_stream_head(&head);
-        Subscriber { client, head, received: 0 }
+        Subscriber {
+            client,
+            head,
+            received: 0,
+        }
     }
 
     /// Reads the next message and asserts it is exactly the chunk for `msg` with the next number.
@@ -596,7 +709,9 @@ pub fn parse_delivered(body: &[u8]) -> u64 {
 
 impl Publisher {
     pub fn connect(addr: SocketAddr) -> Publisher {
-        Publisher { client: Client::connect(addr) }
+        Publisher {
+            client: Client::connect(addr),
+        }
     }
 
     /// Reads one publish reply (head and body) and returns N of `{"delivered":N}`.
@@ -678,7 +793,10 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn ensure_fd_limit(n: u64) {
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
         if lim.rlim_cur >= n as libc::rlim_t {
             return;
