@@ -47,6 +47,9 @@ pub const CLOSE_AFTER: u8 = 32;
 
 /// Flag: accepted on the publish listener.
 pub const PUBLISHER: u8 = 64;
+/// Flag (only while `Closing`): close gracefully, the last output was a final reply.
+/// Shares its bit with [`CHUNKED`], which means nothing once a connection is closing.
+pub const LINGER: u8 = CHUNKED;
 
 /// Flag: the static response head is still to be sent, before anything in `Aux::out`.
 pub const HEAD_PENDING: u8 = 128;

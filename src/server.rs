@@ -145,6 +145,16 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     };
     let backend = cfg.backend;
     let n = cfg.shards;
+    let plan = uring::Plan::for_this_process(cfg.max_conns.div_ceil(n));
+    if backend == Backend::Uring {
+        tracing::info!(
+            shards = n,
+            rings_per_shard_at_most = plan.rings,
+            slots_per_ring = plan.slots_per_ring,
+            max_conns = cfg.max_conns,
+            "direct-descriptor plan: subscribers live in ring fixed-file tables (capped per ring at min(RLIMIT_NOFILE, 1048576))"
+        );
+    }
     let (subs, subscriber) = listeners(cfg.listen, n)?;
     let (pubs, publish) = listeners(cfg.publish_listen, n)?;
     let mesh = Arc::new(Mesh::new(n));
@@ -160,7 +170,7 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
             .spawn(move || {
                 if backend == Backend::Uring {
                     // The ring is created on its own thread: SINGLE_ISSUER ties it to its creator.
-                    let driver = match Uring::new() {
+                    let driver = match Uring::new(plan) {
                         Ok(d) => d,
                         Err(e) => return drop(ready.send(Err(e))),
                     };

@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use crate::config::{Placement, ServerConfig};
 use crate::conn::{
-    Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, HEAD_PENDING, LOGGED_IN, NONE, POLLING,
+    Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, HEAD_PENDING, LINGER, LOGGED_IN, NONE, POLLING,
     PUBLISHER, RECVING, SENDING,
 };
 use crate::driver::{Completion, Driver};
@@ -44,6 +44,7 @@ const OP_POLL: u64 = 3;
 const OP_SEND: u64 = 4;
 const OP_CANCEL: u64 = 5;
 const OP_PROVIDE: u64 = 6;
+const OP_DRAIN: u64 = 7;
 
 /// Provided-buffer group of request-head buffers.
 const HEAD_GROUP: u16 = 1;
@@ -355,6 +356,7 @@ impl<D: Driver> Shard<D> {
             OP_RECV => self.on_recv(idx, c.result),
             OP_POLL => self.on_poll(idx, c.result),
             OP_SEND => self.on_send(idx, c.result),
+            OP_DRAIN => self.on_drain(idx, c.result),
             _ => {}
         }
     }
@@ -607,7 +609,11 @@ impl<D: Driver> Shard<D> {
     /// knows this shard holds the ids).
     fn login(&mut self, i: u32, ids: Vec<Id>) {
         let (handle, waits) = self.router.login(i, ids);
+        // A long-lived stream: move its socket out of the process fd table (io_uring
+        // direct descriptor); no op is in flight on it here.
+        let fd = self.driver.install(self.conns[i].fd);
         let c = &mut self.conns[i];
+        c.fd = fd;
         c.ids = handle;
         c.waits = waits;
         c.flags |= LOGGED_IN;
@@ -638,29 +644,25 @@ impl<D: Driver> Shard<D> {
         if ev & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
             return self.close(i);
         }
-        // Bytes after the request head: a subscriber has nothing more to say, so discard
-        // them; a read of 0 is the peer's FIN.
-        let fd = self.conns[i].fd;
-        for _ in 0..16 {
-            // SAFETY: scratch is a live buffer of its length; MSG_DONTWAIT never blocks.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    self.scratch.as_mut_ptr().cast(),
-                    self.scratch.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n == 0 {
-                return self.close(i);
-            }
-            if n < 0 {
-                let e = std::io::Error::last_os_error().raw_os_error();
-                if e == Some(libc::EAGAIN) || e == Some(libc::EINTR) {
-                    break;
-                }
-                return self.close(i);
-            }
+        // Bytes after the request head: a subscriber has nothing more to say, so read and
+        // discard them (one non-blocking recv into the shared scratch buffer, whose contents
+        // nobody reads); a read of 0 is the peer's FIN.
+        let c = &mut self.conns[i];
+        c.ops += 1;
+        // SAFETY: `scratch` lives as long as the shard and is never read.
+        unsafe {
+            self.driver.recv_now(
+                c.fd,
+                self.scratch.as_mut_ptr(),
+                self.scratch.len() as u32,
+                token(OP_DRAIN, i),
+            )
+        };
+    }
+
+    fn on_drain(&mut self, i: u32, res: i32) {
+        if res == 0 || (res < 0 && res != -libc::EAGAIN && res != -libc::EINTR) {
+            return self.close(i);
         }
         self.arm_poll(i);
     }
@@ -1051,10 +1053,12 @@ impl<D: Driver> Shard<D> {
         } else {
             ShardStats::sub(&self.st().subscribers, 1);
         }
-        if c.state == State::Finishing {
-            linger(c.fd);
-        }
         let conn = &mut self.conns[i];
+        if conn.state == State::Finishing {
+            conn.flags |= LINGER;
+        } else {
+            conn.flags &= !LINGER;
+        }
         conn.state = State::Closing;
         conn.flags &= !LOGGED_IN;
         if conn.ops == 0 {
@@ -1068,25 +1072,12 @@ impl<D: Driver> Shard<D> {
     }
 
     fn finalize(&mut self, i: u32) {
-        // SAFETY: no op refers to the fd any more (ops == 0), and it is closed once.
-        unsafe { libc::close(self.conns[i].fd) };
+        // No op refers to the fd any more (ops == 0); it is closed once. A connection that
+        // ends with a final reply (an error, HEAD) lingers so that reply is not reset.
+        self.driver
+            .close(self.conns[i].fd, self.conns[i].flags & LINGER != 0);
         self.release_aux(i);
         self.conns[i] = Conn::FREE;
         self.conns.remove(i);
-    }
-}
-
-/// Before closing after a final reply: send our FIN and discard what the client had still
-/// sent, so the close does not turn into a RST that could destroy the reply in flight.
-fn linger(fd: i32) {
-    let mut sink = [0u8; 1024];
-    // SAFETY: plain syscalls on a socket this shard owns; MSG_DONTWAIT never blocks.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_WR);
-        for _ in 0..64 {
-            if libc::recv(fd, sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT) <= 0 {
-                break;
-            }
-        }
     }
 }

@@ -420,6 +420,34 @@ impl Driver for Epoll {
         *self.ops(fd) = FdOps::IDLE;
     }
 
+    fn install(&mut self, fd: RawFd) -> RawFd {
+        fd
+    }
+
+    fn close(&mut self, fd: RawFd, linger: bool) {
+        self.release_fd(fd);
+        // SAFETY: plain syscalls on a socket this shard owns, with no op pending on it;
+        // MSG_DONTWAIT never blocks.
+        unsafe {
+            if linger {
+                let mut sink = [0u8; 1024];
+                libc::shutdown(fd, libc::SHUT_WR);
+                for _ in 0..64 {
+                    if libc::recv(fd, sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT) <= 0
+                    {
+                        break;
+                    }
+                }
+            }
+            libc::close(fd);
+        }
+    }
+
+    unsafe fn recv_now(&mut self, fd: RawFd, buf: *mut u8, len: u32, token: u64) {
+        let r = libc::recv(fd, buf.cast(), len as usize, libc::MSG_DONTWAIT);
+        self.done(token, if r < 0 { -errno() } else { r as i32 }, false, None);
+    }
+
     fn submit(&mut self) -> io::Result<()> {
         Ok(()) // every op was issued (or registered) when it was made
     }

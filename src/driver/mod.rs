@@ -82,6 +82,24 @@ pub trait Driver {
     /// Forgets `fd`, which has no op in flight and now belongs to another shard.
     fn release_fd(&mut self, fd: RawFd);
 
+    /// Takes socket `fd` (no op in flight) for a long-lived connection and returns the
+    /// handle to use for it from now on. The io_uring backend moves it into a ring's
+    /// fixed-file table as a direct descriptor, so it holds no entry in the process fd table
+    /// (which is how one process holds more connections than RLIMIT_NOFILE); if every
+    /// table is full it keeps the plain fd. The epoll backend returns `fd` itself.
+    fn install(&mut self, fd: RawFd) -> RawFd;
+
+    /// Closes handle `fd` (no op in flight). With `linger`, first sends FIN and discards
+    /// unread input, so the close does not turn into a RST that could destroy a final reply
+    /// still in flight.
+    fn close(&mut self, fd: RawFd, linger: bool);
+
+    /// Like [`Driver::recv`] but never waits: completes with `-EAGAIN` if nothing is there.
+    ///
+    /// # Safety
+    /// As for [`Driver::recv`].
+    unsafe fn recv_now(&mut self, fd: RawFd, buf: *mut u8, len: u32, token: u64);
+
     /// Hands queued submissions to the kernel without waiting.
     fn submit(&mut self) -> io::Result<()>;
 
