@@ -27,6 +27,15 @@ pub struct ServeArgs {
     /// `accept` keeps it on the shard that accepted it (see DESIGN.md for both measured).
     #[arg(long, value_enum, default_value_t = Placement::Owner)]
     pub placement: Placement,
+    /// Seconds between heartbeats on a quiet stream (SSE comment, WebSocket ping, a `\n`
+    /// chunk on `/test/`); 0 turns them off. A heartbeat that cannot be delivered within the
+    /// TCP user timeout (20 s) closes the connection: that is how vanished peers are found.
+    #[arg(long, default_value_t = 30)]
+    pub heartbeat: u64,
+    /// Value of `Access-Control-Allow-Origin` on streams and preflights; `*` (default) lets
+    /// pages of any origin subscribe; an empty string sends no CORS headers.
+    #[arg(long, default_value = "*")]
+    pub cors_origin: String,
     /// Data-plane backend: `uring` (io_uring), `epoll` (the readiness baseline), or `auto`
     /// (io_uring if the kernel allows it, else epoll with one log line naming the cause).
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
@@ -80,6 +89,10 @@ pub struct ServerConfig {
     pub placement: Placement,
     /// Data-plane backend.
     pub backend: Backend,
+    /// Heartbeat interval on quiet streams, seconds (0: none).
+    pub heartbeat_s: u64,
+    /// `Access-Control-Allow-Origin` value ("" for none).
+    pub cors_origin: String,
 }
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
@@ -96,6 +109,9 @@ impl ServeArgs {
         if shards == 0 || shards > MAX_SHARDS {
             anyhow::bail!("--shards must be 1 to {MAX_SHARDS}, got {shards}");
         }
+        if self.cors_origin.bytes().any(|b| b.is_ascii_control()) {
+            anyhow::bail!("--cors-origin must not hold control characters");
+        }
         if self.listen == self.publish_listen && self.listen.port() != 0 {
             anyhow::bail!("--listen and --publish-listen must differ: publishing is never possible on the subscriber listener");
         }
@@ -107,6 +123,8 @@ impl ServeArgs {
             max_pending_bytes: self.max_pending_bytes.max(1024),
             placement: self.placement,
             backend: self.backend,
+            heartbeat_s: self.heartbeat,
+            cors_origin: self.cors_origin,
         })
     }
 }
@@ -122,6 +140,8 @@ impl ServerConfig {
             max_pending_bytes: 64 * 1024,
             placement: Placement::Owner,
             backend: Backend::Auto,
+            heartbeat_s: 30,
+            cors_origin: "*".to_string(),
         }
     }
 }

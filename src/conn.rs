@@ -1,6 +1,6 @@
 //! The connection record and its slab: what an idle subscriber costs in userspace.
 //!
-//! A [`Conn`] is 20 bytes and holds no pointer: while a subscriber is idle its only other
+//! A [`Conn`] is 24 bytes and holds no pointer: while a subscriber is idle its only other
 //! userspace cost is its router entry. Buffers live in a side table ([`Aux`]) and are
 //! attached only while a request head is being read or output is in flight; they go back to
 //! a pool when the connection is idle again. The slab's Vec is reserved for `--max-conns`
@@ -54,7 +54,12 @@ pub const LINGER: u8 = CHUNKED;
 /// Flag: the static response head is still to be sent, before anything in `Aux::out`.
 pub const HEAD_PENDING: u8 = 128;
 
-/// One connection. 20 bytes; see the module doc.
+/// Subscriber flag: a message went out since the last heartbeat sweep.
+pub const ACTIVE: u8 = 1;
+/// Subscriber flag: a HEAD request, whose head has no body (no SSE opening comment).
+pub const HEAD_ONLY: u8 = 2;
+
+/// One connection. 24 bytes; see the module doc.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub struct Conn {
@@ -74,6 +79,10 @@ pub struct Conn {
     pub ids: u32,
     /// Index into the [`Aux`] table, or [`NONE`].
     pub aux: u32,
+    /// Subscriber protocol ([`crate::http::stream::Proto`] as u8).
+    pub proto: u8,
+    /// Subscriber flags: [`ACTIVE`], [`HEAD_ONLY`].
+    pub sflags: u8,
 }
 
 impl Conn {
@@ -87,6 +96,8 @@ impl Conn {
         msgs: 0,
         ids: NONE,
         aux: NONE,
+        proto: 0,
+        sflags: 0,
     };
 }
 
@@ -208,6 +219,6 @@ impl<T> std::ops::IndexMut<u32> for Slab<T> {
 mod tests {
     #[test]
     fn record_is_small() {
-        assert_eq!(std::mem::size_of::<super::Conn>(), 20);
+        assert_eq!(std::mem::size_of::<super::Conn>(), 24);
     }
 }

@@ -32,7 +32,7 @@
 //!
 //! # Placement
 //! A subscriber under a single id (the common case) is handed to the id's owner shard as
-//! soon as its request head is parsed (`Adopt {fd, id, http10}`, accepting shard -> owner),
+//! soon as its request head is parsed (`Adopt {fd, req}`, accepting shard -> owner),
 //! unless `--placement accept` is set. It then lives where every publish to its id arrives
 //! anyway: no `Join`, no directory entry elsewhere, no `Deliver` hop, and one router slot in
 //! the whole process. A subscriber under several ids stays on the shard that accepted it and
@@ -50,6 +50,7 @@ use bytes::Bytes;
 use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
+use crate::http::request::SubRequest;
 use crate::id::Id;
 
 /// Where a publish reply goes: the publisher's shard and its pending-publish token.
@@ -82,9 +83,9 @@ pub enum Msg {
         count: u32,
         more: Option<u16>,
     },
-    /// Take over subscriber socket `fd`, whose request head asked for the single `id`
-    /// owned by the receiving shard (see "Placement" above).
-    Adopt { fd: i32, id: Id, http10: bool },
+    /// Take over subscriber socket `fd`, whose request (one id, owned by the receiving
+    /// shard) has been parsed (see "Placement" above).
+    Adopt { fd: i32, req: Box<SubRequest> },
 }
 
 /// The queues and doorbells of all shards, shared by every shard thread.

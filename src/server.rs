@@ -85,6 +85,11 @@ impl Drop for ServerHandle {
     }
 }
 
+/// How long sent data may stay unacknowledged before the kernel gives up on a subscriber
+/// (TCP_USER_TIMEOUT, tcp(7)); with heartbeats this bounds how long a peer that vanished
+/// without FIN or RST stays logged in: about `--heartbeat` + 20 s.
+pub const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A listener socket with SO_REUSEPORT, bound to `addr`.
 fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
     let s = Socket::new(
@@ -96,6 +101,8 @@ fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
     s.set_reuse_port(true)?;
     // Accepted sockets inherit TCP_NODELAY: a chunk goes out at once, not after an ACK.
     s.set_tcp_nodelay(true)?;
+    // Inherited by accepted sockets, like TCP_NODELAY.
+    s.set_tcp_user_timeout(Some(DEAD_PEER_TIMEOUT))?;
     s.bind(&addr.into())?;
     s.listen(BACKLOG)?;
     Ok(s.into())
@@ -126,6 +133,11 @@ fn listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<(Vec<OwnedFd>, S
 /// Errors: a listener cannot be bound; io_uring cannot be set up (the error names the
 /// cause); a thread cannot be spawned.
 pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
+    // Tables over 128 KiB (router index, slabs) get their own mappings, always: glibc would
+    // otherwise raise its mmap threshold after the first such free and serve later growth
+    // from the arenas, where the memory of every outgrown table stays resident.
+    // SAFETY: mallopt has no preconditions.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     // Probe on a thread of its own: a thread that has used io_uring gets io_uring task work
     // (TIF_NOTIFY_SIGNAL) even after its ring is gone, and a blocking socket read with
     // SO_RCVTIMEO in that thread then fails with EINTR. The caller's thread stays clean.

@@ -4,6 +4,8 @@
 
 pub mod request;
 pub mod response;
+pub mod stream;
+pub mod ws;
 
 /// Longest request head accepted, bytes (request line + header fields + the blank line).
 /// A longer head gets 431 (RFC 6585 section 5).

@@ -5,6 +5,7 @@
 //! reading (up to [`MAX_HEAD`] bytes). Every refusal is a [`Status`] the shard answers with
 //! before closing the connection.
 
+use super::stream::Proto;
 use super::{Status, MAX_BODY, MAX_HEAD};
 use crate::id::{Id, IdError};
 
@@ -25,12 +26,19 @@ pub enum Head<T> {
 /// A subscriber request on the subscriber listener.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SubRequest {
-    /// The ids to log in under (1 to 64, no duplicates).
+    /// The ids to log in under (1 to 64, no duplicates); empty for a preflight.
     pub ids: Vec<Id>,
     /// `HEAD`: send the headers only, never log in.
     pub head_only: bool,
+    /// `OPTIONS`: a CORS preflight; answer 204 at once, never open a stream.
+    pub preflight: bool,
     /// HTTP/1.0 client: no chunked coding, the body ends when the connection closes.
     pub http10: bool,
+    /// The stream protocol: `/test/` is the seed's; `/sub/` is negotiated (WebSocket on
+    /// `Upgrade: websocket`, SSE on `Accept: text/event-stream`, raw otherwise).
+    pub proto: Proto,
+    /// WebSocket: the client's `Sec-WebSocket-Key`.
+    pub ws_key: Option<Box<[u8]>>,
 }
 
 /// A request on the publish listener.
@@ -47,6 +55,11 @@ pub enum PubRequest {
     },
     /// `GET /stats`.
     Stats {
+        /// Close after replying.
+        close: bool,
+    },
+    /// `GET /`: the demo page.
+    Page {
         /// Close after replying.
         close: bool,
     },
@@ -114,25 +127,63 @@ fn wants_close(req: &httparse::Request<'_, '_>) -> bool {
     }
 }
 
-/// Parses a subscriber request head: `GET|HEAD /test/<id>[,<id>...]`.
+/// Parses a subscriber request head: `GET|HEAD|OPTIONS /test/<id>[,<id>...]` or
+/// `/sub/<id>[,<id>...]`.
 ///
-/// Refusals: 501 for other methods, 404 for other paths, 400 for a bad id list or
-/// malformed head, 431 for a head over [`MAX_HEAD`] bytes.
+/// Refusals: 501 for other methods, 404 for other paths, 400 for a bad id list, a malformed
+/// head or a WebSocket upgrade without `Sec-WebSocket-Version: 13` and a key (RFC 6455
+/// section 4.2.1; also over HTTP/1.0), 431 for a head over [`MAX_HEAD`] bytes.
 pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
     parse_with(buf, |req| {
-        let head_only = match req.method {
-            Some("GET") => false,
-            Some("HEAD") => true,
+        let (head_only, preflight) = match req.method {
+            Some("GET") => (false, false),
+            Some("HEAD") => (true, false),
+            Some("OPTIONS") => (false, true),
             _ => return Err(Status::NotImplemented),
         };
-        let ids = path_of(req)
-            .strip_prefix(b"/test/")
-            .ok_or(Status::NotFound)?;
+        let path = path_of(req);
+        let (ids, seed) = match (path.strip_prefix(b"/test/"), path.strip_prefix(b"/sub/")) {
+            (Some(ids), _) => (ids, true),
+            (None, Some(ids)) => (ids, false),
+            _ => return Err(Status::NotFound),
+        };
+        let http10 = req.version == Some(0);
+        if preflight {
+            return Ok(SubRequest {
+                ids: Vec::new(),
+                head_only,
+                preflight,
+                http10,
+                proto: Proto::Raw,
+                ws_key: None,
+            });
+        }
         let ids = Id::parse_list(ids).map_err(id_error)?;
+        let mut ws_key = None;
+        let proto = if seed {
+            Proto::Seed
+        } else if has_token(header(req, "upgrade"), "websocket") && !head_only {
+            let key = header(req, "sec-websocket-key").filter(|k| !k.is_empty() && k.len() <= 64);
+            if http10 || header(req, "sec-websocket-version") != Some(b"13") || key.is_none() {
+                return Err(Status::BadRequest);
+            }
+            ws_key = key.map(Box::from);
+            Proto::Ws
+        } else if header(req, "accept").is_some_and(|a| {
+            a.windows(17)
+                .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+        }) {
+            Proto::Sse
+        } else {
+            Proto::Raw
+        };
         Ok(SubRequest {
             ids,
             head_only,
-            http10: req.version == Some(0),
+            preflight,
+            http10,
+            proto,
+            ws_key,
         })
     })
 }
@@ -149,6 +200,7 @@ pub fn parse_publish(buf: &[u8]) -> Head<PubRequest> {
         let close = wants_close(req);
         match req.method {
             Some("GET") | Some("HEAD") if path == b"/stats" => Ok(PubRequest::Stats { close }),
+            Some("GET") | Some("HEAD") if path == b"/" => Ok(PubRequest::Page { close }),
             Some("GET") | Some("HEAD") => Err(Status::NotFound),
             Some("POST") => {
                 let id = path.strip_prefix(b"/send/").ok_or(Status::NotFound)?;

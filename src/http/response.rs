@@ -96,6 +96,42 @@ pub fn json(out: &mut Vec<u8>, body: &[u8], close: bool) {
     out.extend_from_slice(body);
 }
 
+/// The CORS header lines (each ending CRLF) for `--cors-origin` `origin` (Fetch standard,
+/// "CORS protocol"): none for "", `Access-Control-Allow-Origin: *` for `*`, else that origin
+/// with `Vary: Origin`. Streams carry them so a page on another origin may subscribe.
+pub fn cors_lines(origin: &str) -> Vec<u8> {
+    match origin {
+        "" => Vec::new(),
+        "*" => b"Access-Control-Allow-Origin: *\r\n".to_vec(),
+        o => format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n").into_bytes(),
+    }
+}
+
+/// The complete answer to a CORS preflight (`OPTIONS` on a stream path): 204 with the
+/// methods and request headers a subscriber may use (`Last-Event-ID` and `Cache-Control`
+/// are what EventSource polyfills add). It never opens a stream; the connection closes.
+pub fn preflight(cors: &[u8]) -> Vec<u8> {
+    let mut out = b"HTTP/1.1 204 No Content\r\n".to_vec();
+    out.extend_from_slice(cors);
+    out.extend_from_slice(
+        b"Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: Last-Event-ID, Cache-Control, Accept, Content-Type\r\nAccess-Control-Max-Age: 86400\r\nConnection: close\r\n\r\n",
+    );
+    out
+}
+
+/// The demo page (`GET /` on the publish listener), embedded in the binary, with the
+/// subscriber listener's port filled in, as a complete 200 reply.
+pub fn demo_page(sub_port: u16) -> Vec<u8> {
+    let body = include_str!("demo.html").replace("{{SUB_PORT}}", &sub_port.to_string());
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
 /// Appends a complete error reply; the connection is closed after it.
 pub fn error(out: &mut Vec<u8>, status: Status) {
     let (code, reason) = status.code_reason();

@@ -36,6 +36,9 @@ use crate::http::{response, Status, MAX_BODY, MAX_HEAD};
 use crate::id::Id;
 use crate::mesh::{Mesh, Msg, ReplyTo};
 use crate::router::Router;
+
+mod publisher;
+mod subscriber;
 use crate::stats::{self, ShardStats};
 
 const OP_ACCEPT: u64 = 1;
@@ -112,6 +115,14 @@ pub struct Shard<D: Driver> {
     to_close: Vec<u32>,
     fanout: Vec<u32>,
     scratch: Box<[u8]>,
+    /// Static stream heads (protocol x HTTP/1.0 x HEAD), see `subscriber::head_index`.
+    stream_heads: Vec<Box<[u8]>>,
+    /// The answer to a CORS preflight.
+    preflight: Box<[u8]>,
+    /// The `GET /` reply: the demo page, with this server's subscriber port filled in.
+    page: Box<[u8]>,
+    /// When the next heartbeat sweep is due (None: heartbeats off).
+    next_beat: Option<Instant>,
     /// The request-head buffers, HEAD_BUFS x HEAD_BUF_LEN, lent to the kernel as a
     /// provided-buffer group. Never moved or freed while the ring lives.
     heads: Box<[u8]>,
@@ -132,7 +143,18 @@ impl<D: Driver> Shard<D> {
     ) -> Self {
         let shards = mesh.shards();
         let max_conns = cfg.max_conns.div_ceil(shards);
+        let cors = response::cors_lines(&cfg.cors_origin);
+        let sub_port = socket2::SockRef::from(&sub)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map_or(0, |a| a.port());
+        let beat = Duration::from_secs(cfg.heartbeat_s);
         Shard {
+            stream_heads: subscriber::stream_heads(&cors),
+            preflight: response::preflight(&cors).into_boxed_slice(),
+            page: response::demo_page(sub_port).into_boxed_slice(),
+            next_beat: (cfg.heartbeat_s > 0).then(|| Instant::now() + beat),
             me,
             driver,
             router: Router::new(me, shards, max_conns + cfg.max_conns / shards),
@@ -222,6 +244,13 @@ impl<D: Driver> Shard<D> {
             worked = true;
             for m in batch {
                 self.on_msg(m);
+            }
+        }
+        if let Some(at) = self.next_beat {
+            let now = Instant::now();
+            if now >= at {
+                self.next_beat = Some(now + Duration::from_secs(self.cfg.heartbeat_s));
+                self.heartbeat_sweep();
             }
         }
         self.close_marked();
@@ -413,39 +442,6 @@ impl<D: Driver> Shard<D> {
         }
     }
 
-    /// Subscriber waiting for (more of) its request head: a recv that takes a pooled
-    /// buffer only when bytes arrive.
-    fn recv_head(&mut self, i: u32) {
-        let c = &mut self.conns[i];
-        c.flags |= RECVING;
-        c.ops += 1;
-        self.driver
-            .recv_select(c.fd, HEAD_GROUP, HEAD_BUF_LEN as u32, token(OP_RECV, i));
-    }
-
-    /// Bytes of a subscriber's request head, straight from a head buffer.
-    fn on_head_bytes(&mut self, i: u32, data: &[u8]) {
-        self.conns[i].flags &= !RECVING;
-        let a = self.conns[i].aux;
-        let parsed = if a == NONE {
-            parse_subscribe(data)
-        } else {
-            self.aux[a].inbuf.extend_from_slice(data);
-            parse_subscribe(&self.aux[a].inbuf)
-        };
-        match parsed {
-            Head::Incomplete => {
-                if a == NONE {
-                    let a = self.ensure_aux(i);
-                    self.aux[a].inbuf.extend_from_slice(data);
-                }
-                self.recv_head(i);
-            }
-            Head::Refuse(s) => self.refuse(i, s),
-            Head::Done(req, _) => self.start_stream(i, req),
-        }
-    }
-
     fn take_aux(&mut self) -> u32 {
         let aux = self.aux_pool.pop().unwrap_or_default();
         self.aux.insert(aux)
@@ -527,8 +523,10 @@ impl<D: Driver> Shard<D> {
         let buf = &mut self.aux[a].inbuf;
         // SAFETY: the kernel initialised `res` bytes after `len`, within the spare capacity.
         unsafe { buf.set_len(buf.len() + res as usize) };
-        if self.conns[i].state == State::Pub {
-            self.on_publisher_input(i);
+        match self.conns[i].state {
+            State::Pub => self.on_publisher_input(i),
+            State::SubStream | State::SubJoining => self.on_ws_input(i),
+            _ => {}
         }
     }
 
@@ -543,433 +541,6 @@ impl<D: Driver> Shard<D> {
         };
         response::error(buf, status);
         self.conns[i].state = State::Finishing;
-        self.try_send(i);
-    }
-
-    fn start_stream(&mut self, i: u32, req: SubRequest) {
-        // The head is static bytes: an idle subscriber never needs an Aux for it.
-        self.release_aux(i);
-        let c = &mut self.conns[i];
-        c.flags |= HEAD_PENDING;
-        if !req.http10 {
-            c.flags |= CHUNKED;
-        }
-        if req.head_only {
-            // HEAD: the same head, no body, never logged in; then close.
-            self.conns[i].state = State::Finishing;
-            return self.try_send(i);
-        }
-        if self.cfg.placement == Placement::Owner && req.ids.len() == 1 {
-            let owner = req.ids[0].owner(self.mesh.shards());
-            if owner != self.me {
-                return self.hand_off(i, owner, req);
-            }
-        }
-        self.login(i, req.ids);
-    }
-
-    /// Gives subscriber `i` to shard `owner`, which owns its only id.
-    fn hand_off(&mut self, i: u32, owner: usize, mut req: SubRequest) {
-        let c = self.conns[i];
-        // No op is in flight: the head's recv has just completed and nothing else was armed.
-        debug_assert_eq!(c.ops, 0);
-        let id = req.ids.pop().expect("one id");
-        self.driver.release_fd(c.fd);
-        self.router.out[owner].push(Msg::Adopt {
-            fd: c.fd,
-            id,
-            http10: c.flags & CHUNKED == 0,
-        });
-        ShardStats::sub(&self.st().subscribers, 1);
-        self.release_aux(i);
-        self.conns[i] = Conn::FREE;
-        self.conns.remove(i);
-    }
-
-    /// Owner side of a hand-off.
-    fn adopt(&mut self, fd: i32, id: Id, http10: bool) {
-        if self.stopping || self.conns.len() >= self.max_conns {
-            ShardStats::add(&self.st().rejected, 1);
-            // SAFETY: the fd was handed to this shard and nothing else uses it.
-            unsafe { libc::close(fd) };
-            return;
-        }
-        let flags = HEAD_PENDING | if http10 { 0 } else { CHUNKED };
-        let i = self.conns.insert(Conn {
-            fd,
-            state: State::SubHead,
-            flags,
-            ..Conn::FREE
-        });
-        ShardStats::add(&self.st().subscribers, 1);
-        self.login(i, vec![id]);
-    }
-
-    /// Logs subscriber `i` in and starts its stream (the head goes out once every owner
-    /// knows this shard holds the ids).
-    fn login(&mut self, i: u32, ids: Vec<Id>) {
-        let (handle, waits) = self.router.login(i, ids);
-        // A long-lived stream: move its socket out of the process fd table (io_uring
-        // direct descriptor); no op is in flight on it here.
-        let fd = self.driver.install(self.conns[i].fd);
-        let c = &mut self.conns[i];
-        c.fd = fd;
-        c.ids = handle;
-        c.waits = waits;
-        c.flags |= LOGGED_IN;
-        c.state = if waits > 0 {
-            State::SubJoining
-        } else {
-            State::SubStream
-        };
-        self.arm_poll(i);
-        self.try_send(i);
-    }
-
-    fn arm_poll(&mut self, i: u32) {
-        let c = &mut self.conns[i];
-        if c.flags & POLLING == 0 {
-            c.flags |= POLLING;
-            c.ops += 1;
-            self.driver.poll_rdhup(c.fd, token(OP_POLL, i));
-        }
-    }
-
-    fn on_poll(&mut self, i: u32, res: i32) {
-        self.conns[i].flags &= !POLLING;
-        if res < 0 {
-            return self.close(i);
-        }
-        let ev = res as i16;
-        if ev & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
-            return self.close(i);
-        }
-        // Bytes after the request head: a subscriber has nothing more to say, so read and
-        // discard them (one non-blocking recv into the shared scratch buffer, whose contents
-        // nobody reads); a read of 0 is the peer's FIN.
-        let c = &mut self.conns[i];
-        c.ops += 1;
-        // SAFETY: `scratch` lives as long as the shard and is never read.
-        unsafe {
-            self.driver.recv_now(
-                c.fd,
-                self.scratch.as_mut_ptr(),
-                self.scratch.len() as u32,
-                token(OP_DRAIN, i),
-            )
-        };
-    }
-
-    fn on_drain(&mut self, i: u32, res: i32) {
-        if res == 0 || (res < 0 && res != -libc::EAGAIN && res != -libc::EINTR) {
-            return self.close(i);
-        }
-        self.arm_poll(i);
-    }
-
-    /// Sends `out` if nothing is in flight and the connection may write.
-    fn try_send(&mut self, i: u32) {
-        let c = self.conns[i];
-        if c.flags & SENDING != 0 || c.state == State::SubJoining {
-            return;
-        }
-        if c.flags & HEAD_PENDING != 0 {
-            let head = response::stream_head_bytes(c.flags & CHUNKED == 0);
-            // SAFETY: static bytes.
-            unsafe {
-                self.driver
-                    .send(c.fd, head.as_ptr(), head.len() as u32, token(OP_SEND, i))
-            };
-            let c = &mut self.conns[i];
-            c.flags |= SENDING;
-            c.ops += 1;
-            return;
-        }
-        if c.aux == NONE {
-            return self.send_idle(i);
-        }
-        let aux = &mut self.aux[c.aux];
-        if aux.sent == aux.out.len() {
-            aux.out.clear();
-            aux.sent = 0;
-            std::mem::swap(&mut aux.out, &mut aux.next);
-        }
-        if aux.out.is_empty() {
-            return self.send_idle(i);
-        }
-        let rest = &aux.out[aux.sent..];
-        // SAFETY: `out` is neither touched nor freed while SENDING is set (new output goes
-        // to `next`, and the Aux is released only when idle).
-        unsafe {
-            self.driver.send(
-                c.fd,
-                rest.as_ptr(),
-                rest.len().min(u32::MAX as usize) as u32,
-                token(OP_SEND, i),
-            )
-        };
-        let c = &mut self.conns[i];
-        c.flags |= SENDING;
-        c.ops += 1;
-    }
-
-    /// Nothing left to send.
-    fn send_idle(&mut self, i: u32) {
-        let c = self.conns[i];
-        match c.state {
-            State::Finishing => self.close(i),
-            State::SubStream => self.release_aux(i),
-            State::Pub if c.flags & CLOSE_AFTER != 0 && self.aux[c.aux].replies.is_empty() => {
-                self.close(i)
-            }
-            _ => {}
-        }
-    }
-
-    fn on_send(&mut self, i: u32, res: i32) {
-        self.conns[i].flags &= !SENDING;
-        if res < 0 {
-            return self.close(i);
-        }
-        let c = self.conns[i];
-        if c.flags & HEAD_PENDING != 0 {
-            self.conns[i].flags &= !HEAD_PENDING;
-            let head = response::stream_head_bytes(c.flags & CHUNKED == 0);
-            if (res as usize) < head.len() {
-                // Short send of the head: what is left goes in front of any queued output.
-                let a = self.ensure_aux(i);
-                let aux = &mut self.aux[a];
-                debug_assert!(aux.out.is_empty() || aux.sent == 0);
-                let mut out = head[res as usize..].to_vec();
-                out.extend_from_slice(&aux.out[aux.sent..]);
-                out.extend_from_slice(&aux.next);
-                aux.next.clear();
-                aux.out = out;
-                aux.sent = 0;
-            }
-            return self.try_send(i);
-        }
-        let a = c.aux;
-        self.aux[a].sent += res as usize;
-        self.try_send(i);
-    }
-
-    /// Queues message `msg` on subscriber `i`; returns whether it was queued.
-    fn deliver(&mut self, i: u32, msg: &[u8]) -> bool {
-        let c = self.conns[i];
-        if !matches!(c.state, State::SubStream | State::SubJoining) {
-            return false;
-        }
-        let a = self.ensure_aux(i);
-        let c = &mut self.conns[i];
-        c.msgs = c.msgs.wrapping_add(1);
-        let aux = &mut self.aux[a];
-        let buf = if c.flags & SENDING != 0 {
-            &mut aux.next
-        } else {
-            &mut aux.out
-        };
-        response::seed_chunk(buf, c.msgs, msg, c.flags & CHUNKED != 0);
-        if aux.pending() > self.cfg.max_pending_bytes {
-            // Backpressure: a subscriber that does not read is dropped rather than let its
-            // output grow without bound or delay anyone else.
-            ShardStats::add(&self.stats[self.me].slow_closed, 1);
-            self.mark_close(i);
-            return false;
-        }
-        self.try_send(i);
-        true
-    }
-
-    fn deliver_slot(&mut self, s: u32, msg: &[u8]) -> u32 {
-        let mut fanout = std::mem::take(&mut self.fanout);
-        fanout.clear();
-        fanout.extend_from_slice(self.router.subscribers(s));
-        let mut n = 0;
-        for &c in &fanout {
-            n += u32::from(self.deliver(c, msg));
-        }
-        self.fanout = fanout;
-        ShardStats::add(&self.st().delivered, u64::from(n));
-        n
-    }
-
-    fn on_publisher_input(&mut self, i: u32) {
-        let a = self.conns[i].aux;
-        let mut inbuf = std::mem::take(&mut self.aux[a].inbuf);
-        let mut used = 0;
-        while self.conns[i].flags & CLOSE_AFTER == 0 {
-            match parse_publish(&inbuf[used..]) {
-                Head::Incomplete => break,
-                Head::Refuse(s) => {
-                    let mut raw = Vec::new();
-                    response::error(&mut raw, s);
-                    self.push_reply(
-                        i,
-                        Pending {
-                            conn: i,
-                            remaining: 0,
-                            routed: true,
-                            count: 0,
-                            close: true,
-                            raw: Some(raw),
-                        },
-                    );
-                }
-                Head::Done(PubRequest::Stats { close }, n) => {
-                    used += n;
-                    let body = stats::json(&self.stats);
-                    let mut raw = Vec::new();
-                    response::json(&mut raw, body.as_bytes(), close);
-                    self.push_reply(
-                        i,
-                        Pending {
-                            conn: i,
-                            remaining: 0,
-                            routed: true,
-                            count: 0,
-                            close,
-                            raw: Some(raw),
-                        },
-                    );
-                }
-                Head::Done(PubRequest::Send { id, len, close }, n) => {
-                    if inbuf.len() - used < n + len {
-                        break; // body not complete yet
-                    }
-                    let msg = Bytes::copy_from_slice(&inbuf[used + n..used + n + len]);
-                    used += n + len;
-                    let t = self.push_reply(
-                        i,
-                        Pending {
-                            conn: i,
-                            remaining: 0,
-                            routed: false,
-                            count: 0,
-                            close,
-                            raw: None,
-                        },
-                    );
-                    self.publish(id, msg, t);
-                }
-            }
-        }
-        inbuf.drain(..used);
-        self.aux[a].inbuf = inbuf;
-        self.flush_replies(i);
-        let c = self.conns[i];
-        if c.state == State::Pub
-            && c.flags & CLOSE_AFTER == 0
-            && self.aux[a].replies.len() < MAX_PIPELINE
-        {
-            self.start_recv(i);
-        }
-    }
-
-    fn push_reply(&mut self, i: u32, p: Pending) -> u32 {
-        if p.close {
-            self.conns[i].flags |= CLOSE_AFTER;
-        }
-        let t = self.pending.insert(p);
-        let a = self.conns[i].aux;
-        self.aux[a].replies.push_back(t);
-        t
-    }
-
-    /// `send(id, msg)`: the publish numbered `t` on this shard.
-    fn publish(&mut self, id: Id, msg: Bytes, t: u32) {
-        ShardStats::add(&self.st().sent, 1);
-        let reply = ReplyTo {
-            shard: self.me as u16,
-            token: t,
-        };
-        let owner = id.owner(self.mesh.shards());
-        if owner == self.me {
-            self.route(id, msg, reply);
-        } else {
-            self.router.out[owner].push(Msg::Route { id, msg, reply });
-        }
-    }
-
-    /// Owner side of a publish: local delivery, forwarding, and the first reply.
-    fn route(&mut self, id: Id, msg: Bytes, reply: ReplyTo) {
-        let (local, forwarded) = self.router.route(&id, &msg, reply);
-        let n = local.map_or(0, |s| self.deliver_slot(s, &msg));
-        self.reply(reply, n, Some(forwarded));
-    }
-
-    fn reply(&mut self, to: ReplyTo, count: u32, more: Option<u16>) {
-        if to.shard as usize == self.me {
-            self.on_replied(to.token, count, more);
-        } else {
-            self.router.out[to.shard as usize].push(Msg::Replied {
-                token: to.token,
-                count,
-                more,
-            });
-        }
-    }
-
-    fn on_replied(&mut self, t: u32, count: u32, more: Option<u16>) {
-        let p = &mut self.pending[t];
-        p.count += u64::from(count);
-        match more {
-            Some(k) => {
-                p.routed = true;
-                p.remaining += i32::from(k);
-            }
-            None => p.remaining -= 1,
-        }
-        if p.done() {
-            if p.conn == NONE {
-                self.pending.remove(t);
-            } else {
-                let c = p.conn;
-                self.flush_replies(c);
-            }
-        }
-    }
-
-    /// Writes the publisher's finished replies, in request order.
-    fn flush_replies(&mut self, i: u32) {
-        let a = self.conns[i].aux;
-        while let Some(&t) = self.aux[a].replies.front() {
-            if !self.pending[t].done() {
-                break;
-            }
-            let p = std::mem::replace(
-                &mut self.pending[t],
-                Pending {
-                    conn: NONE,
-                    remaining: 0,
-                    routed: true,
-                    count: 0,
-                    close: false,
-                    raw: None,
-                },
-            );
-            self.pending.remove(t);
-            let sending = self.conns[i].flags & SENDING != 0;
-            let aux = &mut self.aux[a];
-            aux.replies.pop_front();
-            let buf = if sending { &mut aux.next } else { &mut aux.out };
-            match p.raw {
-                Some(raw) => buf.extend_from_slice(&raw),
-                None => response::delivered(buf, p.count, p.close),
-            }
-            if p.close {
-                // Nothing after a reply that closes: drop later pipelined requests.
-                for t in aux.replies.drain(..) {
-                    if self.pending[t].done() {
-                        self.pending.remove(t);
-                    } else {
-                        self.pending[t].conn = NONE;
-                    }
-                }
-                self.conns[i].state = State::Finishing;
-                break;
-            }
-        }
         self.try_send(i);
     }
 
@@ -1002,7 +573,7 @@ impl<D: Driver> Shard<D> {
                 self.reply(reply, n, None);
             }
             Msg::Replied { token, count, more } => self.on_replied(token, count, more),
-            Msg::Adopt { fd, id, http10 } => self.adopt(fd, id, http10),
+            Msg::Adopt { fd, req } => self.adopt(fd, *req),
         }
     }
 

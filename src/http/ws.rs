@@ -1,0 +1,214 @@
+//! WebSocket (RFC 6455) for subscriber streams, sans-IO: the handshake answer, server
+//! frames out, client frames in. Frame headers are parsed and written by `tungstenite`'s
+//! frame codec; what is ours is the small loop around it (unmasking, the few opcodes a
+//! push-only server has to answer), fuzzed with the rest of the input parsers.
+//!
+//! Client data frames (text, binary, continuation) are ignored: this is a push channel and
+//! publishing is never possible on the subscriber listener. A ping is answered with a pong
+//! carrying its payload (section 5.5.3); a close is answered with a close echoing its status
+//! code (section 5.5.1) and the connection then ends. A frame that breaks the protocol
+//! (unmasked, reserved bits or opcodes, control frame over 125 bytes or fragmented, a
+//! payload over [`MAX_CLIENT_FRAME`]) ends the connection with close code 1002, or 1009 for
+//! the size.
+
+use std::io::Cursor;
+
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// Largest client frame payload buffered, bytes: clients have nothing to say to a push
+/// stream beyond control frames.
+pub const MAX_CLIENT_FRAME: u64 = 4096;
+
+/// Appends the `101 Switching Protocols` answer for a client's `Sec-WebSocket-Key`
+/// (section 4.2.2), with `extra` header lines (each ending in CRLF) before the blank line.
+pub fn handshake(out: &mut Vec<u8>, key: &[u8], extra: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(tungstenite::handshake::derive_accept_key(key).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(extra);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn header(out: &mut Vec<u8>, opcode: OpCode, len: usize) {
+    let h = FrameHeader {
+        is_final: true,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask: None,
+    };
+    // Writing into a Vec cannot fail.
+    let _ = h.format(len as u64, out);
+}
+
+/// Appends one unmasked server frame carrying `msg`: text if it is UTF-8, else binary.
+pub fn message(out: &mut Vec<u8>, msg: &[u8]) {
+    let kind = if std::str::from_utf8(msg).is_ok() {
+        Data::Text
+    } else {
+        Data::Binary
+    };
+    header(out, OpCode::Data(kind), msg.len());
+    out.extend_from_slice(msg);
+}
+
+/// Appends a ping frame with an empty payload (the heartbeat).
+pub fn ping(out: &mut Vec<u8>) {
+    header(out, OpCode::Control(Control::Ping), 0);
+}
+
+/// Appends a pong frame echoing `payload` (at most 125 bytes).
+pub fn pong(out: &mut Vec<u8>, payload: &[u8]) {
+    header(out, OpCode::Control(Control::Pong), payload.len());
+    out.extend_from_slice(payload);
+}
+
+/// Appends a close frame with status `code` (1000 normal, 1001 going away, 1002 protocol
+/// error, 1009 too big).
+pub fn close(out: &mut Vec<u8>, code: u16) {
+    header(out, OpCode::Control(Control::Close), 2);
+    out.extend_from_slice(&code.to_be_bytes());
+}
+
+/// What the client's bytes ask of the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Need more bytes: keep `buf[consumed..]` and read again.
+    More,
+    /// Answer with these bytes (pongs), then read again.
+    Reply,
+    /// Answer with these bytes (a close frame) and end the connection.
+    End,
+}
+
+/// Reads every complete client frame at the start of `buf`, appending answers to `out`.
+/// Returns what to do next and how many bytes were consumed.
+pub fn read_frames(buf: &[u8], out: &mut Vec<u8>) -> (Input, usize) {
+    let mut pos = 0usize;
+    let mut replied = false;
+    loop {
+        let mut cur = Cursor::new(&buf[pos..]);
+        let (h, len) = match FrameHeader::parse(&mut cur) {
+            Ok(Some(x)) => x,
+            Ok(None) => return (if replied { Input::Reply } else { Input::More }, pos),
+            Err(_) => {
+                close(out, 1002);
+                return (Input::End, buf.len());
+            }
+        };
+        let control = matches!(h.opcode, OpCode::Control(_));
+        let bad = h.mask.is_none()
+            || h.rsv1
+            || h.rsv2
+            || h.rsv3
+            || matches!(
+                h.opcode,
+                OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_))
+            )
+            || (control && (len > 125 || !h.is_final));
+        if bad {
+            close(out, 1002);
+            return (Input::End, buf.len());
+        }
+        if len > MAX_CLIENT_FRAME {
+            close(out, 1009);
+            return (Input::End, buf.len());
+        }
+        let start = pos + cur.position() as usize;
+        let end = start + len as usize;
+        if end > buf.len() {
+            return (if replied { Input::Reply } else { Input::More }, pos);
+        }
+        let mask = h.mask.unwrap_or([0; 4]);
+        let payload: Vec<u8> = buf[start..end]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
+        pos = end;
+        match h.opcode {
+            OpCode::Control(Control::Ping) => {
+                pong(out, &payload);
+                replied = true;
+            }
+            OpCode::Control(Control::Close) => {
+                // Echo the client's code (section 5.5.1); a close without one gets 1000.
+                let code = if payload.len() >= 2 {
+                    u16::from_be_bytes([payload[0], payload[1]])
+                } else {
+                    1000
+                };
+                close(out, code);
+                return (Input::End, pos);
+            }
+            _ => {} // pong, text, binary, continuation: nothing to do on a push stream
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    #[test]
+    fn accept_key_of_rfc_example() {
+        let mut out = Vec::new();
+        handshake(&mut out, b"dGhlIHNhbXBsZSBub25jZQ==", b"");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn server_frames() {
+        let mut out = Vec::new();
+        message(&mut out, b"hi");
+        assert_eq!(out, [0x81, 2, b'h', b'i']);
+        out.clear();
+        message(&mut out, &[0xff]);
+        assert_eq!(out, [0x82, 1, 0xff]);
+        out.clear();
+        message(&mut out, &[b'a'; 300]);
+        assert_eq!(&out[..4], &[0x81, 126, 1, 44]);
+        out.clear();
+        ping(&mut out);
+        close(&mut out, 1001);
+        assert_eq!(out, [0x89, 0, 0x88, 2, 0x03, 0xe9]);
+    }
+
+    #[test]
+    fn ping_close_and_partial() {
+        let mut input = client_frame(0x9, b"abc", [1, 2, 3, 4]);
+        let mut out = Vec::new();
+        assert_eq!(read_frames(&input[..4], &mut out), (Input::More, 0));
+        assert_eq!(read_frames(&input, &mut out), (Input::Reply, input.len()));
+        assert_eq!(out, [0x8a, 3, b'a', b'b', b'c']);
+        out.clear();
+        input.extend(client_frame(0x8, &1000u16.to_be_bytes(), [9, 9, 9, 9]));
+        assert_eq!(read_frames(&input, &mut out).0, Input::End);
+        assert_eq!(&out[out.len() - 4..], &[0x88, 2, 0x03, 0xe8]);
+    }
+
+    #[test]
+    fn protocol_errors_close_1002() {
+        let mut out = Vec::new();
+        // Unmasked client frame.
+        assert_eq!(read_frames(&[0x89, 0], &mut out).0, Input::End);
+        assert_eq!(out, [0x88, 2, 0x03, 0xea]);
+        // Text frames are ignored.
+        out.clear();
+        let f = client_frame(0x1, b"hello", [0, 1, 0, 1]);
+        assert_eq!(read_frames(&f, &mut out), (Input::More, f.len()));
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,201 @@
+//! Publisher connections of a shard: pipelined `POST /send/<id>` and `GET /stats` requests,
+//! routing a publish to its id's owner, and replies in request order once every shard
+//! holding the id has answered.
+
+use super::*;
+
+impl<D: Driver> Shard<D> {
+    pub(super) fn on_publisher_input(&mut self, i: u32) {
+        let a = self.conns[i].aux;
+        let mut inbuf = std::mem::take(&mut self.aux[a].inbuf);
+        let mut used = 0;
+        while self.conns[i].flags & CLOSE_AFTER == 0 {
+            match parse_publish(&inbuf[used..]) {
+                Head::Incomplete => break,
+                Head::Refuse(s) => {
+                    let mut raw = Vec::new();
+                    response::error(&mut raw, s);
+                    self.push_reply(
+                        i,
+                        Pending {
+                            conn: i,
+                            remaining: 0,
+                            routed: true,
+                            count: 0,
+                            close: true,
+                            raw: Some(raw),
+                        },
+                    );
+                }
+                Head::Done(PubRequest::Page { close }, n) => {
+                    used += n;
+                    let raw = self.page.to_vec();
+                    self.push_reply(
+                        i,
+                        Pending {
+                            conn: i,
+                            remaining: 0,
+                            routed: true,
+                            count: 0,
+                            close,
+                            raw: Some(raw),
+                        },
+                    );
+                }
+                Head::Done(PubRequest::Stats { close }, n) => {
+                    used += n;
+                    let body = stats::json(&self.stats);
+                    let mut raw = Vec::new();
+                    response::json(&mut raw, body.as_bytes(), close);
+                    self.push_reply(
+                        i,
+                        Pending {
+                            conn: i,
+                            remaining: 0,
+                            routed: true,
+                            count: 0,
+                            close,
+                            raw: Some(raw),
+                        },
+                    );
+                }
+                Head::Done(PubRequest::Send { id, len, close }, n) => {
+                    if inbuf.len() - used < n + len {
+                        break; // body not complete yet
+                    }
+                    let msg = Bytes::copy_from_slice(&inbuf[used + n..used + n + len]);
+                    used += n + len;
+                    let t = self.push_reply(
+                        i,
+                        Pending {
+                            conn: i,
+                            remaining: 0,
+                            routed: false,
+                            count: 0,
+                            close,
+                            raw: None,
+                        },
+                    );
+                    self.publish(id, msg, t);
+                }
+            }
+        }
+        inbuf.drain(..used);
+        self.aux[a].inbuf = inbuf;
+        self.flush_replies(i);
+        let c = self.conns[i];
+        if c.state == State::Pub
+            && c.flags & CLOSE_AFTER == 0
+            && self.aux[a].replies.len() < MAX_PIPELINE
+        {
+            self.start_recv(i);
+        }
+    }
+
+    pub(super) fn push_reply(&mut self, i: u32, p: Pending) -> u32 {
+        if p.close {
+            self.conns[i].flags |= CLOSE_AFTER;
+        }
+        let t = self.pending.insert(p);
+        let a = self.conns[i].aux;
+        self.aux[a].replies.push_back(t);
+        t
+    }
+
+    /// `send(id, msg)`: the publish numbered `t` on this shard.
+    pub(super) fn publish(&mut self, id: Id, msg: Bytes, t: u32) {
+        ShardStats::add(&self.st().sent, 1);
+        let reply = ReplyTo {
+            shard: self.me as u16,
+            token: t,
+        };
+        let owner = id.owner(self.mesh.shards());
+        if owner == self.me {
+            self.route(id, msg, reply);
+        } else {
+            self.router.out[owner].push(Msg::Route { id, msg, reply });
+        }
+    }
+
+    /// Owner side of a publish: local delivery, forwarding, and the first reply.
+    pub(super) fn route(&mut self, id: Id, msg: Bytes, reply: ReplyTo) {
+        let (local, forwarded) = self.router.route(&id, &msg, reply);
+        let n = local.map_or(0, |s| self.deliver_slot(s, &msg));
+        self.reply(reply, n, Some(forwarded));
+    }
+
+    pub(super) fn reply(&mut self, to: ReplyTo, count: u32, more: Option<u16>) {
+        if to.shard as usize == self.me {
+            self.on_replied(to.token, count, more);
+        } else {
+            self.router.out[to.shard as usize].push(Msg::Replied {
+                token: to.token,
+                count,
+                more,
+            });
+        }
+    }
+
+    pub(super) fn on_replied(&mut self, t: u32, count: u32, more: Option<u16>) {
+        let p = &mut self.pending[t];
+        p.count += u64::from(count);
+        match more {
+            Some(k) => {
+                p.routed = true;
+                p.remaining += i32::from(k);
+            }
+            None => p.remaining -= 1,
+        }
+        if p.done() {
+            if p.conn == NONE {
+                self.pending.remove(t);
+            } else {
+                let c = p.conn;
+                self.flush_replies(c);
+            }
+        }
+    }
+
+    /// Writes the publisher's finished replies, in request order.
+    pub(super) fn flush_replies(&mut self, i: u32) {
+        let a = self.conns[i].aux;
+        while let Some(&t) = self.aux[a].replies.front() {
+            if !self.pending[t].done() {
+                break;
+            }
+            let p = std::mem::replace(
+                &mut self.pending[t],
+                Pending {
+                    conn: NONE,
+                    remaining: 0,
+                    routed: true,
+                    count: 0,
+                    close: false,
+                    raw: None,
+                },
+            );
+            self.pending.remove(t);
+            let sending = self.conns[i].flags & SENDING != 0;
+            let aux = &mut self.aux[a];
+            aux.replies.pop_front();
+            let buf = if sending { &mut aux.next } else { &mut aux.out };
+            match p.raw {
+                Some(raw) => buf.extend_from_slice(&raw),
+                None => response::delivered(buf, p.count, p.close),
+            }
+            if p.close {
+                // Nothing after a reply that closes: drop later pipelined requests.
+                for t in aux.replies.drain(..) {
+                    if self.pending[t].done() {
+                        self.pending.remove(t);
+                    } else {
+                        self.pending[t].conn = NONE;
+                    }
+                }
+                self.conns[i].state = State::Finishing;
+                break;
+            }
+        }
+        self.try_send(i);
+    }
+}

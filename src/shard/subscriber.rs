@@ -1,0 +1,409 @@
+//! Subscriber connections of a shard: request head, placement and login, the stream's
+//! output (head, messages, heartbeats), and client input on an idle stream (discarded, or
+//! WebSocket control frames).
+
+use super::*;
+use crate::conn::{ACTIVE, HEAD_ONLY};
+use crate::http::stream::{self, Proto};
+use crate::http::ws;
+
+impl<D: Driver> Shard<D> {
+    /// Subscriber waiting for (more of) its request head: a recv that takes a pooled
+    /// buffer only when bytes arrive.
+    pub(super) fn recv_head(&mut self, i: u32) {
+        let c = &mut self.conns[i];
+        c.flags |= RECVING;
+        c.ops += 1;
+        self.driver
+            .recv_select(c.fd, HEAD_GROUP, HEAD_BUF_LEN as u32, token(OP_RECV, i));
+    }
+
+    /// Bytes of a subscriber's request head, straight from a head buffer.
+    pub(super) fn on_head_bytes(&mut self, i: u32, data: &[u8]) {
+        self.conns[i].flags &= !RECVING;
+        let a = self.conns[i].aux;
+        let parsed = if a == NONE {
+            parse_subscribe(data)
+        } else {
+            self.aux[a].inbuf.extend_from_slice(data);
+            parse_subscribe(&self.aux[a].inbuf)
+        };
+        match parsed {
+            Head::Incomplete => {
+                if a == NONE {
+                    let a = self.ensure_aux(i);
+                    self.aux[a].inbuf.extend_from_slice(data);
+                }
+                self.recv_head(i);
+            }
+            Head::Refuse(s) => self.refuse(i, s),
+            Head::Done(req, _) => self.start_stream(i, req),
+        }
+    }
+
+    /// A complete subscriber request: answer a preflight or HEAD at once, else place the
+    /// connection and open its stream.
+    pub(super) fn start_stream(&mut self, i: u32, req: SubRequest) {
+        self.release_aux(i);
+        if req.preflight {
+            let a = self.ensure_aux(i);
+            self.aux[a].out.extend_from_slice(&self.preflight);
+            self.conns[i].state = State::Finishing;
+            return self.try_send(i);
+        }
+        if req.head_only {
+            // HEAD: the same head, no body, never logged in; then close.
+            self.set_stream(i, &req);
+            self.conns[i].state = State::Finishing;
+            return self.try_send(i);
+        }
+        if self.cfg.placement == Placement::Owner && req.ids.len() == 1 {
+            let owner = req.ids[0].owner(self.mesh.shards());
+            if owner != self.me {
+                return self.hand_off(i, owner, req);
+            }
+        }
+        self.open(i, req);
+    }
+
+    /// Records the stream's protocol and framing, and queues its response head: static
+    /// bytes for every protocol but WebSocket, whose answer depends on the client's key.
+    fn set_stream(&mut self, i: u32, req: &SubRequest) {
+        let c = &mut self.conns[i];
+        c.proto = req.proto as u8;
+        if !req.http10 && req.proto != Proto::Ws {
+            c.flags |= CHUNKED;
+        } else {
+            c.flags &= !CHUNKED;
+        }
+        if let (Proto::Ws, Some(key)) = (req.proto, &req.ws_key) {
+            let a = self.ensure_aux(i);
+            ws::handshake(&mut self.aux[a].out, key, b"");
+        } else {
+            c.flags |= HEAD_PENDING;
+            if req.head_only {
+                c.sflags |= HEAD_ONLY;
+            }
+        }
+    }
+
+    /// Gives subscriber `i` to shard `owner`, which owns its only id.
+    pub(super) fn hand_off(&mut self, i: u32, owner: usize, req: SubRequest) {
+        let c = self.conns[i];
+        // No op is in flight: the head's recv has just completed and nothing else was armed.
+        debug_assert_eq!(c.ops, 0);
+        self.driver.release_fd(c.fd);
+        self.router.out[owner].push(Msg::Adopt {
+            fd: c.fd,
+            req: Box::new(req),
+        });
+        ShardStats::sub(&self.st().subscribers, 1);
+        self.release_aux(i);
+        self.conns[i] = Conn::FREE;
+        self.conns.remove(i);
+    }
+
+    /// Owner side of a hand-off.
+    pub(super) fn adopt(&mut self, fd: i32, req: SubRequest) {
+        if self.stopping || self.conns.len() >= self.max_conns {
+            ShardStats::add(&self.st().rejected, 1);
+            // SAFETY: the fd was handed to this shard and nothing else uses it.
+            unsafe { libc::close(fd) };
+            return;
+        }
+        let i = self.conns.insert(Conn {
+            fd,
+            state: State::SubHead,
+            ..Conn::FREE
+        });
+        ShardStats::add(&self.st().subscribers, 1);
+        self.open(i, req);
+    }
+
+    /// Opens the stream of subscriber `i`: logs it in, moves its socket into the ring's
+    /// table, and sends its head once every owner knows this shard holds the ids.
+    fn open(&mut self, i: u32, req: SubRequest) {
+        self.set_stream(i, &req);
+        let (handle, waits) = self.router.login(i, req.ids);
+        // A long-lived stream: move its socket out of the process fd table (io_uring
+        // direct descriptor); no op is in flight on it here.
+        let fd = self.driver.install(self.conns[i].fd);
+        let c = &mut self.conns[i];
+        c.fd = fd;
+        c.ids = handle;
+        c.waits = waits;
+        c.flags |= LOGGED_IN;
+        c.state = if waits > 0 {
+            State::SubJoining
+        } else {
+            State::SubStream
+        };
+        self.arm_poll(i);
+        self.try_send(i);
+    }
+
+    pub(super) fn arm_poll(&mut self, i: u32) {
+        let c = &mut self.conns[i];
+        if c.flags & POLLING == 0 {
+            c.flags |= POLLING;
+            c.ops += 1;
+            self.driver.poll_rdhup(c.fd, token(OP_POLL, i));
+        }
+    }
+
+    pub(super) fn on_poll(&mut self, i: u32, res: i32) {
+        self.conns[i].flags &= !POLLING;
+        if res < 0 {
+            return self.close(i);
+        }
+        let ev = res as i16;
+        if ev & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return self.close(i);
+        }
+        if Proto::from_u8(self.conns[i].proto) == Proto::Ws {
+            // WebSocket control frames: read them into the connection's own buffer (held
+            // only while a frame is incomplete) and answer.
+            self.ensure_aux(i);
+            return self.start_recv(i);
+        }
+        // Bytes after the request head: a subscriber has nothing more to say, so read and
+        // discard them (one non-blocking recv into the shared scratch buffer, whose contents
+        // nobody reads); a read of 0 is the peer's FIN.
+        let c = &mut self.conns[i];
+        c.ops += 1;
+        // SAFETY: `scratch` lives as long as the shard and is never read.
+        unsafe {
+            self.driver.recv_now(
+                c.fd,
+                self.scratch.as_mut_ptr(),
+                self.scratch.len() as u32,
+                token(OP_DRAIN, i),
+            )
+        };
+    }
+
+    pub(super) fn on_drain(&mut self, i: u32, res: i32) {
+        if res == 0 || (res < 0 && res != -libc::EAGAIN && res != -libc::EINTR) {
+            return self.close(i);
+        }
+        self.arm_poll(i);
+    }
+
+    /// Client bytes on a WebSocket stream (in `inbuf`): answer pings and closes.
+    pub(super) fn on_ws_input(&mut self, i: u32) {
+        let a = self.conns[i].aux;
+        let mut inbuf = std::mem::take(&mut self.aux[a].inbuf);
+        let mut answer = Vec::new();
+        let (what, used) = ws::read_frames(&inbuf, &mut answer);
+        inbuf.drain(..used);
+        self.aux[a].inbuf = inbuf;
+        if !answer.is_empty() {
+            let sending = self.conns[i].flags & SENDING != 0;
+            let aux = &mut self.aux[a];
+            if sending { &mut aux.next } else { &mut aux.out }.extend_from_slice(&answer);
+        }
+        if what == ws::Input::End {
+            self.conns[i].state = State::Finishing;
+        } else {
+            self.arm_poll(i);
+        }
+        self.try_send(i);
+    }
+
+    /// Sends what is queued if nothing is in flight and the connection may write: first
+    /// the static response head, then `Aux::out`.
+    pub(super) fn try_send(&mut self, i: u32) {
+        let c = self.conns[i];
+        if c.flags & SENDING != 0 || c.state == State::SubJoining {
+            return;
+        }
+        if c.flags & HEAD_PENDING != 0 {
+            let head = self.head_of(&c);
+            // SAFETY: the head table lives, unchanged, as long as the shard.
+            unsafe {
+                self.driver
+                    .send(c.fd, head.as_ptr(), head.len() as u32, token(OP_SEND, i))
+            };
+            let c = &mut self.conns[i];
+            c.flags |= SENDING;
+            c.ops += 1;
+            return;
+        }
+        if c.aux == NONE {
+            return self.send_idle(i);
+        }
+        let aux = &mut self.aux[c.aux];
+        if aux.sent == aux.out.len() {
+            aux.out.clear();
+            aux.sent = 0;
+            std::mem::swap(&mut aux.out, &mut aux.next);
+        }
+        if aux.out.is_empty() {
+            return self.send_idle(i);
+        }
+        let rest = &aux.out[aux.sent..];
+        // SAFETY: `out` is neither touched nor freed while SENDING is set (new output goes
+        // to `next`, and the Aux is released only when idle).
+        unsafe {
+            self.driver.send(
+                c.fd,
+                rest.as_ptr(),
+                rest.len().min(u32::MAX as usize) as u32,
+                token(OP_SEND, i),
+            )
+        };
+        let c = &mut self.conns[i];
+        c.flags |= SENDING;
+        c.ops += 1;
+    }
+
+    /// The static head of connection `c`'s stream.
+    fn head_of(&self, c: &Conn) -> &[u8] {
+        &self.stream_heads[head_index(
+            Proto::from_u8(c.proto),
+            c.flags & CHUNKED == 0,
+            c.sflags & HEAD_ONLY != 0,
+        )]
+    }
+
+    /// Nothing left to send.
+    pub(super) fn send_idle(&mut self, i: u32) {
+        let c = self.conns[i];
+        match c.state {
+            State::Finishing => self.close(i),
+            // Idle again: give the buffers back unless a WebSocket frame is half read.
+            State::SubStream
+                if c.flags & RECVING == 0
+                    && (c.aux == NONE || self.aux[c.aux].inbuf.is_empty()) =>
+            {
+                self.release_aux(i)
+            }
+            State::Pub if c.flags & CLOSE_AFTER != 0 && self.aux[c.aux].replies.is_empty() => {
+                self.close(i)
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_send(&mut self, i: u32, res: i32) {
+        self.conns[i].flags &= !SENDING;
+        if res < 0 {
+            return self.close(i);
+        }
+        let c = self.conns[i];
+        if c.flags & HEAD_PENDING != 0 {
+            self.conns[i].flags &= !HEAD_PENDING;
+            let head = self.head_of(&c).to_vec();
+            if (res as usize) < head.len() {
+                // Short send of the head: what is left goes in front of any queued output.
+                let a = self.ensure_aux(i);
+                let aux = &mut self.aux[a];
+                let mut out = head[res as usize..].to_vec();
+                out.extend_from_slice(&aux.out[aux.sent..]);
+                out.extend_from_slice(&aux.next);
+                aux.next.clear();
+                aux.out = out;
+                aux.sent = 0;
+            }
+            return self.try_send(i);
+        }
+        let a = c.aux;
+        self.aux[a].sent += res as usize;
+        self.try_send(i);
+    }
+
+    /// Queues message `msg` on subscriber `i` in its protocol; returns whether it was
+    /// queued (not: the connection is not streaming, is too slow, or its protocol has no
+    /// bytes for an empty message).
+    pub(super) fn deliver(&mut self, i: u32, msg: &[u8]) -> bool {
+        let c = self.conns[i];
+        if !matches!(c.state, State::SubStream | State::SubJoining) {
+            return false;
+        }
+        let a = self.ensure_aux(i);
+        let c = &mut self.conns[i];
+        let aux = &mut self.aux[a];
+        let buf = if c.flags & SENDING != 0 {
+            &mut aux.next
+        } else {
+            &mut aux.out
+        };
+        if !stream::message(
+            buf,
+            Proto::from_u8(c.proto),
+            c.flags & CHUNKED != 0,
+            c.msgs.wrapping_add(1),
+            msg,
+        ) {
+            self.try_send(i); // releases an Aux taken for nothing
+            return false;
+        }
+        c.msgs = c.msgs.wrapping_add(1);
+        c.sflags |= ACTIVE;
+        if aux.pending() > self.cfg.max_pending_bytes {
+            // Backpressure: a subscriber that does not read is dropped rather than let its
+            // output grow without bound or delay anyone else.
+            ShardStats::add(&self.stats[self.me].slow_closed, 1);
+            self.mark_close(i);
+            return false;
+        }
+        self.try_send(i);
+        true
+    }
+
+    pub(super) fn deliver_slot(&mut self, s: u32, msg: &[u8]) -> u32 {
+        let mut fanout = std::mem::take(&mut self.fanout);
+        fanout.clear();
+        fanout.extend_from_slice(self.router.subscribers(s));
+        let mut n = 0;
+        for &c in &fanout {
+            n += u32::from(self.deliver(c, msg));
+        }
+        self.fanout = fanout;
+        ShardStats::add(&self.st().delivered, u64::from(n));
+        n
+    }
+
+    /// Every `--heartbeat` seconds: a heartbeat on each stream that was quiet since the
+    /// last sweep (not counted as a message). One pass over the slab per interval.
+    pub(super) fn heartbeat_sweep(&mut self) {
+        for i in 0..self.conns.slots() as u32 {
+            let c = self.conns[i];
+            self.conns[i].sflags &= !ACTIVE;
+            if c.state != State::SubStream || c.sflags & ACTIVE != 0 {
+                continue;
+            }
+            let a = self.ensure_aux(i);
+            let sending = c.flags & SENDING != 0;
+            let aux = &mut self.aux[a];
+            let buf = if sending { &mut aux.next } else { &mut aux.out };
+            stream::heartbeat(buf, Proto::from_u8(c.proto), c.flags & CHUNKED != 0);
+            self.try_send(i);
+        }
+    }
+}
+
+/// Index of a static stream head in the shard's table: protocol (seed, raw, SSE) x
+/// HTTP/1.0 x HEAD.
+pub(super) fn head_index(proto: Proto, http10: bool, head_only: bool) -> usize {
+    let p = match proto {
+        Proto::Seed => 0,
+        Proto::Raw | Proto::Ws => 1,
+        Proto::Sse => 2,
+    };
+    p * 4 + usize::from(http10) * 2 + usize::from(head_only)
+}
+
+/// The table of static stream heads, indexed by [`head_index`].
+pub(super) fn stream_heads(cors: &[u8]) -> Vec<Box<[u8]>> {
+    let mut t = vec![Box::<[u8]>::default(); 12];
+    for proto in [Proto::Seed, Proto::Raw, Proto::Sse] {
+        for http10 in [false, true] {
+            for head_only in [false, true] {
+                t[head_index(proto, http10, head_only)] =
+                    stream::head(proto, http10, cors, !head_only).into_boxed_slice();
+            }
+        }
+    }
+    t
+}
