@@ -13,7 +13,8 @@
 //! - [`shard`]: one shard's event loop: completions in, router and mesh, sends out.
 //! - [`server`]: listeners, shard threads, start and shutdown.
 //! - [`stats`]: per-shard counters read by `GET /stats`.
-//! - [`loadtest`]: the built-in load tester (floodtest and msggen).
+//! - [`loadtest`]: the built-in load tester (floodtest and msggen, compare, soak).
+//! - [`plot`]: the memory log as a chart (SVG or PNG) and its growth after warm-up.
 
 pub mod config;
 pub mod conn;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod id;
 pub mod loadtest;
 pub mod mesh;
+pub mod plot;
 pub mod router;
 pub mod server;
 pub mod shard;

@@ -1,7 +1,8 @@
 //! The `uring-comet` binary: parse flags, set up logging, hand off to the library.
 //!
-//! Subcommands: `serve` (the comet server, [`uring_comet::server`]) and `loadtest`
-//! (the seed's floodtest and msggen, [`uring_comet::loadtest`]).
+//! Subcommands: `serve` (the comet server, [`uring_comet::server`]), `loadtest`
+//! (the seed's floodtest and msggen, [`uring_comet::loadtest`]) and `plot` (a memory log as a
+//! chart, [`uring_comet::plot`]).
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,8 @@ enum Cmd {
     Serve(uring_comet::config::ServeArgs),
     /// Load-test a server (by default: start one as a child process and run the seed's CK10 test).
     Loadtest(Box<uring_comet::loadtest::LoadtestArgs>),
+    /// Draw a memory log (`--mem-log`) as a chart: RSS and connections against minutes.
+    Plot(uring_comet::plot::PlotArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +39,6 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(args) => uring_comet::server::serve_forever(args.into_config()?),
         Cmd::Loadtest(args) => uring_comet::loadtest::run(*args),
+        Cmd::Plot(args) => uring_comet::plot::run(args),
     }
 }

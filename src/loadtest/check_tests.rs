@@ -83,3 +83,21 @@ fn bitmap_counts_and_difference() {
     assert_eq!(sent.count_missing_from(&got), 2);
     assert_eq!(got.count_missing_from(&sent), 1);
 }
+
+#[test]
+fn verbatim_messages_and_the_latency_window() {
+    let mut c = Checker::new(true, 100);
+    c.latency_from_seq = 10;
+    c.check_message(5, body(5, 3, 1000).as_bytes(), 1500);
+    c.check_message(5, body(5, 12, 1000).as_bytes(), 1700);
+    c.check_message(5, body(6, 13, 1000).as_bytes(), 1700);
+    c.check_message(5, b"hello", 1700);
+    assert_eq!(c.counts.chunks, 4);
+    assert_eq!(c.counts.ok, 2);
+    assert_eq!(c.counts.id_mismatch, 1);
+    assert_eq!(c.counts.garbled, 1);
+    assert_eq!(c.received.count(), 2);
+    // Only seq 12 is at or past the latency window's start.
+    assert_eq!(c.latency_us.len(), 1);
+    assert_eq!(c.latency_us.max(), 700);
+}

@@ -1,5 +1,7 @@
 //! Sans-IO decoder of one subscriber stream: the response head, then chunked transfer coding
-//! (RFC 9112 section 7.1), fed with whatever pieces the socket returns.
+//! (RFC 9112 section 7.1), fed with whatever pieces the socket returns. Other servers' streams
+//! (nchan's raw stream, SSE without chunking) are bodies delimited by close: the decoder then
+//! hands over lines instead of chunks ([`ChunkParser::feed_any`]).
 //!
 //! The decoder itself is 12 bytes so that a million idle subscribers cost little. Bytes are
 //! copied only when they must outlive one read: a head or a chunk split across reads goes to a
@@ -60,6 +62,8 @@ enum State {
     TrailerLf,
     /// The stream ended with the last chunk; no more bytes are allowed.
     Done,
+    /// A body without chunked coding, handed over line by line (without `\n` or `\r\n`).
+    Line,
 }
 
 /// Incremental decoder of one subscriber response: head, then chunks.
@@ -100,17 +104,33 @@ impl ChunkParser {
 
     /// Decodes `input`, the next bytes of the stream, calling `on_chunk` once with the complete
     /// data of each chunk. `partial` is the connection's carry-over buffer: `None` except while
-    /// a head or a chunk is split across calls.
+    /// a head or a chunk is split across calls. (The load tester calls
+    /// [`feed_any`](Self::feed_any); this strict form is for tests.)
+    #[cfg(test)]
     pub fn feed(
         &mut self,
         input: &[u8],
         partial: &mut Option<Carry>,
+        on_chunk: impl FnMut(&[u8]),
+    ) -> Result<(), StreamError> {
+        self.feed_any(input, partial, false, on_chunk)
+    }
+
+    /// As [`feed`](Self::feed), but if `unchunked_ok` a `200` head without chunked coding is
+    /// accepted too: its body is then split into lines, and `on_chunk` gets each line without
+    /// its `\n` (or `\r\n`).
+    pub fn feed_any(
+        &mut self,
+        input: &[u8],
+        partial: &mut Option<Carry>,
+        unchunked_ok: bool,
         mut on_chunk: impl FnMut(&[u8]),
     ) -> Result<(), StreamError> {
         let mut i = 0;
         while i < input.len() {
             match self.state {
-                State::Head => i = self.feed_head(input, i, partial)?,
+                State::Head => i = self.feed_head(input, i, partial, unchunked_ok)?,
+                State::Line => i = self.feed_line(input, i, partial, &mut on_chunk)?,
                 State::Data => {
                     let n = (self.aux as usize).min(input.len() - i);
                     let piece = &input[i..i + n];
@@ -151,6 +171,7 @@ impl ChunkParser {
         input: &[u8],
         mut i: usize,
         partial: &mut Option<Carry>,
+        unchunked_ok: bool,
     ) -> Result<usize, StreamError> {
         let start = i;
         while i < input.len() && self.aux < 4 {
@@ -163,15 +184,15 @@ impl ChunkParser {
             i += 1;
         }
         if self.aux == 4 {
-            match partial.take() {
+            let chunked = match partial.take() {
                 // The whole head came in this read: check it in place.
-                None => check_head(&input[start..i])?,
+                None => check_head(&input[start..i], unchunked_ok)?,
                 Some(mut buf) => {
                     buf.extend_from_slice(&input[start..i]);
-                    check_head(&buf)?;
+                    check_head(&buf, unchunked_ok)?
                 }
-            }
-            self.state = State::Size;
+            };
+            self.state = if chunked { State::Size } else { State::Line };
             self.size = 0;
             self.aux = 0;
         } else {
@@ -184,6 +205,36 @@ impl ChunkParser {
             }
         }
         Ok(i)
+    }
+
+    /// Consumes body bytes from `input[i..]` up to and including the next `\n`, handing the
+    /// line over when it is complete; returns the index after what it took.
+    fn feed_line(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        partial: &mut Option<Carry>,
+        on_line: &mut impl FnMut(&[u8]),
+    ) -> Result<usize, StreamError> {
+        let rest = &input[i..];
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            let buf = partial.get_or_insert_with(|| Box::new(Vec::with_capacity(rest.len())));
+            buf.extend_from_slice(rest);
+            if buf.len() > MAX_CHUNK as usize {
+                return Err(StreamError::BadFraming("line longer than the limit"));
+            }
+            return Ok(input.len());
+        };
+        let strip_cr = |l: &[u8]| -> usize { l.len() - usize::from(l.last() == Some(&b'\r')) };
+        match partial.take() {
+            // The whole line is in this read: hand it over without copying.
+            None => on_line(&rest[..strip_cr(&rest[..end])]),
+            Some(mut buf) => {
+                buf.extend_from_slice(&rest[..end]);
+                on_line(&buf[..strip_cr(&buf)]);
+            }
+        }
+        Ok(i + end + 1)
     }
 
     /// Advances the framing states that go one byte at a time.
@@ -249,8 +300,8 @@ impl ChunkParser {
                 self.aux = 0;
             }
             State::Done => return Err(BadFraming("bytes after the last chunk")),
-            // Both are consumed by `feed` before it gets here.
-            State::Head | State::Data => {
+            // These are consumed by `feed_any` before it gets here.
+            State::Head | State::Data | State::Line => {
                 return Err(BadFraming("internal: byte() in a bulk state"))
             }
         }
@@ -258,8 +309,9 @@ impl ChunkParser {
     }
 }
 
-/// Checks a complete response head: status 200 and `Transfer-Encoding: chunked`.
-fn check_head(head: &[u8]) -> Result<(), StreamError> {
+/// Checks a complete response head: status 200 and `Transfer-Encoding: chunked` (or, if
+/// `unchunked_ok`, no transfer coding at all). Returns whether the body is chunked.
+fn check_head(head: &[u8], unchunked_ok: bool) -> Result<bool, StreamError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(head) {
@@ -273,16 +325,16 @@ fn check_head(head: &[u8]) -> Result<(), StreamError> {
             resp.code.unwrap_or(0)
         )));
     }
-    let chunked = resp.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("transfer-encoding")
-            && String::from_utf8_lossy(h.value)
-                .to_ascii_lowercase()
-                .contains("chunked")
-    });
-    if !chunked {
-        return Err(StreamError::BadHead("no Transfer-Encoding: chunked".into()));
+    let coding = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+    match coding {
+        Some(c) if c.contains("chunked") => Ok(true),
+        None if unchunked_ok => Ok(false),
+        _ => Err(StreamError::BadHead("no Transfer-Encoding: chunked".into())),
     }
-    Ok(())
 }
 
 #[cfg(test)]

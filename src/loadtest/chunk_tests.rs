@@ -168,3 +168,36 @@ fn large_chunk_across_many_reads() {
     r.unwrap();
     assert_eq!(out, vec![data]);
 }
+
+#[test]
+fn unchunked_body_is_split_into_lines_at_every_cut() {
+    let s: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n: hi\n\ndata: 1:0:5\r\nid: 7\n\n";
+    let want: Vec<Vec<u8>> = [&b": hi"[..], b"", b"data: 1:0:5", b"id: 7", b""]
+        .iter()
+        .map(|l| l.to_vec())
+        .collect();
+    for cut in 0..s.len() {
+        let mut p = ChunkParser::new();
+        let mut partial = None;
+        let mut out = Vec::new();
+        for piece in [&s[..cut], &s[cut..]] {
+            p.feed_any(piece, &mut partial, true, |l| out.push(l.to_vec()))
+                .unwrap();
+        }
+        assert_eq!(out, want, "cut at {cut}");
+        assert!(
+            partial.is_none(),
+            "cut at {cut}: a complete line left buffered"
+        );
+    }
+    // Strict mode (the seed's stream) still insists on chunked coding.
+    let mut p = ChunkParser::new();
+    assert!(p.feed(s, &mut None, |_| {}).is_err());
+    // A chunked head in lenient mode is decoded as chunks.
+    let (mut p, mut out) = (ChunkParser::new(), Vec::new());
+    p.feed_any(&stream(&[b"a\nb"], false), &mut None, true, |c| {
+        out.push(c.to_vec())
+    })
+    .unwrap();
+    assert_eq!(out, vec![b"a\nb".to_vec()]);
+}

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use super::flood::{self, FloodConfig, FloodResult, FloodShared};
+use super::framing::Framing;
 use super::halves::{check_fd_limit, check_positive};
 use super::msggen::{self, MsggenConfig, MsggenShared};
 use super::proc::{cpu_seconds, rss_bytes, wait_rss_stable, ServerGuard};
@@ -91,6 +92,8 @@ pub fn run(a: MainArgs) -> Result<()> {
         strict: true,
         seq_limit: total,
         source_addrs: a.source_addrs,
+        framing: Framing::Seed,
+        latency_from_seq: 0,
     };
     let fs = fshared.clone();
     let flood = std::thread::Builder::new()

@@ -17,6 +17,7 @@ use anyhow::Result;
 use mio::{Events, Poll};
 
 use super::check::Checker;
+use super::framing::Framing;
 use super::url::UrlTemplate;
 use conn::Sub;
 
@@ -47,6 +48,10 @@ pub struct FloodConfig {
     /// Source addresses to spread over (127.0.0.1, .2, ...); 0: one per 25,000 connections
     /// when the target is IPv4 loopback, else the kernel's choice.
     pub source_addrs: u32,
+    /// How the streams carry messages (uring-comet's chunks, or another server's framing).
+    pub framing: Framing,
+    /// Only messages with a sequence number at least this are in the latency histogram.
+    pub latency_from_seq: u64,
 }
 
 /// Counters the loop publishes for other threads, and the stop flag it obeys.
@@ -93,8 +98,10 @@ pub fn run(cfg: FloodConfig, shared: Arc<FloodShared>) -> Result<FloodResult> {
         (0, _) => 1,
         (n, _) => n,
     };
+    let mut checker = Checker::new(cfg.strict, cfg.seq_limit);
+    checker.latency_from_seq = cfg.latency_from_seq;
     let mut f = Flood {
-        checker: Checker::new(cfg.strict, cfg.seq_limit),
+        checker,
         cfg,
         poll,
         subs,

@@ -117,6 +117,8 @@ impl Flood {
         self.req.clear();
         let id = self.cfg.first_id + i as u64;
         self.cfg.url.write_request_start(&mut self.req, "GET", id);
+        let extra = self.cfg.framing.request_headers();
+        self.req.extend_from_slice(extra.as_bytes());
         self.req.extend_from_slice(b"\r\n");
         let sub = &mut self.subs[i];
         let Some(stream) = sub.stream.as_mut() else {
@@ -138,6 +140,8 @@ impl Flood {
     /// Reads connection `i` until it would block, feeding the decoder and the checker.
     fn read(&mut self, i: usize) {
         let id = self.cfg.first_id + i as u64;
+        let framing = self.cfg.framing;
+        let unchunked_ok = framing.unchunked_ok();
         let Flood {
             subs, buf, checker, ..
         } = self;
@@ -156,9 +160,11 @@ impl Flood {
             let had_head = sub.parser.head_done();
             let now = now_us();
             let last_n = &mut sub.last_n;
-            let fed = sub.parser.feed(&buf[..n], &mut sub.partial, |c| {
-                checker.check(id, last_n, c, now)
-            });
+            let fed = sub
+                .parser
+                .feed_any(&buf[..n], &mut sub.partial, unchunked_ok, |unit| {
+                    framing.check_unit(checker, id, last_n, unit, now)
+                });
             if !had_head && sub.parser.head_done() {
                 self.res.connected += 1;
                 self.in_flight -= 1;

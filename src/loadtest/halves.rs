@@ -52,6 +52,8 @@ pub fn flood(a: FloodArgs) -> Result<()> {
         strict: false,
         seq_limit: FLOOD_SEQ_LIMIT,
         source_addrs: a.source_addrs,
+        framing: a.stream,
+        latency_from_seq: 0,
     };
     let res = flood::run(cfg, Arc::new(FloodShared::default()));
     stop_log.store(true, Ordering::Relaxed);

@@ -5,22 +5,33 @@
 //! report. `loadtest flood` ([`flood`]) and `loadtest msggen` ([`msggen`]) are its two halves,
 //! usable on their own against any server with the same URL shapes ([`halves`]).
 //!
-//! The rest: [`chunk`] decodes subscriber streams, [`check`] owns the message format and the
-//! per-chunk checks, [`answer`] reads publish answers and `/stats`, [`report`] formats the
-//! report, [`memlog`] writes the memory log, [`proc`] runs the server child and reads /proc,
-//! [`url`] parses URL templates. Scenarios and figures: `loadtest/README.md`.
+//! `loadtest soak` ([`soak`]) holds the main job for minutes or hours with the memory log on
+//! and charts it (every main job charts its log too).
+//!
+//! The rest: [`chunk`] decodes subscriber streams, [`framing`] says how a server frames
+//! messages, [`check`] owns the message format and the per-chunk checks, [`answer`] reads
+//! publish answers and `/stats`, [`report`] formats the report, [`memlog`] writes the memory
+//! log, [`proc`] runs the server child and reads /proc, [`url`] parses URL templates,
+//! [`duration`] parses `10m`-style durations. Scenarios and figures: `loadtest/README.md`.
 
 mod answer;
 mod check;
 mod chunk;
 mod ck10;
+mod duration;
 mod flood;
+mod framing;
 mod halves;
 mod memlog;
 mod msggen;
 mod proc;
 mod report;
+mod soak;
 mod url;
+
+pub use duration::parse_duration;
+pub use framing::Framing;
+pub use soak::SoakArgs;
 
 use std::path::PathBuf;
 
@@ -46,6 +57,9 @@ pub enum LoadtestCmd {
     Flood(FloodArgs),
     /// Publish messages (POST) to random ids from parallel keep-alive generators.
     Msggen(MsggenArgs),
+    /// Hold the main job's load for a long time (`--duration 10m`) with the memory log on,
+    /// then chart it (SVG and PNG) and print the RSS growth after warm-up.
+    Soak(SoakArgs),
 }
 
 /// Flags of the main job (`uring-comet loadtest`).
@@ -63,8 +77,8 @@ pub struct MainArgs {
     /// Messages per second, all generators together.
     #[arg(long, default_value_t = 1_000.0)]
     pub rate: f64,
-    /// Seconds of publishing.
-    #[arg(long, default_value_t = 30.0)]
+    /// Seconds of publishing; units allowed (`90s`, `10m`, `1h`).
+    #[arg(long, default_value = "30", value_parser = duration::parse_secs)]
     pub duration: f64,
     /// Publishing generators (keep-alive connections).
     #[arg(long, default_value_t = 100)]
@@ -90,7 +104,8 @@ pub struct MainArgs {
     /// Print the report as one JSON object on stdout (Stats lines then go to stderr).
     #[arg(long)]
     pub json: bool,
-    /// Append `date\tepoch\trss_kib\tconns` lines to this file during the run.
+    /// Append `date\tepoch\trss_kib\tconns` lines to this file during the run, and draw it
+    /// to the same name with .svg [default: <target>/loadtest/mem.log, started fresh].
     #[arg(long)]
     pub mem_log: Option<PathBuf>,
     /// Seconds between mem-log lines [default: 1].
@@ -134,6 +149,10 @@ pub struct FloodArgs {
     /// Source addresses (127.0.0.1, .2, ...); 0: one per 25,000 connections on loopback.
     #[arg(long, default_value_t = 0)]
     pub source_addrs: u32,
+    /// How the server frames messages: `seed` (uring-comet's chunks), `chunked` (one chunk per
+    /// message, verbatim), `raw` (one line per message), `sse` (`data:` lines).
+    #[arg(long, value_enum, default_value_t = Framing::Seed)]
+    pub stream: Framing,
 }
 
 /// Flags of `uring-comet loadtest msggen`.
@@ -167,8 +186,9 @@ pub struct MsggenArgs {
 /// Fails (non-zero exit) if a message was lost or a bad chunk arrived.
 pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     match args.cmd {
-        None => ck10::run(args.main),
+        None => soak::main_job(args.main),
         Some(LoadtestCmd::Flood(a)) => halves::flood(a),
         Some(LoadtestCmd::Msggen(a)) => halves::msggen(a),
+        Some(LoadtestCmd::Soak(a)) => soak::soak(a),
     }
 }

@@ -1,0 +1,101 @@
+//! How a subscriber stream carries messages ([`Framing`]): what the request asks for, what
+//! head is accepted, and how a decoded unit (chunk or line) becomes messages to check.
+//!
+//! uring-comet sends the seed's chunks (`Recvd msg #N: 'MSG'<br/>\n`). Other servers (nchan,
+//! SSE servers) carry the message body verbatim; since msggen's bodies are `{id}:{seq}:{t_us}`,
+//! any framing that keeps the body byte for byte can be checked, only without the per-connection
+//! message number (so no order check).
+
+use super::check::Checker;
+
+/// The framing of subscriber streams (`--stream`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// uring-comet's (the seed's): chunked, one chunk `Recvd msg #N: 'MSG'<br/>\n` per message.
+    #[default]
+    Seed,
+    /// Chunked, one chunk per message holding the body verbatim; asks with `TE: chunked`
+    /// (nchan's chunked subscriber).
+    Chunked,
+    /// Body delimited by close, one message per line (nchan's http-raw-stream, plain GET).
+    Raw,
+    /// Server-sent events, chunked or not: asks with `Accept: text/event-stream`; each
+    /// `data:` line is a message, other lines (`id:`, `:` comments, blanks) are skipped.
+    Sse,
+}
+
+impl Framing {
+    /// Extra request header lines (each ending in CRLF) that ask the server for this framing.
+    pub fn request_headers(self) -> &'static str {
+        match self {
+            Framing::Seed | Framing::Raw => "",
+            Framing::Chunked => "TE: chunked\r\n",
+            Framing::Sse => "Accept: text/event-stream\r\n",
+        }
+    }
+
+    /// Whether a `200` head without chunked coding (a body delimited by close) is accepted.
+    pub fn unchunked_ok(self) -> bool {
+        matches!(self, Framing::Raw | Framing::Sse)
+    }
+
+    /// Checks the messages in one decoded unit (a chunk, or a line of an unchunked body)
+    /// received at `now_us` on the connection subscribed to `conn_id`, whose previous seed
+    /// message number is `*last_n`.
+    pub fn check_unit(
+        self,
+        checker: &mut Checker,
+        conn_id: u64,
+        last_n: &mut u32,
+        unit: &[u8],
+        now_us: u64,
+    ) {
+        match self {
+            Framing::Seed => checker.check(conn_id, last_n, unit, now_us),
+            Framing::Chunked => checker.check_message(conn_id, unit, now_us),
+            Framing::Raw if unit.is_empty() => {}
+            Framing::Raw => checker.check_message(conn_id, unit, now_us),
+            Framing::Sse => {
+                // A chunk may hold a whole event (several lines); a line holds one.
+                for line in unit.split(|&b| b == b'\n') {
+                    if let Some(data) = sse_data(line) {
+                        checker.check_message(conn_id, data, now_us);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The value of an SSE `data:` line (one optional space after the colon is not part of it;
+/// RFC: WHATWG HTML, "Interpreting an event stream"), without a trailing CR.
+fn sse_data(line: &[u8]) -> Option<&[u8]> {
+    let v = line.strip_prefix(b"data:")?;
+    let v = v.strip_prefix(b" ").unwrap_or(v);
+    Some(v.strip_suffix(b"\r").unwrap_or(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_to_messages() {
+        let mut c = Checker::new(true, 100);
+        let mut n = 0;
+        Framing::Seed.check_unit(&mut c, 5, &mut n, b"Recvd msg #1: '5:0:10'<br/>\n", 20);
+        Framing::Chunked.check_unit(&mut c, 5, &mut n, b"5:1:10", 20);
+        Framing::Raw.check_unit(&mut c, 5, &mut n, b"5:2:10", 20);
+        Framing::Raw.check_unit(&mut c, 5, &mut n, b"", 20);
+        Framing::Sse.check_unit(&mut c, 5, &mut n, b"id: 1:2\ndata: 5:3:10\n\n", 20);
+        Framing::Sse.check_unit(&mut c, 5, &mut n, b"data:5:4:10\r", 20);
+        Framing::Sse.check_unit(&mut c, 5, &mut n, b": hi", 20);
+        assert_eq!((c.counts.ok, c.counts.chunks, c.counts.errors()), (5, 5, 0));
+        assert_eq!(n, 1);
+        assert_eq!(
+            Framing::Sse.request_headers(),
+            "Accept: text/event-stream\r\n"
+        );
+        assert!(Framing::Raw.unchunked_ok() && !Framing::Seed.unchunked_ok());
+    }
+}
