@@ -5,6 +5,11 @@
 //! report. `loadtest flood` ([`flood`]) and `loadtest msggen` ([`msggen`]) are its two halves,
 //! usable on their own against any server with the same URL shapes ([`halves`]).
 //!
+//! `loadtest compare` ([`compare`]) runs one scenario ([`scenario`]: idle memory, one message
+//! each, saturation, close) on each backend, an external server and the host's delivery
+//! ceiling ([`ceiling`]), with pipelined publishers ([`pipeline`]), process-set and kernel
+//! memory readings ([`procmem`]), and prints one table ([`compare_report`]).
+//!
 //! `loadtest soak` ([`soak`]) holds the main job for minutes or hours with the memory log on
 //! and charts it (every main job charts its log too).
 //!
@@ -15,20 +20,27 @@
 //! [`duration`] parses `10m`-style durations. Scenarios and figures: `loadtest/README.md`.
 
 mod answer;
+mod ceiling;
 mod check;
 mod chunk;
 mod ck10;
+mod compare;
+mod compare_report;
 mod duration;
 mod flood;
 mod framing;
 mod halves;
 mod memlog;
 mod msggen;
+mod pipeline;
 mod proc;
+mod procmem;
 mod report;
+mod scenario;
 mod soak;
 mod url;
 
+pub use compare::CompareArgs;
 pub use duration::parse_duration;
 pub use framing::Framing;
 pub use soak::SoakArgs;
@@ -57,6 +69,9 @@ pub enum LoadtestCmd {
     Flood(FloodArgs),
     /// Publish messages (POST) to random ids from parallel keep-alive generators.
     Msggen(MsggenArgs),
+    /// Measure memory per connection, saturated throughput and CPU per message on each
+    /// backend (and an external server, and the host's delivery ceiling): one table.
+    Compare(Box<CompareArgs>),
     /// Hold the main job's load for a long time (`--duration 10m`) with the memory log on,
     /// then chart it (SVG and PNG) and print the RSS growth after warm-up.
     Soak(SoakArgs),
@@ -190,5 +205,6 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         Some(LoadtestCmd::Flood(a)) => halves::flood(a),
         Some(LoadtestCmd::Msggen(a)) => halves::msggen(a),
         Some(LoadtestCmd::Soak(a)) => soak::soak(a),
+        Some(LoadtestCmd::Compare(a)) => compare::run(*a),
     }
 }

@@ -1,0 +1,289 @@
+//! `uring-comet loadtest compare`: the same scenario ([`scenario`](super::scenario)) on each
+//! backend of uring-comet, one after the other, each a fresh child server, optionally on an
+//! external server (`--pid`, URL templates: nchan or any peer), and the delivery ceiling of
+//! the host ([`ceiling`](super::ceiling)); then one table (or `--json`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::ceiling::{self, Ceiling};
+use super::compare_report::{self, Row};
+use super::duration::parse_secs;
+use super::framing::Framing;
+use super::halves::check_fd_limit;
+use super::proc::ServerGuard;
+use super::procmem::ProcSet;
+use super::scenario::{self, Settings, Target};
+use super::url::UrlTemplate;
+
+/// Flags of `uring-comet loadtest compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// uring-comet backends to measure, comma-separated (`uring`, `epoll`, `auto`), each on a
+    /// fresh child server; `none` to measure only the external server.
+    #[arg(long, default_value = "uring,epoll")]
+    pub backends: String,
+    /// Idle subscriber connections, ids 1..=conns.
+    #[arg(long, default_value_t = 15_000)]
+    pub conns: u64,
+    /// Subscriber connects started per second (the measured rate may be lower).
+    #[arg(long, default_value_t = 20_000.0)]
+    pub connect_rate: f64,
+    /// Most subscriber connects in flight (sent, no response head yet) at once.
+    #[arg(long, default_value_t = 512)]
+    pub max_connecting: u64,
+    /// Length of the saturation window (`10`, `10s`, `1m`).
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub saturate_secs: f64,
+    /// Publisher connections (pipelined keep-alive).
+    #[arg(long, default_value_t = 8)]
+    pub publishers: usize,
+    /// Publish requests in flight per publisher connection.
+    #[arg(long, default_value_t = 64)]
+    pub depth: usize,
+    /// Pause after every subscriber closed, before the last memory reading (`3s`).
+    #[arg(long, default_value = "3", value_parser = parse_secs)]
+    pub close_wait: f64,
+    /// Shards for the child servers (their `--shards`); default: the server's own.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Any other flag for the child servers, repeatable, e.g. `--server-arg=--placement=accept`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    /// Server binary to start (with `serve ...`); default: this executable.
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Write each child server's stderr to FILE.<backend> instead of ours.
+    #[arg(long)]
+    pub server_log: Option<PathBuf>,
+    /// External server to measure as well: its pid, repeatable; descendants (nginx workers)
+    /// are included. Memory is then summed over the processes (PSS when there are several).
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
+    /// External server's subscriber URL, e.g. `http://127.0.0.1:8081/sub/{id}`.
+    #[arg(long)]
+    pub url_template: Option<String>,
+    /// External server's publish URL, e.g. `http://127.0.0.1:8081/pub/{id}`; any 2xx answer
+    /// counts as accepted.
+    #[arg(long)]
+    pub publish_url_template: Option<String>,
+    /// The external server's name in the table.
+    #[arg(long, default_value = "external")]
+    pub name: String,
+    /// How the external server frames messages: `sse`, `raw`, `chunked` or `seed`.
+    #[arg(long, value_enum, default_value_t = Framing::Sse)]
+    pub stream: Framing,
+    /// Measure the delivery ceiling (deliver-ceiling) too; on by default when the tool is found.
+    #[arg(long, conflicts_with = "no_ceiling")]
+    pub ceiling: bool,
+    /// Do not measure the delivery ceiling.
+    #[arg(long)]
+    pub no_ceiling: bool,
+    /// deliver-ceiling's folder [default: ../shared/tools/deliver-ceiling beside the repository].
+    #[arg(long)]
+    pub ceiling_dir: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Source addresses (127.0.0.1, .2, ...) for subscribers; 0: one per 25,000 connections.
+    #[arg(long, default_value_t = 0)]
+    pub source_addrs: u32,
+}
+
+/// Runs `loadtest compare`; fails if a server could not be measured, a message of the
+/// one-each phase was lost, or a bad chunk arrived (after printing what was measured).
+pub fn run(a: CompareArgs) -> Result<()> {
+    let backends = parse_backends(&a.backends)?;
+    let external = external_target(&a)?;
+    if backends.is_empty() && external.is_none() {
+        bail!("nothing to measure: --backends none and no --pid/--url-template");
+    }
+    if !(a.connect_rate > 0.0 && a.saturate_secs > 0.0) || a.conns == 0 || a.publishers == 0 {
+        bail!("--conns, --connect-rate, --saturate-secs and --publishers must be positive");
+    }
+    check_fd_limit(a.conns + a.publishers as u64 * 2)?;
+    let ceiling_dir = match (
+        a.no_ceiling,
+        a.ceiling_dir.clone().or_else(ceiling::default_dir),
+    ) {
+        (true, _) => None,
+        (false, Some(d)) => Some(d),
+        (false, None) if a.ceiling => {
+            bail!("--ceiling: deliver-ceiling not found; give --ceiling-dir")
+        }
+        (false, None) => None,
+    };
+    let settings = Settings {
+        conns: a.conns,
+        connect_rate: a.connect_rate,
+        max_connecting: a.max_connecting,
+        saturate: std::time::Duration::from_secs_f64(a.saturate_secs),
+        publishers: a.publishers,
+        depth: a.depth.max(1),
+        close_wait: std::time::Duration::from_secs_f64(a.close_wait),
+        source_addrs: a.source_addrs,
+    };
+    let load_before = loadavg();
+    let bin = match &a.server_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    for backend in &backends {
+        let mut args = vec!["--backend".to_string(), backend.clone()];
+        if let Some(n) = a.shards {
+            args.extend(["--shards".to_string(), n.to_string()]);
+        }
+        args.extend(a.server_args.iter().cloned());
+        let log = a.server_log.as_ref().map(|p| p.with_extension(backend));
+        let measured = ServerGuard::start(&bin, &args, log.as_ref()).and_then(|mut server| {
+            eprintln!("compare: {backend}: server pid {}", server.pid);
+            let target = Target {
+                label: backend.clone(),
+                procs: ProcSet {
+                    roots: vec![server.pid],
+                },
+                sub_url: UrlTemplate::local(server.sub_addr, "/test/{id}")?,
+                pub_url: UrlTemplate::local(server.pub_addr, "/send/{id}")?,
+                framing: Framing::Seed,
+                ours: true,
+            };
+            scenario::measure(&target, &settings, &mut || server.alive())
+        });
+        record(measured, backend, &mut rows, &mut failures);
+    }
+    if let Some(target) = external {
+        let measured = scenario::measure(&target, &settings, &mut || true);
+        record(measured, &target.label, &mut rows, &mut failures);
+    }
+    let ceiling = ceiling_dir.and_then(|dir| {
+        eprintln!(
+            "compare: delivery ceiling: deliver-ceiling in {}",
+            dir.display()
+        );
+        let c = ceiling::build(&dir)
+            .and_then(|bin| ceiling::run(&bin, a.conns, a.saturate_secs.round() as u64));
+        c.map_err(|e| failures.push(format!("ceiling: {e:#}"))).ok()
+    });
+    print(&a, &rows, ceiling.as_ref(), &load_before, &failures);
+    for r in &rows {
+        if r.one_msg[2] > 0 || r.one_msg[0] < r.conns || r.bad_chunks > 0 {
+            failures.push(format!(
+                "{}: {} lost, {} of {} accepted, {} bad chunks",
+                r.label, r.one_msg[2], r.one_msg[0], r.conns, r.bad_chunks
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("compare: {}", failures.join("; "));
+    }
+    Ok(())
+}
+
+/// Keeps a row, or the reason there is none.
+fn record(measured: Result<Row>, label: &str, rows: &mut Vec<Row>, failures: &mut Vec<String>) {
+    match measured {
+        Ok(r) => rows.push(r),
+        Err(e) => {
+            eprintln!("compare: {label}: {e:#}");
+            failures.push(format!("{label}: {e:#}"));
+        }
+    }
+}
+
+/// The table (or JSON) on stdout, with the host's load before and after.
+fn print(
+    a: &CompareArgs,
+    rows: &[Row],
+    c: Option<&Ceiling>,
+    load_before: &str,
+    failures: &[String],
+) {
+    let load_after = loadavg();
+    if a.json {
+        let meta = [
+            ("saturate_secs", format!("{}", a.saturate_secs)),
+            (
+                "publishers",
+                format!("{} x {} in flight", a.publishers, a.depth),
+            ),
+            ("loadavg_before", load_before.to_string()),
+            ("loadavg_after", load_after),
+            ("failures", failures.join("; ")),
+        ];
+        println!("{}", compare_report::json(rows, c, &meta));
+        return;
+    }
+    println!("== uring-comet loadtest compare: {} idle subscribers, saturation {} s ({} publishers x {} in flight) ==", a.conns, a.saturate_secs, a.publishers, a.depth);
+    print!("{}", compare_report::table(rows, c));
+    print!("{}", compare_report::efficiency(rows));
+    println!("load average (1/5/15 min): before {load_before}, after {load_after}");
+    for r in rows {
+        for n in &r.notes {
+            println!("note: {}: {n}", r.label);
+        }
+    }
+    for f in failures {
+        println!("error: {f}");
+    }
+}
+
+/// `uring,epoll` -> ["uring", "epoll"]; `none` or empty -> [].
+fn parse_backends(s: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for b in s
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty() && *b != "none")
+    {
+        if !matches!(b, "uring" | "epoll" | "auto") {
+            bail!("--backends: unknown backend {b:?} (uring, epoll, auto, none)");
+        }
+        out.push(b.to_string());
+    }
+    Ok(out)
+}
+
+/// The external server given by `--pid` and the URL templates, if any.
+fn external_target(a: &CompareArgs) -> Result<Option<Target>> {
+    match (&a.url_template, &a.publish_url_template, a.pids.is_empty()) {
+        (None, None, true) => Ok(None),
+        (Some(sub), Some(publ), false) => Ok(Some(Target {
+            label: a.name.clone(),
+            procs: ProcSet {
+                roots: a.pids.clone(),
+            },
+            sub_url: UrlTemplate::parse(sub)?,
+            pub_url: UrlTemplate::parse(publ)?,
+            framing: a.stream,
+            ours: false,
+        })),
+        _ => bail!("an external server needs --pid, --url-template and --publish-url-template"),
+    }
+}
+
+/// The first three fields of /proc/loadavg.
+fn loadavg() -> String {
+    let t = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    t.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_list() {
+        assert_eq!(
+            parse_backends("uring,epoll").unwrap(),
+            vec!["uring", "epoll"]
+        );
+        assert!(parse_backends("none").unwrap().is_empty());
+        assert!(parse_backends("").unwrap().is_empty());
+        assert!(parse_backends("uring,kqueue").is_err());
+        assert_eq!(loadavg().split(' ').count(), 3);
+    }
+}
