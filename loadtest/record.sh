@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Records a benchmark run in loadtest/runs/<date>-<host>/: env.txt (kernel, CPU, rustc,
 # sysctls, limits, commit), then the raw output of each scenario given on the command line.
-# Assumes: run from anywhere inside the repository on an otherwise quiet machine; it builds
-# the release binary first. Usage:
+# Assumes: run from anywhere inside the repository on an otherwise quiet machine (the load
+# average before and after is recorded, since the host's 2 cores are shared); it builds the
+# release binary first (in $CARGO_TARGET_DIR if set, else target/). Usage:
 #   loadtest/record.sh NAME -- LOADTEST-ARGS...     e.g. loadtest/record.sh ck10-uring -- --backend uring
-# writes NAME.json (the --json report) and NAME.txt (progress and Stats lines).
+#   loadtest/record.sh NAME -- compare ARGS...      e.g. loadtest/record.sh compare-15k -- compare --conns 15000
+#   loadtest/record.sh NAME -- soak ARGS...         e.g. loadtest/record.sh soak-10m -- soak --duration 10m
+# writes NAME.json (the --json report) and NAME.txt (the command, commit, load average,
+# progress and Stats lines; for compare also the table, which it prints on stderr with --json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1; shift
@@ -12,6 +16,7 @@ name=$1; shift
 dir="loadtest/runs/$(date +%F)-$(hostname)"
 mkdir -p "$dir"
 cargo build --release --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/uring-comet"
 if [ ! -f "$dir/env.txt" ]; then
   {
     echo "date: $(date -Is)"
@@ -27,8 +32,19 @@ if [ ! -f "$dir/env.txt" ]; then
     done
   } > "$dir/env.txt"
 fi
+# Subcommands with a report take --json after their name; the main job takes it first.
+case "${1:-}" in
+  compare|soak) cmd=(loadtest "$1" --json "${@:2}") ;;
+  *) cmd=(loadtest --json "$@") ;;
+esac
+{
+  echo "command: uring-comet ${cmd[*]}"
+  echo "commit: $(git rev-parse HEAD)$(git diff --quiet || echo ' (dirty)')"
+  echo "start: $(date -Is); uptime: $(uptime)"
+} > "$dir/$name.txt"
 status=0
-./target/release/uring-comet loadtest --json "$@" > "$dir/$name.json" 2> "$dir/$name.txt" || status=$?
+"$bin" "${cmd[@]}" > "$dir/$name.json" 2>> "$dir/$name.txt" || status=$?
+echo "end: $(date -Is); uptime: $(uptime); exit $status" >> "$dir/$name.txt"
 cat "$dir/$name.json"; echo
 echo "recorded in $dir/$name.{txt,json} (exit $status)"
 exit $status

@@ -203,7 +203,10 @@ fn print(
     failures: &[String],
 ) {
     let load_after = loadavg();
+    let text = text_report(a, rows, c, load_before, &load_after, failures);
     if a.json {
+        // The table also goes to stderr, so that a recorded run keeps it beside the JSON.
+        eprint!("{text}");
         let meta = [
             ("saturate_secs", format!("{}", a.saturate_secs)),
             (
@@ -211,24 +214,40 @@ fn print(
                 format!("{} x {} in flight", a.publishers, a.depth),
             ),
             ("loadavg_before", load_before.to_string()),
-            ("loadavg_after", load_after),
+            ("loadavg_after", load_after.clone()),
             ("failures", failures.join("; ")),
         ];
         println!("{}", compare_report::json(rows, c, &meta));
-        return;
+    } else {
+        print!("{text}");
     }
-    println!("== uring-comet loadtest compare: {} idle subscribers, saturation {} s ({} publishers x {} in flight) ==", a.conns, a.saturate_secs, a.publishers, a.depth);
-    print!("{}", compare_report::table(rows, c));
-    print!("{}", compare_report::efficiency(rows));
-    println!("load average (1/5/15 min): before {load_before}, after {load_after}");
+}
+
+/// The table with its heading, efficiency lines, load average, notes and errors.
+fn text_report(
+    a: &CompareArgs,
+    rows: &[Row],
+    c: Option<&Ceiling>,
+    load_before: &str,
+    load_after: &str,
+    failures: &[String],
+) -> String {
+    let mut s = format!(
+        "== uring-comet loadtest compare: {} idle subscribers, saturation {} s ({} publishers x {} in flight) ==\n",
+        a.conns, a.saturate_secs, a.publishers, a.depth
+    );
+    s += &compare_report::table(rows, c);
+    s += &compare_report::efficiency(rows);
+    s += &format!("load average (1/5/15 min): before {load_before}, after {load_after}\n");
     for r in rows {
         for n in &r.notes {
-            println!("note: {}: {n}", r.label);
+            s += &format!("note: {}: {n}\n", r.label);
         }
     }
     for f in failures {
-        println!("error: {f}");
+        s += &format!("error: {f}\n");
     }
+    s
 }
 
 /// `uring,epoll` -> ["uring", "epoll"]; `none` or empty -> [].
