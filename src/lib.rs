@@ -15,7 +15,9 @@
 //! - [`stats`]: per-shard counters read by `GET /stats`.
 //! - [`loadtest`]: the built-in load tester (floodtest and msggen, compare, soak).
 //! - [`plot`]: the memory log as a chart (SVG or PNG) and its growth after warm-up.
+//! - [`check`]: `check-system`: whether this box's limits allow N connections, and the fixes.
 
+pub mod check;
 pub mod config;
 pub mod conn;
 pub mod driver;

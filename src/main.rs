@@ -25,6 +25,8 @@ enum Cmd {
     Loadtest(Box<uring_comet::loadtest::LoadtestArgs>),
     /// Draw a memory log (`--mem-log`) as a chart: RSS and connections against minutes.
     Plot(uring_comet::plot::PlotArgs),
+    /// Check whether this box's limits (sysctls, rlimits, io_uring, memory) allow N connections; exit 1 if not.
+    CheckSystem(uring_comet::check::CheckArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve(args) => uring_comet::server::serve_forever(args.into_config()?),
         Cmd::Loadtest(args) => uring_comet::loadtest::run(*args),
         Cmd::Plot(args) => uring_comet::plot::run(args),
+        Cmd::CheckSystem(args) => std::process::exit(uring_comet::check::run(args)?),
     }
 }
