@@ -32,6 +32,15 @@ pub struct ServeArgs {
     /// TCP user timeout (20 s) closes the connection: that is how vanished peers are found.
     #[arg(long, default_value_t = 30)]
     pub heartbeat: u64,
+    /// Seconds a client has to send its complete request head (and a publish its body)
+    /// before it gets 408 and is closed; slow-loris clients cannot pile up.
+    #[arg(long, default_value_t = 10)]
+    pub head_timeout: u64,
+    /// Bearer token publishers must send (`Authorization: Bearer TOKEN`) on `POST /send` and
+    /// `GET /stats`; required when the publish listener is not on loopback. Also read from
+    /// the environment variable `UC_PUBLISH_TOKEN`.
+    #[arg(long, env = "UC_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
     /// Value of `Access-Control-Allow-Origin` on streams and preflights; `*` (default) lets
     /// pages of any origin subscribe; an empty string sends no CORS headers.
     #[arg(long, default_value = "*")]
@@ -93,6 +102,10 @@ pub struct ServerConfig {
     pub heartbeat_s: u64,
     /// `Access-Control-Allow-Origin` value ("" for none).
     pub cors_origin: String,
+    /// Time allowed for a request head (and publish body), seconds.
+    pub head_timeout_s: u64,
+    /// Bearer token for the publish API, if any.
+    pub publish_token: Option<String>,
 }
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
@@ -108,6 +121,21 @@ impl ServeArgs {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if shards == 0 || shards > MAX_SHARDS {
             anyhow::bail!("--shards must be 1 to {MAX_SHARDS}, got {shards}");
+        }
+        if !self.publish_listen.ip().is_loopback()
+            && self.publish_token.as_deref().unwrap_or("").is_empty()
+        {
+            anyhow::bail!(
+                "--publish-listen {} is not a loopback address: anyone who reaches it could publish; set --publish-token (or UC_PUBLISH_TOKEN) and send `Authorization: Bearer <token>`",
+                self.publish_listen
+            );
+        }
+        if self
+            .publish_token
+            .as_deref()
+            .is_some_and(|t| t.bytes().any(|b| !b.is_ascii_graphic()))
+        {
+            anyhow::bail!("--publish-token must be printable ASCII without spaces");
         }
         if self.cors_origin.bytes().any(|b| b.is_ascii_control()) {
             anyhow::bail!("--cors-origin must not hold control characters");
@@ -125,6 +153,8 @@ impl ServeArgs {
             backend: self.backend,
             heartbeat_s: self.heartbeat,
             cors_origin: self.cors_origin,
+            head_timeout_s: self.head_timeout.max(1),
+            publish_token: self.publish_token.filter(|t| !t.is_empty()),
         })
     }
 }
@@ -142,6 +172,8 @@ impl ServerConfig {
             backend: Backend::Auto,
             heartbeat_s: 30,
             cors_origin: "*".to_string(),
+            head_timeout_s: 10,
+            publish_token: None,
         }
     }
 }

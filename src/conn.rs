@@ -58,6 +58,8 @@ pub const HEAD_PENDING: u8 = 128;
 pub const ACTIVE: u8 = 1;
 /// Subscriber flag: a HEAD request, whose head has no body (no SSE opening comment).
 pub const HEAD_ONLY: u8 = 2;
+/// Flag: still reading a request (head or publish body) at the last head-timeout sweep.
+pub const SLOW: u8 = 4;
 
 /// One connection. 24 bytes; see the module doc.
 #[derive(Debug, Clone, Copy)]

@@ -30,8 +30,9 @@ use crate::stats::ShardStats;
 
 /// Listen backlog; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 65_535;
-/// How long a stopping shard waits for in-flight operations before it drops its ring.
-const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a stopping shard waits for its streams' last bytes and in-flight operations
+/// before it drops its ring (SIGTERM to exit stays under 5 s).
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// A running server. Dropping it shuts the server down.
 pub struct ServerHandle {
@@ -247,10 +248,11 @@ async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize) {
         if mesh.is_shutdown() {
             let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
             if shard.finished() || Instant::now() > deadline {
+                tracing::debug!(shard = me, finished = shard.finished(), "shard stopped");
                 break;
             }
         }
-        if worked || !mesh.prepare_sleep(me) {
+        if worked || (!mesh.prepare_sleep(me) && !mesh.is_shutdown()) {
             continue;
         }
         if shard.has_completions() {
@@ -280,6 +282,15 @@ pub fn serve_forever(cfg: ServerConfig) -> anyhow::Result<()> {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     };
+    // A panicking shard must not leave a half-alive server: report it and exit non-zero at
+    // once, so a supervisor (the systemd unit's Restart=on-failure) starts a fresh one.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let thread = std::thread::current().name().unwrap_or("?").to_string();
+        eprintln!("uring-comet: thread {thread} panicked; exiting with status 101 so a supervisor restarts the server");
+        std::process::exit(101);
+    }));
     let shards = cfg.shards;
     let handle = start(cfg)?;
     tracing::info!(shards, backend = %handle.backend(), subscriber = %handle.subscriber_addr(), publish = %handle.publish_addr(), "uring-comet serving");

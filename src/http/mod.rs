@@ -10,6 +10,10 @@ pub mod ws;
 /// Longest request head accepted, bytes (request line + header fields + the blank line).
 /// A longer head gets 431 (RFC 6585 section 5).
 pub const MAX_HEAD: usize = 8 * 1024;
+/// Longest request target (path and query), bytes; a longer one gets 414 (RFC 9112
+/// section 3: servers should accept at least 8000 octets of request line; ours fits in the
+/// 8 KiB head, and no valid target of ours is near this: 64 ids of 128 bytes is 8,255).
+pub const MAX_TARGET: usize = 8 * 1024 - 64;
 /// Largest publish body, bytes; a larger Content-Length gets 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -20,12 +24,19 @@ pub enum Status {
     Ok,
     /// 400 Bad Request: malformed head, bad id or id list.
     BadRequest,
+    /// 401 Unauthorized: a publish without the `--publish-token` bearer token.
+    Unauthorized,
     /// 404 Not Found: a path this listener does not serve.
     NotFound,
+    /// 408 Request Timeout: the head (or a publish body) did not arrive within
+    /// `--head-timeout`.
+    RequestTimeout,
     /// 411 Length Required: a publish without Content-Length.
     LengthRequired,
     /// 413 Content Too Large: a publish body over [`MAX_BODY`].
     TooLarge,
+    /// 414 URI Too Long: a request target over [`MAX_TARGET`].
+    UriTooLong,
     /// 431 Request Header Fields Too Large: a head over [`MAX_HEAD`].
     HeadTooLarge,
     /// 501 Not Implemented: a method (or transfer coding) this listener does not serve.
@@ -40,9 +51,12 @@ impl Status {
         match self {
             Status::Ok => (200, "OK"),
             Status::BadRequest => (400, "Bad Request"),
+            Status::Unauthorized => (401, "Unauthorized"),
+            Status::RequestTimeout => (408, "Request Timeout"),
             Status::NotFound => (404, "Not Found"),
             Status::LengthRequired => (411, "Length Required"),
             Status::TooLarge => (413, "Content Too Large"),
+            Status::UriTooLong => (414, "URI Too Long"),
             Status::HeadTooLarge => (431, "Request Header Fields Too Large"),
             Status::NotImplemented => (501, "Not Implemented"),
             Status::Unavailable => (503, "Service Unavailable"),

@@ -6,7 +6,7 @@
 //! before closing the connection.
 
 use super::stream::Proto;
-use super::{Status, MAX_BODY, MAX_HEAD};
+use super::{Status, MAX_BODY, MAX_HEAD, MAX_TARGET};
 use crate::id::{Id, IdError};
 
 /// Most header fields in one request head.
@@ -89,6 +89,9 @@ fn parse_with<T>(
         }
         Ok(httparse::Status::Partial) => Head::Incomplete,
         Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Head::Refuse(Status::HeadTooLarge),
+        Ok(httparse::Status::Complete(_)) if req.path.is_some_and(|p| p.len() > MAX_TARGET) => {
+            Head::Refuse(Status::UriTooLong)
+        }
         Ok(httparse::Status::Complete(n)) => match f(&req) {
             Ok(t) => Head::Done(t, n),
             Err(s) => Head::Refuse(s),
@@ -125,6 +128,14 @@ fn wants_close(req: &httparse::Request<'_, '_>) -> bool {
     } else {
         has_token(conn, "close")
     }
+}
+
+/// Whether `a == b`, in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// Parses a subscriber request head: `GET|HEAD|OPTIONS /test/<id>[,<id>...]` or
@@ -194,10 +205,23 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
 /// (POST without Content-Length), 413 (body over [`MAX_BODY`]), 431 (head too long), 501
 /// (other methods, or a `Transfer-Encoding` request body, which this listener does not
 /// decode).
-pub fn parse_publish(buf: &[u8]) -> Head<PubRequest> {
+///
+/// With `token` set, `POST /send` and `GET /stats` need `Authorization: Bearer <token>`
+/// (RFC 6750), compared in constant time; else 401.
+pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
     parse_with(buf, |req| {
         let path = path_of(req);
         let close = wants_close(req);
+        if path != b"/" {
+            if let Some(t) = token {
+                let got = header(req, "authorization")
+                    .and_then(|v| v.strip_prefix(b"Bearer "))
+                    .unwrap_or(b"");
+                if !constant_time_eq(got, t) {
+                    return Err(Status::Unauthorized);
+                }
+            }
+        }
         match req.method {
             Some("GET") | Some("HEAD") if path == b"/stats" => Ok(PubRequest::Stats { close }),
             Some("GET") | Some("HEAD") if path == b"/" => Ok(PubRequest::Page { close }),
@@ -301,8 +325,38 @@ mod tests {
     }
 
     #[test]
+    fn token_and_long_target() {
+        let t = Some(&b"s3cret"[..]);
+        let ok =
+            b"POST /send/1 HTTP/1.1\r\nAuthorization: Bearer s3cret\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(
+            parse_publish(ok, t),
+            Head::Done(PubRequest::Send { .. }, _)
+        ));
+        let bad =
+            b"POST /send/1 HTTP/1.1\r\nAuthorization: Bearer s3cre\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(parse_publish(bad, t), Head::Refuse(Status::Unauthorized));
+        assert_eq!(
+            parse_publish(b"GET /stats HTTP/1.1\r\n\r\n", t),
+            Head::Refuse(Status::Unauthorized)
+        );
+        assert!(matches!(
+            parse_publish(b"GET / HTTP/1.1\r\n\r\n", t),
+            Head::Done(PubRequest::Page { .. }, _)
+        ));
+        let long = format!("GET /test/{} HTTP/1.1\r\n\r\n", "1".repeat(MAX_TARGET));
+        assert_eq!(
+            parse_subscribe(long.as_bytes()),
+            Head::Refuse(Status::UriTooLong)
+        );
+    }
+
+    #[test]
     fn publish_forms() {
-        let r = parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        let r = parse_publish(
+            b"POST /send/9 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            None,
+        );
         assert_eq!(
             r,
             Head::Done(
@@ -315,33 +369,40 @@ mod tests {
             )
         );
         assert_eq!(
-            parse_publish(b"POST /send/9 HTTP/1.1\r\n\r\n"),
+            parse_publish(b"POST /send/9 HTTP/1.1\r\n\r\n", None),
             Head::Refuse(Status::LengthRequired)
         );
         assert_eq!(
-            parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: 65537\r\n\r\n"),
+            parse_publish(
+                b"POST /send/9 HTTP/1.1\r\nContent-Length: 65537\r\n\r\n",
+                None
+            ),
             Head::Refuse(Status::TooLarge)
         );
         assert_eq!(
-            parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: -1\r\n\r\n", None),
             Head::Refuse(Status::BadRequest)
         );
         assert_eq!(
             parse_publish(
-                b"POST /send/9 HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+                b"POST /send/9 HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                None
             ),
             Head::Refuse(Status::BadRequest)
         );
         assert_eq!(
-            parse_publish(b"POST /send/9 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            parse_publish(
+                b"POST /send/9 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                None
+            ),
             Head::Refuse(Status::NotImplemented)
         );
         assert_eq!(
-            parse_publish(b"GET /stats HTTP/1.0\r\n\r\n"),
+            parse_publish(b"GET /stats HTTP/1.0\r\n\r\n", None),
             Head::Done(PubRequest::Stats { close: true }, 23)
         );
         assert_eq!(
-            parse_publish(b"DELETE /send/1 HTTP/1.1\r\n\r\n"),
+            parse_publish(b"DELETE /send/1 HTTP/1.1\r\n\r\n", None),
             Head::Refuse(Status::NotImplemented)
         );
     }

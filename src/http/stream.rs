@@ -123,6 +123,17 @@ pub fn heartbeat(out: &mut Vec<u8>, proto: Proto, chunked: bool) -> bool {
     true
 }
 
+/// Appends the proper end of a stream that the server closes (shutdown): the last-chunk
+/// `0\r\n\r\n` of chunked transfer coding, or a WebSocket close frame 1001 ("going
+/// away"); nothing for an unchunked HTTP/1.0 body, which ends with the connection.
+pub fn end(out: &mut Vec<u8>, proto: Proto, chunked: bool) {
+    if proto == Proto::Ws {
+        ws::close(out, 1001);
+    } else if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+}
+
 /// The response head of a stream (not WebSocket, whose head depends on the client's key),
 /// with `cors` header lines (each ending CRLF), plus for SSE (when `opening`; not for HEAD)
 /// the opening comment, so a client sees a complete, open stream before any message

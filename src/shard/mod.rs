@@ -28,10 +28,11 @@ use bytes::Bytes;
 use crate::config::{Placement, ServerConfig};
 use crate::conn::{
     Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, HEAD_PENDING, LINGER, LOGGED_IN, NONE, POLLING,
-    PUBLISHER, RECVING, SENDING,
+    PUBLISHER, RECVING, SENDING, SLOW,
 };
 use crate::driver::{Completion, Driver};
 use crate::http::request::{parse_publish, parse_subscribe, Head, PubRequest, SubRequest};
+use crate::http::stream::{self, Proto};
 use crate::http::{response, Status, MAX_BODY, MAX_HEAD};
 use crate::id::Id;
 use crate::mesh::{Mesh, Msg, ReplyTo};
@@ -123,6 +124,8 @@ pub struct Shard<D: Driver> {
     page: Box<[u8]>,
     /// When the next heartbeat sweep is due (None: heartbeats off).
     next_beat: Option<Instant>,
+    /// When the next head-timeout sweep is due.
+    next_slow: Instant,
     /// The request-head buffers, HEAD_BUFS x HEAD_BUF_LEN, lent to the kernel as a
     /// provided-buffer group. Never moved or freed while the ring lives.
     heads: Box<[u8]>,
@@ -155,6 +158,7 @@ impl<D: Driver> Shard<D> {
             preflight: response::preflight(&cors).into_boxed_slice(),
             page: response::demo_page(sub_port).into_boxed_slice(),
             next_beat: (cfg.heartbeat_s > 0).then(|| Instant::now() + beat),
+            next_slow: Instant::now() + Duration::from_secs(cfg.head_timeout_s),
             me,
             driver,
             router: Router::new(me, shards, max_conns + cfg.max_conns / shards),
@@ -246,12 +250,16 @@ impl<D: Driver> Shard<D> {
                 self.on_msg(m);
             }
         }
+        let now = Instant::now();
         if let Some(at) = self.next_beat {
-            let now = Instant::now();
             if now >= at {
                 self.next_beat = Some(now + Duration::from_secs(self.cfg.heartbeat_s));
                 self.heartbeat_sweep();
             }
+        }
+        if now >= self.next_slow {
+            self.next_slow = now + Duration::from_secs(self.cfg.head_timeout_s);
+            self.slow_sweep();
         }
         self.close_marked();
         self.flush_outbox();
@@ -309,7 +317,67 @@ impl<D: Driver> Shard<D> {
             .filter(|&i| !matches!(self.conns[i].state, State::Free | State::Closing))
             .collect();
         for i in live {
-            self.close(i);
+            let c = self.conns[i];
+            match c.state {
+                // End every stream properly, then close once it is written.
+                State::SubStream => {
+                    let a = self.ensure_aux(i);
+                    let aux = &mut self.aux[a];
+                    let buf = if c.flags & SENDING != 0 {
+                        &mut aux.next
+                    } else {
+                        &mut aux.out
+                    };
+                    stream::end(buf, Proto::from_u8(c.proto), c.flags & CHUNKED != 0);
+                    self.conns[i].state = State::Finishing;
+                    self.try_send(i);
+                }
+                // Replies still owed: close after writing them.
+                State::Pub if c.aux != NONE && !self.aux[c.aux].replies.is_empty() => {
+                    self.conns[i].flags |= CLOSE_AFTER
+                }
+                State::Finishing => {}
+                _ => self.close(i),
+            }
+        }
+    }
+
+    /// Every `--head-timeout`: a connection still reading the same request it was reading
+    /// at the previous sweep gets 408 and is closed (slow loris). So a request gets between
+    /// one and two timeouts to arrive.
+    fn slow_sweep(&mut self) {
+        for i in 0..self.conns_capacity() {
+            let c = self.conns[i];
+            let reading = match c.state {
+                State::SubHead => true,
+                State::Pub => c.aux != NONE && !self.aux[c.aux].inbuf.is_empty(),
+                _ => false,
+            };
+            if !reading {
+                self.conns[i].sflags &= !SLOW;
+            } else if c.sflags & SLOW != 0 {
+                if c.state == State::Pub {
+                    self.aux[c.aux].inbuf.clear();
+                    let mut raw = Vec::new();
+                    response::error(&mut raw, Status::RequestTimeout);
+                    self.push_reply(
+                        i,
+                        Pending {
+                            conn: i,
+                            remaining: 0,
+                            routed: true,
+                            count: 0,
+                            close: true,
+                            raw: Some(raw),
+                        },
+                    );
+                    self.flush_replies(i);
+                } else {
+                    self.refuse(i, Status::RequestTimeout);
+                }
+            } else {
+                self.conns[i].sflags |= SLOW;
+            }
         }
     }
 
@@ -367,8 +435,11 @@ impl<D: Driver> Shard<D> {
                 if conn.ops == 0 {
                     self.finalize(idx);
                 }
-            } else {
+            } else if conn.state == State::SubHead {
                 self.close(idx);
+            } else {
+                // Finishing (a 408 on its way): the late bytes are not wanted.
+                conn.flags &= !RECVING;
             }
             self.give_back_head_buffer(b);
             return;
@@ -516,6 +587,9 @@ impl<D: Driver> Shard<D> {
             // Every head buffer was taken in this burst; they come back this turn.
             return self.recv_head(i);
         }
+        if self.conns[i].state == State::Finishing {
+            return; // a final reply is on its way; its completion closes
+        }
         if res <= 0 {
             return self.close(i);
         }
@@ -578,16 +652,18 @@ impl<D: Driver> Shard<D> {
     }
 
     fn flush_outbox(&mut self) {
+        // The gauge first: a JoinAck pushed below lets a head go out, after which a client
+        // may read /stats and must see its ids counted.
+        self.st().ids.store(
+            self.router.owned_ids() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         for to in 0..self.router.out.len() {
             if !self.router.out[to].is_empty() {
                 let batch = std::mem::take(&mut self.router.out[to]);
                 self.mesh.push(to, batch);
             }
         }
-        self.st().ids.store(
-            self.router.owned_ids() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
     }
 
     fn mark_close(&mut self, i: u32) {

@@ -10,7 +10,10 @@ impl<D: Driver> Shard<D> {
         let mut inbuf = std::mem::take(&mut self.aux[a].inbuf);
         let mut used = 0;
         while self.conns[i].flags & CLOSE_AFTER == 0 {
-            match parse_publish(&inbuf[used..]) {
+            match parse_publish(
+                &inbuf[used..],
+                self.cfg.publish_token.as_deref().map(str::as_bytes),
+            ) {
                 Head::Incomplete => break,
                 Head::Refuse(s) => {
                     let mut raw = Vec::new();

@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::conn::{ACTIVE, HEAD_ONLY};
-use crate::http::stream::{self, Proto};
 use crate::http::ws;
 
 impl<D: Driver> Shard<D> {
