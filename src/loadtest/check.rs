@@ -108,6 +108,9 @@ pub struct CheckCounts {
     /// Lenient mode only: well-wrapped chunks whose message is not in the test format
     /// (sent by some other publisher); counted, not errors.
     pub foreign: u64,
+    /// Heartbeats (a chunk holding only `\n`, which uring-comet sends on a quiet stream);
+    /// neither messages nor errors, and not in `chunks`.
+    pub heartbeats: u64,
 }
 
 impl CheckCounts {

@@ -218,6 +218,7 @@ pub fn run(a: MainArgs) -> Result<()> {
         delivered: fres.checker.received.count(),
         lost: published.ok_seqs.count_missing_from(&fres.checker.received),
         chunks: c.chunks,
+        heartbeats: c.heartbeats,
         duplicates: c.duplicates,
         out_of_order: c.out_of_order,
         id_mismatch: c.id_mismatch,

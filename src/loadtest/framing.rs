@@ -51,6 +51,8 @@ impl Framing {
         now_us: u64,
     ) {
         match self {
+            // A quiet stream's heartbeat (uring-comet: a `\n` chunk every --heartbeat s).
+            Framing::Seed | Framing::Chunked if unit == b"\n" => checker.counts.heartbeats += 1,
             Framing::Seed => checker.check(conn_id, last_n, unit, now_us),
             Framing::Chunked => checker.check_message(conn_id, unit, now_us),
             Framing::Raw if unit.is_empty() => {}
@@ -90,7 +92,9 @@ mod tests {
         Framing::Sse.check_unit(&mut c, 5, &mut n, b"id: 1:2\ndata: 5:3:10\n\n", 20);
         Framing::Sse.check_unit(&mut c, 5, &mut n, b"data:5:4:10\r", 20);
         Framing::Sse.check_unit(&mut c, 5, &mut n, b": hi", 20);
+        Framing::Seed.check_unit(&mut c, 5, &mut n, b"\n", 20);
         assert_eq!((c.counts.ok, c.counts.chunks, c.counts.errors()), (5, 5, 0));
+        assert_eq!(c.counts.heartbeats, 1);
         assert_eq!(n, 1);
         assert_eq!(
             Framing::Sse.request_headers(),

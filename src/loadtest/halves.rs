@@ -67,8 +67,8 @@ pub fn flood(a: FloodArgs) -> Result<()> {
         res.connected, res.closed, res.connect_failed, res.broken
     );
     println!(
-        "chunks: {} ({} test messages ok, {} other messages, {} duplicate, {} out of order, {} wrong id, {} garbled)",
-        c.chunks, c.ok, c.foreign, c.duplicates, c.out_of_order, c.id_mismatch, c.garbled
+        "chunks: {} ({} test messages ok, {} other messages, {} duplicate, {} out of order, {} wrong id, {} garbled); {} heartbeats",
+        c.chunks, c.ok, c.foreign, c.duplicates, c.out_of_order, c.id_mismatch, c.garbled, c.heartbeats
     );
     println!(
         "latency: {}",

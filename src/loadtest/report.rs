@@ -78,6 +78,8 @@ pub struct Report {
     pub id_mismatch: u64,
     /// Chunks that were not well-formed test messages, plus broken streams.
     pub garbled: u64,
+    /// Heartbeat chunks (`\n`) received; not messages, not errors.
+    pub heartbeats: u64,
     /// Seconds spent publishing.
     pub publish_s: f64,
     /// Milliseconds waited after publishing for the last messages to arrive.
@@ -138,8 +140,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "bad chunks:       {} duplicate, {} out of order, {} wrong id, {} garbled (of {} chunks)",
-            self.duplicates, self.out_of_order, self.id_mismatch, self.garbled, self.chunks
+            "bad chunks:       {} duplicate, {} out of order, {} wrong id, {} garbled (of {} chunks; {} heartbeats)",
+            self.duplicates, self.out_of_order, self.id_mismatch, self.garbled, self.chunks, self.heartbeats
         );
         let _ = writeln!(s, "latency:          {}", self.latency.line());
         let _ = writeln!(
@@ -190,7 +192,7 @@ impl Report {
                 "\"latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{},\"p90\":{},\"p999\":{},\"count\":{}}},",
                 "\"server_rss_idle_bytes\":{},\"server_rss_loaded_bytes\":{},\"rss_per_conn_bytes\":{},",
                 "\"server_cpu_s\":{:.3},\"passed\":{},\"closed\":{},\"connect_s\":{:.3},\"attempted\":{},",
-                "\"publish_failed\":{},\"server_delivered\":{},\"chunks\":{},\"duplicates\":{},",
+                "\"publish_failed\":{},\"server_delivered\":{},\"chunks\":{},\"heartbeats\":{},\"duplicates\":{},",
                 "\"out_of_order\":{},\"id_mismatch\":{},\"garbled\":{},\"publish_s\":{:.3},\"drain_ms\":{},",
                 "\"rss_stable\":{},\"server_rss_end_bytes\":{},\"server_cpu_publish_s\":{:.3},\"server_exited\":{},",
                 "\"server_stats\":{{{}}},\"errors\":[{}]}}"
@@ -199,7 +201,7 @@ impl Report {
             l.p50, l.p99, l.max, l.p90, l.p999, l.count,
             self.server_rss_idle_bytes, self.server_rss_loaded_bytes, self.rss_per_conn_bytes,
             self.server_cpu_s, self.passed(), self.closed, self.connect_s, self.attempted,
-            self.publish_failed, self.server_delivered, self.chunks, self.duplicates,
+            self.publish_failed, self.server_delivered, self.chunks, self.heartbeats, self.duplicates,
             self.out_of_order, self.id_mismatch, self.garbled, self.publish_s, self.drain_ms,
             self.rss_stable, self.server_rss_end_bytes, self.server_cpu_publish_s, self.server_exited,
             stats.join(","), notes.join(","),
