@@ -58,6 +58,10 @@ pub const HEAD_PENDING: u8 = 128;
 pub const ACTIVE: u8 = 1;
 /// Subscriber flag: a HEAD request, whose head has no body (no SSE opening comment).
 pub const HEAD_ONLY: u8 = 2;
+/// Publisher flag: `100 Continue` was sent for the request being read.
+pub const CONTINUED: u8 = 8;
+/// Publisher flag: its input is being parsed (taken out of `Aux::inbuf`).
+pub const PARSING: u8 = 16;
 /// Flag: still reading a request (head or publish body) at the last head-timeout sweep.
 pub const SLOW: u8 = 4;
 

@@ -52,16 +52,23 @@ pub enum PubRequest {
         len: usize,
         /// Close after replying (`Connection: close`, or HTTP/1.0 without keep-alive).
         close: bool,
+        /// The client sent `Expect: 100-continue` and waits for a `100 Continue` before
+        /// its body (RFC 9110 section 10.1.1).
+        expect_continue: bool,
     },
     /// `GET /stats`.
     Stats {
         /// Close after replying.
         close: bool,
+        /// `HEAD`: the reply has no body.
+        head: bool,
     },
     /// `GET /`: the demo page.
     Page {
         /// Close after replying.
         close: bool,
+        /// `HEAD`: the reply has no body.
+        head: bool,
     },
 }
 
@@ -92,6 +99,20 @@ fn parse_with<T>(
         Ok(httparse::Status::Complete(_)) if req.path.is_some_and(|p| p.len() > MAX_TARGET) => {
             Head::Refuse(Status::UriTooLong)
         }
+        // RFC 9112 section 3.2: an HTTP/1.1 request needs exactly one Host; any request with
+        // several is refused.
+        Ok(httparse::Status::Complete(_))
+            if {
+                let hosts = req
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("host"))
+                    .count();
+                hosts > 1 || (hosts == 0 && req.version == Some(1))
+            } =>
+        {
+            Head::Refuse(Status::BadRequest)
+        }
         Ok(httparse::Status::Complete(n)) => match f(&req) {
             Ok(t) => Head::Done(t, n),
             Err(s) => Head::Refuse(s),
@@ -100,9 +121,19 @@ fn parse_with<T>(
     }
 }
 
-/// The path without its query string.
+/// The path without its query string. An absolute-form target (`http://host/path`, RFC
+/// 9112 section 3.2.2, which a server must accept) is reduced to its path.
 fn path_of<'a>(req: &httparse::Request<'_, 'a>) -> &'a [u8] {
-    let p = req.path.unwrap_or("").as_bytes();
+    let mut p = req.path.unwrap_or("").as_bytes();
+    for scheme in [&b"http://"[..], b"https://"] {
+        if p.len() > scheme.len() && p[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            let rest = &p[scheme.len()..];
+            p = rest
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(&b"/"[..], |at| &rest[at..]);
+        }
+    }
     p.split(|&b| b == b'?').next().unwrap_or(p)
 }
 
@@ -223,9 +254,21 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
             }
         }
         match req.method {
-            Some("GET") | Some("HEAD") if path == b"/stats" => Ok(PubRequest::Stats { close }),
-            Some("GET") | Some("HEAD") if path == b"/" => Ok(PubRequest::Page { close }),
-            Some("GET") | Some("HEAD") => Err(Status::NotFound),
+            Some(m @ ("GET" | "HEAD")) => {
+                // No body is read on these, so none may be sent: a body would be parsed as the
+                // next request (request smuggling).
+                let body = header(req, "content-length").is_some_and(|v| v != b"0")
+                    || header(req, "transfer-encoding").is_some();
+                if body {
+                    return Err(Status::BadRequest);
+                }
+                let head = m == "HEAD";
+                match path {
+                    b"/stats" => Ok(PubRequest::Stats { close, head }),
+                    b"/" => Ok(PubRequest::Page { close, head }),
+                    _ => Err(Status::NotFound),
+                }
+            }
             Some("POST") => {
                 let id = path.strip_prefix(b"/send/").ok_or(Status::NotFound)?;
                 let id = Id::parse(id).map_err(id_error)?;
@@ -251,7 +294,15 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
                 if len > MAX_BODY {
                     return Err(Status::TooLarge);
                 }
-                Ok(PubRequest::Send { id, len, close })
+                let expect_continue = header(req, "expect")
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+                    && req.version == Some(1);
+                Ok(PubRequest::Send {
+                    id,
+                    len,
+                    close,
+                    expect_continue,
+                })
             }
             _ => Err(Status::NotImplemented),
         }
@@ -283,23 +334,23 @@ mod tests {
             )
         ));
         assert_eq!(
-            parse_subscribe(b"GET /test/1 HTTP/1.1\r\nHost"),
+            parse_subscribe(b"GET /test/1 HTTP/1.1\r\nHost: x\r\nHost"),
             Head::Incomplete
         );
         assert_eq!(
-            parse_subscribe(b"POST /test/1 HTTP/1.1\r\n\r\n"),
+            parse_subscribe(b"POST /test/1 HTTP/1.1\r\nHost: x\r\n\r\n"),
             Head::Refuse(Status::NotImplemented)
         );
         assert_eq!(
-            parse_subscribe(b"GET /other HTTP/1.1\r\n\r\n"),
+            parse_subscribe(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"),
             Head::Refuse(Status::NotFound)
         );
         assert_eq!(
-            parse_subscribe(b"GET /test/ HTTP/1.1\r\n\r\n"),
+            parse_subscribe(b"GET /test/ HTTP/1.1\r\nHost: x\r\n\r\n"),
             Head::Refuse(Status::BadRequest)
         );
         assert_eq!(
-            parse_subscribe(b"GET /test/a%20b HTTP/1.1\r\n\r\n"),
+            parse_subscribe(b"GET /test/a%20b HTTP/1.1\r\nHost: x\r\n\r\n"),
             Head::Refuse(Status::BadRequest)
         );
         assert_eq!(
@@ -310,7 +361,7 @@ mod tests {
 
     #[test]
     fn head_limit() {
-        let mut big = b"GET /test/1 HTTP/1.1\r\nX: ".to_vec();
+        let mut big = b"GET /test/1 HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
         big.resize(MAX_HEAD, b'a');
         assert_eq!(parse_subscribe(&big), Head::Refuse(Status::HeadTooLarge));
     }
@@ -325,26 +376,68 @@ mod tests {
     }
 
     #[test]
+    fn host_absolute_form_and_get_bodies() {
+        assert_eq!(
+            parse_subscribe(b"GET /test/1 HTTP/1.1\r\n\r\n"),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert_eq!(
+            parse_subscribe(b"GET /test/1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert!(matches!(
+            parse_subscribe(b"GET /test/1 HTTP/1.0\r\n\r\n"),
+            Head::Done(..)
+        ));
+        let abs = parse_subscribe(
+            b"GET http://example.com:8000/test/5?x HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        );
+        assert!(
+            matches!(abs, Head::Done(SubRequest { ref ids, .. }, _) if ids == &vec![Id::Num(5)]),
+            "{abs:?}"
+        );
+        let smuggle = b"GET /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(
+            parse_publish(smuggle, None),
+            Head::Refuse(Status::BadRequest)
+        );
+        let cont = parse_publish(b"POST /send/1 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", None);
+        assert!(matches!(
+            cont,
+            Head::Done(
+                PubRequest::Send {
+                    expect_continue: true,
+                    ..
+                },
+                _
+            )
+        ));
+    }
+
+    #[test]
     fn token_and_long_target() {
         let t = Some(&b"s3cret"[..]);
         let ok =
-            b"POST /send/1 HTTP/1.1\r\nAuthorization: Bearer s3cret\r\nContent-Length: 0\r\n\r\n";
+            b"POST /send/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 0\r\n\r\n";
         assert!(matches!(
             parse_publish(ok, t),
             Head::Done(PubRequest::Send { .. }, _)
         ));
         let bad =
-            b"POST /send/1 HTTP/1.1\r\nAuthorization: Bearer s3cre\r\nContent-Length: 0\r\n\r\n";
+            b"POST /send/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cre\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(parse_publish(bad, t), Head::Refuse(Status::Unauthorized));
         assert_eq!(
-            parse_publish(b"GET /stats HTTP/1.1\r\n\r\n", t),
+            parse_publish(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", t),
             Head::Refuse(Status::Unauthorized)
         );
         assert!(matches!(
-            parse_publish(b"GET / HTTP/1.1\r\n\r\n", t),
+            parse_publish(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t),
             Head::Done(PubRequest::Page { .. }, _)
         ));
-        let long = format!("GET /test/{} HTTP/1.1\r\n\r\n", "1".repeat(MAX_TARGET));
+        let long = format!(
+            "GET /test/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "1".repeat(MAX_TARGET)
+        );
         assert_eq!(
             parse_subscribe(long.as_bytes()),
             Head::Refuse(Status::UriTooLong)
@@ -354,7 +447,7 @@ mod tests {
     #[test]
     fn publish_forms() {
         let r = parse_publish(
-            b"POST /send/9 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
             None,
         );
         assert_eq!(
@@ -363,46 +456,56 @@ mod tests {
                 PubRequest::Send {
                     id: Id::Num(9),
                     len: 5,
-                    close: false
+                    close: false,
+                    expect_continue: false,
                 },
-                44
+                53
             )
         );
         assert_eq!(
-            parse_publish(b"POST /send/9 HTTP/1.1\r\n\r\n", None),
+            parse_publish(b"POST /send/9 HTTP/1.1\r\nHost: x\r\n\r\n", None),
             Head::Refuse(Status::LengthRequired)
         );
         assert_eq!(
             parse_publish(
-                b"POST /send/9 HTTP/1.1\r\nContent-Length: 65537\r\n\r\n",
+                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n",
                 None
             ),
             Head::Refuse(Status::TooLarge)
         );
         assert_eq!(
-            parse_publish(b"POST /send/9 HTTP/1.1\r\nContent-Length: -1\r\n\r\n", None),
-            Head::Refuse(Status::BadRequest)
-        );
-        assert_eq!(
             parse_publish(
-                b"POST /send/9 HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
                 None
             ),
             Head::Refuse(Status::BadRequest)
         );
         assert_eq!(
             parse_publish(
-                b"POST /send/9 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                None
+            ),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert_eq!(
+            parse_publish(
+                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
                 None
             ),
             Head::Refuse(Status::NotImplemented)
         );
         assert_eq!(
             parse_publish(b"GET /stats HTTP/1.0\r\n\r\n", None),
-            Head::Done(PubRequest::Stats { close: true }, 23)
+            Head::Done(
+                PubRequest::Stats {
+                    close: true,
+                    head: false
+                },
+                23
+            )
         );
         assert_eq!(
-            parse_publish(b"DELETE /send/1 HTTP/1.1\r\n\r\n", None),
+            parse_publish(b"DELETE /send/1 HTTP/1.1\r\nHost: x\r\n\r\n", None),
             Head::Refuse(Status::NotImplemented)
         );
     }

@@ -132,6 +132,14 @@ pub fn demo_page(sub_port: u16) -> Vec<u8> {
     out
 }
 
+/// The body length of a complete reply made by [`demo_page`] (what HEAD leaves out).
+pub fn demo_page_body_len(reply: &[u8]) -> usize {
+    reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |at| reply.len() - at - 4)
+}
+
 /// Appends a complete error reply; the connection is closed after it.
 pub fn error(out: &mut Vec<u8>, status: Status) {
     let (code, reason) = status.code_reason();

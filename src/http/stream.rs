@@ -147,6 +147,10 @@ pub fn head(proto: Proto, http10: bool, cors: &[u8], opening: bool) -> Vec<u8> {
     });
     out.extend_from_slice(b"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
     out.extend_from_slice(cors);
+    // A HEAD answer (no `opening`) is followed by a close: say so.
+    if !http10 && !opening {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
     out.extend_from_slice(if http10 {
         b"Connection: close\r\n\r\n".as_slice()
     } else {

@@ -27,8 +27,8 @@ use bytes::Bytes;
 
 use crate::config::{Placement, ServerConfig};
 use crate::conn::{
-    Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, HEAD_PENDING, LINGER, LOGGED_IN, NONE, POLLING,
-    PUBLISHER, RECVING, SENDING, SLOW,
+    Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, CONTINUED, HEAD_PENDING, LINGER, LOGGED_IN, NONE,
+    PARSING, POLLING, PUBLISHER, RECVING, SENDING, SLOW,
 };
 use crate::driver::{Completion, Driver};
 use crate::http::request::{parse_publish, parse_subscribe, Head, PubRequest, SubRequest};
@@ -63,6 +63,8 @@ const SUB: u32 = 0;
 
 /// Most publishes one publisher may have awaiting replies before its reads pause.
 const MAX_PIPELINE: usize = 1024;
+/// Reply bytes a publisher may leave unread before its requests stop being read.
+const MAX_PUB_OUTPUT: usize = 256 * 1024;
 /// Most pooled `Aux` buffers kept per shard.
 const AUX_POOL: usize = 64;
 /// Buffers larger than this are freed rather than pooled, bytes.
@@ -91,6 +93,18 @@ struct Pending {
 }
 
 impl Pending {
+    /// A reply that is ready now (stats, page, error).
+    fn ready(conn: u32, raw: Vec<u8>, close: bool) -> Pending {
+        Pending {
+            conn,
+            remaining: 0,
+            routed: true,
+            count: 0,
+            close,
+            raw: Some(raw),
+        }
+    }
+
     fn done(&self) -> bool {
         self.routed && self.remaining == 0
     }
@@ -550,6 +564,12 @@ impl<D: Driver> Shard<D> {
         if c.flags & RECVING != 0 {
             return;
         }
+        // Never into a buffer that is taken out for parsing (it would be dropped under the
+        // kernel's feet when put back).
+        assert!(
+            c.sflags & PARSING == 0,
+            "recv started while the input is being parsed"
+        );
         let limit = if c.state == State::Pub {
             MAX_HEAD + MAX_BODY + 16 * 1024
         } else {

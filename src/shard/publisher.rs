@@ -7,65 +7,67 @@ use super::*;
 impl<D: Driver> Shard<D> {
     pub(super) fn on_publisher_input(&mut self, i: u32) {
         let a = self.conns[i].aux;
+        // The input is taken out while its requests are handled; PARSING keeps a reply that
+        // completes meanwhile (a publish routed on this very shard) from starting a recv
+        // into the empty stand-in.
         let mut inbuf = std::mem::take(&mut self.aux[a].inbuf);
+        self.conns[i].sflags |= PARSING;
         let mut used = 0;
+        let token = self.cfg.publish_token.clone();
         while self.conns[i].flags & CLOSE_AFTER == 0 {
-            match parse_publish(
-                &inbuf[used..],
-                self.cfg.publish_token.as_deref().map(str::as_bytes),
-            ) {
+            match parse_publish(&inbuf[used..], token.as_deref().map(str::as_bytes)) {
                 Head::Incomplete => break,
                 Head::Refuse(s) => {
+                    let head = &inbuf[used..(used + 120).min(inbuf.len())];
+                    tracing::debug!(shard = self.me, status = ?s, head = %String::from_utf8_lossy(head).escape_debug(), "publish request refused");
                     let mut raw = Vec::new();
                     response::error(&mut raw, s);
-                    self.push_reply(
-                        i,
-                        Pending {
-                            conn: i,
-                            remaining: 0,
-                            routed: true,
-                            count: 0,
-                            close: true,
-                            raw: Some(raw),
-                        },
-                    );
+                    self.push_reply(i, Pending::ready(i, raw, true));
                 }
-                Head::Done(PubRequest::Page { close }, n) => {
+                Head::Done(PubRequest::Page { close, head }, n) => {
                     used += n;
-                    let raw = self.page.to_vec();
-                    self.push_reply(
-                        i,
-                        Pending {
-                            conn: i,
-                            remaining: 0,
-                            routed: true,
-                            count: 0,
-                            close,
-                            raw: Some(raw),
-                        },
-                    );
+                    let mut raw = self.page.to_vec();
+                    if head {
+                        raw.truncate(raw.len() - response::demo_page_body_len(&raw));
+                    }
+                    self.push_reply(i, Pending::ready(i, raw, close));
                 }
-                Head::Done(PubRequest::Stats { close }, n) => {
+                Head::Done(PubRequest::Stats { close, head }, n) => {
                     used += n;
                     let body = stats::json(&self.stats);
                     let mut raw = Vec::new();
                     response::json(&mut raw, body.as_bytes(), close);
-                    self.push_reply(
-                        i,
-                        Pending {
-                            conn: i,
-                            remaining: 0,
-                            routed: true,
-                            count: 0,
-                            close,
-                            raw: Some(raw),
-                        },
-                    );
-                }
-                Head::Done(PubRequest::Send { id, len, close }, n) => {
-                    if inbuf.len() - used < n + len {
-                        break; // body not complete yet
+                    if head {
+                        raw.truncate(raw.len() - body.len());
                     }
+                    self.push_reply(i, Pending::ready(i, raw, close));
+                }
+                Head::Done(
+                    PubRequest::Send {
+                        id,
+                        len,
+                        close,
+                        expect_continue,
+                    },
+                    n,
+                ) => {
+                    if inbuf.len() - used < n + len {
+                        // Body not complete yet. A client that asked for it gets `100
+                        // Continue` now, if no earlier reply is owed (interim responses must
+                        // not overtake final ones), once per request.
+                        if expect_continue
+                            && self.aux[a].replies.is_empty()
+                            && self.conns[i].sflags & CONTINUED == 0
+                        {
+                            self.conns[i].sflags |= CONTINUED;
+                            let sending = self.conns[i].flags & SENDING != 0;
+                            let aux = &mut self.aux[a];
+                            if sending { &mut aux.next } else { &mut aux.out }
+                                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        }
+                        break;
+                    }
+                    self.conns[i].sflags &= !CONTINUED;
                     let msg = Bytes::copy_from_slice(&inbuf[used + n..used + n + len]);
                     used += n + len;
                     let t = self.push_reply(
@@ -85,12 +87,25 @@ impl<D: Driver> Shard<D> {
         }
         inbuf.drain(..used);
         self.aux[a].inbuf = inbuf;
+        self.conns[i].sflags &= !PARSING;
         self.flush_replies(i);
+        self.read_more(i);
+    }
+
+    /// Reads the publisher's next requests unless it has too many awaiting replies or too
+    /// much reply output it has not read yet (backpressure on a publisher that pipelines
+    /// without reading: its memory stays bounded).
+    pub(super) fn read_more(&mut self, i: u32) {
         let c = self.conns[i];
-        if c.state == State::Pub
-            && c.flags & CLOSE_AFTER == 0
-            && self.aux[a].replies.len() < MAX_PIPELINE
+        if c.state != State::Pub
+            || c.flags & (CLOSE_AFTER | RECVING) != 0
+            || c.sflags & PARSING != 0
+            || c.aux == NONE
         {
+            return;
+        }
+        let aux = &self.aux[c.aux];
+        if aux.replies.len() < MAX_PIPELINE && aux.pending() < MAX_PUB_OUTPUT {
             self.start_recv(i);
         }
     }
@@ -155,6 +170,7 @@ impl<D: Driver> Shard<D> {
             } else {
                 let c = p.conn;
                 self.flush_replies(c);
+                self.read_more(c);
             }
         }
     }

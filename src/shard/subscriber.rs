@@ -309,6 +309,9 @@ impl<D: Driver> Shard<D> {
         let a = c.aux;
         self.aux[a].sent += res as usize;
         self.try_send(i);
+        if self.conns[i].state == State::Pub {
+            self.read_more(i);
+        }
     }
 
     /// Queues message `msg` on subscriber `i` in its protocol; returns whether it was
@@ -322,11 +325,15 @@ impl<D: Driver> Shard<D> {
         let a = self.ensure_aux(i);
         let c = &mut self.conns[i];
         let aux = &mut self.aux[a];
-        let buf = if c.flags & SENDING != 0 {
-            &mut aux.next
-        } else {
-            &mut aux.out
-        };
+        // Backpressure: output waits behind a send the kernel has not completed only when
+        // the socket is full, i.e. the subscriber is not reading. One message may always
+        // wait (however large); a backlog beyond `--max-pending-bytes` drops the subscriber
+        // rather than let its output grow without bound or delay anyone else. Bytes queued
+        // while no send is in flight go to the kernel at the end of this turn and are not
+        // backlog, so a fast reader is never dropped for a burst.
+        let sending = c.flags & SENDING != 0;
+        let backlog = if sending { aux.next.len() } else { 0 };
+        let buf = if sending { &mut aux.next } else { &mut aux.out };
         if !stream::message(
             buf,
             Proto::from_u8(c.proto),
@@ -337,15 +344,13 @@ impl<D: Driver> Shard<D> {
             self.try_send(i); // releases an Aux taken for nothing
             return false;
         }
-        c.msgs = c.msgs.wrapping_add(1);
-        c.sflags |= ACTIVE;
-        if aux.pending() > self.cfg.max_pending_bytes {
-            // Backpressure: a subscriber that does not read is dropped rather than let its
-            // output grow without bound or delay anyone else.
+        if backlog > 0 && aux.next.len() > self.cfg.max_pending_bytes {
             ShardStats::add(&self.stats[self.me].slow_closed, 1);
             self.mark_close(i);
             return false;
         }
+        c.msgs = c.msgs.wrapping_add(1);
+        c.sflags |= ACTIVE;
         self.try_send(i);
         true
     }
