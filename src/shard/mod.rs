@@ -61,6 +61,9 @@ const HEAD_BUF_LEN: usize = 2048;
 /// Listener index in accept tokens: 0 subscriber, 1 publish.
 const SUB: u32 = 0;
 
+/// Environment variable naming a shard that panics on its first idle tick (fault
+/// injection for tests of the panic path; unset in production).
+pub const PANIC_ENV: &str = "URING_COMET_TEST_PANIC_SHARD";
 /// Most publishes one publisher may have awaiting replies before its reads pause.
 const MAX_PIPELINE: usize = 1024;
 /// Reply bytes a publisher may leave unread before its requests stop being read.
@@ -301,6 +304,11 @@ impl<D: Driver> Shard<D> {
     /// Called when the loop has been idle: once the shard holds no connection and no id,
     /// give the memory of its tables back (slab and router pages, then `malloc_trim`).
     pub fn on_idle(&mut self) {
+        // Fault injection for the test of the panic path (tests/reliability): the shard
+        // named by this variable panics on its first idle tick.
+        if std::env::var(PANIC_ENV).ok().and_then(|v| v.parse::<usize>().ok()) == Some(self.me) {
+            panic!("{PANIC_ENV}={}: injected shard panic", self.me);
+        }
         if self.conns.is_empty() && self.pending.is_empty() {
             let a = self.conns.release_if_empty();
             let b = self.router.release_if_empty();
