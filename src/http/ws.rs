@@ -83,16 +83,43 @@ pub enum Input {
     End,
 }
 
+/// Whether a close status received from a client is one a peer may send (RFC 6455
+/// section 7.4: 1000-1003, 1007-1011 and 3000-4999; 1004-1006 and 1015 are reserved and
+/// must never be on the wire).
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+}
+
 /// Reads every complete client frame at the start of `buf`, appending answers to `out`.
 /// Returns what to do next and how many bytes were consumed.
+///
+/// Pings read in one call get one pong, for the last of them (section 5.5.3 allows
+/// answering only the most recent ping), so a ping flood costs at most one pong per read.
+/// A close is answered with the client's status, or without one if it sent none; an
+/// invalid status or a 1-byte payload gets 1002, a reason that is not UTF-8 gets 1007.
 pub fn read_frames(buf: &[u8], out: &mut Vec<u8>) -> (Input, usize) {
     let mut pos = 0usize;
-    let mut replied = false;
+    let mut last_ping: Option<Vec<u8>> = None;
+    let flush = |out: &mut Vec<u8>, ping: Option<Vec<u8>>| {
+        if let Some(p) = &ping {
+            pong(out, p);
+        }
+        ping.is_some()
+    };
     loop {
         let mut cur = Cursor::new(&buf[pos..]);
         let (h, len) = match FrameHeader::parse(&mut cur) {
             Ok(Some(x)) => x,
-            Ok(None) => return (if replied { Input::Reply } else { Input::More }, pos),
+            Ok(None) => {
+                return (
+                    if flush(out, last_ping) {
+                        Input::Reply
+                    } else {
+                        Input::More
+                    },
+                    pos,
+                )
+            }
             Err(_) => {
                 close(out, 1002);
                 return (Input::End, buf.len());
@@ -119,7 +146,14 @@ pub fn read_frames(buf: &[u8], out: &mut Vec<u8>) -> (Input, usize) {
         let start = pos + cur.position() as usize;
         let end = start + len as usize;
         if end > buf.len() {
-            return (if replied { Input::Reply } else { Input::More }, pos);
+            return (
+                if flush(out, last_ping) {
+                    Input::Reply
+                } else {
+                    Input::More
+                },
+                pos,
+            );
         }
         let mask = h.mask.unwrap_or([0; 4]);
         let payload: Vec<u8> = buf[start..end]
@@ -129,18 +163,23 @@ pub fn read_frames(buf: &[u8], out: &mut Vec<u8>) -> (Input, usize) {
             .collect();
         pos = end;
         match h.opcode {
-            OpCode::Control(Control::Ping) => {
-                pong(out, &payload);
-                replied = true;
-            }
+            OpCode::Control(Control::Ping) => last_ping = Some(payload),
             OpCode::Control(Control::Close) => {
-                // Echo the client's code (section 5.5.1); a close without one gets 1000.
-                let code = if payload.len() >= 2 {
-                    u16::from_be_bytes([payload[0], payload[1]])
-                } else {
-                    1000
-                };
-                close(out, code);
+                flush(out, last_ping.take());
+                match payload.len() {
+                    0 => header(out, OpCode::Control(Control::Close), 0),
+                    1 => close(out, 1002),
+                    _ => {
+                        let code = u16::from_be_bytes([payload[0], payload[1]]);
+                        if !valid_close_code(code) {
+                            close(out, 1002);
+                        } else if std::str::from_utf8(&payload[2..]).is_err() {
+                            close(out, 1007);
+                        } else {
+                            close(out, code);
+                        }
+                    }
+                }
                 return (Input::End, pos);
             }
             _ => {} // pong, text, binary, continuation: nothing to do on a push stream
@@ -197,6 +236,40 @@ mod tests {
         input.extend(client_frame(0x8, &1000u16.to_be_bytes(), [9, 9, 9, 9]));
         assert_eq!(read_frames(&input, &mut out).0, Input::End);
         assert_eq!(&out[out.len() - 4..], &[0x88, 2, 0x03, 0xe8]);
+    }
+
+    #[test]
+    fn close_codes_and_ping_coalescing() {
+        let cases: [(&[u8], &[u8]); 6] = [
+            (b"", &[0x88, 0]),
+            (&[0x0f, 0xa1], &[0x88, 2, 0x0f, 0xa1]), // 4001 echoed
+            (&[0x03, 0xed], &[0x88, 2, 0x03, 0xea]), // 1005 -> 1002
+            (&[0x03, 0xe7], &[0x88, 2, 0x03, 0xea]), // 999 -> 1002
+            (&[0x03], &[0x88, 2, 0x03, 0xea]),       // 1 byte -> 1002
+            (&[0x03, 0xe8, 0xff, 0xfe], &[0x88, 2, 0x03, 0xef]), // bad UTF-8 -> 1007
+        ];
+        for (payload, want) in cases {
+            let mut out = Vec::new();
+            assert_eq!(
+                read_frames(&client_frame(0x8, payload, [1, 2, 3, 4]), &mut out).0,
+                Input::End
+            );
+            assert_eq!(out, want, "close payload {payload:?}");
+        }
+        let mut flood = Vec::new();
+        for k in 0..50u8 {
+            flood.extend(client_frame(0x9, &[k], [5, 6, 7, 8]));
+        }
+        let mut out = Vec::new();
+        assert_eq!(read_frames(&flood, &mut out), (Input::Reply, flood.len()));
+        assert_eq!(out, [0x8a, 1, 49], "one pong, for the last ping");
+        // A ping between the fragments of a text message is answered.
+        let mut frag = vec![0x01, 0x83, 0, 0, 0, 0, b'h', b'e', b'l'];
+        frag.extend(client_frame(0x9, b"mid", [1, 1, 1, 1]));
+        frag.extend([0x80, 0x82, 0, 0, 0, 0, b'l', b'o']);
+        let mut out = Vec::new();
+        assert_eq!(read_frames(&frag, &mut out), (Input::Reply, frag.len()));
+        assert_eq!(out, b"\x8a\x03mid");
     }
 
     #[test]

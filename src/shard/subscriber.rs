@@ -196,9 +196,11 @@ impl<D: Driver> Shard<D> {
         let (what, used) = ws::read_frames(&inbuf, &mut answer);
         inbuf.drain(..used);
         self.aux[a].inbuf = inbuf;
-        if !answer.is_empty() {
-            let sending = self.conns[i].flags & SENDING != 0;
-            let aux = &mut self.aux[a];
+        let sending = self.conns[i].flags & SENDING != 0;
+        let aux = &mut self.aux[a];
+        // A pong waits behind nothing: if earlier output is still queued behind a send the
+        // client has not taken, a ping flood's pongs are dropped (a close still goes out).
+        if !answer.is_empty() && (what == ws::Input::End || !sending || aux.next.is_empty()) {
             if sending { &mut aux.next } else { &mut aux.out }.extend_from_slice(&answer);
         }
         if what == ws::Input::End {
