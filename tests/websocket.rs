@@ -394,11 +394,6 @@ fn ws_close_then_new_stream_epoll() {
 }
 
 #[test]
-#[ignore = "server bug (io_uring backend): after a WebSocket close handshake, the next \
-            connection installed as a direct descriptor sometimes gets FIN (EOF) with no data: \
-            either the closing WebSocket gets no close frame, or a new SSE stream ends right \
-            after its `: hi` (5-15 in 100 rounds); the lingering close chain of the old \
-            connection seems to act on the reused fixed-file slot"]
 fn ws_close_then_new_stream_uring() {
     with_backend(
         uring_comet::config::Backend::Uring,
@@ -438,16 +433,11 @@ fn ws_invalid_close_frames() {
 }
 
 #[test]
-#[ignore = "server bug: a client close with code 1005, 1006, 1015 or 999 is echoed as is \
-            (`88 02 03 ed` for 1005: RFC 6455 section 7.4.1 forbids sending it), a 1-byte close \
-            payload and a close reason that is not UTF-8 get `88 02 03 e8` (1000) instead of \
-            1002 / 1007"]
 fn ws_invalid_close_frames_uring() {
     with_backend(uring_comet::config::Backend::Uring, ws_invalid_close_frames)
 }
 
 #[test]
-#[ignore = "server bug: see ws_invalid_close_frames_uring"]
 fn ws_invalid_close_frames_epoll() {
     with_backend(uring_comet::config::Backend::Epoll, ws_invalid_close_frames)
 }

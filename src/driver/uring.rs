@@ -35,8 +35,11 @@ const SQ_ENTRIES_EXTRA: u32 = 1024;
 const FIXED: i32 = 1 << 30;
 /// Most slots of one ring's fixed-file table (the kernel's own cap).
 const KERNEL_MAX_SLOTS: u32 = 1 << 20;
-/// User data of this driver's own ops (closes of direct descriptors), never reaped by callers.
+/// User data of this driver's own ops whose completions callers never see.
 const INTERNAL: u64 = u64::MAX;
+/// User data tag of the CLOSE of a direct descriptor: its completion frees the slot
+/// (`SLOT_FREED | ring << 20 | slot`).
+const SLOT_FREED: u64 = 0xffff_fffe << 32;
 
 /// Environment variable that makes [`probe`] fail, to exercise the epoll fallback.
 pub const DISABLE_ENV: &str = "URING_COMET_DISABLE_URING";
@@ -394,10 +397,14 @@ impl Driver for Uring {
             }
             return;
         };
+        // The slot is released by the CLOSE op below, and only its completion puts it back
+        // on the free list: a linked op resolves its fixed file when it is issued (which
+        // for SHUTDOWN is later, on io-wq), so a slot freed and reused earlier would see
+        // the SHUTDOWN land on the *next* connection in it (seen as streams ending at once).
+        let f = types::Fixed(slot);
         if linger {
             // FIN, then one non-blocking read of what is pending, then the close; hard links
             // keep the chain going whatever each step returns.
-            let f = types::Fixed(slot);
             let shut = opcode::Shutdown::new(f, libc::SHUT_WR)
                 .build()
                 .flags(squeue::Flags::IO_HARDLINK)
@@ -412,17 +419,10 @@ impl Driver for Uring {
             self.push(r, shut);
             self.push(r, drain);
         }
-        // Freeing the slot synchronously makes it reusable at once; the socket closes when
-        // the last op holding it (the linked drain, if any) lets go.
-        let ring = &mut self.rings[r];
-        if linger {
-            // The update must not overtake the queued chain: submit it first.
-            let _ = ring.ring.submit();
-        }
-        match ring.ring.submitter().register_files_update(slot, &[-1]) {
-            Ok(_) => ring.free.push(slot),
-            Err(e) => tracing::error!("releasing direct descriptor slot {slot} failed: {e}"),
-        }
+        let close = opcode::Close::new(f)
+            .build()
+            .user_data(SLOT_FREED | ((r as u64) << 20) | u64::from(slot));
+        self.push(r, close);
     }
 
     fn submit(&mut self) -> io::Result<()> {
@@ -456,7 +456,20 @@ impl Driver for Uring {
             let mut cq = r.ring.completion();
             cq.sync();
             for cqe in &mut cq {
-                if cqe.user_data() == INTERNAL {
+                let ud = cqe.user_data();
+                if ud == INTERNAL {
+                    continue;
+                }
+                if ud & !0xffff_ffff == SLOT_FREED {
+                    // The CLOSE of a direct descriptor ran on this ring: its slot is free.
+                    if cqe.result() < 0 {
+                        tracing::error!(
+                            "closing direct descriptor slot {} failed: {}",
+                            ud & 0xf_ffff,
+                            io::Error::from_raw_os_error(-cqe.result())
+                        );
+                    }
+                    r.free.push((ud & 0xf_ffff) as u32);
                     continue;
                 }
                 out.push(Completion {
