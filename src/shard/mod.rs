@@ -143,6 +143,8 @@ pub struct Shard<D: Driver> {
     next_beat: Option<Instant>,
     /// When the next head-timeout sweep is due.
     next_slow: Instant,
+    /// [`PANIC_ENV`] names this shard.
+    inject_panic: bool,
     /// The request-head buffers, HEAD_BUFS x HEAD_BUF_LEN, lent to the kernel as a
     /// provided-buffer group. Never moved or freed while the ring lives.
     heads: Box<[u8]>,
@@ -176,6 +178,10 @@ impl<D: Driver> Shard<D> {
             page: response::demo_page(sub_port).into_boxed_slice(),
             next_beat: (cfg.heartbeat_s > 0).then(|| Instant::now() + beat),
             next_slow: Instant::now() + Duration::from_secs(cfg.head_timeout_s),
+            inject_panic: std::env::var(PANIC_ENV)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                == Some(me),
             me,
             driver,
             router: Router::new(me, shards, max_conns + cfg.max_conns / shards),
@@ -306,7 +312,7 @@ impl<D: Driver> Shard<D> {
     pub fn on_idle(&mut self) {
         // Fault injection for the test of the panic path (tests/reliability): the shard
         // named by this variable panics on its first idle tick.
-        if std::env::var(PANIC_ENV).ok().and_then(|v| v.parse::<usize>().ok()) == Some(self.me) {
+        if self.inject_panic {
             panic!("{PANIC_ENV}={}: injected shard panic", self.me);
         }
         if self.conns.is_empty() && self.pending.is_empty() {
