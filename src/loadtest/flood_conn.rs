@@ -204,10 +204,30 @@ impl Flood {
 }
 
 /// A non-blocking connect from `src` (any port) to `dst`, for spreading source addresses.
-fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
+///
+/// The source port is left to `connect` (IP_BIND_ADDRESS_NO_PORT): a plain `bind(src, 0)`
+/// picks a port unique for `src` alone, which gets slow and then fails with EADDRINUSE long
+/// before the ~28,000 ports of the range are used; `connect` picks one unique for the whole
+/// 4-tuple, so every (source, destination) pair has the full range.
+pub(in crate::loadtest) fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::AsRawFd;
     let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     sock.set_nonblocking(true)?;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int through a valid pointer on a socket we own.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
     sock.bind(&SocketAddr::from((src, 0)).into())?;
     match sock.connect(&dst.into()) {
         Ok(()) => {}
