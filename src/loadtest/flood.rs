@@ -19,6 +19,7 @@ use mio::{Events, Poll};
 use super::check::Checker;
 use super::framing::Framing;
 use super::url::UrlTemplate;
+pub(super) use conn::connect_from;
 use conn::Sub;
 
 /// Connections per source address before the source is spread over 127.0.0.0/8

@@ -31,6 +31,10 @@ mod flood;
 mod framing;
 mod halves;
 mod memlog;
+mod million;
+mod million_fleet;
+mod million_report;
+mod million_worker;
 mod msggen;
 mod pipeline;
 mod proc;
@@ -43,6 +47,8 @@ mod url;
 pub use compare::CompareArgs;
 pub use duration::parse_duration;
 pub use framing::Framing;
+pub use million::MillionArgs;
+pub use million_worker::WorkerArgs;
 pub use soak::SoakArgs;
 
 use std::path::PathBuf;
@@ -75,6 +81,12 @@ pub enum LoadtestCmd {
     /// Hold the main job's load for a long time (`--duration 10m`) with the memory log on,
     /// then chart it (SVG and PNG) and print the RSS growth after warm-up.
     Soak(SoakArgs),
+    /// One server holding a million subscribers (`--conns`) from worker processes: connect
+    /// rate, memory per connection (server, clients, kernel, machine), one message to every id.
+    Million(Box<MillionArgs>),
+    /// One client process of `million` (started by it; line protocol on stdin/stdout).
+    #[command(hide = true)]
+    MillionWorker(WorkerArgs),
 }
 
 /// Flags of the main job (`uring-comet loadtest`).
@@ -206,5 +218,7 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         Some(LoadtestCmd::Msggen(a)) => halves::msggen(a),
         Some(LoadtestCmd::Soak(a)) => soak::soak(a),
         Some(LoadtestCmd::Compare(a)) => compare::run(*a),
+        Some(LoadtestCmd::Million(a)) => million::run(*a),
+        Some(LoadtestCmd::MillionWorker(a)) => million_worker::run(a),
     }
 }

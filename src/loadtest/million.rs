@@ -1,0 +1,545 @@
+//! `uring-comet loadtest million`: one server process holding a million subscribers.
+//!
+//! 1. Start the server as a child (`serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0
+//!    --max-conns <conns + 5 % + 1000> --heartbeat 0`), read its idle RSS once stable.
+//! 2. Connect: RLIMIT_NOFILE is 20,000 per process here and cannot be raised, so the
+//!    subscribers are spread over worker processes ([`million_worker`](super::million_worker),
+//!    at most `--per-worker` each), worker `k` connecting from 127.0.0.(2+k) with
+//!    IP_BIND_ADDRESS_NO_PORT (the 4-tuple picks the port: no source address needs more than
+//!    its ~28,000 ephemeral ports), at `--connect-rate / workers` per second each with at most
+//!    `--max-connecting` in flight each. Progress bar (connected / failed / rate) on stderr.
+//! 3. With every stream open: server RSS once stable, the workers' RSS and PSS, kernel memory.
+//! 4. Deliver: pipelined keep-alive publishers `POST /send/<id>` for every id exactly once,
+//!    sequence number = id; each worker checks that each of its connections gets exactly
+//!    `Recvd msg #1: '<id>:<id>:<t>'<br/>\n`.
+//! 5. Close: the workers check every connection, close all with SO_LINGER 0 (resets: no
+//!    million TIME_WAIT sockets) and report; the server is killed; kernel memory once more.
+//!
+//! Every phase is bounded in time; every child (workers, server) is ended by pid on every
+//! exit path (Drop guards, PR_SET_PDEATHSIG). Exit status is non-zero on any loss.
+
+use std::io::IsTerminal;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::answer::{json_u64, parse_answer};
+use super::halves::check_fd_limit;
+use super::million_fleet::{source_addr, Fleet, MemInfo, PeakSampler, WorkerPlan};
+use super::million_report::MillionReport;
+use super::million_worker::{Progress, LAT_BUCKETS};
+use super::pipeline::{self, IdPlan, PipeConfig, PipeShared};
+use super::proc::{cpu_seconds, rss_bytes, wait_rss_stable, ServerGuard};
+use super::procmem::ProcSet;
+use super::url::UrlTemplate;
+
+/// Flags of `uring-comet loadtest million`.
+#[derive(Args, Debug)]
+pub struct MillionArgs {
+    /// Subscribers, ids 1..=conns.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub conns: u64,
+    /// Most subscribers per worker process (RLIMIT_NOFILE is 20,000 per process).
+    #[arg(long, default_value_t = 19_500)]
+    pub per_worker: u64,
+    /// Subscriber connects started per second, all workers together.
+    #[arg(long, default_value_t = 30_000.0)]
+    pub connect_rate: f64,
+    /// Most connects in flight (sent, no `200` head yet) per worker.
+    #[arg(long, default_value_t = 64)]
+    pub max_connecting: u64,
+    /// First worker's first source address; worker k uses the `--sources-per-worker`
+    /// addresses from this + k x sources-per-worker on.
+    #[arg(long, default_value = "127.0.0.2")]
+    pub first_source: Ipv4Addr,
+    /// Source addresses per worker. connect() looks for a free port among the even ports of
+    /// the range first and only then the odd ones, so once one (source, destination) pair
+    /// holds half of the range (14,116 of 32768-60999) every further connect scans the whole
+    /// even half: measured here, connects fell from ~9,000/s to ~300/s at 14,200 per source.
+    /// Two sources keep each pair below 10,000.
+    #[arg(long, default_value_t = 2)]
+    pub sources_per_worker: u32,
+    /// Pipelined publisher connections.
+    #[arg(long, default_value_t = 8)]
+    pub publishers: usize,
+    /// Publish requests in flight per publisher connection.
+    #[arg(long, default_value_t = 64)]
+    pub depth: usize,
+    /// The server's `--heartbeat` (seconds, 0 = off). Off by default: at a million streams a
+    /// 30 s heartbeat is 33,000 chunks/s, a good share of this 2-core box, mixed into the
+    /// connect and delivery figures.
+    #[arg(long, default_value_t = 0)]
+    pub heartbeat: u64,
+    /// Shards for the server (its `--shards`); default: the server's own.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Any other flag for the server, repeatable.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    /// Server binary to start (with `serve ...`); default: this executable.
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Write the server's stderr to this file instead of ours.
+    #[arg(long)]
+    pub server_log: Option<PathBuf>,
+    /// Print the report as one JSON object on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Longest wait for the server's RSS to settle.
+const SETTLE: Duration = Duration::from_secs(10);
+/// The connect phase stops if no connection is made or fails for this long.
+const STALL: Duration = Duration::from_secs(20);
+
+fn say(msg: &str) {
+    eprintln!("million: {msg}");
+}
+
+/// Runs `loadtest million`; fails (non-zero exit) on any loss, after printing the report.
+pub fn run(a: MillionArgs) -> Result<()> {
+    if a.conns == 0 || a.per_worker == 0 || a.publishers == 0 || a.depth == 0 {
+        bail!("--conns, --per-worker, --publishers and --depth must be at least 1");
+    }
+    if !(a.connect_rate.is_finite() && a.connect_rate > 0.0) {
+        bail!("--connect-rate must be a positive number");
+    }
+    check_fd_limit(a.publishers as u64 * 2 + 256)?;
+    let workers = a.conns.div_ceil(a.per_worker);
+    let per = a.conns.div_ceil(workers);
+    let mut r = MillionReport {
+        conns: a.conns,
+        workers: workers as usize,
+        per_worker: per,
+        shards: a.shards,
+        heartbeat: a.heartbeat,
+        connect_rate_asked: a.connect_rate,
+        lat: vec![0; LAT_BUCKETS],
+        client_record_bytes: super::million_worker::RECORD_BYTES,
+        ..MillionReport::default()
+    };
+    r.loadavg[0] = loadavg();
+    say(&format!(
+        "uptime before: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    ));
+    r.machine_before = MemInfo::read().used();
+    let peak = PeakSampler::start()?;
+
+    // 1. The server.
+    let bin = std::env::current_exe()?;
+    let server_bin = a.server_bin.clone().unwrap_or_else(|| bin.clone());
+    let mut args = vec![
+        "--max-conns".to_string(),
+        (a.conns + a.conns / 20 + 1000).to_string(),
+        "--heartbeat".to_string(),
+        a.heartbeat.to_string(),
+    ];
+    if let Some(n) = a.shards {
+        args.extend(["--shards".to_string(), n.to_string()]);
+    }
+    args.extend(a.server_args.iter().cloned());
+    let mut server = ServerGuard::start(&server_bin, &args, a.server_log.as_ref())?;
+    let spid = server.pid;
+    let cpu_start = cpu_seconds(spid)?;
+    r.server_rss_idle = wait_rss_stable(spid, SETTLE)?.0;
+    say(&format!(
+        "server pid {spid} on {} / {}, idle RSS {:.1} MiB; {workers} workers x <= {per} from {}..{}",
+        server.sub_addr,
+        server.pub_addr,
+        r.server_rss_idle as f64 / 1048576.0,
+        a.first_source,
+        source_addr(a.first_source, workers as u32 * a.sources_per_worker.max(1) - 1)
+    ));
+
+    // 2. Connect.
+    r.mem[0] = MemInfo::read();
+    let me = std::process::id();
+    let client_cpu0 = cpu_seconds(me)?;
+    let spw = a.sources_per_worker.max(1);
+    let plans: Vec<WorkerPlan> = (0..workers)
+        .map(|k| {
+            let first_id = 1 + k * per;
+            WorkerPlan {
+                first_id,
+                count: per.min(a.conns + 1 - first_id),
+                sources: (0..spw)
+                    .map(|j| source_addr(a.first_source, k as u32 * spw + j))
+                    .collect(),
+                rate: a.connect_rate / workers as f64,
+                max_connecting: a.max_connecting.max(1),
+            }
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut fleet = Fleet::start(&bin, server.sub_addr, &plans)?;
+    let worker_pids = fleet.pids();
+    let connected = connect_phase(&a, &mut fleet, &mut server, t0);
+    let p = fleet.progress();
+    (r.connected, r.connect_failed, r.closed) = (p.connected, p.failed, p.closed);
+    r.connect_s = connected
+        .as_ref()
+        .map_or(t0.elapsed(), |d| *d)
+        .as_secs_f64();
+    if let Err(e) = &connected {
+        r.connect_stopped = Some(e.to_string());
+    }
+    say(&format!(
+        "{} of {} connected in {:.1} s ({:.0}/s), {} failed",
+        r.connected,
+        a.conns,
+        r.connect_s,
+        r.connect_rate(),
+        r.connect_failed
+    ));
+
+    // 3. Everything connected: memory.
+    r.server_rss_loaded = wait_rss_stable(spid, SETTLE)?.0;
+    r.mem[1] = MemInfo::read();
+    let wset = ProcSet {
+        roots: worker_pids.clone(),
+    };
+    if let Ok(m) = wset.mem() {
+        (r.workers_rss, r.workers_pss) = (m.rss, m.pss);
+    }
+    let cpu_connected = cpu_seconds(spid)?;
+    let client_cpu1 = cpu_seconds(me)? + worker_cpu(&worker_pids);
+    r.server_cpu[0] = cpu_connected - cpu_start;
+    r.client_cpu[0] = client_cpu1 - client_cpu0;
+
+    // 4. One message to every id.
+    if r.connected > 0 && server.alive() {
+        // Even when the connect phase stopped short: what did arrive on the streams held?
+        deliver(&a, &fleet, &mut server, &mut r)?;
+    }
+    r.server_rss_after = rss_bytes(spid).unwrap_or(0);
+    r.mem[2] = MemInfo::read();
+    r.server_stats = fetch_stats(server.pub_addr).unwrap_or_else(|e| {
+        r.notes.push(format!("/stats: {e}"));
+        Vec::new()
+    });
+    let cpu_delivered = cpu_seconds(spid)?;
+    let client_cpu2 = cpu_seconds(me)? + worker_cpu(&worker_pids);
+    r.server_cpu[1] = cpu_delivered - cpu_connected;
+    r.client_cpu[1] = client_cpu2 - client_cpu1;
+    r.server_cpu[2] = cpu_delivered - cpu_start;
+    r.parent_rss = rss_bytes(me).unwrap_or(0);
+    r.server_exited = !server.alive();
+
+    // 5. Close: verdicts, resets, then the server.
+    say("closing every connection (SO_LINGER 0)");
+    let verdicts = fleet.close(Duration::from_secs(60));
+    let mut worker_cpu_total = 0.0;
+    let mut closed = 0;
+    (r.exact, r.missing, r.extra, r.bad) = (0, 0, 0, 0);
+    for (pid, v) in &verdicts {
+        let Some(v) = v else {
+            r.notes.push(format!("worker {pid} gave no verdict"));
+            continue;
+        };
+        r.exact += v.exact;
+        r.missing += v.missing;
+        r.extra += v.extra;
+        r.bad += v.bad;
+        r.heartbeats += v.heartbeats;
+        closed += v.closed;
+        r.workers_hwm += v.hwm;
+        worker_cpu_total += v.cpu_ms as f64 / 1000.0;
+        for (b, n) in v.lat.iter().enumerate() {
+            if let Some(slot) = r.lat.get_mut(b) {
+                *slot += n;
+            }
+        }
+        for n in &v.notes {
+            if r.notes.len() < 12 {
+                r.notes.push(format!("worker {pid}: {n}"));
+            }
+        }
+    }
+    let gave: u64 = verdicts
+        .iter()
+        .filter_map(|(_, v)| v.as_ref().map(|v| v.count))
+        .sum();
+    r.missing += a.conns.saturating_sub(gave);
+    r.closed = r.closed.max(closed);
+    r.client_cpu[2] = cpu_seconds(me)? - client_cpu0 + worker_cpu_total;
+    drop(fleet);
+    drop(server);
+    std::thread::sleep(Duration::from_secs(1));
+    r.mem[3] = MemInfo::read();
+    r.machine_peak = peak.used.load(std::sync::atomic::Ordering::Relaxed);
+    r.tcp_mem_peak = peak.tcp_mem.load(std::sync::atomic::Ordering::Relaxed);
+    drop(peak);
+    r.loadavg[1] = loadavg();
+
+    let text = r.text();
+    if a.json {
+        eprintln!("{text}");
+        println!("{}", r.json());
+    } else {
+        println!("{text}");
+    }
+    if !r.passed() {
+        bail!(
+            "loss: {} of {} connected, {} missing, {} extra, {} bad, {} publishes failed",
+            r.connected,
+            a.conns,
+            r.missing,
+            r.extra,
+            r.bad,
+            r.publish_failed
+        );
+    }
+    Ok(())
+}
+
+/// Waits until every subscriber is connected; returns the time from `t0` to the last `200`
+/// head, or why it stopped (failures, stall, time budget, server or worker gone).
+fn connect_phase(
+    a: &MillionArgs,
+    fleet: &mut Fleet,
+    server: &mut ServerGuard,
+    t0: Instant,
+) -> Result<Duration> {
+    let n = a.conns;
+    let budget = Duration::from_secs_f64(2.0 * n as f64 / a.connect_rate + 30.0);
+    let bar = bar(n, "connect");
+    let mut last_change = Instant::now();
+    let mut last = Progress::default();
+    let mut rate = RateMeter::new();
+    let mut next_line = Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = fleet.progress();
+        let now = Instant::now();
+        if (p.connected, p.failed) != (last.connected, last.failed) {
+            last_change = now;
+        }
+        last = p;
+        let r = rate.update(p.connected, now);
+        bar.set_position(p.connected);
+        bar.set_message(format!("failed {}, {r:.0}/s", p.failed));
+        if bar.is_hidden() && now >= next_line {
+            say(&format!(
+                "connect: {} of {n}, failed {}, {r:.0}/s, {:.0} s",
+                p.connected,
+                p.failed,
+                t0.elapsed().as_secs_f64()
+            ));
+            next_line += Duration::from_secs(5);
+        }
+        if p.connected == n {
+            bar.finish();
+            return Ok(t0.elapsed());
+        }
+        let why = if p.connected + p.failed >= n {
+            Some(format!("{} connects failed", p.failed))
+        } else if now.duration_since(last_change) > STALL {
+            Some(format!(
+                "stalled: no connect completed or failed for {} s at {} connected",
+                STALL.as_secs(),
+                p.connected
+            ))
+        } else if t0.elapsed() > budget {
+            Some(format!(
+                "time budget of {:.0} s spent",
+                budget.as_secs_f64()
+            ))
+        } else if !server.alive() {
+            Some("the server exited".into())
+        } else if !fleet.dead().is_empty() {
+            Some(format!("workers died: {:?}", fleet.dead()))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            bar.abandon();
+            return Err(anyhow!(why));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Publishes one message to every id (sequence number = id) and waits until the workers have
+/// received them (or a bounded drain passes).
+fn deliver(
+    a: &MillionArgs,
+    fleet: &Fleet,
+    server: &mut ServerGuard,
+    r: &mut MillionReport,
+) -> Result<()> {
+    let n = a.conns;
+    say(&format!(
+        "publishing one message to each of {n} ids ({} x {} pipelined)",
+        a.publishers, a.depth
+    ));
+    let received0 = fleet.progress().received;
+    let url = UrlTemplate::local(server.pub_addr, "/send/{id}")?;
+    let t0 = Instant::now();
+    let cfg = PipeConfig {
+        url,
+        conns: a.publishers,
+        depth: a.depth,
+        ids: IdPlan::InOrder {
+            first_id: 1,
+            count: n,
+        },
+        first_seq: 1,
+        total: Some(n),
+        // At least 5,000 msg/s, or the run is cut short.
+        send_until: t0 + Duration::from_secs(30 + n / 5000),
+        tail: Duration::from_secs(10),
+        any_2xx: false,
+    };
+    let shared = Arc::new(PipeShared::default());
+    let sh = shared.clone();
+    let h = std::thread::Builder::new()
+        .name("publish".into())
+        .spawn(move || pipeline::run(cfg, sh))?;
+    let bar = bar(n, "deliver");
+    let mut rate = RateMeter::new();
+    let mut next_line = Instant::now() + Duration::from_secs(5);
+    let mut show = |p: Progress, bar: &ProgressBar| {
+        let got = p.received - received0;
+        let now = Instant::now();
+        let v = rate.update(got, now);
+        bar.set_position(got);
+        bar.set_message(format!("bad {}, {v:.0}/s", p.bad));
+        if bar.is_hidden() && now >= next_line {
+            say(&format!("deliver: {got} of {n} received, {v:.0}/s"));
+            next_line += Duration::from_secs(5);
+        }
+        got
+    };
+    while !h.is_finished() {
+        show(fleet.progress(), &bar);
+        if !server.alive() {
+            shared
+                .stop
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let res = h
+        .join()
+        .map_err(|_| anyhow!("the publishing thread panicked"))??;
+    r.published = res.ok;
+    r.publish_failed = res.failed + n.saturating_sub(res.attempted);
+    r.server_delivered = res.delivered_sum;
+    for note in res.notes {
+        r.notes.push(format!("publish: {note}"));
+    }
+    // Drain: every accepted message should arrive; at most 30 s without progress.
+    let mut last = (0, Instant::now());
+    loop {
+        let p = fleet.progress();
+        let got = show(p, &bar);
+        if got + p.bad >= res.ok {
+            break;
+        }
+        if got != last.0 {
+            last = (got, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(30) {
+            r.notes.push(format!(
+                "drain: {got} of {} accepted messages arrived; gave up after 30 s without progress",
+                res.ok
+            ));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bar.finish();
+    r.deliver_s = t0.elapsed().as_secs_f64();
+    say(&format!(
+        "{} published, {} failed; {} received in {:.1} s",
+        res.ok,
+        r.publish_failed,
+        fleet.progress().received - received0,
+        r.deliver_s
+    ));
+    Ok(())
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal (then lines every 5 s).
+fn bar(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(
+        "{prefix:>8} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    b.set_style(style);
+    b.set_prefix(what.to_string());
+    b.enable_steady_tick(Duration::from_millis(200));
+    b
+}
+
+/// A rate over the last second or so.
+struct RateMeter {
+    mark: (u64, Instant),
+    rate: f64,
+}
+
+impl RateMeter {
+    fn new() -> RateMeter {
+        RateMeter {
+            mark: (0, Instant::now()),
+            rate: 0.0,
+        }
+    }
+
+    /// Feeds the current count; returns the rate per second over the last window.
+    fn update(&mut self, count: u64, now: Instant) -> f64 {
+        let dt = now.duration_since(self.mark.1).as_secs_f64();
+        if dt >= 1.0 {
+            self.rate = count.saturating_sub(self.mark.0) as f64 / dt;
+            self.mark = (count, now);
+        }
+        self.rate
+    }
+}
+
+/// CPU seconds of the given processes so far (those still readable).
+fn worker_cpu(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
+}
+
+/// `GET /stats` with the keys this report shows.
+fn fetch_stats(addr: SocketAddr) -> Result<Vec<(String, u64)>> {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let ans = parse_answer(&buf)?.ok_or_else(|| anyhow!("incomplete /stats answer"))?;
+    let body = &buf[ans.body_start..ans.len];
+    Ok([
+        "connections",
+        "ids",
+        "messages_delivered",
+        "slow_consumers_closed",
+        "rejected_at_capacity",
+        "rss_bytes",
+    ]
+    .iter()
+    .filter_map(|k| json_u64(body, k).map(|v| (k.to_string(), v)))
+    .collect())
+}
+
+fn loadavg() -> String {
+    let t = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    t.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
