@@ -38,6 +38,7 @@ use crate::id::Id;
 use crate::mesh::{Mesh, Msg, ReplyTo};
 use crate::router::Router;
 
+mod lifecycle;
 mod publisher;
 mod subscriber;
 use crate::stats::{self, ShardStats};
@@ -331,84 +332,6 @@ impl<D: Driver> Shard<D> {
         self.stopping && self.conns.is_empty()
     }
 
-    fn begin_stop(&mut self) {
-        self.stopping = true;
-        for l in 0..2 {
-            if let Some(fd) = &self.listeners[l] {
-                if self.accept_armed[l] {
-                    self.driver
-                        .cancel_fd(fd.as_raw_fd(), token(OP_CANCEL, NONE));
-                }
-            }
-        }
-        let live: Vec<u32> = (0..self.conns_capacity())
-            .filter(|&i| !matches!(self.conns[i].state, State::Free | State::Closing))
-            .collect();
-        for i in live {
-            let c = self.conns[i];
-            match c.state {
-                // End every stream properly, then close once it is written.
-                State::SubStream => {
-                    let a = self.ensure_aux(i);
-                    let aux = &mut self.aux[a];
-                    let buf = if c.flags & SENDING != 0 {
-                        &mut aux.next
-                    } else {
-                        &mut aux.out
-                    };
-                    stream::end(buf, Proto::from_u8(c.proto), c.flags & CHUNKED != 0);
-                    self.conns[i].state = State::Finishing;
-                    self.try_send(i);
-                }
-                // Replies still owed: close after writing them.
-                State::Pub if c.aux != NONE && !self.aux[c.aux].replies.is_empty() => {
-                    self.conns[i].flags |= CLOSE_AFTER
-                }
-                State::Finishing => {}
-                _ => self.close(i),
-            }
-        }
-    }
-
-    /// Every `--head-timeout`: a connection still reading the same request it was reading
-    /// at the previous sweep gets 408 and is closed (slow loris). So a request gets between
-    /// one and two timeouts to arrive.
-    fn slow_sweep(&mut self) {
-        for i in 0..self.conns_capacity() {
-            let c = self.conns[i];
-            let reading = match c.state {
-                State::SubHead => true,
-                State::Pub => c.aux != NONE && !self.aux[c.aux].inbuf.is_empty(),
-                _ => false,
-            };
-            if !reading {
-                self.conns[i].sflags &= !SLOW;
-            } else if c.sflags & SLOW != 0 {
-                if c.state == State::Pub {
-                    self.aux[c.aux].inbuf.clear();
-                    let mut raw = Vec::new();
-                    response::error(&mut raw, Status::RequestTimeout);
-                    self.push_reply(
-                        i,
-                        Pending {
-                            conn: i,
-                            remaining: 0,
-                            routed: true,
-                            count: 0,
-                            close: true,
-                            raw: Some(raw),
-                        },
-                    );
-                    self.flush_replies(i);
-                } else {
-                    self.refuse(i, Status::RequestTimeout);
-                }
-            } else {
-                self.conns[i].sflags |= SLOW;
-            }
-        }
-    }
-
     fn conns_capacity(&self) -> u32 {
         self.conns.slots() as u32
     }
@@ -698,67 +621,5 @@ impl<D: Driver> Shard<D> {
                 self.mesh.push(to, batch);
             }
         }
-    }
-
-    fn mark_close(&mut self, i: u32) {
-        self.to_close.push(i);
-    }
-
-    fn close_marked(&mut self) {
-        while let Some(i) = self.to_close.pop() {
-            self.close(i);
-        }
-    }
-
-    /// Logs the connection out and starts tearing it down.
-    fn close(&mut self, i: u32) {
-        let c = self.conns[i];
-        if matches!(c.state, State::Free | State::Closing) {
-            return;
-        }
-        if c.flags & LOGGED_IN != 0 {
-            self.router.logout(i, c.ids);
-        }
-        if c.flags & PUBLISHER != 0 {
-            ShardStats::sub(&self.st().publishers, 1);
-            if c.aux != NONE {
-                let replies = std::mem::take(&mut self.aux[c.aux].replies);
-                for t in replies {
-                    if !self.pending[t].done() {
-                        self.pending[t].conn = NONE;
-                    } else {
-                        self.pending.remove(t);
-                    }
-                }
-            }
-        } else {
-            ShardStats::sub(&self.st().subscribers, 1);
-        }
-        let conn = &mut self.conns[i];
-        if conn.state == State::Finishing {
-            conn.flags |= LINGER;
-        } else {
-            conn.flags &= !LINGER;
-        }
-        conn.state = State::Closing;
-        conn.flags &= !LOGGED_IN;
-        if conn.ops == 0 {
-            self.finalize(i);
-        } else {
-            conn.ops += 1;
-            self.driver.cancel_fd(conn.fd, token(OP_CANCEL, i));
-        }
-        // A slot freed: accepting may resume if it had paused at capacity.
-        self.accept_retry = None;
-    }
-
-    fn finalize(&mut self, i: u32) {
-        // No op refers to the fd any more (ops == 0); it is closed once. A connection that
-        // ends with a final reply (an error, HEAD) lingers so that reply is not reset.
-        self.driver
-            .close(self.conns[i].fd, self.conns[i].flags & LINGER != 0);
-        self.release_aux(i);
-        self.conns[i] = Conn::FREE;
-        self.conns.remove(i);
     }
 }
