@@ -362,6 +362,7 @@ fn ws_real_client_heartbeat() {
 }
 }
 
+both_backends! {
 /// A close handshake ends only its own connection: 100 times in a row a WebSocket is closed
 /// by its client (close answered, connection ended) and a new SSE stream is opened at once;
 /// every close must be answered with its close frame, and every new stream must get its
@@ -384,23 +385,9 @@ fn ws_close_then_new_stream() {
         );
     }
 }
-
-#[test]
-fn ws_close_then_new_stream_epoll() {
-    with_backend(
-        uring_comet::config::Backend::Epoll,
-        ws_close_then_new_stream,
-    )
 }
 
-#[test]
-fn ws_close_then_new_stream_uring() {
-    with_backend(
-        uring_comet::config::Backend::Uring,
-        ws_close_then_new_stream,
-    )
-}
-
+both_backends! {
 /// Close frames a server must not echo (RFC 6455 section 7.4: 1005, 1006 and 1015 are never
 /// sent in a close frame; codes under 1000 are not used; a 1-byte payload has no valid code;
 /// section 8.1: a reason that is not UTF-8 fails the connection) get close 1002 (1007 for the
@@ -431,13 +418,4 @@ fn ws_invalid_close_frames() {
         let _ = c.read_to_close();
     }
 }
-
-#[test]
-fn ws_invalid_close_frames_uring() {
-    with_backend(uring_comet::config::Backend::Uring, ws_invalid_close_frames)
-}
-
-#[test]
-fn ws_invalid_close_frames_epoll() {
-    with_backend(uring_comet::config::Backend::Epoll, ws_invalid_close_frames)
 }
