@@ -50,8 +50,11 @@ pub struct MillionArgs {
     /// Subscriber connects started per second, all workers together.
     #[arg(long, default_value_t = 30_000.0)]
     pub connect_rate: f64,
-    /// Most connects in flight (sent, no `200` head yet) per worker.
-    #[arg(long, default_value_t = 64)]
+    /// Most connects in flight (sent, no `200` head yet), all workers together; each worker
+    /// gets an equal share (at least 16). Connects are latency-bound on a loaded box: this,
+    /// not the rate, usually sets the pace. Keep it below the server's accept queues
+    /// (2 listeners x min(65,535, net.core.somaxconn)).
+    #[arg(long, default_value_t = 3_000)]
     pub max_connecting: u64,
     /// First worker's first source address; worker k uses the `--sources-per-worker`
     /// addresses from this + k x sources-per-worker on.
@@ -174,7 +177,7 @@ pub fn run(a: MillionArgs) -> Result<()> {
                     .map(|j| source_addr(a.first_source, k as u32 * spw + j))
                     .collect(),
                 rate: a.connect_rate / workers as f64,
-                max_connecting: a.max_connecting.max(1),
+                max_connecting: (a.max_connecting / workers).max(16),
             }
         })
         .collect();

@@ -259,8 +259,8 @@ impl MillionReport {
         );
         let _ = writeln!(
             s,
-            "           TCP sockets in use {} -> {} -> {} -> {} (idle, connected, delivered, closed); TCP buffers at peak {}; TIME_WAIT after close {}",
-            m0.tcp_inuse, m1.tcp_inuse, m2.tcp_inuse, m3.tcp_inuse, mib(self.tcp_mem_peak), m3.tcp_tw
+            "           TCP sockets in use {} -> {} -> {} -> {} (idle, connected, delivered, closed); TCP buffers at peak {}; TIME_WAIT {} before, {} after close",
+            m0.tcp_inuse, m1.tcp_inuse, m2.tcp_inuse, m3.tcp_inuse, mib(self.tcp_mem_peak), m0.tcp_tw, m3.tcp_tw
         );
         let _ = writeln!(
             s,
