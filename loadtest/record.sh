@@ -3,7 +3,9 @@
 # sysctls, limits, commit), then the raw output of each scenario given on the command line.
 # Assumes: run from anywhere inside the repository on an otherwise quiet machine (the load
 # average before and after is recorded, since the host's 2 cores are shared); it builds the
-# release binary first (in $CARGO_TARGET_DIR if set, else target/). Usage:
+# release binary first (in $CARGO_TARGET_DIR if set, else target/), unless UC_BIN names a
+# prebuilt one (e.g. built from a clean `git archive` of one commit while others edit the tree;
+# UC_BIN_NOTE says what it is, for the record). Usage:
 #   loadtest/record.sh NAME -- LOADTEST-ARGS...     e.g. loadtest/record.sh ck10-uring -- --backend uring
 #   loadtest/record.sh NAME -- compare ARGS...      e.g. loadtest/record.sh compare-15k -- compare --conns 15000
 #   loadtest/record.sh NAME -- soak ARGS...         e.g. loadtest/record.sh soak-10m -- soak --duration 10m
@@ -15,8 +17,12 @@ name=$1; shift
 [ "${1:-}" = "--" ] && shift
 dir="loadtest/runs/$(date +%F)-$(hostname)"
 mkdir -p "$dir"
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/uring-comet"
+if [ -n "${UC_BIN:-}" ]; then
+  bin=$UC_BIN
+else
+  cargo build --release --quiet
+  bin="${CARGO_TARGET_DIR:-target}/release/uring-comet"
+fi
 if [ ! -f "$dir/env.txt" ]; then
   {
     echo "date: $(date -Is)"
@@ -40,6 +46,7 @@ esac
 {
   echo "command: uring-comet ${cmd[*]}"
   echo "commit: $(git rev-parse HEAD)$(git diff --quiet || echo ' (dirty)')"
+  echo "binary: $bin ${UC_BIN_NOTE:-}"
   echo "start: $(date -Is); uptime: $(uptime)"
 } > "$dir/$name.txt"
 status=0
