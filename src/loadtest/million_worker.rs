@@ -377,6 +377,15 @@ impl Worker {
         });
         match r {
             Ok(s) => self.conns[i].stream = Some(s),
+            Err(e) => return self.end(i, &format!("connect: {e}")),
+        }
+        // On loopback the handshake has usually completed inside connect(): write the request
+        // at once, saving the writable wake-up and the SO_ERROR / getpeername checks. A socket
+        // still in SYN_SENT answers EAGAIN and waits for its writable event as usual.
+        self.conns[i].state = State::Sending;
+        match self.send_request(i) {
+            Ok(()) if self.conns[i].sent == 0 => self.conns[i].state = State::Connecting,
+            Ok(()) => {}
             Err(e) => self.end(i, &format!("connect: {e}")),
         }
     }
