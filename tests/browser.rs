@@ -1,0 +1,396 @@
+//! The demo page in a real browser: headless Chromium, driven over the Chrome DevTools
+//! Protocol (CDP) with the `tungstenite` WebSocket client, opens
+//! `http://127.0.0.1:<publish port>/?ids=42&proto=sse` (then `proto=ws`), whose script
+//! subscribes with `EventSource` (`WebSocket`) to the subscriber listener, another origin;
+//! the test publishes and reads the messages back from the page's DOM (`#log li.msg`).
+//!
+//! Chromium is the Debian package `chromium` (`UC_CHROMIUM=/path` overrides). Without it the
+//! test fails when `CI` is set (`.ci/run` installs it) and is skipped with a note otherwise.
+//! `UC_SCREENSHOT=docs/demo.png` saves a screenshot of the page (io_uring run only).
+//!
+//! Chromium runs in its own process group, killed (by that id) and reaped on drop; its
+//! profile lives in a fresh directory under the system temp dir, removed on drop.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+use tungstenite::{Message, WebSocket};
+
+/// Chromium's binary: `UC_CHROMIUM`, else `chromium` or `chromium-browser` on PATH.
+fn find_chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("UC_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|d| ["chromium", "chromium-browser"].map(|n| d.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// The Chromium process (group) and its profile directory; killed and removed on drop.
+struct Proc {
+    child: Child,
+    profile: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this test created (its leader is our child).
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// A headless Chromium and a CDP connection to it, attached to one page. Fields drop in
+/// order: the connection, then the process.
+struct Browser {
+    cdp: WebSocket<TcpStream>,
+    next_id: u64,
+    session: String,
+    _proc: Proc,
+}
+
+impl Browser {
+    /// Starts Chromium and waits (at most 20 s) for its `DevTools listening on ws://...` line,
+    /// then opens a page target and attaches to it.
+    fn launch(binary: &PathBuf) -> Browser {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let profile = std::env::temp_dir().join(format!(
+            "uc-chromium-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&profile).expect("create the browser profile dir");
+        let mut child = Command::new(binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--disable-features=BackForwardCache",
+                "--window-size=900,640",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut seen = Vec::new();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    let _ = tx.send(Ok(url.trim().to_string()));
+                    // Keep draining so Chromium never blocks on a full pipe.
+                    for _ in lines.by_ref() {}
+                    return;
+                }
+                seen.push(line);
+            }
+            let _ = tx.send(Err(seen.join("\n")));
+        });
+        // From here on a failure drops the guard, which kills Chromium.
+        let proc = Proc { child, profile };
+        let url = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(url)) => url,
+            Ok(Err(stderr)) => panic!("Chromium exited without a DevTools line; stderr:\n{stderr}"),
+            Err(_) => panic!("Chromium printed no `DevTools listening on` line within 20 s"),
+        };
+        let addr = url
+            .strip_prefix("ws://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("odd DevTools URL {url:?}"))
+            .to_string();
+        let stream =
+            TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect to DevTools {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        // A blocking read may come back early (WouldBlock/EINTR); resume the handshake then.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut hs = tungstenite::client(url.as_str(), stream);
+        let cdp = loop {
+            match hs {
+                Ok((cdp, _)) => break cdp,
+                Err(tungstenite::HandshakeError::Interrupted(mid)) if Instant::now() < deadline => {
+                    hs = mid.handshake();
+                }
+                Err(e) => panic!("CDP WebSocket handshake with {url}: {e}"),
+            }
+        };
+        let mut b = Browser {
+            cdp,
+            next_id: 0,
+            session: String::new(),
+            _proc: proc,
+        };
+        let target = b.call(None, "Target.createTarget", json!({"url": "about:blank"}));
+        let target_id = target["targetId"].as_str().expect("targetId").to_string();
+        let attached = b.call(
+            None,
+            "Target.attachToTarget",
+            json!({"targetId": target_id, "flatten": true}),
+        );
+        b.session = attached["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_string();
+        b.page(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 900, "height": 640, "deviceScaleFactor": 1, "mobile": false}),
+        );
+        b
+    }
+
+    /// Sends a CDP command and waits (at most 15 s) for its answer; returns `result`.
+    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        self.cdp
+            .send(Message::text(msg.to_string()))
+            .unwrap_or_else(|e| panic!("CDP send {method}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no CDP answer to {method} within 15 s"
+            );
+            let m = match self.cdp.read() {
+                Ok(m) => m,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => panic!("CDP read while waiting for {method}: {e}"),
+            };
+            let Message::Text(t) = m else { continue };
+            let v: Value = serde_json::from_str(t.as_str()).expect("CDP message is JSON");
+            if v["id"].as_u64() != Some(id) {
+                continue; // an event, or an answer to something else
+            }
+            if let Some(err) = v.get("error") {
+                panic!("CDP {method} failed: {err}");
+            }
+            return v["result"].clone();
+        }
+    }
+
+    /// A command to the attached page.
+    fn page(&mut self, method: &str, params: Value) -> Value {
+        let s = self.session.clone();
+        self.call(Some(&s), method, params)
+    }
+
+    /// Evaluates `expr` in the page; returns its value (JSON-serialisable).
+    fn eval(&mut self, expr: &str) -> Value {
+        let r = self.page(
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+        );
+        if let Some(ex) = r.get("exceptionDetails") {
+            panic!("page threw evaluating {expr:?}: {ex}");
+        }
+        r["result"]["value"].clone()
+    }
+
+    /// Polls `expr` every 50 ms until `ok` holds of its value, for at most `limit`.
+    fn wait_for(
+        &mut self,
+        expr: &str,
+        limit: Duration,
+        what: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let v = self.eval(expr);
+            if ok(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: still {v} after {limit:?} ({expr})"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn navigate(&mut self, url: &str) {
+        let r = self.page("Page.navigate", json!({"url": url}));
+        assert!(r.get("errorText").is_none(), "navigating to {url}: {r}");
+    }
+
+    /// The texts of the page's message list.
+    fn log(&mut self) -> Vec<String> {
+        let v =
+            self.eval("[...document.querySelectorAll('#log li.msg')].map(li => li.textContent)");
+        serde_json::from_value(v).expect("list of strings")
+    }
+}
+
+/// Messages the test publishes, and what the page must show for each (textContent).
+fn messages(proto: &str) -> Vec<(Vec<u8>, String)> {
+    let mut m: Vec<(Vec<u8>, String)> = vec![
+        (b"Hello World".to_vec(), "Hello World".into()),
+        (
+            b"<b>not bold</b> & 'quotes'".to_vec(),
+            "<b>not bold</b> & 'quotes'".into(),
+        ),
+        (
+            "caf\u{e9} \u{2713}".as_bytes().to_vec(),
+            "caf\u{e9} \u{2713}".into(),
+        ),
+    ];
+    // EventSource turns CRLF and CR into LF; a WebSocket text message is verbatim.
+    let lines = b"line1\r\nline2\rline3\n".to_vec();
+    let shown = if proto == "sse" {
+        "line1\nline2\nline3\n".to_string()
+    } else {
+        String::from_utf8(lines.clone()).unwrap()
+    };
+    m.push((lines, shown));
+    m.push((format!("{proto} #5").into_bytes(), format!("{proto} #5")));
+    m
+}
+
+fn demo_page_in_chromium() {
+    let Some(chromium) = find_chromium() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is not installed (CI=1): .ci/run must install the Debian package `chromium`");
+        }
+        eprintln!("NOTE: tests/browser.rs skipped: no chromium on PATH (apt-get install chromium, or set UC_CHROMIUM)");
+        return;
+    };
+    let started = Instant::now();
+    let server = start(2);
+    let page = format!("http://127.0.0.1:{}/", server.publish_addr().port());
+    let mut b = Browser::launch(&chromium);
+
+    for proto in ["sse", "ws"] {
+        b.navigate(&format!("{page}?ids=42&proto={proto}"));
+        let title = b.wait_for(
+            "document.title",
+            Duration::from_secs(10),
+            "demo page title",
+            |v| v == "uring-comet demo",
+        );
+        assert_eq!(title, "uring-comet demo");
+        let open = if proto == "sse" {
+            "open (EventSource)"
+        } else {
+            "open (WebSocket)"
+        };
+        b.wait_for(
+            "document.getElementById('status').textContent",
+            Duration::from_secs(10),
+            &format!("{proto}: stream status"),
+            |v| v == open,
+        );
+        let mut p = Publisher::connect(server.publish_addr());
+        let msgs = messages(proto);
+        for (body, _) in &msgs {
+            assert_eq!(
+                p.send("42", body),
+                1,
+                "{proto}: the page's stream is the one subscriber of 42"
+            );
+        }
+        let want: Vec<String> = msgs.iter().map(|(_, shown)| shown.clone()).collect();
+        let n = want.len();
+        b.wait_for(
+            "document.querySelectorAll('#log li.msg').length",
+            Duration::from_secs(10),
+            &format!("{proto}: messages in the page"),
+            |v| v.as_u64() >= Some(n as u64),
+        );
+        assert_eq!(b.log(), want, "{proto}: the page's log");
+
+        // The page's own publish form (a same-origin fetch POST /send/42).
+        b.eval("document.getElementById('to').value = '42'; document.getElementById('msg').value = 'from the form'; document.getElementById('send').click(); true");
+        b.wait_for(
+            "document.getElementById('sent').textContent",
+            Duration::from_secs(10),
+            &format!("{proto}: publish form reply"),
+            |v| v == "{\"delivered\":1}",
+        );
+        b.wait_for(
+            "document.querySelectorAll('#log li.msg').length",
+            Duration::from_secs(10),
+            &format!("{proto}: message sent from the form"),
+            |v| v.as_u64() >= Some(n as u64 + 1),
+        );
+        assert_eq!(b.log().last().map(String::as_str), Some("from the form"));
+
+        if proto == "sse" && backend() == uring_comet::config::Backend::Uring {
+            if let Some(path) = std::env::var_os("UC_SCREENSHOT") {
+                let shot = b.page("Page.captureScreenshot", json!({"format": "png"}));
+                let png = base64::engine::general_purpose::STANDARD
+                    .decode(shot["data"].as_str().expect("screenshot data"))
+                    .expect("screenshot is base64");
+                assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
+                std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {path:?}: {e}"));
+                eprintln!("screenshot saved to {}", PathBuf::from(&path).display());
+            }
+        }
+
+        // Leave the page: the browser closes its stream, the server notices and logs it out
+        // (the back/forward cache, which would keep the page alive, is off).
+        b.navigate("about:blank");
+        assert!(
+            wait_until(Duration::from_secs(5), || publish(
+                server.publish_addr(),
+                "42",
+                b"gone?"
+            ) == 0),
+            "{proto}: the page's stream was not logged out after leaving the page"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "browser test took {:?}",
+        started.elapsed()
+    );
+}
+
+both_backends! {
+/// The demo page over EventSource and over WebSocket in headless Chromium: the status turns
+/// open, five published messages (HTML, UTF-8, line ends) show in order with the text a
+/// browser gives them, the page's own publish form works, and leaving the page logs out.
+fn demo_page() {
+    demo_page_in_chromium()
+}
+}
