@@ -113,6 +113,15 @@ pub fn run(a: MillionArgs) -> Result<()> {
         bail!("--connect-rate must be a positive number");
     }
     check_fd_limit(a.publishers as u64 * 2 + 256)?;
+    // The workers inherit this process's (raised) limit; each needs its streams + a few.
+    let limit = super::proc::raise_nofile_limit();
+    if a.per_worker + 32 > limit {
+        bail!(
+            "--per-worker {} needs an fd limit of {} per worker; RLIMIT_NOFILE is {limit}",
+            a.per_worker,
+            a.per_worker + 32
+        );
+    }
     let workers = a.conns.div_ceil(a.per_worker);
     let per = a.conns.div_ceil(workers);
     let mut r = MillionReport {

@@ -112,8 +112,10 @@ impl MillionReport {
 
     /// (Loaded - idle) server RSS / connections, bytes.
     pub fn server_rss_per_conn(&self) -> f64 {
-        self.server_rss_loaded.saturating_sub(self.server_rss_idle) as f64
-            / self.connected.max(1) as f64
+        if self.connected == 0 {
+            return 0.0;
+        }
+        self.server_rss_loaded.saturating_sub(self.server_rss_idle) as f64 / self.connected as f64
     }
 
     /// All client processes' RSS (workers + this one) / connections, bytes.
@@ -128,8 +130,10 @@ impl MillionReport {
 
     /// Growth of a kernel figure from before connecting to all connected, / connections.
     fn per_conn(&self, f: impl Fn(&super::million_fleet::MemInfo) -> u64) -> f64 {
-        f(&self.mem[1]) as f64 / self.connected.max(1) as f64
-            - f(&self.mem[0]) as f64 / self.connected.max(1) as f64
+        if self.connected == 0 {
+            return 0.0;
+        }
+        (f(&self.mem[1]) as f64 - f(&self.mem[0]) as f64) / self.connected as f64
     }
 
     /// Kernel memory per connection (both sockets of the loopback pair): growth of Slab +
@@ -250,7 +254,12 @@ impl MillionReport {
             mib(self.parent_rss), self.client_rss_per_conn(), self.client_pss_per_conn(),
             self.client_record_bytes, self.client_cpu[0], self.client_cpu[1], self.client_cpu[2]
         );
-        let d = |f: fn(&super::million_fleet::MemInfo) -> u64| (f(m1) as f64 - f(m0) as f64) / n;
+        let d = |f: fn(&super::million_fleet::MemInfo) -> u64| {
+            if self.connected == 0 {
+                return 0.0;
+            }
+            (f(m1) as f64 - f(m0) as f64) / n
+        };
         let _ = writeln!(
             s,
             "kernel:    {:.0} B/conn (both sockets of each loopback pair, system-wide): Slab {:.0} (SUnreclaim {:.0}), PageTables {:.0}, KernelStack {:.0}, VmallocUsed {:.0}, TCP buffers {:.0}",
