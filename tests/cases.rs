@@ -365,14 +365,11 @@ fn b13_options_allow() {
 }
 
 #[test]
-#[ignore = "server bug: `OPTIONS /test/42` and `/sub/42` answer 204 without an `Allow` header \
-            (only Access-Control-Allow-Methods); case B13 expects 200/204 with Allow"]
 fn b13_options_allow_uring() {
     with_backend(uring_comet::config::Backend::Uring, b13_options_allow)
 }
 
 #[test]
-#[ignore = "server bug: see b13_options_allow_uring"]
 fn b13_options_allow_epoll() {
     with_backend(uring_comet::config::Backend::Epoll, b13_options_allow)
 }

@@ -114,7 +114,7 @@ pub fn preflight(cors: &[u8]) -> Vec<u8> {
     let mut out = b"HTTP/1.1 204 No Content\r\n".to_vec();
     out.extend_from_slice(cors);
     out.extend_from_slice(
-        b"Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: Last-Event-ID, Cache-Control, Accept, Content-Type\r\nAccess-Control-Max-Age: 86400\r\nConnection: close\r\n\r\n",
+        b"Allow: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: Last-Event-ID, Cache-Control, Accept, Content-Type\r\nAccess-Control-Max-Age: 86400\r\nConnection: close\r\n\r\n",
     );
     out
 }

@@ -72,7 +72,7 @@ const MAX_PUB_OUTPUT: usize = 256 * 1024;
 /// Most pooled `Aux` buffers kept per shard.
 const AUX_POOL: usize = 64;
 /// Buffers larger than this are freed rather than pooled, bytes.
-const POOL_KEEP: usize = 16 * 1024;
+const POOL_KEEP: usize = 2 * 1024;
 /// Inbox batches taken per turn, so completions are never starved.
 const BATCHES_PER_TURN: usize = 256;
 
