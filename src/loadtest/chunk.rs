@@ -1,11 +1,13 @@
 //! Sans-IO decoder of one subscriber stream: the response head, then chunked transfer coding
 //! (RFC 9112 section 7.1), fed with whatever pieces the socket returns. Other servers' streams
 //! (nchan's raw stream, SSE without chunking) are bodies delimited by close: the decoder then
-//! hands over lines instead of chunks ([`ChunkParser::feed_any`]).
+//! hands over lines instead of chunks ([`ChunkParser::feed_any`]). A WebSocket stream (a
+//! `101` head) is decoded frame by frame ([`ChunkParser::feed_stream`], `chunk_ws.rs`).
 //!
 //! The decoder itself is 12 bytes so that a million idle subscribers cost little. Bytes are
-//! copied only when they must outlive one read: a head or a chunk split across reads goes to a
-//! per-connection buffer allocated on demand and freed as soon as it is complete.
+//! copied only when they must outlive one read: a head, a chunk or a WebSocket data frame
+//! split across reads goes to a per-connection buffer allocated on demand and freed as soon
+//! as it is complete.
 
 /// Largest chunk accepted, bytes. The server's messages are at most 64 KiB plus the
 /// `Recvd msg #N: '...'<br/>\n` wrapper (and HTML escaping can grow them up to 6x); anything
@@ -21,13 +23,47 @@ pub const MAX_HEAD: usize = 8 * 1024;
 #[allow(clippy::box_collection)]
 pub type Carry = Box<Vec<u8>>;
 
+/// A WebSocket upgrade's header lines (RFC 6455 section 4.1). The `Sec-WebSocket-Key` is
+/// fixed, section 1.3's example (base64 of 16 bytes): one key lets the client check the
+/// answer without hashing; the server hashes it on every handshake all the same.
+pub const WS_REQUEST_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+/// The `Sec-WebSocket-Accept` the server must answer that key with.
+const WS_ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// What response head a stream must start with, and so how its body is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// `200` with `Transfer-Encoding: chunked`: chunks.
+    Chunked,
+    /// `200`, chunked (chunks) or without transfer coding (lines of a body ended by close).
+    ChunkedOrClose,
+    /// `101 Switching Protocols` to `websocket` with the right `Sec-WebSocket-Accept`:
+    /// server frames (unmasked, unfragmented).
+    WebSocket,
+}
+
+/// One decoded piece of a stream, as handed to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit<'a> {
+    /// A chunk's data, a line, or a WebSocket text or binary frame's payload.
+    Data(&'a [u8]),
+    /// A WebSocket ping or pong frame (the server's heartbeat); its payload is skipped,
+    /// never buffered.
+    Ping,
+}
+
 /// Why a stream could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamError {
-    /// The response head was not `200` with `Transfer-Encoding: chunked`, or did not parse.
+    /// The response head was not `200` with `Transfer-Encoding: chunked` (or what the
+    /// [`Expect`] allows), or did not parse.
     BadHead(String),
     /// The chunked framing was broken (bad size line, missing CRLF, oversized chunk, ...).
     BadFraming(&'static str),
+    /// A WebSocket frame the server may not send (masked, fragmented, reserved bits or
+    /// opcode, oversized), or bytes after its close frame.
+    WsFrame(&'static str),
 }
 
 impl std::fmt::Display for StreamError {
@@ -35,6 +71,7 @@ impl std::fmt::Display for StreamError {
         match self {
             StreamError::BadHead(why) => write!(f, "bad response head: {why}"),
             StreamError::BadFraming(why) => write!(f, "bad chunked framing: {why}"),
+            StreamError::WsFrame(why) => write!(f, "bad WebSocket frame: {why}"),
         }
     }
 }
@@ -64,13 +101,26 @@ enum State {
     Done,
     /// A body without chunked coding, handed over line by line (without `\n` or `\r\n`).
     Line,
+    /// WebSocket: expecting a frame's first byte (FIN, opcode).
+    WsOp,
+    /// WebSocket: expecting the second byte (mask bit, 7-bit length).
+    WsLen,
+    /// WebSocket: inside the 16- or 64-bit extended length; `aux` counts bytes still due.
+    WsExt,
+    /// WebSocket: inside a text or binary frame's payload; `aux` counts bytes still due.
+    WsData,
+    /// WebSocket: inside a control frame's payload, skipped; `aux` counts bytes still due.
+    WsSkip,
 }
 
-/// Incremental decoder of one subscriber response: head, then chunks.
+/// Incremental decoder of one subscriber response: head, then chunks (or lines, or
+/// WebSocket frames).
 #[derive(Debug, Clone)]
 pub struct ChunkParser {
     state: State,
-    /// Chunk size being read or read, bytes.
+    /// WebSocket: the opcode of the frame being read (0 otherwise).
+    op: u8,
+    /// Chunk size (or WebSocket payload length) being read or read, bytes.
     size: u32,
     /// Meaning depends on `state` (see [`State`]).
     aux: u32,
@@ -87,6 +137,7 @@ impl ChunkParser {
     pub fn new() -> Self {
         ChunkParser {
             state: State::Head,
+            op: 0,
             size: 0,
             aux: 0,
         }
@@ -97,7 +148,8 @@ impl ChunkParser {
         self.state != State::Head
     }
 
-    /// True once the last chunk (and its trailer section) has been read.
+    /// True once the last chunk (and its trailer section), or a WebSocket close frame, has
+    /// been read.
     pub fn ended(&self) -> bool {
         self.state == State::Done
     }
@@ -126,35 +178,51 @@ impl ChunkParser {
         unchunked_ok: bool,
         mut on_chunk: impl FnMut(&[u8]),
     ) -> Result<(), StreamError> {
+        let expect = if unchunked_ok {
+            Expect::ChunkedOrClose
+        } else {
+            Expect::Chunked
+        };
+        self.feed_stream(input, partial, expect, |unit| {
+            if let Unit::Data(d) = unit {
+                on_chunk(d)
+            }
+        })
+    }
+
+    /// Decodes `input`, the next bytes of a stream whose head must be as `expect` says,
+    /// calling `on_unit` once with each complete chunk, line or WebSocket frame. `partial`
+    /// is the connection's carry-over buffer: `None` except while a head, a chunk, a line or
+    /// a WebSocket data frame is split across calls.
+    pub fn feed_stream(
+        &mut self,
+        input: &[u8],
+        partial: &mut Option<Carry>,
+        expect: Expect,
+        mut on_unit: impl FnMut(Unit<'_>),
+    ) -> Result<(), StreamError> {
         let mut i = 0;
         while i < input.len() {
             match self.state {
-                State::Head => i = self.feed_head(input, i, partial, unchunked_ok)?,
-                State::Line => i = self.feed_line(input, i, partial, &mut on_chunk)?,
-                State::Data => {
-                    let n = (self.aux as usize).min(input.len() - i);
-                    let piece = &input[i..i + n];
-                    i += n;
-                    self.aux -= n as u32;
-                    match partial {
-                        // The whole chunk is in this read: hand it over without copying.
-                        None if self.aux == 0 => on_chunk(piece),
-                        None => {
-                            let mut buf = Vec::with_capacity(self.size as usize);
-                            buf.extend_from_slice(piece);
-                            *partial = Some(Box::new(buf));
-                        }
-                        Some(buf) => {
-                            buf.extend_from_slice(piece);
-                            if self.aux == 0 {
-                                on_chunk(buf);
-                                *partial = None;
-                            }
-                        }
-                    }
+                State::Head => i = self.feed_head(input, i, partial, expect)?,
+                State::Line => {
+                    i = self.feed_line(input, i, partial, &mut |l| on_unit(Unit::Data(l)))?
+                }
+                State::Data | State::WsData => {
+                    i = self.feed_data(input, i, partial, &mut on_unit);
                     if self.aux == 0 {
-                        self.state = State::DataCr;
+                        self.state = if self.state == State::Data {
+                            State::DataCr
+                        } else {
+                            State::WsOp
+                        };
                     }
+                }
+                State::WsOp | State::WsLen | State::WsExt | State::WsSkip => {
+                    i = self.feed_ws(input, i, &mut on_unit)?
+                }
+                State::Done if self.op != 0 => {
+                    return Err(StreamError::WsFrame("bytes after the close frame"))
                 }
                 _ => {
                     self.byte(input[i])?;
@@ -165,13 +233,46 @@ impl ChunkParser {
         Ok(())
     }
 
+    /// Consumes data bytes (`self.aux` still due of `self.size`) from `input[i..]`, handing
+    /// the data over once complete: in place when it all came in this read, else through
+    /// `partial`. Returns the index after what it took.
+    fn feed_data(
+        &mut self,
+        input: &[u8],
+        mut i: usize,
+        partial: &mut Option<Carry>,
+        on_unit: &mut impl FnMut(Unit<'_>),
+    ) -> usize {
+        let n = (self.aux as usize).min(input.len() - i);
+        let piece = &input[i..i + n];
+        i += n;
+        self.aux -= n as u32;
+        match partial {
+            // The whole chunk is in this read: hand it over without copying.
+            None if self.aux == 0 => on_unit(Unit::Data(piece)),
+            None => {
+                let mut buf = Vec::with_capacity(self.size as usize);
+                buf.extend_from_slice(piece);
+                *partial = Some(Box::new(buf));
+            }
+            Some(buf) => {
+                buf.extend_from_slice(piece);
+                if self.aux == 0 {
+                    on_unit(Unit::Data(buf));
+                    *partial = None;
+                }
+            }
+        }
+        i
+    }
+
     /// Consumes head bytes from `input[i..]`; returns the index after them.
     fn feed_head(
         &mut self,
         input: &[u8],
         mut i: usize,
         partial: &mut Option<Carry>,
-        unchunked_ok: bool,
+        expect: Expect,
     ) -> Result<usize, StreamError> {
         let start = i;
         while i < input.len() && self.aux < 4 {
@@ -184,15 +285,14 @@ impl ChunkParser {
             i += 1;
         }
         if self.aux == 4 {
-            let chunked = match partial.take() {
+            self.state = match partial.take() {
                 // The whole head came in this read: check it in place.
-                None => check_head(&input[start..i], unchunked_ok)?,
+                None => check_head(&input[start..i], expect)?,
                 Some(mut buf) => {
                     buf.extend_from_slice(&input[start..i]);
-                    check_head(&buf, unchunked_ok)?
+                    check_head(&buf, expect)?
                 }
             };
-            self.state = if chunked { State::Size } else { State::Line };
             self.size = 0;
             self.aux = 0;
         } else {
@@ -214,7 +314,7 @@ impl ChunkParser {
         input: &[u8],
         i: usize,
         partial: &mut Option<Carry>,
-        on_line: &mut impl FnMut(&[u8]),
+        on_line: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, StreamError> {
         let rest = &input[i..];
         let Some(end) = rest.iter().position(|&b| b == b'\n') else {
@@ -300,18 +400,22 @@ impl ChunkParser {
                 self.aux = 0;
             }
             State::Done => return Err(BadFraming("bytes after the last chunk")),
-            // These are consumed by `feed_any` before it gets here.
-            State::Head | State::Data | State::Line => {
-                return Err(BadFraming("internal: byte() in a bulk state"))
-            }
+            // These are consumed by `feed_stream` before it gets here.
+            State::Head
+            | State::Data
+            | State::Line
+            | State::WsOp
+            | State::WsLen
+            | State::WsExt
+            | State::WsData
+            | State::WsSkip => return Err(BadFraming("internal: byte() in a bulk state")),
         }
         Ok(())
     }
 }
 
-/// Checks a complete response head: status 200 and `Transfer-Encoding: chunked` (or, if
-/// `unchunked_ok`, no transfer coding at all). Returns whether the body is chunked.
-fn check_head(head: &[u8], unchunked_ok: bool) -> Result<bool, StreamError> {
+/// Checks a complete response head against `expect`; returns the state its body starts in.
+fn check_head(head: &[u8], expect: Expect) -> Result<State, StreamError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(head) {
@@ -319,23 +423,43 @@ fn check_head(head: &[u8], unchunked_ok: bool) -> Result<bool, StreamError> {
         Ok(httparse::Status::Partial) => return Err(StreamError::BadHead("incomplete".into())),
         Err(e) => return Err(StreamError::BadHead(e.to_string())),
     }
-    if resp.code != Some(200) {
+    let want = if expect == Expect::WebSocket {
+        101
+    } else {
+        200
+    };
+    if resp.code != Some(want) {
         return Err(StreamError::BadHead(format!(
             "status {:?}",
             resp.code.unwrap_or(0)
         )));
     }
-    let coding = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+    let value = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    if expect == Expect::WebSocket {
+        if !value("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket")) {
+            return Err(StreamError::BadHead("no Upgrade: websocket".into()));
+        }
+        if value("sec-websocket-accept") != Some(WS_ACCEPT) {
+            return Err(StreamError::BadHead("wrong Sec-WebSocket-Accept".into()));
+        }
+        return Ok(State::WsOp);
+    }
+    let coding =
+        value("transfer-encoding").map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
     match coding {
-        Some(c) if c.contains("chunked") => Ok(true),
-        None if unchunked_ok => Ok(false),
+        Some(c) if c.contains("chunked") => Ok(State::Size),
+        None if expect == Expect::ChunkedOrClose => Ok(State::Line),
         _ => Err(StreamError::BadHead("no Transfer-Encoding: chunked".into())),
     }
 }
+
+#[path = "chunk_ws.rs"]
+mod ws;
 
 #[cfg(test)]
 #[path = "chunk_tests.rs"]

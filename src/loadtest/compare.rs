@@ -1,7 +1,9 @@
 //! `uring-comet loadtest compare`: the same scenario ([`scenario`](super::scenario)) on each
 //! backend of uring-comet, one after the other, each a fresh child server, optionally on an
 //! external server (`--pid`, URL templates: nchan or any peer), and the delivery ceiling of
-//! the host ([`ceiling`](super::ceiling)); then one table (or `--json`).
+//! the host ([`ceiling`](super::ceiling)); then one table (or `--json`). `--protocol` picks
+//! the stream uring-comet's subscribers open: the seed's chunked `/test/`, or SSE or
+//! WebSocket on `/sub/`.
 
 use std::path::PathBuf;
 
@@ -18,6 +20,38 @@ use super::procmem::ProcSet;
 use super::scenario::{self, Settings, Target};
 use super::url::UrlTemplate;
 
+/// The stream uring-comet's subscribers open (`--protocol`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// `GET /test/<id>`: the seed's chunked stream, one `Recvd msg #N: '...'` chunk each.
+    #[default]
+    Chunked,
+    /// `GET /sub/<id>` with `Accept: text/event-stream`: server-sent events, chunked.
+    Sse,
+    /// `GET /sub/<id>` upgraded to WebSocket: one text frame each.
+    Ws,
+}
+
+impl Protocol {
+    /// The subscriber path (with `{id}`) and how its stream is framed.
+    fn path_and_framing(self) -> (&'static str, Framing) {
+        match self {
+            Protocol::Chunked => ("/test/{id}", Framing::Seed),
+            Protocol::Sse => ("/sub/{id}", Framing::Sse),
+            Protocol::Ws => ("/sub/{id}", Framing::Ws),
+        }
+    }
+
+    /// The name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Chunked => "chunked",
+            Protocol::Sse => "sse",
+            Protocol::Ws => "ws",
+        }
+    }
+}
+
 /// Flags of `uring-comet loadtest compare`.
 #[derive(Args, Debug)]
 pub struct CompareArgs {
@@ -25,6 +59,10 @@ pub struct CompareArgs {
     /// fresh child server; `none` to measure only the external server.
     #[arg(long, default_value = "uring,epoll")]
     pub backends: String,
+    /// The stream uring-comet's subscribers open: `chunked` (`/test/<id>`, the seed's), `sse`
+    /// or `ws` (`/sub/<id>`). The external server's is `--stream`.
+    #[arg(long, value_enum, default_value_t = Protocol::Chunked)]
+    pub protocol: Protocol,
     /// Idle subscriber connections, ids 1..=conns.
     #[arg(long, default_value_t = 15_000)]
     pub conns: u64,
@@ -72,7 +110,7 @@ pub struct CompareArgs {
     /// The external server's name in the table.
     #[arg(long, default_value = "external")]
     pub name: String,
-    /// How the external server frames messages: `sse`, `raw`, `chunked` or `seed`.
+    /// How the external server frames messages: `sse`, `raw`, `chunked`, `seed` or `ws`.
     #[arg(long, value_enum, default_value_t = Framing::Sse)]
     pub stream: Framing,
     /// Measure the delivery ceiling (deliver-ceiling) too; on by default when the tool is found.
@@ -139,16 +177,22 @@ pub fn run(a: CompareArgs) -> Result<()> {
         }
         args.extend(a.server_args.iter().cloned());
         let log = a.server_log.as_ref().map(|p| p.with_extension(backend));
+        let (path, framing) = a.protocol.path_and_framing();
         let measured = ServerGuard::start(&bin, &args, log.as_ref()).and_then(|mut server| {
-            eprintln!("compare: {backend}: server pid {}", server.pid);
+            eprintln!(
+                "compare: {backend}: server pid {}, subscribers {} ({})",
+                server.pid,
+                path,
+                a.protocol.name()
+            );
             let target = Target {
                 label: backend.clone(),
                 procs: ProcSet {
                     roots: vec![server.pid],
                 },
-                sub_url: UrlTemplate::local(server.sub_addr, "/test/{id}")?,
+                sub_url: UrlTemplate::local(server.sub_addr, path)?,
                 pub_url: UrlTemplate::local(server.pub_addr, "/send/{id}")?,
-                framing: Framing::Seed,
+                framing,
                 ours: true,
             };
             scenario::measure(&target, &settings, &mut || server.alive())
@@ -208,6 +252,7 @@ fn print(
         // The table also goes to stderr, so that a recorded run keeps it beside the JSON.
         eprint!("{text}");
         let meta = [
+            ("protocol", a.protocol.name().to_string()),
             ("saturate_secs", format!("{}", a.saturate_secs)),
             (
                 "publishers",
@@ -233,8 +278,12 @@ fn text_report(
     failures: &[String],
 ) -> String {
     let mut s = format!(
-        "== uring-comet loadtest compare: {} idle subscribers, saturation {} s ({} publishers x {} in flight) ==\n",
-        a.conns, a.saturate_secs, a.publishers, a.depth
+        "== uring-comet loadtest compare: {} idle subscribers ({} for uring-comet), saturation {} s ({} publishers x {} in flight) ==\n",
+        a.conns,
+        a.protocol.name(),
+        a.saturate_secs,
+        a.publishers,
+        a.depth
     );
     s += &compare_report::table(rows, c);
     s += &compare_report::efficiency(rows);
@@ -304,5 +353,18 @@ mod tests {
         assert!(parse_backends("").unwrap().is_empty());
         assert!(parse_backends("uring,kqueue").is_err());
         assert_eq!(loadavg().split(' ').count(), 3);
+    }
+
+    #[test]
+    fn protocols() {
+        use clap::ValueEnum;
+        for p in [Protocol::Chunked, Protocol::Sse, Protocol::Ws] {
+            assert_eq!(Protocol::from_str(p.name(), false), Ok(p));
+        }
+        assert_eq!(
+            Protocol::Chunked.path_and_framing(),
+            ("/test/{id}", Framing::Seed)
+        );
+        assert_eq!(Protocol::Ws.path_and_framing(), ("/sub/{id}", Framing::Ws));
     }
 }

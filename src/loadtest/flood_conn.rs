@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::super::chunk::{Carry, ChunkParser};
+use super::super::chunk::{Carry, ChunkParser, Unit};
 use super::super::proc::now_us;
 use super::{Flood, MAX_NOTES};
 
@@ -26,7 +26,7 @@ pub(super) enum SubState {
 /// One subscriber connection. Its id is implied by its slab index.
 pub(super) struct Sub {
     stream: Option<TcpStream>,
-    /// A head or chunk split across reads; `None` otherwise.
+    /// A head, chunk or WebSocket frame split across reads; `None` otherwise.
     partial: Option<Carry>,
     parser: ChunkParser,
     /// The previous message number received on this connection.
@@ -141,7 +141,7 @@ impl Flood {
     fn read(&mut self, i: usize) {
         let id = self.cfg.first_id + i as u64;
         let framing = self.cfg.framing;
-        let unchunked_ok = framing.unchunked_ok();
+        let expect = framing.expect();
         let Flood {
             subs, buf, checker, ..
         } = self;
@@ -160,11 +160,13 @@ impl Flood {
             let had_head = sub.parser.head_done();
             let now = now_us();
             let last_n = &mut sub.last_n;
-            let fed = sub
-                .parser
-                .feed_any(&buf[..n], &mut sub.partial, unchunked_ok, |unit| {
-                    framing.check_unit(checker, id, last_n, unit, now)
-                });
+            let fed =
+                sub.parser
+                    .feed_stream(&buf[..n], &mut sub.partial, expect, |unit| match unit {
+                        Unit::Data(d) => framing.check_unit(checker, id, last_n, d, now),
+                        // A WebSocket ping: the server's heartbeat.
+                        Unit::Ping => checker.counts.heartbeats += 1,
+                    });
             if !had_head && sub.parser.head_done() {
                 self.res.connected += 1;
                 self.in_flight -= 1;
@@ -176,7 +178,7 @@ impl Flood {
                 break e.to_string();
             }
             if sub.parser.ended() {
-                break "server ended the stream (last chunk)".to_string();
+                break "server ended the stream (last chunk or close frame)".to_string();
             }
         };
         self.end(i, &ending);

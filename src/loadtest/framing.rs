@@ -1,12 +1,15 @@
 //! How a subscriber stream carries messages ([`Framing`]): what the request asks for, what
-//! head is accepted, and how a decoded unit (chunk or line) becomes messages to check.
+//! head is accepted, and how a decoded unit (chunk, line or WebSocket frame) becomes messages
+//! to check.
 //!
-//! uring-comet sends the seed's chunks (`Recvd msg #N: 'MSG'<br/>\n`). Other servers (nchan,
-//! SSE servers) carry the message body verbatim; since msggen's bodies are `{id}:{seq}:{t_us}`,
-//! any framing that keeps the body byte for byte can be checked, only without the per-connection
-//! message number (so no order check).
+//! uring-comet's `/test/` sends the seed's chunks (`Recvd msg #N: 'MSG'<br/>\n`); its `/sub/`
+//! streams (SSE, WebSocket) and other servers (nchan, SSE servers) carry the message body
+//! verbatim; since msggen's bodies are `{id}:{seq}:{t_us}`, any framing that keeps the body
+//! byte for byte can be checked, only without the per-connection message number (so no order
+//! check).
 
 use super::check::Checker;
+use super::chunk::{Expect, WS_REQUEST_HEADERS};
 
 /// The framing of subscriber streams (`--stream`).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,6 +25,9 @@ pub enum Framing {
     /// Server-sent events, chunked or not: asks with `Accept: text/event-stream`; each
     /// `data:` line is a message, other lines (`id:`, `:` comments, blanks) are skipped.
     Sse,
+    /// WebSocket (RFC 6455): a version-13 upgrade; each text or binary frame is a message,
+    /// pings are heartbeats (never answered), a close frame ends the stream.
+    Ws,
 }
 
 impl Framing {
@@ -31,12 +37,18 @@ impl Framing {
             Framing::Seed | Framing::Raw => "",
             Framing::Chunked => "TE: chunked\r\n",
             Framing::Sse => "Accept: text/event-stream\r\n",
+            Framing::Ws => WS_REQUEST_HEADERS,
         }
     }
 
-    /// Whether a `200` head without chunked coding (a body delimited by close) is accepted.
-    pub fn unchunked_ok(self) -> bool {
-        matches!(self, Framing::Raw | Framing::Sse)
+    /// The response head accepted: `200` chunked, `200` chunked or delimited by close, or
+    /// `101` to WebSocket.
+    pub fn expect(self) -> Expect {
+        match self {
+            Framing::Seed | Framing::Chunked => Expect::Chunked,
+            Framing::Raw | Framing::Sse => Expect::ChunkedOrClose,
+            Framing::Ws => Expect::WebSocket,
+        }
     }
 
     /// Checks the messages in one decoded unit (a chunk, or a line of an unchunked body)
@@ -56,7 +68,11 @@ impl Framing {
             Framing::Seed => checker.check(conn_id, last_n, unit, now_us),
             Framing::Chunked => checker.check_message(conn_id, unit, now_us),
             Framing::Raw if unit.is_empty() => {}
-            Framing::Raw => checker.check_message(conn_id, unit, now_us),
+            Framing::Raw | Framing::Ws => checker.check_message(conn_id, unit, now_us),
+            // uring-comet's SSE heartbeat: a chunk `: ping\n\n` (a line `: ping` unchunked).
+            Framing::Sse if unit.strip_suffix(b"\n\n").unwrap_or(unit) == b": ping" => {
+                checker.counts.heartbeats += 1
+            }
             Framing::Sse => {
                 // A chunk may hold a whole event (several lines); a line holds one.
                 for line in unit.split(|&b| b == b'\n') {
@@ -92,14 +108,27 @@ mod tests {
         Framing::Sse.check_unit(&mut c, 5, &mut n, b"id: 1:2\ndata: 5:3:10\n\n", 20);
         Framing::Sse.check_unit(&mut c, 5, &mut n, b"data:5:4:10\r", 20);
         Framing::Sse.check_unit(&mut c, 5, &mut n, b": hi", 20);
+        Framing::Sse.check_unit(&mut c, 5, &mut n, b": hi\n\n", 20);
         Framing::Seed.check_unit(&mut c, 5, &mut n, b"\n", 20);
-        assert_eq!((c.counts.ok, c.counts.chunks, c.counts.errors()), (5, 5, 0));
-        assert_eq!(c.counts.heartbeats, 1);
+        Framing::Sse.check_unit(&mut c, 5, &mut n, b": ping\n\n", 20);
+        Framing::Sse.check_unit(&mut c, 5, &mut n, b": ping", 20);
+        Framing::Ws.check_unit(&mut c, 5, &mut n, b"5:5:10", 20);
+        // uring-comet's SSE event for a message, as one chunk.
+        let mut ev = Vec::new();
+        crate::http::stream::sse_event(&mut ev, b"5:6:10");
+        Framing::Sse.check_unit(&mut c, 5, &mut n, &ev, 20);
+        assert_eq!((c.counts.ok, c.counts.chunks, c.counts.errors()), (7, 7, 0));
+        assert_eq!(c.counts.heartbeats, 3);
         assert_eq!(n, 1);
         assert_eq!(
             Framing::Sse.request_headers(),
             "Accept: text/event-stream\r\n"
         );
-        assert!(Framing::Raw.unchunked_ok() && !Framing::Seed.unchunked_ok());
+        assert!(Framing::Ws
+            .request_headers()
+            .starts_with("Upgrade: websocket\r\n"));
+        assert_eq!(Framing::Raw.expect(), Expect::ChunkedOrClose);
+        assert_eq!(Framing::Seed.expect(), Expect::Chunked);
+        assert_eq!(Framing::Ws.expect(), Expect::WebSocket);
     }
 }

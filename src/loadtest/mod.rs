@@ -177,7 +177,8 @@ pub struct FloodArgs {
     #[arg(long, default_value_t = 0)]
     pub source_addrs: u32,
     /// How the server frames messages: `seed` (uring-comet's chunks), `chunked` (one chunk per
-    /// message, verbatim), `raw` (one line per message), `sse` (`data:` lines).
+    /// message, verbatim), `raw` (one line per message), `sse` (`data:` lines), `ws`
+    /// (WebSocket upgrade, one frame per message).
     #[arg(long, value_enum, default_value_t = Framing::Seed)]
     pub stream: Framing,
 }
