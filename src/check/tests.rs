@@ -212,7 +212,7 @@ fn ports_and_sources() {
     .clone();
     assert_eq!(p.current, "32768-60999 (28,222 ports)");
     assert!(p.note.contains("need 36 source addresses"), "{}", p.note);
-    assert!(p.note.contains("uses 40"), "{}", p.note);
+    assert!(p.note.contains("uses 84"), "{}", p.note);
     rd.port_range = Some((50_000, 60_000));
     let p = row(
         &evaluate(&target(1_000_000), &rd),

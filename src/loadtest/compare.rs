@@ -125,7 +125,7 @@ pub struct CompareArgs {
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Source addresses (127.0.0.1, .2, ...) for subscribers; 0: one per 25,000 connections.
+    /// Source addresses (127.0.0.1, .2, ...) for subscribers; 0: one per 12,000 connections.
     #[arg(long, default_value_t = 0)]
     pub source_addrs: u32,
 }

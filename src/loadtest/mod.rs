@@ -138,7 +138,7 @@ pub struct MainArgs {
     /// Seconds between mem-log lines [default: 1].
     #[arg(long)]
     pub mem_interval: Option<u64>,
-    /// Source addresses (127.0.0.1, .2, ...) for subscribers; 0: one per 25,000 connections.
+    /// Source addresses (127.0.0.1, .2, ...) for subscribers; 0: one per 12,000 connections.
     #[arg(long, default_value_t = 0)]
     pub source_addrs: u32,
     /// Seed of the id PRNG.
@@ -173,7 +173,7 @@ pub struct FloodArgs {
     /// Server process for the mem log's RSS; default: the one listening on the URL's port.
     #[arg(long)]
     pub server_pid: Option<u32>,
-    /// Source addresses (127.0.0.1, .2, ...); 0: one per 25,000 connections on loopback.
+    /// Source addresses (127.0.0.1, .2, ...); 0: one per 12,000 connections on loopback.
     #[arg(long, default_value_t = 0)]
     pub source_addrs: u32,
     /// How the server frames messages: `seed` (uring-comet's chunks), `chunked` (one chunk per
