@@ -62,6 +62,9 @@ pub const HEAD_ONLY: u8 = 2;
 pub const CONTINUED: u8 = 8;
 /// Publisher flag: its input is being parsed (taken out of `Aux::inbuf`).
 pub const PARSING: u8 = 16;
+/// Subscriber flag: the WebSocket 101 answer waits in the shard's handshake table, in the
+/// slot named by `msgs` (no message is counted before the answer is out).
+pub const WS_HEAD: u8 = 32;
 /// Flag: still reading a request (head or publish body) at the last head-timeout sweep.
 pub const SLOW: u8 = 4;
 

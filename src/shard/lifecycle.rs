@@ -100,6 +100,7 @@ impl<D: Driver> Shard<D> {
         }
         if c.flags & LOGGED_IN != 0 {
             self.router.logout(i, c.ids);
+            self.sync_ids_gauge();
         }
         if c.flags & PUBLISHER != 0 {
             ShardStats::sub(&self.st().publishers, 1);
@@ -139,6 +140,7 @@ impl<D: Driver> Shard<D> {
         // ends with a final reply (an error, HEAD) lingers so that reply is not reset.
         self.driver
             .close(self.conns[i].fd, self.conns[i].flags & LINGER != 0);
+        self.free_ws_head(i);
         self.release_aux(i);
         self.conns[i] = Conn::FREE;
         self.conns.remove(i);

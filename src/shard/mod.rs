@@ -73,6 +73,11 @@ const MAX_PUB_OUTPUT: usize = 256 * 1024;
 const AUX_POOL: usize = 64;
 /// Buffers larger than this are freed rather than pooled, bytes.
 const POOL_KEEP: usize = 2 * 1024;
+/// WebSocket handshake answers held at once in the shard's fixed table (more wait in
+/// per-connection buffers).
+const WS_HEAD_SLOTS: u16 = 512;
+/// Bytes per handshake slot: a length byte and the 129-byte `101` answer, with room.
+const WS_HEAD_LEN: usize = 192;
 /// Inbox batches taken per turn, so completions are never starved.
 const BATCHES_PER_TURN: usize = 256;
 
@@ -136,6 +141,12 @@ pub struct Shard<D: Driver> {
     scratch: Box<[u8]>,
     /// Static stream heads (protocol x HTTP/1.0 x HEAD), see `subscriber::head_index`.
     stream_heads: Vec<Box<[u8]>>,
+    /// WebSocket `101` answers waiting to be sent, WS_HEAD_SLOTS x WS_HEAD_LEN (first byte
+    /// of a slot: the answer's length); written, never moved, while a send from it is in
+    /// flight.
+    ws_heads: Box<[u8]>,
+    /// Free slots of `ws_heads`.
+    ws_free: Vec<u16>,
     /// The answer to a CORS preflight.
     preflight: Box<[u8]>,
     /// The `GET /` reply: the demo page, with this server's subscriber port filled in.
@@ -176,6 +187,9 @@ impl<D: Driver> Shard<D> {
         Shard {
             stream_heads: subscriber::stream_heads(&cors),
             preflight: response::preflight(&cors).into_boxed_slice(),
+            // Written (not calloc'ed): resident from the start, a fixed cost.
+            ws_heads: vec![0x5a; usize::from(WS_HEAD_SLOTS) * WS_HEAD_LEN].into_boxed_slice(),
+            ws_free: (0..WS_HEAD_SLOTS).rev().collect(),
             page: response::demo_page(sub_port).into_boxed_slice(),
             next_beat: (cfg.heartbeat_s > 0).then(|| Instant::now() + beat),
             next_slow: Instant::now() + Duration::from_secs(cfg.head_timeout_s),
@@ -322,15 +336,32 @@ impl<D: Driver> Shard<D> {
         if self.inject_panic {
             panic!("{PANIC_ENV}={}: injected shard panic", self.me);
         }
+        let mut released = false;
         if self.conns.is_empty() && self.pending.is_empty() {
-            let a = self.conns.release_if_empty();
-            let b = self.router.release_if_empty();
-            if a || b {
-                self.aux_pool.clear();
-                // SAFETY: malloc_trim has no preconditions; it is not on a per-message path.
-                unsafe { libc::malloc_trim(0) };
-            }
+            released |= self.conns.release_if_empty();
+            released |= self.router.release_if_empty();
         }
+        // The buffer records grow to the peak of connections doing I/O at once (a burst of
+        // WebSocket handshakes, each answer held until sent); once none is in use, let them
+        // go, so a burst leaves nothing resident behind it.
+        if self.aux.is_empty() && self.aux.slots() > AUX_POOL {
+            self.aux = Slab::with_capacity(AUX_POOL);
+            released = true;
+        }
+        if released {
+            self.aux_pool.clear();
+            // SAFETY: malloc_trim has no preconditions; it is not on a per-message path.
+            unsafe { libc::malloc_trim(0) };
+        }
+    }
+
+    /// Publishes this shard's count of live owned ids for /stats; called right after every
+    /// router change, since the epoll backend may send a response head within the same turn.
+    fn sync_ids_gauge(&self) {
+        self.st().ids.store(
+            self.router.owned_ids() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Whether the shard has stopped and every connection is gone.
@@ -583,7 +614,10 @@ impl<D: Driver> Shard<D> {
 
     fn on_msg(&mut self, m: Msg) {
         match m {
-            Msg::Join { id, from, seq } => self.router.on_join(id, from as usize, seq),
+            Msg::Join { id, from, seq } => {
+                self.router.on_join(id, from as usize, seq);
+                self.sync_ids_gauge();
+            }
             Msg::JoinAck { id, seq } => {
                 if let Some(s) = self.router.join_acked(&id, seq) {
                     let mut fanout = std::mem::take(&mut self.fanout);
@@ -600,7 +634,10 @@ impl<D: Driver> Shard<D> {
                     self.fanout = fanout;
                 }
             }
-            Msg::Leave { id, from } => self.router.on_leave(&id, from as usize),
+            Msg::Leave { id, from } => {
+                self.router.on_leave(&id, from as usize);
+                self.sync_ids_gauge();
+            }
             Msg::Route { id, msg, reply } => self.route(id, msg, reply),
             Msg::Deliver { id, msg, reply } => {
                 let n = self

@@ -3,7 +3,7 @@
 //! WebSocket control frames).
 
 use super::*;
-use crate::conn::{ACTIVE, HEAD_ONLY};
+use crate::conn::{ACTIVE, HEAD_ONLY, WS_HEAD};
 use crate::http::ws;
 
 impl<D: Driver> Shard<D> {
@@ -76,8 +76,31 @@ impl<D: Driver> Shard<D> {
             c.flags &= !CHUNKED;
         }
         if let (Proto::Ws, Some(key)) = (req.proto, &req.ws_key) {
-            let a = self.ensure_aux(i);
-            ws::handshake(&mut self.aux[a].out, key, b"");
+            // The 101 answer depends on the client's key. It goes into a slot of the shard's
+            // fixed handshake table when one is free (no allocation, nothing left resident
+            // after a burst of handshakes), else into the connection's own buffer.
+            let mut answer = Vec::with_capacity(WS_HEAD_LEN);
+            ws::handshake(&mut answer, key, b"");
+            match self.ws_free.pop() {
+                Some(slot) if answer.len() < WS_HEAD_LEN => {
+                    let at = usize::from(slot) * WS_HEAD_LEN;
+                    self.ws_heads[at] = answer.len() as u8;
+                    self.ws_heads[at + 1..at + 1 + answer.len()].copy_from_slice(&answer);
+                    let c = &mut self.conns[i];
+                    c.flags |= HEAD_PENDING;
+                    c.sflags |= WS_HEAD;
+                    // `msgs` counts messages only for the seed's format; until the answer is
+                    // sent it names the slot.
+                    c.msgs = u32::from(slot);
+                }
+                other => {
+                    if let Some(slot) = other {
+                        self.ws_free.push(slot);
+                    }
+                    let a = self.ensure_aux(i);
+                    self.aux[a].out.extend_from_slice(&answer);
+                }
+            }
         } else {
             c.flags |= HEAD_PENDING;
             if req.head_only {
@@ -124,6 +147,7 @@ impl<D: Driver> Shard<D> {
     fn open(&mut self, i: u32, req: SubRequest) {
         self.set_stream(i, &req);
         let (handle, waits) = self.router.login(i, req.ids);
+        self.sync_ids_gauge();
         // A long-lived stream: move its socket out of the process fd table (io_uring
         // direct descriptor); no op is in flight on it here.
         let fd = self.driver.install(self.conns[i].fd);
@@ -260,11 +284,25 @@ impl<D: Driver> Shard<D> {
 
     /// The static head of connection `c`'s stream.
     fn head_of(&self, c: &Conn) -> &[u8] {
+        if c.sflags & WS_HEAD != 0 {
+            let at = c.msgs as usize * WS_HEAD_LEN;
+            return &self.ws_heads[at + 1..at + 1 + usize::from(self.ws_heads[at])];
+        }
         &self.stream_heads[head_index(
             Proto::from_u8(c.proto),
             c.flags & CHUNKED == 0,
             c.sflags & HEAD_ONLY != 0,
         )]
+    }
+
+    /// Gives back connection `i`'s handshake-table slot, if it holds one.
+    pub(super) fn free_ws_head(&mut self, i: u32) {
+        let c = &mut self.conns[i];
+        if c.sflags & WS_HEAD != 0 {
+            self.ws_free.push(c.msgs as u16);
+            c.sflags &= !WS_HEAD;
+            c.msgs = 0;
+        }
     }
 
     /// Nothing left to send.
@@ -294,18 +332,18 @@ impl<D: Driver> Shard<D> {
         let c = self.conns[i];
         if c.flags & HEAD_PENDING != 0 {
             self.conns[i].flags &= !HEAD_PENDING;
-            let head = self.head_of(&c).to_vec();
-            if (res as usize) < head.len() {
+            if (res as usize) < self.head_of(&c).len() {
                 // Short send of the head: what is left goes in front of any queued output.
+                let mut out = self.head_of(&c)[res as usize..].to_vec();
                 let a = self.ensure_aux(i);
                 let aux = &mut self.aux[a];
-                let mut out = head[res as usize..].to_vec();
                 out.extend_from_slice(&aux.out[aux.sent..]);
                 out.extend_from_slice(&aux.next);
                 aux.next.clear();
                 aux.out = out;
                 aux.sent = 0;
             }
+            self.free_ws_head(i);
             return self.try_send(i);
         }
         let a = c.aux;
@@ -351,7 +389,9 @@ impl<D: Driver> Shard<D> {
             self.mark_close(i);
             return false;
         }
-        c.msgs = c.msgs.wrapping_add(1);
+        if c.sflags & WS_HEAD == 0 {
+            c.msgs = c.msgs.wrapping_add(1);
+        }
         c.sflags |= ACTIVE;
         self.try_send(i);
         true
