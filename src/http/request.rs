@@ -37,8 +37,9 @@ pub struct SubRequest {
     /// The stream protocol: `/test/` is the seed's; `/sub/` is negotiated (WebSocket on
     /// `Upgrade: websocket`, SSE on `Accept: text/event-stream`, raw otherwise).
     pub proto: Proto,
-    /// WebSocket: the client's `Sec-WebSocket-Key`.
-    pub ws_key: Option<Box<[u8]>>,
+    /// WebSocket: the `Sec-WebSocket-Accept` value for the client's key (RFC 6455 section
+    /// 4.2.2), computed here so the request carries no heap data across shards.
+    pub ws_accept: Option<[u8; 28]>,
 }
 
 /// A request on the publish listener.
@@ -197,11 +198,11 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
                 preflight,
                 http10,
                 proto: Proto::Raw,
-                ws_key: None,
+                ws_accept: None,
             });
         }
         let ids = Id::parse_list(ids).map_err(id_error)?;
-        let mut ws_key = None;
+        let mut ws_accept = None;
         let proto = if seed {
             Proto::Seed
         } else if has_token(header(req, "upgrade"), "websocket") && !head_only {
@@ -209,7 +210,7 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
             if http10 || header(req, "sec-websocket-version") != Some(b"13") || key.is_none() {
                 return Err(Status::BadRequest);
             }
-            ws_key = key.map(Box::from);
+            ws_accept = key.map(super::ws::accept_key);
             Proto::Ws
         } else if header(req, "accept").is_some_and(|a| {
             a.windows(17)
@@ -225,7 +226,7 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
             preflight,
             http10,
             proto,
-            ws_key,
+            ws_accept,
         })
     })
 }

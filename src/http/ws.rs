@@ -20,11 +20,21 @@ use tungstenite::protocol::frame::FrameHeader;
 /// stream beyond control frames.
 pub const MAX_CLIENT_FRAME: u64 = 4096;
 
-/// Appends the `101 Switching Protocols` answer for a client's `Sec-WebSocket-Key`
-/// (section 4.2.2), with `extra` header lines (each ending in CRLF) before the blank line.
-pub fn handshake(out: &mut Vec<u8>, key: &[u8], extra: &[u8]) {
+/// The `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key` (section 4.2.2:
+/// base64 of the SHA-1 of the key and the protocol's GUID, always 28 bytes).
+pub fn accept_key(key: &[u8]) -> [u8; 28] {
+    let mut out = [b'='; 28];
+    let derived = tungstenite::handshake::derive_accept_key(key);
+    let n = derived.len().min(28);
+    out[..n].copy_from_slice(&derived.as_bytes()[..n]);
+    out
+}
+
+/// Appends the `101 Switching Protocols` answer carrying `accept` (from [`accept_key`]),
+/// with `extra` header lines (each ending in CRLF) before the blank line.
+pub fn handshake(out: &mut Vec<u8>, accept: &[u8; 28], extra: &[u8]) {
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
-    out.extend_from_slice(tungstenite::handshake::derive_accept_key(key).as_bytes());
+    out.extend_from_slice(accept);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(extra);
     out.extend_from_slice(b"\r\n");
@@ -201,7 +211,7 @@ mod tests {
     #[test]
     fn accept_key_of_rfc_example() {
         let mut out = Vec::new();
-        handshake(&mut out, b"dGhlIHNhbXBsZSBub25jZQ==", b"");
+        handshake(&mut out, &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), b"");
         assert_eq!(
             out,
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"

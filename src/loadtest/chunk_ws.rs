@@ -303,7 +303,11 @@ mod tests {
             .unwrap();
         assert_eq!(key.len(), 24, "base64 of 16 bytes");
         let mut h = Vec::new();
-        crate::http::ws::handshake(&mut h, key.as_bytes(), b"X-Any: 1\r\n");
+        crate::http::ws::handshake(
+            &mut h,
+            &crate::http::ws::accept_key(key.as_bytes()),
+            b"X-Any: 1\r\n",
+        );
         assert!(ok(&h).is_ok());
     }
 }

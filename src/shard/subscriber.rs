@@ -75,7 +75,7 @@ impl<D: Driver> Shard<D> {
         } else {
             c.flags &= !CHUNKED;
         }
-        if let (Proto::Ws, Some(key)) = (req.proto, &req.ws_key) {
+        if let (Proto::Ws, Some(key)) = (req.proto, &req.ws_accept) {
             // The 101 answer depends on the client's key. It goes into a slot of the shard's
             // fixed handshake table when one is free (no allocation, nothing left resident
             // after a burst of handshakes), else into the connection's own buffer.
