@@ -44,8 +44,8 @@ fn pick(data: &[u8], below: usize) -> usize {
 pub fn request_head(data: &[u8]) {
     let sub = parse_subscribe(data);
     check_head(data, &sub, parse_subscribe);
-    if let Head::Done(req, _) = &sub {
-        check_sub(req);
+    if let Head::Done(req, n) = &sub {
+        check_sub(req, &data[..*n]);
     }
     let open = parse_publish(data, None);
     check_head(data, &open, |d| parse_publish(d, None));
@@ -114,10 +114,20 @@ fn check_id(id: &Id) {
     );
 }
 
-fn check_sub(req: &SubRequest) {
+/// The value of the first header field `name` in a complete head (OWS trimmed).
+fn header_value<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon]
+            .eq_ignore_ascii_case(name)
+            .then(|| line[colon + 1..].trim_ascii())
+    })
+}
+
+fn check_sub(req: &SubRequest, head: &[u8]) {
     assert!(!(req.head_only && req.preflight));
     if req.preflight {
-        assert!(req.ids.is_empty() && req.ws_key.is_none() && req.proto == Proto::Raw);
+        assert!(req.ids.is_empty() && req.ws_accept.is_none() && req.proto == Proto::Raw);
         return;
     }
     assert!(
@@ -129,9 +139,24 @@ fn check_sub(req: &SubRequest) {
         check_id(id);
         assert!(!req.ids[..i].contains(id), "duplicate id {id:?}");
     }
-    assert_eq!(req.ws_key.is_some(), req.proto == Proto::Ws, "{req:?}");
-    if let Some(k) = &req.ws_key {
-        assert!(!k.is_empty() && k.len() <= 64 && !req.http10 && !req.head_only);
+    assert_eq!(req.ws_accept.is_some(), req.proto == Proto::Ws, "{req:?}");
+    if let Some(a) = &req.ws_accept {
+        assert!(!req.http10 && !req.head_only);
+        assert!(
+            a[27] == b'='
+                && a[..27]
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/'),
+            "Sec-WebSocket-Accept {:?} is not 28 bytes of base64",
+            String::from_utf8_lossy(a)
+        );
+        let key = header_value(head, b"sec-websocket-key").expect("WebSocket without a key");
+        assert!(!key.is_empty() && key.len() <= 64, "key {key:?}");
+        assert_eq!(
+            a,
+            &ws::accept_key(key),
+            "accept value not derived from the key"
+        );
     }
 }
 
