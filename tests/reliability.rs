@@ -439,7 +439,13 @@ fn max_conns_rejects_then_recovers() {
     let mut extra = Client::connect(s);
     extra.send_lossy(b"GET /test/cap HTTP/1.1\r\nHost: x\r\n\r\n");
     let (got, _) = extra.read_to_close();
-    assert!(got.is_empty(), "the connection over max_conns got bytes: {got:?}");
+    // Closed at once, with nothing or a 503 (`Status::Unavailable` documents one; today the
+    // accept path closes without a response).
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 503 "),
+        "the connection over max_conns got bytes: {:?}",
+        String::from_utf8_lossy(&got)
+    );
     subs.pop().unwrap().close();
     // A publisher is a connection too: retry until the freed slot is seen.
     let mut delivered = None;
