@@ -54,26 +54,36 @@ pub fn html_escape(out: &mut Vec<u8>, msg: &[u8]) {
 /// chunk (or raw, for HTTP/1.0). The chunk is never empty, so it can never be mistaken for
 /// the last-chunk that ends a chunked body.
 pub fn seed_chunk(out: &mut Vec<u8>, n: u32, msg: &[u8], chunked: bool) {
-    // Reserve room for the size line ("ffffffff\r\n" at most), write the data, then fill in
-    // the size in front of it: one pass over the message.
+    chunk_with(out, chunked, |out| {
+        let _ = write!(out, "Recvd msg #{n}: '");
+        html_escape(out, msg);
+        out.extend_from_slice(b"'<br/>\n");
+    });
+}
+
+/// Appends what `write` appends as one chunk (or raw, for `!chunked`), in one pass and with
+/// no allocation: room for the size line is reserved in front, and the data is shifted over
+/// the unused part of it afterwards. `write` must append at least one byte.
+pub fn chunk_with(out: &mut Vec<u8>, chunked: bool, write: impl FnOnce(&mut Vec<u8>)) {
+    if !chunked {
+        return write(out);
+    }
     let size_at = out.len();
-    if chunked {
-        out.extend_from_slice(b"00000000\r\n");
-    }
+    out.extend_from_slice(b"00000000\r\n");
     let data_at = out.len();
-    let _ = write!(out, "Recvd msg #{n}: '");
-    html_escape(out, msg);
-    out.extend_from_slice(b"'<br/>\n");
-    if chunked {
-        let len = out.len() - data_at;
-        let size = format!("{len:x}\r\n");
-        // Shift the data left over the unused part of the reserved size line.
-        let spare = 10 - size.len();
-        out.copy_within(data_at.., data_at - spare);
-        out.truncate(out.len() - spare);
-        out[size_at..size_at + size.len()].copy_from_slice(size.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    write(out);
+    let len = out.len() - data_at;
+    let mut size = [0u8; 10];
+    let n = {
+        let mut w = &mut size[..];
+        let _ = write!(w, "{len:x}\r\n");
+        10 - w.len()
+    };
+    let spare = 10 - n;
+    out.copy_within(data_at.., data_at - spare);
+    out.truncate(out.len() - spare);
+    out[size_at..size_at + n].copy_from_slice(&size[..n]);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `{"delivered":N}` as a complete 200 reply with Content-Length.

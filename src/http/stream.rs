@@ -17,7 +17,7 @@
 
 use std::io::Write;
 
-use super::response::seed_chunk;
+use super::response::{chunk_with, seed_chunk};
 use super::ws;
 
 /// Subscriber protocol, as kept in the connection record.
@@ -98,15 +98,8 @@ pub fn message(out: &mut Vec<u8>, proto: Proto, chunked: bool, n: u32, msg: &[u8
             }
             chunk(out, msg, chunked);
         }
-        Proto::Sse => {
-            let at = out.len();
-            sse_event(out, msg);
-            if chunked {
-                // Frame the event as one chunk: move it behind its size line.
-                let event = out.split_off(at);
-                chunk(out, &event, true);
-            }
-        }
+        // One event, one chunk, written in place (no copy per subscriber).
+        Proto::Sse => chunk_with(out, chunked, |out| sse_event(out, msg)),
         Proto::Ws => ws::message(out, msg),
     }
     true
