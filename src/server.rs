@@ -20,6 +20,7 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::cluster::Cluster;
 use crate::config::{Backend, ServerConfig};
 use crate::driver::epoll::Epoll;
 use crate::driver::uring::{self, Uring};
@@ -171,6 +172,11 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     let (subs, subscriber) = listeners(cfg.listen, n)?;
     let (pubs, publish) = listeners(cfg.publish_listen, n)?;
     let mesh = Arc::new(Mesh::new(n));
+    // Cluster mode: shared by the shards; its Redis agent runs on shard 0's runtime.
+    let cluster = cfg
+        .cluster
+        .clone()
+        .map(|c| Arc::new(Cluster::new(c, mesh.clone())));
     let stats: Arc<[ShardStats]> = (0..n).map(|_| ShardStats::default()).collect();
     let cfg = Arc::new(cfg);
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -178,6 +184,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     for (me, (sub, publ)) in subs.into_iter().zip(pubs).enumerate() {
         let (mesh, stats, cfg, ready) =
             (mesh.clone(), stats.clone(), cfg.clone(), ready_tx.clone());
+        let cluster = cluster.clone();
+        let agent = cluster.clone().filter(|_| me == 0);
         let t = std::thread::Builder::new()
             .name(format!("shard-{me}"))
             .spawn(move || {
@@ -188,8 +196,12 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
                         Err(e) => return drop(ready.send(Err(e))),
                     };
                     let _ = ready.send(Ok(()));
-                    let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ);
-                    tokio_uring::start(run(shard, mesh, me));
+                    let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
+                        .with_cluster(cluster);
+                    tokio_uring::start(async move {
+                        spawn_agent(agent);
+                        run(shard, mesh, me).await
+                    });
                 } else {
                     let built = Epoll::new().and_then(|d| {
                         let rt = tokio::runtime::Builder::new_current_thread()
@@ -202,8 +214,12 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
                         Err(e) => return drop(ready.send(Err(e))),
                     };
                     let _ = ready.send(Ok(()));
-                    let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ);
-                    rt.block_on(run(shard, mesh, me));
+                    let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
+                        .with_cluster(cluster);
+                    rt.block_on(async move {
+                        spawn_agent(agent);
+                        run(shard, mesh, me).await
+                    });
                 }
             })?;
         threads.push(t);
@@ -226,6 +242,18 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     Ok(handle)
 }
 
+/// Starts the cluster agent, if any, as a task on the calling shard's runtime (it lives
+/// until that runtime is dropped at shutdown).
+fn spawn_agent(agent: Option<Arc<Cluster>>) {
+    if let Some(c) = agent {
+        tokio::spawn(crate::cluster::agent::run(c));
+    }
+}
+
+/// Turns in a row after which a busy shard loop yields to the other tasks on its runtime
+/// (the cluster agent on shard 0), so they are never starved while the shard has work.
+const TURNS_PER_YIELD: u32 = 16;
+
 struct RingFd(RawFd);
 
 impl AsRawFd for RingFd {
@@ -243,8 +271,14 @@ async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize) {
             .map_err(|e| e.into_parts().1)
             .expect("register the ring fd with the reactor");
     let mut stop_deadline = None;
+    let mut busy_turns = 0u32;
     loop {
         let worked = shard.turn();
+        busy_turns = if worked { busy_turns + 1 } else { 0 };
+        if busy_turns >= TURNS_PER_YIELD {
+            busy_turns = 0;
+            tokio::task::yield_now().await;
+        }
         if mesh.is_shutdown() {
             let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
             if shard.finished() || Instant::now() > deadline {

@@ -70,6 +70,7 @@ impl<D: Driver> Shard<D> {
                             count: 0,
                             close: true,
                             raw: Some(raw),
+                            cluster: None,
                         },
                     );
                     self.flush_replies(i);
@@ -101,6 +102,7 @@ impl<D: Driver> Shard<D> {
         if c.flags & LOGGED_IN != 0 {
             self.router.logout(i, c.ids);
             self.sync_ids_gauge();
+            self.cluster_forget(i);
         }
         if c.flags & PUBLISHER != 0 {
             ShardStats::sub(&self.st().publishers, 1);

@@ -38,6 +38,7 @@ use crate::id::Id;
 use crate::mesh::{Mesh, Msg, ReplyTo};
 use crate::router::Router;
 
+mod cluster;
 mod lifecycle;
 mod publisher;
 mod subscriber;
@@ -99,6 +100,8 @@ struct Pending {
     close: bool,
     /// A ready-made reply (stats, error) instead of `{"delivered":N}`.
     raw: Option<Vec<u8>>,
+    /// Cluster mode: whether the publish was queued for the other nodes.
+    cluster: Option<bool>,
 }
 
 impl Pending {
@@ -111,6 +114,7 @@ impl Pending {
             count: 0,
             close,
             raw: Some(raw),
+            cluster: None,
         }
     }
 
@@ -161,6 +165,10 @@ pub struct Shard<D: Driver> {
     /// provided-buffer group. Never moved or freed while the ring lives.
     heads: Box<[u8]>,
     stopping: bool,
+    /// Cluster mode (see `cluster.rs`): the node's cluster state, and the subscribers whose
+    /// head waits for a bucket subscription, as (connection, bucket).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    cluster_waiting: Vec<(u32, u32)>,
 }
 
 impl<D: Driver> Shard<D> {
@@ -219,6 +227,8 @@ impl<D: Driver> Shard<D> {
             // the idle RSS rather than a per-connection one as connections arrive.
             heads: vec![0x5a; HEAD_BUFS as usize * HEAD_BUF_LEN].into_boxed_slice(),
             stopping: false,
+            cluster: None,
+            cluster_waiting: Vec::new(),
         }
         .with_head_buffers()
     }
@@ -648,6 +658,8 @@ impl<D: Driver> Shard<D> {
             }
             Msg::Replied { token, count, more } => self.on_replied(token, count, more),
             Msg::Adopt { fd, req } => self.adopt(fd, *req),
+            Msg::Remote { id, msg } => self.on_remote(id, msg),
+            Msg::ClusterReady => self.on_cluster_ready(),
         }
     }
 

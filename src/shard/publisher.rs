@@ -34,7 +34,7 @@ impl<D: Driver> Shard<D> {
                 }
                 Head::Done(PubRequest::Stats { close, head }, n) => {
                     used += n;
-                    let body = stats::json(&self.stats);
+                    let body = self.stats_body();
                     let mut raw = Vec::new();
                     response::json(&mut raw, body.as_bytes(), close);
                     if head {
@@ -79,6 +79,7 @@ impl<D: Driver> Shard<D> {
                             count: 0,
                             close,
                             raw: None,
+                            cluster: None,
                         },
                     );
                     self.publish(id, msg, t);
@@ -123,6 +124,8 @@ impl<D: Driver> Shard<D> {
     /// `send(id, msg)`: the publish numbered `t` on this shard.
     pub(super) fn publish(&mut self, id: Id, msg: Bytes, t: u32) {
         ShardStats::add(&self.st().sent, 1);
+        // Cluster mode: the other nodes get it through Redis; local delivery does not wait.
+        self.pending[t].cluster = self.cluster_forward(&id, &msg);
         let reply = ReplyTo {
             shard: self.me as u16,
             token: t,
@@ -143,6 +146,9 @@ impl<D: Driver> Shard<D> {
     }
 
     pub(super) fn reply(&mut self, to: ReplyTo, count: u32, more: Option<u16>) {
+        if to == ReplyTo::NOBODY {
+            return; // a message from another cluster node
+        }
         if to.shard as usize == self.me {
             self.on_replied(to.token, count, more);
         } else {
@@ -191,6 +197,7 @@ impl<D: Driver> Shard<D> {
                     count: 0,
                     close: false,
                     raw: None,
+                    cluster: None,
                 },
             );
             self.pending.remove(t);
@@ -200,7 +207,7 @@ impl<D: Driver> Shard<D> {
             let buf = if sending { &mut aux.next } else { &mut aux.out };
             match p.raw {
                 Some(raw) => buf.extend_from_slice(&raw),
-                None => response::delivered(buf, p.count, p.close),
+                None => cluster::delivered_reply(buf, p.count, p.cluster, p.close),
             }
             if p.close {
                 // Nothing after a reply that closes: drop later pipelined requests.

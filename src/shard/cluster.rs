@@ -1,0 +1,103 @@
+//! A shard's side of cluster mode ([`crate::cluster`]): forwarding its publishes to the
+//! node's agent, delivering messages from other nodes, and holding a new subscriber's head
+//! until the buckets of its ids are subscribed on Redis.
+
+use super::*;
+use crate::cluster::{wire::Kind, Cluster};
+
+impl<D: Driver> Shard<D> {
+    /// Puts the shard in cluster mode (`None`: no cluster).
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Subscriber `i` is about to be logged in under `ids`: wants their buckets subscribed
+    /// and returns how many of them its head must wait for (each released by
+    /// `ClusterReady`).
+    pub(super) fn cluster_hold(&mut self, i: u32, ids: &[Id]) -> u8 {
+        let Some(c) = &self.cluster else { return 0 };
+        let mut waits = 0;
+        for id in ids {
+            let b = c.bucket(id);
+            if c.want(b) {
+                self.cluster_waiting.push((i, b));
+                waits += 1;
+            }
+        }
+        waits
+    }
+
+    /// `ClusterReady`: releases the heads whose bucket is now subscribed (or all of them if
+    /// Redis went down).
+    pub(super) fn on_cluster_ready(&mut self) {
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
+        let mut waiting = std::mem::take(&mut self.cluster_waiting);
+        waiting.retain(|&(i, b)| {
+            if !c.ready(b) {
+                return true;
+            }
+            let conn = &mut self.conns[i];
+            conn.waits = conn.waits.saturating_sub(1);
+            if conn.waits == 0 && conn.state == State::SubJoining {
+                conn.state = State::SubStream;
+                self.try_send(i);
+            }
+            false
+        });
+        self.cluster_waiting = waiting;
+    }
+
+    /// Connection `i` is closing: it waits for nothing any more.
+    pub(super) fn cluster_forget(&mut self, i: u32) {
+        if !self.cluster_waiting.is_empty() {
+            self.cluster_waiting.retain(|&(c, _)| c != i);
+        }
+    }
+
+    /// Queues a publish for the other nodes: `None` without a cluster, else whether it was
+    /// queued (false: Redis down or queue full, counted as dropped).
+    pub(super) fn cluster_forward(&self, id: &Id, msg: &Bytes) -> Option<bool> {
+        let c = self.cluster.as_ref()?;
+        Some(c.forward(Kind::Send, id, msg))
+    }
+
+    /// `Remote`: a message another node published to `id` (this shard owns `id`): delivered
+    /// here and on the other shards holding `id`, no reply.
+    pub(super) fn on_remote(&mut self, id: Id, msg: Bytes) {
+        let (local, _) = self.router.route(&id, &msg, ReplyTo::NOBODY);
+        if let Some(s) = local {
+            self.deliver_slot(s, &msg);
+        }
+    }
+
+    /// The `GET /stats` body, with the cluster's keys in cluster mode.
+    pub(super) fn stats_body(&self) -> String {
+        let mut body = stats::json(&self.stats);
+        if let Some(c) = &self.cluster {
+            body.pop(); // the closing brace
+            c.stats_json(&mut body);
+            body.push('}');
+        }
+        body
+    }
+}
+
+/// Appends the reply to a publish that `count` local connections were queued: without a
+/// cluster `{"delivered":N}`; in cluster mode
+/// `{"delivered":N,"scope":"node","cluster":"queued"|"dropped"}`: N counts this node's
+/// connections only, and `cluster` says whether the message was queued for the other nodes.
+pub(super) fn delivered_reply(out: &mut Vec<u8>, count: u64, cluster: Option<bool>, close: bool) {
+    match cluster {
+        None => response::delivered(out, count, close),
+        Some(queued) => {
+            let body = format!(
+                "{{\"delivered\":{count},\"scope\":\"node\",\"cluster\":\"{}\"}}",
+                if queued { "queued" } else { "dropped" }
+            );
+            response::json(out, body.as_bytes(), close);
+        }
+    }
+}
