@@ -130,7 +130,8 @@ fn listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<(Vec<OwnedFd>, S
     Ok((all, bound))
 }
 
-/// Starts the server and returns once every shard runs.
+/// Starts the server and returns once every shard runs (in cluster mode, also once the
+/// node is connected to Redis, or after 3 s without it).
 ///
 /// Errors: a listener cannot be bound; io_uring cannot be set up (the error names the
 /// cause); a thread cannot be spawned.
@@ -239,7 +240,30 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
             Err(_) => anyhow::bail!("a shard thread ended during start"),
         }
     }
+    if let Some(c) = &cluster {
+        wait_cluster_up(c);
+    }
     Ok(handle)
+}
+
+/// How long [`start`] waits for the cluster agent's first Redis session before it returns
+/// anyway (the node then serves local traffic and keeps reconnecting).
+const CLUSTER_START_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits (bounded) until the node is connected to Redis, so that a node that has printed its
+/// `LISTEN` line holds the head of each new subscriber until its bucket is subscribed.
+fn wait_cluster_up(c: &Cluster) {
+    let t0 = Instant::now();
+    while !c.is_up() {
+        if t0.elapsed() > CLUSTER_START_WAIT {
+            tracing::warn!(
+                "cluster: not connected to Redis after {} s; serving local traffic meanwhile",
+                CLUSTER_START_WAIT.as_secs()
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Starts the cluster agent, if any, as a task on the calling shard's runtime (it lives
