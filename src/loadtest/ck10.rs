@@ -94,6 +94,7 @@ pub fn run(a: MainArgs) -> Result<()> {
         source_addrs: a.source_addrs,
         framing: Framing::Seed,
         latency_from_seq: 0,
+        local_seqs: None,
     };
     let fs = fshared.clone();
     let flood = std::thread::Builder::new()

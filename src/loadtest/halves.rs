@@ -54,6 +54,7 @@ pub fn flood(a: FloodArgs) -> Result<()> {
         source_addrs: a.source_addrs,
         framing: a.stream,
         latency_from_seq: 0,
+        local_seqs: None,
     };
     let res = flood::run(cfg, Arc::new(FloodShared::default()));
     stop_log.store(true, Ordering::Relaxed);

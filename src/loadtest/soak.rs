@@ -105,6 +105,7 @@ pub fn soak(a: SoakArgs) -> Result<()> {
         mem_interval: Some(a.mem_interval.as_secs().max(1)),
         source_addrs: 0,
         seed: 1,
+        nodes: 1,
     };
     eprintln!(
         "soak: {} subscribers, {} msg/s for {:.0} s; memory log {} every {} s",
