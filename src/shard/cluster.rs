@@ -57,11 +57,24 @@ impl<D: Driver> Shard<D> {
         }
     }
 
-    /// Queues a publish for the other nodes: `None` without a cluster, else whether it was
-    /// queued (false: Redis down or queue full, counted as dropped).
-    pub(super) fn cluster_forward(&self, id: &Id, msg: &Bytes) -> Option<bool> {
-        let c = self.cluster.as_ref()?;
-        Some(c.forward(Kind::Send, id, msg))
+    /// Queues publish `t` for the other nodes (if in cluster mode) and notes whether it was
+    /// dropped (Redis down or queue full; counted).
+    pub(super) fn cluster_forward(&mut self, t: u32, id: &Id, msg: &Bytes) {
+        let Some(c) = &self.cluster else { return };
+        let dropped = !c.forward(Kind::Send, id, msg);
+        let t = t as usize;
+        if self.cluster_dropped.len() <= t {
+            self.cluster_dropped.resize(t + 1, false);
+        }
+        self.cluster_dropped[t] = dropped;
+    }
+
+    /// For the reply to publish `t`: `None` without a cluster, else whether its forward was
+    /// queued.
+    pub(super) fn cluster_reply(&mut self, t: u32) -> Option<bool> {
+        self.cluster.as_ref()?;
+        let dropped = self.cluster_dropped.get_mut(t as usize).map(std::mem::take);
+        Some(!dropped.unwrap_or(false))
     }
 
     /// `Remote`: a message another node published to `id` (this shard owns `id`): delivered

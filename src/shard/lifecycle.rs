@@ -70,7 +70,6 @@ impl<D: Driver> Shard<D> {
                             count: 0,
                             close: true,
                             raw: Some(raw),
-                            cluster: None,
                         },
                     );
                     self.flush_replies(i);

@@ -100,8 +100,6 @@ struct Pending {
     close: bool,
     /// A ready-made reply (stats, error) instead of `{"delivered":N}`.
     raw: Option<Vec<u8>>,
-    /// Cluster mode: whether the publish was queued for the other nodes.
-    cluster: Option<bool>,
 }
 
 impl Pending {
@@ -114,7 +112,6 @@ impl Pending {
             count: 0,
             close,
             raw: Some(raw),
-            cluster: None,
         }
     }
 
@@ -165,10 +162,12 @@ pub struct Shard<D: Driver> {
     /// provided-buffer group. Never moved or freed while the ring lives.
     heads: Box<[u8]>,
     stopping: bool,
-    /// Cluster mode (see `cluster.rs`): the node's cluster state, and the subscribers whose
-    /// head waits for a bucket subscription, as (connection, bucket).
+    /// Cluster mode (see `cluster.rs`): the node's cluster state; the subscribers whose
+    /// head waits for a bucket subscription, as (connection, bucket); and per pending
+    /// publish token, whether its forward was dropped.
     cluster: Option<Arc<crate::cluster::Cluster>>,
     cluster_waiting: Vec<(u32, u32)>,
+    cluster_dropped: Vec<bool>,
 }
 
 impl<D: Driver> Shard<D> {
@@ -229,6 +228,7 @@ impl<D: Driver> Shard<D> {
             stopping: false,
             cluster: None,
             cluster_waiting: Vec::new(),
+            cluster_dropped: Vec::new(),
         }
         .with_head_buffers()
     }

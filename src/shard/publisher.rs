@@ -79,7 +79,6 @@ impl<D: Driver> Shard<D> {
                             count: 0,
                             close,
                             raw: None,
-                            cluster: None,
                         },
                     );
                     self.publish(id, msg, t);
@@ -125,7 +124,7 @@ impl<D: Driver> Shard<D> {
     pub(super) fn publish(&mut self, id: Id, msg: Bytes, t: u32) {
         ShardStats::add(&self.st().sent, 1);
         // Cluster mode: the other nodes get it through Redis; local delivery does not wait.
-        self.pending[t].cluster = self.cluster_forward(&id, &msg);
+        self.cluster_forward(t, &id, &msg);
         let reply = ReplyTo {
             shard: self.me as u16,
             token: t,
@@ -197,17 +196,17 @@ impl<D: Driver> Shard<D> {
                     count: 0,
                     close: false,
                     raw: None,
-                    cluster: None,
                 },
             );
             self.pending.remove(t);
+            let cluster = self.cluster_reply(t);
             let sending = self.conns[i].flags & SENDING != 0;
             let aux = &mut self.aux[a];
             aux.replies.pop_front();
             let buf = if sending { &mut aux.next } else { &mut aux.out };
             match p.raw {
                 Some(raw) => buf.extend_from_slice(&raw),
-                None => cluster::delivered_reply(buf, p.count, p.cluster, p.close),
+                None => cluster::delivered_reply(buf, p.count, cluster, p.close),
             }
             if p.close {
                 // Nothing after a reply that closes: drop later pipelined requests.
