@@ -23,6 +23,7 @@ mod answer;
 mod ceiling;
 mod check;
 mod chunk;
+mod churn;
 mod ck10;
 mod compare;
 mod compare_report;
@@ -41,6 +42,7 @@ mod proc;
 mod procmem;
 mod report;
 mod scenario;
+mod slow;
 mod soak;
 mod url;
 
@@ -144,6 +146,24 @@ pub struct MainArgs {
     /// Seed of the id PRNG.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Subscriber churn: this percent of the subscribers a minute leave (alternately FIN and
+    /// RST) and connect again under the same id, once all are up. Messages sent while a
+    /// subscriber was away (or answered under 500 ms before it left) are not counted as lost;
+    /// all others must arrive. At the end the server must be back to its baseline
+    /// (connections, ids, direct-descriptor slots, fds, no CLOSE_WAIT).
+    #[arg(long, default_value_t = 0.0, value_name = "PERCENT_PER_MIN")]
+    pub churn: f64,
+    /// Slow readers: this many more subscribers (ids conns+1..) that read their head and then
+    /// never read, sent `--slow-msg-bytes` messages at `--slow-rate` while the test traffic
+    /// runs. The server must cut them (`slow_consumers_closed`) and stay on time for the rest.
+    #[arg(long, default_value_t = 0)]
+    pub slow_readers: u64,
+    /// Body bytes of each message to a slow reader.
+    #[arg(long, default_value_t = 8_192)]
+    pub slow_msg_bytes: usize,
+    /// Messages per second to the slow readers, round-robin.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub slow_rate: f64,
 }
 
 /// Flags of `uring-comet loadtest flood`.
