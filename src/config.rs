@@ -25,6 +25,13 @@ pub struct ServeArgs {
     /// Most bytes of output queued for one subscriber before it is disconnected as too slow.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_pending_bytes: usize,
+    /// Kernel send buffer of each subscriber socket, bytes (SO_SNDBUF, set on the listener
+    /// and inherited, like nginx's `listen ... sndbuf=`); 0 leaves the kernel's autotuning
+    /// (up to net.ipv4.tcp_wmem's maximum, 4 MiB by default). A subscriber that stops
+    /// reading holds up to this much kernel memory (the kernel doubles the value for its
+    /// bookkeeping) before its output queues in the server and `--max-pending-bytes` cuts it.
+    #[arg(long, default_value_t = 0)]
+    pub sndbuf: usize,
     /// Where a subscriber under one id lives: `owner` hands it to the shard that owns the id;
     /// `accept` keeps it on the shard that accepted it (see DESIGN.md for both measured).
     #[arg(long, value_enum, default_value_t = Placement::Owner)]
@@ -108,6 +115,8 @@ pub struct ServerConfig {
     pub max_conns: usize,
     /// Output bound per subscriber, bytes.
     pub max_pending_bytes: usize,
+    /// SO_SNDBUF of subscriber sockets, bytes (0: the kernel's autotuning).
+    pub sndbuf: usize,
     /// Placement of single-id subscribers.
     pub placement: Placement,
     /// Data-plane backend.
@@ -166,6 +175,7 @@ impl ServeArgs {
             shards,
             max_conns: self.max_conns.max(1),
             max_pending_bytes: self.max_pending_bytes.max(1024),
+            sndbuf: self.sndbuf,
             placement: self.placement,
             backend: self.backend,
             heartbeat_s: self.heartbeat,
@@ -192,6 +202,7 @@ impl ServerConfig {
             shards,
             max_conns: 100_000,
             max_pending_bytes: 64 * 1024,
+            sndbuf: 0,
             placement: Placement::Owner,
             backend: Backend::Auto,
             heartbeat_s: 30,

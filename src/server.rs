@@ -92,8 +92,9 @@ impl Drop for ServerHandle {
 /// without FIN or RST stays logged in: about `--heartbeat` + 20 s.
 pub const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A listener socket with SO_REUSEPORT, bound to `addr`.
-fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
+/// A listener socket with SO_REUSEPORT, bound to `addr`; with `sndbuf` > 0 its accepted
+/// sockets get that SO_SNDBUF (socket(7): set before listen, inherited by accept).
+fn listener(addr: SocketAddr, sndbuf: usize) -> io::Result<OwnedFd> {
     let s = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
@@ -105,6 +106,9 @@ fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
     s.set_tcp_nodelay(true)?;
     // Inherited by accepted sockets, like TCP_NODELAY.
     s.set_tcp_user_timeout(Some(DEAD_PEER_TIMEOUT))?;
+    if sndbuf > 0 {
+        s.set_send_buffer_size(sndbuf)?;
+    }
     s.bind(&addr.into())?;
     s.listen(BACKLOG)?;
     Ok(s.into())
@@ -118,13 +122,18 @@ fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
 }
 
 /// Binds one listener per shard on `addr` (port 0: the port the first one got).
-fn listeners(addr: SocketAddr, shards: usize) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
-    let first = listener(addr).with_context(|| format!("cannot listen on {addr}"))?;
+fn listeners(
+    addr: SocketAddr,
+    shards: usize,
+    sndbuf: usize,
+) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
+    let first = listener(addr, sndbuf).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = local_addr(&first)?;
     let mut all = vec![first];
     for _ in 1..shards {
         all.push(
-            listener(bound).with_context(|| format!("cannot listen on {bound} (SO_REUSEPORT)"))?,
+            listener(bound, sndbuf)
+                .with_context(|| format!("cannot listen on {bound} (SO_REUSEPORT)"))?,
         );
     }
     Ok((all, bound))
@@ -170,8 +179,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
             "direct-descriptor plan: subscribers live in ring fixed-file tables (capped per ring at min(RLIMIT_NOFILE, 1048576))"
         );
     }
-    let (subs, subscriber) = listeners(cfg.listen, n)?;
-    let (pubs, publish) = listeners(cfg.publish_listen, n)?;
+    let (subs, subscriber) = listeners(cfg.listen, n, cfg.sndbuf)?;
+    let (pubs, publish) = listeners(cfg.publish_listen, n, 0)?;
     let mesh = Arc::new(Mesh::new(n));
     // Cluster mode: shared by the shards; its Redis agent runs on shard 0's runtime.
     let cluster = cfg

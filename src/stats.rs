@@ -24,6 +24,9 @@ pub struct ShardStats {
     pub rejected: AtomicU64,
     /// Total: times the multishot accept ended and was re-armed.
     pub accept_rearmed: AtomicU64,
+    /// Gauge: io_uring direct-descriptor slots in use (fixed-file table entries), updated
+    /// once per turn of the shard's loop; 0 on the epoll backend.
+    pub slots: AtomicU64,
 }
 
 impl ShardStats {
@@ -54,7 +57,8 @@ pub fn rss_bytes() -> u64 {
 ///
 /// Keys: `connections` (open subscribers, all shards), `connections_per_shard` (array),
 /// `publishers`, `ids` (distinct ids logged in), `messages_sent`, `messages_delivered`,
-/// `slow_consumers_closed`, `rejected_at_capacity`, `accept_rearmed`, `rss_bytes`.
+/// `slow_consumers_closed`, `rejected_at_capacity`, `accept_rearmed`, `direct_slots_in_use`
+/// (io_uring fixed-file table entries held, all shards), `rss_bytes`.
 pub fn json(shards: &[ShardStats]) -> String {
     let sum =
         |f: fn(&ShardStats) -> &AtomicU64| shards.iter().map(|s| f(s).load(Relaxed)).sum::<u64>();
@@ -65,7 +69,7 @@ pub fn json(shards: &[ShardStats]) -> String {
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,
-        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"rss_bytes\":{}}}",
+        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"direct_slots_in_use\":{},\"rss_bytes\":{}}}",
         sum(|s| &s.subscribers),
         per.join(","),
         sum(|s| &s.publishers),
@@ -75,6 +79,7 @@ pub fn json(shards: &[ShardStats]) -> String {
         sum(|s| &s.slow_closed),
         sum(|s| &s.rejected),
         sum(|s| &s.accept_rearmed),
+        sum(|s| &s.slots),
         rss_bytes()
     );
     out

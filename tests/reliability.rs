@@ -528,6 +528,38 @@ fn slow_consumer_cut_fast_one_served() {
 }
 }
 
+both_backends! {
+/// `sndbuf`: with the subscriber sockets' kernel send buffer set to 16 KiB, a subscriber
+/// that stops reading right after its head is cut once 16 KiB more pile up in the server,
+/// after well under 1 MiB in all (its own receive buffer, the 32 KiB the kernel makes of a
+/// 16 KiB SO_SNDBUF, and the bound). With the kernel's autotuning the same reader absorbs
+/// more than that first (measured: over 1 MiB), so this fails if the option is ignored.
+fn sndbuf_bounds_what_a_stalled_reader_holds() {
+    let mut cfg = ServerConfig::local(2);
+    cfg.max_pending_bytes = 16 * 1024;
+    cfg.sndbuf = 16 * 1024;
+    let server = start_with(cfg);
+    let (s, p) = (server.subscriber_addr(), server.publish_addr());
+    let mut stalled = Client::connect(s);
+    stalled.send(b"GET /test/stall HTTP/1.1\r\nHost: x\r\n\r\n");
+    check_stream_head(&stalled.read_head());
+    let mut publ = Publisher::connect(p);
+    let m = vec![b'y'; 8 * 1024];
+    let mut sent = 0usize;
+    while sent < 1024 * 1024 && publ.send("stall", &m) == 1 {
+        sent += m.len();
+    }
+    assert!(
+        sent < 1024 * 1024,
+        "a reader that stopped was still logged in after 1 MiB: {}",
+        stats(p)
+    );
+    assert!(wait_until(Duration::from_secs(3), || stat(p, "slow_consumers_closed") == 1));
+    eprintln!("cut after {sent} bytes");
+    drop(stalled);
+}
+}
+
 // ---------------------------------------------------------------------------------------------
 // Request heads: limits and framing faults
 

@@ -111,4 +111,11 @@ pub trait Driver {
 
     /// An fd that polls readable when completions are waiting (the shard's reactor waits on it).
     fn wait_fd(&self) -> RawFd;
+
+    /// Direct-descriptor slots in use: installed and not yet freed by their CLOSE's
+    /// completion (io_uring backend); 0 for a backend without fixed-file tables. A slot that
+    /// stays in use after its connection is gone is a leak.
+    fn slots_in_use(&self) -> u64 {
+        0
+    }
 }

@@ -124,6 +124,8 @@ struct Ring {
     ring: IoUring,
     /// Free slots of the fixed-file table (empty for a ring without a table).
     free: Vec<u32>,
+    /// Slots registered for the table (0: the ring has none).
+    table: u32,
     /// Submissions queued since the last `submit`.
     queued: bool,
 }
@@ -197,11 +199,11 @@ impl Uring {
     fn add_ring(&mut self, entries: u32) -> io::Result<usize> {
         let ring = new_ring(entries)?;
         let slots = self.plan.slots_per_ring;
-        let free = match ring.submitter().register_files_sparse(slots) {
-            Ok(()) => (0..slots).rev().collect(),
+        let (free, table) = match ring.submitter().register_files_sparse(slots) {
+            Ok(()) => ((0..slots).rev().collect(), slots),
             Err(e) => {
                 tracing::warn!("registering {slots} direct-descriptor slots failed ({e}); this ring keeps plain fds");
-                Vec::new()
+                (Vec::new(), 0)
             }
         };
         let mut ev = libc::epoll_event {
@@ -223,6 +225,7 @@ impl Uring {
         self.rings.push(Ring {
             ring,
             free,
+            table,
             queued: false,
         });
         Ok(self.rings.len() - 1)
@@ -262,6 +265,13 @@ impl Uring {
 }
 
 impl Driver for Uring {
+    fn slots_in_use(&self) -> u64 {
+        self.rings
+            .iter()
+            .map(|r| u64::from(r.table) - r.free.len() as u64)
+            .sum()
+    }
+
     fn accept_multi(&mut self, listener: RawFd, token: u64) {
         let e = opcode::AcceptMulti::new(types::Fd(listener))
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)

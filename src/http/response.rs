@@ -119,13 +119,20 @@ pub fn cors_lines(origin: &str) -> Vec<u8> {
 
 /// The complete answer to a CORS preflight (`OPTIONS` on a stream path): 204 with the
 /// methods and request headers a subscriber may use (`Last-Event-ID` and `Cache-Control`
-/// are what EventSource polyfills add). It never opens a stream; the connection closes.
+/// are what EventSource polyfills add). With CORS off (`cors` empty, `--cors-origin ""`) it
+/// is a plain 204 with `Allow` and no `Access-Control-*` line (Fetch standard, CORS
+/// protocol: a preflight without Allow-Origin fails, as it should). It never opens a
+/// stream; the connection closes.
 pub fn preflight(cors: &[u8]) -> Vec<u8> {
     let mut out = b"HTTP/1.1 204 No Content\r\n".to_vec();
     out.extend_from_slice(cors);
-    out.extend_from_slice(
-        b"Allow: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: Last-Event-ID, Cache-Control, Accept, Content-Type\r\nAccess-Control-Max-Age: 86400\r\nConnection: close\r\n\r\n",
-    );
+    out.extend_from_slice(b"Allow: GET, HEAD, OPTIONS\r\n");
+    if !cors.is_empty() {
+        out.extend_from_slice(
+            b"Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: Last-Event-ID, Cache-Control, Accept, Content-Type\r\nAccess-Control-Max-Age: 86400\r\n",
+        );
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
     out
 }
 

@@ -82,11 +82,14 @@ pub fn json_u64(body: &[u8], key: &str) -> Option<u64> {
 }
 
 /// Keys of `GET /stats` that the report shows.
-pub const STATS_KEYS: [&str; 4] = [
+pub const STATS_KEYS: [&str; 7] = [
     "connections",
     "rss_bytes",
     "messages_sent",
     "messages_delivered",
+    "ids",
+    "direct_slots_in_use",
+    "slow_consumers_closed",
 ];
 
 /// Fetches `GET /stats` from `addr` (at most 2 s) and returns the [`STATS_KEYS`] it has.

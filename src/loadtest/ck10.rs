@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
+use super::churn::{self, AfterLeave, ChurnFigures};
 use super::flood::{self, FloodConfig, FloodResult, FloodShared};
 use super::framing::Framing;
 use super::halves::{check_fd_limit, check_positive};
 use super::msggen::{self, MsggenConfig, MsggenShared};
 use super::proc::{cpu_seconds, rss_bytes, wait_rss_stable, ServerGuard};
 use super::report::{Latency, Report};
+use super::slow::{self, BlastConfig};
 use super::url::UrlTemplate;
 use super::{answer, memlog, MainArgs};
 
@@ -26,6 +28,9 @@ const RSS_SETTLE: Duration = Duration::from_secs(5);
 
 /// How long after the last scheduled publish to wait for its answer.
 const PUBLISH_TAIL: Duration = Duration::from_secs(2);
+
+/// Longest wait, once every subscriber has left, for the server to be back to baseline.
+const LEAVE_SETTLE: Duration = Duration::from_secs(10);
 
 /// Progress for people, on stderr so that stdout holds only Stats lines and the report.
 fn say(msg: &str) {
@@ -42,7 +47,10 @@ pub fn run(a: MainArgs) -> Result<()> {
     if a.conns == 0 || a.parallel == 0 {
         bail!("--conns and --parallel must be at least 1");
     }
-    check_fd_limit(a.conns + a.parallel as u64)?;
+    check_fd_limit(a.conns + a.slow_readers + a.parallel as u64 + 1)?;
+    if !(0.0..=6000.0).contains(&a.churn) {
+        bail!("--churn is a percent of the subscribers per minute, 0 to 6000");
+    }
     let bin = match &a.server_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()?,
@@ -63,6 +71,7 @@ pub fn run(a: MainArgs) -> Result<()> {
     ));
     let cpu_start = cpu_seconds(pid)?;
     let (rss_idle, _) = wait_rss_stable(pid, RSS_SETTLE)?;
+    let fds_baseline = churn::fd_count(pid);
 
     let stop_log = Arc::new(AtomicBool::new(false));
     let mem_log = match &a.mem_log {
@@ -95,6 +104,7 @@ pub fn run(a: MainArgs) -> Result<()> {
         framing: Framing::Seed,
         latency_from_seq: 0,
         local_seqs: None,
+        churn_per_min: a.churn,
     };
     let fs = fshared.clone();
     let flood = std::thread::Builder::new()
@@ -143,7 +153,34 @@ pub fn run(a: MainArgs) -> Result<()> {
         a.conns
     ));
     let (rss_loaded, rss_stable) = wait_rss_stable(pid, RSS_SETTLE)?;
+    let slow_socks = if a.slow_readers > 0 {
+        say(&format!(
+            "opening {} slow readers (ids {}..={}), which will not read",
+            a.slow_readers,
+            a.conns + 1,
+            a.conns + a.slow_readers
+        ));
+        slow::open(server.sub_addr, a.conns + 1, a.slow_readers)?
+    } else {
+        Vec::new()
+    };
     let cpu_publish_start = cpu_seconds(pid)?;
+    let stop_blast = Arc::new(AtomicBool::new(false));
+    let blaster = if a.slow_readers > 0 {
+        Some(slow::spawn_blaster(
+            BlastConfig {
+                publish: server.pub_addr,
+                first_id: a.conns + 1,
+                readers: a.slow_readers,
+                msg_bytes: a.slow_msg_bytes,
+                rate: a.slow_rate,
+                server_pid: pid,
+            },
+            stop_blast.clone(),
+        )?)
+    } else {
+        None
+    };
 
     // Publish phase, bounded by its own deadline (duration + tail).
     say(&format!(
@@ -159,6 +196,7 @@ pub fn run(a: MainArgs) -> Result<()> {
         first_seq: 0,
         seed: a.seed,
         tail: PUBLISH_TAIL,
+        record_sends: a.churn > 0.0,
     };
     let mshared = Arc::new(MsggenShared::default());
     let ms = mshared.clone();
@@ -168,6 +206,12 @@ pub fn run(a: MainArgs) -> Result<()> {
     let published = gen
         .join()
         .map_err(|_| anyhow!("the publisher thread panicked"));
+    stop_blast.store(true, Relaxed);
+    let slow_fig = blaster.map(|h| {
+        h.join()
+            .map_err(|_| anyhow!("the slow-reader publisher panicked"))
+            .and_then(|r| r)
+    });
     let published = match published.and_then(|r| r) {
         Ok(r) => r,
         Err(e) => {
@@ -191,10 +235,22 @@ pub fn run(a: MainArgs) -> Result<()> {
     let rss_end = rss_bytes(pid).unwrap_or(0);
     let server_stats = answer::fetch_stats(server.pub_addr);
     let fres = stop_flood(&fshared, flood)?;
+    drop(slow_socks);
     stop_log.store(true, Relaxed);
     if let Some(h) = mem_log {
         let _ = h.join();
     }
+    // Every subscriber has gone (the flood loop's sockets closed with it): the server must
+    // come back to where it started.
+    let after_leave = (!server_exited).then(|| {
+        AfterLeave::wait(
+            pid,
+            server.sub_addr,
+            server.pub_addr,
+            fds_baseline,
+            LEAVE_SETTLE,
+        )
+    });
     drop(server); // kills the server by pid and reaps it
 
     let c = &fres.checker.counts;
@@ -208,6 +264,31 @@ pub fn run(a: MainArgs) -> Result<()> {
         notes.push(format!("GET /stats: {e}"));
         Vec::new()
     });
+    let slow = match slow_fig {
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            notes.push(format!("slow readers: {e:#}"));
+            None
+        }
+        None => None,
+    };
+    let (lost, churn) = if a.churn > 0.0 {
+        let (lost, excused, excused_received) =
+            churn::account(&published.sends, &fres.checker.received, &fres.gaps);
+        let fig = ChurnFigures {
+            per_min: a.churn,
+            churned: fres.churned,
+            reconnected: fres.reconnected,
+            excused,
+            excused_received,
+        };
+        (lost, Some(fig))
+    } else {
+        (
+            published.ok_seqs.count_missing_from(&fres.checker.received),
+            None,
+        )
+    };
     let report = Report {
         conns: fres.connected,
         closed: fres.closed,
@@ -217,7 +298,7 @@ pub fn run(a: MainArgs) -> Result<()> {
         publish_failed: published.failed + published.bad_answers,
         server_delivered: published.delivered_sum,
         delivered: fres.checker.received.count(),
-        lost: published.ok_seqs.count_missing_from(&fres.checker.received),
+        lost,
         chunks: c.chunks,
         heartbeats: c.heartbeats,
         duplicates: c.duplicates,
@@ -237,6 +318,9 @@ pub fn run(a: MainArgs) -> Result<()> {
         server_cpu_publish_s: cpu_end - cpu_publish_start,
         server_stats,
         notes,
+        churn,
+        slow,
+        after_leave,
     };
     if a.json {
         println!("{}", report.json());

@@ -192,6 +192,9 @@ pub fn run(a: MainArgs) -> Result<()> {
     if a.conns < n as u64 || a.parallel < n {
         bail!("--conns and --parallel must be at least --nodes ({n})");
     }
+    if a.churn > 0.0 || a.slow_readers > 0 {
+        bail!("--churn and --slow-readers are not supported with --nodes yet");
+    }
     check_fd_limit(a.conns + a.parallel as u64)?;
     let bin = match &a.server_bin {
         Some(p) => p.clone(),
@@ -259,6 +262,7 @@ pub fn run(a: MainArgs) -> Result<()> {
             framing: Framing::Seed,
             latency_from_seq: 0,
             local_seqs: Some(seq0..seq0 + seqs),
+            churn_per_min: 0.0,
         };
         let shared = Arc::new(FloodShared::default());
         let sh = shared.clone();
@@ -311,6 +315,7 @@ pub fn run(a: MainArgs) -> Result<()> {
             first_seq: seq0,
             seed: a.seed.wrapping_add(k as u64 * 0x9E37_79B9),
             tail: PUBLISH_TAIL,
+            record_sends: false,
         };
         let shared = Arc::new(MsggenShared::default());
         gens.push(

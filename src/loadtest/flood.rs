@@ -58,6 +58,23 @@ pub struct FloodConfig {
     /// `loadtest --nodes`: the seqs published through this flood's own node (latency is
     /// split into local and remote); `None` elsewhere.
     pub local_seqs: Option<std::ops::Range<u64>>,
+    /// Subscriber churn, percent of `count` per minute (0: none). Once every connection is
+    /// up, that many a minute (spread evenly, picked at random) leave, alternately with a
+    /// FIN and a RST, and connect again under the same id at once; each absence is a
+    /// [`Gap`] in the result.
+    pub churn_per_min: f64,
+}
+
+/// One absence of a churned subscriber, CLOCK_MONOTONIC microseconds (as
+/// [`now_us`](super::proc::now_us)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// The subscriber's id.
+    pub id: u64,
+    /// When the client closed the old connection.
+    pub from_us: u64,
+    /// When the new connection's `200` head arrived; `u64::MAX` if it never did.
+    pub to_us: u64,
 }
 
 /// Counters the loop publishes for other threads, and the stop flag it obeys.
@@ -71,6 +88,8 @@ pub struct FloodShared {
     pub chunks: AtomicU64,
     /// Distinct test messages received.
     pub received: AtomicU64,
+    /// Churned subscribers connected again (their new `200` head read).
+    pub reconnected: AtomicU64,
     /// Set by another thread to end the loop.
     pub stop: AtomicBool,
 }
@@ -89,6 +108,12 @@ pub struct FloodResult {
     pub broken: u64,
     /// The first few reasons a connection ended.
     pub notes: Vec<String>,
+    /// Churn: every absence, in the order they began.
+    pub gaps: Vec<Gap>,
+    /// Churn: subscribers closed on purpose.
+    pub churned: u64,
+    /// Churn: of those, connected again.
+    pub reconnected: u64,
 }
 
 /// Most end reasons kept.
@@ -120,6 +145,7 @@ pub fn run(cfg: FloodConfig, shared: Arc<FloodShared>) -> Result<FloodResult> {
         res: Counts::default(),
         notes: Vec::new(),
         shared,
+        churn: Churn::default(),
     };
     f.event_loop()?;
     Ok(FloodResult {
@@ -129,7 +155,22 @@ pub fn run(cfg: FloodConfig, shared: Arc<FloodShared>) -> Result<FloodResult> {
         connect_failed: f.res.connect_failed,
         broken: f.res.broken,
         notes: f.notes,
+        gaps: f.churn.gaps,
+        churned: f.churn.churned,
+        reconnected: f.churn.reconnected,
     })
+}
+
+/// Churn state: when it started, what it did, and the open absences.
+#[derive(Default)]
+struct Churn {
+    started: Option<Instant>,
+    churned: u64,
+    reconnected: u64,
+    gaps: Vec<Gap>,
+    /// Connection index -> its open gap in `gaps`.
+    open: std::collections::HashMap<u32, usize>,
+    rng: Option<super::msggen::XorShift>,
 }
 
 #[derive(Default)]
@@ -155,6 +196,7 @@ struct Flood {
     checker: Checker,
     notes: Vec<String>,
     shared: Arc<FloodShared>,
+    churn: Churn,
 }
 
 impl Flood {
@@ -176,6 +218,9 @@ impl Flood {
             {
                 self.launch(self.launched as usize);
                 self.launched += 1;
+            }
+            if self.cfg.churn_per_min > 0.0 {
+                self.churn_due(now);
             }
             if now >= next_stats {
                 self.print_stats();
@@ -207,6 +252,33 @@ impl Flood {
             self.shared
                 .received
                 .store(self.checker.received.count(), Relaxed);
+        }
+    }
+
+    /// Closes and reconnects the subscribers whose turn has come (see
+    /// [`FloodConfig::churn_per_min`]); starts the clock once every connection is up.
+    fn churn_due(&mut self, now: Instant) {
+        let start = match self.churn.started {
+            Some(s) => s,
+            None if self.res.connected == self.cfg.count => *self.churn.started.insert(now),
+            None => return,
+        };
+        let per_s = self.cfg.count as f64 * self.cfg.churn_per_min / 100.0 / 60.0;
+        let due = (now.duration_since(start).as_secs_f64() * per_s) as u64;
+        let rng = self
+            .churn
+            .rng
+            .get_or_insert_with(|| super::msggen::XorShift::new(0x005e_edc4));
+        let mut picks = Vec::new();
+        for _ in self.churn.churned..due {
+            picks.push((rng.next_u64() % self.cfg.count) as usize);
+        }
+        for i in picks {
+            // One already away (still reconnecting) is not picked twice.
+            if self.subs[i].is_streaming() && !self.churn.open.contains_key(&(i as u32)) {
+                self.churn_one(i);
+            }
+            self.churn.churned += 1;
         }
     }
 

@@ -53,6 +53,11 @@ impl Sub {
     pub(super) fn is_open(&self) -> bool {
         self.stream.is_some()
     }
+
+    /// True once its `200` head has been read, until it ends.
+    pub(super) fn is_streaming(&self) -> bool {
+        self.stream.is_some() && self.parser.head_done()
+    }
 }
 
 impl Flood {
@@ -168,9 +173,17 @@ impl Flood {
                         Unit::Ping => checker.counts.heartbeats += 1,
                     });
             if !had_head && sub.parser.head_done() {
-                self.res.connected += 1;
                 self.in_flight -= 1;
-                self.shared.connected.store(self.res.connected, Relaxed);
+                if let Some(g) = self.churn.open.remove(&(i as u32)) {
+                    self.churn.gaps[g].to_us = now;
+                    self.churn.reconnected += 1;
+                    self.shared
+                        .reconnected
+                        .store(self.churn.reconnected, Relaxed);
+                } else {
+                    self.res.connected += 1;
+                    self.shared.connected.store(self.res.connected, Relaxed);
+                }
             }
             if let Err(e) = fed {
                 self.res.broken += 1;
@@ -182,6 +195,26 @@ impl Flood {
             }
         };
         self.end(i, &ending);
+    }
+
+    /// Churn: closes streaming connection `i` on purpose (every other one with a RST, the
+    /// rest with a FIN), records the start of its absence, and connects it again at once.
+    pub(super) fn churn_one(&mut self, i: usize) {
+        let sub = &mut self.subs[i];
+        if let Some(mut s) = sub.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+            if self.churn.gaps.len() % 2 == 1 {
+                let _ = socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
+            }
+        }
+        *sub = Sub::new();
+        self.churn.open.insert(i as u32, self.churn.gaps.len());
+        self.churn.gaps.push(super::Gap {
+            id: self.cfg.first_id + i as u64,
+            from_us: now_us(),
+            to_us: u64::MAX,
+        });
+        self.launch(i);
     }
 
     /// Ends connection `i`: closes it, frees its buffer, counts it.

@@ -55,6 +55,7 @@ pub fn flood(a: FloodArgs) -> Result<()> {
         framing: a.stream,
         latency_from_seq: 0,
         local_seqs: None,
+        churn_per_min: 0.0,
     };
     let res = flood::run(cfg, Arc::new(FloodShared::default()));
     stop_log.store(true, Ordering::Relaxed);
@@ -100,6 +101,7 @@ pub fn msggen(a: MsggenArgs) -> Result<()> {
         first_seq: a.first_seq,
         seed: a.seed,
         tail: Duration::from_secs(5),
+        record_sends: false,
     };
     let res = msggen::run(cfg, Arc::new(MsggenShared::default()))?;
     let secs = res.elapsed.as_secs_f64();

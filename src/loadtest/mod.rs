@@ -26,6 +26,7 @@ mod answer;
 mod ceiling;
 mod check;
 mod chunk;
+mod churn;
 mod ck10;
 mod cluster;
 mod compare;
@@ -46,6 +47,7 @@ mod procmem;
 mod redis_server;
 mod report;
 mod scenario;
+mod slow;
 mod soak;
 mod url;
 
@@ -155,6 +157,24 @@ pub struct MainArgs {
     /// deliveries apart.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub nodes: u16,
+    /// Subscriber churn: this percent of the subscribers a minute leave (alternately FIN and
+    /// RST) and connect again under the same id, once all are up. Messages sent while a
+    /// subscriber was away (or answered under 500 ms before it left) are not counted as lost;
+    /// all others must arrive. At the end the server must be back to its baseline
+    /// (connections, ids, direct-descriptor slots, fds, no CLOSE_WAIT).
+    #[arg(long, default_value_t = 0.0, value_name = "PERCENT_PER_MIN")]
+    pub churn: f64,
+    /// Slow readers: this many more subscribers (ids conns+1..) that read their head and then
+    /// never read, sent `--slow-msg-bytes` messages at `--slow-rate` while the test traffic
+    /// runs. The server must cut them (`slow_consumers_closed`) and stay on time for the rest.
+    #[arg(long, default_value_t = 0)]
+    pub slow_readers: u64,
+    /// Body bytes of each message to a slow reader.
+    #[arg(long, default_value_t = 8_192)]
+    pub slow_msg_bytes: usize,
+    /// Messages per second to the slow readers, round-robin.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub slow_rate: f64,
 }
 
 /// Flags of `uring-comet loadtest flood`.

@@ -36,6 +36,23 @@ pub struct MsggenConfig {
     pub seed: u64,
     /// How long after the last scheduled send to wait for answers.
     pub tail: Duration,
+    /// Keep a [`SendRecord`] of every publish answered `200` (in [`MsggenResult::sends`]),
+    /// for a checker that must know when each message was sent (subscriber churn).
+    pub record_sends: bool,
+}
+
+/// One publish answered `200`: which id, and when (CLOCK_MONOTONIC microseconds, as
+/// [`now_us`](super::proc::now_us)) the request was written and its answer read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRecord {
+    /// The message's sequence number.
+    pub seq: u64,
+    /// Its target id.
+    pub id: u64,
+    /// When the request was written.
+    pub sent_us: u64,
+    /// When the `200` answer was read.
+    pub answered_us: u64,
 }
 
 /// Counters for other threads, and the stop flag the loop obeys.
@@ -66,6 +83,10 @@ pub struct MsggenResult {
     pub elapsed: Duration,
     /// The first few errors, described.
     pub notes: Vec<String>,
+    /// With [`MsggenConfig::record_sends`]: every publish answered `200`, in answer order.
+    pub sends: Vec<SendRecord>,
+    /// Whether to fill `sends` (copied from the config).
+    record_sends: bool,
 }
 
 /// A small PRNG (xorshift64*); enough to spread ids, no crate needed.
@@ -96,7 +117,10 @@ pub fn run(cfg: MsggenConfig, shared: Arc<MsggenShared>) -> Result<MsggenResult>
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(256);
     let mut rng = XorShift::new(cfg.seed);
-    let mut res = MsggenResult::default();
+    let mut res = MsggenResult {
+        record_sends: cfg.record_sends,
+        ..MsggenResult::default()
+    };
     let parallel = cfg.parallel.max(1);
     let (per, extra) = (cfg.total / parallel as u64, cfg.total % parallel as u64);
     let start = Instant::now();

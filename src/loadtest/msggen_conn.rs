@@ -10,7 +10,7 @@ use super::super::answer::parse_answer;
 use super::super::check::format_body;
 use super::super::proc::now_us;
 use super::super::url::UrlTemplate;
-use super::MsggenResult;
+use super::{MsggenResult, SendRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum GenState {
@@ -34,6 +34,9 @@ pub(super) struct Gen {
     pub(super) inbuf: Vec<u8>,
     /// Sequence number of the request in flight.
     pub(super) seq: u64,
+    /// Its target id and when it was written (CLOCK_MONOTONIC us).
+    pub(super) id: u64,
+    pub(super) sent_us: u64,
     /// Connects made; bounded so a dead server cannot make us spin.
     pub(super) connects: u32,
 }
@@ -53,6 +56,8 @@ impl Gen {
             out_off: 0,
             inbuf: Vec::with_capacity(256),
             seq: 0,
+            id: 0,
+            sent_us: 0,
             connects: 0,
         }
     }
@@ -68,10 +73,12 @@ pub(super) fn send(
     seq: u64,
 ) {
     g.seq = seq;
+    g.id = id;
+    g.sent_us = now_us();
     g.left -= 1;
     res.attempted += 1;
     let mut body = Vec::with_capacity(48);
-    format_body(&mut body, id, seq, now_us());
+    format_body(&mut body, id, seq, g.sent_us);
     g.out.clear();
     g.out_off = 0;
     url.write_request_start(&mut g.out, "POST", id);
@@ -176,6 +183,14 @@ fn read_answers(res: &mut MsggenResult, g: &mut Gen, i: usize) {
     if answer.status == 200 {
         res.ok += 1;
         res.ok_seqs.insert(g.seq);
+        if res.record_sends {
+            res.sends.push(SendRecord {
+                seq: g.seq,
+                id: g.id,
+                sent_us: g.sent_us,
+                answered_us: now_us(),
+            });
+        }
         match answer.delivered {
             Some(d) => res.delivered_sum += d,
             None => {

@@ -106,6 +106,12 @@ pub struct Report {
     pub server_stats: Vec<(String, u64)>,
     /// The first few errors, described.
     pub notes: Vec<String>,
+    /// With `--churn`: what churn did and excused.
+    pub churn: Option<super::churn::ChurnFigures>,
+    /// With `--slow-readers`: what the slow-reader side did.
+    pub slow: Option<super::slow::SlowFigures>,
+    /// The server once every subscriber had left (`None` if it had exited).
+    pub after_leave: Option<super::churn::AfterLeave>,
 }
 
 impl Report {
@@ -116,6 +122,12 @@ impl Report {
             && self.publish_failed == 0
             && self.closed == 0
             && self.duplicates + self.out_of_order + self.id_mismatch + self.garbled == 0
+            && self.after_leave.as_ref().is_none_or(|l| l.at_baseline())
+            && self
+                .churn
+                .as_ref()
+                .is_none_or(|c| c.reconnected == c.churned)
+            && self.slow.as_ref().is_none_or(|s| s.failed == 0)
     }
 
     /// The report for people.
@@ -166,6 +178,23 @@ impl Report {
                 .collect();
             let _ = writeln!(s, "server /stats:    {}", kv.join(" "));
         }
+        if let Some(c) = &self.churn {
+            let _ = writeln!(
+                s,
+                "churn:            {}%/min: {} left and {} came back; {} messages sent around an absence (excused), {} of them received anyway",
+                c.per_min, c.churned, c.reconnected, c.excused, c.excused_received
+            );
+        }
+        if let Some(w) = &self.slow {
+            let _ = writeln!(
+                s,
+                "slow readers:     {} not reading, sent {} messages ({:.1} MiB), {} failed; server RSS peak {:.1} MiB meanwhile",
+                w.readers, w.sent, mib(w.bytes), w.failed, mib(w.server_rss_peak_bytes)
+            );
+        }
+        if let Some(l) = &self.after_leave {
+            let _ = writeln!(s, "after leaving:    {}", l.line());
+        }
         for n in &self.notes {
             let _ = writeln!(s, "error:            {n}");
         }
@@ -186,7 +215,7 @@ impl Report {
             .map(|(k, v)| format!("{}:{v}", json_str(k)))
             .collect();
         let notes: Vec<String> = self.notes.iter().map(|n| json_str(n)).collect();
-        format!(
+        let base = format!(
             concat!(
                 "{{\"conns\":{},\"sent\":{},\"delivered\":{},\"lost\":{},",
                 "\"latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{},\"p90\":{},\"p999\":{},\"count\":{}}},",
@@ -206,6 +235,38 @@ impl Report {
             self.rss_stable, self.server_rss_end_bytes, self.server_cpu_publish_s, self.server_exited,
             stats.join(","), notes.join(","),
         )
+        ;
+        // The fixed part ends with the object's closing brace; the optional sections go
+        // before it.
+        let base = base.strip_suffix('}').unwrap_or(&base);
+        format!("{base}{}}}", self.json_extras())
+    }
+
+    /// The optional sections, each `,"key":{...}`, for [`Report::json`].
+    fn json_extras(&self) -> String {
+        let mut s = String::new();
+        if let Some(c) = &self.churn {
+            let _ = write!(
+                s,
+                ",\"churn\":{{\"per_min\":{},\"churned\":{},\"reconnected\":{},\"excused\":{},\"excused_received\":{}}}",
+                c.per_min, c.churned, c.reconnected, c.excused, c.excused_received
+            );
+        }
+        if let Some(w) = &self.slow {
+            let _ = write!(
+                s,
+                ",\"slow\":{{\"readers\":{},\"sent\":{},\"bytes\":{},\"failed\":{},\"server_rss_peak_bytes\":{}}}",
+                w.readers, w.sent, w.bytes, w.failed, w.server_rss_peak_bytes
+            );
+        }
+        if let Some(l) = &self.after_leave {
+            let _ = write!(
+                s,
+                ",\"after_leave\":{{\"at_baseline\":{},\"settle_ms\":{},\"connections\":{},\"ids\":{},\"slots\":{},\"fds\":{},\"fds_baseline\":{},\"close_wait\":{},\"established\":{}}}",
+                l.at_baseline(), l.settle_ms, l.connections, l.ids, l.slots, l.fds, l.fds_baseline, l.close_wait, l.established
+            );
+        }
+        s
     }
 }
 

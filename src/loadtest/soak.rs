@@ -58,6 +58,10 @@ pub struct SoakArgs {
     /// Print the report as one JSON object on stdout (Stats lines then go to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Subscriber churn, percent of the subscribers reconnecting per minute (see the main
+    /// job's `--churn`); 0: none.
+    #[arg(long, default_value_t = 0.0, value_name = "PERCENT_PER_MIN")]
+    pub churn: f64,
 }
 
 /// Runs the main job (`uring-comet loadtest`), then draws its memory log to `mem.svg` beside
@@ -106,10 +110,15 @@ pub fn soak(a: SoakArgs) -> Result<()> {
         source_addrs: 0,
         seed: 1,
         nodes: 1,
+        churn: a.churn,
+        slow_readers: 0,
+        slow_msg_bytes: 0,
+        slow_rate: 0.0,
     };
     eprintln!(
-        "soak: {} subscribers, {} msg/s for {:.0} s; memory log {} every {} s",
+        "soak: {} subscribers ({}% reconnecting a minute), {} msg/s for {:.0} s; memory log {} every {} s",
         a.conns,
+        a.churn,
         a.rate,
         a.duration.as_secs_f64(),
         log.display(),

@@ -670,6 +670,10 @@ impl<D: Driver> Shard<D> {
             self.router.owned_ids() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        self.st().slots.store(
+            self.driver.slots_in_use(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         for to in 0..self.router.out.len() {
             if !self.router.out[to].is_empty() {
                 let batch = std::mem::take(&mut self.router.out[to]);

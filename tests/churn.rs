@@ -1,0 +1,157 @@
+//! Churn (issue 6): subscribers that come and go, closing every way a client can (FIN, RST,
+//! mid-head), leave the server at its baseline once they are gone: open connections and ids
+//! in `/stats`, io_uring direct-descriptor slots (`direct_slots_in_use`), the process's fd
+//! count, and no server socket left in CLOSE_WAIT. Those that stay get every message sent
+//! meanwhile. The server runs as a child process so its fds and sockets can be counted.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use uring_comet::config::Backend;
+
+/// Open fds of process `pid` (`/proc/PID/fd`).
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
+}
+
+/// TCP sockets (IPv4, this network namespace) whose local address is `addr` and whose state
+/// is `state` (the hex code of `/proc/net/tcp`: 01 ESTABLISHED, 08 CLOSE_WAIT).
+fn sockets_in_state(addr: SocketAddr, state: &str) -> usize {
+    let local = format!(":{:04X}", addr.port());
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("read /proc/net/tcp")
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[1].starts_with("0100007F") && f[3] == state
+        })
+        .count()
+}
+
+fn stat(p: SocketAddr, key: &str) -> u64 {
+    json_number(&Publisher::connect(p).stats(), key) as u64
+}
+
+/// Closes `stream` with a RST (SO_LINGER 0) instead of a FIN.
+fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+/// The server's counts once every client is gone, polled until they settle (at most 5 s).
+fn settled(pid: u32, s: SocketAddr, p: SocketAddr, base_fds: usize) -> String {
+    let mut last = String::new();
+    let ok = wait_until(Duration::from_secs(5), || {
+        let (conns, ids, slots) = (
+            stat(p, "connections"),
+            stat(p, "ids"),
+            stat(p, "direct_slots_in_use"),
+        );
+        // /stats itself holds one publisher connection while it answers.
+        let fds = fd_count(pid);
+        let close_wait = sockets_in_state(s, "08");
+        let established = sockets_in_state(s, "01");
+        last = format!(
+            "connections={conns} ids={ids} slots={slots} fds={fds} (baseline {base_fds}) \
+             subscriber sockets CLOSE_WAIT={close_wait} ESTABLISHED={established}"
+        );
+        conns == 0
+            && ids == 0
+            && slots == 0
+            && fds <= base_fds + 1
+            && close_wait == 0
+            && established == 0
+    });
+    assert!(ok, "not back to baseline within 5 s: {last}");
+    last
+}
+
+both_backends! {
+/// Three rounds of 60 subscribers on 2 shards: each round a third leave with FIN, a third
+/// with RST, and the rest stay; 20 half-sent heads are abandoned each round; new subscribers
+/// join. Everyone connected gets the message sent to its id; at the end everything is back
+/// to baseline, and while they were connected the io_uring backend held exactly one
+/// direct-descriptor slot per subscriber and no fd (the epoll backend: one fd each).
+fn churn_returns_to_baseline() {
+    ensure_fd_limit(1_000);
+    let server = ChildServer::spawn(2);
+    let pid = server.child.id();
+    let (s, p) = (server.subscriber, server.publish);
+    assert!(wait_until(Duration::from_secs(5), || stat(p, "connections") == 0));
+    let base_fds = fd_count(pid);
+    let mut staying: Vec<(String, Subscriber)> = Vec::new();
+    let mut n = 0u32;
+    for round in 0..3 {
+        let mut joined: Vec<(String, Subscriber)> = (0..60)
+            .map(|_| {
+                n += 1;
+                let id = format!("churn{n}");
+                let sub = Subscriber::connect(s, &id);
+                (id, sub)
+            })
+            .collect();
+        let half_heads: Vec<Client> = (0..20)
+            .map(|_| {
+                let mut c = Client::connect(s);
+                c.send(b"GET /test/half HTTP/1.1\r\nHo");
+                c
+            })
+            .collect();
+        // `connections` counts every accepted subscriber-listener connection, heads included.
+        let open = (staying.len() + joined.len()) as u64;
+        let mut seen = 0;
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                seen = stat(p, "connections");
+                seen == open + 20
+            }),
+            "round {round}: connections={seen}, want {}",
+            open + 20
+        );
+        match backend() {
+            Backend::Uring => {
+                // Streams hold slots; publishers (the /stats reader) and heads still being
+                // read hold plain fds until they are installed.
+                assert_eq!(stat(p, "direct_slots_in_use"), open, "round {round}");
+            }
+            Backend::Epoll => {
+                assert_eq!(stat(p, "direct_slots_in_use"), 0);
+                assert!(fd_count(pid) >= base_fds + open as usize, "round {round}");
+            }
+            Backend::Auto => unreachable!(),
+        }
+        for (id, sub) in staying.iter_mut().chain(joined.iter_mut()) {
+            let msg = format!("round {round} to {id}");
+            assert_eq!(publish(p, id, msg.as_bytes()), 1, "{id}");
+            sub.expect_msg(msg.as_bytes());
+        }
+        // A third leave with FIN, a third with RST; the rest stay for the next round.
+        for (k, (_, sub)) in joined.drain(..40).enumerate() {
+            if k % 2 == 0 {
+                sub.close();
+            } else {
+                reset(sub.client.stream);
+            }
+        }
+        drop(half_heads);
+        staying.extend(joined);
+    }
+    for (k, (_, sub)) in staying.into_iter().enumerate() {
+        if k % 2 == 0 {
+            sub.close();
+        } else {
+            reset(sub.client.stream);
+        }
+    }
+    let line = settled(pid, s, p, base_fds);
+    eprintln!("after churn: {line}");
+}
+}
