@@ -11,7 +11,8 @@
 //!   holding every record for that bucket ([`wire`]). So remote traffic is batched by
 //!   itself: the more arrives while a batch is in flight, the larger the next one.
 //! - Ids map to `B` bucket channels (`--cluster-buckets`, default 1024; every node must use
-//!   the same B, which is part of the channel name): `b = bucket(id)`, a fixed hash. A node
+//!   the same B, which is part of the channel name, as is the URL's `/DB`, since Redis
+//!   pub/sub ignores databases): `b = bucket(id)`, a fixed hash. A node
 //!   subscribes (on its second Redis connection, the pub/sub one) to the bucket of every id a
 //!   subscriber logs in under, and keeps the subscription until Redis reconnects, when only
 //!   the buckets wanted since start are subscribed again. A node thus holds at most B
@@ -62,6 +63,9 @@ pub struct ClusterConfig {
     pub url: String,
     /// Bucket channels; the same on every node.
     pub buckets: u32,
+    /// The URL's database number: Redis pub/sub ignores databases, so it goes into the
+    /// channel names instead (clusters on one Redis with different `/DB` never mix).
+    pub db: i64,
 }
 
 impl ClusterConfig {
@@ -72,13 +76,15 @@ impl ClusterConfig {
         if !url.starts_with("redis://") {
             anyhow::bail!("--cluster must be a redis://HOST:PORT[/DB] URL, got {url:?}");
         }
-        redis::Client::open(url).map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redact(url)))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redact(url)))?;
         if buckets == 0 || buckets > 1 << 20 {
             anyhow::bail!("--cluster-buckets must be 1 to 1048576, got {buckets}");
         }
         Ok(ClusterConfig {
             url: url.to_string(),
             buckets,
+            db: client.get_connection_info().redis_settings().db(),
         })
     }
 }
@@ -182,9 +188,13 @@ impl Cluster {
         (h % u64::from(self.cfg.buckets)) as u32
     }
 
-    /// The Redis channel of bucket `b`: `uc:<B>:<b>`.
+    /// The Redis channel of bucket `b`: `uc:<B>:<b>`, or `uc<DB>:<B>:<b>` for a URL with a
+    /// database other than 0.
     pub fn channel(&self, b: u32) -> String {
-        format!("uc:{}:{b}", self.cfg.buckets)
+        match self.cfg.db {
+            0 => format!("uc:{}:{b}", self.cfg.buckets),
+            db => format!("uc{db}:{}:{b}", self.cfg.buckets),
+        }
     }
 
     /// Whether the node is connected to Redis with its subscriptions in place.
@@ -196,7 +206,8 @@ impl Cluster {
     /// wait for the agent's [`Msg::ClusterReady`] (Redis up, bucket not subscribed yet).
     pub fn want(&self, b: u32) -> bool {
         let b = b as usize;
-        if !self.wanted[b].swap(true, Relaxed) {
+        // A load first: once warm, logins only read the shared flag (no cache-line bouncing).
+        if !self.wanted[b].load(Relaxed) && !self.wanted[b].swap(true, Relaxed) {
             self.wake_agent();
         }
         self.is_up() && !self.subscribed[b].load(Relaxed)
@@ -291,7 +302,18 @@ mod tests {
 
     #[test]
     fn config_and_redaction() {
-        assert!(ClusterConfig::new("redis://127.0.0.1:6379/0", 1024).is_ok());
+        assert_eq!(
+            ClusterConfig::new("redis://127.0.0.1:6379/0", 1024)
+                .unwrap()
+                .db,
+            0
+        );
+        assert_eq!(
+            ClusterConfig::new("redis://127.0.0.1:6379/3", 1024)
+                .unwrap()
+                .db,
+            3
+        );
         assert!(ClusterConfig::new("http://x", 1024).is_err());
         assert!(ClusterConfig::new("redis://127.0.0.1:6379", 0).is_err());
         assert_eq!(redact("redis://:pw@h:1/0"), "redis://***@h:1/0");
@@ -344,6 +366,11 @@ mod tests {
         let b = c.bucket(&Id::Num(42));
         assert!(b < 16);
         assert_eq!(c.channel(b), format!("uc:16:{b}"));
+        let c3 = Cluster::new(
+            ClusterConfig::new("redis://127.0.0.1:1/3", 16).unwrap(),
+            Arc::new(Mesh::new(1)),
+        );
+        assert_eq!(c3.channel(b), format!("uc3:16:{b}"));
         // Down: a head never waits, a forward is dropped and counted.
         assert!(!c.want(b));
         assert!(c.ready(b));
