@@ -208,6 +208,26 @@ fn same_id_on_both_nodes_one_copy_each() {
 }
 }
 
+both_backends! {
+/// The other stream protocols cross nodes alike: an SSE subscriber on A and a raw one on B
+/// each get exactly their framing of a message sent through the other node.
+fn sse_and_raw_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut sse = sse_connect(a.subscriber_addr(), "proto");
+    let mut raw = raw_connect(b.subscriber_addr(), "proto");
+    let (mut pa, mut pb) = (Publisher::connect(a.publish_addr()), Publisher::connect(b.publish_addr()));
+    assert_eq!(send_body(&mut pb, "proto", b"line1\nline2"), QUEUED_1);
+    assert_eq!(sse.read_chunk(), b"data: line1\ndata: line2\n\n");
+    assert_eq!(raw.read_chunk(), b"line1\nline2");
+    assert_eq!(send_body(&mut pa, "proto", b"back"), QUEUED_1);
+    assert_eq!(raw.read_chunk(), b"back");
+    assert_eq!(sse.read_chunk(), b"data: back\n\n");
+    sse.expect_silence(Duration::from_millis(200), "once");
+    raw.expect_silence(Duration::from_millis(200), "once");
+}
+}
+
 /// Reads the next chunk if one arrives within `wait`.
 fn try_chunk(sub: &mut Subscriber, wait: Duration) -> Option<Vec<u8>> {
     let deadline = Instant::now() + wait;
