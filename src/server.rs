@@ -209,8 +209,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
                     let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
                         .with_cluster(cluster);
                     tokio_uring::start(async move {
-                        spawn_agent(agent);
-                        run(shard, mesh, me).await
+                        let shares = spawn_agent(agent);
+                        run(shard, mesh, me, shares).await
                     });
                 } else {
                     let built = Epoll::new().and_then(|d| {
@@ -227,8 +227,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
                     let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
                         .with_cluster(cluster);
                     rt.block_on(async move {
-                        spawn_agent(agent);
-                        run(shard, mesh, me).await
+                        let shares = spawn_agent(agent);
+                        run(shard, mesh, me, shares).await
                     });
                 }
             })?;
@@ -277,14 +277,19 @@ fn wait_cluster_up(c: &Cluster) {
 
 /// Starts the cluster agent, if any, as a task on the calling shard's runtime (it lives
 /// until that runtime is dropped at shutdown).
-fn spawn_agent(agent: Option<Arc<Cluster>>) {
-    if let Some(c) = agent {
-        tokio::spawn(crate::cluster::agent::run(c));
+/// Returns whether it did (the shard loop then shares its runtime).
+fn spawn_agent(agent: Option<Arc<Cluster>>) -> bool {
+    match agent {
+        Some(c) => {
+            tokio::spawn(crate::cluster::agent::run(c));
+            true
+        }
+        None => false,
     }
 }
 
-/// Turns in a row after which a busy shard loop yields to the other tasks on its runtime
-/// (the cluster agent on shard 0), so they are never starved while the shard has work.
+/// Turns in a row after which a busy shard loop that shares its runtime (with the cluster
+/// agent, on shard 0) yields to it, so the agent is never starved while the shard has work.
 const TURNS_PER_YIELD: u32 = 16;
 
 struct RingFd(RawFd);
@@ -296,7 +301,7 @@ impl AsRawFd for RingFd {
 }
 
 /// The shard loop; see the module doc.
-async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize) {
+async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize, shares: bool) {
     // SAFETY: the ring fd outlives the registration: `shard` owns the ring and is dropped
     // after `ring` (declared later, dropped first).
     let ring =
@@ -307,7 +312,7 @@ async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize) {
     let mut busy_turns = 0u32;
     loop {
         let worked = shard.turn();
-        busy_turns = if worked { busy_turns + 1 } else { 0 };
+        busy_turns = if worked && shares { busy_turns + 1 } else { 0 };
         if busy_turns >= TURNS_PER_YIELD {
             busy_turns = 0;
             tokio::task::yield_now().await;
