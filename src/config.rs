@@ -37,10 +37,16 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Placement::Owner)]
     pub placement: Placement,
     /// Seconds between heartbeats on a quiet stream (SSE comment, WebSocket ping, a `\n`
-    /// chunk on `/test/`); 0 turns them off. A heartbeat that cannot be delivered within the
-    /// TCP user timeout (20 s) closes the connection: that is how vanished peers are found.
+    /// chunk on `/test/`); 0 turns them off. A heartbeat that cannot be delivered within
+    /// `--send-timeout` closes the connection: that is how vanished peers are found.
     #[arg(long, default_value_t = 30)]
     pub heartbeat: u64,
+    /// Send deadline, seconds: data sent to a connection that stays unacknowledged this long
+    /// (a vanished peer, or a reader that stopped with its receive window at zero) makes the
+    /// kernel abort it (TCP_USER_TIMEOUT, tcp(7); zero-window probes count since Linux 5.1).
+    /// Counted in `/stats` `send_timeouts`.
+    #[arg(long, default_value_t = 20)]
+    pub send_timeout: u64,
     /// Seconds a client has to send its complete request head (and a publish its body)
     /// before it gets 408 and is closed; slow-loris clients cannot pile up.
     #[arg(long, default_value_t = 10)]
@@ -123,6 +129,8 @@ pub struct ServerConfig {
     pub backend: Backend,
     /// Heartbeat interval on quiet streams, seconds (0: none).
     pub heartbeat_s: u64,
+    /// TCP_USER_TIMEOUT of every accepted socket, seconds (at least 1).
+    pub send_timeout_s: u64,
     /// `Access-Control-Allow-Origin` value ("" for none).
     pub cors_origin: String,
     /// Time allowed for a request head (and publish body), seconds.
@@ -179,6 +187,7 @@ impl ServeArgs {
             placement: self.placement,
             backend: self.backend,
             heartbeat_s: self.heartbeat,
+            send_timeout_s: self.send_timeout.max(1),
             cors_origin: self.cors_origin,
             head_timeout_s: self.head_timeout.max(1),
             publish_token: self.publish_token.filter(|t| !t.is_empty()),
@@ -206,6 +215,7 @@ impl ServerConfig {
             placement: Placement::Owner,
             backend: Backend::Auto,
             heartbeat_s: 30,
+            send_timeout_s: 20,
             cors_origin: "*".to_string(),
             head_timeout_s: 10,
             publish_token: None,

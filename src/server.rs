@@ -87,14 +87,12 @@ impl Drop for ServerHandle {
     }
 }
 
-/// How long sent data may stay unacknowledged before the kernel gives up on a subscriber
-/// (TCP_USER_TIMEOUT, tcp(7)); with heartbeats this bounds how long a peer that vanished
-/// without FIN or RST stays logged in: about `--heartbeat` + 20 s.
-pub const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A listener socket with SO_REUSEPORT, bound to `addr`; with `sndbuf` > 0 its accepted
-/// sockets get that SO_SNDBUF (socket(7): set before listen, inherited by accept).
-fn listener(addr: SocketAddr, sndbuf: usize) -> io::Result<OwnedFd> {
+/// A listener socket with SO_REUSEPORT, bound to `addr`. Its accepted sockets inherit
+/// TCP_NODELAY, TCP_USER_TIMEOUT `send_timeout` (how long sent data may stay
+/// unacknowledged before the kernel aborts the connection; with heartbeats this bounds how
+/// long a peer that vanished without FIN or RST stays logged in: about `--heartbeat` +
+/// `--send-timeout`), and with `sndbuf` > 0 that SO_SNDBUF (socket(7): set before listen).
+fn listener(addr: SocketAddr, sndbuf: usize, send_timeout: Duration) -> io::Result<OwnedFd> {
     let s = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
@@ -105,7 +103,7 @@ fn listener(addr: SocketAddr, sndbuf: usize) -> io::Result<OwnedFd> {
     // Accepted sockets inherit TCP_NODELAY: a chunk goes out at once, not after an ACK.
     s.set_tcp_nodelay(true)?;
     // Inherited by accepted sockets, like TCP_NODELAY.
-    s.set_tcp_user_timeout(Some(DEAD_PEER_TIMEOUT))?;
+    s.set_tcp_user_timeout(Some(send_timeout))?;
     if sndbuf > 0 {
         s.set_send_buffer_size(sndbuf)?;
     }
@@ -126,13 +124,15 @@ fn listeners(
     addr: SocketAddr,
     shards: usize,
     sndbuf: usize,
+    send_timeout: Duration,
 ) -> anyhow::Result<(Vec<OwnedFd>, SocketAddr)> {
-    let first = listener(addr, sndbuf).with_context(|| format!("cannot listen on {addr}"))?;
+    let first =
+        listener(addr, sndbuf, send_timeout).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = local_addr(&first)?;
     let mut all = vec![first];
     for _ in 1..shards {
         all.push(
-            listener(bound, sndbuf)
+            listener(bound, sndbuf, send_timeout)
                 .with_context(|| format!("cannot listen on {bound} (SO_REUSEPORT)"))?,
         );
     }
@@ -179,8 +179,9 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
             "direct-descriptor plan: subscribers live in ring fixed-file tables (capped per ring at min(RLIMIT_NOFILE, 1048576))"
         );
     }
-    let (subs, subscriber) = listeners(cfg.listen, n, cfg.sndbuf)?;
-    let (pubs, publish) = listeners(cfg.publish_listen, n, 0)?;
+    let send_timeout = Duration::from_secs(cfg.send_timeout_s);
+    let (subs, subscriber) = listeners(cfg.listen, n, cfg.sndbuf, send_timeout)?;
+    let (pubs, publish) = listeners(cfg.publish_listen, n, 0, send_timeout)?;
     let mesh = Arc::new(Mesh::new(n));
     // Cluster mode: shared by the shards; its Redis agent runs on shard 0's runtime.
     let cluster = cfg

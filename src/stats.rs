@@ -24,6 +24,9 @@ pub struct ShardStats {
     pub rejected: AtomicU64,
     /// Total: times the multishot accept ended and was re-armed.
     pub accept_rearmed: AtomicU64,
+    /// Total: subscribers whose send failed with ETIMEDOUT: data unacknowledged for
+    /// `--send-timeout` (a vanished peer, or a reader stalled at a zero window).
+    pub send_timeouts: AtomicU64,
     /// Gauge: io_uring direct-descriptor slots in use (fixed-file table entries), updated
     /// once per turn of the shard's loop; 0 on the epoll backend.
     pub slots: AtomicU64,
@@ -57,7 +60,8 @@ pub fn rss_bytes() -> u64 {
 ///
 /// Keys: `connections` (open subscribers, all shards), `connections_per_shard` (array),
 /// `publishers`, `ids` (distinct ids logged in), `messages_sent`, `messages_delivered`,
-/// `slow_consumers_closed`, `rejected_at_capacity`, `accept_rearmed`, `direct_slots_in_use`
+/// `slow_consumers_closed`, `rejected_at_capacity`, `accept_rearmed`, `send_timeouts` (subscribers closed by the send deadline),
+/// `direct_slots_in_use`
 /// (io_uring fixed-file table entries held, all shards), `rss_bytes`.
 pub fn json(shards: &[ShardStats]) -> String {
     let sum =
@@ -69,7 +73,7 @@ pub fn json(shards: &[ShardStats]) -> String {
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,
-        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"direct_slots_in_use\":{},\"rss_bytes\":{}}}",
+        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"send_timeouts\":{},\"direct_slots_in_use\":{},\"rss_bytes\":{}}}",
         sum(|s| &s.subscribers),
         per.join(","),
         sum(|s| &s.publishers),
@@ -79,6 +83,7 @@ pub fn json(shards: &[ShardStats]) -> String {
         sum(|s| &s.slow_closed),
         sum(|s| &s.rejected),
         sum(|s| &s.accept_rearmed),
+        sum(|s| &s.send_timeouts),
         sum(|s| &s.slots),
         rss_bytes()
     );

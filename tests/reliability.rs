@@ -560,6 +560,44 @@ fn sndbuf_bounds_what_a_stalled_reader_holds() {
 }
 }
 
+both_backends! {
+/// The send deadline (`send_timeout_s`, TCP_USER_TIMEOUT): a reader that stops with its
+/// receive window at zero, holding less than `max_pending_bytes` in the server, is aborted by
+/// the kernel once its data stays unacknowledged that long, counted in `send_timeouts` and
+/// logged out; a reader of the same id that keeps reading gets every message meanwhile.
+fn stalled_reader_hits_the_send_deadline() {
+    let mut cfg = ServerConfig::local(2);
+    cfg.send_timeout_s = 2;
+    let server = start_with(cfg);
+    let (s, p) = (server.subscriber_addr(), server.publish_addr());
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.into()).unwrap();
+    let mut stalled = Client { stream: sock.into(), buf: Vec::new() };
+    stalled.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stalled.send(b"GET /test/deadline HTTP/1.1\r\nHost: x\r\n\r\n");
+    check_stream_head(&stalled.read_head());
+    let mut fast = Subscriber::connect(s, "deadline");
+    let mut publ = Publisher::connect(p);
+    // ~48 KiB: more than the stalled reader's window and the kernel's first send buffer,
+    // less than the 64 KiB bound, so only the deadline can end it.
+    for i in 0..12 {
+        let m = format!("{i:02}").repeat(2 * 1024);
+        assert_eq!(publ.send("deadline", m.as_bytes()), 2);
+        fast.expect_msg(m.as_bytes());
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || stat(p, "send_timeouts") == 1),
+        "no send timeout within 15 s of a 2 s deadline: {}",
+        stats(p)
+    );
+    assert_eq!(stat(p, "slow_consumers_closed"), 0);
+    assert_eq!(publ.send("deadline", b"after"), 1);
+    fast.expect_msg(b"after");
+    drop(stalled);
+}
+}
+
 // ---------------------------------------------------------------------------------------------
 // Request heads: limits and framing faults
 

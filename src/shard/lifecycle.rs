@@ -92,6 +92,16 @@ impl<D: Driver> Shard<D> {
         }
     }
 
+    /// Closes connection `i` after an op on it failed with `-errno` (or its peer ended it,
+    /// `res` = 0). ETIMEDOUT is the send deadline (TCP_USER_TIMEOUT: sent data unacknowledged
+    /// for `--send-timeout`), counted in `send_timeouts`.
+    pub(super) fn close_on_error(&mut self, i: u32, res: i32) {
+        if res == -libc::ETIMEDOUT {
+            ShardStats::add(&self.st().send_timeouts, 1);
+        }
+        self.close(i);
+    }
+
     /// Logs the connection out and starts tearing it down.
     pub(super) fn close(&mut self, i: u32) {
         let c = self.conns[i];

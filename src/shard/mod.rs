@@ -595,7 +595,7 @@ impl<D: Driver> Shard<D> {
             return; // a final reply is on its way; its completion closes
         }
         if res <= 0 {
-            return self.close(i);
+            return self.close_on_error(i, res);
         }
         let a = self.conns[i].aux;
         let buf = &mut self.aux[a].inbuf;

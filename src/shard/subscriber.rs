@@ -182,7 +182,14 @@ impl<D: Driver> Shard<D> {
             return self.close(i);
         }
         let ev = res as i16;
-        if ev & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+        if ev & libc::POLLERR != 0 {
+            // The socket has an error (the send deadline, a reset, ...). The next send or
+            // recv on it fails with that error, and its completion closes the connection and
+            // counts why: with a send in flight, that send; otherwise the read below.
+            if self.conns[i].flags & SENDING != 0 {
+                return;
+            }
+        } else if ev & (libc::POLLRDHUP | libc::POLLHUP) != 0 {
             return self.close(i);
         }
         if Proto::from_u8(self.conns[i].proto) == Proto::Ws {
@@ -209,7 +216,7 @@ impl<D: Driver> Shard<D> {
 
     pub(super) fn on_drain(&mut self, i: u32, res: i32) {
         if res == 0 || (res < 0 && res != -libc::EAGAIN && res != -libc::EINTR) {
-            return self.close(i);
+            return self.close_on_error(i, res);
         }
         self.arm_poll(i);
     }
@@ -329,7 +336,7 @@ impl<D: Driver> Shard<D> {
     pub(super) fn on_send(&mut self, i: u32, res: i32) {
         self.conns[i].flags &= !SENDING;
         if res < 0 {
-            return self.close(i);
+            return self.close_on_error(i, res);
         }
         let c = self.conns[i];
         if c.flags & HEAD_PENDING != 0 {
