@@ -24,6 +24,13 @@
 //!   the id, as for a local publish, with no reply expected. Each node delivers a message to
 //!   its own connections exactly once: locally if it was published there, from Redis if not.
 //!
+//! - Friends events (`POST /publish/<user>`, issue 7) are one record each (kind 2: the
+//!   publishing user and the message) on one more channel, `uc:<B>:friends`, which a node
+//!   with a friends graph subscribes to ([`Cluster::want_friends`]); every node fans the
+//!   event out to its own connections from its own copy of the graph. The channel and the
+//!   record are in place; the hand-over to the friends fan-out comes with the merge of
+//!   issue 7.
+//!
 //! # No gap between subscribe and delivery
 //! While Redis is up, a new subscriber's response head is held until its buckets are
 //! subscribed (the agent confirms with [`crate::mesh::Msg::ClusterReady`] to every shard),
@@ -153,7 +160,8 @@ pub struct Cluster {
 impl Cluster {
     /// The cluster state of a node whose shards share `mesh`.
     pub fn new(cfg: ClusterConfig, mesh: Arc<Mesh>) -> Cluster {
-        let b = cfg.buckets as usize;
+        // One flag more than buckets: the last stands for the friends channel.
+        let b = cfg.buckets as usize + 1;
         Cluster {
             node: random_node_id(),
             mesh,
@@ -189,12 +197,31 @@ impl Cluster {
     }
 
     /// The Redis channel of bucket `b`: `uc:<B>:<b>`, or `uc<DB>:<B>:<b>` for a URL with a
-    /// database other than 0.
+    /// database other than 0; bucket [`Cluster::friends_bucket`] is `uc:<B>:friends`.
     pub fn channel(&self, b: u32) -> String {
+        let b = if b == self.friends_bucket() {
+            "friends".to_string()
+        } else {
+            b.to_string()
+        };
         match self.cfg.db {
             0 => format!("uc:{}:{b}", self.cfg.buckets),
             db => format!("uc{db}:{}:{b}", self.cfg.buckets),
         }
+    }
+
+    /// The pseudo-bucket of friends events: one channel every node with a friends graph
+    /// subscribes to (a friends event goes to the followers of its publisher, whose ids are
+    /// in any bucket, so each node gets the event once and fans it out from its own copy
+    /// of the graph).
+    pub fn friends_bucket(&self) -> u32 {
+        self.cfg.buckets
+    }
+
+    /// This node takes friends events from the cluster (it has a friends graph): subscribes
+    /// the friends channel.
+    pub fn want_friends(&self) {
+        let _ = self.want(self.friends_bucket());
     }
 
     /// Whether the node is connected to Redis with its subscriptions in place.
@@ -232,7 +259,10 @@ impl Cluster {
             return false;
         }
         self.queue.push(Forward {
-            bucket: self.bucket(key),
+            bucket: match kind {
+                wire::Kind::Send => self.bucket(key),
+                wire::Kind::Friends => self.friends_bucket(),
+            },
             kind,
             key: key.clone(),
             msg: msg.clone(),
@@ -371,6 +401,7 @@ mod tests {
             Arc::new(Mesh::new(1)),
         );
         assert_eq!(c3.channel(b), format!("uc3:16:{b}"));
+        assert_eq!(c.channel(c.friends_bucket()), "uc:16:friends");
         // Down: a head never waits, a forward is dropped and counted.
         assert!(!c.want(b));
         assert!(c.ready(b));
