@@ -410,6 +410,11 @@ mod tests {
         // Up: queued until the bound.
         c.up.store(true, Relaxed);
         assert!(c.want(b), "not subscribed yet: the head waits");
+        // A friends event goes to the friends channel, a send to its id's bucket.
+        assert!(c.forward(wire::Kind::Friends, &Id::Num(42), &Bytes::from_static(b"f")));
+        assert!(c.forward(wire::Kind::Send, &Id::Num(42), &Bytes::from_static(b"s")));
+        assert_eq!(c.pop().map(|f| f.bucket), Some(c.friends_bucket()));
+        assert_eq!(c.pop().map(|f| f.bucket), Some(b));
         let big = Bytes::from(vec![0u8; 60 * 1024]);
         let fits = QUEUE_LIMIT / (big.len() + wire::RECORD_OVERHEAD + 24);
         for _ in 0..fits {
