@@ -24,6 +24,18 @@ pub struct ShardStats {
     pub rejected: AtomicU64,
     /// Total: times the multishot accept ended and was re-armed.
     pub accept_rearmed: AtomicU64,
+    /// Total: friends publishes fanned out by this shard (as the publishing user's owner).
+    pub friend_events: AtomicU64,
+    /// Friends store: users with followers held by this shard (set once at start).
+    pub graph_users: AtomicU64,
+    /// Friends store: adjacency entries held by this shard (set once at start).
+    pub graph_entries: AtomicU64,
+    /// Friends store: heap bytes of this shard's CSR arrays (set once at start).
+    pub graph_heap_bytes: AtomicU64,
+    /// Friends store, whole process (shard 0 only): RSS grown by the load, bytes.
+    pub graph_rss_bytes: AtomicU64,
+    /// Friends store, whole process (shard 0 only): load time including the journal, us.
+    pub graph_load_us: AtomicU64,
 }
 
 impl ShardStats {
@@ -54,7 +66,9 @@ pub fn rss_bytes() -> u64 {
 ///
 /// Keys: `connections` (open subscribers, all shards), `connections_per_shard` (array),
 /// `publishers`, `ids` (distinct ids logged in), `messages_sent`, `messages_delivered`,
-/// `slow_consumers_closed`, `rejected_at_capacity`, `accept_rearmed`, `rss_bytes`.
+/// `slow_consumers_closed`, `rejected_at_capacity`, `accept_rearmed`, `rss_bytes`; friends:
+/// `friend_events`, `graph_users`, `graph_entries` (directed adjacency entries),
+/// `graph_heap_bytes`, `graph_rss_bytes` (RSS grown by the load), `graph_load_us`.
 pub fn json(shards: &[ShardStats]) -> String {
     let sum =
         |f: fn(&ShardStats) -> &AtomicU64| shards.iter().map(|s| f(s).load(Relaxed)).sum::<u64>();
@@ -65,7 +79,7 @@ pub fn json(shards: &[ShardStats]) -> String {
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,
-        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"rss_bytes\":{}}}",
+        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"rss_bytes\":{},\"friend_events\":{},\"graph_users\":{},\"graph_entries\":{},\"graph_heap_bytes\":{},\"graph_rss_bytes\":{},\"graph_load_us\":{}}}",
         sum(|s| &s.subscribers),
         per.join(","),
         sum(|s| &s.publishers),
@@ -75,7 +89,13 @@ pub fn json(shards: &[ShardStats]) -> String {
         sum(|s| &s.slow_closed),
         sum(|s| &s.rejected),
         sum(|s| &s.accept_rearmed),
-        rss_bytes()
+        rss_bytes(),
+        sum(|s| &s.friend_events),
+        sum(|s| &s.graph_users),
+        sum(|s| &s.graph_entries),
+        sum(|s| &s.graph_heap_bytes),
+        sum(|s| &s.graph_rss_bytes),
+        sum(|s| &s.graph_load_us),
     );
     out
 }
