@@ -192,8 +192,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
                         Err(e) => return drop(ready.send(Err(e))),
                     };
                     let _ = ready.send(Ok(()));
-                    let shard =
-                        Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ, friends);
+                    let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
+                        .with_friends(friends);
                     tokio_uring::start(run(shard, mesh, me));
                 } else {
                     let built = Epoll::new().and_then(|d| {
@@ -207,8 +207,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
                         Err(e) => return drop(ready.send(Err(e))),
                     };
                     let _ = ready.send(Ok(()));
-                    let shard =
-                        Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ, friends);
+                    let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
+                        .with_friends(friends);
                     rt.block_on(run(shard, mesh, me));
                 }
             })?;

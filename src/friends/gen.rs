@@ -188,7 +188,28 @@ pub fn degrees(edges: &[u64], users: u32) -> Vec<u32> {
 /// Runs `uring-comet gen-friends`: generates, writes the file, prints degree statistics.
 pub fn run(a: GenArgs) -> Result<()> {
     let t0 = Instant::now();
-    let edges = generate(&a)?;
+    let (edges, stats, gen_s) = write(&a)?;
+    println!(
+        "gen-friends: {} users, {} friendships ({} adjacency entries) -> {} in {:.1} s (generate {:.1} s)",
+        a.users,
+        edges,
+        2 * edges,
+        a.output.display(),
+        t0.elapsed().as_secs_f64(),
+        gen_s
+    );
+    println!(
+        "degree: mean {:.2}, median {}, p99 {}, max {}, users without friends {}",
+        stats.mean, stats.median, stats.p99, stats.max, stats.isolated
+    );
+    Ok(())
+}
+
+/// Generates the graph and writes it to `a.output`; returns the friendships written, the
+/// degree statistics and the seconds spent generating.
+pub fn write(a: &GenArgs) -> Result<(usize, DegreeStats, f64)> {
+    let t0 = Instant::now();
+    let edges = generate(a)?;
     let gen_s = t0.elapsed().as_secs_f64();
     let stats = DegreeStats::of(degrees(&edges, a.users));
     let f = File::create(&a.output).with_context(|| format!("creating {}", a.output.display()))?;
@@ -211,20 +232,7 @@ pub fn run(a: GenArgs) -> Result<()> {
         w.write_all(&line)?;
     }
     w.flush()?;
-    println!(
-        "gen-friends: {} users, {} friendships ({} adjacency entries) -> {} in {:.1} s (generate {:.1} s)",
-        a.users,
-        edges.len(),
-        2 * edges.len(),
-        a.output.display(),
-        t0.elapsed().as_secs_f64(),
-        gen_s
-    );
-    println!(
-        "degree: mean {:.2}, median {}, p99 {}, max {}, users without friends {}",
-        stats.mean, stats.median, stats.p99, stats.max, stats.isolated
-    );
-    Ok(())
+    Ok((edges.len(), stats, gen_s))
 }
 
 #[cfg(test)]

@@ -74,6 +74,13 @@ impl Bitmap {
         fresh
     }
 
+    /// Whether bit `i` is set.
+    pub fn contains(&self, i: u64) -> bool {
+        self.words
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+    }
+
     /// Bits set.
     pub fn count(&self) -> u64 {
         self.ones

@@ -221,7 +221,6 @@ impl<D: Driver> Shard<D> {
         cfg: Arc<ServerConfig>,
         sub: OwnedFd,
         publ: OwnedFd,
-        friends: Option<FriendsShard>,
     ) -> Self {
         let shards = mesh.shards();
         let max_conns = cfg.max_conns.div_ceil(shards);
@@ -245,7 +244,7 @@ impl<D: Driver> Shard<D> {
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok())
                 == Some(me),
-            friends,
+            friends: None,
             friend_ids: Vec::new(),
             me,
             driver,
@@ -271,6 +270,12 @@ impl<D: Driver> Shard<D> {
             stopping: false,
         }
         .with_head_buffers()
+    }
+
+    /// Gives the shard its part of the friends store (`--friends`).
+    pub fn with_friends(mut self, friends: Option<FriendsShard>) -> Self {
+        self.friends = friends;
+        self
     }
 
     fn with_head_buffers(mut self) -> Self {
