@@ -203,8 +203,12 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     let plan: Vec<u64> = (0..total)
         .map(|_| u64::from(publishers[(rng.next_u64() % publishers.len() as u64) as usize]))
         .collect();
+    let mut fan: Vec<usize> = publishers.iter().map(|p| recipients[p].len()).collect();
+    fan.sort_unstable();
+    let fan_max = fan.last().copied().unwrap_or(0);
+    let fan_median = fan.get(fan.len() / 2).copied().unwrap_or(0);
     say(&format!(
-        "{} logins in the neighbourhoods of {} seeds; {} events planned",
+        "{} logins in the neighbourhoods of {} seeds (logged-in friends per seed: median {fan_median}, max {fan_max}); {} events planned",
         order.len(),
         publishers.len(),
         total
@@ -358,6 +362,8 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         "closed": res.closed,
         "connect_s": connect_s,
         "publishers": publishers.len(),
+        "recipients_per_publisher_median": fan_median,
+        "recipients_per_publisher_max": fan_max,
         "events_attempted": published.attempted,
         "events_ok": published.ok,
         "events_failed": published.failed + published.bad_answers,
