@@ -72,6 +72,10 @@ pub struct FriendsArgs {
     /// Publishers (keep-alive connections).
     #[arg(long, default_value_t = 50)]
     pub parallel: usize,
+    /// Threads reading the logins' streams (each a mio loop over its share); the kernel's
+    /// receive work for 40,000+ deliveries a second is about a core.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
     /// Shards for the server (its `--shards`).
     #[arg(long)]
     pub shards: Option<usize>,
@@ -253,34 +257,52 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     // 5. Logins.
     let recipients = Arc::new(recipients);
     let conn_of: HashMap<u32, usize> = order.iter().enumerate().map(|(i, &u)| (u, i)).collect();
-    let sshared = Arc::new(SubsShared::default());
-    let scfg = SubsConfig {
-        addr: server.sub_addr,
-        users: order.clone(),
-        connect_rate: a.connect_rate,
-        max_connecting: a.max_connecting.max(1),
-        recipients: recipients.clone(),
+    let threads = a.client_threads.clamp(1, 16);
+    let all_users = Arc::new(order.clone());
+    let mut shared = Vec::new();
+    let mut loops = Vec::new();
+    for t in 0..threads {
+        let sh = Arc::new(SubsShared::default());
+        let scfg = SubsConfig {
+            addr: server.sub_addr,
+            users: all_users.clone(),
+            mine: (t..order.len()).step_by(threads).collect(),
+            connect_rate: a.connect_rate / threads as f64,
+            max_connecting: (a.max_connecting / threads).max(1),
+            recipients: recipients.clone(),
+        };
+        let ss = sh.clone();
+        loops.push(
+            std::thread::Builder::new()
+                .name(format!("friends-subs-{t}"))
+                .spawn(move || friends_subs::run(scfg, ss))?,
+        );
+        shared.push(sh);
+    }
+    let sum = |f: fn(&SubsShared) -> &std::sync::atomic::AtomicU64| {
+        shared.iter().map(|s| f(s).load(Relaxed)).sum::<u64>()
     };
-    let ss = sshared.clone();
-    let subs = std::thread::Builder::new()
-        .name("friends-subs".into())
-        .spawn(move || friends_subs::run(scfg, ss))?;
+    let stop_all = || shared.iter().for_each(|s| s.stop.store(true, Relaxed));
     let t0 = Instant::now();
     let budget = Duration::from_secs_f64(2.0 * order.len() as f64 / a.connect_rate + 10.0);
-    while sshared.connected.load(Relaxed) < order.len() as u64 {
-        let failed = sshared.closed.load(Relaxed);
-        if failed > 0 || t0.elapsed() > budget || !server.alive() || subs.is_finished() {
-            sshared.stop.store(true, Relaxed);
-            let notes = subs
-                .join()
-                .ok()
-                .and_then(Result::ok)
-                .map(|r| r.notes.join("; "))
-                .unwrap_or_default();
+    while sum(|s| &s.connected) < order.len() as u64 {
+        let failed = sum(|s| &s.closed);
+        if failed > 0
+            || t0.elapsed() > budget
+            || !server.alive()
+            || loops.iter().any(|l| l.is_finished())
+        {
+            stop_all();
+            let notes: Vec<String> = loops
+                .into_iter()
+                .filter_map(|l| l.join().ok().and_then(Result::ok))
+                .flat_map(|r| r.notes)
+                .collect();
             bail!(
-                "only {} of {} logins connected ({failed} failed). {notes}",
-                sshared.connected.load(Relaxed),
-                order.len()
+                "only {} of {} logins connected ({failed} failed). {}",
+                sum(|s| &s.connected),
+                order.len(),
+                notes.join("; ")
             );
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -309,7 +331,7 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     let published = match published {
         Ok(p) => p,
         Err(e) => {
-            sshared.stop.store(true, Relaxed);
+            stop_all();
             return Err(e);
         }
     };
@@ -320,17 +342,23 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         }
     }
     let d0 = Instant::now();
-    while sshared.received.load(Relaxed) < expected
-        && d0.elapsed() < Duration::from_millis(a.drain_ms)
-    {
+    while sum(|s| &s.received) < expected && d0.elapsed() < Duration::from_millis(a.drain_ms) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let server_exited = !server.alive();
     let cpu = cpu_seconds(pid).unwrap_or(cpu0) - cpu0;
-    sshared.stop.store(true, Relaxed);
-    let res = subs
-        .join()
-        .map_err(|_| anyhow!("the subscriber thread panicked"))??;
+    stop_all();
+    let mut res: Option<friends_subs::SubsResult> = None;
+    for l in loops {
+        let r = l
+            .join()
+            .map_err(|_| anyhow!("a subscriber thread panicked"))??;
+        res = Some(match res {
+            None => r,
+            Some(acc) => acc.merge(r)?,
+        });
+    }
+    let res = res.ok_or_else(|| anyhow!("no subscriber thread"))?;
     drop(server);
     // 7. Exactly once.
     let mut lost = 0u64;
