@@ -48,6 +48,9 @@ fn split(credit: &mut u64, k: usize) -> u64 {
     share
 }
 
+/// Deliveries queued between two submits during one fan-out.
+const SUBMIT_EVERY: u32 = 32;
+
 const NO_GRAPH: &str = "no friends graph: start the server with --friends FILE";
 const BAD_IDS: &str = "friends ids are two different decimal numbers, 0 to 4294967295";
 
@@ -118,6 +121,9 @@ impl<D: Driver> Shard<D> {
                 });
             }
         }
+        // The other shards start on their batches now, in parallel with the local part,
+        // rather than at the end of this turn.
+        self.flush_outbox();
         let n = self.fanout_local(&mine, &ev, true, reply, &mut credit);
         self.friends_reply(reply, total, n, credit, false);
     }
@@ -139,7 +145,15 @@ impl<D: Driver> Shard<D> {
             let Some(s) = self.router.lookup(&Id::Num(u64::from(f))) else {
                 continue;
             };
+            let before = n;
             n += self.deliver_slot(s, Ev::Friend(ev));
+            if n / SUBMIT_EVERY != before / SUBMIT_EVERY {
+                // A large fan-out: hand the sends queued so far to the kernel now, so the
+                // first friends get the event while the rest are still being queued.
+                if let Err(e) = self.driver.submit() {
+                    tracing::error!(shard = self.me, "io_uring submit: {e}");
+                }
+            }
             let others = if holders_too {
                 self.router.holders(s) & !(1u64 << self.me)
             } else {

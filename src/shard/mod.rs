@@ -747,7 +747,7 @@ impl<D: Driver> Shard<D> {
         }
     }
 
-    fn flush_outbox(&mut self) {
+    pub(super) fn flush_outbox(&mut self) {
         // The gauge first: a JoinAck pushed below lets a head go out, after which a client
         // may read /stats and must see its ids counted.
         self.st().ids.store(
