@@ -315,6 +315,8 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     ));
     // 6. Publish.
     let cpu0 = cpu_seconds(pid)?;
+    let me = std::process::id();
+    let client0 = cpu_seconds(me)?;
     let plan = Arc::new(plan);
     let mcfg = MsggenConfig {
         url: UrlTemplate::local(server.pub_addr, "/publish/{id}")?,
@@ -347,6 +349,7 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     }
     let server_exited = !server.alive();
     let cpu = cpu_seconds(pid).unwrap_or(cpu0) - cpu0;
+    let client_cpu = cpu_seconds(me).unwrap_or(client0) - client0;
     stop_all();
     let mut res: Option<friends_subs::SubsResult> = None;
     for l in loops {
@@ -408,6 +411,7 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         "publish_s": publish_s,
         "latency_us": {"count": lat.count, "p50": lat.p50, "p90": lat.p90, "p99": lat.p99, "p999": lat.p999, "max": lat.max},
         "server_cpu_publish_s": cpu,
+        "client_cpu_publish_s": client_cpu,
         "server_exited": server_exited,
         "notes": published.notes.iter().chain(res.notes.iter()).collect::<Vec<_>>(),
     });
@@ -442,7 +446,7 @@ pub fn run(a: FriendsArgs) -> Result<()> {
             res.duplicates, res.unexpected, res.out_of_order, res.garbled
         );
         println!("publish-to-receive per delivery: {}", lat.line());
-        println!("server CPU while publishing: {cpu:.2} s");
+        println!("CPU while publishing: server {cpu:.2} s, load tester {client_cpu:.2} s");
     }
     let bad = lost + res.duplicates + res.unexpected + res.out_of_order + res.garbled;
     if bad > 0 || published.failed + published.bad_answers > 0 || server_exited || res.closed > 0 {
