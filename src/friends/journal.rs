@@ -79,32 +79,7 @@ impl Journal {
         graphs: &mut [ShardGraph],
         directed: bool,
     ) -> io::Result<(Journal, Replay)> {
-        let mut rep = Replay::default();
-        match File::open(path) {
-            Ok(f) => {
-                for (n, line) in BufReader::new(f).split(b'\n').enumerate() {
-                    let line = line?;
-                    match parse_edit(&line) {
-                        Some((add, a, b)) => {
-                            rep.edits += 1;
-                            apply(graphs, add, a, b, directed);
-                        }
-                        None if line.iter().all(u8::is_ascii_whitespace) => {}
-                        None => {
-                            rep.bad_lines += 1;
-                            tracing::warn!(
-                                "friends journal {}:{}: not `+ a b` or `- a b`: {:?}; skipped",
-                                path.display(),
-                                n + 1,
-                                String::from_utf8_lossy(&line[..line.len().min(80)])
-                            );
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        let mut rep = replay(path, graphs, directed)?;
         rep.kept = compact(path, graphs, directed)?;
         let file = OpenOptions::new().append(true).create(true).open(path)?;
         Ok((Journal { file }, rep))
@@ -116,6 +91,38 @@ impl Journal {
         self.file.write_all(line.as_bytes())?;
         self.file.sync_data()
     }
+}
+
+/// Replays the journal at `path` (if it exists) into `graphs` and leaves the file as it is
+/// (the load tester's copy of a served graph uses this).
+pub fn replay(path: &Path, graphs: &mut [ShardGraph], directed: bool) -> io::Result<Replay> {
+    let mut rep = Replay::default();
+    match File::open(path) {
+        Ok(f) => {
+            for (n, line) in BufReader::new(f).split(b'\n').enumerate() {
+                let line = line?;
+                match parse_edit(&line) {
+                    Some((add, a, b)) => {
+                        rep.edits += 1;
+                        apply(graphs, add, a, b, directed);
+                    }
+                    None if line.iter().all(u8::is_ascii_whitespace) => {}
+                    None => {
+                        rep.bad_lines += 1;
+                        tracing::warn!(
+                            "friends journal {}:{}: not `+ a b` or `- a b`: {:?}; skipped",
+                            path.display(),
+                            n + 1,
+                            String::from_utf8_lossy(&line[..line.len().min(80)])
+                        );
+                    }
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(rep)
 }
 
 /// Parses `+ a b` or `- a b`.

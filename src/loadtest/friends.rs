@@ -16,7 +16,7 @@
 //!    answered 200 must have reached each logged-in friend exactly once. Exit non-zero
 //!    otherwise.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
+use super::friends_plan;
 use super::friends_subs::{self, SubsConfig, SubsShared};
 use super::halves::{check_fd_limit, check_positive};
 use super::msggen::{self, MsggenConfig, MsggenShared};
@@ -33,6 +34,7 @@ use super::report::Latency;
 use super::url::UrlTemplate;
 use super::{answer, duration};
 use crate::friends::gen::{self, GenArgs, SplitMix};
+use crate::friends::journal;
 use crate::friends::load::{self, LoadOptions};
 
 /// Flags of `uring-comet loadtest friends`.
@@ -150,6 +152,8 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         strict: false,
     };
     let (mut graphs, rep) = load::load(&path, opts)?;
+    // The server replays the journal beside the file; so does our copy (read only).
+    journal::replay(&journal::path_for(&path), &mut graphs, a.directed)?;
     let g = graphs.pop().ok_or_else(|| anyhow!("empty load"))?;
     say(&format!(
         "loaded our copy: {} users with friends, {} entries in {:.1} s",
@@ -159,58 +163,13 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     ));
     // 3. Logins by neighbourhood; publishers are the seeds.
     let mut rng = SplitMix::new(a.seed ^ 0x5eed);
-    let users = &g.csr.users;
-    if users.is_empty() {
-        bail!("{}: no edges", path.display());
-    }
-    let (mut login, mut order, mut seeds) = (HashSet::new(), Vec::new(), Vec::new());
-    let mut seen = HashSet::new();
-    let mut tries = 0;
-    while order.len() < a.logins && tries < 20 * a.logins + 1000 {
-        tries += 1;
-        let s = users[(rng.next_u64() % users.len() as u64) as usize];
-        if !seen.insert(s) {
-            continue;
-        }
-        seeds.push(s);
-        for &f in g.csr.row(s) {
-            if order.len() == a.logins {
-                break;
-            }
-            if login.insert(f) {
-                order.push(f);
-            }
-        }
-    }
-    let mut recipients: HashMap<u32, Vec<u32>> = HashMap::new();
-    for &s in &seeds {
-        let mut r: Vec<u32> = g
-            .csr
-            .row(s)
-            .iter()
-            .copied()
-            .filter(|f| login.contains(f))
-            .collect();
-        r.sort_unstable();
-        if !r.is_empty() {
-            recipients.insert(s, r);
-        }
-    }
+    let p = friends_plan::plan(&g, &g.csr.users, a.logins, &mut rng)?;
     drop(graphs);
     drop(g);
-    let publishers: Vec<u32> = seeds
-        .iter()
-        .copied()
-        .filter(|s| recipients.contains_key(s))
-        .collect();
     let total = (a.rate * a.duration).round() as u64;
-    let plan: Vec<u64> = (0..total)
-        .map(|_| u64::from(publishers[(rng.next_u64() % publishers.len() as u64) as usize]))
-        .collect();
-    let mut fan: Vec<usize> = publishers.iter().map(|p| recipients[p].len()).collect();
-    fan.sort_unstable();
-    let fan_max = fan.last().copied().unwrap_or(0);
-    let fan_median = fan.get(fan.len() / 2).copied().unwrap_or(0);
+    let plan = p.events(total, &mut rng);
+    let (order, recipients, publishers) = (p.logins, p.recipients, p.publishers);
+    let (fan_median, fan_max) = (p.fan_median, p.fan_max);
     say(&format!(
         "{} logins in the neighbourhoods of {} seeds (logged-in friends per seed: median {fan_median}, max {fan_max}); {} events planned",
         order.len(),

@@ -13,7 +13,7 @@
 //! `loadtest soak` ([`soak`]) holds the main job for minutes or hours with the memory log on
 //! and charts it (every main job charts its log too).
 //!
-//! `loadtest friends` ([`friends`], [`friends_subs`]) runs the friends fan-out: a social
+//! `loadtest friends` ([`friends`], [`friends_plan`], [`friends_subs`]) runs the friends fan-out: a social
 //! graph served with `--friends`, users logged in by neighbourhood, events from their friends.
 //!
 //! The rest: [`chunk`] decodes subscriber streams, [`framing`] says how a server frames
@@ -33,6 +33,7 @@ mod duration;
 mod flood;
 mod framing;
 mod friends;
+mod friends_plan;
 mod friends_subs;
 mod halves;
 mod memlog;
