@@ -375,3 +375,27 @@ fn bad_edge_line_reported_with_its_number() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 }
+
+both_backends! {
+/// `--friends FILE` naming a file that does not exist: an empty graph that edits build up,
+/// kept across a restart by the journal alone.
+fn missing_file_is_an_empty_graph_built_by_edits() {
+    let dir = temp_dir("missing");
+    let mut cfg = ServerConfig::local(2);
+    cfg.friends = Some(dir.join("none.tsv"));
+    let server = start_with(cfg.clone());
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"alone"), r#"{"friends":0,"delivered":0}"#);
+    assert_eq!(edit(&mut p, "PUT", 2, 1), r#"{"changed":true}"#);
+    drop(p);
+    server.shutdown().unwrap();
+    assert!(!dir.join("none.tsv").exists(), "the edge file is never written");
+    let server = start_with(cfg);
+    let mut s2 = Subscriber::connect(server.subscriber_addr(), "2");
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"hello 2"), r#"{"friends":1,"delivered":1}"#);
+    expect_friend(&mut s2, 1, b"hello 2");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
