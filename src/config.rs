@@ -2,6 +2,7 @@
 //! shards run with ([`ServerConfig`]).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -64,6 +65,18 @@ pub struct ServeArgs {
     /// (io_uring if the kernel allows it, else epoll with one log line naming the cause).
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
+    /// Friends graph: a SNAP edge list (`u<TAB>v` or `u v` per line, `#` comments) loaded at
+    /// start; enables `POST /publish/<user>` and `PUT|DELETE /friends/<a>/<b>`. Edits go to
+    /// FILE.journal. A file that does not exist yet is an empty graph.
+    #[arg(long, value_name = "FILE")]
+    pub friends: Option<PathBuf>,
+    /// A line `u v` of the friends file means u follows v (u receives v's events), not a
+    /// friendship both ways.
+    #[arg(long, requires = "friends")]
+    pub directed: bool,
+    /// Stop at the first bad line of the friends file instead of reporting and skipping it.
+    #[arg(long, requires = "friends")]
+    pub strict: bool,
 }
 
 /// Which data-plane backend the shards run.
@@ -125,6 +138,12 @@ pub struct ServerConfig {
     pub head_timeout_s: u64,
     /// Bearer token for the publish API, if any.
     pub publish_token: Option<String>,
+    /// The friends graph's edge file (`--friends`), if any.
+    pub friends: Option<PathBuf>,
+    /// `--directed`: a line `u v` means u follows v.
+    pub friends_directed: bool,
+    /// `--strict`: a bad line stops the load.
+    pub friends_strict: bool,
 }
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
@@ -176,6 +195,9 @@ impl ServeArgs {
             cors_origin: self.cors_origin,
             head_timeout_s: self.head_timeout.max(1),
             publish_token: self.publish_token.filter(|t| !t.is_empty()),
+            friends: self.friends,
+            friends_directed: self.directed,
+            friends_strict: self.strict,
         })
     }
 }
@@ -197,6 +219,9 @@ impl ServerConfig {
             cors_origin: "*".to_string(),
             head_timeout_s: 10,
             publish_token: None,
+            friends: None,
+            friends_directed: false,
+            friends_strict: false,
         }
     }
 }

@@ -95,6 +95,11 @@ pub const STATS_KEYS: [&str; 8] = [
 
 /// Fetches `GET /stats` from `addr` (at most 2 s) and returns the [`STATS_KEYS`] it has.
 pub fn fetch_stats(addr: SocketAddr) -> Result<Vec<(String, u64)>> {
+    fetch_stats_keys(addr, &STATS_KEYS)
+}
+
+/// Fetches `GET /stats` from `addr` (at most 2 s) and returns those of `keys` it has.
+pub fn fetch_stats_keys(addr: SocketAddr, keys: &[&str]) -> Result<Vec<(String, u64)>> {
     let timeout = Duration::from_secs(2);
     let deadline = Instant::now() + timeout;
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
@@ -122,7 +127,7 @@ pub fn fetch_stats(addr: SocketAddr) -> Result<Vec<(String, u64)>> {
         bail!("/stats: status {}", answer.status);
     }
     let body = &buf[answer.body_start..answer.len];
-    Ok(STATS_KEYS
+    Ok(keys
         .iter()
         .filter_map(|k| json_u64(body, k).map(|v| (k.to_string(), v)))
         .collect())
