@@ -2,6 +2,7 @@
 //! shards run with ([`ServerConfig`]).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -76,6 +77,18 @@ pub struct ServeArgs {
     /// subscriptions.
     #[arg(long, default_value_t = crate::cluster::DEFAULT_BUCKETS)]
     pub cluster_buckets: u32,
+    /// Friends graph: a SNAP edge list (`u<TAB>v` or `u v` per line, `#` comments) loaded at
+    /// start; enables `POST /publish/<user>` and `PUT|DELETE /friends/<a>/<b>`. Edits go to
+    /// FILE.journal. A file that does not exist yet is an empty graph.
+    #[arg(long, value_name = "FILE")]
+    pub friends: Option<PathBuf>,
+    /// A line `u v` of the friends file means u follows v (u receives v's events), not a
+    /// friendship both ways.
+    #[arg(long, requires = "friends")]
+    pub directed: bool,
+    /// Stop at the first bad line of the friends file instead of reporting and skipping it.
+    #[arg(long, requires = "friends")]
+    pub strict: bool,
 }
 
 /// Which data-plane backend the shards run.
@@ -139,6 +152,12 @@ pub struct ServerConfig {
     pub publish_token: Option<String>,
     /// Cluster mode, if on.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// The friends graph's edge file (`--friends`), if any.
+    pub friends: Option<PathBuf>,
+    /// `--directed`: a line `u v` means u follows v.
+    pub friends_directed: bool,
+    /// `--strict`: a bad line stops the load.
+    pub friends_strict: bool,
 }
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
@@ -198,6 +217,9 @@ impl ServeArgs {
                 )?),
                 None => None,
             },
+            friends: self.friends,
+            friends_directed: self.directed,
+            friends_strict: self.strict,
         })
     }
 }
@@ -220,6 +242,9 @@ impl ServerConfig {
             head_timeout_s: 10,
             publish_token: None,
             cluster: None,
+            friends: None,
+            friends_directed: false,
+            friends_strict: false,
         }
     }
 }

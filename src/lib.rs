@@ -8,6 +8,7 @@
 //! - [`http`]: sans-IO request-head parsing and response/chunk formatting (RFC 9112).
 //! - [`router`]: one router shard: id -> local connections, and the directory of which shards
 //!   hold the ids this shard owns (sans-IO).
+//! - [`friends`]: the friends store (per-shard CSR follower lists, edits journal, `gen-friends`).
 //! - [`mesh`]: the cross-core protocol: lock-free queues between shards, batches, doorbells.
 //! - [`driver`]: the data plane's I/O interface and its io_uring implementation.
 //! - [`conn`]: the connection record and its slab.
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod driver;
+pub mod friends;
 pub mod http;
 pub mod id;
 pub mod loadtest;

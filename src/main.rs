@@ -27,6 +27,8 @@ enum Cmd {
     Plot(uring_comet::plot::PlotArgs),
     /// Check whether this box's limits (sysctls, rlimits, io_uring, memory) allow N connections; exit 1 if not.
     CheckSystem(uring_comet::check::CheckArgs),
+    /// Generate a synthetic social graph (power-law Chung-Lu) as a SNAP edge list for `serve --friends`.
+    GenFriends(uring_comet::friends::gen::GenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Loadtest(args) => uring_comet::loadtest::run(*args),
         Cmd::Plot(args) => uring_comet::plot::run(args),
         Cmd::CheckSystem(args) => std::process::exit(uring_comet::check::run(args)?),
+        Cmd::GenFriends(args) => uring_comet::friends::gen::run(args),
     }
 }

@@ -25,13 +25,35 @@
 //! - `Route {id, msg, reply}`, publisher's shard -> owner: publish `msg` to `id`.
 //! - `Deliver {id, msg, reply}`, owner -> each holder other than itself.
 //! - `Remote {id, msg}`, cluster agent -> owner: a message from another node; routed like
-//!   `Route` with the reply to [`ReplyTo::NOBODY`]. `ClusterReady`, agent -> every shard: look
-//!   at the heads held for a bucket subscription again (see [`crate::cluster`]).
+//!   `Route` with the reply to [`ReplyTo::NOBODY`]. `RemoteFriends {user, msg}`, agent ->
+//!   owner of `user`: a friends event from another node, fanned out like `FriendsRoute`
+//!   with the replies to nobody. `ClusterReady`, agent -> every shard: look at the heads
+//!   held for a bucket subscription again (see [`crate::cluster`]).
 //! - `Replied {token, count, more}`, owner and holders -> publisher's shard: `count`
 //!   connections were queued the message. The owner's reply says how many holders it
 //!   forwarded to (`more: Some(k)`); a holder's says `None`. They come over different
 //!   queues and may arrive in any order; the publish reply is written when the owner's
 //!   and k holders' have arrived.
+//!
+//! - Friends fan-out (`POST /publish/<user>`, see `shard::friends`): `FriendsRoute {user,
+//!   msg, reply, credit}`, publisher's shard -> owner of `user`, which holds the user's
+//!   follower list. The owner groups the followers by their own owner shard and sends one
+//!   `FriendsBatch {ev, friends, holders_too: true}` per such shard (its own group is handled
+//!   inline). Each delivers to its local connections under those ids and, for the ids whose
+//!   directory names other holder shards, sends one `FriendsBatch {holders_too: false}` per
+//!   holder shard. Every step answers `FriendsReplied {token, friends, count, credit}` to
+//!   the publisher's shard: the owner's carries the follower count.
+//! - Friends edits (`PUT|DELETE /friends/<a>/<b>`): `FriendEdit {a, b, add}`, publisher's
+//!   shard -> the edge's coordinator (one fixed shard per pair), which journals the edit
+//!   (fdatasync), applies its half and sends `FriendEditHalf` to the owner of the other half.
+//!   Both answer `FriendsReplied` (count = halves changed).
+//!
+//! Replies of the friends paths arrive over several hops and in any order, so they are
+//! counted with *credit* rather than a count: the publish starts with a fixed credit; each
+//! message carries a share, a step that sends k further messages splits its share into
+//! k + 1 parts, and every step returns what it kept in its reply. The publish is complete
+//! when all of the credit is back (weighted reference counting; with at most 64 shards and
+//! three hops no share ever rounds to 0).
 //!
 //! # Placement
 //! A subscriber under a single id (the common case) is handed to the id's owner shard as
@@ -53,6 +75,7 @@ use bytes::Bytes;
 use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
+use crate::friends::FriendEvent;
 use crate::http::request::SubRequest;
 use crate::id::Id;
 
@@ -94,6 +117,50 @@ pub enum Msg {
         count: u32,
         more: Option<u16>,
     },
+    /// Friends publish of `msg` by `user`, sent to the owner of `user`.
+    FriendsRoute {
+        user: u32,
+        msg: Bytes,
+        reply: ReplyTo,
+        credit: u64,
+    },
+    /// Deliver friends event `ev` to the local connections under `friends`; with
+    /// `holders_too` (the receiver owns every id in `friends`) also forward to the other
+    /// shards its directory names for them.
+    FriendsBatch {
+        ev: FriendEvent,
+        friends: Vec<u32>,
+        holders_too: bool,
+        reply: ReplyTo,
+        credit: u64,
+    },
+    /// Part of a friends reply (publish or edit): `friends` followers (owner step only),
+    /// `count` connections queued (or halves changed, for an edit), `credit` returned;
+    /// `failed`: the edit could not be journaled.
+    FriendsReplied {
+        token: u32,
+        friends: u32,
+        count: u32,
+        credit: u64,
+        failed: bool,
+    },
+    /// Edit of the pair `a b` (b on or off a's friends list), sent to its coordinator.
+    FriendEdit {
+        a: u32,
+        b: u32,
+        add: bool,
+        reply: ReplyTo,
+        credit: u64,
+    },
+    /// Apply one half of an edit: `follower` starts (`add`) or stops following `user`; sent
+    /// to the owner of `user`.
+    FriendEditHalf {
+        user: u32,
+        follower: u32,
+        add: bool,
+        reply: ReplyTo,
+        credit: u64,
+    },
     /// Take over subscriber socket `fd`, whose request (one id, owned by the receiving
     /// shard) has been parsed (see "Placement" above).
     Adopt { fd: i32, req: Box<SubRequest> },
@@ -101,6 +168,9 @@ pub enum Msg {
     /// Cluster agent -> owner of `id`: a message another node published; deliver it like a
     /// `Route` whose reply goes nowhere.
     Remote { id: Id, msg: Bytes },
+    /// Cluster agent -> owner of `user`: a friends event another node accepted; fanned out
+    /// like a `FriendsRoute` whose replies go nowhere.
+    RemoteFriends { user: u32, msg: Bytes },
     /// Cluster agent -> every shard: subscriptions changed (or Redis went down); heads held
     /// for a bucket subscription may go.
     ClusterReady,

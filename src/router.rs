@@ -305,6 +305,12 @@ impl Router {
         }
     }
 
+    /// The directory entry of the id in slot `s` (owner only): bit s set while shard s
+    /// holds connections under it.
+    pub fn holders(&self, s: u32) -> u64 {
+        self.slots[s as usize].holders
+    }
+
     /// Owner side of `Join`: records shard `from` as a holder of `id` and acknowledges.
     pub fn on_join(&mut self, id: Id, from: usize, seq: u32) {
         let s = self.slot_for(id);

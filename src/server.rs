@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,8 +25,10 @@ use crate::config::{Backend, ServerConfig};
 use crate::driver::epoll::Epoll;
 use crate::driver::uring::{self, Uring};
 use crate::driver::Driver;
+use crate::friends::journal::{self, Journal};
+use crate::friends::load::{self, LoadOptions};
 use crate::mesh::Mesh;
-use crate::shard::Shard;
+use crate::shard::{FriendsShard, Shard};
 use crate::stats::ShardStats;
 
 /// Listen backlog; the kernel caps it at `net.core.somaxconn`.
@@ -188,7 +190,11 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
         .cluster
         .clone()
         .map(|c| Arc::new(Cluster::new(c, mesh.clone())));
+    if let (Some(c), Some(_)) = (&cluster, &cfg.friends) {
+        c.want_friends(); // this node fans out friends events from the other nodes too
+    }
     let stats: Arc<[ShardStats]> = (0..n).map(|_| ShardStats::default()).collect();
+    let mut friends = load_friends(&cfg, &stats)?;
     let cfg = Arc::new(cfg);
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
     let mut threads = Vec::with_capacity(n);
@@ -197,6 +203,7 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
             (mesh.clone(), stats.clone(), cfg.clone(), ready_tx.clone());
         let cluster = cluster.clone();
         let agent = cluster.clone().filter(|_| me == 0);
+        let friends = friends.get_mut(me).and_then(Option::take);
         let t = std::thread::Builder::new()
             .name(format!("shard-{me}"))
             .spawn(move || {
@@ -208,7 +215,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
                     };
                     let _ = ready.send(Ok(()));
                     let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
-                        .with_cluster(cluster);
+                        .with_cluster(cluster)
+                        .with_friends(friends);
                     tokio_uring::start(async move {
                         let shares = spawn_agent(agent);
                         run(shard, mesh, me, shares).await
@@ -226,7 +234,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
                     };
                     let _ = ready.send(Ok(()));
                     let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
-                        .with_cluster(cluster);
+                        .with_cluster(cluster)
+                        .with_friends(friends);
                     rt.block_on(async move {
                         let shares = spawn_agent(agent);
                         run(shard, mesh, me, shares).await
@@ -292,6 +301,72 @@ fn spawn_agent(agent: Option<Arc<Cluster>>) -> bool {
 /// Turns in a row after which a busy shard loop that shares its runtime (with the cluster
 /// agent, on shard 0) yields to it, so the agent is never starved while the shard has work.
 const TURNS_PER_YIELD: u32 = 16;
+
+/// Loads the friends store (`--friends`): the edge file, then its journal (replayed and
+/// compacted); one part per shard. Logs and records in `stats` the load time, entries,
+/// heap bytes and the RSS the load added.
+fn load_friends(
+    cfg: &ServerConfig,
+    stats: &[ShardStats],
+) -> anyhow::Result<Vec<Option<FriendsShard>>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(path) = &cfg.friends else {
+        return Ok(Vec::new());
+    };
+    let rss0 = crate::stats::rss_bytes();
+    let t0 = Instant::now();
+    let opts = LoadOptions {
+        shards: cfg.shards,
+        directed: cfg.friends_directed,
+        strict: cfg.friends_strict,
+    };
+    let (mut graphs, rep) = load::load(path, opts)?;
+    let jpath = journal::path_for(path);
+    let (j, replay) = Journal::start(&jpath, &mut graphs, cfg.friends_directed)
+        .with_context(|| format!("friends journal {}", jpath.display()))?;
+    let elapsed = t0.elapsed();
+    // The load's edge buffers were freed; hand their pages back before measuring.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+    let grown = crate::stats::rss_bytes().saturating_sub(rss0);
+    for (s, g) in stats.iter().zip(&graphs) {
+        s.graph_users.store(g.csr.users.len() as u64, Relaxed);
+        s.graph_entries.store(g.csr.entries() as u64, Relaxed);
+        s.graph_heap_bytes.store(g.csr.heap_bytes() as u64, Relaxed);
+    }
+    stats[0].graph_rss_bytes.store(grown, Relaxed);
+    stats[0]
+        .graph_load_us
+        .store(elapsed.as_micros() as u64, Relaxed);
+    tracing::info!(
+        file = %path.display(),
+        lines = rep.lines,
+        edges = rep.edges,
+        bad_lines = rep.bad_lines,
+        self_loops = rep.self_loops,
+        duplicates = rep.duplicates,
+        users = rep.users,
+        entries = rep.entries,
+        heap_bytes = rep.heap_bytes,
+        rss_grown = grown,
+        rss_per_entry = format!("{:.2}", grown as f64 / rep.entries.max(1) as f64),
+        journal_edits = replay.edits,
+        journal_kept = replay.kept,
+        secs = format!("{:.2}", elapsed.as_secs_f64()),
+        "friends graph loaded"
+    );
+    let j = Arc::new(Mutex::new(j));
+    Ok(graphs
+        .into_iter()
+        .map(|graph| {
+            Some(FriendsShard {
+                graph,
+                journal: Some(j.clone()),
+                directed: cfg.friends_directed,
+            })
+        })
+        .collect())
+}
 
 struct RingFd(RawFd);
 

@@ -30,6 +30,18 @@ pub struct ShardStats {
     /// Gauge: io_uring direct-descriptor slots in use (fixed-file table entries), updated
     /// once per turn of the shard's loop; 0 on the epoll backend.
     pub slots: AtomicU64,
+    /// Total: friends publishes fanned out by this shard (as the publishing user's owner).
+    pub friend_events: AtomicU64,
+    /// Friends store: users with followers held by this shard (set once at start).
+    pub graph_users: AtomicU64,
+    /// Friends store: adjacency entries held by this shard (set once at start).
+    pub graph_entries: AtomicU64,
+    /// Friends store: heap bytes of this shard's CSR arrays (set once at start).
+    pub graph_heap_bytes: AtomicU64,
+    /// Friends store, whole process (shard 0 only): RSS grown by the load, bytes.
+    pub graph_rss_bytes: AtomicU64,
+    /// Friends store, whole process (shard 0 only): load time including the journal, us.
+    pub graph_load_us: AtomicU64,
 }
 
 impl ShardStats {
@@ -60,9 +72,11 @@ pub fn rss_bytes() -> u64 {
 ///
 /// Keys: `connections` (open subscribers, all shards), `connections_per_shard` (array),
 /// `publishers`, `ids` (distinct ids logged in), `messages_sent`, `messages_delivered`,
-/// `slow_consumers_closed`, `rejected_at_capacity`, `accept_rearmed`, `send_timeouts` (subscribers closed by the send deadline),
-/// `direct_slots_in_use`
-/// (io_uring fixed-file table entries held, all shards), `rss_bytes`.
+/// `slow_consumers_closed`, `rejected_at_capacity`, `accept_rearmed`, `send_timeouts`
+/// (subscribers closed by the send deadline), `direct_slots_in_use` (io_uring fixed-file
+/// table entries held, all shards), `rss_bytes`; friends: `friend_events`, `graph_users`,
+/// `graph_entries` (directed adjacency entries), `graph_heap_bytes`, `graph_rss_bytes` (RSS
+/// grown by the load), `graph_load_us`.
 pub fn json(shards: &[ShardStats]) -> String {
     let sum =
         |f: fn(&ShardStats) -> &AtomicU64| shards.iter().map(|s| f(s).load(Relaxed)).sum::<u64>();
@@ -73,7 +87,7 @@ pub fn json(shards: &[ShardStats]) -> String {
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,
-        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"send_timeouts\":{},\"direct_slots_in_use\":{},\"rss_bytes\":{}}}",
+        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"send_timeouts\":{},\"direct_slots_in_use\":{},\"rss_bytes\":{},\"friend_events\":{},\"graph_users\":{},\"graph_entries\":{},\"graph_heap_bytes\":{},\"graph_rss_bytes\":{},\"graph_load_us\":{}}}",
         sum(|s| &s.subscribers),
         per.join(","),
         sum(|s| &s.publishers),
@@ -85,7 +99,13 @@ pub fn json(shards: &[ShardStats]) -> String {
         sum(|s| &s.accept_rearmed),
         sum(|s| &s.send_timeouts),
         sum(|s| &s.slots),
-        rss_bytes()
+        rss_bytes(),
+        sum(|s| &s.friend_events),
+        sum(|s| &s.graph_users),
+        sum(|s| &s.graph_entries),
+        sum(|s| &s.graph_heap_bytes),
+        sum(|s| &s.graph_rss_bytes),
+        sum(|s| &s.graph_load_us),
     );
     out
 }

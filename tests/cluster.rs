@@ -228,6 +228,90 @@ fn sse_and_raw_across_nodes() {
 }
 }
 
+/// A node like [`node`], with a friends graph: the edge list `edges` in a directory of its
+/// own (each node keeps its own journal beside its copy of the graph).
+fn friends_node(redis: &Redis, name: &str, edges: &str) -> ServerHandle {
+    let dir = std::env::temp_dir().join(format!(
+        "uc-cluster-{}-{name}-{}",
+        std::process::id(),
+        backend()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("graph.tsv");
+    std::fs::write(&file, edges).unwrap();
+    let mut cfg = ServerConfig::local(2);
+    cfg.cluster = Some(ClusterConfig::new(&redis.url(), 1024).unwrap());
+    cfg.friends = Some(file);
+    let server = start_with(cfg);
+    let mut p = Publisher::connect(server.publish_addr());
+    let s = p.stats();
+    assert_eq!(json_number(&s, "cluster_up"), 1.0, "{s}");
+    server
+}
+
+/// `POST /publish/<user>` on `p`; returns the exact reply body.
+fn publish_friends(p: &mut Publisher, user: &str, msg: &[u8]) -> String {
+    let mut r = format!(
+        "POST /publish/{user} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        msg.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(msg);
+    p.client.send(&r);
+    let head = p.client.read_head();
+    head.expect_200();
+    String::from_utf8(p.client.read_body(&head)).unwrap()
+}
+
+/// Reads the next chunk and checks it is exactly friends event `msg` from `from`.
+fn expect_friend(sub: &mut Subscriber, from: u64, msg: &[u8]) {
+    sub.received += 1;
+    let mut d = format!("Recvd msg #{} from {from}: '", sub.received).into_bytes();
+    d.extend_from_slice(&html_escape(msg));
+    d.extend_from_slice(b"'<br/>\n");
+    sub.client
+        .expect_bytes(&chunk(&d), &format!("event from {from} #{}", sub.received));
+}
+
+both_backends! {
+/// A friends event accepted by one node reaches the friends' connections on every node,
+/// once each: one cluster record per event, each node fanning it out from its own copy of
+/// the graph. Non-friends get nothing; the reply counts the accepting node's part.
+fn friends_event_across_nodes() {
+    let redis = Redis::start();
+    // Friendships (both ways): 1-2, 1-3, 5-3.
+    let edges = "1\t2\n1\t3\n5\t3\n";
+    let a = friends_node(&redis, "fa", edges);
+    let b = friends_node(&redis, "fb", edges);
+    let mut two_on_a = Subscriber::connect(a.subscriber_addr(), "2");
+    let mut three_on_b = Subscriber::connect(b.subscriber_addr(), "3");
+    let mut three_on_a = Subscriber::connect(a.subscriber_addr(), "3");
+    let mut four_on_a = Subscriber::connect(a.subscriber_addr(), "4");
+    let (mut pa, mut pb) = (Publisher::connect(a.publish_addr()), Publisher::connect(b.publish_addr()));
+    assert_eq!(
+        publish_friends(&mut pb, "1", b"hi <all>"),
+        r#"{"friends":2,"delivered":1,"scope":"node","cluster":"queued"}"#
+    );
+    expect_friend(&mut three_on_b, 1, b"hi <all>");
+    expect_friend(&mut two_on_a, 1, b"hi <all>");
+    expect_friend(&mut three_on_a, 1, b"hi <all>");
+    assert_eq!(
+        publish_friends(&mut pa, "5", b"from five"),
+        r#"{"friends":1,"delivered":1,"scope":"node","cluster":"queued"}"#
+    );
+    expect_friend(&mut three_on_a, 5, b"from five");
+    expect_friend(&mut three_on_b, 5, b"from five");
+    for s in [&mut two_on_a, &mut three_on_a, &mut three_on_b, &mut four_on_a] {
+        s.client.expect_silence(Duration::from_millis(300), "once each, friends only");
+    }
+    // A plain send still crosses as before.
+    assert_eq!(send_body(&mut pa, "3", b"plain"), QUEUED_1);
+    three_on_a.expect_msg(b"plain");
+    three_on_b.expect_msg(b"plain");
+}
+}
+
 /// Reads the next chunk if one arrives within `wait`.
 fn try_chunk(sub: &mut Subscriber, wait: Duration) -> Option<Vec<u8>> {
     let deadline = Instant::now() + wait;

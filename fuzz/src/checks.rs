@@ -65,7 +65,11 @@ pub fn request_head(data: &[u8]) {
             "the token changed a result into something else than 401"
         );
     }
-    if let Head::Done(PubRequest::Send { .. } | PubRequest::Stats { .. }, n) = &locked {
+    if let Head::Done(
+        PubRequest::Send { .. } | PubRequest::Stats { .. } | PubRequest::Edit { .. },
+        n,
+    ) = &locked
+    {
         assert!(
             contains(&data[..*n], b"Bearer s3cret-token"),
             "accepted with a token without the token: {locked:?}"
@@ -163,6 +167,11 @@ fn check_sub(req: &SubRequest, head: &[u8]) {
 fn check_pub(req: &PubRequest) {
     if let PubRequest::Send { id, len, .. } = req {
         check_id(id);
+        assert!(*len <= MAX_BODY, "body of {len} accepted");
+    }
+    if let PubRequest::Edit { a, b, len, .. } = req {
+        check_id(a);
+        check_id(b);
         assert!(*len <= MAX_BODY, "body of {len} accepted");
     }
 }

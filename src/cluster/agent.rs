@@ -278,11 +278,19 @@ impl Inbound {
                     self.out[owner].push(Msg::Remote { id, msg: r.msg });
                     c.stats.received.fetch_add(1, Relaxed);
                 }
-                // Friends events (on the friends channel, subscribed by `want_friends`) go to
-                // the friends fan-out of issue 7 once it is merged; counted until then.
-                (Kind::Friends, Ok(_)) => {
-                    c.stats.received.fetch_add(1, Relaxed);
-                }
+                // A friends event (friends channel, subscribed by `want_friends`): the owner
+                // of the user fans it out from this node's copy of the graph.
+                (Kind::Friends, Ok(id)) => match crate::friends::user_of(&id) {
+                    Some(user) => {
+                        let owner = crate::friends::owner_of(user, self.out.len());
+                        self.out[owner].push(Msg::RemoteFriends { user, msg: r.msg });
+                        c.stats.received.fetch_add(1, Relaxed);
+                    }
+                    // Not a graph user: it has no friends anywhere.
+                    None => {
+                        c.stats.received.fetch_add(1, Relaxed);
+                    }
+                },
                 (_, Err(_)) => bad += 1,
             }
         }

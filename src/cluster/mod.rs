@@ -27,9 +27,8 @@
 //! - Friends events (`POST /publish/<user>`, issue 7) are one record each (kind 2: the
 //!   publishing user and the message) on one more channel, `uc:<B>:friends`, which a node
 //!   with a friends graph subscribes to ([`Cluster::want_friends`]); every node fans the
-//!   event out to its own connections from its own copy of the graph. The channel and the
-//!   record are in place; the hand-over to the friends fan-out comes with the merge of
-//!   issue 7.
+//!   event out to its own connections from its own copy of the graph: the agent hands it to
+//!   the owner of the user as [`crate::mesh::Msg::RemoteFriends`].
 //!
 //! # No gap between subscribe and delivery
 //! While Redis is up, a new subscriber's response head is held until its buckets are

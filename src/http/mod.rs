@@ -43,6 +43,8 @@ pub enum Status {
     NotImplemented,
     /// 503 Service Unavailable: the server is at its connection limit or shutting down.
     Unavailable,
+    /// 500 Internal Server Error: a friends edit could not be written to its journal.
+    Internal,
 }
 
 impl Status {
@@ -60,6 +62,7 @@ impl Status {
             Status::HeadTooLarge => (431, "Request Header Fields Too Large"),
             Status::NotImplemented => (501, "Not Implemented"),
             Status::Unavailable => (503, "Service Unavailable"),
+            Status::Internal => (500, "Internal Server Error"),
         }
     }
 }

@@ -56,6 +56,23 @@ pub enum PubRequest {
         /// The client sent `Expect: 100-continue` and waits for a `100 Continue` before
         /// its body (RFC 9110 section 10.1.1).
         expect_continue: bool,
+        /// `POST /publish/<user>`: fan the body out to the friends of `id` rather than to
+        /// the connections under `id`.
+        friends: bool,
+    },
+    /// `PUT /friends/<a>/<b>` (`add`) or `DELETE /friends/<a>/<b>`: put b on a's friends
+    /// list or take it off. A body, if any, is read and ignored.
+    Edit {
+        /// Whose friends list.
+        a: Id,
+        /// The friend.
+        b: Id,
+        /// PUT (true) or DELETE.
+        add: bool,
+        /// Body length from Content-Length (0 without one), at most [`MAX_BODY`].
+        len: usize,
+        /// Close after replying.
+        close: bool,
     },
     /// `GET /stats`.
     Stats {
@@ -231,7 +248,38 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
     })
 }
 
-/// Parses a publish-listener request head: `POST /send/<id>` or `GET /stats`.
+/// The request body's length from Content-Length (`None` without one). Errors: 501 for a
+/// Transfer-Encoding body, 400 for a bad or ambiguous length, 413 over [`MAX_BODY`].
+fn body_len(req: &httparse::Request<'_, '_>) -> Result<Option<usize>, Status> {
+    if header(req, "transfer-encoding").is_some() {
+        return Err(Status::NotImplemented);
+    }
+    let mut lens = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+    let Some(len) = lens.next().map(|h| h.value) else {
+        return Ok(None);
+    };
+    // RFC 9112 section 6.3: several differing lengths are an error; digits only.
+    if lens.any(|h| h.value != len)
+        || len.is_empty()
+        || len.len() > 12
+        || !len.iter().all(u8::is_ascii_digit)
+    {
+        return Err(Status::BadRequest);
+    }
+    let len = len
+        .iter()
+        .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+    if len > MAX_BODY {
+        return Err(Status::TooLarge);
+    }
+    Ok(Some(len))
+}
+
+/// Parses a publish-listener request head: `POST /send/<id>`, `POST /publish/<user>`,
+/// `PUT|DELETE /friends/<a>/<b>` or `GET /stats`.
 ///
 /// Refusals: 400 (malformed head, bad id, bad Content-Length), 404 (other paths), 411
 /// (POST without Content-Length), 413 (body over [`MAX_BODY`]), 431 (head too long), 501
@@ -271,30 +319,16 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
                 }
             }
             Some("POST") => {
-                let id = path.strip_prefix(b"/send/").ok_or(Status::NotFound)?;
+                let (id, friends) = match (
+                    path.strip_prefix(b"/send/"),
+                    path.strip_prefix(b"/publish/"),
+                ) {
+                    (Some(id), _) => (id, false),
+                    (None, Some(id)) => (id, true),
+                    _ => return Err(Status::NotFound),
+                };
                 let id = Id::parse(id).map_err(id_error)?;
-                if header(req, "transfer-encoding").is_some() {
-                    return Err(Status::NotImplemented);
-                }
-                let mut lens = req
-                    .headers
-                    .iter()
-                    .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
-                let len = lens.next().ok_or(Status::LengthRequired)?.value;
-                // RFC 9112 section 6.3: several differing lengths are an error; digits only.
-                if lens.any(|h| h.value != len)
-                    || len.is_empty()
-                    || len.len() > 12
-                    || !len.iter().all(u8::is_ascii_digit)
-                {
-                    return Err(Status::BadRequest);
-                }
-                let len = len
-                    .iter()
-                    .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
-                if len > MAX_BODY {
-                    return Err(Status::TooLarge);
-                }
+                let len = body_len(req)?.ok_or(Status::LengthRequired)?;
                 let expect_continue = header(req, "expect")
                     .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
                     && req.version == Some(1);
@@ -303,6 +337,29 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
                     len,
                     close,
                     expect_continue,
+                    friends,
+                })
+            }
+            Some(m @ ("PUT" | "DELETE")) => {
+                // Other paths keep answering these methods 501, as before friends existed.
+                let pair = path
+                    .strip_prefix(b"/friends/")
+                    .ok_or(Status::NotImplemented)?;
+                let mut parts = pair.split(|&b| b == b'/');
+                let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(Status::NotFound);
+                };
+                let (a, b) = (
+                    Id::parse(a).map_err(id_error)?,
+                    Id::parse(b).map_err(id_error)?,
+                );
+                let len = body_len(req)?.unwrap_or(0);
+                Ok(PubRequest::Edit {
+                    a,
+                    b,
+                    add: m == "PUT",
+                    len,
+                    close,
                 })
             }
             _ => Err(Status::NotImplemented),
@@ -459,9 +516,61 @@ mod tests {
                     len: 5,
                     close: false,
                     expect_continue: false,
+                    friends: false,
                 },
                 53
             )
+        );
+        assert!(matches!(
+            parse_publish(
+                b"POST /publish/7 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+                None
+            ),
+            Head::Done(
+                PubRequest::Send {
+                    friends: true,
+                    len: 1,
+                    ..
+                },
+                _
+            )
+        ));
+        assert_eq!(
+            parse_publish(b"DELETE /friends/1/2 HTTP/1.1\r\nHost: x\r\n\r\n", None),
+            Head::Done(
+                PubRequest::Edit {
+                    a: Id::Num(1),
+                    b: Id::Num(2),
+                    add: false,
+                    len: 0,
+                    close: false
+                },
+                41
+            )
+        );
+        assert!(matches!(
+            parse_publish(
+                b"PUT /friends/1/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+                None
+            ),
+            Head::Done(
+                PubRequest::Edit {
+                    add: true,
+                    len: 2,
+                    ..
+                },
+                _
+            )
+        ));
+        for bad in [
+            &b"PUT /friends/1 HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"PUT /friends/1/2/3 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert_eq!(parse_publish(bad, None), Head::Refuse(Status::NotFound));
+        }
+        assert_eq!(
+            parse_publish(b"PUT /friends/1/a%20 HTTP/1.1\r\nHost: x\r\n\r\n", None),
+            Head::Refuse(Status::BadRequest)
         );
         assert_eq!(
             parse_publish(b"POST /send/9 HTTP/1.1\r\nHost: x\r\n\r\n", None),

@@ -157,6 +157,23 @@ pub fn demo_page_body_len(reply: &[u8]) -> usize {
         .map_or(0, |at| reply.len() - at - 4)
 }
 
+/// Appends a complete error reply whose plain-text body is `text` (one line, ending in
+/// `\n`); the connection is closed after it.
+pub fn error_text(out: &mut Vec<u8>, status: Status, text: &str) {
+    let (code, reason) = status.code_reason();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}\n",
+        text.len() + 1
+    );
+}
+
+/// Appends `{"friends":F,"delivered":N}` (a friends publish) as a complete 200 reply.
+pub fn friends_delivered(out: &mut Vec<u8>, friends: u64, n: u64, close: bool) {
+    let body = format!("{{\"friends\":{friends},\"delivered\":{n}}}");
+    json(out, body.as_bytes(), close);
+}
+
 /// Appends a complete error reply; the connection is closed after it.
 pub fn error(out: &mut Vec<u8>, status: Status) {
     let (code, reason) = status.code_reason();

@@ -105,6 +105,41 @@ pub fn message(out: &mut Vec<u8>, proto: Proto, chunked: bool, n: u32, msg: &[u8
     true
 }
 
+/// Appends friends event `msg` from user `from`, the `n`th message on its connection, in
+/// protocol `proto`; `json` is the event as `{"from":"<from>","msg":"..."}` (JSON-escaped).
+///
+/// | protocol | bytes |
+/// |---|---|
+/// | seed | chunk `Recvd msg #N from <from>: 'MSG'<br/>\n` (MSG HTML-escaped) |
+/// | SSE | event `event: friend\ndata: <json>\n\n` |
+/// | WebSocket | text frame `<json>` |
+/// | raw | chunk `<json>` |
+pub fn friend_message(
+    out: &mut Vec<u8>,
+    proto: Proto,
+    chunked: bool,
+    n: u32,
+    from: u32,
+    msg: &[u8],
+    json: &[u8],
+) {
+    match proto {
+        Proto::Seed => chunk_with(out, chunked, |out| {
+            let _ = write!(out, "Recvd msg #{n} from {from}: '");
+            super::response::html_escape(out, msg);
+            out.extend_from_slice(b"'<br/>\n");
+        }),
+        Proto::Raw => chunk(out, json, chunked),
+        // JSON escapes every line end, so the data is one line.
+        Proto::Sse => chunk_with(out, chunked, |out| {
+            out.extend_from_slice(b"event: friend\ndata: ");
+            out.extend_from_slice(json);
+            out.extend_from_slice(b"\n\n");
+        }),
+        Proto::Ws => ws::message(out, json),
+    }
+}
+
 /// Appends the heartbeat of `proto`; returns false if it has none.
 pub fn heartbeat(out: &mut Vec<u8>, proto: Proto, chunked: bool) -> bool {
     match proto {
@@ -194,6 +229,24 @@ mod tests {
         out.clear();
         assert!(message(&mut out, Proto::Raw, false, 1, b"hello"));
         assert_eq!(out, b"hello");
+    }
+
+    #[test]
+    fn friend_messages() {
+        let json = br#"{"from":"7","msg":"a<b"}"#;
+        let mut out = Vec::new();
+        friend_message(&mut out, Proto::Seed, true, 3, 7, b"a<b", json);
+        assert_eq!(out, b"23\r\nRecvd msg #3 from 7: 'a&lt;b'<br/>\n\r\n");
+        out.clear();
+        friend_message(&mut out, Proto::Sse, false, 1, 7, b"a<b", json);
+        assert_eq!(
+            out,
+            b"event: friend\ndata: {\"from\":\"7\",\"msg\":\"a<b\"}\n\n"
+        );
+        out.clear();
+        friend_message(&mut out, Proto::Ws, false, 1, 7, b"a<b", json);
+        assert_eq!(out[0], 0x81);
+        assert_eq!(&out[2..], json);
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn json_u64(body: &[u8], key: &str) -> Option<u64> {
 }
 
 /// Keys of `GET /stats` that the report shows.
-pub const STATS_KEYS: [&str; 7] = [
+pub const STATS_KEYS: [&str; 8] = [
     "connections",
     "rss_bytes",
     "messages_sent",
@@ -90,6 +90,7 @@ pub const STATS_KEYS: [&str; 7] = [
     "ids",
     "direct_slots_in_use",
     "slow_consumers_closed",
+    "send_timeouts",
 ];
 
 /// Fetches `GET /stats` from `addr` (at most 2 s) and returns the [`STATS_KEYS`] it has.

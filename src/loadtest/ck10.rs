@@ -193,6 +193,7 @@ pub fn run(a: MainArgs) -> Result<()> {
         total,
         interval: Duration::from_secs_f64(a.parallel as f64 / a.rate),
         max_id: a.conns,
+        ids_by_seq: None,
         first_seq: 0,
         seed: a.seed,
         tail: PUBLISH_TAIL,

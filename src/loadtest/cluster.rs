@@ -312,6 +312,7 @@ pub fn run(a: MainArgs) -> Result<()> {
             total: seqs,
             interval: Duration::from_secs_f64(parallel as f64 / rate.max(1e-9)),
             max_id: a.conns,
+            ids_by_seq: None,
             first_seq: seq0,
             seed: a.seed.wrapping_add(k as u64 * 0x9E37_79B9),
             tail: PUBLISH_TAIL,

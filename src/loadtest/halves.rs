@@ -98,6 +98,7 @@ pub fn msggen(a: MsggenArgs) -> Result<()> {
         total: a.count.saturating_mul(a.parallel as u64),
         interval: Duration::from_millis(a.interval_ms),
         max_id: a.max_id,
+        ids_by_seq: None,
         first_seq: a.first_seq,
         seed: a.seed,
         tail: Duration::from_secs(5),

@@ -16,6 +16,9 @@
 //! `loadtest soak` ([`soak`]) holds the main job for minutes or hours with the memory log on
 //! and charts it (every main job charts its log too).
 //!
+//! `loadtest friends` ([`friends`], [`friends_plan`], [`friends_subs`]) runs the friends fan-out: a social
+//! graph served with `--friends`, users logged in by neighbourhood, events from their friends.
+//!
 //! The rest: [`chunk`] decodes subscriber streams, [`framing`] says how a server frames
 //! messages, [`check`] owns the message format and the per-chunk checks, [`answer`] reads
 //! publish answers and `/stats`, [`report`] formats the report, [`memlog`] writes the memory
@@ -34,6 +37,9 @@ mod compare_report;
 mod duration;
 mod flood;
 mod framing;
+mod friends;
+mod friends_plan;
+mod friends_subs;
 mod halves;
 mod memlog;
 mod million;
@@ -54,6 +60,7 @@ mod url;
 pub use compare::CompareArgs;
 pub use duration::parse_duration;
 pub use framing::Framing;
+pub use friends::FriendsArgs;
 pub use million::MillionArgs;
 pub use million_worker::WorkerArgs;
 pub use soak::SoakArgs;
@@ -91,6 +98,9 @@ pub enum LoadtestCmd {
     /// One server holding a million subscribers (`--conns`) from worker processes: connect
     /// rate, memory per connection (server, clients, kernel, machine), one message to every id.
     Million(Box<MillionArgs>),
+    /// Friends fan-out: serve a social graph (generated or `--graph`), log in users by
+    /// neighbourhood, publish events from their friends, check every delivery exactly once.
+    Friends(Box<FriendsArgs>),
     /// One client process of `million` (started by it; line protocol on stdin/stdout).
     #[command(hide = true)]
     MillionWorker(WorkerArgs),
@@ -252,6 +262,7 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         Some(LoadtestCmd::Soak(a)) => soak::soak(a),
         Some(LoadtestCmd::Compare(a)) => compare::run(*a),
         Some(LoadtestCmd::Million(a)) => million::run(*a),
+        Some(LoadtestCmd::Friends(a)) => friends::run(*a),
         Some(LoadtestCmd::MillionWorker(a)) => million_worker::run(a),
     }
 }

@@ -30,6 +30,9 @@ pub struct MsggenConfig {
     pub interval: Duration,
     /// Target ids are drawn uniformly from 1..=max_id.
     pub max_id: u64,
+    /// If set, the target of message `first_seq + k` is `ids_by_seq[k]` instead (a plan
+    /// made by the caller, who then knows each message's target).
+    pub ids_by_seq: Option<Arc<Vec<u64>>>,
     /// Sequence number of the first message (the rest follow in order).
     pub first_seq: u64,
     /// PRNG seed (xorshift64*); the same seed gives the same ids.
@@ -153,7 +156,10 @@ pub fn run(cfg: MsggenConfig, shared: Arc<MsggenShared>) -> Result<MsggenResult>
             }
             if g.state == GenState::Idle && g.left > 0 {
                 if g.next_due <= now {
-                    let id = 1 + rng.next_u64() % cfg.max_id.max(1);
+                    let id = match &cfg.ids_by_seq {
+                        Some(plan) => plan[(next_seq - cfg.first_seq) as usize % plan.len().max(1)],
+                        None => 1 + rng.next_u64() % cfg.max_id.max(1),
+                    };
                     g.next_due += cfg.interval;
                     send(&mut res, g, i, &cfg.url, id, next_seq);
                     next_seq += 1;

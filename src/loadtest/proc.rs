@@ -162,6 +162,17 @@ impl ServerGuard {
     /// waits (at most 10 s) for its `LISTEN subscriber=ADDR publish=ADDR` line. The server's
     /// stderr goes to `log` if given, else to ours.
     pub fn start(bin: &Path, args: &[String], log: Option<&PathBuf>) -> Result<ServerGuard> {
+        Self::start_waiting(bin, args, log, Duration::from_secs(10))
+    }
+
+    /// As [`ServerGuard::start`], waiting at most `wait` for the LISTEN line (a server that
+    /// loads a friends graph first takes seconds).
+    pub fn start_waiting(
+        bin: &Path,
+        args: &[String],
+        log: Option<&PathBuf>,
+        wait: Duration,
+    ) -> Result<ServerGuard> {
         let mut cmd = Command::new(bin);
         cmd.args([
             "serve",
@@ -209,10 +220,13 @@ impl ServerGuard {
             // Keep draining so that later prints cannot block the server on a full pipe.
             let _ = std::io::copy(&mut r, &mut std::io::sink());
         });
-        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+        let line = match rx.recv_timeout(wait) {
             Ok(Ok(line)) => line,
             Ok(Err(e)) => bail!("reading the server's stdout: {e}"),
-            Err(_) => bail!("the server printed no LISTEN line within 10 s"),
+            Err(_) => bail!(
+                "the server printed no LISTEN line within {} s",
+                wait.as_secs()
+            ),
         };
         let (sub, publ) = parse_listen_line(&line)?;
         guard.sub_addr = sub;

@@ -60,8 +60,18 @@ impl<D: Driver> Shard<D> {
     /// Queues publish `t` for the other nodes (if in cluster mode) and notes whether it was
     /// dropped (Redis down or queue full; counted).
     pub(super) fn cluster_forward(&mut self, t: u32, id: &Id, msg: &Bytes) {
+        self.cluster_forward_kind(t, Kind::Send, id, msg);
+    }
+
+    /// Queues friends event `t` (from user `id`) for the other nodes, as
+    /// [`Shard::cluster_forward`] does a send.
+    pub(super) fn cluster_forward_friends(&mut self, t: u32, id: &Id, msg: &Bytes) {
+        self.cluster_forward_kind(t, Kind::Friends, id, msg);
+    }
+
+    fn cluster_forward_kind(&mut self, t: u32, kind: Kind, id: &Id, msg: &Bytes) {
         let Some(c) = &self.cluster else { return };
-        let dropped = !c.forward(Kind::Send, id, msg);
+        let dropped = !c.forward(kind, id, msg);
         let t = t as usize;
         if self.cluster_dropped.len() <= t {
             self.cluster_dropped.resize(t + 1, false);
@@ -82,8 +92,14 @@ impl<D: Driver> Shard<D> {
     pub(super) fn on_remote(&mut self, id: Id, msg: Bytes) {
         let (local, _) = self.router.route(&id, &msg, ReplyTo::NOBODY);
         if let Some(s) = local {
-            self.deliver_slot(s, &msg);
+            self.deliver_slot(s, Ev::Plain(&msg));
         }
+    }
+
+    /// `RemoteFriends`: a friends event another node accepted from `user` (this shard owns
+    /// `user`): fanned out to this node's followers like a local one, no reply.
+    pub(super) fn on_remote_friends(&mut self, user: u32, msg: Bytes) {
+        self.fanout_owner(user, msg, ReplyTo::NOBODY, super::friends::FULL_CREDIT);
     }
 
     /// The `GET /stats` body, with the cluster's keys in cluster mode.
@@ -95,6 +111,29 @@ impl<D: Driver> Shard<D> {
             body.push('}');
         }
         body
+    }
+}
+
+/// Appends the reply to a friends publish (`friends` followers, `count` local connections
+/// queued): without a cluster `{"friends":F,"delivered":N}`; in cluster mode
+/// `{"friends":F,"delivered":N,"scope":"node","cluster":"queued"|"dropped"}` (F and N of this
+/// node's copy of the graph and its connections).
+pub(super) fn friends_reply(
+    out: &mut Vec<u8>,
+    friends: u64,
+    count: u64,
+    cluster: Option<bool>,
+    close: bool,
+) {
+    match cluster {
+        None => response::friends_delivered(out, friends, count, close),
+        Some(queued) => {
+            let body = format!(
+                "{{\"friends\":{friends},\"delivered\":{count},\"scope\":\"node\",\"cluster\":\"{}\"}}",
+                if queued { "queued" } else { "dropped" }
+            );
+            response::json(out, body.as_bytes(), close);
+        }
     }
 }
 

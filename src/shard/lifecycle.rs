@@ -61,17 +61,7 @@ impl<D: Driver> Shard<D> {
                     self.aux[c.aux].inbuf.clear();
                     let mut raw = Vec::new();
                     response::error(&mut raw, Status::RequestTimeout);
-                    self.push_reply(
-                        i,
-                        Pending {
-                            conn: i,
-                            remaining: 0,
-                            routed: true,
-                            count: 0,
-                            close: true,
-                            raw: Some(raw),
-                        },
-                    );
+                    self.push_reply(i, Pending::ready(i, raw, true));
                     self.flush_replies(i);
                 } else {
                     self.refuse(i, Status::RequestTimeout);

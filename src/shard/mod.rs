@@ -37,12 +37,15 @@ use crate::http::{response, Status, MAX_BODY, MAX_HEAD};
 use crate::id::Id;
 use crate::mesh::{Mesh, Msg, ReplyTo};
 use crate::router::Router;
+use subscriber::Ev;
 
 mod cluster;
+mod friends;
 mod lifecycle;
 mod publisher;
 mod subscriber;
 use crate::stats::{self, ShardStats};
+pub use friends::FriendsShard;
 
 const OP_ACCEPT: u64 = 1;
 const OP_RECV: u64 = 2;
@@ -100,6 +103,25 @@ struct Pending {
     close: bool,
     /// A ready-made reply (stats, error) instead of `{"delivered":N}`.
     raw: Option<Vec<u8>>,
+    /// What the reply says: `{"delivered":N}`, `{"friends":F,"delivered":N}` or an edit's.
+    kind: ReplyKind,
+    /// Friends paths: credit still out (see [`crate::mesh`]); 0 for `/send`.
+    credit: u64,
+    /// Friends publish: followers of the publishing user.
+    friends: u64,
+    /// Friends edit: the journal write failed.
+    failed: bool,
+}
+
+/// The shape of a publish-listener reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyKind {
+    /// `POST /send/<id>`: `{"delivered":N}`.
+    Send,
+    /// `POST /publish/<user>`: `{"friends":F,"delivered":N}`.
+    Friends,
+    /// `PUT|DELETE /friends/<a>/<b>`: `{"changed":true|false}`.
+    Edit,
 }
 
 impl Pending {
@@ -112,11 +134,32 @@ impl Pending {
             count: 0,
             close,
             raw: Some(raw),
+            kind: ReplyKind::Send,
+            credit: 0,
+            friends: 0,
+            failed: false,
+        }
+    }
+
+    /// A publish of `kind` awaiting its replies.
+    fn awaiting(conn: u32, kind: ReplyKind, close: bool) -> Pending {
+        let friends = kind != ReplyKind::Send;
+        Pending {
+            conn,
+            remaining: 0,
+            routed: friends,
+            count: 0,
+            close,
+            raw: None,
+            kind,
+            credit: if friends { friends::FULL_CREDIT } else { 0 },
+            friends: 0,
+            failed: false,
         }
     }
 
     fn done(&self) -> bool {
-        self.routed && self.remaining == 0
+        self.routed && self.remaining == 0 && self.credit == 0
     }
 }
 
@@ -158,6 +201,10 @@ pub struct Shard<D: Driver> {
     next_slow: Instant,
     /// [`PANIC_ENV`] names this shard.
     inject_panic: bool,
+    /// This shard's part of the friends store (`--friends`), if any.
+    friends: Option<FriendsShard>,
+    /// Scratch list of follower ids for one fan-out.
+    friend_ids: Vec<u32>,
     /// The request-head buffers, HEAD_BUFS x HEAD_BUF_LEN, lent to the kernel as a
     /// provided-buffer group. Never moved or freed while the ring lives.
     heads: Box<[u8]>,
@@ -204,6 +251,8 @@ impl<D: Driver> Shard<D> {
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok())
                 == Some(me),
+            friends: None,
+            friend_ids: Vec::new(),
             me,
             driver,
             router: Router::new(me, shards, max_conns + cfg.max_conns / shards),
@@ -231,6 +280,12 @@ impl<D: Driver> Shard<D> {
             cluster_dropped: Vec::new(),
         }
         .with_head_buffers()
+    }
+
+    /// Gives the shard its part of the friends store (`--friends`).
+    pub fn with_friends(mut self, friends: Option<FriendsShard>) -> Self {
+        self.friends = friends;
+        self
     }
 
     fn with_head_buffers(mut self) -> Self {
@@ -653,17 +708,59 @@ impl<D: Driver> Shard<D> {
                 let n = self
                     .router
                     .lookup(&id)
-                    .map_or(0, |s| self.deliver_slot(s, &msg));
+                    .map_or(0, |s| self.deliver_slot(s, Ev::Plain(&msg)));
                 self.reply(reply, n, None);
+            }
+            Msg::FriendsRoute {
+                user,
+                msg,
+                reply,
+                credit,
+            } => self.fanout_owner(user, msg, reply, credit),
+            Msg::FriendsBatch {
+                ev,
+                friends,
+                holders_too,
+                reply,
+                credit,
+            } => {
+                let mut credit = credit;
+                let n = self.fanout_local(&friends, &ev, holders_too, reply, &mut credit);
+                self.friends_reply(reply, 0, n, credit, false);
+            }
+            Msg::FriendsReplied {
+                token,
+                friends,
+                count,
+                credit,
+                failed,
+            } => self.on_friends_replied(token, friends, count, credit, failed),
+            Msg::FriendEdit {
+                a,
+                b,
+                add,
+                reply,
+                credit,
+            } => self.edit_coordinate(a, b, add, reply, credit),
+            Msg::FriendEditHalf {
+                user,
+                follower,
+                add,
+                reply,
+                credit,
+            } => {
+                let changed = self.edit_half(user, follower, add);
+                self.friends_reply(reply, 0, u32::from(changed), credit, false);
             }
             Msg::Replied { token, count, more } => self.on_replied(token, count, more),
             Msg::Adopt { fd, req } => self.adopt(fd, *req),
             Msg::Remote { id, msg } => self.on_remote(id, msg),
+            Msg::RemoteFriends { user, msg } => self.on_remote_friends(user, msg),
             Msg::ClusterReady => self.on_cluster_ready(),
         }
     }
 
-    fn flush_outbox(&mut self) {
+    pub(super) fn flush_outbox(&mut self) {
         // The gauge first: a JoinAck pushed below lets a head go out, after which a client
         // may read /stats and must see its ids counted.
         self.st().ids.store(

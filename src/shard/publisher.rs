@@ -43,11 +43,28 @@ impl<D: Driver> Shard<D> {
                     self.push_reply(i, Pending::ready(i, raw, close));
                 }
                 Head::Done(
+                    PubRequest::Edit {
+                        a,
+                        b,
+                        add,
+                        len,
+                        close,
+                    },
+                    n,
+                ) => {
+                    if inbuf.len() - used < n + len {
+                        break; // the (ignored) body is not all here yet
+                    }
+                    used += n + len;
+                    self.friends_edit(i, a, b, add, close);
+                }
+                Head::Done(
                     PubRequest::Send {
                         id,
                         len,
                         close,
                         expect_continue,
+                        friends,
                     },
                     n,
                 ) => {
@@ -70,17 +87,11 @@ impl<D: Driver> Shard<D> {
                     self.conns[i].sflags &= !CONTINUED;
                     let msg = Bytes::copy_from_slice(&inbuf[used + n..used + n + len]);
                     used += n + len;
-                    let t = self.push_reply(
-                        i,
-                        Pending {
-                            conn: i,
-                            remaining: 0,
-                            routed: false,
-                            count: 0,
-                            close,
-                            raw: None,
-                        },
-                    );
+                    if friends {
+                        self.friends_publish(i, id, msg, close);
+                        continue;
+                    }
+                    let t = self.push_reply(i, Pending::awaiting(i, ReplyKind::Send, close));
                     self.publish(id, msg, t);
                 }
             }
@@ -140,7 +151,7 @@ impl<D: Driver> Shard<D> {
     /// Owner side of a publish: local delivery, forwarding, and the first reply.
     pub(super) fn route(&mut self, id: Id, msg: Bytes, reply: ReplyTo) {
         let (local, forwarded) = self.router.route(&id, &msg, reply);
-        let n = local.map_or(0, |s| self.deliver_slot(s, &msg));
+        let n = local.map_or(0, |s| self.deliver_slot(s, Ev::Plain(&msg)));
         self.reply(reply, n, Some(forwarded));
     }
 
@@ -189,14 +200,7 @@ impl<D: Driver> Shard<D> {
             }
             let p = std::mem::replace(
                 &mut self.pending[t],
-                Pending {
-                    conn: NONE,
-                    remaining: 0,
-                    routed: true,
-                    count: 0,
-                    close: false,
-                    raw: None,
-                },
+                Pending::ready(NONE, Vec::new(), false),
             );
             self.pending.remove(t);
             let cluster = self.cluster_reply(t);
@@ -204,11 +208,22 @@ impl<D: Driver> Shard<D> {
             let aux = &mut self.aux[a];
             aux.replies.pop_front();
             let buf = if sending { &mut aux.next } else { &mut aux.out };
-            match p.raw {
-                Some(raw) => buf.extend_from_slice(&raw),
-                None => cluster::delivered_reply(buf, p.count, cluster, p.close),
+            match (p.raw, p.kind) {
+                (Some(raw), _) => buf.extend_from_slice(&raw),
+                (None, ReplyKind::Send) => cluster::delivered_reply(buf, p.count, cluster, p.close),
+                (None, ReplyKind::Friends) => {
+                    cluster::friends_reply(buf, p.friends, p.count, cluster, p.close)
+                }
+                (None, ReplyKind::Edit) if p.failed => {
+                    response::error_text(buf, Status::Internal, "the edit could not be journaled");
+                }
+                (None, ReplyKind::Edit) => {
+                    let body = format!("{{\"changed\":{}}}", p.count > 0);
+                    response::json(buf, body.as_bytes(), p.close);
+                }
             }
-            if p.close {
+            let close = p.close || (p.kind == ReplyKind::Edit && p.failed);
+            if close {
                 // Nothing after a reply that closes: drop later pipelined requests.
                 for t in aux.replies.drain(..) {
                     if self.pending[t].done() {

@@ -363,10 +363,10 @@ impl<D: Driver> Shard<D> {
         }
     }
 
-    /// Queues message `msg` on subscriber `i` in its protocol; returns whether it was
+    /// Queues message `ev` on subscriber `i` in its protocol; returns whether it was
     /// queued (not: the connection is not streaming, is too slow, or its protocol has no
     /// bytes for an empty message).
-    pub(super) fn deliver(&mut self, i: u32, msg: &[u8]) -> bool {
+    pub(super) fn deliver(&mut self, i: u32, ev: Ev<'_>) -> bool {
         let c = self.conns[i];
         if !matches!(c.state, State::SubStream | State::SubJoining) {
             return false;
@@ -383,13 +383,19 @@ impl<D: Driver> Shard<D> {
         let sending = c.flags & SENDING != 0;
         let backlog = if sending { aux.next.len() } else { 0 };
         let buf = if sending { &mut aux.next } else { &mut aux.out };
-        if !stream::message(
-            buf,
+        let (proto, chunked, n) = (
             Proto::from_u8(c.proto),
             c.flags & CHUNKED != 0,
             c.msgs.wrapping_add(1),
-            msg,
-        ) {
+        );
+        let queued = match ev {
+            Ev::Plain(msg) => stream::message(buf, proto, chunked, n, msg),
+            Ev::Friend(e) => {
+                stream::friend_message(buf, proto, chunked, n, e.from, &e.msg, &e.json);
+                true
+            }
+        };
+        if !queued {
             self.try_send(i); // releases an Aux taken for nothing
             return false;
         }
@@ -406,13 +412,14 @@ impl<D: Driver> Shard<D> {
         true
     }
 
-    pub(super) fn deliver_slot(&mut self, s: u32, msg: &[u8]) -> u32 {
+    /// Queues `ev` on every local connection under the id in slot `s`; returns how many.
+    pub(super) fn deliver_slot(&mut self, s: u32, ev: Ev<'_>) -> u32 {
         let mut fanout = std::mem::take(&mut self.fanout);
         fanout.clear();
         fanout.extend_from_slice(self.router.subscribers(s));
         let mut n = 0;
         for &c in &fanout {
-            n += u32::from(self.deliver(c, msg));
+            n += u32::from(self.deliver(c, ev));
         }
         self.fanout = fanout;
         ShardStats::add(&self.st().delivered, u64::from(n));
@@ -436,6 +443,15 @@ impl<D: Driver> Shard<D> {
             self.try_send(i);
         }
     }
+}
+
+/// A message to queue on a subscriber stream.
+#[derive(Clone, Copy)]
+pub(super) enum Ev<'a> {
+    /// `POST /send/<id>`: the body as published.
+    Plain(&'a [u8]),
+    /// `POST /publish/<user>`: an event from a friend.
+    Friend(&'a crate::friends::FriendEvent),
 }
 
 /// Index of a static stream head in the shard's table: protocol (seed, raw, SSE) x

@@ -1,0 +1,425 @@
+//! `uring-comet loadtest friends`: friends fan-out end to end (issue 7).
+//!
+//! 1. Graph: `--graph FILE`, or one made by `gen-friends` (`--users`, `--avg-friends`,
+//!    `--seed`) under the system temp dir, reused when it is already there.
+//! 2. The load tester loads its own copy (one CSR) to know who must get what.
+//! 3. Logins, by neighbourhood: draw a random user (a *seed*) and log in all of its friends,
+//!    then the next seed's, until `--logins` users are logged in (the last neighbourhood may
+//!    be cut short). Events are published from the seeds, so each one has logged-in friends
+//!    (typically all of them); every logged-in friend of a seed is expected to get its
+//!    events, whichever seed's neighbourhood logged it in.
+//! 4. The server starts with `--friends FILE` (its load time and the RSS it added are read
+//!    from `/stats`), the logins connect (`GET /test/<user>`, one connection each), then
+//!    `--parallel` keep-alive publishers send `POST /publish/<seed>` at `--rate` for
+//!    `--duration`, each body `<seed>:<seq>:<send time us>`.
+//! 5. Every chunk is checked ([`friends_subs`](super::friends_subs)); at the end each event
+//!    answered 200 must have reached each logged-in friend exactly once. Exit non-zero
+//!    otherwise.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+
+use super::friends_plan;
+use super::friends_subs::{self, SubsConfig, SubsShared};
+use super::halves::{check_fd_limit, check_positive};
+use super::msggen::{self, MsggenConfig, MsggenShared};
+use super::proc::{cpu_seconds, ServerGuard};
+use super::report::Latency;
+use super::url::UrlTemplate;
+use super::{answer, duration};
+use crate::friends::gen::{self, GenArgs, SplitMix};
+use crate::friends::journal;
+use crate::friends::load::{self, LoadOptions};
+
+/// Flags of `uring-comet loadtest friends`.
+#[derive(Args, Debug)]
+pub struct FriendsArgs {
+    /// Edge file (SNAP format) to serve; default: generate one with the three flags below,
+    /// kept as `<temp dir>/uring-comet-friends-<users>-<avg>-<seed>.tsv` and reused.
+    #[arg(long)]
+    pub graph: Option<PathBuf>,
+    /// Users of the generated graph.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub users: u32,
+    /// Mean friends per user of the generated graph.
+    #[arg(long, default_value_t = 50.0)]
+    pub avg_friends: f64,
+    /// Seed of the generated graph, and of the choice of logins and publishers.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The file is directed (`u v`: u follows v); passed on to the server.
+    #[arg(long)]
+    pub directed: bool,
+    /// Users logged in (one subscriber connection each).
+    #[arg(long, default_value_t = 15_000)]
+    pub logins: usize,
+    /// Subscriber connects started per second.
+    #[arg(long, default_value_t = 5_000.0)]
+    pub connect_rate: f64,
+    /// Most subscriber connects in flight at once.
+    #[arg(long, default_value_t = 512)]
+    pub max_connecting: usize,
+    /// Events published per second, all publishers together.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// Seconds of publishing; units allowed (`90s`, `10m`).
+    #[arg(long, default_value = "30", value_parser = duration::parse_secs)]
+    pub duration: f64,
+    /// Publishers (keep-alive connections).
+    #[arg(long, default_value_t = 50)]
+    pub parallel: usize,
+    /// Threads reading the logins' streams (each a mio loop over its share); the kernel's
+    /// receive work for 40,000+ deliveries a second is about a core.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// Shards for the server (its `--shards`).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Backend for the server (its `--backend`).
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::config::Backend>,
+    /// Any other flag for the server, repeatable.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    /// Server binary (with `serve ...`); default: this executable.
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Write the server's stderr to this file instead of ours.
+    #[arg(long)]
+    pub server_log: Option<PathBuf>,
+    /// Most milliseconds to wait after publishing for the last deliveries.
+    #[arg(long, default_value_t = 3_000)]
+    pub drain_ms: u64,
+    /// Print the report as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn say(msg: &str) {
+    eprintln!("loadtest friends: {msg}");
+}
+
+/// Runs `loadtest friends`; fails if an event was lost, duplicated or misdelivered.
+pub fn run(a: FriendsArgs) -> Result<()> {
+    check_positive(&[
+        ("--rate", a.rate),
+        ("--duration", a.duration),
+        ("--connect-rate", a.connect_rate),
+    ])?;
+    if a.logins == 0 || a.parallel == 0 {
+        bail!("--logins and --parallel must be at least 1");
+    }
+    check_fd_limit((a.logins + a.parallel) as u64)?;
+    // 1. The graph.
+    let (path, generated) = match &a.graph {
+        Some(p) => (p.clone(), None),
+        None => {
+            let p = std::env::temp_dir().join(format!(
+                "uring-comet-friends-{}-{}-{}.tsv",
+                a.users, a.avg_friends, a.seed
+            ));
+            if p.exists() {
+                say(&format!("reusing {}", p.display()));
+                (p, None)
+            } else {
+                say(&format!("generating {} (gen-friends)", p.display()));
+                let g = GenArgs {
+                    users: a.users,
+                    avg_friends: a.avg_friends,
+                    seed: a.seed,
+                    exponent: 2.5,
+                    max_degree: None,
+                    local: 0.3,
+                    community: 256,
+                    output: p.clone(),
+                };
+                let (_, stats, secs) = gen::write(&g)?;
+                (p, Some((stats, secs)))
+            }
+        }
+    };
+    // 2. Our own copy of the graph.
+    let t0 = Instant::now();
+    let opts = LoadOptions {
+        shards: 1,
+        directed: a.directed,
+        strict: false,
+    };
+    let (mut graphs, rep) = load::load(&path, opts)?;
+    // The server replays the journal beside the file; so does our copy (read only).
+    journal::replay(&journal::path_for(&path), &mut graphs, a.directed)?;
+    let g = graphs.pop().ok_or_else(|| anyhow!("empty load"))?;
+    say(&format!(
+        "loaded our copy: {} users with friends, {} entries in {:.1} s",
+        rep.users,
+        rep.entries,
+        t0.elapsed().as_secs_f64()
+    ));
+    // 3. Logins by neighbourhood; publishers are the seeds.
+    let mut rng = SplitMix::new(a.seed ^ 0x5eed);
+    let p = friends_plan::plan(&g, &g.csr.users, a.logins, &mut rng)?;
+    drop(graphs);
+    drop(g);
+    let total = (a.rate * a.duration).round() as u64;
+    let plan = p.events(total, &mut rng);
+    let (order, recipients, publishers) = (p.logins, p.recipients, p.publishers);
+    let (fan_median, fan_max) = (p.fan_median, p.fan_max);
+    say(&format!(
+        "{} logins in the neighbourhoods of {} seeds (logged-in friends per seed: median {fan_median}, max {fan_max}); {} events planned",
+        order.len(),
+        publishers.len(),
+        total
+    ));
+    // 4. The server.
+    let bin = match &a.server_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut args = vec!["--friends".to_string(), path.display().to_string()];
+    if a.directed {
+        args.push("--directed".into());
+    }
+    if let Some(n) = a.shards {
+        args.extend(["--shards".to_string(), n.to_string()]);
+    }
+    if let Some(b) = a.backend {
+        args.extend(["--backend".to_string(), b.to_string()]);
+    }
+    args.extend(a.server_args.iter().cloned());
+    let mut server =
+        ServerGuard::start_waiting(&bin, &args, a.server_log.as_ref(), Duration::from_secs(120))?;
+    let pid = server.pid;
+    let gkeys = [
+        "graph_users",
+        "graph_entries",
+        "graph_heap_bytes",
+        "graph_rss_bytes",
+        "graph_load_us",
+        "rss_bytes",
+    ];
+    let gstats: HashMap<String, u64> = answer::fetch_stats_keys(server.pub_addr, &gkeys)?
+        .into_iter()
+        .collect();
+    let gv = |k: &str| gstats.get(k).copied().unwrap_or(0);
+    say(&format!(
+        "server pid {pid}: graph loaded in {:.2} s, {} entries, {:.2} B RSS per entry",
+        gv("graph_load_us") as f64 / 1e6,
+        gv("graph_entries"),
+        gv("graph_rss_bytes") as f64 / gv("graph_entries").max(1) as f64
+    ));
+    // 5. Logins.
+    let recipients = Arc::new(recipients);
+    let conn_of: HashMap<u32, usize> = order.iter().enumerate().map(|(i, &u)| (u, i)).collect();
+    let threads = a.client_threads.clamp(1, 16);
+    let all_users = Arc::new(order.clone());
+    let mut shared = Vec::new();
+    let mut loops = Vec::new();
+    for t in 0..threads {
+        let sh = Arc::new(SubsShared::default());
+        let scfg = SubsConfig {
+            addr: server.sub_addr,
+            users: all_users.clone(),
+            mine: (t..order.len()).step_by(threads).collect(),
+            connect_rate: a.connect_rate / threads as f64,
+            max_connecting: (a.max_connecting / threads).max(1),
+            recipients: recipients.clone(),
+        };
+        let ss = sh.clone();
+        loops.push(
+            std::thread::Builder::new()
+                .name(format!("friends-subs-{t}"))
+                .spawn(move || friends_subs::run(scfg, ss))?,
+        );
+        shared.push(sh);
+    }
+    let sum = |f: fn(&SubsShared) -> &std::sync::atomic::AtomicU64| {
+        shared.iter().map(|s| f(s).load(Relaxed)).sum::<u64>()
+    };
+    let stop_all = || shared.iter().for_each(|s| s.stop.store(true, Relaxed));
+    let t0 = Instant::now();
+    let budget = Duration::from_secs_f64(2.0 * order.len() as f64 / a.connect_rate + 10.0);
+    while sum(|s| &s.connected) < order.len() as u64 {
+        let failed = sum(|s| &s.closed);
+        if failed > 0
+            || t0.elapsed() > budget
+            || !server.alive()
+            || loops.iter().any(|l| l.is_finished())
+        {
+            stop_all();
+            let notes: Vec<String> = loops
+                .into_iter()
+                .filter_map(|l| l.join().ok().and_then(Result::ok))
+                .flat_map(|r| r.notes)
+                .collect();
+            bail!(
+                "only {} of {} logins connected ({failed} failed). {}",
+                sum(|s| &s.connected),
+                order.len(),
+                notes.join("; ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let connect_s = t0.elapsed().as_secs_f64();
+    say(&format!(
+        "{} logged in in {connect_s:.1} s; publishing {total} events at {}/s",
+        order.len(),
+        a.rate
+    ));
+    // 6. Publish.
+    let cpu0 = cpu_seconds(pid)?;
+    let me = std::process::id();
+    let client0 = cpu_seconds(me)?;
+    let plan = Arc::new(plan);
+    let mcfg = MsggenConfig {
+        url: UrlTemplate::local(server.pub_addr, "/publish/{id}")?,
+        parallel: a.parallel,
+        total,
+        interval: Duration::from_secs_f64(a.parallel as f64 / a.rate),
+        max_id: 1,
+        ids_by_seq: Some(plan.clone()),
+        first_seq: 0,
+        seed: a.seed,
+        tail: Duration::from_secs(2),
+        record_sends: false,
+    };
+    let published = msggen::run(mcfg, Arc::new(MsggenShared::default()));
+    let published = match published {
+        Ok(p) => p,
+        Err(e) => {
+            stop_all();
+            return Err(e);
+        }
+    };
+    let mut expected = 0u64;
+    for seq in 0..total {
+        if published.ok_seqs.contains(seq) {
+            expected += recipients[&(plan[seq as usize] as u32)].len() as u64;
+        }
+    }
+    let d0 = Instant::now();
+    while sum(|s| &s.received) < expected && d0.elapsed() < Duration::from_millis(a.drain_ms) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let server_exited = !server.alive();
+    let cpu = cpu_seconds(pid).unwrap_or(cpu0) - cpu0;
+    let client_cpu = cpu_seconds(me).unwrap_or(client0) - client0;
+    stop_all();
+    let mut res: Option<friends_subs::SubsResult> = None;
+    for l in loops {
+        let r = l
+            .join()
+            .map_err(|_| anyhow!("a subscriber thread panicked"))??;
+        res = Some(match res {
+            None => r,
+            Some(acc) => acc.merge(r)?,
+        });
+    }
+    let res = res.ok_or_else(|| anyhow!("no subscriber thread"))?;
+    drop(server);
+    // 7. Exactly once.
+    let mut lost = 0u64;
+    for seq in 0..total {
+        if !published.ok_seqs.contains(seq) {
+            continue;
+        }
+        for u in &recipients[&(plan[seq as usize] as u32)] {
+            if !res.got.contains(&(seq << 24 | conn_of[u] as u64)) {
+                lost += 1;
+            }
+        }
+    }
+    let publish_s = published.elapsed.as_secs_f64().max(1e-9);
+    let lat = Latency::from_histogram(&res.latency_us);
+    let entries = gv("graph_entries");
+    let report = serde_json::json!({
+        "graph": path.display().to_string(),
+        "graph_generated_s": generated.map(|(_, s)| s),
+        "graph_degree": generated.map(|(d, _)| serde_json::json!({"mean": d.mean, "median": d.median, "p99": d.p99, "max": d.max})),
+        "graph_users": gv("graph_users"),
+        "graph_entries": entries,
+        "graph_load_s": gv("graph_load_us") as f64 / 1e6,
+        "graph_rss_bytes": gv("graph_rss_bytes"),
+        "graph_rss_per_entry": gv("graph_rss_bytes") as f64 / entries.max(1) as f64,
+        "graph_heap_per_entry": gv("graph_heap_bytes") as f64 / entries.max(1) as f64,
+        "logins": order.len(),
+        "connected": res.connected,
+        "closed": res.closed,
+        "connect_s": connect_s,
+        "publishers": publishers.len(),
+        "recipients_per_publisher_median": fan_median,
+        "recipients_per_publisher_max": fan_max,
+        "events_attempted": published.attempted,
+        "events_ok": published.ok,
+        "events_failed": published.failed + published.bad_answers,
+        "events_per_s": published.ok as f64 / publish_s,
+        "deliveries_expected": expected,
+        "deliveries_server_reported": published.delivered_sum,
+        "deliveries_received": res.got.len(),
+        "deliveries_per_s": res.got.len() as f64 / publish_s,
+        "lost": lost,
+        "duplicates": res.duplicates,
+        "unexpected": res.unexpected,
+        "out_of_order": res.out_of_order,
+        "garbled": res.garbled,
+        "publish_s": publish_s,
+        "latency_us": {"count": lat.count, "p50": lat.p50, "p90": lat.p90, "p99": lat.p99, "p999": lat.p999, "max": lat.max},
+        "server_cpu_publish_s": cpu,
+        "client_cpu_publish_s": client_cpu,
+        "server_exited": server_exited,
+        "notes": published.notes.iter().chain(res.notes.iter()).collect::<Vec<_>>(),
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!(
+            "graph: {} users with friends, {} entries; server load {:.2} s, {:.2} B RSS per entry ({:.2} B heap)",
+            gv("graph_users"),
+            entries,
+            gv("graph_load_us") as f64 / 1e6,
+            report["graph_rss_per_entry"].as_f64().unwrap_or(0.0),
+            report["graph_heap_per_entry"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "logins: {} connected in {connect_s:.1} s; {} publishers (seeds)",
+            res.connected,
+            publishers.len()
+        );
+        println!(
+            "events: {} ok of {} ({:.0}/s); deliveries: {} received of {} expected ({:.0}/s), server said {}",
+            published.ok,
+            published.attempted,
+            published.ok as f64 / publish_s,
+            res.got.len(),
+            expected,
+            res.got.len() as f64 / publish_s,
+            published.delivered_sum
+        );
+        println!(
+            "lost {lost}, duplicates {}, unexpected {}, out of order {}, garbled {}",
+            res.duplicates, res.unexpected, res.out_of_order, res.garbled
+        );
+        println!("publish-to-receive per delivery: {}", lat.line());
+        println!("CPU while publishing: server {cpu:.2} s, load tester {client_cpu:.2} s");
+    }
+    let bad = lost + res.duplicates + res.unexpected + res.out_of_order + res.garbled;
+    if bad > 0 || published.failed + published.bad_answers > 0 || server_exited || res.closed > 0 {
+        bail!(
+            "friends load test failed: {lost} lost, {} duplicates, {} unexpected, {} out of order, {} garbled, {} publishes failed, {} logins closed{}",
+            res.duplicates,
+            res.unexpected,
+            res.out_of_order,
+            res.garbled,
+            published.failed + published.bad_answers,
+            res.closed,
+            if server_exited { ", server exited" } else { "" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! Friends fan-out (issue 7): `serve --friends FILE`, `POST /publish/<user>` delivered to the
+//! logged-in connections of every friend, `PUT|DELETE /friends/<a>/<b>` effective at once
+//! and after a restart (journal), bad edge-list lines reported with their number.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use uring_comet::config::{Placement, ServerConfig};
+use uring_comet::id::Id;
+
+/// A fresh directory for one test body (removed first if left by an earlier run).
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "uc-friends-{}-{name}-{}",
+        std::process::id(),
+        backend()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A server with `shards` shards over the edge list `edges`, written to `dir/graph.tsv`.
+fn config(dir: &Path, shards: usize, edges: &str) -> ServerConfig {
+    let file = dir.join("graph.tsv");
+    std::fs::write(&file, edges).unwrap();
+    let mut cfg = ServerConfig::local(shards);
+    cfg.friends = Some(file);
+    cfg
+}
+
+/// Sends a request with `body` on the publish connection; returns (status, body).
+fn request(p: &mut Publisher, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    p.client.send(&r);
+    let head = p.client.read_head();
+    let body = p.client.read_body(&head);
+    (head.status, String::from_utf8(body).unwrap())
+}
+
+/// `POST /publish/<user>`; asserts a 200 JSON reply and returns its body.
+fn publish_friends(p: &mut Publisher, user: &str, msg: &[u8]) -> String {
+    let (status, body) = request(p, "POST", &format!("/publish/{user}"), msg);
+    assert_eq!(status, 200, "POST /publish/{user}: {body}");
+    body
+}
+
+fn edit(p: &mut Publisher, method: &str, a: u64, b: u64) -> String {
+    let (status, body) = request(p, method, &format!("/friends/{a}/{b}"), b"");
+    assert_eq!(status, 200, "{method} /friends/{a}/{b}: {body}");
+    body
+}
+
+/// The exact chunk of friends event `msg` from `from`, the `n`th message on its connection.
+fn friend_chunk(n: u64, from: u64, msg: &[u8]) -> Vec<u8> {
+    let mut d = format!("Recvd msg #{n} from {from}: '").into_bytes();
+    d.extend_from_slice(&html_escape(msg));
+    d.extend_from_slice(b"'<br/>\n");
+    chunk(&d)
+}
+
+fn expect_friend(sub: &mut Subscriber, from: u64, msg: &[u8]) {
+    sub.received += 1;
+    let want = friend_chunk(sub.received, from, msg);
+    sub.client
+        .expect_bytes(&want, &format!("event from {from} #{}", sub.received));
+}
+
+/// The first ids above 1 whose owner among 2 shards is (`same`) and is not (`other`) the
+/// owner of user 1.
+fn ids_around_1() -> (u64, u64, u64) {
+    let o1 = Id::Num(1).owner(2);
+    let mut same = (2..).filter(|&i| Id::Num(i).owner(2) == o1);
+    let other: Vec<u64> = (2..)
+        .filter(|&i| Id::Num(i).owner(2) != o1)
+        .take(2)
+        .collect();
+    (same.next().unwrap(), other[0], other[1])
+}
+
+both_backends! {
+/// User 1's friends 2 and 3 get 1's event, exactly once, with the sender named; 4 (a friend
+/// of 2 only) and 1 itself get nothing; the reply counts friends and connections.
+fn friends_get_the_event_others_do_not() {
+    let dir = temp_dir("basic");
+    let server = start_with(config(&dir, 2, "# friends\n1\t2\n3 1\n2 4\n"));
+    let addr = server.subscriber_addr();
+    let mut s1 = Subscriber::connect(addr, "1");
+    let mut s2 = Subscriber::connect(addr, "2");
+    let mut s3 = Subscriber::connect(addr, "3");
+    let mut s4 = Subscriber::connect(addr, "4");
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"at the <beach> & 'sea'"), r#"{"friends":2,"delivered":2}"#);
+    expect_friend(&mut s2, 1, b"at the <beach> & 'sea'");
+    expect_friend(&mut s3, 1, b"at the <beach> & 'sea'");
+    s4.client.expect_silence(Duration::from_millis(150), "4 is no friend of 1");
+    s1.client.expect_silence(Duration::from_millis(10), "1 does not get its own event");
+    // 2's friends are 1 and 4; the numbering goes on per connection, across /send too.
+    assert_eq!(p.send("2", b"direct"), 1);
+    s2.expect_msg(b"direct");
+    assert_eq!(publish_friends(&mut p, "2", b"second"), r#"{"friends":2,"delivered":2}"#);
+    expect_friend(&mut s1, 2, b"second");
+    expect_friend(&mut s4, 2, b"second");
+    s3.client.expect_silence(Duration::from_millis(100), "3 is no friend of 2");
+    // A user with no friends, one not in the graph, one that is no graph id.
+    assert_eq!(publish_friends(&mut p, "99", b"x"), r#"{"friends":0,"delivered":0}"#);
+    assert_eq!(publish_friends(&mut p, "alice", b"x"), r#"{"friends":0,"delivered":0}"#);
+    // Friends not logged in count as friends, not deliveries.
+    s3.close();
+    assert!(wait_until(Duration::from_secs(2), || {
+        publish_friends(&mut p, "1", b"") == r#"{"friends":2,"delivered":1}"#
+    }), "after 3 left, 1's event reaches 2 only");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
+
+both_backends! {
+/// Several connections per friend, on both shards, some under several ids (they stay where
+/// they were accepted and are found through the owner's directory): every connection gets
+/// the event once per friend id it is logged in under.
+fn several_connections_per_friend_across_shards() {
+    let (same, other, other2) = ids_around_1();
+    let dir = temp_dir("several");
+    let server = start_with(config(&dir, 2, &format!("1 {same}\n1 {other}\n{other2} 5\n")));
+    let addr = server.subscriber_addr();
+    let mut subs: Vec<Subscriber> = Vec::new();
+    for _ in 0..3 {
+        subs.push(Subscriber::connect(addr, &same.to_string()));
+        subs.push(Subscriber::connect(addr, &other.to_string()));
+    }
+    // Multi-id connections: one friend id plus unrelated ids, and both friend ids at once.
+    subs.push(Subscriber::connect(addr, &format!("{other},{other2}")));
+    subs.push(Subscriber::connect(addr, &format!("77,{same}")));
+    let mut both = Subscriber::connect(addr, &format!("{same},{other}"));
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"party"), r#"{"friends":2,"delivered":10}"#);
+    for s in &mut subs {
+        expect_friend(s, 1, b"party");
+        s.client.expect_silence(Duration::from_millis(20), "one event, once");
+    }
+    expect_friend(&mut both, 1, b"party");
+    expect_friend(&mut both, 1, b"party");
+    // In order, per connection, under a burst of pipelined publishes.
+    let mut batch = Vec::new();
+    for i in 0..50 {
+        let m = format!("burst {i}");
+        batch.extend_from_slice(
+            format!("POST /publish/1 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{m}", m.len()).as_bytes(),
+        );
+    }
+    p.client.send(&batch);
+    for i in 0..50 {
+        let head = p.client.read_head();
+        let body = p.client.read_body(&head);
+        assert_eq!(body, br#"{"friends":2,"delivered":10}"#, "reply {i}");
+    }
+    for s in &mut subs {
+        for i in 0..50 {
+            expect_friend(s, 1, format!("burst {i}").as_bytes());
+        }
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
+
+both_backends! {
+/// `--placement accept`: single-id subscribers stay on the accepting shard, so friends are
+/// reached through the directory of their owner (the holder hop).
+fn friends_on_other_shards_with_placement_accept() {
+    let (same, other, _) = ids_around_1();
+    let dir = temp_dir("accept");
+    let mut cfg = config(&dir, 2, &format!("1 {same}\n{other} 1\n"));
+    cfg.placement = Placement::Accept;
+    let server = start_with(cfg);
+    let addr = server.subscriber_addr();
+    let mut subs: Vec<(u64, Subscriber)> = Vec::new();
+    for i in 0..8 {
+        let id = if i % 2 == 0 { same } else { other };
+        subs.push((id, Subscriber::connect(addr, &id.to_string())));
+    }
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"hi"), r#"{"friends":2,"delivered":8}"#);
+    for (_, s) in &mut subs {
+        expect_friend(s, 1, b"hi");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
+
+both_backends! {
+/// SSE gets an event of type `friend`, WebSocket a text frame, both carrying the JSON
+/// `{"from":"<user>","msg":"..."}` (escaped); a raw `/sub/` stream gets the JSON as a chunk.
+fn sse_and_websocket_formats() {
+    let dir = temp_dir("formats");
+    let server = start_with(config(&dir, 2, "1 2\n1 3\n1 4\n"));
+    let addr = server.subscriber_addr();
+    let mut sse = sse_connect(addr, "2");
+    let mut ws = ws_connect(addr, "3");
+    let mut raw = raw_connect(addr, "4");
+    let mut p = Publisher::connect(server.publish_addr());
+    let msg = "say \"hi\"\nnew line \\ é";
+    assert_eq!(publish_friends(&mut p, "1", msg.as_bytes()), r#"{"friends":3,"delivered":3}"#);
+    let json = r#"{"from":"1","msg":"say \"hi\"\nnew line \\ é"}"#;
+    let event = format!("event: friend\ndata: {json}\n\n");
+    sse.expect_bytes(&chunk(event.as_bytes()), "SSE friend event");
+    let (op, payload) = ws.read_ws_frame();
+    assert_eq!((op, payload.as_slice()), (0x81, json.as_bytes()), "WebSocket text frame");
+    raw.expect_bytes(&chunk(json.as_bytes()), "raw chunk");
+    // The JSON parses back to the same strings.
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!((v["from"].as_str(), v["msg"].as_str()), (Some("1"), Some(msg)));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
+
+both_backends! {
+/// PUT and DELETE take effect at once, and again after a restart (replayed from the
+/// journal, which the restart compacts).
+fn edits_at_once_and_after_restart() {
+    let dir = temp_dir("edits");
+    let cfg = config(&dir, 2, "1 2\n1 3\n");
+    let server = start_with(cfg.clone());
+    let addr = server.subscriber_addr();
+    let mut s2 = Subscriber::connect(addr, "2");
+    let mut s4 = Subscriber::connect(addr, "4");
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(edit(&mut p, "PUT", 4, 1), r#"{"changed":true}"#);
+    assert_eq!(edit(&mut p, "PUT", 1, 4), r#"{"changed":false}"#, "symmetric: already friends");
+    assert_eq!(edit(&mut p, "DELETE", 2, 1), r#"{"changed":true}"#);
+    assert_eq!(edit(&mut p, "DELETE", 2, 1), r#"{"changed":false}"#);
+    assert_eq!(edit(&mut p, "PUT", 7, 8), r#"{"changed":true}"#);
+    assert_eq!(edit(&mut p, "DELETE", 8, 7), r#"{"changed":true}"#);
+    assert_eq!(publish_friends(&mut p, "1", b"after edits"), r#"{"friends":2,"delivered":1}"#);
+    expect_friend(&mut s4, 1, b"after edits");
+    s2.client.expect_silence(Duration::from_millis(100), "2 is no friend of 1 any more");
+    // 4 now has friend 1 (symmetric), and 4's events reach 1.
+    let mut s1 = Subscriber::connect(addr, "1");
+    assert_eq!(publish_friends(&mut p, "4", b"back"), r#"{"friends":1,"delivered":1}"#);
+    expect_friend(&mut s1, 4, b"back");
+    let journal = std::fs::read_to_string(dir.join("graph.tsv.journal")).unwrap();
+    assert_eq!(journal, "+ 4 1\n+ 1 4\n- 2 1\n- 2 1\n+ 7 8\n- 8 7\n", "one line per edit, in order");
+    drop((s1, s2, s4, p));
+    server.shutdown().unwrap();
+
+    let server = start_with(cfg);
+    let addr = server.subscriber_addr();
+    let mut s2 = Subscriber::connect(addr, "2");
+    let mut s3 = Subscriber::connect(addr, "3");
+    let mut s4 = Subscriber::connect(addr, "4");
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"restarted"), r#"{"friends":2,"delivered":2}"#);
+    expect_friend(&mut s3, 1, b"restarted");
+    expect_friend(&mut s4, 1, b"restarted");
+    s2.client.expect_silence(Duration::from_millis(100), "the DELETE survived the restart");
+    let mut lines: Vec<String> = std::fs::read_to_string(dir.join("graph.tsv.journal"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, vec!["+ 1 4", "- 1 2"], "compacted: the net change against the file");
+    // The compacted journal is appended to as before.
+    assert_eq!(edit(&mut p, "PUT", 2, 1), r#"{"changed":true}"#);
+    assert_eq!(publish_friends(&mut p, "1", b"again"), r#"{"friends":3,"delivered":3}"#);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
+
+both_backends! {
+/// `--directed`: a line `u v` means u follows v, and `PUT /friends/a/b` makes a follow b.
+fn directed_graph() {
+    let dir = temp_dir("directed");
+    let mut cfg = config(&dir, 2, "2 1\n3 1\n1 4\n");
+    cfg.friends_directed = true;
+    let server = start_with(cfg);
+    let addr = server.subscriber_addr();
+    let (mut s1, mut s2, mut s4) = (
+        Subscriber::connect(addr, "1"),
+        Subscriber::connect(addr, "2"),
+        Subscriber::connect(addr, "4"),
+    );
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"from 1"), r#"{"friends":2,"delivered":1}"#);
+    expect_friend(&mut s2, 1, b"from 1");
+    s4.client.expect_silence(Duration::from_millis(100), "1 follows 4, not the other way");
+    assert_eq!(publish_friends(&mut p, "4", b"from 4"), r#"{"friends":1,"delivered":1}"#);
+    expect_friend(&mut s1, 4, b"from 4");
+    assert_eq!(edit(&mut p, "PUT", 4, 1), r#"{"changed":true}"#);
+    assert_eq!(publish_friends(&mut p, "1", b"again"), r#"{"friends":3,"delivered":2}"#);
+    expect_friend(&mut s2, 1, b"again");
+    expect_friend(&mut s4, 1, b"again");
+    s1.client.expect_silence(Duration::from_millis(50), "4 follows 1 now; 1 still follows 4 only");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
+
+both_backends! {
+/// Errors: bad ids are 400 with a text body, like `/send`; an edit of two equal or
+/// non-numeric ids is 400; without `--friends` both paths are 404 saying why.
+fn errors_and_no_graph() {
+    let dir = temp_dir("errors");
+    let server = start_with(config(&dir, 2, "1 2\n"));
+    let pa = server.publish_addr();
+    expect_error(pa, b"POST /publish/a%20b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx", 400, "bad id");
+    expect_error(pa, b"PUT /friends/1/a,b HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad id");
+    for (path, what) in [("/friends/1/1", "self"), ("/friends/1/alice", "not numeric"), ("/friends/1/4294967296", "over 32 bits")] {
+        let mut p = Publisher::connect(pa);
+        let (status, body) = request(&mut p, "PUT", path, b"");
+        assert_eq!((status, body.as_str()), (400, "friends ids are two different decimal numbers, 0 to 4294967295\n"), "{what}");
+    }
+    drop(server);
+    let server = start(2);
+    for (m, path) in [("POST", "/publish/1"), ("PUT", "/friends/1/2"), ("DELETE", "/friends/1/2")] {
+        let mut p = Publisher::connect(server.publish_addr());
+        let (status, body) = request(&mut p, m, path, b"x");
+        assert_eq!((status, body.as_str()), (404, "no friends graph: start the server with --friends FILE\n"), "{m} {path}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
+
+both_backends! {
+/// A bad line in the edge file is reported with its line number and skipped; `--strict`
+/// stops the start at it instead, naming it too.
+fn bad_edge_line_reported_with_its_number() {
+    let dir = temp_dir("badline");
+    let file = dir.join("bad.tsv");
+    std::fs::write(&file, "# header\n1 2\n1 two\n\n1 3 4\n1 3\n").unwrap();
+    let run = |strict: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_uring-comet"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--publish-listen", "127.0.0.1:0", "--shards", "2", "--backend", &backend().to_string(), "--friends"])
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if strict {
+            cmd.arg("--strict");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 7];
+        let listening = stdout.read_exact(&mut first).is_ok() && &first == b"LISTEN ";
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (listening, status, err)
+    };
+    let (listening, _, err) = run(false);
+    assert!(listening, "a bad line does not stop the start: {err}");
+    let path = file.display();
+    assert!(err.contains(&format!("{path}:3: expected a decimal id: \"1 two\"; line skipped")), "line 3 reported: {err}");
+    assert!(err.contains(&format!("{path}:5: expected two ids: \"1 3 4\"; line skipped")), "line 5 reported: {err}");
+    assert!(!err.contains(":2:") && !err.contains(":6:"), "good lines are not reported: {err}");
+    let (listening, status, err) = run(true);
+    assert!(!listening && !status.success(), "--strict stops at the bad line");
+    assert!(err.contains(&format!("{path}:3: expected a decimal id: \"1 two\" (--strict")), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
+
+both_backends! {
+/// `--friends FILE` naming a file that does not exist: an empty graph that edits build up,
+/// kept across a restart by the journal alone.
+fn missing_file_is_an_empty_graph_built_by_edits() {
+    let dir = temp_dir("missing");
+    let mut cfg = ServerConfig::local(2);
+    cfg.friends = Some(dir.join("none.tsv"));
+    let server = start_with(cfg.clone());
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"alone"), r#"{"friends":0,"delivered":0}"#);
+    assert_eq!(edit(&mut p, "PUT", 2, 1), r#"{"changed":true}"#);
+    drop(p);
+    server.shutdown().unwrap();
+    assert!(!dir.join("none.tsv").exists(), "the edge file is never written");
+    let server = start_with(cfg);
+    let mut s2 = Subscriber::connect(server.subscriber_addr(), "2");
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"hello 2"), r#"{"friends":1,"delivered":1}"#);
+    expect_friend(&mut s2, 1, b"hello 2");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
