@@ -65,6 +65,18 @@ pub struct ServeArgs {
     /// (io_uring if the kernel allows it, else epoll with one log line naming the cause).
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
+    // --- cluster mode (crate::cluster) ---
+    /// Cluster mode: share one id space with the other nodes on this Redis,
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`. A send accepted here reaches every matching
+    /// connection on every node; its reply counts this node's deliveries. Also read from
+    /// `UC_CLUSTER`.
+    #[arg(long, env = "UC_CLUSTER", hide_env_values = true)]
+    pub cluster: Option<String>,
+    /// Bucket channels ids are hashed into (`uc:<B>:<b>`); must be the same on every node.
+    /// More buckets: fewer messages a node receives for ids it does not hold, more
+    /// subscriptions.
+    #[arg(long, default_value_t = crate::cluster::DEFAULT_BUCKETS)]
+    pub cluster_buckets: u32,
     /// Friends graph: a SNAP edge list (`u<TAB>v` or `u v` per line, `#` comments) loaded at
     /// start; enables `POST /publish/<user>` and `PUT|DELETE /friends/<a>/<b>`. Edits go to
     /// FILE.journal. A file that does not exist yet is an empty graph.
@@ -138,6 +150,8 @@ pub struct ServerConfig {
     pub head_timeout_s: u64,
     /// Bearer token for the publish API, if any.
     pub publish_token: Option<String>,
+    /// Cluster mode, if on.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The friends graph's edge file (`--friends`), if any.
     pub friends: Option<PathBuf>,
     /// `--directed`: a line `u v` means u follows v.
@@ -152,7 +166,8 @@ pub const MAX_SHARDS: usize = 64;
 impl ServeArgs {
     /// Checks the flags and fills in defaults.
     ///
-    /// Errors: a shard count of 0 or over [`MAX_SHARDS`]; equal listener addresses.
+    /// Errors: a shard count of 0 or over [`MAX_SHARDS`]; equal listener addresses; a
+    /// `--cluster` that is not a `redis://` URL.
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
         let shards = self
             .shards
@@ -195,6 +210,13 @@ impl ServeArgs {
             cors_origin: self.cors_origin,
             head_timeout_s: self.head_timeout.max(1),
             publish_token: self.publish_token.filter(|t| !t.is_empty()),
+            cluster: match self.cluster.filter(|u| !u.is_empty()) {
+                Some(url) => Some(crate::cluster::ClusterConfig::new(
+                    &url,
+                    self.cluster_buckets,
+                )?),
+                None => None,
+            },
             friends: self.friends,
             friends_directed: self.directed,
             friends_strict: self.strict,
@@ -219,6 +241,7 @@ impl ServerConfig {
             cors_origin: "*".to_string(),
             head_timeout_s: 10,
             publish_token: None,
+            cluster: None,
             friends: None,
             friends_directed: false,
             friends_strict: false,

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: `serve` flags and validated settings.
+//! - [`cluster`]: cluster mode: nodes sharing one id space through Redis pub/sub.
 //! - [`id`]: subscriber ids (opaque 1-128 byte strings; decimal integers stored inline).
 //! - [`http`]: sans-IO request-head parsing and response/chunk formatting (RFC 9112).
 //! - [`router`]: one router shard: id -> local connections, and the directory of which shards
@@ -19,6 +20,7 @@
 //! - [`check`]: `check-system`: whether this box's limits allow N connections, and the fixes.
 
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod driver;

@@ -24,6 +24,11 @@
 //! - `Leave {id, from}`, holder -> owner: the last local connection under `id` closed.
 //! - `Route {id, msg, reply}`, publisher's shard -> owner: publish `msg` to `id`.
 //! - `Deliver {id, msg, reply}`, owner -> each holder other than itself.
+//! - `Remote {id, msg}`, cluster agent -> owner: a message from another node; routed like
+//!   `Route` with the reply to [`ReplyTo::NOBODY`]. `RemoteFriends {user, msg}`, agent ->
+//!   owner of `user`: a friends event from another node, fanned out like `FriendsRoute`
+//!   with the replies to nobody. `ClusterReady`, agent -> every shard: look at the heads
+//!   held for a bucket subscription again (see [`crate::cluster`]).
 //! - `Replied {token, count, more}`, owner and holders -> publisher's shard: `count`
 //!   connections were queued the message. The owner's reply says how many holders it
 //!   forwarded to (`more: Some(k)`); a holder's says `None`. They come over different
@@ -81,6 +86,14 @@ pub struct ReplyTo {
     pub shard: u16,
     /// Token of the pending publish on that shard.
     pub token: u32,
+}
+
+impl ReplyTo {
+    /// No reply wanted: a message that came from another cluster node.
+    pub const NOBODY: ReplyTo = ReplyTo {
+        shard: u16::MAX,
+        token: u32::MAX,
+    };
 }
 
 /// One cross-core message; see the module doc for the protocol.
@@ -151,6 +164,16 @@ pub enum Msg {
     /// Take over subscriber socket `fd`, whose request (one id, owned by the receiving
     /// shard) has been parsed (see "Placement" above).
     Adopt { fd: i32, req: Box<SubRequest> },
+    // --- cluster mode (crate::cluster) ---
+    /// Cluster agent -> owner of `id`: a message another node published; deliver it like a
+    /// `Route` whose reply goes nowhere.
+    Remote { id: Id, msg: Bytes },
+    /// Cluster agent -> owner of `user`: a friends event another node accepted; fanned out
+    /// like a `FriendsRoute` whose replies go nowhere.
+    RemoteFriends { user: u32, msg: Bytes },
+    /// Cluster agent -> every shard: subscriptions changed (or Redis went down); heads held
+    /// for a bucket subscription may go.
+    ClusterReady,
 }
 
 /// The queues and doorbells of all shards, shared by every shard thread.

@@ -20,6 +20,7 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::cluster::Cluster;
 use crate::config::{Backend, ServerConfig};
 use crate::driver::epoll::Epoll;
 use crate::driver::uring::{self, Uring};
@@ -140,7 +141,8 @@ fn listeners(
     Ok((all, bound))
 }
 
-/// Starts the server and returns once every shard runs.
+/// Starts the server and returns once every shard runs (in cluster mode, also once the
+/// node is connected to Redis, or after 3 s without it).
 ///
 /// Errors: a listener cannot be bound; io_uring cannot be set up (the error names the
 /// cause); a thread cannot be spawned.
@@ -183,6 +185,14 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     let (subs, subscriber) = listeners(cfg.listen, n, cfg.sndbuf, send_timeout)?;
     let (pubs, publish) = listeners(cfg.publish_listen, n, 0, send_timeout)?;
     let mesh = Arc::new(Mesh::new(n));
+    // Cluster mode: shared by the shards; its Redis agent runs on shard 0's runtime.
+    let cluster = cfg
+        .cluster
+        .clone()
+        .map(|c| Arc::new(Cluster::new(c, mesh.clone())));
+    if let (Some(c), Some(_)) = (&cluster, &cfg.friends) {
+        c.want_friends(); // this node fans out friends events from the other nodes too
+    }
     let stats: Arc<[ShardStats]> = (0..n).map(|_| ShardStats::default()).collect();
     let mut friends = load_friends(&cfg, &stats)?;
     let cfg = Arc::new(cfg);
@@ -191,6 +201,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     for (me, (sub, publ)) in subs.into_iter().zip(pubs).enumerate() {
         let (mesh, stats, cfg, ready) =
             (mesh.clone(), stats.clone(), cfg.clone(), ready_tx.clone());
+        let cluster = cluster.clone();
+        let agent = cluster.clone().filter(|_| me == 0);
         let friends = friends.get_mut(me).and_then(Option::take);
         let t = std::thread::Builder::new()
             .name(format!("shard-{me}"))
@@ -203,8 +215,12 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
                     };
                     let _ = ready.send(Ok(()));
                     let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
+                        .with_cluster(cluster)
                         .with_friends(friends);
-                    tokio_uring::start(run(shard, mesh, me));
+                    tokio_uring::start(async move {
+                        let shares = spawn_agent(agent);
+                        run(shard, mesh, me, shares).await
+                    });
                 } else {
                     let built = Epoll::new().and_then(|d| {
                         let rt = tokio::runtime::Builder::new_current_thread()
@@ -218,8 +234,12 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
                     };
                     let _ = ready.send(Ok(()));
                     let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
+                        .with_cluster(cluster)
                         .with_friends(friends);
-                    rt.block_on(run(shard, mesh, me));
+                    rt.block_on(async move {
+                        let shares = spawn_agent(agent);
+                        run(shard, mesh, me, shares).await
+                    });
                 }
             })?;
         threads.push(t);
@@ -239,8 +259,48 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
             Err(_) => anyhow::bail!("a shard thread ended during start"),
         }
     }
+    if let Some(c) = &cluster {
+        wait_cluster_up(c);
+    }
     Ok(handle)
 }
+
+/// How long [`start`] waits for the cluster agent's first Redis session before it returns
+/// anyway (the node then serves local traffic and keeps reconnecting).
+const CLUSTER_START_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits (bounded) until the node is connected to Redis, so that a node that has printed its
+/// `LISTEN` line holds the head of each new subscriber until its bucket is subscribed.
+fn wait_cluster_up(c: &Cluster) {
+    let t0 = Instant::now();
+    while !c.is_up() {
+        if t0.elapsed() > CLUSTER_START_WAIT {
+            tracing::warn!(
+                "cluster: not connected to Redis after {} s; serving local traffic meanwhile",
+                CLUSTER_START_WAIT.as_secs()
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Starts the cluster agent, if any, as a task on the calling shard's runtime (it lives
+/// until that runtime is dropped at shutdown).
+/// Returns whether it did (the shard loop then shares its runtime).
+fn spawn_agent(agent: Option<Arc<Cluster>>) -> bool {
+    match agent {
+        Some(c) => {
+            tokio::spawn(crate::cluster::agent::run(c));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Turns in a row after which a busy shard loop that shares its runtime (with the cluster
+/// agent, on shard 0) yields to it, so the agent is never starved while the shard has work.
+const TURNS_PER_YIELD: u32 = 16;
 
 /// Loads the friends store (`--friends`): the edge file, then its journal (replayed and
 /// compacted); one part per shard. Logs and records in `stats` the load time, entries,
@@ -317,7 +377,7 @@ impl AsRawFd for RingFd {
 }
 
 /// The shard loop; see the module doc.
-async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize) {
+async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize, shares: bool) {
     // SAFETY: the ring fd outlives the registration: `shard` owns the ring and is dropped
     // after `ring` (declared later, dropped first).
     let ring =
@@ -325,8 +385,14 @@ async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize) {
             .map_err(|e| e.into_parts().1)
             .expect("register the ring fd with the reactor");
     let mut stop_deadline = None;
+    let mut busy_turns = 0u32;
     loop {
         let worked = shard.turn();
+        busy_turns = if worked && shares { busy_turns + 1 } else { 0 };
+        if busy_turns >= TURNS_PER_YIELD {
+            busy_turns = 0;
+            tokio::task::yield_now().await;
+        }
         if mesh.is_shutdown() {
             let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
             if shard.finished() || Instant::now() > deadline {

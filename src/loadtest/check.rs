@@ -86,6 +86,17 @@ impl Bitmap {
         self.ones
     }
 
+    /// Sets every bit set in `other`.
+    pub fn union_with(&mut self, other: &Bitmap) {
+        if other.words.len() > self.words.len() {
+            self.words.resize(other.words.len(), 0);
+        }
+        for (w, o) in self.words.iter_mut().zip(&other.words) {
+            *w |= o;
+        }
+        self.ones = self.words.iter().map(|w| u64::from(w.count_ones())).sum();
+    }
+
     /// Bits set in `self` and not in `other`.
     pub fn count_missing_from(&self, other: &Bitmap) -> u64 {
         self.words
@@ -143,6 +154,13 @@ pub struct Checker {
     pub received: Bitmap,
     /// Publish-to-receive latency, microseconds.
     pub latency_us: Histogram<u64>,
+    /// `loadtest --nodes`: the seqs published through this subscriber's own node; latency is
+    /// also split into `latency_local_us` (these) and `latency_remote_us` (the others).
+    pub local_seqs: Option<std::ops::Range<u64>>,
+    /// Latency of messages published on the subscriber's node (with `local_seqs`), us.
+    pub latency_local_us: Histogram<u64>,
+    /// Latency of messages published on another node (with `local_seqs`), us.
+    pub latency_remote_us: Histogram<u64>,
     /// What was seen.
     pub counts: CheckCounts,
     /// The first few errors, described.
@@ -160,6 +178,9 @@ impl Checker {
             seq_limit,
             latency_from_seq: 0,
             received: Bitmap::default(),
+            local_seqs: None,
+            latency_local_us: latency_us.clone(),
+            latency_remote_us: latency_us.clone(),
             latency_us,
             counts: CheckCounts::default(),
             notes: Vec::new(),
@@ -221,7 +242,13 @@ impl Checker {
             return self.note(conn_id, "duplicate message", chunk);
         }
         if seq >= self.latency_from_seq {
-            self.latency_us.saturating_record((now_us - t_us).max(1));
+            let us = (now_us - t_us).max(1);
+            self.latency_us.saturating_record(us);
+            match &self.local_seqs {
+                Some(r) if r.contains(&seq) => self.latency_local_us.saturating_record(us),
+                Some(_) => self.latency_remote_us.saturating_record(us),
+                None => {}
+            }
         }
         self.counts.ok += 1;
     }

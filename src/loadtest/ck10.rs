@@ -103,6 +103,7 @@ pub fn run(a: MainArgs) -> Result<()> {
         source_addrs: a.source_addrs,
         framing: Framing::Seed,
         latency_from_seq: 0,
+        local_seqs: None,
         churn_per_min: a.churn,
     };
     let fs = fshared.clone();

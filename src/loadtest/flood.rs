@@ -55,6 +55,9 @@ pub struct FloodConfig {
     pub framing: Framing,
     /// Only messages with a sequence number at least this are in the latency histogram.
     pub latency_from_seq: u64,
+    /// `loadtest --nodes`: the seqs published through this flood's own node (latency is
+    /// split into local and remote); `None` elsewhere.
+    pub local_seqs: Option<std::ops::Range<u64>>,
     /// Subscriber churn, percent of `count` per minute (0: none). Once every connection is
     /// up, that many a minute (spread evenly, picked at random) leave, alternately with a
     /// FIN and a RST, and connect again under the same id at once; each absence is a
@@ -128,6 +131,7 @@ pub fn run(cfg: FloodConfig, shared: Arc<FloodShared>) -> Result<FloodResult> {
     };
     let mut checker = Checker::new(cfg.strict, cfg.seq_limit);
     checker.latency_from_seq = cfg.latency_from_seq;
+    checker.local_seqs = cfg.local_seqs.clone();
     let mut f = Flood {
         checker,
         cfg,

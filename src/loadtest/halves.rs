@@ -54,6 +54,7 @@ pub fn flood(a: FloodArgs) -> Result<()> {
         source_addrs: a.source_addrs,
         framing: a.stream,
         latency_from_seq: 0,
+        local_seqs: None,
         churn_per_min: 0.0,
     };
     let res = flood::run(cfg, Arc::new(FloodShared::default()));

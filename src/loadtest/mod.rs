@@ -10,6 +10,9 @@
 //! ceiling ([`ceiling`]), with pipelined publishers ([`pipeline`]), process-set and kernel
 //! memory readings ([`procmem`]), and prints one table ([`compare_report`]).
 //!
+//! `loadtest --nodes N` ([`cluster`]) runs the main job on a local cluster: redis-server
+//! ([`redis_server`]) and N nodes.
+//!
 //! `loadtest soak` ([`soak`]) holds the main job for minutes or hours with the memory log on
 //! and charts it (every main job charts its log too).
 //!
@@ -28,6 +31,7 @@ mod check;
 mod chunk;
 mod churn;
 mod ck10;
+mod cluster;
 mod compare;
 mod compare_report;
 mod duration;
@@ -46,6 +50,7 @@ mod msggen;
 mod pipeline;
 mod proc;
 mod procmem;
+mod redis_server;
 mod report;
 mod scenario;
 mod slow;
@@ -156,6 +161,12 @@ pub struct MainArgs {
     /// Seed of the id PRNG.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Server nodes: 2 or more runs a local cluster: redis-server (Debian's package) on a
+    /// free port and this many nodes with `--cluster`, subscribers spread over the nodes,
+    /// messages published through every node; latency reported for local and remote
+    /// deliveries apart.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: u16,
     /// Subscriber churn: this percent of the subscribers a minute leave (alternately FIN and
     /// RST) and connect again under the same id, once all are up. Messages sent while a
     /// subscriber was away (or answered under 500 ms before it left) are not counted as lost;
@@ -244,6 +255,7 @@ pub struct MsggenArgs {
 /// Fails (non-zero exit) if a message was lost or a bad chunk arrived.
 pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     match args.cmd {
+        None if args.main.nodes > 1 => cluster::run(args.main),
         None => soak::main_job(args.main),
         Some(LoadtestCmd::Flood(a)) => halves::flood(a),
         Some(LoadtestCmd::Msggen(a)) => halves::msggen(a),

@@ -97,6 +97,7 @@ pub fn measure(t: &Target, s: &Settings, alive: &mut dyn FnMut() -> bool) -> Res
         source_addrs: s.source_addrs,
         framing: t.framing,
         latency_from_seq: n,
+        local_seqs: None,
         churn_per_min: 0.0,
     };
     let fs = fshared.clone();

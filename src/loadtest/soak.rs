@@ -109,6 +109,7 @@ pub fn soak(a: SoakArgs) -> Result<()> {
         mem_interval: Some(a.mem_interval.as_secs().max(1)),
         source_addrs: 0,
         seed: 1,
+        nodes: 1,
         churn: a.churn,
         slow_readers: 0,
         slow_msg_bytes: 0,

@@ -69,6 +69,9 @@ impl<D: Driver> Shard<D> {
             shard: self.me as u16,
             token: t,
         };
+        // Cluster mode: one record per event; every other node fans it out from its own
+        // copy of the graph. Local delivery does not wait.
+        self.cluster_forward_friends(t, &id, &msg);
         // An id that is not a graph user (not a 32-bit number) has no friends.
         let Some(user) = user_of(&id) else {
             return self.friends_reply(reply, 0, 0, FULL_CREDIT, false);
@@ -195,6 +198,9 @@ impl<D: Driver> Shard<D> {
         credit: u64,
         failed: bool,
     ) {
+        if to == ReplyTo::NOBODY {
+            return; // a friends event from another cluster node
+        }
         if to.shard as usize == self.me {
             self.on_friends_replied(to.token, friends, count, credit, failed);
         } else {

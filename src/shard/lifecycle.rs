@@ -101,6 +101,7 @@ impl<D: Driver> Shard<D> {
         if c.flags & LOGGED_IN != 0 {
             self.router.logout(i, c.ids);
             self.sync_ids_gauge();
+            self.cluster_forget(i);
         }
         if c.flags & PUBLISHER != 0 {
             ShardStats::sub(&self.st().publishers, 1);

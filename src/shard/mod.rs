@@ -39,6 +39,7 @@ use crate::mesh::{Mesh, Msg, ReplyTo};
 use crate::router::Router;
 use subscriber::Ev;
 
+mod cluster;
 mod friends;
 mod lifecycle;
 mod publisher;
@@ -208,6 +209,12 @@ pub struct Shard<D: Driver> {
     /// provided-buffer group. Never moved or freed while the ring lives.
     heads: Box<[u8]>,
     stopping: bool,
+    /// Cluster mode (see `cluster.rs`): the node's cluster state; the subscribers whose
+    /// head waits for a bucket subscription, as (connection, bucket); and per pending
+    /// publish token, whether its forward was dropped.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    cluster_waiting: Vec<(u32, u32)>,
+    cluster_dropped: Vec<bool>,
 }
 
 impl<D: Driver> Shard<D> {
@@ -268,6 +275,9 @@ impl<D: Driver> Shard<D> {
             // the idle RSS rather than a per-connection one as connections arrive.
             heads: vec![0x5a; HEAD_BUFS as usize * HEAD_BUF_LEN].into_boxed_slice(),
             stopping: false,
+            cluster: None,
+            cluster_waiting: Vec::new(),
+            cluster_dropped: Vec::new(),
         }
         .with_head_buffers()
     }
@@ -744,6 +754,9 @@ impl<D: Driver> Shard<D> {
             }
             Msg::Replied { token, count, more } => self.on_replied(token, count, more),
             Msg::Adopt { fd, req } => self.adopt(fd, *req),
+            Msg::Remote { id, msg } => self.on_remote(id, msg),
+            Msg::RemoteFriends { user, msg } => self.on_remote_friends(user, msg),
+            Msg::ClusterReady => self.on_cluster_ready(),
         }
     }
 

@@ -34,7 +34,7 @@ impl<D: Driver> Shard<D> {
                 }
                 Head::Done(PubRequest::Stats { close, head }, n) => {
                     used += n;
-                    let body = stats::json(&self.stats);
+                    let body = self.stats_body();
                     let mut raw = Vec::new();
                     response::json(&mut raw, body.as_bytes(), close);
                     if head {
@@ -134,6 +134,8 @@ impl<D: Driver> Shard<D> {
     /// `send(id, msg)`: the publish numbered `t` on this shard.
     pub(super) fn publish(&mut self, id: Id, msg: Bytes, t: u32) {
         ShardStats::add(&self.st().sent, 1);
+        // Cluster mode: the other nodes get it through Redis; local delivery does not wait.
+        self.cluster_forward(t, &id, &msg);
         let reply = ReplyTo {
             shard: self.me as u16,
             token: t,
@@ -154,6 +156,9 @@ impl<D: Driver> Shard<D> {
     }
 
     pub(super) fn reply(&mut self, to: ReplyTo, count: u32, more: Option<u16>) {
+        if to == ReplyTo::NOBODY {
+            return; // a message from another cluster node
+        }
         if to.shard as usize == self.me {
             self.on_replied(to.token, count, more);
         } else {
@@ -198,15 +203,16 @@ impl<D: Driver> Shard<D> {
                 Pending::ready(NONE, Vec::new(), false),
             );
             self.pending.remove(t);
+            let cluster = self.cluster_reply(t);
             let sending = self.conns[i].flags & SENDING != 0;
             let aux = &mut self.aux[a];
             aux.replies.pop_front();
             let buf = if sending { &mut aux.next } else { &mut aux.out };
             match (p.raw, p.kind) {
                 (Some(raw), _) => buf.extend_from_slice(&raw),
-                (None, ReplyKind::Send) => response::delivered(buf, p.count, p.close),
+                (None, ReplyKind::Send) => cluster::delivered_reply(buf, p.count, cluster, p.close),
                 (None, ReplyKind::Friends) => {
-                    response::friends_delivered(buf, p.friends, p.count, p.close)
+                    cluster::friends_reply(buf, p.friends, p.count, cluster, p.close)
                 }
                 (None, ReplyKind::Edit) if p.failed => {
                     response::error_text(buf, Status::Internal, "the edit could not be journaled");

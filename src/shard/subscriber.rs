@@ -146,7 +146,9 @@ impl<D: Driver> Shard<D> {
     /// table, and sends its head once every owner knows this shard holds the ids.
     fn open(&mut self, i: u32, req: SubRequest) {
         self.set_stream(i, &req);
+        let held = self.cluster_hold(i, &req.ids);
         let (handle, waits) = self.router.login(i, req.ids);
+        let waits = waits + held;
         self.sync_ids_gauge();
         // A long-lived stream: move its socket out of the process fd table (io_uring
         // direct descriptor); no op is in flight on it here.

@@ -1,0 +1,316 @@
+//! The node's Redis agent: one task on shard 0's runtime (tokio-uring's runtime is a tokio
+//! current-thread runtime, so the `redis` crate's tokio sockets run on it unchanged; the
+//! epoll backend's shards run on a tokio runtime too). It holds the node's two Redis
+//! connections: a multiplexed one for `PUBLISH` and a pub/sub one for `SUBSCRIBE` and the
+//! messages. The protocol is in the [`super`] module doc.
+//!
+//! Session: connect both, drop whatever was queued while down (counted), subscribe every
+//! wanted bucket, mark the node up and release held heads; then loop: take messages from
+//! Redis and hand them to the owner shards, subscribe newly wanted buckets, publish the
+//! queue as one pipelined batch, ping when idle for a second. Any error ends the session;
+//! [`run`] marks the node down and starts another after a backoff.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use redis::aio::{MultiplexedConnection, PubSubSink};
+
+use super::wire::{self, Kind};
+use super::{redact, Cluster};
+use crate::id::Id;
+use crate::mesh::Msg;
+
+/// First reconnect delay; doubles per failed attempt up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest reconnect delay (so a restarted Redis is found within about a second).
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Connect and response timeout of both Redis connections.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// A quiet pub/sub connection is pinged this often (finds a peer that vanished silently).
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Most payload bytes per bucket channel in one PUBLISH.
+const MAX_PAYLOAD: usize = 512 * 1024;
+/// Most bytes of messages taken from the queue for one pipelined batch.
+const MAX_BATCH: usize = 4 * 1024 * 1024;
+
+/// Why a session ended.
+type SessionError = String;
+
+/// Runs the agent forever (until the runtime it runs on is dropped at shutdown).
+pub async fn run(cluster: Arc<Cluster>) {
+    let url = redact(&cluster.config().url);
+    let client = match redis::Client::open(cluster.config().url.as_str()) {
+        Ok(c) => c,
+        Err(e) => {
+            // Checked at start (ClusterConfig::new); kept as a log line, never a panic.
+            tracing::error!("cluster: bad Redis URL {url}: {e}; running without the cluster");
+            return;
+        }
+    };
+    let mut backoff = BACKOFF_MIN;
+    // Start of the current outage and the drop count then (one log line per episode).
+    let mut outage: Option<(Instant, u64)> = None;
+    loop {
+        let why = session(&cluster, &client, &url, &mut outage, &mut backoff).await;
+        set_down(&cluster);
+        if outage.is_none() {
+            cluster.stats.outages.fetch_add(1, Relaxed);
+            tracing::warn!(
+                "cluster: Redis {url} unreachable ({why}); serving local traffic only, forwards dropped and counted in /stats cluster_forward_dropped; reconnecting with backoff"
+            );
+            outage = Some((Instant::now(), cluster.stats.dropped.load(Relaxed)));
+        } else {
+            tracing::debug!("cluster: reconnect to {url} failed: {why}");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Marks the node down: no more forwards queued, held heads released, queue dropped.
+fn set_down(c: &Cluster) {
+    c.up.store(false, SeqCst);
+    for s in c.subscribed.iter() {
+        s.store(false, Relaxed);
+    }
+    c.broadcast_ready();
+    drop_queue(c);
+}
+
+fn drop_queue(c: &Cluster) {
+    let mut n = 0;
+    while c.pop().is_some() {
+        n += 1;
+    }
+    c.stats.dropped.fetch_add(n, Relaxed);
+}
+
+async fn session(
+    c: &Cluster,
+    client: &redis::Client,
+    url: &str,
+    outage: &mut Option<(Instant, u64)>,
+    backoff: &mut Duration,
+) -> SessionError {
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT));
+    let mut publ = match client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return format!("publish connection: {e}"),
+    };
+    let pubsub = match tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return format!("pub/sub connection: {e}"),
+        Err(_) => return "pub/sub connection: timed out".to_string(),
+    };
+    let (mut sink, mut stream) = pubsub.split();
+    // Forwards queued in the instant before the node was marked down would be stale now.
+    drop_queue(c);
+    if let Err(e) = subscribe_wanted(c, &sink).await {
+        return e;
+    }
+    c.up.store(true, SeqCst);
+    c.broadcast_ready();
+    *backoff = BACKOFF_MIN;
+    match outage.take() {
+        Some((since, dropped)) => tracing::warn!(
+            "cluster: Redis {url} back after {:.1} s, subscriptions restored; {} forwards dropped meanwhile",
+            since.elapsed().as_secs_f64(),
+            c.stats.dropped.load(Relaxed).saturating_sub(dropped)
+        ),
+        None => tracing::info!(
+            node = format_args!("{:016x}", c.node),
+            buckets = c.config().buckets,
+            "cluster: connected to Redis {url}"
+        ),
+    }
+    let mut inbound = Inbound::new(c.mesh.shards());
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            m = stream.next() => {
+                let Some(m) = m else {
+                    return "pub/sub connection closed".to_string();
+                };
+                inbound.take(c, &m);
+                // Everything already read goes in the same batches.
+                while let Some(Some(m)) = stream.next().now_or_never() {
+                    inbound.take(c, &m);
+                }
+                inbound.flush(c);
+                last_heard = Instant::now();
+            }
+            _ = c.wake.notified() => {}
+            _ = tokio::time::sleep(PING_EVERY) => {
+                if last_heard.elapsed() >= PING_EVERY {
+                    if let Err(e) = ping(&mut sink).await {
+                        return e;
+                    }
+                    last_heard = Instant::now();
+                }
+            }
+        }
+        // Cleared before the queue is drained: a forward pushed after this wakes us again.
+        c.woken.store(false, SeqCst);
+        if let Err(e) = subscribe_wanted(c, &sink).await {
+            return e;
+        }
+        if let Err(e) = publish_queued(c, &mut publ).await {
+            return e;
+        }
+    }
+}
+
+async fn ping(sink: &mut PubSubSink) -> Result<(), SessionError> {
+    match tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("ping: {e}")),
+        Err(_) => Err("ping: no answer within 2 s".to_string()),
+    }
+}
+
+/// Subscribes every wanted bucket not subscribed yet, one SUBSCRIBE per channel, pipelined
+/// (the client matches one confirmation to each command, so a command per channel keeps
+/// its bookkeeping exact); then marks them subscribed and tells the shards.
+async fn subscribe_wanted(c: &Cluster, sink: &PubSubSink) -> Result<(), SessionError> {
+    let new: Vec<u32> = (0..=c.friends_bucket())
+        .filter(|&b| c.wanted[b as usize].load(Relaxed) && !c.subscribed[b as usize].load(Relaxed))
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let subs = new.iter().map(|&b| {
+        let mut s = sink.clone();
+        let ch = c.channel(b);
+        async move { s.subscribe(ch).await }
+    });
+    match tokio::time::timeout(REDIS_TIMEOUT, futures_util::future::join_all(subs)).await {
+        Ok(rs) => {
+            if let Some(Err(e)) = rs.into_iter().find(Result::is_err) {
+                return Err(format!("SUBSCRIBE: {e}"));
+            }
+        }
+        Err(_) => return Err("SUBSCRIBE: no answer within 2 s".to_string()),
+    }
+    for &b in &new {
+        c.subscribed[b as usize].store(true, SeqCst);
+    }
+    c.broadcast_ready();
+    Ok(())
+}
+
+/// Sends the queue as one pipeline: one PUBLISH per bucket channel (or per 512 KiB of it).
+async fn publish_queued(c: &Cluster, publ: &mut MultiplexedConnection) -> Result<(), SessionError> {
+    loop {
+        let mut payloads: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut full: Vec<(u32, Vec<u8>)> = Vec::new();
+        let (mut taken, mut count) = (0usize, 0u64);
+        while taken < MAX_BATCH {
+            let Some(f) = c.pop() else { break };
+            taken += f.msg.len() + wire::RECORD_OVERHEAD;
+            count += 1;
+            let p = payloads.entry(f.bucket).or_insert_with(|| {
+                let mut p = Vec::with_capacity(256);
+                wire::begin(&mut p, c.node);
+                p
+            });
+            wire::push(p, f.kind, f.key.to_string().as_bytes(), &f.msg);
+            if p.len() >= MAX_PAYLOAD {
+                let p = payloads.remove(&f.bucket).unwrap_or_default();
+                full.push((f.bucket, p));
+            }
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (b, p) in full.into_iter().chain(payloads) {
+            pipe.cmd("PUBLISH").arg(c.channel(b)).arg(p).ignore();
+        }
+        match pipe.query_async::<()>(publ).await {
+            Ok(()) => {
+                c.stats.forwarded.fetch_add(count, Relaxed);
+                c.stats.batches.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                c.stats.dropped.fetch_add(count, Relaxed);
+                return Err(format!("PUBLISH: {e}"));
+            }
+        }
+    }
+}
+
+/// Records from Redis on their way to the owner shards, batched per shard.
+struct Inbound {
+    out: Vec<Vec<Msg>>,
+    /// A bad payload was logged on this connection (one line per session).
+    warned: bool,
+}
+
+impl Inbound {
+    fn new(shards: usize) -> Inbound {
+        Inbound {
+            out: (0..shards).map(|_| Vec::new()).collect(),
+            warned: false,
+        }
+    }
+
+    fn take(&mut self, c: &Cluster, m: &redis::Msg) {
+        let payload = Bytes::copy_from_slice(m.get_payload_bytes());
+        let (node, records, err) = wire::decode(&payload);
+        if node == Some(c.node) {
+            c.stats.echoes.fetch_add(records.len() as u64, Relaxed);
+            return;
+        }
+        let mut bad = u64::from(err.is_some());
+        for r in records {
+            match (r.kind, Id::parse(&r.key)) {
+                (Kind::Send, Ok(id)) => {
+                    let owner = id.owner(self.out.len());
+                    self.out[owner].push(Msg::Remote { id, msg: r.msg });
+                    c.stats.received.fetch_add(1, Relaxed);
+                }
+                // A friends event (friends channel, subscribed by `want_friends`): the owner
+                // of the user fans it out from this node's copy of the graph.
+                (Kind::Friends, Ok(id)) => match crate::friends::user_of(&id) {
+                    Some(user) => {
+                        let owner = crate::friends::owner_of(user, self.out.len());
+                        self.out[owner].push(Msg::RemoteFriends { user, msg: r.msg });
+                        c.stats.received.fetch_add(1, Relaxed);
+                    }
+                    // Not a graph user: it has no friends anywhere.
+                    None => {
+                        c.stats.received.fetch_add(1, Relaxed);
+                    }
+                },
+                (_, Err(_)) => bad += 1,
+            }
+        }
+        if bad > 0 {
+            c.stats.bad.fetch_add(bad, Relaxed);
+            if !self.warned {
+                self.warned = true;
+                tracing::warn!(
+                    channel = m.get_channel_name(),
+                    "cluster: undecodable payload or invalid id from Redis ({err:?}); counted in /stats cluster_bad_records"
+                );
+            }
+        }
+    }
+
+    fn flush(&mut self, c: &Cluster) {
+        for (s, batch) in self.out.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                c.mesh.push(s, std::mem::take(batch));
+            }
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! Cluster mode over Redis (`serve --cluster redis://HOST:PORT[/DB]`): nodes share one id
+//! space through Redis pub/sub.
+//!
+//! # Who sends what to whom
+//! - A publish accepted by a node is delivered to that node's own connections at once, as
+//!   without a cluster (local deliveries never wait for Redis), and is also queued for the
+//!   node's [`agent`] ([`Cluster::forward`]).
+//! - The agent, a task on shard 0's runtime, drains the queue whenever it is woken and sends
+//!   everything queued as one pipelined batch on one multiplexed Redis connection: one
+//!   `PUBLISH uc:<B>:<b> <payload>` per bucket channel `b` present in the batch, the payload
+//!   holding every record for that bucket ([`wire`]). So remote traffic is batched by
+//!   itself: the more arrives while a batch is in flight, the larger the next one.
+//! - Ids map to `B` bucket channels (`--cluster-buckets`, default 1024; every node must use
+//!   the same B, which is part of the channel name, as is the URL's `/DB`, since Redis
+//!   pub/sub ignores databases): `b = bucket(id)`, a fixed hash. A node
+//!   subscribes (on its second Redis connection, the pub/sub one) to the bucket of every id a
+//!   subscriber logs in under, and keeps the subscription until Redis reconnects, when only
+//!   the buckets wanted since start are subscribed again. A node thus holds at most B
+//!   subscriptions, and gets every message published to a bucket it holds, wanted or not
+//!   (the waste; DESIGN.md measures it).
+//! - The agent decodes what arrives, drops its own echoes (the payload names the publishing
+//!   node), and pushes each record to the owner shard of its id as [`crate::mesh::Msg::Remote`]:
+//!   the owner delivers it to its own connections and forwards it to the other shards holding
+//!   the id, as for a local publish, with no reply expected. Each node delivers a message to
+//!   its own connections exactly once: locally if it was published there, from Redis if not.
+//!
+//! - Friends events (`POST /publish/<user>`, issue 7) are one record each (kind 2: the
+//!   publishing user and the message) on one more channel, `uc:<B>:friends`, which a node
+//!   with a friends graph subscribes to ([`Cluster::want_friends`]); every node fans the
+//!   event out to its own connections from its own copy of the graph: the agent hands it to
+//!   the owner of the user as [`crate::mesh::Msg::RemoteFriends`].
+//!
+//! # No gap between subscribe and delivery
+//! While Redis is up, a new subscriber's response head is held until its buckets are
+//! subscribed (the agent confirms with [`crate::mesh::Msg::ClusterReady`] to every shard),
+//! so once a client has its headers, every later send to its id from any node reaches it.
+//! While Redis is down, heads are not held: local traffic goes on.
+//!
+//! # Redis down
+//! The agent marks the node down, releases every held head, logs one line per episode,
+//! and reconnects with backoff (50 ms doubling to 1 s), then subscribes again. Meanwhile
+//! publishes are still delivered locally; their forwards are dropped and counted
+//! (`cluster_forward_dropped` in /stats), as are forwards over the queue bound
+//! ([`QUEUE_LIMIT`] bytes): nothing is buffered without bound.
+
+pub mod agent;
+pub mod wire;
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_queue::SegQueue;
+use tokio::sync::Notify;
+
+use crate::id::Id;
+use crate::mesh::{Mesh, Msg};
+
+/// Default bucket channels (`--cluster-buckets`).
+pub const DEFAULT_BUCKETS: u32 = 1024;
+/// Most bytes of messages queued for Redis at once; beyond, forwards are dropped and counted.
+pub const QUEUE_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Validated cluster settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The Redis URL, `redis://[:PASSWORD@]HOST:PORT[/DB]`.
+    pub url: String,
+    /// Bucket channels; the same on every node.
+    pub buckets: u32,
+    /// The URL's database number: Redis pub/sub ignores databases, so it goes into the
+    /// channel names instead (clusters on one Redis with different `/DB` never mix).
+    pub db: i64,
+}
+
+impl ClusterConfig {
+    /// Checks the URL and bucket count.
+    ///
+    /// Errors: the URL is not a `redis://` URL the client accepts; buckets is 0 or over 2^20.
+    pub fn new(url: &str, buckets: u32) -> anyhow::Result<ClusterConfig> {
+        if !url.starts_with("redis://") {
+            anyhow::bail!("--cluster must be a redis://HOST:PORT[/DB] URL, got {url:?}");
+        }
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redact(url)))?;
+        if buckets == 0 || buckets > 1 << 20 {
+            anyhow::bail!("--cluster-buckets must be 1 to 1048576, got {buckets}");
+        }
+        Ok(ClusterConfig {
+            url: url.to_string(),
+            buckets,
+            db: client.get_connection_info().redis_settings().db(),
+        })
+    }
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// One message waiting for the agent.
+#[derive(Debug)]
+pub struct Forward {
+    /// Bucket channel of `key`.
+    pub bucket: u32,
+    /// What the receivers do with it.
+    pub kind: wire::Kind,
+    /// The id (send) or publishing user (friends event).
+    pub key: Id,
+    /// The message.
+    pub msg: Bytes,
+}
+
+/// Totals of the cluster, read by `GET /stats` (keys in [`Cluster::stats_json`]).
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Messages published to Redis.
+    pub forwarded: AtomicU64,
+    /// Messages not forwarded: Redis down, a failed PUBLISH, or the queue bound.
+    pub dropped: AtomicU64,
+    /// Records received from other nodes.
+    pub received: AtomicU64,
+    /// Own records received back from Redis and dropped.
+    pub echoes: AtomicU64,
+    /// Payloads or records that could not be decoded, or named an invalid id.
+    pub bad: AtomicU64,
+    /// Redis connection episodes ended by an error.
+    pub outages: AtomicU64,
+    /// Redis `PUBLISH` batches sent.
+    pub batches: AtomicU64,
+}
+
+/// A node's cluster state, shared by its shards and its agent.
+pub struct Cluster {
+    /// This node's random id, in every payload it publishes.
+    pub node: u64,
+    cfg: ClusterConfig,
+    mesh: Arc<Mesh>,
+    /// Buckets of ids logged in on this node since start (never cleared).
+    wanted: Box<[AtomicBool]>,
+    /// Buckets whose SUBSCRIBE Redis has confirmed on the current connection.
+    subscribed: Box<[AtomicBool]>,
+    /// Connected and subscribed: forwards are queued and new heads wait for subscriptions.
+    up: AtomicBool,
+    queue: SegQueue<Forward>,
+    queued_bytes: AtomicUsize,
+    /// Set when the agent has been woken and not yet drained the queue.
+    woken: AtomicBool,
+    wake: Notify,
+    /// Totals for /stats.
+    pub stats: ClusterStats,
+}
+
+impl Cluster {
+    /// The cluster state of a node whose shards share `mesh`.
+    pub fn new(cfg: ClusterConfig, mesh: Arc<Mesh>) -> Cluster {
+        // One flag more than buckets: the last stands for the friends channel.
+        let b = cfg.buckets as usize + 1;
+        Cluster {
+            node: random_node_id(),
+            mesh,
+            wanted: (0..b).map(|_| AtomicBool::new(false)).collect(),
+            subscribed: (0..b).map(|_| AtomicBool::new(false)).collect(),
+            up: AtomicBool::new(false),
+            queue: SegQueue::new(),
+            queued_bytes: AtomicUsize::new(0),
+            woken: AtomicBool::new(false),
+            wake: Notify::new(),
+            stats: ClusterStats::default(),
+            cfg,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    /// The bucket of `id`: a fixed hash, the same on every node. The id's stable hash is
+    /// mixed again (MurmurHash3's finaliser) first: its bits alone follow consecutive numeric
+    /// ids too regularly (a block of ids on one node and the next block on another held the
+    /// very same buckets).
+    pub fn bucket(&self, id: &Id) -> u32 {
+        let mut h = id.stable_hash();
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        (h % u64::from(self.cfg.buckets)) as u32
+    }
+
+    /// The Redis channel of bucket `b`: `uc:<B>:<b>`, or `uc<DB>:<B>:<b>` for a URL with a
+    /// database other than 0; bucket [`Cluster::friends_bucket`] is `uc:<B>:friends`.
+    pub fn channel(&self, b: u32) -> String {
+        let b = if b == self.friends_bucket() {
+            "friends".to_string()
+        } else {
+            b.to_string()
+        };
+        match self.cfg.db {
+            0 => format!("uc:{}:{b}", self.cfg.buckets),
+            db => format!("uc{db}:{}:{b}", self.cfg.buckets),
+        }
+    }
+
+    /// The pseudo-bucket of friends events: one channel every node with a friends graph
+    /// subscribes to (a friends event goes to the followers of its publisher, whose ids are
+    /// in any bucket, so each node gets the event once and fans it out from its own copy
+    /// of the graph).
+    pub fn friends_bucket(&self) -> u32 {
+        self.cfg.buckets
+    }
+
+    /// This node takes friends events from the cluster (it has a friends graph): subscribes
+    /// the friends channel.
+    pub fn want_friends(&self) {
+        let _ = self.want(self.friends_bucket());
+    }
+
+    /// Whether the node is connected to Redis with its subscriptions in place.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    /// A shard logs a subscriber in under an id of bucket `b`: returns whether its head must
+    /// wait for the agent's [`Msg::ClusterReady`] (Redis up, bucket not subscribed yet).
+    pub fn want(&self, b: u32) -> bool {
+        let b = b as usize;
+        // A load first: once warm, logins only read the shared flag (no cache-line bouncing).
+        if !self.wanted[b].load(Relaxed) && !self.wanted[b].swap(true, Relaxed) {
+            self.wake_agent();
+        }
+        self.is_up() && !self.subscribed[b].load(Relaxed)
+    }
+
+    /// Whether a head waiting on bucket `b` may go now.
+    pub fn ready(&self, b: u32) -> bool {
+        !self.is_up() || self.subscribed[b as usize].load(Relaxed)
+    }
+
+    /// Queues a message for the other nodes. Returns false (and counts a drop) if Redis is
+    /// down or the queue is over [`QUEUE_LIMIT`].
+    pub fn forward(&self, kind: wire::Kind, key: &Id, msg: &Bytes) -> bool {
+        let len = msg.len() + wire::RECORD_OVERHEAD + 24;
+        if !self.is_up() {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return false;
+        }
+        if self.queued_bytes.fetch_add(len, Relaxed) + len > QUEUE_LIMIT {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return false;
+        }
+        self.queue.push(Forward {
+            bucket: match kind {
+                wire::Kind::Send => self.bucket(key),
+                wire::Kind::Friends => self.friends_bucket(),
+            },
+            kind,
+            key: key.clone(),
+            msg: msg.clone(),
+        });
+        self.wake_agent();
+        true
+    }
+
+    fn wake_agent(&self) {
+        if !self.woken.swap(true, Relaxed) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Takes the next queued forward (agent side).
+    fn pop(&self) -> Option<Forward> {
+        let f = self.queue.pop()?;
+        let len = f.msg.len() + wire::RECORD_OVERHEAD + 24;
+        self.queued_bytes.fetch_sub(len, Relaxed);
+        Some(f)
+    }
+
+    /// Tells every shard to look at its held heads again.
+    fn broadcast_ready(&self) {
+        for s in 0..self.mesh.shards() {
+            self.mesh.push(s, vec![Msg::ClusterReady]);
+        }
+    }
+
+    /// The cluster's keys for `GET /stats`, each `,"key":N`: `cluster_up` (0 or 1),
+    /// `cluster_subscribed_buckets`, `cluster_forwarded`, `cluster_forward_dropped`,
+    /// `cluster_received`, `cluster_echoes_dropped`, `cluster_bad_records`,
+    /// `cluster_outages`, `cluster_batches`.
+    pub fn stats_json(&self, out: &mut String) {
+        let s = &self.stats;
+        let subscribed = self.subscribed.iter().filter(|b| b.load(Relaxed)).count();
+        let _ = write!(
+            out,
+            ",\"cluster_up\":{},\"cluster_subscribed_buckets\":{subscribed},\"cluster_forwarded\":{},\"cluster_forward_dropped\":{},\"cluster_received\":{},\"cluster_echoes_dropped\":{},\"cluster_bad_records\":{},\"cluster_outages\":{},\"cluster_batches\":{}",
+            u8::from(self.is_up()),
+            s.forwarded.load(Relaxed),
+            s.dropped.load(Relaxed),
+            s.received.load(Relaxed),
+            s.echoes.load(Relaxed),
+            s.bad.load(Relaxed),
+            s.outages.load(Relaxed),
+            s.batches.load(Relaxed),
+        );
+    }
+}
+
+/// A random 64-bit node id (std's per-process random hash keys, the pid and the clock).
+fn random_node_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_and_redaction() {
+        assert_eq!(
+            ClusterConfig::new("redis://127.0.0.1:6379/0", 1024)
+                .unwrap()
+                .db,
+            0
+        );
+        assert_eq!(
+            ClusterConfig::new("redis://127.0.0.1:6379/3", 1024)
+                .unwrap()
+                .db,
+            3
+        );
+        assert!(ClusterConfig::new("http://x", 1024).is_err());
+        assert!(ClusterConfig::new("redis://127.0.0.1:6379", 0).is_err());
+        assert_eq!(redact("redis://:pw@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn buckets_spread_ids() {
+        let c = Cluster::new(
+            ClusterConfig::new("redis://127.0.0.1:1", 1024).unwrap(),
+            Arc::new(Mesh::new(1)),
+        );
+        // 1,000 ids over 1,024 buckets: 1 - e^(-1000/1024) = 62% of the buckets held if the
+        // hash spreads like a random one.
+        let mut held = vec![false; 1024];
+        for n in 1..=1000 {
+            held[c.bucket(&Id::Num(n)) as usize] = true;
+        }
+        let n = held.iter().filter(|&&h| h).count();
+        assert!((580..=690).contains(&n), "{n} buckets held");
+        // The next block of 1,000 ids (another node's, in `loadtest --nodes 2`) shares about
+        // 62% of them, not all.
+        let mut both = 0;
+        let mut seen = vec![false; 1024];
+        for n in 1001..=2000 {
+            let b = c.bucket(&Id::Num(n)) as usize;
+            if held[b] && !seen[b] {
+                both += 1;
+            }
+            seen[b] = true;
+        }
+        assert!(
+            (300..=480).contains(&both),
+            "{both} buckets held by both blocks"
+        );
+        let mut held = vec![false; 1024];
+        for n in 1..=1000 {
+            held[c.bucket(&Id::parse(format!("user-{n}").as_bytes()).unwrap()) as usize] = true;
+        }
+        let n = held.iter().filter(|&&h| h).count();
+        assert!((580..=690).contains(&n), "{n} buckets held (string ids)");
+    }
+
+    #[test]
+    fn buckets_and_queue_bound() {
+        let c = Cluster::new(
+            ClusterConfig::new("redis://127.0.0.1:1", 16).unwrap(),
+            Arc::new(Mesh::new(1)),
+        );
+        let b = c.bucket(&Id::Num(42));
+        assert!(b < 16);
+        assert_eq!(c.channel(b), format!("uc:16:{b}"));
+        let c3 = Cluster::new(
+            ClusterConfig::new("redis://127.0.0.1:1/3", 16).unwrap(),
+            Arc::new(Mesh::new(1)),
+        );
+        assert_eq!(c3.channel(b), format!("uc3:16:{b}"));
+        assert_eq!(c.channel(c.friends_bucket()), "uc:16:friends");
+        // Down: a head never waits, a forward is dropped and counted.
+        assert!(!c.want(b));
+        assert!(c.ready(b));
+        assert!(!c.forward(wire::Kind::Send, &Id::Num(42), &Bytes::from_static(b"x")));
+        assert_eq!(c.stats.dropped.load(Relaxed), 1);
+        // Up: queued until the bound.
+        c.up.store(true, Relaxed);
+        assert!(c.want(b), "not subscribed yet: the head waits");
+        // A friends event goes to the friends channel, a send to its id's bucket.
+        assert!(c.forward(wire::Kind::Friends, &Id::Num(42), &Bytes::from_static(b"f")));
+        assert!(c.forward(wire::Kind::Send, &Id::Num(42), &Bytes::from_static(b"s")));
+        assert_eq!(c.pop().map(|f| f.bucket), Some(c.friends_bucket()));
+        assert_eq!(c.pop().map(|f| f.bucket), Some(b));
+        let big = Bytes::from(vec![0u8; 60 * 1024]);
+        let fits = QUEUE_LIMIT / (big.len() + wire::RECORD_OVERHEAD + 24);
+        for _ in 0..fits {
+            assert!(c.forward(wire::Kind::Send, &Id::Num(1), &big));
+        }
+        assert!(!c.forward(wire::Kind::Send, &Id::Num(1), &big));
+        assert_eq!(c.stats.dropped.load(Relaxed), 2);
+        assert!(c.pop().is_some());
+        assert!(c.forward(wire::Kind::Send, &Id::Num(1), &big));
+    }
+}
