@@ -65,6 +65,9 @@ pub const PARSING: u8 = 16;
 /// Subscriber flag: the WebSocket 101 answer waits in the shard's handshake table, in the
 /// slot named by `msgs` (no message is counted before the answer is out).
 pub const WS_HEAD: u8 = 32;
+/// Subscriber: cut as a slow consumer this turn (closed at the end of the turn); takes no
+/// more output and is counted once.
+pub const CUT: u8 = 64;
 /// Flag: still reading a request (head or publish body) at the last head-timeout sweep.
 pub const SLOW: u8 = 4;
 
@@ -82,7 +85,8 @@ pub struct Conn {
     pub flags: u8,
     /// Subscriber: owners' `JoinAck`s still awaited before the head may go out.
     pub waits: u8,
-    /// Subscriber: messages written so far (the seed's `#N`).
+    /// Subscriber: messages written so far (the seed's `#N`). Publisher: requests read so
+    /// far (saturating), so a connection that never sends one can be timed out.
     pub msgs: u32,
     /// Router handle while logged in.
     pub ids: u32,
@@ -123,6 +127,9 @@ pub struct Aux {
     pub next: Vec<u8>,
     /// Publisher: tokens of its publishes, in request order, awaiting their replies.
     pub replies: VecDeque<u32>,
+    /// Subscriber: when the send of `out` began, on the shard's millisecond clock (see the
+    /// backpressure rule in `deliver`).
+    pub batch_ms: u32,
 }
 
 impl Aux {

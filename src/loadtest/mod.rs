@@ -176,7 +176,11 @@ pub struct MainArgs {
     pub churn: f64,
     /// Slow readers: this many more subscribers (ids conns+1..) that read their head and then
     /// never read, sent `--slow-msg-bytes` messages at `--slow-rate` while the test traffic
-    /// runs. The server must cut them (`slow_consumers_closed`) and stay on time for the rest.
+    /// runs. Everyone else must get every message; the report gives the server's RSS peak and
+    /// how many slow readers it cut (`slow_consumers_closed` once their kernel buffers and
+    /// `--max-pending-bytes` are full, `send_timeouts` after `--send-timeout`). With the
+    /// kernel's send-buffer autotuning a reader absorbs MiBs first: give the server a
+    /// `--server-arg=--sndbuf=65536` to see the bound at work within seconds.
     #[arg(long, default_value_t = 0)]
     pub slow_readers: u64,
     /// Body bytes of each message to a slow reader.

@@ -130,6 +130,14 @@ impl Report {
             && self.slow.as_ref().is_none_or(|s| s.failed == 0)
     }
 
+    /// A number of the server's `/stats`, as text (`?` if it was not read).
+    fn stat(&self, key: &str) -> String {
+        self.server_stats
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("?".to_string(), |(_, v)| v.to_string())
+    }
+
     /// The report for people.
     pub fn text(&self) -> String {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -188,8 +196,14 @@ impl Report {
         if let Some(w) = &self.slow {
             let _ = writeln!(
                 s,
-                "slow readers:     {} not reading, sent {} messages ({:.1} MiB), {} failed; server RSS peak {:.1} MiB meanwhile",
-                w.readers, w.sent, mib(w.bytes), w.failed, mib(w.server_rss_peak_bytes)
+                "slow readers:     {} not reading, sent {} messages ({:.1} MiB), {} failed; server RSS peak {:.1} MiB meanwhile; the server cut {} for backlog and {} by the send deadline",
+                w.readers,
+                w.sent,
+                mib(w.bytes),
+                w.failed,
+                mib(w.server_rss_peak_bytes),
+                self.stat("slow_consumers_closed"),
+                self.stat("send_timeouts")
             );
         }
         if let Some(l) = &self.after_leave {

@@ -51,7 +51,9 @@ impl<D: Driver> Shard<D> {
             let c = self.conns[i];
             let reading = match c.state {
                 State::SubHead => true,
-                State::Pub => c.aux != NONE && !self.aux[c.aux].inbuf.is_empty(),
+                // A request under way, or none yet on a new connection: a publish connection
+                // that never sends a byte must not hold a slot for ever.
+                State::Pub => c.msgs == 0 || (c.aux != NONE && !self.aux[c.aux].inbuf.is_empty()),
                 _ => false,
             };
             if !reading {

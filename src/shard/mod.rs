@@ -180,6 +180,10 @@ pub struct Shard<D: Driver> {
     router: Router,
     pending: Slab<Pending>,
     cqes: Vec<Completion>,
+    /// Milliseconds since `epoch`, read once per turn (wrapping): dates the start of each
+    /// subscriber's send batch.
+    now_ms: u32,
+    epoch: Instant,
     to_close: Vec<u32>,
     fanout: Vec<u32>,
     scratch: Box<[u8]>,
@@ -268,6 +272,8 @@ impl<D: Driver> Shard<D> {
             aux_pool: Vec::new(),
             pending: Slab::with_capacity(1024),
             cqes: Vec::with_capacity(1024),
+            now_ms: 0,
+            epoch: Instant::now(),
             to_close: Vec::new(),
             fanout: Vec::new(),
             scratch: vec![0; 4096].into_boxed_slice(),
@@ -336,6 +342,7 @@ impl<D: Driver> Shard<D> {
         if self.mesh.is_shutdown() && !self.stopping {
             self.begin_stop();
         }
+        self.now_ms = self.epoch.elapsed().as_millis() as u32;
         self.arm_accepts();
         let mut cqes = std::mem::take(&mut self.cqes);
         self.driver.reap(&mut cqes);
@@ -573,7 +580,10 @@ impl<D: Driver> Shard<D> {
 
     fn ensure_aux(&mut self, i: u32) -> u32 {
         if self.conns[i].aux == NONE {
-            self.conns[i].aux = self.take_aux();
+            let a = self.take_aux();
+            // A send already in flight (a head, or output sent without an Aux) is dated now.
+            self.aux[a].batch_ms = self.now_ms;
+            self.conns[i].aux = a;
         }
         self.conns[i].aux
     }

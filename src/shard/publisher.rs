@@ -122,6 +122,7 @@ impl<D: Driver> Shard<D> {
     }
 
     pub(super) fn push_reply(&mut self, i: u32, p: Pending) -> u32 {
+        self.conns[i].msgs = self.conns[i].msgs.saturating_add(1);
         if p.close {
             self.conns[i].flags |= CLOSE_AFTER;
         }

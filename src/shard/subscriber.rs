@@ -3,8 +3,17 @@
 //! WebSocket control frames).
 
 use super::*;
-use crate::conn::{ACTIVE, HEAD_ONLY, WS_HEAD};
+use crate::conn::{ACTIVE, CUT, HEAD_ONLY, WS_HEAD};
 use crate::http::ws;
+
+/// How long a send may stay in flight before the output queued behind it counts against
+/// `--max-pending-bytes`, ms: longer than a zero-window probe's first retry (200 ms), so a
+/// reader whose window looked shut for a moment is not taken for a stalled one.
+const STALL_GRACE_MS: u32 = 500;
+
+/// Backlog, in multiples of `--max-pending-bytes`, that drops a subscriber at once, stalled
+/// or not: the hard bound on what one subscriber's output may hold.
+const HARD_FACTOR: usize = 64;
 
 impl<D: Driver> Shard<D> {
     /// Subscriber waiting for (more of) its request head: a recv that takes a pooled
@@ -275,6 +284,9 @@ impl<D: Driver> Shard<D> {
         if aux.out.is_empty() {
             return self.send_idle(i);
         }
+        if aux.sent == 0 {
+            aux.batch_ms = self.now_ms;
+        }
         let rest = &aux.out[aux.sent..];
         // SAFETY: `out` is neither touched nor freed while SENDING is set (new output goes
         // to `next`, and the Aux is released only when idle).
@@ -368,20 +380,24 @@ impl<D: Driver> Shard<D> {
     /// bytes for an empty message).
     pub(super) fn deliver(&mut self, i: u32, ev: Ev<'_>) -> bool {
         let c = self.conns[i];
-        if !matches!(c.state, State::SubStream | State::SubJoining) {
+        if !matches!(c.state, State::SubStream | State::SubJoining) || c.sflags & CUT != 0 {
             return false;
         }
         let a = self.ensure_aux(i);
+        let now_ms = self.now_ms;
         let c = &mut self.conns[i];
         let aux = &mut self.aux[a];
-        // Backpressure: output waits behind a send the kernel has not completed only when
-        // the socket is full, i.e. the subscriber is not reading. One message may always
-        // wait (however large); a backlog beyond `--max-pending-bytes` drops the subscriber
-        // rather than let its output grow without bound or delay anyone else. Bytes queued
-        // while no send is in flight go to the kernel at the end of this turn and are not
-        // backlog, so a fast reader is never dropped for a burst.
+        // Backpressure: output queued behind a send in flight is backlog. One message may
+        // always wait (however large). A backlog beyond `--max-pending-bytes` drops the
+        // subscriber once that send has been stuck for STALL_GRACE_MS (the socket is full:
+        // it is not reading), and at once beyond HARD_FACTOR times the bound, so its output
+        // never grows without bound nor delays anyone else. A reader that keeps reading is
+        // not dropped for a burst: a send completes as soon as the kernel takes it, and a
+        // window that looks shut for a moment (a delayed ACK or window update, up to a
+        // zero-window probe interval) is not a stalled reader.
         let sending = c.flags & SENDING != 0;
         let backlog = if sending { aux.next.len() } else { 0 };
+        let stalled = now_ms.wrapping_sub(aux.batch_ms) >= STALL_GRACE_MS;
         let buf = if sending { &mut aux.next } else { &mut aux.out };
         let (proto, chunked, n) = (
             Proto::from_u8(c.proto),
@@ -399,8 +415,13 @@ impl<D: Driver> Shard<D> {
             self.try_send(i); // releases an Aux taken for nothing
             return false;
         }
-        if backlog > 0 && aux.next.len() > self.cfg.max_pending_bytes {
+        let bound = self.cfg.max_pending_bytes;
+        if backlog > 0
+            && aux.next.len() > bound
+            && (stalled || aux.next.len() > bound.saturating_mul(HARD_FACTOR))
+        {
             ShardStats::add(&self.stats[self.me].slow_closed, 1);
+            c.sflags |= CUT;
             self.mark_close(i);
             return false;
         }
