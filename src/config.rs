@@ -9,7 +9,8 @@ use clap::Args;
 /// Flags of `uring-comet serve`. Each doc line is its `--help`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Subscriber listener address (GET /test/<id>). Port 0 picks a free port.
+    /// Subscriber listener address (GET /test/<ids>, /sub/<ids>: chunked, SSE, WebSocket).
+    /// Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
     /// Publish listener address (POST /send/<id>, GET /stats). Port 0 picks a free port.

@@ -267,13 +267,16 @@ fn ws_oversized_client_frame_1009() {
 
 both_backends! {
 /// Upgrades that RFC 6455 section 4.2.1 does not allow get 400 and a closed connection: no
-/// key, an empty key, version missing or not 13, and any upgrade over HTTP/1.0.
+/// key, an empty key, a key that is not base64 of 16 bytes, version missing or not 13, and
+/// any upgrade over HTTP/1.0.
 fn ws_bad_upgrades_400() {
     let server = start(2);
     let key = format!("Sec-WebSocket-Key: {WS_KEY}\r\n");
     let cases = [
         ("no key", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n".to_string()),
         ("empty key", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: \r\n".to_string()),
+        ("short key", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n".to_string()),
+        ("key of 17 bytes", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAAA=\r\n".to_string()),
         ("no version", format!("Upgrade: websocket\r\nConnection: Upgrade\r\n{key}")),
         ("version 8", format!("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\n{key}")),
         ("version 14", format!("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 14\r\n{key}")),

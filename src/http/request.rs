@@ -223,7 +223,8 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
         let proto = if seed {
             Proto::Seed
         } else if has_token(header(req, "upgrade"), "websocket") && !head_only {
-            let key = header(req, "sec-websocket-key").filter(|k| !k.is_empty() && k.len() <= 64);
+            // RFC 6455 section 4.2.1: the key is 16 bytes in base64 (24 characters).
+            let key = header(req, "sec-websocket-key").filter(|k| is_ws_key(k));
             if http10 || header(req, "sec-websocket-version") != Some(b"13") || key.is_none() {
                 return Err(Status::BadRequest);
             }
@@ -278,6 +279,16 @@ fn body_len(req: &httparse::Request<'_, '_>) -> Result<Option<usize>, Status> {
     Ok(Some(len))
 }
 
+/// Whether `k` is a `Sec-WebSocket-Key` RFC 6455 allows: base64 of 16 bytes, i.e. 22
+/// characters of the base64 alphabet and `==`.
+fn is_ws_key(k: &[u8]) -> bool {
+    k.len() == 24
+        && k.ends_with(b"==")
+        && k[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+}
+
 /// Parses a publish-listener request head: `POST /send/<id>`, `POST /publish/<user>`,
 /// `PUT|DELETE /friends/<a>/<b>` or `GET /stats`.
 ///
@@ -287,7 +298,8 @@ fn body_len(req: &httparse::Request<'_, '_>) -> Result<Option<usize>, Status> {
 /// decode).
 ///
 /// With `token` set, `POST /send` and `GET /stats` need `Authorization: Bearer <token>`
-/// (RFC 6750), compared in constant time; else 401.
+/// (RFC 6750 section 2.1; the scheme is case-insensitive, RFC 9110 section 11.1), the token
+/// compared in constant time; else 401.
 pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
     parse_with(buf, |req| {
         let path = path_of(req);
@@ -295,7 +307,10 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
         if path != b"/" {
             if let Some(t) = token {
                 let got = header(req, "authorization")
-                    .and_then(|v| v.strip_prefix(b"Bearer "))
+                    .and_then(|v| {
+                        let (scheme, rest) = v.split_at(v.len().min(7));
+                        scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+                    })
                     .unwrap_or(b"");
                 if !constant_time_eq(got, t) {
                     return Err(Status::Unauthorized);

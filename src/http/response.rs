@@ -177,9 +177,14 @@ pub fn friends_delivered(out: &mut Vec<u8>, friends: u64, n: u64, close: bool) {
 /// Appends a complete error reply; the connection is closed after it.
 pub fn error(out: &mut Vec<u8>, status: Status) {
     let (code, reason) = status.code_reason();
+    // RFC 6750 section 3: a 401 names the scheme it wants.
+    let challenge = match status {
+        Status::Unauthorized => "WWW-Authenticate: Bearer realm=\"uring-comet\"\r\n",
+        _ => "",
+    };
     let _ = write!(
         out,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reason}\n",
+        "HTTP/1.1 {code} {reason}\r\n{challenge}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reason}\n",
         reason.len() + 1
     );
 }
