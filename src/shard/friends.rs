@@ -228,15 +228,7 @@ impl<D: Driver> Shard<D> {
         p.count += u64::from(count);
         p.credit -= credit.min(p.credit);
         p.failed |= failed;
-        if p.done() {
-            if p.conn == NONE {
-                self.pending.remove(t);
-            } else {
-                let c = p.conn;
-                self.flush_replies(c);
-                self.read_more(c);
-            }
-        }
+        self.settle(t);
     }
 
     /// `PUT` (`add`) or `DELETE /friends/<a>/<b>` read on publisher connection `i`.

@@ -181,14 +181,23 @@ impl<D: Driver> Shard<D> {
             }
             None => p.remaining -= 1,
         }
-        if p.done() {
-            if p.conn == NONE {
-                self.pending.remove(t);
-            } else {
-                let c = p.conn;
-                self.flush_replies(c);
-                self.read_more(c);
-            }
+        self.settle(t);
+    }
+
+    /// After part of pending publish `t`'s answer came in: once it is complete, writes the
+    /// replies now due on its connection and reads on (or forgets it, if the publisher has
+    /// gone).
+    pub(super) fn settle(&mut self, t: u32) {
+        let p = &self.pending[t];
+        if !p.done() {
+            return;
+        }
+        if p.conn == NONE {
+            self.pending.remove(t);
+        } else {
+            let c = p.conn;
+            self.flush_replies(c);
+            self.read_more(c);
         }
     }
 
