@@ -141,17 +141,6 @@ pub(super) fn gib(bytes: u64) -> String {
 
 /// A JSON string literal.
 pub(super) fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    // Serialising a str cannot fail.
+    serde_json::to_string(s).unwrap_or_default()
 }

@@ -260,7 +260,7 @@ fn text_and_json() {
     let json = r.json();
     assert!(json.starts_with("{\"conns\":1000000,\"loopback\":true,\"shards\":2,\"backend\":\"uring\",\"fits\":false,\"cap\":287898,"));
     assert!(json.contains("{\"limit\":\"net.ipv4.tcp_mem\",\"current\":\"max 575,796 pages (2.2 GiB)\",\"allows\":\"no\",\"caps_at\":287898,"));
-    assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
 }
 
 #[test]
