@@ -13,10 +13,6 @@ use uring_comet::id::{Id, IdError, MAX_IDS_PER_CONN, MAX_ID_LEN};
 /// The publish token of the `parse_publish(.., Some(TOKEN))` runs (also in `fuzz/http.dict`).
 pub const TOKEN: &[u8] = b"s3cret-token";
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 /// A cheap hash of the input, to pick split points that differ from input to input.
 fn pick(data: &[u8], below: usize) -> usize {
     if below == 0 {
@@ -40,7 +36,8 @@ fn pick(data: &[u8], below: usize) -> usize {
 /// - a refusal is never 200; the results are well-formed (ids valid, unique, 1 to 64; a
 ///   WebSocket key exactly on WebSocket streams; a publish body at most [`MAX_BODY`]);
 /// - the token only ever turns a result into 401, a request accepted with the token
-///   carries `Authorization: Bearer <token>`, and without a token nothing is 401.
+///   carries `Authorization: Bearer <token>` (the scheme in any case), and without a token
+///   nothing is 401.
 pub fn request_head(data: &[u8]) {
     let sub = parse_subscribe(data);
     check_head(data, &sub, parse_subscribe);
@@ -70,8 +67,12 @@ pub fn request_head(data: &[u8]) {
         n,
     ) = &locked
     {
+        let head = &data[..*n];
+        let carries = head
+            .windows(7 + TOKEN.len())
+            .any(|w| w[..7].eq_ignore_ascii_case(b"bearer ") && &w[7..] == TOKEN);
         assert!(
-            contains(&data[..*n], b"Bearer s3cret-token"),
+            carries,
             "accepted with a token without the token: {locked:?}"
         );
     }
