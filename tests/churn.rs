@@ -34,8 +34,10 @@ fn sockets_in_state(addr: SocketAddr, state: &str) -> usize {
         .count()
 }
 
-fn stat(p: SocketAddr, key: &str) -> u64 {
-    json_number(&Publisher::connect(p).stats(), key) as u64
+/// A number of `/stats`, read over `watcher`, one keep-alive publish connection held for
+/// the whole test (a connection per reading would leave fds closing behind each one).
+fn stat(watcher: &mut Publisher, key: &str) -> u64 {
+    json_number(&watcher.stats(), key) as u64
 }
 
 /// Closes `stream` with a RST (SO_LINGER 0) instead of a FIN.
@@ -47,15 +49,15 @@ fn reset(stream: TcpStream) {
 }
 
 /// The server's counts once every client is gone, polled until they settle (at most 5 s).
-fn settled(pid: u32, s: SocketAddr, p: SocketAddr, base_fds: usize) -> String {
+/// `base_fds` was read with `watcher` already connected, so the fd counts compare exactly.
+fn settled(pid: u32, s: SocketAddr, watcher: &mut Publisher, base_fds: usize) -> String {
     let mut last = String::new();
     let ok = wait_until(Duration::from_secs(5), || {
         let (conns, ids, slots) = (
-            stat(p, "connections"),
-            stat(p, "ids"),
-            stat(p, "direct_slots_in_use"),
+            stat(watcher, "connections"),
+            stat(watcher, "ids"),
+            stat(watcher, "direct_slots_in_use"),
         );
-        // /stats itself holds one publisher connection while it answers.
         let fds = fd_count(pid);
         let close_wait = sockets_in_state(s, "08");
         let established = sockets_in_state(s, "01");
@@ -66,7 +68,7 @@ fn settled(pid: u32, s: SocketAddr, p: SocketAddr, base_fds: usize) -> String {
         conns == 0
             && ids == 0
             && slots == 0
-            && fds <= base_fds + 1
+            && fds <= base_fds
             && close_wait == 0
             && established == 0
     });
@@ -85,8 +87,16 @@ fn churn_returns_to_baseline() {
     let server = ChildServer::spawn(2);
     let pid = server.child.id();
     let (s, p) = (server.subscriber, server.publish);
-    assert!(wait_until(Duration::from_secs(5), || stat(p, "connections") == 0));
-    let base_fds = fd_count(pid);
+    let mut watcher = Publisher::connect(p);
+    assert!(wait_until(Duration::from_secs(5), || stat(&mut watcher, "connections") == 0));
+    // Every shard is up and only the watcher is connected: the fds to come back to (read
+    // 100 ms apart until two readings agree, in case the server is still opening some).
+    let mut base_fds = fd_count(pid);
+    assert!(wait_until(Duration::from_secs(3), || {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = fd_count(pid);
+        std::mem::replace(&mut base_fds, now) == now
+    }));
     let mut staying: Vec<(String, Subscriber)> = Vec::new();
     let mut n = 0u32;
     for round in 0..3 {
@@ -110,7 +120,7 @@ fn churn_returns_to_baseline() {
         let mut seen = 0;
         assert!(
             wait_until(Duration::from_secs(5), || {
-                seen = stat(p, "connections");
+                seen = stat(&mut watcher, "connections");
                 seen == open + 20
             }),
             "round {round}: connections={seen}, want {}",
@@ -120,10 +130,10 @@ fn churn_returns_to_baseline() {
             Backend::Uring => {
                 // Streams hold slots; publishers (the /stats reader) and heads still being
                 // read hold plain fds until they are installed.
-                assert_eq!(stat(p, "direct_slots_in_use"), open, "round {round}");
+                assert_eq!(stat(&mut watcher, "direct_slots_in_use"), open, "round {round}");
             }
             Backend::Epoll => {
-                assert_eq!(stat(p, "direct_slots_in_use"), 0);
+                assert_eq!(stat(&mut watcher, "direct_slots_in_use"), 0);
                 assert!(fd_count(pid) >= base_fds + open as usize, "round {round}");
             }
             Backend::Auto => unreachable!(),
@@ -151,7 +161,7 @@ fn churn_returns_to_baseline() {
             reset(sub.client.stream);
         }
     }
-    let line = settled(pid, s, p, base_fds);
+    let line = settled(pid, s, &mut watcher, base_fds);
     eprintln!("after churn: {line}");
 }
 }
