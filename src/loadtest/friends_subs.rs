@@ -83,6 +83,22 @@ pub struct SubsResult {
 }
 
 impl SubsResult {
+    /// Nothing seen yet, latencies going into `latency_us`.
+    fn empty(latency_us: Histogram<u64>) -> SubsResult {
+        SubsResult {
+            connected: 0,
+            closed: 0,
+            got: HashSet::new(),
+            duplicates: 0,
+            out_of_order: 0,
+            unexpected: 0,
+            garbled: 0,
+            heartbeats: 0,
+            latency_us,
+            notes: Vec::new(),
+        }
+    }
+
     /// The results of two loops over disjoint connections, together.
     pub fn merge(mut self, o: SubsResult) -> Result<SubsResult> {
         self.connected += o.connected;
@@ -123,18 +139,7 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
             sent: false,
         })
         .collect();
-    let mut res = SubsResult {
-        connected: 0,
-        closed: 0,
-        got: HashSet::new(),
-        duplicates: 0,
-        out_of_order: 0,
-        unexpected: 0,
-        garbled: 0,
-        heartbeats: 0,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        notes: Vec::new(),
-    };
+    let mut res = SubsResult::empty(Histogram::new_with_bounds(1, 60_000_000, 3)?);
     let mut buf = vec![0u8; 64 * 1024];
     let (mut launched, mut in_flight) = (0usize, 0usize);
     let start = Instant::now();
@@ -325,18 +330,7 @@ mod tests {
             Some((12, 7, &b"7:3:99"[..]))
         );
         assert_eq!(parse_friend_chunk(b"Recvd msg #12: '7:3:99'<br/>\n"), None);
-        let mut res = SubsResult {
-            connected: 0,
-            closed: 0,
-            got: HashSet::new(),
-            duplicates: 0,
-            out_of_order: 0,
-            unexpected: 0,
-            garbled: 0,
-            heartbeats: 0,
-            latency_us: Histogram::new(3).unwrap(),
-            notes: Vec::new(),
-        };
+        let mut res = SubsResult::empty(Histogram::new(3).unwrap());
         let rec: HashMap<u32, Vec<u32>> = [(7, vec![2, 5])].into_iter().collect();
         let mut last = 0;
         let c = |n: u64, from: u64, seq: u64| {
