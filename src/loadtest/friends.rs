@@ -26,7 +26,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
 use super::friends_plan;
-use super::friends_subs::{self, SubsConfig, SubsShared};
+use super::friends_subs::{self, ClientIo, SubsConfig, SubsShared};
 use super::halves::{check_fd_limit, check_positive};
 use super::msggen::{self, MsggenConfig, MsggenShared};
 use super::proc::{cpu_seconds, ServerGuard};
@@ -78,6 +78,15 @@ pub struct FriendsArgs {
     /// receive work for 40,000+ deliveries a second is about a core.
     #[arg(long, default_value_t = 2)]
     pub client_threads: usize,
+    /// How the subscriber threads read their streams once logged in: `uring` (a multishot
+    /// receive per stream on a DEFER_TASKRUN ring, woken per batch; see
+    /// `src/loadtest/uring_recv.rs`) or `epoll` (mio, woken per delivery).
+    #[arg(long, value_enum, default_value_t = ClientIo::Uring)]
+    pub client_io: ClientIo,
+    /// With `--client-io uring`: microseconds a subscriber thread may hold a first
+    /// completion while waiting for a batch (each delivery's measured latency includes it).
+    #[arg(long, default_value_t = 100)]
+    pub client_min_wait_us: u32,
     /// Shards for the server (its `--shards`).
     #[arg(long)]
     pub shards: Option<usize>,
@@ -217,6 +226,7 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     let recipients = Arc::new(recipients);
     let conn_of: HashMap<u32, usize> = order.iter().enumerate().map(|(i, &u)| (u, i)).collect();
     let threads = a.client_threads.clamp(1, 16);
+    let planned: usize = plan.iter().map(|&u| recipients[&(u as u32)].len()).sum();
     let all_users = Arc::new(order.clone());
     let mut shared = Vec::new();
     let mut loops = Vec::new();
@@ -229,6 +239,9 @@ pub fn run(a: FriendsArgs) -> Result<()> {
             connect_rate: a.connect_rate / threads as f64,
             max_connecting: (a.max_connecting / threads).max(1),
             recipients: recipients.clone(),
+            io: a.client_io,
+            min_wait_us: a.client_min_wait_us,
+            expected: planned / threads + planned / threads / 8,
         };
         let ss = sh.clone();
         loops.push(

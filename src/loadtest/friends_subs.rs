@@ -7,9 +7,10 @@
 //! graph), and no (seq, connection) pair twice. Publish-to-receive latency is taken per
 //! delivery from the send time in the body.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,16 @@ use super::check::{parse_body, parse_u64};
 use super::chunk::{Carry, ChunkParser};
 use super::flood::connect_from;
 use super::proc::now_us;
+use super::uring_recv::{Got, RecvConfig, RecvRing};
+
+/// How a subscriber thread reads its streams once they have their head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientIo {
+    /// One multishot receive per stream on an io_uring ring, woken per batch.
+    Uring,
+    /// mio (epoll, edge-triggered), woken per delivery.
+    Epoll,
+}
 
 /// Connections per source address (see `flood`).
 const CONNS_PER_SOURCE: usize = 12_000;
@@ -43,6 +54,12 @@ pub struct SubsConfig {
     pub max_connecting: usize,
     /// Publisher -> the logged-in users that receive its events (sorted).
     pub recipients: Arc<HashMap<u32, Vec<u32>>>,
+    /// How streams are read after their head.
+    pub io: ClientIo,
+    /// With [`ClientIo::Uring`]: see [`RecvConfig::min_wait_us`].
+    pub min_wait_us: u32,
+    /// Deliveries this loop expects (sizes its set of seen deliveries).
+    pub expected: usize,
 }
 
 /// Counters for other threads and the stop flag.
@@ -65,7 +82,7 @@ pub struct SubsResult {
     /// Connections that ended.
     pub closed: u64,
     /// Distinct (event, connection) deliveries: `seq << 24 | connection`.
-    pub got: HashSet<u64>,
+    pub got: ahash::AHashSet<u64>,
     /// Deliveries received twice.
     pub duplicates: u64,
     /// Chunks whose N was not the previous N + 1.
@@ -84,11 +101,11 @@ pub struct SubsResult {
 
 impl SubsResult {
     /// Nothing seen yet, latencies going into `latency_us`.
-    fn empty(latency_us: Histogram<u64>) -> SubsResult {
+    fn empty(latency_us: Histogram<u64>, capacity: usize) -> SubsResult {
         SubsResult {
             connected: 0,
             closed: 0,
-            got: HashSet::new(),
+            got: ahash::AHashSet::with_capacity(capacity),
             duplicates: 0,
             out_of_order: 0,
             unexpected: 0,
@@ -124,11 +141,22 @@ struct Conn {
     sent: bool,
 }
 
-/// Runs until `shared.stop` is set (or every connection ended).
+/// Runs until `shared.stop` is set (or every connection ended). Connects, requests and heads
+/// go through mio; the streams are then read by mio too, or handed to a [`RecvRing`].
 pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let n = cfg.mine.len();
+    let mut ring = match cfg.io {
+        ClientIo::Uring => Some(RecvRing::new(
+            n,
+            RecvConfig {
+                min_wait_us: cfg.min_wait_us,
+                ..RecvConfig::default()
+            },
+        )?),
+        ClientIo::Epoll => None,
+    };
     let sources = cfg.users.len().div_ceil(CONNS_PER_SOURCE).max(1) as u32;
     let mut conns: Vec<Conn> = (0..n)
         .map(|_| Conn {
@@ -139,15 +167,16 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
             sent: false,
         })
         .collect();
-    let mut res = SubsResult::empty(Histogram::new_with_bounds(1, 60_000_000, 3)?);
+    // Sized up front: growing a set of a million entries mid-run stalls this loop for tens
+    // of ms, which would show up as delivery latency.
+    let mut res = SubsResult::empty(
+        Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        cfg.expected,
+    );
     let mut buf = vec![0u8; 64 * 1024];
     let (mut launched, mut in_flight) = (0usize, 0usize);
+    let mut endings: Vec<(usize, String)> = Vec::new();
     let start = Instant::now();
-    let note = |res: &mut SubsResult, s: String| {
-        if res.notes.len() < MAX_NOTES {
-            res.notes.push(s);
-        }
-    };
     loop {
         if shared.stop.load(Relaxed) || res.closed as usize == n {
             break;
@@ -173,22 +202,22 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
                 Err(e) => {
                     in_flight -= 1;
                     res.closed += 1;
-                    note(
-                        &mut res,
-                        format!("user {}: connect: {e}", cfg.users[g as usize]),
-                    );
+                    res.note(format!("user {}: connect: {e}", cfg.users[g as usize]));
                 }
             }
         }
-        match poll.poll(&mut events, Some(Duration::from_millis(20))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
+        let connecting = launched < n || in_flight > 0;
+        if ring.is_none() || connecting {
+            let wait = Duration::from_millis(if ring.is_some() { 1 } else { 20 });
+            match poll.poll(&mut events, Some(wait)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
         for ev in events.iter() {
             let i = ev.token().0;
-            let g = cfg.mine[i];
-            let user = cfg.users[g];
+            let user = cfg.users[cfg.mine[i]];
             let c = &mut conns[i];
             let Some(stream) = c.stream.as_mut() else {
                 continue;
@@ -209,6 +238,9 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
                 }
             }
             while ending.is_none() && c.sent && (ev.is_readable() || ev.is_read_closed()) {
+                let Some(stream) = c.stream.as_mut() else {
+                    break;
+                };
                 let k = match stream.read(&mut buf) {
                     Ok(0) => {
                         ending = Some("server closed the stream".into());
@@ -223,21 +255,19 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
                     }
                 };
                 let had_head = c.parser.head_done();
-                let now = now_us();
-                let last_n = &mut c.last_n;
-                let res_ref = &mut res;
-                let rec = &cfg.recipients;
-                let fed = c.parser.feed_any(&buf[..k], &mut c.partial, false, |d| {
-                    check_chunk(res_ref, rec, g, user, last_n, d, now)
-                });
+                ending = c.feed(&mut res, &cfg.recipients, cfg.mine[i], user, &buf[..k]);
                 if !had_head && c.parser.head_done() {
                     res.connected += 1;
                     in_flight -= 1;
                     shared.connected.store(res.connected, Relaxed);
-                }
-                if let Err(e) = fed {
-                    res.garbled += 1;
-                    ending = Some(e.to_string());
+                    if let (Some(r), None) = (ring.as_mut(), &ending) {
+                        // From here on the ring reads this stream.
+                        let mut s = c.stream.take().expect("read above");
+                        poll.registry().deregister(&mut s)?;
+                        r.arm(s.as_raw_fd(), i)?;
+                        c.stream = Some(s);
+                        break;
+                    }
                 }
                 if k < buf.len() {
                     // A short read emptied the socket: more data raises a new edge, so the
@@ -254,12 +284,72 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
                 }
                 res.closed += 1;
                 shared.closed.store(res.closed, Relaxed);
-                note(&mut res, format!("user {user}: {why}"));
+                res.note(format!("user {user}: {why}"));
+            }
+        }
+        events.clear();
+        if let Some(r) = ring.as_mut() {
+            let wait = if connecting {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(20)
+            };
+            r.wait(wait, |i, got| {
+                let user = cfg.users[cfg.mine[i]];
+                let c = &mut conns[i];
+                let why = match got {
+                    Got::Data(d) => c.feed(&mut res, &cfg.recipients, cfg.mine[i], user, d),
+                    Got::End => Some("server closed the stream".into()),
+                    Got::Error(e) => Some(format!("read: {e}")),
+                };
+                if let Some(why) = why {
+                    endings.push((i, why));
+                }
+            })?;
+            for (i, why) in endings.drain(..) {
+                if conns[i].stream.take().is_some() {
+                    r.stop(i)?;
+                    res.closed += 1;
+                    shared.closed.store(res.closed, Relaxed);
+                    res.note(format!("user {}: {why}", cfg.users[cfg.mine[i]]));
+                }
             }
         }
         shared.received.store(res.got.len() as u64, Relaxed);
     }
     Ok(res)
+}
+
+impl Conn {
+    /// Feeds `data`, the next bytes of the stream of login `g` (user `user`), checking each chunk;
+    /// returns why the stream must end, if it must.
+    fn feed(
+        &mut self,
+        res: &mut SubsResult,
+        rec: &HashMap<u32, Vec<u32>>,
+        g: usize,
+        user: u32,
+        data: &[u8],
+    ) -> Option<String> {
+        let now = now_us();
+        let last_n = &mut self.last_n;
+        let fed = self.parser.feed_any(data, &mut self.partial, false, |d| {
+            check_chunk(res, rec, g, user, last_n, d, now)
+        });
+        fed.err().map(|e| {
+            res.garbled += 1;
+            e.to_string()
+        })
+    }
+}
+
+impl SubsResult {
+    /// Keeps one of the first few problems.
+    fn note(&mut self, s: String) {
+        if self.notes.len() < MAX_NOTES {
+            self.notes.push(s);
+        }
+    }
 }
 
 /// Checks one chunk on connection `i` (user `user`).
@@ -330,7 +420,7 @@ mod tests {
             Some((12, 7, &b"7:3:99"[..]))
         );
         assert_eq!(parse_friend_chunk(b"Recvd msg #12: '7:3:99'<br/>\n"), None);
-        let mut res = SubsResult::empty(Histogram::new(3).unwrap());
+        let mut res = SubsResult::empty(Histogram::new(3).unwrap(), 0);
         let rec: HashMap<u32, Vec<u32>> = [(7, vec![2, 5])].into_iter().collect();
         let mut last = 0;
         let c = |n: u64, from: u64, seq: u64| {

@@ -55,6 +55,7 @@ mod report;
 mod scenario;
 mod slow;
 mod soak;
+mod uring_recv;
 mod url;
 
 pub use compare::CompareArgs;
