@@ -26,7 +26,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
 use super::friends_plan;
-use super::friends_subs::{self, ClientIo, SubsConfig, SubsShared};
+use super::friends_subs::{self, ClientIo, SubsConfig, SubsShared, FANOUT_BUCKETS};
 use super::halves::{check_fd_limit, check_positive};
 use super::msggen::{self, MsggenConfig, MsggenShared};
 use super::proc::{cpu_seconds, ServerGuard};
@@ -351,6 +351,19 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     let publish_s = published.elapsed.as_secs_f64().max(1e-9);
     let lat = Latency::from_histogram(&res.latency_us);
     let entries = gv("graph_entries");
+    let by_fanout: Vec<(String, Latency)> = res
+        .by_fanout
+        .iter()
+        .enumerate()
+        .map(|(k, h)| {
+            let lo = FANOUT_BUCKETS[k];
+            let range = match FANOUT_BUCKETS.get(k + 1) {
+                Some(next) => format!("{lo}-{}", next - 1),
+                None => format!("{lo}+"),
+            };
+            (range, Latency::from_histogram(h))
+        })
+        .collect();
     let report = serde_json::json!({
         "graph": path.display().to_string(),
         "graph_generated_s": generated.map(|(_, s)| s),
@@ -383,6 +396,8 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         "garbled": res.garbled,
         "publish_s": publish_s,
         "latency_us": {"count": lat.count, "p50": lat.p50, "p90": lat.p90, "p99": lat.p99, "p999": lat.p999, "max": lat.max},
+        "latency_us_by_event_size": by_fanout.iter().map(|(range, l)| serde_json::json!({"logged_in_friends": range, "count": l.count, "p50": l.p50, "p99": l.p99, "max": l.max})).collect::<Vec<_>>(),
+        "client_io": format!("{:?}", a.client_io).to_lowercase(),
         "server_cpu_publish_s": cpu,
         "client_cpu_publish_s": client_cpu,
         "server_exited": server_exited,
@@ -419,6 +434,17 @@ pub fn run(a: FriendsArgs) -> Result<()> {
             res.duplicates, res.unexpected, res.out_of_order, res.garbled
         );
         println!("publish-to-receive per delivery: {}", lat.line());
+        let parts: Vec<String> = by_fanout
+            .iter()
+            .filter(|(_, l)| l.count > 0)
+            .map(|(range, l)| {
+                format!(
+                    "{range}: {} deliveries, p50 {} us, p99 {} us",
+                    l.count, l.p50, l.p99
+                )
+            })
+            .collect();
+        println!("  by event size (logged-in friends): {}", parts.join("; "));
         println!("CPU while publishing: server {cpu:.2} s, load tester {client_cpu:.2} s");
     }
     let bad = lost + res.duplicates + res.unexpected + res.out_of_order + res.garbled;

@@ -35,6 +35,10 @@ pub enum ClientIo {
     Epoll,
 }
 
+/// Lower bounds of the event sizes (logged-in recipients of the publisher) the latency is
+/// also broken down by: 1-49, 50-199, 200-499, 500 and more.
+pub const FANOUT_BUCKETS: [usize; 4] = [1, 50, 200, 500];
+
 /// Connections per source address (see `flood`).
 const CONNS_PER_SOURCE: usize = 12_000;
 /// End reasons kept.
@@ -95,6 +99,8 @@ pub struct SubsResult {
     pub heartbeats: u64,
     /// Publish-to-receive latency per delivery, us.
     pub latency_us: Histogram<u64>,
+    /// The same, per event size ([`FANOUT_BUCKETS`]).
+    pub by_fanout: Vec<Histogram<u64>>,
     /// The first few problems.
     pub notes: Vec<String>,
 }
@@ -111,6 +117,7 @@ impl SubsResult {
             unexpected: 0,
             garbled: 0,
             heartbeats: 0,
+            by_fanout: vec![latency_us.clone(); FANOUT_BUCKETS.len()],
             latency_us,
             notes: Vec::new(),
         }
@@ -127,6 +134,9 @@ impl SubsResult {
         self.garbled += o.garbled;
         self.heartbeats += o.heartbeats;
         self.latency_us.add(&o.latency_us)?;
+        for (h, oh) in self.by_fanout.iter_mut().zip(&o.by_fanout) {
+            h.add(oh)?;
+        }
         self.notes.extend(o.notes);
         self.notes.truncate(MAX_NOTES);
         Ok(self)
@@ -382,19 +392,22 @@ fn check_chunk(
         res.garbled += 1;
         return;
     }
-    let expected = u32::try_from(from)
+    let Some(r) = u32::try_from(from)
         .ok()
         .and_then(|f| recipients.get(&f))
-        .is_some_and(|r| r.binary_search(&user).is_ok());
-    if !expected {
+        .filter(|r| r.binary_search(&user).is_ok())
+    else {
         res.unexpected += 1;
         return;
-    }
+    };
     if !res.got.insert(seq << 24 | i as u64) {
         res.duplicates += 1;
         return;
     }
-    let _ = res.latency_us.record(now.saturating_sub(t_us).max(1));
+    let us = now.saturating_sub(t_us).max(1);
+    let _ = res.latency_us.record(us);
+    let b = FANOUT_BUCKETS.iter().rposition(|&lo| r.len() >= lo).unwrap_or(0);
+    let _ = res.by_fanout[b].record(us);
 }
 
 /// Splits `Recvd msg #N from U: 'BODY'<br/>\n` into (N, U, BODY).
