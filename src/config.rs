@@ -90,6 +90,20 @@ pub struct ServeArgs {
     /// Stop at the first bad line of the friends file instead of reporting and skipping it.
     #[arg(long, requires = "friends")]
     pub strict: bool,
+    /// Shard threads' CPU affinity: `auto` pins shard i to the i-th CPU this process may run
+    /// on (sched_getaffinity(2), wrapping when there are more shards than CPUs), as nginx's
+    /// `worker_cpu_affinity auto`; `off` leaves placement to the scheduler.
+    #[arg(long, value_enum, default_value_t = CpuAffinity::Auto)]
+    pub cpu_affinity: CpuAffinity,
+}
+
+/// Whether shard threads are pinned to CPUs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuAffinity {
+    /// Shard i on the i-th allowed CPU.
+    Auto,
+    /// No pinning.
+    Off,
 }
 
 /// Which data-plane backend the shards run.
@@ -159,6 +173,8 @@ pub struct ServerConfig {
     pub friends_directed: bool,
     /// `--strict`: a bad line stops the load.
     pub friends_strict: bool,
+    /// Shard thread pinning.
+    pub cpu_affinity: CpuAffinity,
 }
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
@@ -221,6 +237,7 @@ impl ServeArgs {
             friends: self.friends,
             friends_directed: self.directed,
             friends_strict: self.strict,
+            cpu_affinity: self.cpu_affinity,
         })
     }
 }
@@ -246,6 +263,9 @@ impl ServerConfig {
             friends: None,
             friends_directed: false,
             friends_strict: false,
+            // Tests run many servers side by side: pinning them all to the same CPUs is not
+            // what they measure.
+            cpu_affinity: CpuAffinity::Off,
         }
     }
 }

@@ -21,7 +21,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::cluster::Cluster;
-use crate::config::{Backend, ServerConfig};
+use crate::config::{Backend, CpuAffinity, ServerConfig};
 use crate::driver::epoll::Epoll;
 use crate::driver::uring::{self, Uring};
 use crate::driver::Driver;
@@ -198,7 +198,12 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     let cfg = Arc::new(cfg);
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
     let mut threads = Vec::with_capacity(n);
+    let cpus = match cfg.cpu_affinity {
+        CpuAffinity::Auto => allowed_cpus(),
+        CpuAffinity::Off => Vec::new(),
+    };
     for (me, (sub, publ)) in subs.into_iter().zip(pubs).enumerate() {
+        let cpu = (!cpus.is_empty()).then(|| cpus[me % cpus.len()]);
         let (mesh, stats, cfg, ready) =
             (mesh.clone(), stats.clone(), cfg.clone(), ready_tx.clone());
         let cluster = cluster.clone();
@@ -207,6 +212,9 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
         let t = std::thread::Builder::new()
             .name(format!("shard-{me}"))
             .spawn(move || {
+                if let Some(cpu) = cpu {
+                    pin_to(me, cpu);
+                }
                 if backend == Backend::Uring {
                     // The ring is created on its own thread: SINGLE_ISSUER ties it to its creator.
                     let driver = match Uring::new(plan) {
@@ -288,6 +296,41 @@ fn wait_cluster_up(c: &Cluster) {
 /// Starts the cluster agent, if any, as a task on the calling shard's runtime (it lives
 /// until that runtime is dropped at shutdown).
 /// Returns whether it did (the shard loop then shares its runtime).
+/// The CPUs this process may run on, in order (empty if they cannot be read).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a live cpu_set_t of `size` bytes.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        tracing::warn!(
+            "sched_getaffinity: {}; shards are not pinned",
+            io::Error::last_os_error()
+        );
+        return Vec::new();
+    }
+    // SAFETY: reading bits of an initialised set, below CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Pins the calling thread (shard `me`) to `cpu`; a failure is logged and ignored.
+fn pin_to(me: usize, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; `cpu` < CPU_SETSIZE (from allowed_cpus).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a live cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        tracing::warn!(
+            shard = me,
+            cpu,
+            "sched_setaffinity: {}; shard not pinned",
+            io::Error::last_os_error()
+        );
+    }
+}
+
 fn spawn_agent(agent: Option<Arc<Cluster>>) -> bool {
     match agent {
         Some(c) => {

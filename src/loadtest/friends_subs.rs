@@ -179,10 +179,7 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
         .collect();
     // Sized up front: growing a set of a million entries mid-run stalls this loop for tens
     // of ms, which would show up as delivery latency.
-    let mut res = SubsResult::empty(
-        Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        cfg.expected,
-    );
+    let mut res = SubsResult::empty(Histogram::new_with_bounds(1, 60_000_000, 3)?, cfg.expected);
     let mut buf = vec![0u8; 64 * 1024];
     let (mut launched, mut in_flight) = (0usize, 0usize);
     let mut endings: Vec<(usize, String)> = Vec::new();
@@ -406,7 +403,10 @@ fn check_chunk(
     }
     let us = now.saturating_sub(t_us).max(1);
     let _ = res.latency_us.record(us);
-    let b = FANOUT_BUCKETS.iter().rposition(|&lo| r.len() >= lo).unwrap_or(0);
+    let b = FANOUT_BUCKETS
+        .iter()
+        .rposition(|&lo| r.len() >= lo)
+        .unwrap_or(0);
     let _ = res.by_fanout[b].record(us);
 }
 
