@@ -68,6 +68,9 @@ pub const WS_HEAD: u8 = 32;
 /// Subscriber: cut as a slow consumer this turn (closed at the end of the turn); takes no
 /// more output and is counted once.
 pub const CUT: u8 = 64;
+/// Publisher flag: an edit (`PUT|DELETE /friends/...`) read on this connection is not applied
+/// yet; its later requests wait for it, so a pipelined publish sees the edit.
+pub const EDITING: u8 = 128;
 /// Flag: still reading a request (head or publish body) at the last head-timeout sweep.
 pub const SLOW: u8 = 4;
 

@@ -27,8 +27,8 @@ use bytes::Bytes;
 
 use crate::config::{Placement, ServerConfig};
 use crate::conn::{
-    Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, CONTINUED, HEAD_PENDING, LINGER, LOGGED_IN, NONE,
-    PARSING, POLLING, PUBLISHER, RECVING, SENDING, SLOW,
+    Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, CONTINUED, EDITING, HEAD_PENDING, LINGER,
+    LOGGED_IN, NONE, PARSING, POLLING, PUBLISHER, RECVING, SENDING, SLOW,
 };
 use crate::driver::{Completion, Driver};
 use crate::http::request::{parse_publish, parse_subscribe, Head, PubRequest, SubRequest};

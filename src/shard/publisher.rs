@@ -14,7 +14,9 @@ impl<D: Driver> Shard<D> {
         self.conns[i].sflags |= PARSING;
         let mut used = 0;
         let token = self.cfg.publish_token.clone();
-        while self.conns[i].flags & CLOSE_AFTER == 0 {
+        // A request after an edit waits until the edit is applied (read-your-writes on one
+        // connection): the edit and, say, a publish go to different shards.
+        while self.conns[i].flags & CLOSE_AFTER == 0 && self.conns[i].sflags & EDITING == 0 {
             match parse_publish(&inbuf[used..], token.as_deref().map(str::as_bytes)) {
                 Head::Incomplete => break,
                 Head::Refuse(s) => {
@@ -110,7 +112,7 @@ impl<D: Driver> Shard<D> {
         let c = self.conns[i];
         if c.state != State::Pub
             || c.flags & (CLOSE_AFTER | RECVING) != 0
-            || c.sflags & PARSING != 0
+            || c.sflags & (PARSING | EDITING) != 0
             || c.aux == NONE
         {
             return;
@@ -195,7 +197,17 @@ impl<D: Driver> Shard<D> {
         if p.conn == NONE {
             self.pending.remove(t);
         } else {
-            let c = p.conn;
+            let (c, edit) = (p.conn, p.kind == ReplyKind::Edit);
+            if edit && self.conns[c].sflags & EDITING != 0 {
+                // The edit is applied: the requests read after it may go on (unless they
+                // are being parsed right now, on this very stack).
+                self.conns[c].sflags &= !EDITING;
+                let a = self.conns[c].aux;
+                if self.conns[c].sflags & PARSING == 0 && a != NONE && !self.aux[a].inbuf.is_empty()
+                {
+                    return self.on_publisher_input(c);
+                }
+            }
             self.flush_replies(c);
             self.read_more(c);
         }
