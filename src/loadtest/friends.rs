@@ -74,18 +74,21 @@ pub struct FriendsArgs {
     /// Publishers (keep-alive connections).
     #[arg(long, default_value_t = 50)]
     pub parallel: usize,
-    /// Threads reading the logins' streams (each a mio loop over its share); the kernel's
+    /// Threads reading the logins' streams (1 to 16, each over its share); the kernel's
     /// receive work for 40,000+ deliveries a second is about a core.
-    #[arg(long, default_value_t = 2)]
-    pub client_threads: usize,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub client_threads: u16,
     /// How the subscriber threads read their streams once logged in: `uring` (a multishot
-    /// receive per stream on a DEFER_TASKRUN ring, woken per batch; see
-    /// `src/loadtest/uring_recv.rs`) or `epoll` (mio, woken per delivery).
-    #[arg(long, value_enum, default_value_t = ClientIo::Uring)]
+    /// receive per stream on a DEFER_TASKRUN ring, woken per batch; needs Linux 6.12 for
+    /// IORING_FEAT_MIN_TIMEOUT; see `src/loadtest/uring_recv.rs`), `epoll` (mio, woken per
+    /// delivery), or `auto`: uring where the kernel has it, else epoll (said on stderr and
+    /// in the report's `client_io`).
+    #[arg(long, value_enum, default_value_t = ClientIo::Auto)]
     pub client_io: ClientIo,
-    /// With `--client-io uring`: microseconds a subscriber thread may hold a first
-    /// completion while waiting for a batch (each delivery's measured latency includes it).
-    #[arg(long, default_value_t = 100)]
+    /// With the uring client: microseconds (0 to 10,000) a subscriber thread may hold a
+    /// first completion while waiting for a batch of 64; 0 returns at the first completion.
+    /// Each delivery's measured latency includes this wait.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub client_min_wait_us: u32,
     /// Shards for the server (its `--shards`).
     #[arg(long)]
@@ -178,6 +181,13 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     let total = (a.rate * a.duration).round() as u64;
     let plan = p.events(total, &mut rng);
     let (order, recipients, publishers) = (p.logins, p.recipients, p.publishers);
+    if order.len() < a.logins {
+        say(&format!(
+            "--logins {} is more than the neighbourhoods hold: {} logins",
+            a.logins,
+            order.len()
+        ));
+    }
     let (fan_median, fan_max) = (p.fan_median, p.fan_max);
     say(&format!(
         "{} logins in the neighbourhoods of {} seeds (logged-in friends per seed: median {fan_median}, max {fan_max}); {} events planned",
@@ -225,7 +235,7 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     // 5. Logins.
     let recipients = Arc::new(recipients);
     let conn_of: HashMap<u32, usize> = order.iter().enumerate().map(|(i, &u)| (u, i)).collect();
-    let threads = a.client_threads.clamp(1, 16);
+    let threads = usize::from(a.client_threads);
     let planned: usize = plan.iter().map(|&u| recipients[&(u as u32)].len()).sum();
     let all_users = Arc::new(order.clone());
     let mut shared = Vec::new();
@@ -397,7 +407,9 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         "publish_s": publish_s,
         "latency_us": {"count": lat.count, "p50": lat.p50, "p90": lat.p90, "p99": lat.p99, "p999": lat.p999, "max": lat.max},
         "latency_us_by_event_size": by_fanout.iter().map(|(range, l)| serde_json::json!({"logged_in_friends": range, "count": l.count, "p50": l.p50, "p99": l.p99, "max": l.max})).collect::<Vec<_>>(),
-        "client_io": format!("{:?}", a.client_io).to_lowercase(),
+        "client_io": res.io_used.unwrap_or("none"),
+        "client_min_wait_us": a.client_min_wait_us,
+        "client_rearmed": res.rearmed,
         "server_cpu_publish_s": cpu,
         "client_cpu_publish_s": client_cpu,
         "server_exited": server_exited,

@@ -29,6 +29,9 @@ use super::uring_recv::{Got, RecvConfig, RecvRing};
 /// How a subscriber thread reads its streams once they have their head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClientIo {
+    /// `uring` if this kernel has it (ring with DEFER_TASKRUN and IORING_FEAT_MIN_TIMEOUT),
+    /// else `epoll`.
+    Auto,
     /// One multishot receive per stream on an io_uring ring, woken per batch.
     Uring,
     /// mio (epoll, edge-triggered), woken per delivery.
@@ -103,6 +106,10 @@ pub struct SubsResult {
     pub by_fanout: Vec<Histogram<u64>>,
     /// The first few problems.
     pub notes: Vec<String>,
+    /// How the streams were read after their heads (`uring` or `epoll`).
+    pub io_used: Option<&'static str>,
+    /// Multishot receives re-armed because provided buffers ran out (uring only).
+    pub rearmed: u64,
 }
 
 impl SubsResult {
@@ -120,6 +127,8 @@ impl SubsResult {
             by_fanout: vec![latency_us.clone(); FANOUT_BUCKETS.len()],
             latency_us,
             notes: Vec::new(),
+            io_used: None,
+            rearmed: 0,
         }
     }
 
@@ -138,6 +147,11 @@ impl SubsResult {
             h.add(oh)?;
         }
         self.notes.extend(o.notes);
+        self.rearmed += o.rearmed;
+        self.io_used = match (self.io_used, o.io_used) {
+            (Some(a), Some(b)) if a != b => Some("mixed"),
+            (a, b) => a.or(b),
+        };
         self.notes.truncate(MAX_NOTES);
         Ok(self)
     }
@@ -157,15 +171,22 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let n = cfg.mine.len();
+    let rcfg = RecvConfig {
+        min_wait_us: cfg.min_wait_us,
+        ..RecvConfig::default()
+    };
     let mut ring = match cfg.io {
-        ClientIo::Uring => Some(RecvRing::new(
-            n,
-            RecvConfig {
-                min_wait_us: cfg.min_wait_us,
-                ..RecvConfig::default()
-            },
-        )?),
         ClientIo::Epoll => None,
+        ClientIo::Uring => Some(RecvRing::new(n, rcfg)?),
+        ClientIo::Auto => match RecvRing::new(n, rcfg) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!(
+                    "loadtest friends: io_uring client unavailable ({e}); reading with epoll"
+                );
+                None
+            }
+        },
     };
     let sources = cfg.users.len().div_ceil(CONNS_PER_SOURCE).max(1) as u32;
     let mut conns: Vec<Conn> = (0..n)
@@ -324,6 +345,8 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
         }
         shared.received.store(res.got.len() as u64, Relaxed);
     }
+    res.io_used = Some(if ring.is_some() { "uring" } else { "epoll" });
+    res.rearmed = ring.as_ref().map_or(0, |r| r.rearmed);
     Ok(res)
 }
 

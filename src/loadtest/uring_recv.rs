@@ -39,7 +39,8 @@ pub struct RecvConfig {
     pub buffer_bytes: u32,
     /// Completions a wait asks for before it returns.
     pub batch: u32,
-    /// Microseconds after the first completion that a wait returns with fewer than `batch`.
+    /// Microseconds after the first completion that a wait returns with fewer than `batch`;
+    /// 0: every wait returns at the first completion.
     pub min_wait_us: u32,
 }
 
@@ -93,6 +94,12 @@ impl RecvRing {
             .setup_defer_taskrun()
             .setup_cqsize(32_768)
             .build(1024)?;
+        if !ring.params().is_feature_min_timeout() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no IORING_FEAT_MIN_TIMEOUT (Linux 6.12) for batched waits",
+            ));
+        }
         let n = usize::from(cfg.buffers);
         let bufs = vec![0u8; n * cfg.buffer_bytes as usize].into_boxed_slice();
         let br_layout = Layout::from_size_align(n * std::mem::size_of::<BufRingEntry>(), 4096)
@@ -181,14 +188,12 @@ impl RecvRing {
         let ts = Timespec::new()
             .sec(timeout.as_secs())
             .nsec(timeout.subsec_nanos());
+        // A zero timeout or min wait asks for one completion: nothing is held back.
+        let batched = !timeout.is_zero() && self.cfg.min_wait_us > 0;
         let args = SubmitArgs::new()
-            .min_wait_usec(self.cfg.min_wait_us)
+            .min_wait_usec(if batched { self.cfg.min_wait_us } else { 0 })
             .timespec(&ts);
-        let want = if timeout.is_zero() {
-            1
-        } else {
-            self.cfg.batch as usize
-        };
+        let want = if batched { self.cfg.batch as usize } else { 1 };
         match self.ring.submitter().submit_with_args(want, &args) {
             Ok(_) => {}
             Err(e)
