@@ -13,7 +13,8 @@ pub struct ServeArgs {
     /// Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Publish listener address (POST /send/<id>, GET /stats). Port 0 picks a free port.
+    /// Publish listener address (POST /send/<id>, GET /stats; with --friends also POST
+    /// /publish/<user>, PUT|DELETE /friends/<a>/<b>). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub publish_listen: SocketAddr,
     /// Number of shards (threads, each with its own ring and listeners); default: available cores.
@@ -53,8 +54,9 @@ pub struct ServeArgs {
     /// before it gets 408 and is closed; slow-loris clients cannot pile up.
     #[arg(long, default_value_t = 10)]
     pub head_timeout: u64,
-    /// Bearer token publishers must send (`Authorization: Bearer TOKEN`) on `POST /send` and
-    /// `GET /stats`; required when the publish listener is not on loopback. Also read from
+    /// Bearer token publishers must send (`Authorization: Bearer TOKEN`) on every request
+    /// of the publish listener but the demo page (`/send`, `/stats`, `/publish`, `/friends`);
+    /// required when the publish listener is not on loopback. Also read from
     /// the environment variable `UC_PUBLISH_TOKEN`.
     #[arg(long, env = "UC_PUBLISH_TOKEN", hide_env_values = true)]
     pub publish_token: Option<String>,
