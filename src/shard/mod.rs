@@ -173,6 +173,9 @@ pub struct Shard<D: Driver> {
     listeners: [Option<OwnedFd>; 2],
     accept_armed: [bool; 2],
     accept_retry: Option<Instant>,
+    /// Accepts that failed since the last one that succeeded (the first is logged at warn,
+    /// the rest at debug, the recovery at info: an fd shortage logs 3 lines, not 10 a second).
+    accept_failures: u64,
     max_conns: usize,
     conns: Slab<Conn>,
     aux: Slab<Aux>,
@@ -266,6 +269,7 @@ impl<D: Driver> Shard<D> {
             listeners: [Some(sub), Some(publ)],
             accept_armed: [false; 2],
             accept_retry: None,
+            accept_failures: 0,
             max_conns,
             conns: Slab::with_capacity(max_conns),
             aux: Slab::with_capacity(1024),
@@ -532,14 +536,24 @@ impl<D: Driver> Shard<D> {
             if !self.stopping && res != -libc::ECANCELED {
                 // EMFILE, ENFILE, ENOMEM, ENOBUFS: the pending connection stays queued, so
                 // re-arming at once would spin. Retry after a pause or when a connection closes.
-                tracing::warn!(
-                    shard = self.me,
-                    "accept failed: {}; pausing accepts",
-                    std::io::Error::from_raw_os_error(-res)
-                );
+                let e = std::io::Error::from_raw_os_error(-res);
+                if self.accept_failures == 0 {
+                    tracing::warn!(shard = self.me, "accept failed: {e}; pausing accepts, retrying every 100 ms or when a connection closes");
+                } else {
+                    tracing::debug!(shard = self.me, "accept failed again: {e}");
+                }
+                self.accept_failures += 1;
                 self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
             }
             return;
+        }
+        if self.accept_failures > 0 {
+            tracing::info!(
+                shard = self.me,
+                failed = self.accept_failures,
+                "accepting again"
+            );
+            self.accept_failures = 0;
         }
         // SAFETY: a non-negative accept result is a new fd that nothing else owns.
         let fd = res;
