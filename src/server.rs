@@ -394,6 +394,7 @@ fn load_friends(
         rss_grown = grown,
         rss_per_entry = format!("{:.2}", grown as f64 / rep.entries.max(1) as f64),
         journal_edits = replay.edits,
+        journal_bad_lines = replay.bad_lines,
         journal_kept = replay.kept,
         secs = format!("{:.2}", elapsed.as_secs_f64()),
         "friends graph loaded"

@@ -7,7 +7,9 @@
 //! write under a process-wide lock, so the journal's order is the order edits were applied.
 //! An edit costs one fdatasync (about 0.1-10 ms by disk) on that shard; edits are rare
 //! next to publishes. A crash in the middle of a write leaves a torn last line, whose edit
-//! was never acknowledged: it is skipped (logged) on replay.
+//! was never acknowledged: a last line without its terminating newline is skipped (logged
+//! with its line number) on replay even if what is left of it still parses, and so it is
+//! not kept by compaction.
 //!
 //! # Start: replay and compaction
 //! On start the edge file is loaded, then the journal is replayed on top of it (into the
@@ -57,10 +59,13 @@ pub fn apply(graphs: &mut [ShardGraph], add: bool, a: u32, b: u32, directed: boo
 /// What a replay found.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Replay {
-    /// Edit lines read.
+    /// Edit lines read and applied.
     pub edits: u64,
-    /// Lines skipped as malformed (a torn last line after a crash).
+    /// Lines skipped: malformed ones, and a torn last line (see [`Replay::torn`]).
     pub bad_lines: u64,
+    /// The last line had no terminating newline (a crash cut its write): it was skipped,
+    /// whatever it held, because its edit was never acknowledged.
+    pub torn: bool,
     /// Lines in the compacted journal.
     pub kept: u64,
 }
@@ -95,32 +100,57 @@ impl Journal {
 
 /// Replays the journal at `path` (if it exists) into `graphs` and leaves the file as it is
 /// (the load tester's copy of a served graph uses this).
+///
+/// Only whole lines (ending in `\n`) are applied. A last line without its newline is a
+/// write a crash cut short (its edit was never acknowledged, and `+ 13 1` cut from
+/// `+ 13 14` would still parse): it is logged with its line number and skipped. A line
+/// that is not `+ a b` or `- a b` is logged and skipped; blank lines are ignored. Errors:
+/// the file cannot be opened (other than not existing) or read.
 pub fn replay(path: &Path, graphs: &mut [ShardGraph], directed: bool) -> io::Result<Replay> {
     let mut rep = Replay::default();
-    match File::open(path) {
-        Ok(f) => {
-            for (n, line) in BufReader::new(f).split(b'\n').enumerate() {
-                let line = line?;
-                match parse_edit(&line) {
-                    Some((add, a, b)) => {
-                        rep.edits += 1;
-                        apply(graphs, add, a, b, directed);
-                    }
-                    None if line.iter().all(u8::is_ascii_whitespace) => {}
-                    None => {
-                        rep.bad_lines += 1;
-                        tracing::warn!(
-                            "friends journal {}:{}: not `+ a b` or `- a b`: {:?}; skipped",
-                            path.display(),
-                            n + 1,
-                            String::from_utf8_lossy(&line[..line.len().min(80)])
-                        );
-                    }
-                }
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(rep),
+        Err(e) => return Err(e),
+    };
+    let mut r = BufReader::new(f);
+    let mut line = Vec::new();
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        n += 1;
+        let text = match line.strip_suffix(b"\n") {
+            Some(text) => text,
+            None if line.iter().all(u8::is_ascii_whitespace) => break,
+            None => {
+                rep.bad_lines += 1;
+                rep.torn = true;
+                tracing::warn!(
+                    "friends journal {}:{n}: last line has no newline (a write cut short by a crash; never acknowledged): {:?}; skipped",
+                    path.display(),
+                    String::from_utf8_lossy(&line[..line.len().min(80)])
+                );
+                break;
+            }
+        };
+        match parse_edit(text) {
+            Some((add, a, b)) => {
+                rep.edits += 1;
+                apply(graphs, add, a, b, directed);
+            }
+            None if text.iter().all(u8::is_ascii_whitespace) => {}
+            None => {
+                rep.bad_lines += 1;
+                tracing::warn!(
+                    "friends journal {}:{n}: not `+ a b` or `- a b`: {:?}; skipped",
+                    path.display(),
+                    String::from_utf8_lossy(&text[..text.len().min(80)])
+                );
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
     }
     Ok(rep)
 }
@@ -191,7 +221,7 @@ mod tests {
         };
         let (mut gs, _) = load_from(&b"1 2\n1 3\n"[..], Path::new("g"), opts).unwrap();
         let (mut journal, rep) = Journal::start(&j, &mut gs, false).unwrap();
-        assert_eq!((rep.edits, rep.bad_lines), (5, 2));
+        assert_eq!((rep.edits, rep.bad_lines, rep.torn), (5, 2, true));
         // Net: 1-5 added, 1-2 removed; 7-8 and 1-3 no change.
         assert_eq!(rep.kept, 2);
         let mut text: Vec<String> = std::fs::read_to_string(&j)
@@ -212,6 +242,58 @@ mod tests {
         assert_eq!(f(&gs, 1), vec![3, 5]);
         assert_eq!(f(&gs, 5), vec![1]);
         assert_eq!(f(&gs, 2), Vec::<u32>::new());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fresh temp directory for one test.
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("uc-journal-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn graphs(shards: usize) -> Vec<ShardGraph> {
+        let opts = LoadOptions {
+            shards,
+            directed: false,
+            strict: false,
+        };
+        load_from(&b"1 2\n"[..], Path::new("g"), opts).unwrap().0
+    }
+
+    fn has(gs: &[ShardGraph], u: u32, f: u32) -> bool {
+        gs[owner_of(u, gs.len())].has(u, f)
+    }
+
+    #[test]
+    fn torn_last_line_is_skipped_not_compacted() {
+        let dir = temp_dir("torn");
+        let j = dir.join("g.tsv.journal");
+        // `+ 13 14\n` cut by a crash after `+ 13 1`: it still parses, but was never
+        // acknowledged (no newline, no fdatasync), so it must not become an edge.
+        std::fs::write(&j, "+ 5 6\n+ 13 1").unwrap();
+        let mut gs = graphs(2);
+        let rep = replay(&j, &mut gs, false).unwrap();
+        assert_eq!((rep.edits, rep.bad_lines, rep.torn), (1, 1, true));
+        assert!(has(&gs, 5, 6) && !has(&gs, 13, 1) && !has(&gs, 1, 13));
+        let mut gs = graphs(2);
+        let (_, rep) = Journal::start(&j, &mut gs, false).unwrap();
+        assert_eq!((rep.edits, rep.torn, rep.kept), (1, true, 1));
+        assert_eq!(
+            std::fs::read_to_string(&j).unwrap(),
+            "+ 5 6\n",
+            "compaction drops it"
+        );
+        assert!(!has(&gs, 13, 1));
+        // Whole lines, the last one included, are all applied; a missing journal is empty.
+        std::fs::write(&j, "+ 5 6\n\n+ 13 1\n").unwrap();
+        let mut gs = graphs(2);
+        let rep = replay(&j, &mut gs, false).unwrap();
+        assert_eq!((rep.edits, rep.bad_lines, rep.torn), (2, 0, false));
+        assert!(has(&gs, 13, 1));
+        let rep = replay(&dir.join("none"), &mut gs, false).unwrap();
+        assert_eq!((rep.edits, rep.bad_lines, rep.torn), (0, 0, false));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
