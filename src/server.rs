@@ -27,6 +27,7 @@ use crate::driver::uring::{self, Uring};
 use crate::driver::Driver;
 use crate::friends::journal::{self, Journal};
 use crate::friends::load::{self, LoadOptions};
+use crate::friends::lock;
 use crate::mesh::Mesh;
 use crate::shard::{FriendsShard, Shard};
 use crate::stats::ShardStats;
@@ -347,7 +348,9 @@ const TURNS_PER_YIELD: u32 = 16;
 
 /// Loads the friends store (`--friends`): the edge file, then its journal (replayed and
 /// compacted); one part per shard. Logs and records in `stats` the load time, entries,
-/// heap bytes and the RSS the load added.
+/// heap bytes and the RSS the load added. Errors: the file's directory does not exist
+/// (one error naming it, before anything is loaded), a bad line under `--strict`, the file
+/// or journal cannot be read or written.
 fn load_friends(
     cfg: &ServerConfig,
     stats: &[ShardStats],
@@ -356,6 +359,9 @@ fn load_friends(
     let Some(path) = &cfg.friends else {
         return Ok(Vec::new());
     };
+    // Before anything is loaded or logged: a FILE whose directory is missing is a wrong
+    // path (a typo, a volume not mounted), not an empty graph; no journal could be kept.
+    lock::check_dir(path)?;
     let rss0 = crate::stats::rss_bytes();
     let t0 = Instant::now();
     let opts = LoadOptions {

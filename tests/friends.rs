@@ -399,3 +399,33 @@ fn missing_file_is_an_empty_graph_built_by_edits() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 }
+
+both_backends! {
+/// `--friends DIR/FILE` whose directory does not exist: the start fails with one error
+/// naming the directory, before anything is loaded (no "empty graph" warning first, no
+/// journal error after), and nothing is created.
+fn missing_directory_is_one_clear_error() {
+    let dir = temp_dir("nodir");
+    let file = dir.join("nodir").join("x.tsv");
+    let out = Command::new(env!("CARGO_BIN_EXE_uring-comet"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--publish-listen", "127.0.0.1:0", "--shards", "2", "--backend", &backend().to_string(), "--friends"])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty(), "the start fails: {err}");
+    let want = format!("--friends {}: the directory {} does not exist", file.display(), dir.join("nodir").display());
+    assert!(err.contains(&want), "{want:?} in {err}");
+    assert!(!err.contains("empty graph") && !err.contains("journal"), "one error only: {err}");
+    assert!(!dir.join("nodir").exists(), "the directory is not created");
+    // In process too: server::start returns the error.
+    let mut cfg = ServerConfig::local(2);
+    cfg.backend = backend();
+    cfg.friends = Some(file);
+    let e = uring_comet::server::start(cfg).err().expect("start fails").to_string();
+    assert!(e.contains(&want), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
