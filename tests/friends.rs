@@ -429,3 +429,43 @@ fn missing_directory_is_one_clear_error() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 }
+
+both_backends! {
+/// A second server on the same `--friends FILE` (in this process too: flock locks are per
+/// open file description) fails to start, naming the file and saying another server uses
+/// it; the first keeps its journal and goes on working. The load tester's read-only replay
+/// still reads the journal meanwhile. Once the first stops, the file is free again.
+fn second_server_on_the_same_file_fails_to_start() {
+    let dir = temp_dir("twice");
+    let cfg = config(&dir, 2, "1 2\n");
+    let file = dir.join("graph.tsv");
+    let server = start_with(cfg.clone());
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(edit(&mut p, "PUT", 3, 1), r#"{"changed":true}"#);
+    let mut second = cfg.clone();
+    second.backend = backend();
+    let e = uring_comet::server::start(second).err().expect("a second server on the file fails to start");
+    let e = format!("{e:#}");
+    let want = format!("--friends {}: another uring-comet server (pid {}) uses this graph file", file.display(), std::process::id());
+    assert!(e.contains(&want) && e.contains("its own copy"), "{e}");
+    // The first server's journal was neither compacted nor replaced: edits go on to it.
+    let mut s3 = Subscriber::connect(server.subscriber_addr(), "3");
+    assert_eq!(edit(&mut p, "PUT", 4, 1), r#"{"changed":true}"#);
+    assert_eq!(std::fs::read_to_string(dir.join("graph.tsv.journal")).unwrap(), "+ 3 1\n+ 4 1\n");
+    assert_eq!(publish_friends(&mut p, "1", b"still here"), r#"{"friends":3,"delivered":1}"#);
+    expect_friend(&mut s3, 1, b"still here");
+    // What `loadtest friends --graph FILE` does: load and replay, read only, no lock.
+    let opts = uring_comet::friends::load::LoadOptions { shards: 1, directed: false, strict: false };
+    let (mut gs, _) = uring_comet::friends::load::load(&file, opts).unwrap();
+    let rep = uring_comet::friends::journal::replay(&dir.join("graph.tsv.journal"), &mut gs, false).unwrap();
+    assert_eq!((rep.edits, rep.bad_lines), (2, 0));
+    drop((p, s3));
+    server.shutdown().unwrap();
+    // Free again: a restart replays both edits.
+    let server = start_with(cfg);
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"x"), r#"{"friends":3,"delivered":0}"#);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}

@@ -25,7 +25,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{load::parse_line, owner_of, ShardGraph};
+use super::{load::parse_line, lock::GraphLock, owner_of, ShardGraph};
 
 /// The journal path of edge file `graph`: `graph` with `.journal` appended.
 pub fn path_for(graph: &Path) -> PathBuf {
@@ -90,6 +90,8 @@ pub struct Journal {
     good_len: u64,
     /// The file may hold bytes past `good_len` that could not be cut off yet.
     dirty: bool,
+    /// The server's lock on the graph file, held as long as the journal can be appended to.
+    _lock: Option<GraphLock>,
     #[cfg(test)]
     faults: Faults,
 }
@@ -130,10 +132,18 @@ impl Journal {
             path: path.to_path_buf(),
             good_len,
             dirty: false,
+            _lock: None,
             #[cfg(test)]
             faults: Faults::default(),
         };
         Ok((j, rep))
+    }
+
+    /// The journal, holding `lock` (the server's lock on its graph file) until it is dropped:
+    /// no other server may compact or append to this journal meanwhile.
+    pub fn holding(mut self, lock: GraphLock) -> Journal {
+        self._lock = Some(lock);
+        self
     }
 
     /// Appends edit `a b` (the line `+ a b` or `- a b`) and fdatasyncs it; `Ok` means it is
