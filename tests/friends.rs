@@ -469,3 +469,83 @@ fn second_server_on_the_same_file_fails_to_start() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 }
+
+/// `gen-friends` cut off half way (here by RLIMIT_FSIZE, a deterministic stand-in for a full
+/// disk or a Ctrl-C mid-write): no cut-off graph under the output name for a later run (or
+/// `loadtest friends`, which reuses any file there) to take as complete, no temporary file
+/// left, and a complete file already there is kept as it was.
+#[test]
+fn gen_friends_cut_off_leaves_no_partial_graph() {
+    use std::os::unix::process::CommandExt;
+    let dir = std::env::temp_dir().join(format!("uc-friends-{}-gencut", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("g.tsv");
+    let gen = |limit: Option<u64>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_uring-comet"));
+        cmd.args([
+            "gen-friends",
+            "--users",
+            "20000",
+            "--avg-friends",
+            "10",
+            "--seed",
+            "2",
+            "-o",
+        ])
+        .arg(&out)
+        .stdin(Stdio::null());
+        if let Some(bytes) = limit {
+            // SAFETY: setrlimit and signal are async-signal-safe; the child only sets its
+            // own file size limit, with SIGXFSZ ignored so the write fails with EFBIG.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: bytes,
+                        rlim_max: bytes,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        cmd.output().unwrap()
+    };
+    let files = || {
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let cut = gen(Some(64 << 10));
+    assert!(!cut.status.success(), "the write past 64 KiB fails");
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert!(err.contains("File too large"), "{err}");
+    assert!(
+        files().is_empty(),
+        "no partial graph, no temporary file: {:?}",
+        files()
+    );
+    let whole = gen(None);
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    let complete = std::fs::read(&out).unwrap();
+    assert!(complete.len() > 64 << 10 && complete.ends_with(b"\n"));
+    assert_eq!(files(), vec!["g.tsv"]);
+    assert!(!gen(Some(64 << 10)).status.success());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        complete,
+        "the complete file is kept"
+    );
+    assert_eq!(files(), vec!["g.tsv"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
