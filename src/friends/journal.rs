@@ -9,10 +9,10 @@
 //! next to publishes. An append that fails (its write or its fdatasync) is answered 500 and
 //! cut off: the journal keeps the length of its acknowledged lines and truncates the file
 //! back to it, so no later edit is written after a partial line (if the truncation fails
-//! too, every edit is refused until a retried one succeeds). A crash in the middle of a write leaves a torn last line, whose edit
-//! was never acknowledged: a last line without its terminating newline is skipped (logged
-//! with its line number) on replay even if what is left of it still parses, and so it is
-//! not kept by compaction.
+//! too, every edit is refused until a retried one succeeds). A crash in the middle of a
+//! write leaves a torn last line, whose edit was never acknowledged: a last line without its
+//! terminating newline is skipped (logged with its line number) on replay even if what is
+//! left of it still parses, and so it is not kept by compaction.
 //!
 //! # Start: replay and compaction
 //! On start the edge file is loaded, then the journal is replayed on top of it (into the
