@@ -82,7 +82,9 @@ pub struct ServeArgs {
     pub cluster_buckets: u32,
     /// Friends graph: a SNAP edge list (`u<TAB>v` or `u v` per line, `#` comments) loaded at
     /// start; enables `POST /publish/<user>` and `PUT|DELETE /friends/<a>/<b>`. Edits go to
-    /// FILE.journal. A file that does not exist yet is an empty graph.
+    /// FILE.journal. A file that does not exist yet is an empty graph; its directory must
+    /// exist (else the start fails, naming it). The server locks FILE.lock while it runs:
+    /// a second server on the same FILE fails to start (each needs its own copy).
     #[arg(long, value_name = "FILE")]
     pub friends: Option<PathBuf>,
     /// A line `u v` of the friends file means u follows v (u receives v's events), not a

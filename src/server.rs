@@ -27,6 +27,7 @@ use crate::driver::uring::{self, Uring};
 use crate::driver::Driver;
 use crate::friends::journal::{self, Journal};
 use crate::friends::load::{self, LoadOptions};
+use crate::friends::lock::GraphLock;
 use crate::mesh::Mesh;
 use crate::shard::{FriendsShard, Shard};
 use crate::stats::ShardStats;
@@ -347,7 +348,11 @@ const TURNS_PER_YIELD: u32 = 16;
 
 /// Loads the friends store (`--friends`): the edge file, then its journal (replayed and
 /// compacted); one part per shard. Logs and records in `stats` the load time, entries,
-/// heap bytes and the RSS the load added.
+/// heap bytes and the RSS the load added. The lock on FILE ([`crate::friends::lock`]) is
+/// taken first and kept in the journal the shards share: it is held as long as any shard
+/// can append. Errors: the file's directory does not exist, or another server holds the
+/// lock (both before anything is loaded); a bad line under `--strict`; the file or journal
+/// cannot be read or written.
 fn load_friends(
     cfg: &ServerConfig,
     stats: &[ShardStats],
@@ -356,6 +361,11 @@ fn load_friends(
     let Some(path) = &cfg.friends else {
         return Ok(Vec::new());
     };
+    // Before anything is loaded or logged: a FILE whose directory is missing is a wrong
+    // path (a typo, a volume not mounted), not an empty graph; no journal could be kept.
+    // Then the lock, before the journal is compacted: a second server on FILE would rename
+    // its compacted journal over ours while we append to it (see friends::lock).
+    let held = GraphLock::take(path)?;
     let rss0 = crate::stats::rss_bytes();
     let t0 = Instant::now();
     let opts = LoadOptions {
@@ -367,6 +377,7 @@ fn load_friends(
     let jpath = journal::path_for(path);
     let (j, replay) = Journal::start(&jpath, &mut graphs, cfg.friends_directed)
         .with_context(|| format!("friends journal {}", jpath.display()))?;
+    let j = j.holding(held);
     let elapsed = t0.elapsed();
     // The load's edge buffers were freed; hand their pages back before measuring.
     // SAFETY: malloc_trim has no preconditions.
@@ -394,12 +405,13 @@ fn load_friends(
         rss_grown = grown,
         rss_per_entry = format!("{:.2}", grown as f64 / rep.entries.max(1) as f64),
         journal_edits = replay.edits,
+        journal_bad_lines = replay.bad_lines,
         journal_kept = replay.kept,
         secs = format!("{:.2}", elapsed.as_secs_f64()),
         "friends graph loaded"
     );
     let j = Arc::new(Mutex::new(j));
-    Ok(graphs
+    let shards = graphs
         .into_iter()
         .map(|graph| {
             Some(FriendsShard {
@@ -408,7 +420,8 @@ fn load_friends(
                 directed: cfg.friends_directed,
             })
         })
-        .collect())
+        .collect();
+    Ok(shards)
 }
 
 struct RingFd(RawFd);

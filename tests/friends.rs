@@ -461,3 +461,153 @@ fn missing_file_is_an_empty_graph_built_by_edits() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 }
+
+both_backends! {
+/// `--friends DIR/FILE` whose directory does not exist: the start fails with one error
+/// naming the directory, before anything is loaded (no "empty graph" warning first, no
+/// journal error after), and nothing is created.
+fn missing_directory_is_one_clear_error() {
+    let dir = temp_dir("nodir");
+    let file = dir.join("nodir").join("x.tsv");
+    let out = Command::new(env!("CARGO_BIN_EXE_uring-comet"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--publish-listen", "127.0.0.1:0", "--shards", "2", "--backend", &backend().to_string(), "--friends"])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty(), "the start fails: {err}");
+    let want = format!("--friends {}: the directory {} does not exist", file.display(), dir.join("nodir").display());
+    assert!(err.contains(&want), "{want:?} in {err}");
+    assert!(!err.contains("empty graph") && !err.contains("journal"), "one error only: {err}");
+    assert!(!dir.join("nodir").exists(), "the directory is not created");
+    // In process too: server::start returns the error.
+    let mut cfg = ServerConfig::local(2);
+    cfg.backend = backend();
+    cfg.friends = Some(file);
+    let e = uring_comet::server::start(cfg).err().expect("start fails").to_string();
+    assert!(e.contains(&want), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
+
+both_backends! {
+/// A second server on the same `--friends FILE` (in this process too: flock locks are per
+/// open file description) fails to start, naming the file and saying another server uses
+/// it; the first keeps its journal and goes on working. The load tester's read-only replay
+/// still reads the journal meanwhile. Once the first stops, the file is free again.
+fn second_server_on_the_same_file_fails_to_start() {
+    let dir = temp_dir("twice");
+    let cfg = config(&dir, 2, "1 2\n");
+    let file = dir.join("graph.tsv");
+    let server = start_with(cfg.clone());
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(edit(&mut p, "PUT", 3, 1), r#"{"changed":true}"#);
+    let mut second = cfg.clone();
+    second.backend = backend();
+    let e = uring_comet::server::start(second).err().expect("a second server on the file fails to start");
+    let e = format!("{e:#}");
+    let want = format!("--friends {}: another uring-comet server (pid {}) uses this graph file", file.display(), std::process::id());
+    assert!(e.contains(&want) && e.contains("its own copy"), "{e}");
+    // The first server's journal was neither compacted nor replaced: edits go on to it.
+    let mut s3 = Subscriber::connect(server.subscriber_addr(), "3");
+    assert_eq!(edit(&mut p, "PUT", 4, 1), r#"{"changed":true}"#);
+    assert_eq!(std::fs::read_to_string(dir.join("graph.tsv.journal")).unwrap(), "+ 3 1\n+ 4 1\n");
+    assert_eq!(publish_friends(&mut p, "1", b"still here"), r#"{"friends":3,"delivered":1}"#);
+    expect_friend(&mut s3, 1, b"still here");
+    // What `loadtest friends --graph FILE` does: load and replay, read only, no lock.
+    let opts = uring_comet::friends::load::LoadOptions { shards: 1, directed: false, strict: false };
+    let (mut gs, _) = uring_comet::friends::load::load(&file, opts).unwrap();
+    let rep = uring_comet::friends::journal::replay(&dir.join("graph.tsv.journal"), &mut gs, false).unwrap();
+    assert_eq!((rep.edits, rep.bad_lines), (2, 0));
+    drop((p, s3));
+    server.shutdown().unwrap();
+    // Free again: a restart replays both edits.
+    let server = start_with(cfg);
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(publish_friends(&mut p, "1", b"x"), r#"{"friends":3,"delivered":0}"#);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
+
+/// `gen-friends` cut off half way (here by RLIMIT_FSIZE, a deterministic stand-in for a full
+/// disk or a Ctrl-C mid-write): no cut-off graph under the output name for a later run (or
+/// `loadtest friends`, which reuses any file there) to take as complete, no temporary file
+/// left, and a complete file already there is kept as it was.
+#[test]
+fn gen_friends_cut_off_leaves_no_partial_graph() {
+    use std::os::unix::process::CommandExt;
+    let dir = std::env::temp_dir().join(format!("uc-friends-{}-gencut", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("g.tsv");
+    let gen = |limit: Option<u64>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_uring-comet"));
+        cmd.args([
+            "gen-friends",
+            "--users",
+            "20000",
+            "--avg-friends",
+            "10",
+            "--seed",
+            "2",
+            "-o",
+        ])
+        .arg(&out)
+        .stdin(Stdio::null());
+        if let Some(bytes) = limit {
+            // SAFETY: setrlimit and signal are async-signal-safe; the child only sets its
+            // own file size limit, with SIGXFSZ ignored so the write fails with EFBIG.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: bytes,
+                        rlim_max: bytes,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        cmd.output().unwrap()
+    };
+    let files = || {
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let cut = gen(Some(64 << 10));
+    assert!(!cut.status.success(), "the write past 64 KiB fails");
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert!(err.contains("File too large"), "{err}");
+    assert!(
+        files().is_empty(),
+        "no partial graph, no temporary file: {:?}",
+        files()
+    );
+    let whole = gen(None);
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    let complete = std::fs::read(&out).unwrap();
+    assert!(complete.len() > 64 << 10 && complete.ends_with(b"\n"));
+    assert_eq!(files(), vec!["g.tsv"]);
+    assert!(!gen(Some(64 << 10)).status.success());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        complete,
+        "the complete file is kept"
+    );
+    assert_eq!(files(), vec!["g.tsv"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

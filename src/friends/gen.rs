@@ -10,11 +10,12 @@
 //! `--local` (0.3), from the first end's community (the block of `--community` consecutive
 //! ids it is in), which closes triangles: friends of friends are often friends. Self-loops
 //! and repeats are dropped and edges drawn again until the target count `users · avg / 2`
-//! is reached. Output: `u<TAB>v` lines, u < v, sorted; `#` header lines.
+//! is reached. Output: `u<TAB>v` lines, u < v, sorted; `#` header lines. The file is written
+//! under a temporary name beside it and renamed into place when complete ([`write_whole`]).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -207,37 +208,148 @@ pub fn run(a: GenArgs) -> Result<()> {
 
 /// Generates the graph and writes it to `a.output`; returns the friendships written, the
 /// degree statistics and the seconds spent generating.
+///
+/// The file appears complete or not at all (see [`write_whole`]): a run interrupted while
+/// writing (Ctrl-C, a full disk) leaves no cut-off graph under `a.output` for a later run to
+/// take as finished. Errors: bad flags (see [`generate`]), the file cannot be written.
 pub fn write(a: &GenArgs) -> Result<(usize, DegreeStats, f64)> {
     let t0 = Instant::now();
     let edges = generate(a)?;
     let gen_s = t0.elapsed().as_secs_f64();
     let stats = DegreeStats::of(degrees(&edges, a.users));
-    let f = File::create(&a.output).with_context(|| format!("creating {}", a.output.display()))?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
-    writeln!(
-        w,
-        "# Undirected graph: uring-comet gen-friends --users {} --avg-friends {} --seed {} --exponent {} --local {} --community {}",
-        a.users, a.avg_friends, a.seed, a.exponent, a.local, a.community
-    )?;
-    writeln!(w, "# Nodes: {} Edges: {}", a.users, edges.len())?;
-    writeln!(w, "# FromNodeId\tToNodeId")?;
-    let mut line = Vec::with_capacity(24);
-    let mut ib = itoa::Buffer::new();
-    for &e in &edges {
-        line.clear();
-        line.extend_from_slice(ib.format(e >> 32).as_bytes());
-        line.push(b'\t');
-        line.extend_from_slice(ib.format(e as u32).as_bytes());
-        line.push(b'\n');
-        w.write_all(&line)?;
-    }
-    w.flush()?;
+    write_whole(&a.output, |w| {
+        writeln!(
+            w,
+            "# Undirected graph: uring-comet gen-friends --users {} --avg-friends {} --seed {} --exponent {} --local {} --community {}",
+            a.users, a.avg_friends, a.seed, a.exponent, a.local, a.community
+        )?;
+        writeln!(w, "# Nodes: {} Edges: {}", a.users, edges.len())?;
+        writeln!(w, "# FromNodeId\tToNodeId")?;
+        let mut line = Vec::with_capacity(24);
+        let mut ib = itoa::Buffer::new();
+        for &e in &edges {
+            line.clear();
+            line.extend_from_slice(ib.format(e >> 32).as_bytes());
+            line.push(b'\t');
+            line.extend_from_slice(ib.format(e as u32).as_bytes());
+            line.push(b'\n');
+            w.write_all(&line)?;
+        }
+        Ok(())
+    })?;
     Ok((edges.len(), stats, gen_s))
+}
+
+/// The temporary name `out` is written under by process `pid`: `<out>.tmp-<pid>`, in the
+/// same directory (so the rename into place stays within one file system).
+pub fn temp_name(out: &Path, pid: u32) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(format!(".tmp-{pid}"));
+    PathBuf::from(p)
+}
+
+/// Writes the file `out` with `fill`, whole or not at all: to [`temp_name`] beside it, then
+/// flushed, fsynced, renamed over `out` and the directory fsynced. Until the rename `out`
+/// does not exist (or keeps its earlier content); if `fill` or a write fails, the temporary
+/// file is removed. Leftovers of earlier runs for the same `out` whose process is gone (a
+/// Ctrl-C or a kill, where nothing could clean up) are removed first. A symbolic link `out`
+/// is followed (its target is replaced); an `out` that exists and is not a regular file
+/// (`/dev/null`, a pipe) is written directly, as it cannot be replaced. Errors: the file or
+/// its temporary cannot be created, written, synced or renamed (naming it), or `fill`'s.
+pub fn write_whole(
+    out: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+) -> Result<()> {
+    let target = match std::fs::symlink_metadata(out) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(out)
+            .with_context(|| format!("resolving the link {}", out.display()))?,
+        _ => out.to_path_buf(),
+    };
+    let direct = std::fs::metadata(&target).is_ok_and(|m| !m.is_file());
+    if direct {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .with_context(|| format!("opening {}", target.display()))?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        fill(&mut w)
+            .and_then(|()| w.flush())
+            .with_context(|| format!("writing {}", target.display()))?;
+        return Ok(());
+    }
+    remove_stale_temps(&target);
+    let tmp = temp_name(&target, std::process::id());
+    let written = (|| -> Result<()> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        let ctx = || format!("writing {}", tmp.display());
+        fill(&mut w).with_context(ctx)?;
+        let f = w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(ctx)?;
+        f.sync_all().with_context(ctx)?;
+        drop(f);
+        std::fs::rename(&tmp, &target)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // The rename is durable once the directory is; a failure here leaves a whole file.
+    if let Err(e) = File::open(dir_of(&target)).and_then(|d| d.sync_all()) {
+        tracing::warn!("fsync of the directory of {}: {e}", target.display());
+    }
+    Ok(())
+}
+
+/// The directory of `path` (`.` for a bare file name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Removes `<out>.tmp-<pid>` files whose process no longer runs (best effort, logged).
+fn remove_stale_temps(out: &Path) {
+    let Some(name) = out.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!("{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir_of(out)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!("removed {}, left by an interrupted run", e.path().display())
+                }
+                Err(err) => tracing::warn!("removing {}: {err}", e.path().display()),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
 
     fn args(users: u32, avg: f64, seed: u64) -> GenArgs {
         GenArgs {
@@ -266,5 +378,70 @@ mod tests {
             s.median < 20 && s.max > 10 * s.median && s.p99 > 3 * s.median,
             "heavy tail: {s:?}"
         );
+    }
+
+    /// A fresh temp directory for one test.
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("uc-gen-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn written_whole_or_not_at_all() {
+        let dir = temp_dir("whole");
+        let out = dir.join("g.tsv");
+        // Interrupted half way (a full disk, say): the final name never exists, and the
+        // partial temporary file is removed.
+        let e = write_whole(&out, |w| {
+            w.write_all(b"1\t2\n3\t")?;
+            w.flush()?;
+            assert!(!out.exists(), "not under the final name while writing");
+            assert_eq!(
+                names(&dir),
+                vec![format!("g.tsv.tmp-{}", std::process::id())]
+            );
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("No space left"), "{e:#}");
+        assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+        // Complete: renamed into place.
+        write_whole(&out, |w| w.write_all(b"1\t2\n")).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "1\t2\n");
+        assert_eq!(names(&dir), vec!["g.tsv"]);
+        // A failed rewrite leaves the complete file as it was.
+        assert!(write_whole(&out, |w| {
+            w.write_all(b"9\t")?;
+            Err(io::Error::other("interrupted"))
+        })
+        .is_err());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "1\t2\n");
+        // A leftover of a run whose process is gone is removed; a live one's is not.
+        let stale = temp_name(&out, 4_000_000_000);
+        let live = temp_name(&out, 1);
+        std::fs::write(&stale, "1\t").unwrap();
+        std::fs::write(&live, "1\t").unwrap();
+        write_whole(&out, |w| w.write_all(b"5\t6\n")).unwrap();
+        assert!(!stale.exists() && live.exists());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "5\t6\n");
+        // Not a regular file: written directly, not replaced.
+        write_whole(Path::new("/dev/null"), |w| w.write_all(b"x")).unwrap();
+        assert!(Path::new("/dev/null")
+            .metadata()
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

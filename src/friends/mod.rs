@@ -9,6 +9,8 @@
 //! - [`load`]: streams a SNAP edge list into per-shard CSR arrays ([`Csr`]).
 //! - [`journal`]: the append-only journal of edits (`PUT`/`DELETE /friends/<a>/<b>`).
 //! - [`gen`]: `uring-comet gen-friends`, a seeded Chung-Lu social graph.
+//! - [`lock`]: start-up checks of `--friends FILE`: its directory exists, and no other server
+//!   uses it (an exclusive lock on `FILE.lock`, held while the server runs).
 //!
 //! # Ownership
 //! The follower list of user `u` lives on `Id::Num(u).owner(shards)`, the shard that owns the
@@ -25,6 +27,7 @@
 pub mod gen;
 pub mod journal;
 pub mod load;
+pub mod lock;
 
 use std::collections::HashMap;
 use std::io::Write;

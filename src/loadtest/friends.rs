@@ -1,7 +1,8 @@
 //! `uring-comet loadtest friends`: friends fan-out end to end (issue 7).
 //!
 //! 1. Graph: `--graph FILE`, or one made by `gen-friends` (`--users`, `--avg-friends`,
-//!    `--seed`) under the system temp dir, reused when it is already there.
+//!    `--seed`) under the system temp dir, reused when it is already there (only a complete
+//!    one can be: it is renamed into place when written).
 //! 2. The load tester loads its own copy (one CSR) to know who must get what.
 //! 3. Logins, by neighbourhood: draw a random user (a *seed*) and log in all of its friends,
 //!    then the next seed's, until `--logins` users are logged in (the last neighbourhood may
@@ -17,7 +18,7 @@
 //!    otherwise.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ use super::proc::{cpu_seconds, ServerGuard};
 use super::report::Latency;
 use super::url::UrlTemplate;
 use super::{answer, duration};
-use crate::friends::gen::{self, GenArgs, SplitMix};
+use crate::friends::gen::{self, DegreeStats, GenArgs, SplitMix};
 use crate::friends::journal;
 use crate::friends::load::{self, LoadOptions};
 
@@ -117,6 +118,38 @@ fn say(msg: &str) {
     eprintln!("loadtest friends: {msg}");
 }
 
+/// The generated graph of `users`, `avg` friends and `seed` in `dir`:
+/// `<dir>/uring-comet-friends-<users>-<avg>-<seed>.tsv`, reused if it exists, else made as
+/// by `gen-friends`. Only a complete file can exist under that name ([`gen::write`] writes
+/// a temporary one and renames it into place when done), so a generation interrupted by
+/// Ctrl-C is never reused. Returns the path and, when generated here, its degree
+/// statistics and the seconds generating took. Errors: those of [`gen::write`].
+fn generated_graph(
+    dir: &Path,
+    users: u32,
+    avg: f64,
+    seed: u64,
+) -> Result<(PathBuf, Option<(DegreeStats, f64)>)> {
+    let p = dir.join(format!("uring-comet-friends-{users}-{avg}-{seed}.tsv"));
+    if p.exists() {
+        say(&format!("reusing {}", p.display()));
+        return Ok((p, None));
+    }
+    say(&format!("generating {} (gen-friends)", p.display()));
+    let g = GenArgs {
+        users,
+        avg_friends: avg,
+        seed,
+        exponent: 2.5,
+        max_degree: None,
+        local: 0.3,
+        community: 256,
+        output: p.clone(),
+    };
+    let (_, stats, secs) = gen::write(&g)?;
+    Ok((p, Some((stats, secs))))
+}
+
 /// Runs `loadtest friends`; fails if an event was lost, duplicated or misdelivered.
 pub fn run(a: FriendsArgs) -> Result<()> {
     check_positive(&[
@@ -131,30 +164,7 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     // 1. The graph.
     let (path, generated) = match &a.graph {
         Some(p) => (p.clone(), None),
-        None => {
-            let p = std::env::temp_dir().join(format!(
-                "uring-comet-friends-{}-{}-{}.tsv",
-                a.users, a.avg_friends, a.seed
-            ));
-            if p.exists() {
-                say(&format!("reusing {}", p.display()));
-                (p, None)
-            } else {
-                say(&format!("generating {} (gen-friends)", p.display()));
-                let g = GenArgs {
-                    users: a.users,
-                    avg_friends: a.avg_friends,
-                    seed: a.seed,
-                    exponent: 2.5,
-                    max_degree: None,
-                    local: 0.3,
-                    community: 256,
-                    output: p.clone(),
-                };
-                let (_, stats, secs) = gen::write(&g)?;
-                (p, Some((stats, secs)))
-            }
-        }
+        None => generated_graph(&std::env::temp_dir(), a.users, a.avg_friends, a.seed)?,
     };
     // 2. Our own copy of the graph.
     let t0 = Instant::now();
@@ -473,4 +483,44 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generation cut short (its temporary file left behind, as by a kill) is not taken
+    /// for the graph: the graph is generated whole, and reused from then on.
+    #[test]
+    fn cut_off_generation_is_not_reused() {
+        let dir = std::env::temp_dir().join(format!("uc-lt-graph-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = "uring-comet-friends-2000-6-5.tsv";
+        let left = gen::temp_name(&dir.join(name), 4_000_000_000);
+        std::fs::write(&left, "# Undirected graph\n1\t2\n3\t").unwrap();
+        let (p, made) = generated_graph(&dir, 2000, 6.0, 5).unwrap();
+        assert_eq!(p, dir.join(name));
+        assert!(made.is_some(), "generated, not reused");
+        assert!(!left.exists(), "the leftover is removed");
+        let opts = LoadOptions {
+            shards: 1,
+            directed: false,
+            strict: false,
+        };
+        let (_, rep) = load::load(&p, opts).unwrap();
+        // Whole: as many edges as its header says (at least users * avg / 2), none bad.
+        let text = std::fs::read_to_string(&p).unwrap();
+        let said: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# Nodes: 2000 Edges: "))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(said >= 6000, "{said}");
+        assert_eq!((rep.edges, rep.bad_lines), (said, 0));
+        assert!(text.ends_with('\n'));
+        let (_, made) = generated_graph(&dir, 2000, 6.0, 5).unwrap();
+        assert!(made.is_none(), "a complete graph is reused");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
