@@ -96,8 +96,10 @@ pub struct ServeArgs {
     pub strict: bool,
     /// Shard threads' CPU affinity: `auto` pins shard i to the i-th CPU this process may run
     /// on (sched_getaffinity(2), wrapping when there are more shards than CPUs), as nginx's
-    /// `worker_cpu_affinity auto`; `off` leaves placement to the scheduler.
-    #[arg(long, value_enum, default_value_t = CpuAffinity::Auto)]
+    /// `worker_cpu_affinity auto`; `off` (default) leaves placement to the scheduler. On the
+    /// 2-vCPU test box, with the load tester beside the server, pinning made no difference
+    /// beyond run-to-run noise (DESIGN.md section 8).
+    #[arg(long, value_enum, default_value_t = CpuAffinity::Off)]
     pub cpu_affinity: CpuAffinity,
 }
 
@@ -267,8 +269,6 @@ impl ServerConfig {
             friends: None,
             friends_directed: false,
             friends_strict: false,
-            // Tests run many servers side by side: pinning them all to the same CPUs is not
-            // what they measure.
             cpu_affinity: CpuAffinity::Off,
         }
     }
