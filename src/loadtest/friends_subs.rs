@@ -345,6 +345,11 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
         }
         shared.received.store(res.got.len() as u64, Relaxed);
     }
+    // The load tester closes first: a reset (SO_LINGER 0) leaves no TIME_WAIT per login on
+    // the client side, as the other load tests do.
+    for s in conns.iter().filter_map(|c| c.stream.as_ref()) {
+        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+    }
     res.io_used = Some(if ring.is_some() { "uring" } else { "epoll" });
     res.rearmed = ring.as_ref().map_or(0, |r| r.rearmed);
     Ok(res)
