@@ -439,25 +439,33 @@ fn heartbeats_every_second() {
 }
 
 both_backends! {
-/// `max_conns` = 4 on one shard: the fifth connection is closed without a response
-/// (counted in `rejected_at_capacity`), the four held streams are untouched, and once one
-/// closes a new connection is served.
+/// `max_conns` = 4 on one shard: the fifth connection gets a 503 and is closed (counted in
+/// `rejected_at_capacity`), the four held streams are untouched, and once one closes a new
+/// connection is served.
 fn max_conns_rejects_then_recovers() {
     let mut cfg = ServerConfig::local(1);
     cfg.max_conns = 4;
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
     let mut subs: Vec<Subscriber> = (0..4).map(|_| Subscriber::connect(s, "cap")).collect();
-    let mut extra = Client::connect(s);
-    extra.send_lossy(b"GET /test/cap HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (got, _) = extra.read_to_close();
-    // Closed at once, with nothing or a 503 (`Status::Unavailable` documents one; today the
-    // accept path closes without a response).
-    assert!(
-        got.is_empty() || got.starts_with(b"HTTP/1.1 503 "),
-        "the connection over max_conns got bytes: {:?}",
-        String::from_utf8_lossy(&got)
+    let text = "the server is at its connection limit (--max-conns) or stopping; retry later\n";
+    let want = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
     );
+    // Before and after its request is in: the 503 whole, then the end of the stream.
+    for request_first in [false, true] {
+        let mut extra = Client::connect(s);
+        if request_first {
+            extra.send_lossy(b"GET /test/cap HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        let (got, _) = extra.read_to_close();
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            want,
+            "the connection over max_conns (request sent first: {request_first})"
+        );
+    }
     subs.pop().unwrap().close();
     // A publisher is a connection too: retry until the freed slot is seen.
     let mut delivered = None;

@@ -202,6 +202,8 @@ pub struct Shard<D: Driver> {
     preflight: Box<[u8]>,
     /// The `GET /` reply: the demo page, with this server's subscriber port filled in.
     page: Box<[u8]>,
+    /// The 503 a connection over `--max-conns` (or arriving while stopping) gets.
+    unavailable: Box<[u8]>,
     /// When the next heartbeat sweep is due (None: heartbeats off).
     next_beat: Option<Instant>,
     /// When the next head-timeout sweep is due.
@@ -252,6 +254,15 @@ impl<D: Driver> Shard<D> {
             ws_heads: vec![0x5a; usize::from(WS_HEAD_SLOTS) * WS_HEAD_LEN].into_boxed_slice(),
             ws_free: (0..WS_HEAD_SLOTS).rev().collect(),
             page: response::demo_page(sub_port).into_boxed_slice(),
+            unavailable: {
+                let mut raw = Vec::new();
+                response::error_text(
+                    &mut raw,
+                    Status::Unavailable,
+                    "the server is at its connection limit (--max-conns) or stopping; retry later",
+                );
+                raw.into_boxed_slice()
+            },
             next_beat: (cfg.heartbeat_s > 0).then(|| Instant::now() + beat),
             next_slow: Instant::now() + Duration::from_secs(cfg.head_timeout_s),
             inject_panic: std::env::var(PANIC_ENV)
@@ -559,7 +570,7 @@ impl<D: Driver> Shard<D> {
         let fd = res;
         if self.stopping || self.conns.len() >= self.max_conns {
             ShardStats::add(&self.st().rejected, 1);
-            unsafe { libc::close(fd) };
+            refuse(fd, &self.unavailable);
             return;
         }
         let (state, flags) = if l == SUB {
@@ -801,5 +812,28 @@ impl<D: Driver> Shard<D> {
                 self.mesh.push(to, batch);
             }
         }
+    }
+}
+
+/// Answers an accepted connection the shard will not hold with `answer` (a complete 503) and
+/// closes it, without blocking and without a record: a fresh socket's send buffer takes the
+/// few bytes whole, the FIN follows them (shutdown), and what the client has already sent is
+/// read and dropped first, so that the close does not become a reset (RFC 9112 section 9.6:
+/// a server closes its side after the response, then reads what the client still sends).
+/// Best effort: a client whose request arrives after the close may get a reset after the 503.
+fn refuse(fd: std::os::fd::RawFd, answer: &[u8]) {
+    // SAFETY: `fd` is a connected socket this shard owns (fresh from accept) and closes here;
+    // the buffers live for each call.
+    unsafe {
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        libc::send(fd, answer.as_ptr().cast(), answer.len(), flags);
+        libc::shutdown(fd, libc::SHUT_WR);
+        let mut sink = [0u8; 2048];
+        for _ in 0..4 {
+            if libc::recv(fd, sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT) <= 0 {
+                break;
+            }
+        }
+        libc::close(fd);
     }
 }
