@@ -475,6 +475,10 @@ async fn run<D: Driver>(mut shard: Shard<D>, mesh: Arc<Mesh>, me: usize, shares:
 /// `uring-comet serve`: starts the server, prints `LISTEN subscriber=ADDR publish=ADDR` on
 /// stdout, and runs until SIGINT or SIGTERM (exit 0) or until a shard dies (exit 1).
 pub fn serve_forever(cfg: ServerConfig) -> anyhow::Result<()> {
+    // A file-size limit (RLIMIT_FSIZE) makes a journal write fail with EFBIG, answered 500,
+    // instead of killing the process with SIGXFSZ (setrlimit(2)).
+    // SAFETY: setting a signal's disposition to ignore.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     // Block the stop signals in every thread (shards inherit the mask) and take them
     // synchronously here.
     // SAFETY: plain signal-mask calls on a zeroed sigset.

@@ -1482,3 +1482,59 @@ fn b17_pipelined_requests_all_answered() {
     }
 }
 }
+
+both_backends! {
+/// A publisher that pipelines far ahead and pauses reading its replies is held back by
+/// backpressure, which is not its delay: with `--head-timeout 1` and a 2.5 s pause it still
+/// gets every reply `200` and no `408` (the sweep used to count input the server itself held
+/// back, and a request split across reads, as a slow request).
+fn pipelining_publisher_held_back_is_not_timed_out() {
+    let mut cfg = ServerConfig::local(2);
+    cfg.head_timeout_s = 1;
+    let server = start_with(cfg);
+    let n = 60_000;
+    let one = send_request("nobody", b"x");
+    let all: Vec<u8> = (0..n).flat_map(|_| one.iter().copied()).collect();
+    let c = TcpStream::connect(server.publish_addr()).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&all));
+    std::thread::sleep(Duration::from_millis(2500));
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut cl = Client { stream: c, buf: Vec::new() };
+    for k in 0..n {
+        let head = cl.read_head();
+        assert_eq!(head.status, 200, "reply {k} of {n}");
+        cl.read_body(&head);
+    }
+    writer.join().unwrap().unwrap();
+}
+}
+
+both_backends! {
+/// `max_conns` = 4 over 2 shards, subscribers under distinct ids: whether the accepting shard
+/// or the id's owner (the hand-off) finds itself full, the connection over the limit gets
+/// the same 503, never a bare close.
+fn max_conns_503_on_both_paths() {
+    let mut cfg = ServerConfig::local(2);
+    cfg.max_conns = 4;
+    let server = start_with(cfg);
+    let s = server.subscriber_addr();
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for id in 0..40 {
+        let mut c = Client::connect(s);
+        c.send_lossy(format!("GET /test/u{id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let head = c.read_head();
+        match head.status {
+            200 => held.push(c),
+            503 => {
+                let (rest, _) = c.read_to_close();
+                assert!(rest.ends_with(b"retry later\n"), "id {id}: {:?}", String::from_utf8_lossy(&rest));
+                refused += 1;
+            }
+            other => panic!("id {id}: status {other}"),
+        }
+    }
+    assert!(held.len() <= 4 && held.len() >= 2, "held {}", held.len());
+    assert_eq!(refused + held.len(), 40);
+}
+}

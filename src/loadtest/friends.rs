@@ -418,7 +418,7 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         "latency_us": {"count": lat.count, "p50": lat.p50, "p90": lat.p90, "p99": lat.p99, "p999": lat.p999, "max": lat.max},
         "latency_us_by_event_size": by_fanout.iter().map(|(range, l)| serde_json::json!({"logged_in_friends": range, "count": l.count, "p50": l.p50, "p99": l.p99, "max": l.max})).collect::<Vec<_>>(),
         "client_io": res.io_used.unwrap_or("none"),
-        "client_min_wait_us": a.client_min_wait_us,
+        "client_min_wait_us": (res.io_used == Some("uring")).then_some(a.client_min_wait_us),
         "client_rearmed": res.rearmed,
         "server_cpu_publish_s": cpu,
         "client_cpu_publish_s": client_cpu,

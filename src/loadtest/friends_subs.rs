@@ -178,15 +178,22 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
     let mut ring = match cfg.io {
         ClientIo::Epoll => None,
         ClientIo::Uring => Some(RecvRing::new(n, rcfg)?),
-        ClientIo::Auto => match RecvRing::new(n, rcfg) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                eprintln!(
-                    "loadtest friends: io_uring client unavailable ({e}); reading with epoll"
-                );
-                None
+        ClientIo::Auto => {
+            match RecvRing::new(n, rcfg) {
+                Ok(r) => {
+                    if cfg.mine.first() == Some(&0) {
+                        eprintln!("loadtest friends: reading the streams with io_uring (--client-io auto)");
+                    }
+                    Some(r)
+                }
+                Err(e) => {
+                    eprintln!(
+                        "loadtest friends: io_uring client unavailable ({e}); reading with epoll"
+                    );
+                    None
+                }
             }
-        },
+        }
     };
     let sources = cfg.users.len().div_ceil(CONNS_PER_SOURCE).max(1) as u32;
     let mut conns: Vec<Conn> = (0..n)

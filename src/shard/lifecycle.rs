@@ -51,9 +51,17 @@ impl<D: Driver> Shard<D> {
             let c = self.conns[i];
             let reading = match c.state {
                 State::SubHead => true,
-                // A request under way, or none yet on a new connection: a publish connection
-                // that never sends a byte must not hold a slot for ever.
-                State::Pub => c.msgs == 0 || (c.aux != NONE && !self.aux[c.aux].inbuf.is_empty()),
+                // A request under way while we wait for its bytes, or none yet on a new
+                // connection: a publish connection that never sends a byte must not hold a
+                // slot for ever. Input held back by us (backpressure, an edit being applied)
+                // is not the client's delay; a request completed since the last sweep clears
+                // SLOW (`on_publisher_input`).
+                State::Pub => {
+                    c.msgs == 0
+                        || (c.aux != NONE
+                            && c.flags & RECVING != 0
+                            && !self.aux[c.aux].inbuf.is_empty())
+                }
                 _ => false,
             };
             if !reading {

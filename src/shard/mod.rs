@@ -570,7 +570,7 @@ impl<D: Driver> Shard<D> {
         let fd = res;
         if self.stopping || self.conns.len() >= self.max_conns {
             ShardStats::add(&self.st().rejected, 1);
-            refuse(fd, &self.unavailable);
+            refuse_unheld(fd, &self.unavailable);
             return;
         }
         let (state, flags) = if l == SUB {
@@ -821,7 +821,7 @@ impl<D: Driver> Shard<D> {
 /// read and dropped first, so that the close does not become a reset (RFC 9112 section 9.6:
 /// a server closes its side after the response, then reads what the client still sends).
 /// Best effort: a client whose request arrives after the close may get a reset after the 503.
-fn refuse(fd: std::os::fd::RawFd, answer: &[u8]) {
+pub(super) fn refuse_unheld(fd: std::os::fd::RawFd, answer: &[u8]) {
     // SAFETY: `fd` is a connected socket this shard owns (fresh from accept) and closes here;
     // the buffers live for each call.
     unsafe {

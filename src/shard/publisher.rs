@@ -98,6 +98,10 @@ impl<D: Driver> Shard<D> {
                 }
             }
         }
+        if used > 0 {
+            // Progress: what is left is a new request, not the one the sweep saw.
+            self.conns[i].sflags &= !SLOW;
+        }
         inbuf.drain(..used);
         self.aux[a].inbuf = inbuf;
         self.conns[i].sflags &= !PARSING;

@@ -138,8 +138,8 @@ impl<D: Driver> Shard<D> {
     pub(super) fn adopt(&mut self, fd: i32, req: SubRequest) {
         if self.stopping || self.conns.len() >= self.max_conns {
             ShardStats::add(&self.st().rejected, 1);
-            // SAFETY: the fd was handed to this shard and nothing else uses it.
-            unsafe { libc::close(fd) };
+            // The fd was handed to this shard and nothing else uses it.
+            refuse_unheld(fd, &self.unavailable);
             return;
         }
         let i = self.conns.insert(Conn {
