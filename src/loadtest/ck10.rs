@@ -17,7 +17,7 @@ use super::flood::{self, FloodConfig, FloodResult, FloodShared};
 use super::framing::Framing;
 use super::halves::{check_fd_limit, check_positive};
 use super::msggen::{self, MsggenConfig, MsggenShared};
-use super::proc::{cpu_seconds, rss_bytes, wait_rss_stable, ServerGuard};
+use super::proc::{cpu_seconds, rss_bytes, server_command, wait_rss_stable, ServerGuard};
 use super::report::{Latency, Report};
 use super::slow::{self, BlastConfig};
 use super::url::UrlTemplate;
@@ -51,18 +51,13 @@ pub fn run(a: MainArgs) -> Result<()> {
     if !(0.0..=6000.0).contains(&a.churn) {
         bail!("--churn is a percent of the subscribers per minute, 0 to 6000");
     }
-    let bin = match &a.server_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?,
-    };
-    let mut args: Vec<String> = Vec::new();
-    if let Some(n) = a.shards {
-        args.extend(["--shards".to_string(), n.to_string()]);
-    }
-    if let Some(b) = a.backend {
-        args.extend(["--backend".to_string(), b.to_string()]);
-    }
-    args.extend(a.server_args.iter().cloned());
+    let (bin, args) = server_command(
+        a.server_bin.as_ref(),
+        Vec::new(),
+        a.shards,
+        a.backend,
+        &a.server_args,
+    )?;
     let mut server = ServerGuard::start(&bin, &args, a.server_log.as_ref())?;
     let pid = server.pid;
     say(&format!(

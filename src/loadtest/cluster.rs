@@ -22,7 +22,7 @@ use super::flood::{self, FloodConfig, FloodResult, FloodShared};
 use super::framing::Framing;
 use super::halves::{check_fd_limit, check_positive};
 use super::msggen::{self, MsggenConfig, MsggenShared};
-use super::proc::{cpu_seconds, ServerGuard};
+use super::proc::{cpu_seconds, server_command, ServerGuard};
 use super::redis_server::RedisGuard;
 use super::report::{json_str, Latency};
 use super::url::UrlTemplate;
@@ -196,24 +196,19 @@ pub fn run(a: MainArgs) -> Result<()> {
         bail!("--churn and --slow-readers are not supported with --nodes yet");
     }
     check_fd_limit(a.conns + a.parallel as u64)?;
-    let bin = match &a.server_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?,
-    };
     let redis = RedisGuard::start()?;
     say(&format!(
         "redis-server pid {} on {}",
         redis.pid,
         redis.url()
     ));
-    let mut args: Vec<String> = vec!["--cluster".into(), redis.url()];
-    if let Some(s) = a.shards {
-        args.extend(["--shards".to_string(), s.to_string()]);
-    }
-    if let Some(b) = a.backend {
-        args.extend(["--backend".to_string(), b.to_string()]);
-    }
-    args.extend(a.server_args.iter().cloned());
+    let (bin, args) = server_command(
+        a.server_bin.as_ref(),
+        vec!["--cluster".into(), redis.url()],
+        a.shards,
+        a.backend,
+        &a.server_args,
+    )?;
     let mut servers = Vec::with_capacity(n);
     for k in 0..n {
         let log = a.server_log.as_ref().map(|p| {

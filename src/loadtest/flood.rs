@@ -19,8 +19,8 @@ use mio::{Events, Poll};
 use super::check::Checker;
 use super::framing::Framing;
 use super::url::UrlTemplate;
-pub(super) use conn::connect_from;
 use conn::Sub;
+pub(super) use conn::{connect_from, watch_connect};
 
 /// Connections per source address before the source is spread over 127.0.0.0/8. The
 /// ephemeral range holds about 28,000 ports, but connect() tries the even half first, and

@@ -72,16 +72,7 @@ impl Flood {
         self.in_flight += 1;
         let sub = &mut self.subs[i];
         sub.state = SubState::Connecting;
-        let r = r.and_then(|mut s| {
-            s.set_nodelay(true)?;
-            self.poll.registry().register(
-                &mut s,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(s)
-        });
-        match r {
+        match watch_connect(r, self.poll.registry(), Token(i)) {
             Ok(s) => sub.stream = Some(s),
             Err(e) => self.end(i, &format!("connect: {e}")),
         }
@@ -236,6 +227,20 @@ impl Flood {
                 .push(format!("id {}: {why}", self.cfg.first_id + i as u64));
         }
     }
+}
+
+/// Readies a connect just started (`r`, from [`connect_from`] or `TcpStream::connect`):
+/// TCP_NODELAY, and a registration under `token` for readable and writable events (the first
+/// writable event says the connect finished). Errors: the connect's, or the setup's.
+pub(in crate::loadtest) fn watch_connect(
+    r: io::Result<TcpStream>,
+    registry: &mio::Registry,
+    token: Token,
+) -> io::Result<TcpStream> {
+    let mut s = r?;
+    s.set_nodelay(true)?;
+    registry.register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
+    Ok(s)
 }
 
 /// A non-blocking connect from `src` (any port) to `dst`, for spreading source addresses.

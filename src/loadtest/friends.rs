@@ -30,7 +30,7 @@ use super::friends_plan;
 use super::friends_subs::{self, ClientIo, SubsConfig, SubsShared, FANOUT_BUCKETS};
 use super::halves::{check_fd_limit, check_positive};
 use super::msggen::{self, MsggenConfig, MsggenShared};
-use super::proc::{cpu_seconds, ServerGuard};
+use super::proc::{cpu_seconds, server_command, ServerGuard};
 use super::report::Latency;
 use super::url::UrlTemplate;
 use super::{answer, duration};
@@ -206,21 +206,17 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         total
     ));
     // 4. The server.
-    let bin = match &a.server_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?,
-    };
-    let mut args = vec!["--friends".to_string(), path.display().to_string()];
+    let mut head = vec!["--friends".to_string(), path.display().to_string()];
     if a.directed {
-        args.push("--directed".into());
+        head.push("--directed".into());
     }
-    if let Some(n) = a.shards {
-        args.extend(["--shards".to_string(), n.to_string()]);
-    }
-    if let Some(b) = a.backend {
-        args.extend(["--backend".to_string(), b.to_string()]);
-    }
-    args.extend(a.server_args.iter().cloned());
+    let (bin, args) = server_command(
+        a.server_bin.as_ref(),
+        head,
+        a.shards,
+        a.backend,
+        &a.server_args,
+    )?;
     let mut server =
         ServerGuard::start_waiting(&bin, &args, a.server_log.as_ref(), Duration::from_secs(120))?;
     let pid = server.pid;

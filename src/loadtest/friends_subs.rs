@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 
 use super::check::{parse_body, parse_u64};
 use super::chunk::{Carry, ChunkParser};
-use super::flood::connect_from;
+use super::flood::{connect_from, watch_connect};
 use super::proc::now_us;
 use super::uring_recv::{Got, RecvConfig, RecvRing};
 
@@ -223,16 +223,7 @@ pub fn run(cfg: SubsConfig, shared: Arc<SubsShared>) -> Result<SubsResult> {
             in_flight += 1;
             let g = cfg.mine[i] as u32;
             let src = Ipv4Addr::from(u32::from(Ipv4Addr::LOCALHOST) + (g % sources));
-            let r = connect_from(src, cfg.addr).and_then(|mut s| {
-                s.set_nodelay(true)?;
-                poll.registry().register(
-                    &mut s,
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-                Ok(s)
-            });
-            match r {
+            match watch_connect(connect_from(src, cfg.addr), poll.registry(), Token(i)) {
                 Ok(s) => conns[i].stream = Some(s),
                 Err(e) => {
                     in_flight -= 1;

@@ -32,11 +32,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Args;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 
 use super::check::{parse_body, parse_chunk};
 use super::chunk::{Carry, ChunkParser};
-use super::flood::connect_from;
+use super::flood::{connect_from, watch_connect};
 use super::proc::{now_us, raise_nofile_limit};
 
 /// Flags of the hidden `uring-comet loadtest million-worker` (started by `loadtest million`).
@@ -366,16 +366,11 @@ impl Worker {
         self.in_flight += 1;
         self.conns[i].state = State::Connecting;
         let src = self.a.source[i % self.a.source.len()];
-        let r = connect_from(src, self.a.connect).and_then(|mut s| {
-            s.set_nodelay(true)?;
-            self.poll.registry().register(
-                &mut s,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(s)
-        });
-        match r {
+        match watch_connect(
+            connect_from(src, self.a.connect),
+            self.poll.registry(),
+            Token(i),
+        ) {
             Ok(s) => self.conns[i].stream = Some(s),
             Err(e) => return self.end(i, &format!("connect: {e}")),
         }

@@ -145,6 +145,32 @@ pub fn raise_nofile_limit() -> u64 {
     lim.rlim_cur
 }
 
+/// The server a load test starts: `bin` (default: this executable) and its `serve` flags,
+/// `head` (the test's own, e.g. `--friends FILE`) then `--shards` and `--backend` when
+/// given, then `extra` (`--server-arg`) verbatim, so a later flag overrides an earlier one.
+/// Errors: this executable's path cannot be read.
+pub fn server_command(
+    bin: Option<&PathBuf>,
+    head: Vec<String>,
+    shards: Option<usize>,
+    backend: Option<crate::config::Backend>,
+    extra: &[String],
+) -> Result<(PathBuf, Vec<String>)> {
+    let bin = match bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut args = head;
+    if let Some(n) = shards {
+        args.extend(["--shards".to_string(), n.to_string()]);
+    }
+    if let Some(b) = backend {
+        args.extend(["--backend".to_string(), b.to_string()]);
+    }
+    args.extend(extra.iter().cloned());
+    Ok((bin, args))
+}
+
 /// The server under test, running as a child process; dropping the guard kills it (SIGKILL by
 /// pid) and reaps it, so every exit path, errors included, leaves no server behind.
 pub struct ServerGuard {
