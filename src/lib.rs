@@ -8,18 +8,16 @@
 //! - [`http`]: sans-IO request-head parsing and response/chunk formatting (RFC 9112).
 //! - [`router`]: one router shard: id -> local connections, and the directory of which shards
 //!   hold the ids this shard owns (sans-IO).
-//! - [`friends`]: the friends store (per-shard CSR follower lists, edits journal, `gen-friends`).
+//! - [`friends`]: the friends store (per-shard CSR follower lists, edits journal).
 //! - [`mesh`]: the cross-core protocol: lock-free queues between shards, batches, doorbells.
 //! - [`driver`]: the data plane's I/O interface and its io_uring implementation.
 //! - [`conn`]: the connection record and its slab.
 //! - [`shard`]: one shard's event loop: completions in, router and mesh, sends out.
 //! - [`server`]: listeners, shard threads, start and shutdown.
 //! - [`stats`]: per-shard counters read by `GET /stats`.
-//! - [`loadtest`]: the built-in load tester (floodtest and msggen, compare, soak).
-//! - [`plot`]: the memory log as a chart (SVG or PNG) and its growth after warm-up.
-//! - [`check`]: `check-system`: whether this box's limits allow N connections, and the fixes.
+//! - [`tools`]: the subcommands beside the server (`loadtest`, `check-system`, `plot`,
+//!   `gen-friends`); the core above never imports them.
 
-pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod conn;
@@ -27,10 +25,9 @@ pub mod driver;
 pub mod friends;
 pub mod http;
 pub mod id;
-pub mod loadtest;
 pub mod mesh;
-pub mod plot;
 pub mod router;
 pub mod server;
 pub mod shard;
 pub mod stats;
+pub mod tools;

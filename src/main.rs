@@ -1,8 +1,8 @@
 //! The `uring-comet` binary: parse flags, set up logging, hand off to the library.
 //!
 //! Subcommands: `serve` (the comet server, [`uring_comet::server`]), `loadtest`
-//! (the seed's floodtest and msggen, [`uring_comet::loadtest`]) and `plot` (a memory log as a
-//! chart, [`uring_comet::plot`]).
+//! (the seed's floodtest and msggen, [`uring_comet::tools::loadtest`]) and `plot` (a memory log as a
+//! chart, [`uring_comet::tools::plot`]).
 
 use clap::{Parser, Subcommand};
 
@@ -22,13 +22,13 @@ enum Cmd {
     /// Run the server: subscriber listener and publish listener, one shard per core.
     Serve(uring_comet::config::ServeArgs),
     /// Load-test a server (by default: start one as a child process and run the seed's CK10 test).
-    Loadtest(Box<uring_comet::loadtest::LoadtestArgs>),
+    Loadtest(Box<uring_comet::tools::loadtest::LoadtestArgs>),
     /// Draw a memory log (`--mem-log`) as a chart: RSS and connections against minutes.
-    Plot(uring_comet::plot::PlotArgs),
+    Plot(uring_comet::tools::plot::PlotArgs),
     /// Check whether this box's limits (sysctls, rlimits, io_uring, memory) allow N connections; exit 1 if not.
-    CheckSystem(uring_comet::check::CheckArgs),
+    CheckSystem(uring_comet::tools::check::CheckArgs),
     /// Generate a synthetic social graph (power-law Chung-Lu) as a SNAP edge list for `serve --friends`.
-    GenFriends(uring_comet::friends::gen::GenArgs),
+    GenFriends(uring_comet::tools::gen_friends::GenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,9 +43,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Serve(args) => uring_comet::server::serve_forever(args.into_config()?),
-        Cmd::Loadtest(args) => uring_comet::loadtest::run(*args),
-        Cmd::Plot(args) => uring_comet::plot::run(args),
-        Cmd::CheckSystem(args) => std::process::exit(uring_comet::check::run(args)?),
-        Cmd::GenFriends(args) => uring_comet::friends::gen::run(args),
+        Cmd::Loadtest(args) => uring_comet::tools::loadtest::run(*args),
+        Cmd::Plot(args) => uring_comet::tools::plot::run(args),
+        Cmd::CheckSystem(args) => std::process::exit(uring_comet::tools::check::run(args)?),
+        Cmd::GenFriends(args) => uring_comet::tools::gen_friends::run(args),
     }
 }

@@ -8,7 +8,6 @@
 //! # Layout
 //! - [`load`]: streams a SNAP edge list into per-shard CSR arrays ([`Csr`]).
 //! - [`journal`]: the append-only journal of edits (`PUT`/`DELETE /friends/<a>/<b>`).
-//! - [`gen`]: `uring-comet gen-friends`, a seeded Chung-Lu social graph.
 //! - [`lock`]: start-up checks of `--friends FILE`: its directory exists, and no other server
 //!   uses it (an exclusive lock on `FILE.lock`, held while the server runs).
 //!
@@ -24,7 +23,6 @@
 //! friends list, so u receives v's events. `PUT /friends/<a>/<b>` puts b on a's friends list
 //! (a receives b's events; in an undirected graph b receives a's too).
 
-pub mod gen;
 pub mod journal;
 pub mod load;
 pub mod lock;

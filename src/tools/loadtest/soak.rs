@@ -1,7 +1,7 @@
 //! Memory over time: `loadtest soak` (the main job held for minutes or hours with the memory
 //! log on, like the seed's 24-hour test) and the chart every main job leaves behind.
 //!
-//! Both run [`ck10`](super::ck10) and then draw the memory log with [`crate::plot`]: the main
+//! Both run [`ck10`](super::ck10) and then draw the memory log with [`crate::tools::plot`]: the main
 //! job writes `mem.svg` beside its log (`<target>/loadtest/mem.log` unless `--mem-log` is
 //! given); the soak writes `<log>.svg` and `<log>.png` and prints the growth after warm-up.
 
@@ -13,7 +13,7 @@ use clap::Args;
 
 use super::duration::parse_duration;
 use super::{ck10, MainArgs};
-use crate::plot;
+use crate::tools::plot;
 
 /// Flags of `uring-comet loadtest soak`.
 #[derive(Args, Debug)]

@@ -34,9 +34,9 @@ use super::proc::{cpu_seconds, server_command, ServerGuard};
 use super::report::Latency;
 use super::url::UrlTemplate;
 use super::{answer, duration};
-use crate::friends::gen::{self, DegreeStats, GenArgs, SplitMix};
 use crate::friends::journal;
 use crate::friends::load::{self, LoadOptions};
+use crate::tools::gen_friends::{self, DegreeStats, GenArgs, SplitMix};
 
 /// Flags of `uring-comet loadtest friends`.
 #[derive(Args, Debug)]
@@ -81,7 +81,7 @@ pub struct FriendsArgs {
     pub client_threads: u16,
     /// How the subscriber threads read their streams once logged in: `uring` (a multishot
     /// receive per stream on a DEFER_TASKRUN ring, woken per batch; needs Linux 6.12 for
-    /// IORING_FEAT_MIN_TIMEOUT; see `src/loadtest/uring_recv.rs`), `epoll` (mio, woken per
+    /// IORING_FEAT_MIN_TIMEOUT; see `src/tools/loadtest/uring_recv.rs`), `epoll` (mio, woken per
     /// delivery), or `auto`: uring where the kernel has it, else epoll (said on stderr and
     /// in the report's `client_io`).
     #[arg(long, value_enum, default_value_t = ClientIo::Auto)]
@@ -120,10 +120,10 @@ fn say(msg: &str) {
 
 /// The generated graph of `users`, `avg` friends and `seed` in `dir`:
 /// `<dir>/uring-comet-friends-<users>-<avg>-<seed>.tsv`, reused if it exists, else made as
-/// by `gen-friends`. Only a complete file can exist under that name ([`gen::write`] writes
+/// by `gen-friends`. Only a complete file can exist under that name ([`gen_friends::write`] writes
 /// a temporary one and renames it into place when done), so a generation interrupted by
 /// Ctrl-C is never reused. Returns the path and, when generated here, its degree
-/// statistics and the seconds generating took. Errors: those of [`gen::write`].
+/// statistics and the seconds generating took. Errors: those of [`gen_friends::write`].
 fn generated_graph(
     dir: &Path,
     users: u32,
@@ -146,7 +146,7 @@ fn generated_graph(
         community: 256,
         output: p.clone(),
     };
-    let (_, stats, secs) = gen::write(&g)?;
+    let (_, stats, secs) = gen_friends::write(&g)?;
     Ok((p, Some((stats, secs))))
 }
 
@@ -493,7 +493,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let name = "uring-comet-friends-2000-6-5.tsv";
-        let left = gen::temp_name(&dir.join(name), 4_000_000_000);
+        let left = gen_friends::temp_name(&dir.join(name), 4_000_000_000);
         std::fs::write(&left, "# Undirected graph\n1\t2\n3\t").unwrap();
         let (p, made) = generated_graph(&dir, 2000, 6.0, 5).unwrap();
         assert_eq!(p, dir.join(name));

@@ -232,7 +232,7 @@ impl Flood {
 /// Readies a connect just started (`r`, from [`connect_from`] or `TcpStream::connect`):
 /// TCP_NODELAY, and a registration under `token` for readable and writable events (the first
 /// writable event says the connect finished). Errors: the connect's, or the setup's.
-pub(in crate::loadtest) fn watch_connect(
+pub(in crate::tools::loadtest) fn watch_connect(
     r: io::Result<TcpStream>,
     registry: &mio::Registry,
     token: Token,
@@ -249,7 +249,10 @@ pub(in crate::loadtest) fn watch_connect(
 /// picks a port unique for `src` alone, which gets slow and then fails with EADDRINUSE long
 /// before the ~28,000 ports of the range are used; `connect` picks one unique for the whole
 /// 4-tuple, so every (source, destination) pair has the full range.
-pub(in crate::loadtest) fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
+pub(in crate::tools::loadtest) fn connect_from(
+    src: Ipv4Addr,
+    dst: SocketAddr,
+) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::AsRawFd;
     let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;

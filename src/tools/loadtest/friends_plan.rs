@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Result};
 
-use crate::friends::gen::SplitMix;
 use crate::friends::ShardGraph;
+use crate::tools::gen_friends::SplitMix;
 
 /// The load test's plan.
 #[derive(Debug, Clone)]

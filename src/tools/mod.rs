@@ -1,0 +1,14 @@
+//! The tools beside the server: every subcommand but `serve`. They import the server core
+//! (to start it, to parse what it sends); the core never imports them
+//! (`scripts/check-layering.sh` checks this in CI).
+//!
+//! - [`loadtest`]: `uring-comet loadtest`, the built-in load tester (main job, compare, soak,
+//!   million, friends, cluster).
+//! - [`check`]: `uring-comet check-system`, whether this box's limits allow N connections.
+//! - [`plot`]: `uring-comet plot`, a memory log as a chart.
+//! - [`gen_friends`]: `uring-comet gen-friends`, a seeded Chung-Lu social graph.
+
+pub mod check;
+pub mod gen_friends;
+pub mod loadtest;
+pub mod plot;
