@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -405,24 +404,12 @@ fn bad_edge_line_reported_with_its_number() {
     let file = dir.join("bad.tsv");
     std::fs::write(&file, "# header\n1 2\n1 two\n\n1 3 4\n1 3\n").unwrap();
     let run = |strict: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_uring-comet"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--publish-listen", "127.0.0.1:0", "--shards", "2", "--backend", &backend().to_string(), "--friends"])
-            .arg(&file)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut serve = Serve::new().shards(2).args(["--friends".as_ref(), file.as_os_str()]);
         if strict {
-            cmd.arg("--strict");
+            serve = serve.args(["--strict"]);
         }
-        let mut child = cmd.spawn().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let mut first = [0u8; 7];
-        let listening = stdout.read_exact(&mut first).is_ok() && &first == b"LISTEN ";
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let (srv, listening) = serve.try_spawn();
+        let (status, err) = srv.stop();
         (listening, status, err)
     };
     let (listening, _, err) = run(false);
@@ -469,11 +456,10 @@ both_backends! {
 fn missing_directory_is_one_clear_error() {
     let dir = temp_dir("nodir");
     let file = dir.join("nodir").join("x.tsv");
-    let out = Command::new(env!("CARGO_BIN_EXE_uring-comet"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--publish-listen", "127.0.0.1:0", "--shards", "2", "--backend", &backend().to_string(), "--friends"])
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
+    let out = Serve::new()
+        .shards(2)
+        .args(["--friends".as_ref(), file.as_os_str()])
+        .command()
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -544,7 +530,7 @@ fn gen_friends_cut_off_leaves_no_partial_graph() {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("g.tsv");
     let gen = |limit: Option<u64>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_uring-comet"));
+        let mut cmd = binary();
         cmd.args([
             "gen-friends",
             "--users",
