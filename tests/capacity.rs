@@ -1,5 +1,5 @@
 //! Running out of room: `max_conns` answers 503 on every path and recovers once a slot
-//! frees, and at RLIMIT_NOFILE the accept loop neither spins nor stops for good (cases
+//! frees, and at RLIMIT_NOFILE the accept loop neither spins nor stops for good (tests/CASES.md
 //! B07, B08). Every body runs on io_uring and on epoll.
 
 mod common;
@@ -118,6 +118,7 @@ both_backends! {
 /// B07: at RLIMIT_NOFILE 256, 400 clients (300 subscribers, 100 publishers) that send
 /// nothing: the server stays up, uses well under a core while accept fails with EMFILE,
 /// and within 1 s of the clients closing a fresh subscribe and publish work.
+/// See tests/CASES.md#b07.
 fn b07_emfile_no_spin_and_recovery() {
     ensure_fd_limit(2048);
     let (mut srv, up) = Serve::new().shards(2).nofile(256).try_spawn();
@@ -169,6 +170,7 @@ both_backends! {
 /// B08: 2,500 sequential subscribes, an EMFILE episode (RLIMIT_NOFILE 256, 400 idle
 /// clients), 2,500 more: every one answered, and the server's fd count and connection
 /// count return to their idle baseline (no accepted socket leaked).
+/// See tests/CASES.md#b08.
 fn b08_accept_never_stops() {
     ensure_fd_limit(2048);
     let (srv, up) = Serve::new().shards(2).nofile(256).try_spawn();

@@ -1,4 +1,4 @@
-//! The cases of `shared/cases/README.md` that concern stream framing, each generalised to its
+//! The cases of tests/CASES.md that concern stream framing, each generalised to its
 //! kind of fault and run on every protocol it can hit:
 //!
 //! - B01 a newline in a message breaks the framing (SSE, and every other protocol);
@@ -108,6 +108,7 @@ both_backends! {
 /// newline is an empty last line), and a real EventSource parser sees `line1\nline2` and
 /// `tail\n`; on every other protocol the same payloads arrive verbatim inside their own
 /// framing, so no payload byte can end or split a message.
+/// See tests/CASES.md#b01.
 fn b01_newlines_never_break_framing() {
     let server = start(2);
     let mut all = AllKinds::open(server.subscriber_addr(), "b01");
@@ -143,6 +144,7 @@ both_backends! {
 /// unit (`/test` chunk, SSE `data: \n\n`, WebSocket `81 00`) or not sent at all (raw, where it
 /// is not counted); never a zero-length chunk. Every stream stays open and gets the next
 /// message.
+/// See tests/CASES.md#b03.
 fn b03_empty_message_never_ends_a_stream() {
     let server = start(2);
     let mut all = AllKinds::open(server.subscriber_addr(), "b03");
@@ -174,6 +176,7 @@ both_backends! {
 /// Transfer-Encoding, `Connection: close`, and bodies with no chunk framing, ended by the
 /// server closing the connection (here: at shutdown); the same requests in HTTP/1.1 are
 /// chunked; a WebSocket upgrade over HTTP/1.0 is refused.
+/// See tests/CASES.md#b09.
 fn b09_http10_never_gets_chunks() {
     let server = start(2);
     let addr = server.subscriber_addr();
@@ -241,6 +244,7 @@ both_backends! {
 /// B13: HEAD on every stream kind answers at once with the headers a GET gets, no body (no
 /// opening comment, no last-chunk), closes, and never logs in: publishes report 0, and after
 /// 300 HEADs the server holds no more connections than before.
+/// See tests/CASES.md#b13.
 fn b13_head_never_runs_the_stream() {
     let server = start(2);
     let addr = server.subscriber_addr();
@@ -307,6 +311,7 @@ both_backends! {
 /// HEAD answer must announce `Connection: close` (RFC 9112 section 9.6) and the server
 /// close with nothing after it; silently dropping a request on a connection that looked
 /// persistent is the desynchronisation B13 is about.
+/// See tests/CASES.md#b13.
 fn b13_head_pipelined() {
     let server = start(2);
     for path in ["/test/42", "/sub/42"] {
@@ -339,6 +344,7 @@ fn b13_head_pipelined() {
 
 /// B13, OPTIONS: the answer names the allowed methods in `Allow` (RFC 9110 section 9.3.7;
 /// the case expects it) besides the CORS headers.
+/// See tests/CASES.md#b13.
 fn b13_options_allow() {
     let server = start(2);
     for req in [
@@ -364,11 +370,13 @@ fn b13_options_allow() {
     }
 }
 
+/// `b13_options_allow` on io_uring (tests/CASES.md#b13).
 #[test]
 fn b13_options_allow_uring() {
     with_backend(uring_comet::config::Backend::Uring, b13_options_allow)
 }
 
+/// `b13_options_allow` on epoll (tests/CASES.md#b13).
 #[test]
 fn b13_options_allow_epoll() {
     with_backend(uring_comet::config::Backend::Epoll, b13_options_allow)
@@ -378,6 +386,7 @@ both_backends! {
 /// B14: with no publish at all, every stream kind gets its complete head at once (SSE also
 /// its opening comment, so EventSource fires `open` and proxies flush), with
 /// `X-Accel-Buffering: no` and `Cache-Control: no-cache`; no fake message follows.
+/// See tests/CASES.md#b14.
 fn b14_quiet_subscribe_gets_headers_at_once() {
     let server = start(2);
     let addr = server.subscriber_addr();
@@ -435,6 +444,7 @@ both_backends! {
 /// ping `89 00`, the HTTP/1.0 forms unchunked; never a zero-length chunk; a raw stream none.
 /// Heartbeats are not messages: `/test` numbering and `messages_delivered` do not move, and a
 /// real EventSource parser sees no event.
+/// See tests/CASES.md#b15.
 fn b15_heartbeats_on_quiet_streams() {
     let mut cfg = ServerConfig::local(2);
     cfg.heartbeat_s = 1;
@@ -481,6 +491,7 @@ both_backends! {
 /// B15, the other half: a stream that got a message since the last sweep gets no heartbeat
 /// (publishing every 200 ms for 2.6 s with a 1 s interval: only events arrive, apart from at
 /// most one heartbeat before the first message).
+/// See tests/CASES.md#b15.
 fn b15_no_heartbeat_on_busy_streams() {
     let mut cfg = ServerConfig::local(2);
     cfg.heartbeat_s = 1;
@@ -515,6 +526,7 @@ both_backends! {
 /// SSE answer), and a preflight for the headers polyfills add gets 204 at once with GET in
 /// the allowed methods and `Last-Event-ID` and `Cache-Control` in the allowed headers,
 /// without opening a stream.
+/// See tests/CASES.md#b19.
 fn b19_cors_on_event_streams() {
     let server = start(2);
     let addr = server.subscriber_addr();

@@ -15,6 +15,7 @@ use uring_comet::config::ServerConfig;
 /// neither FIN nor RST reaches the server) is closed by heartbeat + TCP_USER_TIMEOUT
 /// (20 s) and logged out. Needs root and iptables, and ~25 s: run by hand with
 /// `cargo test --release --test logout b04 -- --ignored`.
+/// See tests/CASES.md#b04.
 fn b04_vanished_peer_logged_out() {
     let ok = Command::new("iptables")
         .args(["-w", "-L", "-n"])
@@ -95,6 +96,7 @@ fn b04_vanished_peer_logged_out() {
     }
 }
 
+/// `b04_vanished_peer_logged_out` on io_uring (tests/CASES.md#b04).
 #[test]
 #[ignore = "needs root and iptables, and ~25 s; run by hand (see loadtest/runs)"]
 fn b04_vanished_peer_logged_out_uring() {
@@ -104,6 +106,7 @@ fn b04_vanished_peer_logged_out_uring() {
     )
 }
 
+/// `b04_vanished_peer_logged_out` on epoll (tests/CASES.md#b04).
 #[test]
 #[ignore = "needs root and iptables, and ~25 s; run by hand (see loadtest/runs)"]
 fn b04_vanished_peer_logged_out_epoll() {
@@ -131,6 +134,7 @@ both_backends! {
 /// several ids per connection) closed by FIN, RST or half-close (and WebSocket close
 /// frames): within 1 s, with no publish, no socket of the server is in CLOSE_WAIT, the
 /// server holds no connection and no id, and a publish to any of the ids reaches nobody.
+/// See tests/CASES.md#b05.
 fn b05_no_close_wait_any_close() {
     let server = start(2);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
@@ -198,6 +202,7 @@ both_backends! {
 /// some (each kind of close) leaves the others logged in and receiving; a connection under
 /// ids A and B leaves both and nothing else; 1000 connections on one id all get each
 /// message.
+/// See tests/CASES.md#b06.
 fn b06_one_close_never_logs_out_others() {
     let server = start(2);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());

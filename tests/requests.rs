@@ -1,7 +1,7 @@
 //! Requests the server must read right or refuse cleanly: the publish token (401), request
 //! head limits (414, 431, 400 without exactly one Host, 501 for a chunked publish body),
 //! publish bodies that lie about their length or stop half way, and pipelined requests
-//! (case B17). Every body runs on io_uring and on epoll.
+//! (case B17 of tests/CASES.md). Every body runs on io_uring and on epoll.
 
 mod common;
 
@@ -188,6 +188,7 @@ both_backends! {
 /// bytes split at every 7th byte — are all answered in order, and the subscriber gets every
 /// message in order; a subscribe followed by a pipelined request on the same connection
 /// keeps its stream intact (the extra request is not served).
+/// See tests/CASES.md#b17.
 fn b17_pipelined_requests_all_answered() {
     let server = start(2);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());

@@ -185,6 +185,7 @@ both_backends! {
 /// 3000 digits, bytes over 0x7f, repeated), or a resume id in the query string, on SSE and
 /// every other `/sub/` kind: 200, a working stream that gets the next message (the
 /// server keeps no history and ignores it).
+/// See tests/CASES.md#b11.
 fn b11_any_last_event_id_is_ignored() {
     let server = start(2);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());

@@ -215,7 +215,7 @@ fn html_escaping() {
 }
 
 both_backends! {
-/// The B12 case: a subscriber that has read its headers is logged in, so a send made right
+/// The B12 case (tests/CASES.md#b12): a subscriber that has read its headers is logged in, so a send made right
 /// after (on a fresh publish connection) reaches it. 200 rounds, new subscriber each time.
 fn send_right_after_headers_is_never_lost() {
     let server = start(2);
@@ -344,6 +344,7 @@ both_backends! {
 /// it — for every stream kind, for single ids (handed to the owner shard) and several ids
 /// (Join acknowledged by the remote owners), with `placement owner` and `accept`: 600
 /// subscribe-then-publish rounds, none lost.
+/// See tests/CASES.md#b12.
 fn b12_no_publish_lost_while_registering() {
     for placement in [Placement::Owner, Placement::Accept] {
         let mut cfg = ServerConfig::local(2);
