@@ -129,13 +129,7 @@ fn sse_and_raw_across_nodes() {
 /// A node like [`node`], with a friends graph: the edge list `edges` in a directory of its
 /// own (each node keeps its own journal beside its copy of the graph).
 fn friends_node(redis: &Redis, name: &str, edges: &str) -> ServerHandle {
-    let dir = std::env::temp_dir().join(format!(
-        "uc-cluster-{}-{name}-{}",
-        std::process::id(),
-        backend()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir(name);
     let file = dir.join("graph.tsv");
     std::fs::write(&file, edges).unwrap();
     let mut cfg = ServerConfig::local(2);
@@ -146,30 +140,6 @@ fn friends_node(redis: &Redis, name: &str, edges: &str) -> ServerHandle {
     let s = p.stats();
     assert_eq!(json_number(&s, "cluster_up"), 1.0, "{s}");
     server
-}
-
-/// `POST /publish/<user>` on `p`; returns the exact reply body.
-fn publish_friends(p: &mut Publisher, user: &str, msg: &[u8]) -> String {
-    let mut r = format!(
-        "POST /publish/{user} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
-        msg.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(msg);
-    p.client.send(&r);
-    let head = p.client.read_head();
-    head.expect_200();
-    String::from_utf8(p.client.read_body(&head)).unwrap()
-}
-
-/// Reads the next chunk and checks it is exactly friends event `msg` from `from`.
-fn expect_friend(sub: &mut Subscriber, from: u64, msg: &[u8]) {
-    sub.received += 1;
-    let mut d = format!("Recvd msg #{} from {from}: '", sub.received).into_bytes();
-    d.extend_from_slice(&html_escape(msg));
-    d.extend_from_slice(b"'<br/>\n");
-    sub.client
-        .expect_bytes(&chunk(&d), &format!("event from {from} #{}", sub.received));
 }
 
 both_backends! {

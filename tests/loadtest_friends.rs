@@ -5,17 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
-
-/// A fresh directory for one test (removed first if left by an earlier run).
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("uc-lt-friends-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Reads `key` of the report as an integer.
 fn int(report: &serde_json::Value, key: &str) -> u64 {

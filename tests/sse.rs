@@ -1,8 +1,9 @@
 //! Server-sent events on `GET /sub/<ids>` with `Accept: text/event-stream`: the head and
 //! opening comment, the exact bytes of every kind of payload line (LF, CR, CRLF, blank lines,
 //! lines that look like SSE fields or comments), what a real WHATWG parser makes of them,
-//! `Last-Event-ID` of any shape on every `/sub/` kind (case B11), and Accept negotiation. Heartbeats, HTTP/1.0, empty messages, HEAD and
-//! CORS are in tests/cases.rs.
+//! `Last-Event-ID` of any shape on every `/sub/` kind (case B11), and Accept negotiation.
+//! HTTP/1.0 and empty messages are in tests/cases.rs; heartbeats, HEAD and CORS in
+//! tests/idle_streams.rs.
 
 mod common;
 

@@ -9,6 +9,7 @@
 //! - `http`: a parsed response head and its checks;
 //! - `client`: a blocking HTTP/1.1 client over `TcpStream` whose every read has a timeout;
 //! - `comet`: the seed protocol: message bytes, subscriber and publisher wrappers, `/stats`;
+//! - `friends`: the friends fan-out: graph files, `/publish` and `/friends` requests, events;
 //! - `negotiated`: `/sub/` streams: SSE, WebSocket frames, raw, and a real SSE parser;
 //! - `streams`: one open stream of any kind, read with its exact framing;
 //! - `kernel`: what `/proc` says about sockets and fds, RST closes, RLIMIT_NOFILE.
@@ -21,6 +22,7 @@
 pub(crate) mod child;
 pub(crate) mod client;
 pub(crate) mod comet;
+pub(crate) mod friends;
 pub(crate) mod http;
 pub(crate) mod kernel;
 pub(crate) mod negotiated;
@@ -31,6 +33,7 @@ pub(crate) mod streams;
 pub(crate) use child::*;
 pub(crate) use client::*;
 pub(crate) use comet::*;
+pub(crate) use friends::*;
 pub(crate) use http::*;
 pub(crate) use kernel::*;
 pub(crate) use negotiated::*;

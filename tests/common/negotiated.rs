@@ -50,6 +50,14 @@ pub(crate) fn check_negotiated_head(head: &Head, content_type: &str, http10: boo
 /// The SSE opening comment chunk sent right after the head.
 pub(crate) const SSE_HI: &[u8] = b"6\r\n: hi\n\n\r\n";
 
+/// Opens `GET <path>` in HTTP/1.0 with `extra` header lines; returns the client and head.
+pub(crate) fn get10(addr: SocketAddr, path: &str, extra: &str) -> (Client, Head) {
+    let mut c = Client::connect(addr);
+    c.send(format!("GET {path} HTTP/1.0\r\n{extra}\r\n").as_bytes());
+    let head = c.read_head();
+    (c, head)
+}
+
 /// Opens `GET /sub/<ids>` as SSE (HTTP/1.1), checks the head and the opening comment chunk.
 pub(crate) fn sse_connect(addr: SocketAddr, ids: &str) -> Client {
     let mut c = Client::connect(addr);
