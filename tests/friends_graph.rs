@@ -138,9 +138,8 @@ fn missing_directory_is_one_clear_error() {
     assert!(!dir.join("nodir").exists(), "the directory is not created");
     // In process too: server::start returns the error.
     let mut cfg = ServerConfig::local(2);
-    cfg.backend = backend();
     cfg.friends = Some(file);
-    let e = uring_comet::server::start(cfg).err().expect("start fails").to_string();
+    let e = start_error(cfg, "start fails").to_string();
     assert!(e.contains(&want), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -158,9 +157,7 @@ fn second_server_on_the_same_file_fails_to_start() {
     let server = start_with(cfg.clone());
     let mut p = Publisher::connect(server.publish_addr());
     assert_eq!(edit(&mut p, "PUT", 3, 1), r#"{"changed":true}"#);
-    let mut second = cfg.clone();
-    second.backend = backend();
-    let e = uring_comet::server::start(second).err().expect("a second server on the file fails to start");
+    let e = start_error(cfg.clone(), "a second server on the file fails to start");
     let e = format!("{e:#}");
     let want = format!("--friends {}: another uring-comet server (pid {}) uses this graph file", file.display(), std::process::id());
     assert!(e.contains(&want) && e.contains("its own copy"), "{e}");

@@ -2,7 +2,8 @@
 //! own (`mod common;`) and uses only part of it, hence the `dead_code` allowance below; the
 //! test files import it whole (`use common::*`).
 //!
-//! - `server`: the in-process server (`uring_comet::server::start`) on the test's backend;
+//! - `server`: the in-process server (`uring_comet::server::start`, the only caller) on the
+//!   test's backend;
 //! - `child`: the ONE launcher of `uring-comet` as a child process (`serve`, and the binary
 //!   for the tool subcommands);
 //! - `redis`: the ONE launcher of a throwaway redis-server;

@@ -53,3 +53,13 @@ pub(crate) fn start_with(mut cfg: ServerConfig) -> ServerHandle {
     );
     server
 }
+
+/// Starts an in-process server that must refuse to start, on the test body's backend, and
+/// returns the error (`{:#}` shows its causes); panics with `what` if it starts.
+pub(crate) fn start_error(mut cfg: ServerConfig, what: &str) -> impl std::fmt::Display {
+    cfg.backend = backend();
+    match uring_comet::server::start(cfg) {
+        Ok(_) => panic!("{what}: the server started"),
+        Err(e) => e,
+    }
+}
