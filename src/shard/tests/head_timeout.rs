@@ -64,6 +64,8 @@ fn a_publisher_finishing_requests_between_sweeps_is_not_timed_out() {
         5 * len + half,
     ] {
         out.extend(h.io[0].complete_send(p).unwrap_or_default());
+        let reading = h.io[0].in_flight(p).contains(&Kind::Recv);
+        assert!(reading, "timed out while finishing requests: {out:?}");
         assert_eq!(h.io[0].recv(p, &stream[at..end]), end - at);
         at = end;
         h.turn(0);
