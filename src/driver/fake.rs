@@ -19,11 +19,11 @@
 //! `reap` frees the slot and does not hand it to the shard. Until then
 //! [`Driver::slots_in_use`] counts the slot.
 //!
-//! Children: `control`, what a test does with the fake: look at the calls, feed
-//! completions.
-//!
 //! [`Driver::wait_fd`] is an eventfd that is readable while completions wait; it is the
 //! only descriptor the fake owns, and it never touches the fds the test invents.
+//!
+//! Children: `control`, what a test does with the fake: look at the calls, feed
+//! completions.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -3,12 +3,13 @@
 //! public API (`Shard::new`, `turn`, `has_completions`, `wait_fd`); connections are fds the
 //! test invents, which the fake never hands to the kernel.
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering::Relaxed;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::config::ServerConfig;
 use crate::driver::fake::Fake;
+use crate::driver::Driver;
 use crate::id::Id;
 use crate::mesh::Mesh;
 use crate::shard::Shard;
@@ -71,10 +72,7 @@ impl Harness {
         for me in 0..n {
             let io = Fake::new(SLOTS);
             let (sub, publ) = (listener(), listener());
-            h.listeners.push([
-                std::os::fd::AsRawFd::as_raw_fd(&sub),
-                std::os::fd::AsRawFd::as_raw_fd(&publ),
-            ]);
+            h.listeners.push([sub.as_raw_fd(), publ.as_raw_fd()]);
             let shard = Shard::new(
                 me,
                 io.clone(),
@@ -84,7 +82,11 @@ impl Harness {
                 sub,
                 publ,
             );
-            assert_eq!(shard.wait_fd(), crate::driver::Driver::wait_fd(&io));
+            assert_eq!(
+                shard.wait_fd(),
+                io.wait_fd(),
+                "the shard waits on its driver's fd"
+            );
             h.shards.push(shard);
             h.io.push(io);
         }
@@ -167,11 +169,7 @@ impl Harness {
     }
 
     /// Shard `s`'s counter, as `GET /stats` reads it.
-    pub(super) fn stat(
-        &self,
-        s: usize,
-        pick: impl Fn(&ShardStats) -> &std::sync::atomic::AtomicU64,
-    ) -> u64 {
+    pub(super) fn stat(&self, s: usize, pick: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
         pick(&self.stats[s]).load(Relaxed)
     }
 }
