@@ -355,3 +355,37 @@ impl Driver for Fake {
         u64::from(st.table) - st.free.len() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::RawFd;
+
+    use super::{Driver, Fake, Kind};
+
+    /// Whether `fd` polls readable now.
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, no wait.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    /// `wait_fd` polls readable exactly while `has_completions` says so: a reactor waiting
+    /// on it never sleeps through a completion, nor wakes for none.
+    #[test]
+    fn wait_fd_is_readable_while_completions_wait() {
+        let mut d = Fake::new(0);
+        let fd = d.wait_fd();
+        assert!(!d.has_completions() && !readable(fd));
+        d.poll_rdhup(7, 42);
+        d.complete(7, Kind::Poll, 1);
+        assert!(d.has_completions() && readable(fd));
+        let mut out = Vec::new();
+        d.reap(&mut out);
+        assert_eq!((out.len(), out[0].token, out[0].result), (1, 42, 1));
+        assert!(!d.has_completions() && !readable(fd));
+    }
+}
