@@ -92,9 +92,10 @@ fn handed_off_subscriber_gets_a_publish_from_the_other_shard() {
 
     h.publisher(0, 10_002);
     h.write(0, 10_002, &send_request(&id, b"hello"));
-    assert!(
-        h.io[1].sends(s).len() == 1,
-        "nothing before the publish is routed"
+    assert_eq!(
+        h.io[1].sends(s).len(),
+        1,
+        "no chunk before the owner shard has turned"
     );
     h.drive();
     assert_eq!(h.read(1, s), b"5\r\nhello\r\n");

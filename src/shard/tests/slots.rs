@@ -47,8 +47,8 @@ fn a_slot_is_freed_only_by_its_close_completion() {
 }
 
 /// A stream with nothing in flight but its poll is closed at once when the poll reports
-/// the hang-up (no cancel: there is nothing to cancel), and its slot is reused only after
-/// the CLOSE completed.
+/// the hang-up (no cancel: there is nothing to cancel); the gauge counts its slot beside a
+/// new stream's until that CLOSE completes.
 #[test]
 fn an_idle_stream_closes_at_once_and_its_slot_waits_for_the_close() {
     let mut h = Harness::new(config(1, |_| {}));
