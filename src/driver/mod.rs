@@ -15,6 +15,8 @@ use std::io;
 use std::os::fd::RawFd;
 
 pub mod epoll;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod uring;
 
 /// One finished operation.
