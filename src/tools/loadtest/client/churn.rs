@@ -182,7 +182,7 @@ pub(crate) fn sockets_in_state(addr: SocketAddr, state: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{account, AfterLeave, Bitmap, Gap, SendRecord};
 
     fn send(seq: u64, id: u64, sent_us: u64, answered_us: u64) -> SendRecord {
         SendRecord {

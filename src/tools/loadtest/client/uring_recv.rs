@@ -255,10 +255,11 @@ impl Drop for RecvRing {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Got, RecvConfig, RecvRing};
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
+    use std::time::Duration;
     use std::time::Instant;
 
     /// A connected loopback pair: (ours, the peer that writes).

@@ -135,7 +135,7 @@ pub(crate) fn fetch_stats_keys(addr: SocketAddr, keys: &[&str]) -> Result<Vec<(S
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{json_u64, parse_answer};
 
     const OK: &[u8] =
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"delivered\":1}";

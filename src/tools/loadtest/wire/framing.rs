@@ -95,7 +95,7 @@ fn sse_data(line: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Checker, Expect, Framing};
 
     #[test]
     fn units_to_messages() {

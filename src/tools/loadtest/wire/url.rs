@@ -75,7 +75,7 @@ impl UrlTemplate {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::UrlTemplate;
 
     #[test]
     fn parses_and_fills_in() {

@@ -238,7 +238,7 @@ impl Plan<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::XorShift;
 
     #[test]
     fn xorshift_is_deterministic_and_spreads() {
