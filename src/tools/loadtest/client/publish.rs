@@ -133,3 +133,134 @@ impl PubConn {
         self.inbuf.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use crate::tools::loadtest::client::msggen::{self, MsggenConfig, MsggenShared};
+    use crate::tools::loadtest::client::pipeline::{self, IdPlan, PipeConfig, PipeShared};
+    use crate::tools::loadtest::wire::url::UrlTemplate;
+
+    /// Answers `POST`s with `200 {"delivered":1}`; after `per_conn` answers on a connection,
+    /// the last says `Connection: close` and the connection is closed as nginx closes it: a
+    /// moment later (msggen reads an answer and the close in one go as a lost answer), with
+    /// a FIN, reading what comes until the client closes (a close with unread requests
+    /// would be a reset that overtakes the answers).
+    fn serve(per_conn: usize) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        thread::spawn(move || {
+            for s in l.incoming() {
+                let s = s.unwrap();
+                thread::spawn(move || answer(s, per_conn));
+            }
+        });
+        addr
+    }
+
+    fn answer(mut s: TcpStream, per_conn: usize) {
+        let mut buf = Vec::new();
+        let mut piece = [0u8; 4096];
+        let mut answered = 0;
+        while answered < per_conn {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match s.read(&mut piece) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&piece[..n]),
+                }
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            assert!(head.starts_with("POST /send/"), "{head}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            if buf.len() < end + 4 + len {
+                match s.read(&mut piece) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&piece[..n]),
+                }
+                continue;
+            }
+            buf.drain(..end + 4 + len);
+            answered += 1;
+            let close = if answered == per_conn {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
+            let a =
+                format!("HTTP/1.1 200 OK\r\n{close}Content-Length: 15\r\n\r\n{{\"delivered\":1}}");
+            if s.write_all(a.as_bytes()).is_err() {
+                return;
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        while matches!(s.read(&mut piece), Ok(n) if n > 0) {}
+    }
+
+    #[test]
+    fn msggen_sends_each_message_once_over_reconnects() {
+        let addr = serve(4);
+        let cfg = MsggenConfig {
+            url: UrlTemplate::local(addr, "/send/{id}").unwrap(),
+            parallel: 2,
+            total: 10,
+            interval: Duration::from_millis(2),
+            max_id: 50,
+            ids_by_seq: None,
+            first_seq: 0,
+            seed: 1,
+            tail: Duration::from_secs(5),
+            record_sends: true,
+        };
+        let res = msggen::run(cfg, Arc::new(MsggenShared::default())).unwrap();
+        assert_eq!(
+            (res.attempted, res.ok, res.failed),
+            (10, 10, 0),
+            "{:?}",
+            res.notes
+        );
+        assert_eq!((res.delivered_sum, res.ok_seqs.count()), (10, 10));
+        assert_eq!(res.sends.len(), 10);
+    }
+
+    #[test]
+    fn pipeline_resends_what_a_closing_server_never_read() {
+        let addr = serve(3);
+        let cfg = PipeConfig {
+            url: UrlTemplate::local(addr, "/send/{id}").unwrap(),
+            conns: 2,
+            depth: 8,
+            ids: IdPlan::InOrder {
+                first_id: 1,
+                count: 5,
+            },
+            first_seq: 0,
+            total: Some(20),
+            send_until: Instant::now() + Duration::from_secs(5),
+            tail: Duration::from_secs(5),
+            any_2xx: false,
+        };
+        let res = pipeline::run(cfg, Arc::new(PipeShared::default())).unwrap();
+        assert_eq!(
+            (res.attempted, res.ok, res.failed),
+            (20, 20, 0),
+            "{:?}",
+            res.notes
+        );
+        assert_eq!(res.ok_seqs.count(), 20);
+        // Each connection takes 8 and answers 3: the other 5 were never read.
+        assert!(res.resent > 0 && res.connects > 2, "{res:?}");
+    }
+}

@@ -18,6 +18,7 @@
 //! uring`), a stream leaves mio once its head is read and is read by multishot receives.
 //!
 //! - `conn`: one connection's record and its steps (launch, request, read, end).
+//! - `tests`: the loop against a small blocking server on 127.0.0.1:0.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -312,3 +313,6 @@ fn now_us() -> u64 {
 pub(crate) fn set_linger_zero(s: &mio::net::TcpStream) {
     let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
 }
+
+#[cfg(test)]
+mod tests;
