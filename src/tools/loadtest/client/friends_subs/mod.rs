@@ -8,7 +8,6 @@
 //! whose events this user receives (its follower list, from the loadtest's own copy of the
 //! graph), and no (seq, connection) pair twice. Publish-to-receive latency is taken per
 //! delivery from the send time in the body.
-
 //!
 //! - `role`: the logins' half of the loop: the per-event checks, counts and latency.
 
