@@ -32,7 +32,7 @@ pub enum Framing {
 
 impl Framing {
     /// Extra request header lines (each ending in CRLF) that ask the server for this framing.
-    pub fn request_headers(self) -> &'static str {
+    pub(crate) fn request_headers(self) -> &'static str {
         match self {
             Framing::Seed | Framing::Raw => "",
             Framing::Chunked => "TE: chunked\r\n",
@@ -43,7 +43,7 @@ impl Framing {
 
     /// The response head accepted: `200` chunked, `200` chunked or delimited by close, or
     /// `101` to WebSocket.
-    pub fn expect(self) -> Expect {
+    pub(crate) fn expect(self) -> Expect {
         match self {
             Framing::Seed | Framing::Chunked => Expect::Chunked,
             Framing::Raw | Framing::Sse => Expect::ChunkedOrClose,
@@ -54,7 +54,7 @@ impl Framing {
     /// Checks the messages in one decoded unit (a chunk, or a line of an unchunked body)
     /// received at `now_us` on the connection subscribed to `conn_id`, whose previous seed
     /// message number is `*last_n`.
-    pub fn check_unit(
+    pub(crate) fn check_unit(
         self,
         checker: &mut Checker,
         conn_id: u64,
@@ -95,7 +95,7 @@ fn sse_data(line: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Checker, Expect, Framing};
 
     #[test]
     fn units_to_messages() {

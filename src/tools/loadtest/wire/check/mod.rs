@@ -5,19 +5,22 @@
 //! and the chunk must be exactly `Recvd msg #N: '{id}:{seq}:{t_us}'<br/>\n`. The receiver checks
 //! the wrapper, that N is the previous N + 1 on that connection, that the id is the
 //! connection's, and that no seq arrives twice; it records publish-to-receive latency.
+//!
+//! - [`single`]: the check of a stream that must carry exactly one message (`million`).
+//! - `tests`: the format's round trip and each check, one rule per test.
 
 use hdrhistogram::Histogram;
 
 /// Appends the message body for `id` with sequence number `seq`, sent at `t_us`
 /// (CLOCK_MONOTONIC microseconds).
-pub fn format_body(out: &mut Vec<u8>, id: u64, seq: u64, t_us: u64) {
+pub(crate) fn format_body(out: &mut Vec<u8>, id: u64, seq: u64, t_us: u64) {
     use std::io::Write;
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{id}:{seq}:{t_us}");
 }
 
 /// Parses a body made by [`format_body`] into `(id, seq, t_us)`; `None` if it is not one.
-pub fn parse_body(body: &[u8]) -> Option<(u64, u64, u64)> {
+pub(crate) fn parse_body(body: &[u8]) -> Option<(u64, u64, u64)> {
     let mut parts = body.split(|&b| b == b':');
     let id = parse_u64(parts.next()?)?;
     let seq = parse_u64(parts.next()?)?;
@@ -29,7 +32,7 @@ pub fn parse_body(body: &[u8]) -> Option<(u64, u64, u64)> {
 }
 
 /// Parses a non-empty run of ASCII digits without overflow; `None` otherwise.
-pub fn parse_u64(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 20 {
         return None;
     }
@@ -43,7 +46,7 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 }
 
 /// Splits a chunk `Recvd msg #N: 'MSG'<br/>\n` into `(N, MSG)`.
-pub fn parse_chunk(chunk: &[u8]) -> Option<(u64, &[u8])> {
+pub(crate) fn parse_chunk(chunk: &[u8]) -> Option<(u64, &[u8])> {
     let rest = chunk.strip_prefix(b"Recvd msg #")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     let n = parse_u64(&rest[..digits])?;
@@ -53,16 +56,28 @@ pub fn parse_chunk(chunk: &[u8]) -> Option<(u64, &[u8])> {
     Some((n, msg))
 }
 
+/// Splits `Recvd msg #N from U: 'BODY'<br/>\n` into (N, U, BODY).
+pub(crate) fn parse_friend_chunk(d: &[u8]) -> Option<(u64, u64, &[u8])> {
+    let rest = d.strip_prefix(b"Recvd msg #")?;
+    let k = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let n = parse_u64(&rest[..k])?;
+    let rest = rest[k..].strip_prefix(b" from ")?;
+    let k = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let from = parse_u64(&rest[..k])?;
+    let body = rest[k..].strip_prefix(b": '")?.strip_suffix(b"'<br/>\n")?;
+    Some((n, from, body))
+}
+
 /// A growable set of sequence numbers, one bit each.
 #[derive(Debug, Default, Clone)]
-pub struct Bitmap {
+pub(crate) struct Bitmap {
     words: Vec<u64>,
     ones: u64,
 }
 
 impl Bitmap {
     /// Sets bit `i`; returns false if it was already set.
-    pub fn insert(&mut self, i: u64) -> bool {
+    pub(crate) fn insert(&mut self, i: u64) -> bool {
         let w = (i / 64) as usize;
         if w >= self.words.len() {
             self.words.resize(w + 1, 0);
@@ -75,19 +90,19 @@ impl Bitmap {
     }
 
     /// Whether bit `i` is set.
-    pub fn contains(&self, i: u64) -> bool {
+    pub(crate) fn contains(&self, i: u64) -> bool {
         self.words
             .get((i / 64) as usize)
             .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
     }
 
     /// Bits set.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.ones
     }
 
     /// Sets every bit set in `other`.
-    pub fn union_with(&mut self, other: &Bitmap) {
+    pub(crate) fn union_with(&mut self, other: &Bitmap) {
         if other.words.len() > self.words.len() {
             self.words.resize(other.words.len(), 0);
         }
@@ -98,7 +113,7 @@ impl Bitmap {
     }
 
     /// Bits set in `self` and not in `other`.
-    pub fn count_missing_from(&self, other: &Bitmap) -> u64 {
+    pub(crate) fn count_missing_from(&self, other: &Bitmap) -> u64 {
         self.words
             .iter()
             .enumerate()
@@ -109,31 +124,31 @@ impl Bitmap {
 
 /// Counts of what the checker saw.
 #[derive(Debug, Default, Clone)]
-pub struct CheckCounts {
+pub(crate) struct CheckCounts {
     /// Chunks looked at.
-    pub chunks: u64,
+    pub(crate) chunks: u64,
     /// Chunks in the test format that passed every check.
-    pub ok: u64,
+    pub(crate) ok: u64,
     /// Chunks whose seq had already been received.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Chunks whose N was not the previous N + 1 on their connection.
-    pub out_of_order: u64,
+    pub(crate) out_of_order: u64,
     /// Chunks whose message named another id than their connection's.
-    pub id_mismatch: u64,
+    pub(crate) id_mismatch: u64,
     /// Chunks not of the form `Recvd msg #N: '...'<br/>\n`, or (strict mode) whose message was
     /// not `{id}:{seq}:{t_us}` with a seq that was issued and a send time not in the future.
-    pub garbled: u64,
+    pub(crate) garbled: u64,
     /// Lenient mode only: well-wrapped chunks whose message is not in the test format
     /// (sent by some other publisher); counted, not errors.
-    pub foreign: u64,
+    pub(crate) foreign: u64,
     /// Heartbeats (a chunk holding only `\n`, which uring-comet sends on a quiet stream);
     /// neither messages nor errors, and not in `chunks`.
-    pub heartbeats: u64,
+    pub(crate) heartbeats: u64,
 }
 
 impl CheckCounts {
     /// Chunks that are errors: duplicates, out of order, wrong id, garbled.
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.duplicates + self.out_of_order + self.id_mismatch + self.garbled
     }
 }
@@ -142,34 +157,34 @@ impl CheckCounts {
 const MAX_ERROR_NOTES: usize = 5;
 
 /// Checks every received chunk; owned by the subscriber loop.
-pub struct Checker {
+pub(crate) struct Checker {
     /// Foreign messages are errors (main job) or merely counted (flood alone).
     strict: bool,
     /// Sequence numbers at or above this are garbled.
     seq_limit: u64,
     /// Only messages with a sequence number at least this go into `latency_us` (so that one
     /// phase of a run can be measured apart from an earlier one); 0 by default.
-    pub latency_from_seq: u64,
+    pub(crate) latency_from_seq: u64,
     /// Sequence numbers received (each at most once).
-    pub received: Bitmap,
+    pub(crate) received: Bitmap,
     /// Publish-to-receive latency, microseconds.
-    pub latency_us: Histogram<u64>,
+    pub(crate) latency_us: Histogram<u64>,
     /// `loadtest --nodes`: the seqs published through this subscriber's own node; latency is
     /// also split into `latency_local_us` (these) and `latency_remote_us` (the others).
-    pub local_seqs: Option<std::ops::Range<u64>>,
+    pub(crate) local_seqs: Option<std::ops::Range<u64>>,
     /// Latency of messages published on the subscriber's node (with `local_seqs`), us.
-    pub latency_local_us: Histogram<u64>,
+    pub(crate) latency_local_us: Histogram<u64>,
     /// Latency of messages published on another node (with `local_seqs`), us.
-    pub latency_remote_us: Histogram<u64>,
+    pub(crate) latency_remote_us: Histogram<u64>,
     /// What was seen.
-    pub counts: CheckCounts,
+    pub(crate) counts: CheckCounts,
     /// The first few errors, described.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl Checker {
     /// A checker; `strict` makes non-test messages errors; seqs must be below `seq_limit`.
-    pub fn new(strict: bool, seq_limit: u64) -> Self {
+    pub(crate) fn new(strict: bool, seq_limit: u64) -> Self {
         // 1 us to 1 hour at 3 significant digits; larger values saturate.
         let latency_us = Histogram::new_with_bounds(1, 3_600_000_000, 3)
             .expect("constant histogram bounds are valid");
@@ -189,7 +204,7 @@ impl Checker {
 
     /// Checks one chunk received at `now_us` on the connection subscribed to `conn_id`, whose
     /// previous message number is `*last_n` (0 before the first).
-    pub fn check(&mut self, conn_id: u64, last_n: &mut u32, chunk: &[u8], now_us: u64) {
+    pub(crate) fn check(&mut self, conn_id: u64, last_n: &mut u32, chunk: &[u8], now_us: u64) {
         self.counts.chunks += 1;
         let Some((n, msg)) =
             parse_chunk(chunk).and_then(|(n, m)| Some((u32::try_from(n).ok()?, m)))
@@ -210,7 +225,7 @@ impl Checker {
 
     /// Checks one message carried verbatim (no `Recvd msg #N` wrapper, so no order check), as
     /// other servers' streams carry them, received at `now_us` on connection `conn_id`.
-    pub fn check_message(&mut self, conn_id: u64, msg: &[u8], now_us: u64) {
+    pub(crate) fn check_message(&mut self, conn_id: u64, msg: &[u8], now_us: u64) {
         self.counts.chunks += 1;
         self.check_body(conn_id, msg, msg, now_us);
     }
@@ -261,6 +276,6 @@ impl Checker {
     }
 }
 
+pub(crate) mod single;
 #[cfg(test)]
-#[path = "check_tests.rs"]
 mod tests;

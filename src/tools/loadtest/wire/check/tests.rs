@@ -1,6 +1,6 @@
 //! Tests of the message format and the chunk checker.
 
-use super::*;
+use super::{format_body, parse_body, Bitmap, Checker};
 
 fn chunk(n: u32, msg: &str) -> Vec<u8> {
     format!("Recvd msg #{n}: '{msg}'<br/>\n").into_bytes()

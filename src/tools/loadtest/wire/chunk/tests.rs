@@ -1,7 +1,7 @@
 //! Tests of the chunked stream decoder, chiefly that every way of splitting the input across
 //! reads gives the same chunks.
 
-use super::*;
+use super::{ChunkParser, State, StreamError, MAX_HEAD};
 
 const HEAD: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n";

@@ -6,7 +6,10 @@
 //! of the (seq, id) pairs it has in flight. A server may close a keep-alive connection after a
 //! number of requests (nginx's `keepalive_requests`, 1000 by default), announced by
 //! `Connection: close` on the last answer: requests behind it were never read, so they are
-//! sent again on a new connection rather than counted as failed.
+//! sent again on a new connection rather than counted as failed. The connection itself is
+//! the [`PubConn`](super::publish::PubConn) msggen's generators use.
+//!
+//! - `conn`: one pipelined publisher: fill to `depth`, read answers in order, resend.
 
 use std::collections::VecDeque;
 use std::io;
@@ -17,13 +20,15 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use mio::{Events, Poll};
 
-use super::check::Bitmap;
+mod conn;
+
 use super::msggen::XorShift;
-use super::url::UrlTemplate;
+use crate::tools::loadtest::wire::check::Bitmap;
+use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// Which id each message goes to.
 #[derive(Debug, Clone, Copy)]
-pub enum IdPlan {
+pub(crate) enum IdPlan {
     /// Message `first_seq + k` goes to id `first_id + k % count`.
     InOrder {
         /// The first id.
@@ -42,60 +47,60 @@ pub enum IdPlan {
 
 /// What a pipelined run does.
 #[derive(Debug, Clone)]
-pub struct PipeConfig {
+pub(crate) struct PipeConfig {
     /// Where to `POST` (`{id}` is the target id).
-    pub url: UrlTemplate,
+    pub(crate) url: UrlTemplate,
     /// Publisher connections.
-    pub conns: usize,
+    pub(crate) conns: usize,
     /// Most requests in flight per connection.
-    pub depth: usize,
+    pub(crate) depth: usize,
     /// Target ids.
-    pub ids: IdPlan,
+    pub(crate) ids: IdPlan,
     /// Sequence number of the first message.
-    pub first_seq: u64,
+    pub(crate) first_seq: u64,
     /// Most messages to send (`None`: until `send_until`).
-    pub total: Option<u64>,
+    pub(crate) total: Option<u64>,
     /// No new request is written after this instant.
-    pub send_until: Instant,
+    pub(crate) send_until: Instant,
     /// How long after `send_until` (or the last message) to wait for answers.
-    pub tail: Duration,
+    pub(crate) tail: Duration,
     /// Accept any 2xx answer (other servers); else only `200` with a `delivered` number.
     pub any_2xx: bool,
 }
 
 /// Counters other threads may read, and the stop flag the loop obeys.
 #[derive(Debug, Default)]
-pub struct PipeShared {
+pub(crate) struct PipeShared {
     /// Set by another thread to end the loop at once.
-    pub stop: AtomicBool,
+    pub(crate) stop: AtomicBool,
 }
 
 /// What a pipelined run did.
 #[derive(Debug, Default)]
-pub struct PipeResult {
+pub(crate) struct PipeResult {
     /// Requests written (a request sent again after a close counts once).
-    pub attempted: u64,
+    pub(crate) attempted: u64,
     /// Answered as accepted.
-    pub ok: u64,
+    pub(crate) ok: u64,
     /// Not accepted: other status, connection lost, or no answer in time.
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Sum of `delivered` over the accepted answers that have one.
-    pub delivered_sum: u64,
+    pub(crate) delivered_sum: u64,
     /// Sequence numbers accepted.
-    pub ok_seqs: Bitmap,
+    pub(crate) ok_seqs: Bitmap,
     /// Requests sent again because the server closed the connection before reading them.
-    pub resent: u64,
+    pub(crate) resent: u64,
     /// Connections made.
-    pub connects: u64,
+    pub(crate) connects: u64,
     /// From the start to the end of the loop.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// The first few errors, described.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// Runs the publishers on this thread until everything is answered, the deadline passes, or
 /// `shared.stop` is set. Requests still unanswered then count as failed.
-pub fn run(cfg: PipeConfig, shared: Arc<PipeShared>) -> Result<PipeResult> {
+pub(crate) fn run(cfg: PipeConfig, shared: Arc<PipeShared>) -> Result<PipeResult> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(256);
     let mut p = Pipe {
@@ -127,7 +132,7 @@ pub fn run(cfg: PipeConfig, shared: Arc<PipeShared>) -> Result<PipeResult> {
             break;
         }
         for (i, c) in conns.iter_mut().enumerate() {
-            if sending && c.stream.is_none() && c.may_connect() {
+            if sending && !c.conn.is_open() && c.may_connect() {
                 if let Err(e) = p.connect(&poll, c, i) {
                     p.note(format!("publisher {i}: connect: {e}"));
                 }
@@ -153,7 +158,7 @@ pub fn run(cfg: PipeConfig, shared: Arc<PipeShared>) -> Result<PipeResult> {
     for c in conns.iter_mut() {
         p.res.failed += c.in_flight.len() as u64;
         c.in_flight.clear();
-        c.stream = None;
+        c.conn.close();
     }
     p.res.elapsed = start.elapsed();
     Ok(p.res)
@@ -207,6 +212,3 @@ impl Pipe {
         }
     }
 }
-
-#[path = "pipeline_conn.rs"]
-mod conn;

@@ -1,17 +1,16 @@
-//! One pipelined publisher connection: connect, keep `depth` requests in flight, read answers
-//! in order, and on a close send again whatever the server never read.
+//! One pipelined publisher: a [`PubConn`] keeping `depth` requests in flight, answers read
+//! in order, and on a close whatever the server never read sent again.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-use mio::{Interest, Poll, Token};
+use mio::{Poll, Token};
 
-use super::super::answer::parse_answer;
-use super::super::check::format_body;
-use super::super::proc::now_us;
 use super::Pipe;
+use crate::tools::loadtest::client::publish::PubConn;
+use crate::tools::loadtest::proc::now_us;
+use crate::tools::loadtest::wire::answer::parse_answer;
 
 /// Consecutive connections without a single answer before a publisher gives up.
 const MAX_FAILED_CONNECTS: u32 = 20;
@@ -19,15 +18,10 @@ const MAX_FAILED_CONNECTS: u32 = 20;
 /// One publisher connection and the requests it has in flight.
 #[derive(Default)]
 pub(super) struct Publisher {
-    pub(super) stream: Option<TcpStream>,
+    pub(super) conn: PubConn,
     connecting: bool,
     /// (seq, id) of the requests written and not yet answered, oldest first.
     pub(super) in_flight: VecDeque<(u64, u64)>,
-    /// Requests not yet fully written, from `out_off` on.
-    out: Vec<u8>,
-    out_off: usize,
-    /// Answer bytes not yet parsed.
-    inbuf: Vec<u8>,
     /// The server said `Connection: close`: write nothing more on this connection.
     closing: bool,
     /// Answers on the current connection.
@@ -47,42 +41,37 @@ impl Pipe {
     /// Starts publisher `i`'s non-blocking connect.
     pub(super) fn connect(&mut self, poll: &Poll, c: &mut Publisher, i: usize) -> io::Result<()> {
         self.res.connects += 1;
-        let mut s = TcpStream::connect(self.cfg.url.addr).inspect_err(|_| c.failures += 1)?;
-        s.set_nodelay(true)?;
-        poll.registry()
-            .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         *c = Publisher {
-            stream: Some(s),
-            connecting: true,
             failures: c.failures,
             ..Publisher::default()
         };
+        let r = c.conn.connect(poll.registry(), self.cfg.url.addr, Token(i));
+        r.inspect_err(|_| c.failures += 1)?;
+        c.connecting = true;
         Ok(())
     }
 
     /// Handles readiness of publisher `i`: connect completion, answers, then more requests.
     pub(super) fn on_event(&mut self, c: &mut Publisher, i: usize, writable: bool, readable: bool) {
-        let Some(stream) = c.stream.as_mut() else {
+        if !c.conn.is_open() {
             return;
-        };
+        }
         if c.connecting {
             if !writable {
                 return;
             }
-            match (stream.take_error(), stream.peer_addr()) {
-                (Ok(None), Ok(_)) => c.connecting = false,
-                (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
-                (Ok(Some(e)) | Err(e), _) | (_, Err(e)) => {
-                    return self.drop_conn(c, format!("publisher {i}: connect: {e}"));
-                }
+            match c.conn.connect_done() {
+                Ok(true) => c.connecting = false,
+                Ok(false) => return,
+                Err(e) => return self.drop_conn(c, format!("publisher {i}: connect: {e}")),
             }
         }
         if readable {
             self.read_answers(c, i);
         }
-        if c.stream.is_some() {
+        if c.conn.is_open() {
             self.fill(c);
-            if let Err(e) = flush(c) {
+            if let Err(e) = c.conn.flush() {
                 self.drop_conn(c, format!("publisher {i}: write: {e}"));
             }
         }
@@ -90,10 +79,7 @@ impl Pipe {
 
     /// Queues requests until `depth` are in flight (or nothing is left to send).
     fn fill(&mut self, c: &mut Publisher) {
-        if c.out_off == c.out.len() {
-            c.out.clear();
-            c.out_off = 0;
-        }
+        c.conn.clear_written();
         let now = Instant::now();
         while !c.closing && c.in_flight.len() < self.cfg.depth && now < self.cfg.send_until {
             let from_retry = !self.retry.is_empty();
@@ -105,12 +91,8 @@ impl Pipe {
             } else {
                 self.res.attempted += 1;
             }
-            self.req.clear();
-            format_body(&mut self.req, id, seq, now_us());
-            self.cfg.url.write_request_start(&mut c.out, "POST", id);
-            let len = format!("Content-Length: {}\r\n\r\n", self.req.len());
-            c.out.extend_from_slice(len.as_bytes());
-            c.out.extend_from_slice(&self.req);
+            c.conn
+                .queue_post(&self.cfg.url, id, seq, now_us(), &mut self.req);
             c.in_flight.push_back((seq, id));
             self.last_send = Some(now);
         }
@@ -119,21 +101,13 @@ impl Pipe {
     /// Reads publisher `i` until it would block and settles every complete answer.
     fn read_answers(&mut self, c: &mut Publisher, i: usize) {
         let mut piece = [0u8; 16 * 1024];
-        let eof = loop {
-            let Some(stream) = c.stream.as_mut() else {
-                return;
-            };
-            match stream.read(&mut piece) {
-                Ok(0) => break true,
-                Ok(n) => c.inbuf.extend_from_slice(&piece[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.drop_conn(c, format!("publisher {i}: read: {e}")),
-            }
+        let eof = match c.conn.read_in(&mut piece) {
+            Ok(eof) => eof,
+            Err(e) => return self.drop_conn(c, format!("publisher {i}: read: {e}")),
         };
         let mut off = 0;
-        while off < c.inbuf.len() {
-            let answer = match parse_answer(&c.inbuf[off..]) {
+        while off < c.conn.inbuf.len() {
+            let answer = match parse_answer(&c.conn.inbuf[off..]) {
                 Ok(Some(a)) => a,
                 Ok(None) => break,
                 Err(e) => return self.drop_conn(c, format!("publisher {i}: {e}")),
@@ -161,7 +135,7 @@ impl Pipe {
                 c.closing = true;
             }
         }
-        c.inbuf.drain(..off);
+        c.conn.inbuf.drain(..off);
         if eof || (c.closing && c.in_flight.is_empty()) {
             let why = format!("publisher {i}: connection closed with requests unanswered");
             self.drop_conn(c, why);
@@ -179,24 +153,7 @@ impl Pipe {
             self.note(why);
         }
         c.failures = if c.answered > 0 { 0 } else { c.failures + 1 };
-        c.stream = None;
+        c.conn.close();
         c.connecting = false;
     }
-}
-
-/// Writes what is queued on `c` until the socket would block.
-fn flush(c: &mut Publisher) -> io::Result<()> {
-    let Some(stream) = c.stream.as_mut() else {
-        return Ok(());
-    };
-    while c.out_off < c.out.len() {
-        match stream.write(&c.out[c.out_off..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => c.out_off += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -13,34 +13,34 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::answer::fetch_stats;
-use super::check::Bitmap;
 use super::flood::Gap;
 use super::msggen::SendRecord;
+use crate::tools::loadtest::wire::answer::fetch_stats;
+use crate::tools::loadtest::wire::check::Bitmap;
 
 /// How long after its `200` answer a message may still be on its way to a subscriber that
 /// leaves (microseconds). Deliveries take ~0.1-1 ms here; 500 ms is far past any seen.
-pub const IN_FLIGHT_GRACE_US: u64 = 500_000;
+pub(crate) const IN_FLIGHT_GRACE_US: u64 = 500_000;
 
 /// What churn did and what it excused.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ChurnFigures {
+pub(crate) struct ChurnFigures {
     /// Percent of the subscribers reconnecting per minute, as asked.
-    pub per_min: f64,
+    pub(crate) per_min: f64,
     /// Subscribers closed on purpose.
-    pub churned: u64,
+    pub(crate) churned: u64,
     /// Of those, connected again.
-    pub reconnected: u64,
+    pub(crate) reconnected: u64,
     /// Messages answered `200` whose subscriber was away around them (see the module doc).
-    pub excused: u64,
+    pub(crate) excused: u64,
     /// Of those, received anyway.
-    pub excused_received: u64,
+    pub(crate) excused_received: u64,
 }
 
 /// Splits the messages answered `200` (`sends`) into lost and excused: returns
 /// `(lost, excused, excused_received)`, where lost counts messages not in `received` whose
 /// subscriber stayed connected around them.
-pub fn account(sends: &[SendRecord], received: &Bitmap, gaps: &[Gap]) -> (u64, u64, u64) {
+pub(crate) fn account(sends: &[SendRecord], received: &Bitmap, gaps: &[Gap]) -> (u64, u64, u64) {
     let mut by_id: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
     for g in gaps {
         by_id.entry(g.id).or_default().push((g.from_us, g.to_us));
@@ -68,25 +68,25 @@ pub fn account(sends: &[SendRecord], received: &Bitmap, gaps: &[Gap]) -> (u64, u
 
 /// The server once every subscriber has gone, against its readings before any connected.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AfterLeave {
+pub(crate) struct AfterLeave {
     /// `/stats` connections (subscriber listener), ids and direct-descriptor slots.
-    pub connections: u64,
-    pub ids: u64,
-    pub slots: u64,
+    pub(crate) connections: u64,
+    pub(crate) ids: u64,
+    pub(crate) slots: u64,
     /// Open fds of the server process, and before any subscriber connected.
-    pub fds: u64,
-    pub fds_baseline: u64,
+    pub(crate) fds: u64,
+    pub(crate) fds_baseline: u64,
     /// Server-side subscriber sockets still in CLOSE_WAIT and ESTABLISHED.
-    pub close_wait: u64,
-    pub established: u64,
+    pub(crate) close_wait: u64,
+    pub(crate) established: u64,
     /// How long it took to settle (or the bound, if it never did), ms.
-    pub settle_ms: u64,
+    pub(crate) settle_ms: u64,
 }
 
 impl AfterLeave {
     /// Back to baseline: nothing open, no slot held, no socket left half-closed, and at most
     /// one fd above the baseline (the `/stats` request's own connection).
-    pub fn at_baseline(&self) -> bool {
+    pub(crate) fn at_baseline(&self) -> bool {
         self.connections == 0
             && self.ids == 0
             && self.slots == 0
@@ -97,7 +97,7 @@ impl AfterLeave {
 
     /// Polls (every 50 ms, at most `limit`) until the server of `pid` is back to baseline,
     /// and returns the last reading.
-    pub fn wait(
+    pub(crate) fn wait(
         pid: u32,
         sub: SocketAddr,
         publish: SocketAddr,
@@ -131,7 +131,7 @@ impl AfterLeave {
     }
 
     /// One line for the text report.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!(
             "{} after {} ms: connections {}, ids {}, direct slots {}, fds {} (baseline {}), \
              subscriber sockets in CLOSE_WAIT {}, ESTABLISHED {}",
@@ -153,13 +153,13 @@ impl AfterLeave {
 }
 
 /// Open fds of process `pid` (entries of `/proc/PID/fd`; `u64::MAX` if unreadable).
-pub fn fd_count(pid: u32) -> u64 {
+pub(crate) fn fd_count(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(u64::MAX, |d| d.count() as u64)
 }
 
 /// IPv4 TCP sockets of this network namespace whose local address is `addr` and whose state
 /// is `state`, the hex code of `/proc/net/tcp` (01 ESTABLISHED, 08 CLOSE_WAIT).
-pub fn sockets_in_state(addr: SocketAddr, state: &str) -> u64 {
+pub(crate) fn sockets_in_state(addr: SocketAddr, state: &str) -> u64 {
     let SocketAddr::V4(v4) = addr else {
         return 0;
     };
@@ -182,7 +182,7 @@ pub fn sockets_in_state(addr: SocketAddr, state: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{account, AfterLeave, Bitmap, Gap, SendRecord};
 
     fn send(seq: u64, id: u64, sent_us: u64, answered_us: u64) -> SendRecord {
         SendRecord {

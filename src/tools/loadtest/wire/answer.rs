@@ -12,22 +12,22 @@ const MAX_BODY: usize = 1 << 20;
 
 /// One complete HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Bytes of the input it took (head and body).
-    pub len: usize,
+    pub(crate) len: usize,
     /// Where its body starts in the input (the head's length).
-    pub body_start: usize,
+    pub(crate) body_start: usize,
     /// Status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// The `delivered` number of a JSON body, if there is one.
-    pub delivered: Option<u64>,
+    pub(crate) delivered: Option<u64>,
     /// The server said `Connection: close`.
-    pub close: bool,
+    pub(crate) close: bool,
 }
 
 /// Parses the answer at the start of `buf`: `Ok(None)` if more bytes are needed. Only
 /// Content-Length bodies are accepted (the interface promises them).
-pub fn parse_answer(buf: &[u8]) -> Result<Option<Answer>> {
+pub(crate) fn parse_answer(buf: &[u8]) -> Result<Option<Answer>> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
@@ -70,7 +70,7 @@ pub fn parse_answer(buf: &[u8]) -> Result<Option<Answer>> {
 }
 
 /// The unsigned integer value of `"key"` in a flat JSON object, if present.
-pub fn json_u64(body: &[u8], key: &str) -> Option<u64> {
+pub(crate) fn json_u64(body: &[u8], key: &str) -> Option<u64> {
     let pat = format!("\"{key}\"");
     let at = body.windows(pat.len()).position(|w| w == pat.as_bytes())?;
     let rest = &body[at + pat.len()..];
@@ -82,7 +82,7 @@ pub fn json_u64(body: &[u8], key: &str) -> Option<u64> {
 }
 
 /// Keys of `GET /stats` that the report shows.
-pub const STATS_KEYS: [&str; 8] = [
+pub(crate) const STATS_KEYS: [&str; 8] = [
     "connections",
     "rss_bytes",
     "messages_sent",
@@ -94,12 +94,12 @@ pub const STATS_KEYS: [&str; 8] = [
 ];
 
 /// Fetches `GET /stats` from `addr` (at most 2 s) and returns the [`STATS_KEYS`] it has.
-pub fn fetch_stats(addr: SocketAddr) -> Result<Vec<(String, u64)>> {
+pub(crate) fn fetch_stats(addr: SocketAddr) -> Result<Vec<(String, u64)>> {
     fetch_stats_keys(addr, &STATS_KEYS)
 }
 
 /// Fetches `GET /stats` from `addr` (at most 2 s) and returns those of `keys` it has.
-pub fn fetch_stats_keys(addr: SocketAddr, keys: &[&str]) -> Result<Vec<(String, u64)>> {
+pub(crate) fn fetch_stats_keys(addr: SocketAddr, keys: &[&str]) -> Result<Vec<(String, u64)>> {
     let timeout = Duration::from_secs(2);
     let deadline = Instant::now() + timeout;
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
@@ -135,7 +135,7 @@ pub fn fetch_stats_keys(addr: SocketAddr, keys: &[&str]) -> Result<Vec<(String, 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{json_u64, parse_answer};
 
     const OK: &[u8] =
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"delivered\":1}";

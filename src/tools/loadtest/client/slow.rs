@@ -14,27 +14,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::answer::parse_answer;
-use super::proc::rss_bytes;
+use crate::tools::loadtest::proc::rss_bytes;
+use crate::tools::loadtest::wire::answer::parse_answer;
 
 /// What the slow-reader side did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SlowFigures {
+pub(crate) struct SlowFigures {
     /// Slow readers opened (ids `first_id..first_id + readers`).
-    pub readers: u64,
+    pub(crate) readers: u64,
     /// Messages to them answered `200`, and their total body bytes.
-    pub sent: u64,
-    pub bytes: u64,
+    pub(crate) sent: u64,
+    pub(crate) bytes: u64,
     /// Publishes to them that failed.
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Server RSS at its highest while they were being sent to (sampled every 100 ms), bytes.
-    pub server_rss_peak_bytes: u64,
+    pub(crate) server_rss_peak_bytes: u64,
 }
 
 /// Opens `n` subscribers `GET /test/<id>` for ids `first_id..first_id + n`, reads each `200`
 /// head and returns the sockets, which nobody reads again. Errors: a connect, write or head
 /// that fails or takes over 5 s.
-pub fn open(sub: SocketAddr, first_id: u64, n: u64) -> Result<Vec<TcpStream>> {
+pub(crate) fn open(sub: SocketAddr, first_id: u64, n: u64) -> Result<Vec<TcpStream>> {
     let mut out = Vec::with_capacity(n as usize);
     for id in first_id..first_id + n {
         let mut s = TcpStream::connect_timeout(&sub, Duration::from_secs(5))
@@ -66,22 +66,22 @@ pub fn open(sub: SocketAddr, first_id: u64, n: u64) -> Result<Vec<TcpStream>> {
 }
 
 /// How the slow readers are sent to.
-pub struct BlastConfig {
+pub(crate) struct BlastConfig {
     /// The publish listener.
-    pub publish: SocketAddr,
+    pub(crate) publish: SocketAddr,
     /// The slow readers' ids: `first_id..first_id + readers`, round-robin.
-    pub first_id: u64,
-    pub readers: u64,
+    pub(crate) first_id: u64,
+    pub(crate) readers: u64,
     /// Body bytes per message.
-    pub msg_bytes: usize,
+    pub(crate) msg_bytes: usize,
     /// Messages per second.
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// The server, for its RSS.
-    pub server_pid: u32,
+    pub(crate) server_pid: u32,
 }
 
 /// Sends to the slow readers at `rate` on one keep-alive connection until `stop` is set.
-pub fn spawn_blaster(
+pub(crate) fn spawn_blaster(
     cfg: BlastConfig,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<Result<SlowFigures>>> {

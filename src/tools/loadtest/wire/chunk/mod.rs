@@ -1,39 +1,41 @@
 //! Sans-IO decoder of one subscriber stream: the response head, then chunked transfer coding
 //! (RFC 9112 section 7.1), fed with whatever pieces the socket returns. Other servers' streams
 //! (nchan's raw stream, SSE without chunking) are bodies delimited by close: the decoder then
-//! hands over lines instead of chunks ([`ChunkParser::feed_any`]). A WebSocket stream (a
-//! `101` head) is decoded frame by frame ([`ChunkParser::feed_stream`], `chunk_ws.rs`).
+//! hands over lines instead of chunks ([`Expect::ChunkedOrClose`]). A WebSocket stream (a
+//! `101` head) is decoded frame by frame ([`ChunkParser::feed_stream`]).
 //!
 //! The decoder itself is 12 bytes so that a million idle subscribers cost little. Bytes are
 //! copied only when they must outlive one read: a head, a chunk or a WebSocket data frame
 //! split across reads goes to a per-connection buffer allocated on demand and freed as soon
 //! as it is complete.
+//!
+//! - `chunked`: the chunked coding's size lines, CRLFs and trailer, one byte at a time.
+//! - `head`: the response head's checks (status, transfer coding, WebSocket accept key).
+//! - `ws`: WebSocket server frames (RFC 6455 section 5.2).
+//! - `tests`: every way of splitting a stream across reads gives the same units.
 
 /// Largest chunk accepted, bytes. The server's messages are at most 64 KiB plus the
 /// `Recvd msg #N: '...'<br/>\n` wrapper (and HTML escaping can grow them up to 6x); anything
 /// larger is treated as garbled framing rather than allocated.
-pub const MAX_CHUNK: u32 = 1 << 20;
+pub(crate) const MAX_CHUNK: u32 = 1 << 20;
 
 /// Largest response head accepted, bytes.
-pub const MAX_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
 
 /// A connection's carry-over buffer for a head or chunk split across reads. Boxed on purpose:
 /// `Option<Box<Vec>>` is 8 bytes in every connection record where `Option<Vec>` is 24, and it
 /// is allocated only while a split is pending.
 #[allow(clippy::box_collection)]
-pub type Carry = Box<Vec<u8>>;
+pub(crate) type Carry = Box<Vec<u8>>;
 
 /// A WebSocket upgrade's header lines (RFC 6455 section 4.1). The `Sec-WebSocket-Key` is
 /// fixed, section 1.3's example (base64 of 16 bytes): one key lets the client check the
 /// answer without hashing; the server hashes it on every handshake all the same.
-pub const WS_REQUEST_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-
-/// The `Sec-WebSocket-Accept` the server must answer that key with.
-const WS_ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+pub(crate) const WS_REQUEST_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
 /// What response head a stream must start with, and so how its body is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// `200` with `Transfer-Encoding: chunked`: chunks.
     Chunked,
     /// `200`, chunked (chunks) or without transfer coding (lines of a body ended by close).
@@ -45,7 +47,7 @@ pub enum Expect {
 
 /// One decoded piece of a stream, as handed to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit<'a> {
+pub(crate) enum Unit<'a> {
     /// A chunk's data, a line, or a WebSocket text or binary frame's payload.
     Data(&'a [u8]),
     /// A WebSocket ping or pong frame (the server's heartbeat); its payload is skipped,
@@ -55,7 +57,7 @@ pub enum Unit<'a> {
 
 /// Why a stream could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamError {
+pub(crate) enum StreamError {
     /// The response head was not `200` with `Transfer-Encoding: chunked` (or what the
     /// [`Expect`] allows), or did not parse.
     BadHead(String),
@@ -116,7 +118,7 @@ enum State {
 /// Incremental decoder of one subscriber response: head, then chunks (or lines, or
 /// WebSocket frames).
 #[derive(Debug, Clone)]
-pub struct ChunkParser {
+pub(crate) struct ChunkParser {
     state: State,
     /// WebSocket: the opcode of the frame being read (0 otherwise).
     op: u8,
@@ -134,7 +136,7 @@ impl Default for ChunkParser {
 
 impl ChunkParser {
     /// A decoder at the start of a response.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ChunkParser {
             state: State::Head,
             op: 0,
@@ -144,22 +146,22 @@ impl ChunkParser {
     }
 
     /// True once the response head has been read and accepted.
-    pub fn head_done(&self) -> bool {
+    pub(crate) fn head_done(&self) -> bool {
         self.state != State::Head
     }
 
     /// True once the last chunk (and its trailer section), or a WebSocket close frame, has
     /// been read.
-    pub fn ended(&self) -> bool {
+    pub(crate) fn ended(&self) -> bool {
         self.state == State::Done
     }
 
     /// Decodes `input`, the next bytes of the stream, calling `on_chunk` once with the complete
     /// data of each chunk. `partial` is the connection's carry-over buffer: `None` except while
     /// a head or a chunk is split across calls. (The load tester calls
-    /// [`feed_any`](Self::feed_any); this strict form is for tests.)
+    /// [`feed_stream`](Self::feed_stream); this form and `feed_any` are for tests.)
     #[cfg(test)]
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         input: &[u8],
         partial: &mut Option<Carry>,
@@ -171,7 +173,8 @@ impl ChunkParser {
     /// As [`feed`](Self::feed), but if `unchunked_ok` a `200` head without chunked coding is
     /// accepted too: its body is then split into lines, and `on_chunk` gets each line without
     /// its `\n` (or `\r\n`).
-    pub fn feed_any(
+    #[cfg(test)]
+    pub(crate) fn feed_any(
         &mut self,
         input: &[u8],
         partial: &mut Option<Carry>,
@@ -194,7 +197,7 @@ impl ChunkParser {
     /// calling `on_unit` once with each complete chunk, line or WebSocket frame. `partial`
     /// is the connection's carry-over buffer: `None` except while a head, a chunk, a line or
     /// a WebSocket data frame is split across calls.
-    pub fn feed_stream(
+    pub(crate) fn feed_stream(
         &mut self,
         input: &[u8],
         partial: &mut Option<Carry>,
@@ -287,10 +290,10 @@ impl ChunkParser {
         if self.aux == 4 {
             self.state = match partial.take() {
                 // The whole head came in this read: check it in place.
-                None => check_head(&input[start..i], expect)?,
+                None => head::check_head(&input[start..i], expect)?,
                 Some(mut buf) => {
                     buf.extend_from_slice(&input[start..i]);
-                    check_head(&buf, expect)?
+                    head::check_head(&buf, expect)?
                 }
             };
             self.size = 0;
@@ -336,131 +339,10 @@ impl ChunkParser {
         }
         Ok(i + end + 1)
     }
-
-    /// Advances the framing states that go one byte at a time.
-    fn byte(&mut self, b: u8) -> Result<(), StreamError> {
-        use StreamError::BadFraming;
-        match self.state {
-            State::Size => match b {
-                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                    let digit = (b as char).to_digit(16).unwrap_or(0);
-                    self.size = self.size.saturating_mul(16).saturating_add(digit);
-                    if self.size > MAX_CHUNK {
-                        return Err(BadFraming("chunk larger than the limit"));
-                    }
-                    self.aux += 1;
-                }
-                b';' | b' ' | b'\t' if self.aux > 0 => self.state = State::Ext,
-                b'\r' if self.aux > 0 => self.state = State::SizeLf,
-                _ => return Err(BadFraming("bad chunk size line")),
-            },
-            State::Ext => {
-                if b == b'\r' {
-                    self.state = State::SizeLf;
-                } else if b == b'\n' {
-                    return Err(BadFraming("bare LF in chunk extension"));
-                }
-            }
-            State::SizeLf => {
-                if b != b'\n' {
-                    return Err(BadFraming("size line not ended by CRLF"));
-                }
-                if self.size == 0 {
-                    self.state = State::Trailer;
-                    self.aux = 0;
-                } else {
-                    self.state = State::Data;
-                    self.aux = self.size;
-                }
-            }
-            State::DataCr if b == b'\r' => self.state = State::DataLf,
-            State::DataLf if b == b'\n' => {
-                self.state = State::Size;
-                self.size = 0;
-                self.aux = 0;
-            }
-            State::DataCr | State::DataLf => {
-                return Err(BadFraming("chunk data not followed by CRLF"))
-            }
-            State::Trailer => match b {
-                b'\r' => self.state = State::TrailerLf,
-                b'\n' => return Err(BadFraming("bare LF in trailer")),
-                _ => self.aux = self.aux.saturating_add(1),
-            },
-            State::TrailerLf => {
-                if b != b'\n' {
-                    return Err(BadFraming("trailer line not ended by CRLF"));
-                }
-                // An empty line ends the trailer section, and with it the response.
-                self.state = if self.aux == 0 {
-                    State::Done
-                } else {
-                    State::Trailer
-                };
-                self.aux = 0;
-            }
-            State::Done => return Err(BadFraming("bytes after the last chunk")),
-            // These are consumed by `feed_stream` before it gets here.
-            State::Head
-            | State::Data
-            | State::Line
-            | State::WsOp
-            | State::WsLen
-            | State::WsExt
-            | State::WsData
-            | State::WsSkip => return Err(BadFraming("internal: byte() in a bulk state")),
-        }
-        Ok(())
-    }
 }
 
-/// Checks a complete response head against `expect`; returns the state its body starts in.
-fn check_head(head: &[u8], expect: Expect) -> Result<State, StreamError> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(StreamError::BadHead("incomplete".into())),
-        Err(e) => return Err(StreamError::BadHead(e.to_string())),
-    }
-    let want = if expect == Expect::WebSocket {
-        101
-    } else {
-        200
-    };
-    if resp.code != Some(want) {
-        return Err(StreamError::BadHead(format!(
-            "status {:?}",
-            resp.code.unwrap_or(0)
-        )));
-    }
-    let value = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    if expect == Expect::WebSocket {
-        if !value("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket")) {
-            return Err(StreamError::BadHead("no Upgrade: websocket".into()));
-        }
-        if value("sec-websocket-accept") != Some(WS_ACCEPT) {
-            return Err(StreamError::BadHead("wrong Sec-WebSocket-Accept".into()));
-        }
-        return Ok(State::WsOp);
-    }
-    let coding =
-        value("transfer-encoding").map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
-    match coding {
-        Some(c) if c.contains("chunked") => Ok(State::Size),
-        None if expect == Expect::ChunkedOrClose => Ok(State::Line),
-        _ => Err(StreamError::BadHead("no Transfer-Encoding: chunked".into())),
-    }
-}
-
-#[path = "chunk_ws.rs"]
-mod ws;
-
+mod chunked;
+mod head;
 #[cfg(test)]
-#[path = "chunk_tests.rs"]
 mod tests;
+mod ws;

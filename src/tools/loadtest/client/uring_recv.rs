@@ -32,16 +32,16 @@ const CANCEL: u64 = u64::MAX;
 
 /// How the receive ring is sized and waits.
 #[derive(Debug, Clone, Copy)]
-pub struct RecvConfig {
+pub(crate) struct RecvConfig {
     /// Provided buffers (a power of two, at most 32,768).
-    pub buffers: u16,
+    pub(crate) buffers: u16,
     /// Bytes per buffer; a longer read continues in the next buffer.
-    pub buffer_bytes: u32,
+    pub(crate) buffer_bytes: u32,
     /// Completions a wait asks for before it returns.
-    pub batch: u32,
+    pub(crate) batch: u32,
     /// Microseconds after the first completion that a wait returns with fewer than `batch`;
     /// 0: every wait returns at the first completion.
-    pub min_wait_us: u32,
+    pub(crate) min_wait_us: u32,
 }
 
 impl Default for RecvConfig {
@@ -57,7 +57,7 @@ impl Default for RecvConfig {
 
 /// What one completion said about stream `token`.
 #[derive(Debug)]
-pub enum Got<'a> {
+pub(crate) enum Got<'a> {
     /// The next bytes of the stream.
     Data(&'a [u8]),
     /// The peer closed its side (a read of 0).
@@ -68,7 +68,7 @@ pub enum Got<'a> {
 
 /// A ring receiving on many streams. Not `Send`: it must be used by the thread that made it
 /// (`SINGLE_ISSUER`).
-pub struct RecvRing {
+pub(crate) struct RecvRing {
     ring: IoUring,
     cfg: RecvConfig,
     /// `buffers * buffer_bytes` bytes the kernel reads into.
@@ -80,14 +80,14 @@ pub struct RecvRing {
     /// The socket of each token, to re-arm a multishot receive the kernel ended early.
     fds: Vec<RawFd>,
     /// Multishot receives re-armed because the provided buffers ran out.
-    pub rearmed: u64,
+    pub(crate) rearmed: u64,
 }
 
 impl RecvRing {
     /// A ring for tokens `0..streams`. Errors: io_uring_setup failed (no io_uring, or a kernel
     /// before 6.1 for `DEFER_TASKRUN`), or the buffer ring could not be registered (before
     /// 5.19).
-    pub fn new(streams: usize, cfg: RecvConfig) -> io::Result<RecvRing> {
+    pub(crate) fn new(streams: usize, cfg: RecvConfig) -> io::Result<RecvRing> {
         assert!(cfg.buffers.is_power_of_two() && cfg.buffers <= 1 << 15);
         let ring = IoUring::builder()
             .setup_single_issuer()
@@ -156,7 +156,7 @@ impl RecvRing {
 
     /// Starts receiving on `fd` (a connected, non-blocking socket that stays open until
     /// [`RecvRing::stop`] or the end of the stream) as `token`.
-    pub fn arm(&mut self, fd: RawFd, token: usize) -> io::Result<()> {
+    pub(crate) fn arm(&mut self, fd: RawFd, token: usize) -> io::Result<()> {
         self.fds[token] = fd;
         let e = opcode::RecvMulti::new(types::Fd(fd), BGID)
             .build()
@@ -165,7 +165,7 @@ impl RecvRing {
     }
 
     /// Cancels the receive of `token` (before its socket is closed).
-    pub fn stop(&mut self, token: usize) -> io::Result<()> {
+    pub(crate) fn stop(&mut self, token: usize) -> io::Result<()> {
         self.fds[token] = -1;
         let e = opcode::AsyncCancel::new(token as u64)
             .build()
@@ -184,7 +184,11 @@ impl RecvRing {
     /// Submits what is queued and waits up to `timeout` for `batch` completions (fewer once
     /// `min_wait_us` has passed since the first), then hands each to `f` as (token, what).
     /// A zero `timeout` only runs the receives already due.
-    pub fn wait(&mut self, timeout: Duration, mut f: impl FnMut(usize, Got<'_>)) -> io::Result<()> {
+    pub(crate) fn wait(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(usize, Got<'_>),
+    ) -> io::Result<()> {
         let ts = Timespec::new()
             .sec(timeout.as_secs())
             .nsec(timeout.subsec_nanos());
@@ -251,10 +255,11 @@ impl Drop for RecvRing {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Got, RecvConfig, RecvRing};
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
+    use std::time::Duration;
     use std::time::Instant;
 
     /// A connected loopback pair: (ours, the peer that writes).

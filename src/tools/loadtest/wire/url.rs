@@ -8,11 +8,11 @@ use anyhow::{anyhow, bail, Context, Result};
 
 /// A parsed `http://HOST:PORT/PATH` template whose path holds `{id}` once.
 #[derive(Debug, Clone)]
-pub struct UrlTemplate {
+pub(crate) struct UrlTemplate {
     /// Where to connect (the first address HOST resolves to).
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// `HOST:PORT` as written, for the Host header.
-    pub host: String,
+    pub(crate) host: String,
     /// The path before `{id}`.
     prefix: String,
     /// The path after `{id}`.
@@ -21,7 +21,7 @@ pub struct UrlTemplate {
 
 impl UrlTemplate {
     /// Parses a template; the port defaults to 80.
-    pub fn parse(template: &str) -> Result<UrlTemplate> {
+    pub(crate) fn parse(template: &str) -> Result<UrlTemplate> {
         let rest = template
             .strip_prefix("http://")
             .ok_or_else(|| anyhow!("URL template must start with http://: {template:?}"))?;
@@ -57,13 +57,13 @@ impl UrlTemplate {
     }
 
     /// A template for `path` (holding `{id}`) on a known address.
-    pub fn local(addr: SocketAddr, path: &str) -> Result<UrlTemplate> {
+    pub(crate) fn local(addr: SocketAddr, path: &str) -> Result<UrlTemplate> {
         UrlTemplate::parse(&format!("http://{addr}{path}"))
     }
 
     /// Appends the request line and Host header for `id` (`METHOD PATH HTTP/1.1\r\nHost:
     /// ...\r\n`), leaving the head open for more headers.
-    pub fn write_request_start(&self, out: &mut Vec<u8>, method: &str, id: u64) {
+    pub(crate) fn write_request_start(&self, out: &mut Vec<u8>, method: &str, id: u64) {
         // Writing to a Vec cannot fail.
         let _ = write!(
             out,
@@ -75,7 +75,7 @@ impl UrlTemplate {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::UrlTemplate;
 
     #[test]
     fn parses_and_fills_in() {

@@ -119,8 +119,10 @@ impl ChunkParser {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Carry, Expect, WS_REQUEST_HEADERS};
-    use super::*;
+    use super::{BINARY, PONG};
+    use crate::tools::loadtest::wire::chunk::{
+        Carry, ChunkParser, Expect, State, StreamError, Unit, MAX_CHUNK, WS_REQUEST_HEADERS,
+    };
 
     const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
 
