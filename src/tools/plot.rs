@@ -26,7 +26,7 @@ pub struct PlotArgs {
     pub title: Option<String>,
     /// Warm-up before growth is measured, from when connections first reach their peak
     /// (e.g. `60s`, `1m`).
-    #[arg(long, default_value = "1m", value_parser = crate::tools::loadtest::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = crate::tools::duration::parse_duration)]
     pub warmup: Duration,
 }
 

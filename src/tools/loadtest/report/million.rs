@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::million_worker::LAT_BUCKETS;
-use super::report::json_str;
+use super::json_str;
+use crate::tools::loadtest::million_worker::LAT_BUCKETS;
 
 /// Connect rate target, connections per second (issue 4).
 pub const TARGET_CONNECT_RATE: f64 = 20_000.0;
@@ -89,8 +89,8 @@ pub struct MillionReport {
     pub client_record_bytes: usize,
 
     /// Kernel readings: before connecting (server idle), all connected, after the delivery,
-    /// after every connection closed. See [`super::million_fleet::MemInfo`].
-    pub mem: [super::million_fleet::MemInfo; 4],
+    /// after every connection closed. See [`crate::tools::loadtest::jobs::million::fleet::MemInfo`].
+    pub mem: [crate::tools::loadtest::jobs::million::fleet::MemInfo; 4],
     /// MemTotal - MemAvailable before the server started, bytes.
     pub machine_before: u64,
     /// Highest MemTotal - MemAvailable during the run, bytes.
@@ -129,7 +129,10 @@ impl MillionReport {
     }
 
     /// Growth of a kernel figure from before connecting to all connected, / connections.
-    fn per_conn(&self, f: impl Fn(&super::million_fleet::MemInfo) -> u64) -> f64 {
+    fn per_conn(
+        &self,
+        f: impl Fn(&crate::tools::loadtest::jobs::million::fleet::MemInfo) -> u64,
+    ) -> f64 {
         if self.connected == 0 {
             return 0.0;
         }
@@ -254,7 +257,7 @@ impl MillionReport {
             mib(self.parent_rss), self.client_rss_per_conn(), self.client_pss_per_conn(),
             self.client_record_bytes, self.client_cpu[0], self.client_cpu[1], self.client_cpu[2]
         );
-        let d = |f: fn(&super::million_fleet::MemInfo) -> u64| {
+        let d = |f: fn(&crate::tools::loadtest::jobs::million::fleet::MemInfo) -> u64| {
             if self.connected == 0 {
                 return 0.0;
             }
@@ -305,7 +308,7 @@ impl MillionReport {
 
     /// The report as one JSON object on one line.
     pub fn json(&self) -> String {
-        let mem = |m: &super::million_fleet::MemInfo| {
+        let mem = |m: &crate::tools::loadtest::jobs::million::fleet::MemInfo| {
             format!(
                 "{{\"used\":{},\"slab\":{},\"sunreclaim\":{},\"page_tables\":{},\"kernel_stack\":{},\"vmalloc\":{},\"tcp_mem\":{},\"tcp_inuse\":{},\"tcp_tw\":{}}}",
                 m.used(), m.slab, m.sunreclaim, m.page_tables, m.kernel_stack, m.vmalloc,

@@ -5,20 +5,23 @@
 //! the stream uring-comet's subscribers open: the seed's chunked `/test/`, or SSE or
 //! WebSocket on `/sub/`.
 
+pub(crate) mod ceiling;
+pub(crate) mod scenario;
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::ceiling::{self, Ceiling};
-use super::compare_report::{self, Row};
-use super::duration::parse_secs;
-use super::framing::Framing;
 use super::halves::check_fd_limit;
-use super::proc::ServerGuard;
-use super::procmem::ProcSet;
-use super::scenario::{self, Settings, Target};
-use super::url::UrlTemplate;
+use crate::tools::duration::parse_secs;
+use crate::tools::loadtest::framing::Framing;
+use crate::tools::loadtest::host::child::ServerGuard;
+use crate::tools::loadtest::host::procmem::ProcSet;
+use crate::tools::loadtest::report::compare::{self as compare_report, Row};
+use crate::tools::loadtest::url::UrlTemplate;
+use ceiling::Ceiling;
+use scenario::{Settings, Target};
 
 /// The stream uring-comet's subscribers open (`--protocol`).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::compare_report::Row;
-use super::flood::{self, FloodConfig, FloodResult, FloodShared};
-use super::framing::Framing;
-use super::pipeline::{self, IdPlan, PipeConfig, PipeShared};
-use super::procmem::{KernelMem, ProcSet};
-use super::report::Latency;
-use super::url::UrlTemplate;
+use crate::tools::loadtest::flood::{self, FloodConfig, FloodResult, FloodShared};
+use crate::tools::loadtest::framing::Framing;
+use crate::tools::loadtest::host::procmem::{KernelMem, ProcSet};
+use crate::tools::loadtest::pipeline::{self, IdPlan, PipeConfig, PipeShared};
+use crate::tools::loadtest::report::compare::Row;
+use crate::tools::loadtest::report::Latency;
+use crate::tools::loadtest::url::UrlTemplate;
 
 /// Longest wait for memory to settle at each reading.
 const SETTLE: Duration = Duration::from_secs(5);

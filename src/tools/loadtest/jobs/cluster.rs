@@ -16,17 +16,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::answer;
-use super::check::{Bitmap, CheckCounts};
-use super::flood::{self, FloodConfig, FloodResult, FloodShared};
-use super::framing::Framing;
 use super::halves::{check_fd_limit, check_positive};
-use super::msggen::{self, MsggenConfig, MsggenShared};
-use super::proc::{cpu_seconds, server_command, ServerGuard};
-use super::redis_server::RedisGuard;
-use super::report::{json_str, Latency};
-use super::url::UrlTemplate;
-use super::MainArgs;
+use crate::tools::loadtest::answer;
+use crate::tools::loadtest::check::{Bitmap, CheckCounts};
+use crate::tools::loadtest::cli::MainArgs;
+use crate::tools::loadtest::flood::{self, FloodConfig, FloodResult, FloodShared};
+use crate::tools::loadtest::framing::Framing;
+use crate::tools::loadtest::host::child::{server_command, ServerGuard};
+use crate::tools::loadtest::host::proc::cpu_seconds;
+use crate::tools::loadtest::host::redis_server::RedisGuard;
+use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenShared};
+use crate::tools::loadtest::report::{json_str, Latency};
+use crate::tools::loadtest::url::UrlTemplate;
 
 /// The `/stats` keys read from each node after the run.
 const NODE_STATS: [&str; 10] = [

@@ -12,16 +12,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::churn::{self, AfterLeave, ChurnFigures};
-use super::flood::{self, FloodConfig, FloodResult, FloodShared};
-use super::framing::Framing;
 use super::halves::{check_fd_limit, check_positive};
-use super::msggen::{self, MsggenConfig, MsggenShared};
-use super::proc::{cpu_seconds, rss_bytes, server_command, wait_rss_stable, ServerGuard};
-use super::report::{Latency, Report};
-use super::slow::{self, BlastConfig};
-use super::url::UrlTemplate;
-use super::{answer, memlog, MainArgs};
+use crate::tools::loadtest::answer;
+use crate::tools::loadtest::churn::{self, AfterLeave, ChurnFigures};
+use crate::tools::loadtest::cli::MainArgs;
+use crate::tools::loadtest::flood::{self, FloodConfig, FloodResult, FloodShared};
+use crate::tools::loadtest::framing::Framing;
+use crate::tools::loadtest::host::child::{server_command, ServerGuard};
+use crate::tools::loadtest::host::memlog;
+use crate::tools::loadtest::host::proc::{cpu_seconds, rss_bytes, wait_rss_stable};
+use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenShared};
+use crate::tools::loadtest::report::main_job::Report;
+use crate::tools::loadtest::report::Latency;
+use crate::tools::loadtest::slow::{self, BlastConfig};
+use crate::tools::loadtest::url::UrlTemplate;
 
 /// Longest wait for the server's RSS to settle, before connecting and before publishing.
 const RSS_SETTLE: Duration = Duration::from_secs(5);

@@ -3,7 +3,7 @@
 //! 1. Start the server as a child (`serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0
 //!    --max-conns <conns + 5 % + 1000> --heartbeat 0`), read its idle RSS once stable.
 //! 2. Connect: RLIMIT_NOFILE is 20,000 per process here and cannot be raised, so the
-//!    subscribers are spread over worker processes ([`million_worker`](super::million_worker),
+//!    subscribers are spread over worker processes ([`million_worker`](crate::tools::loadtest::million_worker),
 //!    at most `--per-worker` each), worker `k` connecting from 127.0.0.(2+k) with
 //!    IP_BIND_ADDRESS_NO_PORT (the 4-tuple picks the port: no source address needs more than
 //!    its ~28,000 ephemeral ports), at `--connect-rate / workers` per second each with at most
@@ -18,6 +18,8 @@
 //! Every phase is bounded in time; every child (workers, server) is ended by pid on every
 //! exit path (Drop guards, PR_SET_PDEATHSIG). Exit status is non-zero on any loss.
 
+pub(crate) mod fleet;
+
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -28,15 +30,18 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::answer::{json_u64, parse_answer};
-use super::halves::check_fd_limit;
-use super::million_fleet::{source_addr, Fleet, MemInfo, PeakSampler, WorkerPlan};
-use super::million_report::MillionReport;
-use super::million_worker::{Progress, LAT_BUCKETS};
-use super::pipeline::{self, IdPlan, PipeConfig, PipeShared};
-use super::proc::{cpu_seconds, rss_bytes, wait_rss_stable, ServerGuard};
-use super::procmem::ProcSet;
-use super::url::UrlTemplate;
+use super::super::halves::check_fd_limit;
+use crate::tools::loadtest::answer::{json_u64, parse_answer};
+use crate::tools::loadtest::host::child::ServerGuard;
+use crate::tools::loadtest::host::proc::{cpu_seconds, rss_bytes, wait_rss_stable};
+use crate::tools::loadtest::host::procmem::ProcSet;
+use crate::tools::loadtest::jobs::million::fleet::{
+    source_addr, Fleet, MemInfo, PeakSampler, WorkerPlan,
+};
+use crate::tools::loadtest::million_worker::{Progress, LAT_BUCKETS};
+use crate::tools::loadtest::pipeline::{self, IdPlan, PipeConfig, PipeShared};
+use crate::tools::loadtest::report::million::MillionReport;
+use crate::tools::loadtest::url::UrlTemplate;
 
 /// Flags of `uring-comet loadtest million`.
 #[derive(Args, Debug)]
@@ -114,7 +119,7 @@ pub fn run(a: MillionArgs) -> Result<()> {
     }
     check_fd_limit(a.publishers as u64 * 2 + 256)?;
     // The workers inherit this process's (raised) limit; each needs its streams + a few.
-    let limit = super::proc::raise_nofile_limit();
+    let limit = crate::tools::loadtest::host::proc::raise_nofile_limit();
     if a.per_worker + 32 > limit {
         bail!(
             "--per-worker {} needs an fd limit of {} per worker; RLIMIT_NOFILE is {limit}",
@@ -132,7 +137,7 @@ pub fn run(a: MillionArgs) -> Result<()> {
         heartbeat: a.heartbeat,
         connect_rate_asked: a.connect_rate,
         lat: vec![0; LAT_BUCKETS],
-        client_record_bytes: super::million_worker::RECORD_BYTES,
+        client_record_bytes: crate::tools::loadtest::million_worker::RECORD_BYTES,
         ..MillionReport::default()
     };
     r.loadavg[0] = loadavg();

@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::duration::parse_duration;
-use super::{ck10, MainArgs};
+use super::ck10;
+use crate::tools::duration::parse_duration;
+use crate::tools::loadtest::cli::MainArgs;
 use crate::tools::plot;
 
 /// Flags of `uring-comet loadtest soak`.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::million_worker::{Progress, Verdict};
+use crate::tools::loadtest::million_worker::{Progress, Verdict};
 
 /// What the parent knows of one worker, updated by its reader thread.
 #[derive(Default)]

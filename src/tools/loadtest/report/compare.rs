@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-use super::ceiling::Ceiling;
-use super::procmem::{KernelMem, MemReading};
-use super::report::json_str;
+use super::json_str;
+use crate::tools::loadtest::host::procmem::{KernelMem, MemReading};
+use crate::tools::loadtest::jobs::compare::ceiling::Ceiling;
 
 /// Everything measured on one server.
 #[derive(Debug, Clone, Default)]
@@ -269,5 +269,4 @@ fn micros(us: u64) -> String {
 }
 
 #[cfg(test)]
-#[path = "compare_report_tests.rs"]
 mod tests;

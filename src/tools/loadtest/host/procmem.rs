@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::proc::cpu_seconds;
+use crate::tools::loadtest::host::proc::cpu_seconds;
 
 /// The processes of one server: the given pids and all their descendants, found afresh at
 /// every reading (so workers that start later are counted).

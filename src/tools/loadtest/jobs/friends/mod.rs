@@ -13,9 +13,11 @@
 //!    from `/stats`), the logins connect (`GET /test/<user>`, one connection each), then
 //!    `--parallel` keep-alive publishers send `POST /publish/<seed>` at `--rate` for
 //!    `--duration`, each body `<seed>:<seq>:<send time us>`.
-//! 5. Every chunk is checked ([`friends_subs`](super::friends_subs)); at the end each event
+//! 5. Every chunk is checked ([`friends_subs`](crate::tools::loadtest::friends_subs)); at the end each event
 //!    answered 200 must have reached each logged-in friend exactly once. Exit non-zero
 //!    otherwise.
+
+mod plan;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,17 +28,21 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
-use super::friends_plan;
-use super::friends_subs::{self, ClientIo, SubsConfig, SubsShared, FANOUT_BUCKETS};
 use super::halves::{check_fd_limit, check_positive};
-use super::msggen::{self, MsggenConfig, MsggenShared};
-use super::proc::{cpu_seconds, server_command, ServerGuard};
-use super::report::Latency;
-use super::url::UrlTemplate;
-use super::{answer, duration};
 use crate::friends::journal;
 use crate::friends::load::{self, LoadOptions};
+use crate::tools::duration;
 use crate::tools::gen_friends::{self, DegreeStats, GenArgs, SplitMix};
+use crate::tools::loadtest::answer;
+use crate::tools::loadtest::friends_subs::{
+    self, ClientIo, SubsConfig, SubsShared, FANOUT_BUCKETS,
+};
+use crate::tools::loadtest::host::child::{server_command, ServerGuard};
+use crate::tools::loadtest::host::proc::cpu_seconds;
+use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenShared};
+use crate::tools::loadtest::report::Latency;
+use crate::tools::loadtest::url::UrlTemplate;
+use plan as friends_plan;
 
 /// Flags of `uring-comet loadtest friends`.
 #[derive(Args, Debug)]
