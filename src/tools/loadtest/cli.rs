@@ -7,10 +7,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::host::child::server_command;
 use super::jobs::compare::CompareArgs;
 use super::jobs::friends::FriendsArgs;
 use super::jobs::million::MillionArgs;
 use super::jobs::soak::SoakArgs;
+use crate::config::Backend;
 use crate::tools::duration;
 use crate::tools::loadtest::framing::Framing;
 use crate::tools::loadtest::million_worker::WorkerArgs;
@@ -52,33 +54,13 @@ pub enum LoadtestCmd {
     MillionWorker(WorkerArgs),
 }
 
-/// Flags of the main job (`uring-comet loadtest`).
-#[derive(Args, Debug)]
-pub struct MainArgs {
-    /// Subscriber connections, ids 1..=conns.
-    #[arg(long, default_value_t = 10_000)]
-    pub conns: u64,
-    /// Subscriber connects started per second.
-    #[arg(long, default_value_t = 2_000.0)]
-    pub connect_rate: f64,
-    /// Most subscriber connects in flight (sent, no 200 head yet) at once.
-    #[arg(long, default_value_t = 512)]
-    pub max_connecting: u64,
-    /// Messages per second, all generators together.
-    #[arg(long, default_value_t = 1_000.0)]
-    pub rate: f64,
-    /// Seconds of publishing; units allowed (`90s`, `10m`, `1h`).
-    #[arg(long, default_value = "30", value_parser = duration::parse_secs)]
-    pub duration: f64,
-    /// Publishing generators (keep-alive connections).
-    #[arg(long, default_value_t = 100)]
-    pub parallel: usize,
+/// The server under test, started as a child process (`BIN serve ...`): flattened into every
+/// job that starts one. Its `--backend`, where a job has one, is the job's own flag.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerFlags {
     /// Shards for the server (its `--shards`); default: the server's own.
     #[arg(long)]
     pub shards: Option<usize>,
-    /// Data-plane backend for the server (its `--backend`); default: the server's own (auto).
-    #[arg(long, value_enum)]
-    pub backend: Option<crate::config::Backend>,
     /// Any other flag for the server, repeatable, e.g. `--server-arg=--placement=accept`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
@@ -88,8 +70,66 @@ pub struct MainArgs {
     /// Write the server's stderr to this file instead of ours.
     #[arg(long)]
     pub server_log: Option<PathBuf>,
-    /// Most milliseconds to wait after publishing for every sent message to arrive.
-    #[arg(long, default_value_t = 2_000)]
+}
+
+impl ServerFlags {
+    /// The server's binary and `serve` flags: `head` (the job's own), `--shards`, `--backend`
+    /// when given, then `--server-arg`s, as [`server_command`]. Errors: this executable's path
+    /// cannot be read.
+    pub fn command(
+        &self,
+        head: Vec<String>,
+        backend: Option<Backend>,
+    ) -> anyhow::Result<(PathBuf, Vec<String>)> {
+        server_command(
+            self.server_bin.as_ref(),
+            head,
+            self.shards,
+            backend,
+            &self.server_args,
+        )
+    }
+}
+
+/// Subscribers connecting: how many, how fast, how many at once. Flattened into the jobs
+/// that hold subscribers by id; a job with other defaults changes them with `mut_arg`.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectFlags {
+    /// Subscriber connections, ids 1..=conns.
+    #[arg(long, default_value_t = 10_000)]
+    pub conns: u64,
+    /// Subscriber connects started per second.
+    #[arg(long, default_value_t = 2_000.0)]
+    pub connect_rate: f64,
+    /// Most subscriber connects in flight (sent, no 200 head yet) at once.
+    #[arg(long, default_value_t = 512)]
+    pub max_connecting: u64,
+}
+
+/// Flags of the main job (`uring-comet loadtest`).
+#[derive(Args, Debug)]
+pub struct MainArgs {
+    /// Subscribers connecting.
+    #[command(flatten)]
+    pub connect: ConnectFlags,
+    /// Messages per second, all generators together.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// Seconds of publishing; units allowed (`90s`, `10m`, `1h`).
+    #[arg(long, default_value = "30", value_parser = duration::parse_secs)]
+    pub duration: f64,
+    /// Publishing generators (keep-alive connections).
+    #[arg(long, default_value_t = 100)]
+    pub parallel: usize,
+    /// Data-plane backend for the server (its `--backend`); default: the server's own (auto).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// The server under test.
+    #[command(flatten)]
+    pub server: ServerFlags,
+    /// Most milliseconds to wait after publishing for every sent message to arrive (units
+    /// allowed: `2s`).
+    #[arg(long, default_value_t = 2_000, value_parser = duration::parse_millis)]
     pub drain_ms: u64,
     /// Print the report as one JSON object on stdout (Stats lines then go to stderr).
     #[arg(long)]
@@ -98,8 +138,8 @@ pub struct MainArgs {
     /// to the same name with .svg [default: <target>/loadtest/mem.log, started fresh].
     #[arg(long)]
     pub mem_log: Option<PathBuf>,
-    /// Seconds between mem-log lines [default: 1].
-    #[arg(long)]
+    /// Seconds between mem-log lines (units allowed: `1m`) [default: 1].
+    #[arg(long, value_parser = duration::parse_whole_secs)]
     pub mem_interval: Option<u64>,
     /// Source addresses (127.0.0.1, .2, ...) for subscribers; 0: one per 12,000 connections.
     #[arg(long, default_value_t = 0)]
@@ -152,14 +192,15 @@ pub struct FloodArgs {
     /// Most connects in flight (sent, no 200 head yet) at once.
     #[arg(long, default_value_t = 512)]
     pub max_connecting: u64,
-    /// Seconds to run before closing everything and printing the summary.
-    #[arg(long, default_value_t = 60.0)]
+    /// Seconds to run before closing everything and printing the summary (units allowed:
+    /// `10m`).
+    #[arg(long, default_value = "60", value_parser = duration::parse_secs)]
     pub duration: f64,
     /// Append `date\tepoch\trss_kib\tconns` lines to this file.
     #[arg(long)]
     pub mem_log: Option<PathBuf>,
-    /// Seconds between mem-log lines.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds between mem-log lines (units allowed: `1m`).
+    #[arg(long, default_value_t = 60, value_parser = duration::parse_whole_secs)]
     pub mem_interval: u64,
     /// Server process for the mem log's RSS; default: the one listening on the URL's port.
     #[arg(long)]
@@ -183,8 +224,8 @@ pub struct MsggenArgs {
     /// Messages each generator sends.
     #[arg(long, default_value_t = 100)]
     pub count: u64,
-    /// Milliseconds between one generator's messages.
-    #[arg(long, default_value_t = 100)]
+    /// Milliseconds between one generator's messages (units allowed: `1s`).
+    #[arg(long, default_value_t = 100, value_parser = duration::parse_millis)]
     pub interval_ms: u64,
     /// Target ids are drawn from 1..=max-id.
     #[arg(long, default_value_t = 10_000)]

@@ -18,7 +18,7 @@ use crate::tools::loadtest::churn::{self, AfterLeave, ChurnFigures};
 use crate::tools::loadtest::cli::MainArgs;
 use crate::tools::loadtest::flood::{self, FloodConfig, FloodResult, FloodShared};
 use crate::tools::loadtest::framing::Framing;
-use crate::tools::loadtest::host::child::{server_command, ServerGuard};
+use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::memlog;
 use crate::tools::loadtest::host::proc::{cpu_seconds, rss_bytes, wait_rss_stable};
 use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenShared};
@@ -44,25 +44,19 @@ fn say(msg: &str) {
 /// Runs the main job; fails if anything was lost or arrived wrong (after printing the report).
 pub fn run(a: MainArgs) -> Result<()> {
     check_positive(&[
-        ("--connect-rate", a.connect_rate),
+        ("--connect-rate", a.connect.connect_rate),
         ("--rate", a.rate),
         ("--duration", a.duration),
     ])?;
-    if a.conns == 0 || a.parallel == 0 {
+    if a.connect.conns == 0 || a.parallel == 0 {
         bail!("--conns and --parallel must be at least 1");
     }
-    check_fd_limit(a.conns + a.slow_readers + a.parallel as u64 + 1)?;
+    check_fd_limit(a.connect.conns + a.slow_readers + a.parallel as u64 + 1)?;
     if !(0.0..=6000.0).contains(&a.churn) {
         bail!("--churn is a percent of the subscribers per minute, 0 to 6000");
     }
-    let (bin, args) = server_command(
-        a.server_bin.as_ref(),
-        Vec::new(),
-        a.shards,
-        a.backend,
-        &a.server_args,
-    )?;
-    let mut server = ServerGuard::start(&bin, &args, a.server_log.as_ref())?;
+    let (bin, args) = a.server.command(Vec::new(), a.backend)?;
+    let mut server = ServerGuard::start(&bin, &args, a.server.server_log.as_ref())?;
     let pid = server.pid;
     say(&format!(
         "server pid {pid}: subscribers on {}, publish on {}",
@@ -92,9 +86,9 @@ pub fn run(a: MainArgs) -> Result<()> {
     let fcfg = FloodConfig {
         url: UrlTemplate::local(server.sub_addr, "/test/{id}")?,
         first_id: 1,
-        count: a.conns,
-        connect_rate: a.connect_rate,
-        max_connecting: a.max_connecting.max(1),
+        count: a.connect.conns,
+        connect_rate: a.connect.connect_rate,
+        max_connecting: a.connect.max_connecting.max(1),
         duration: None,
         stats_to_stderr: a.json,
         strict: true,
@@ -113,20 +107,20 @@ pub fn run(a: MainArgs) -> Result<()> {
     // Connect phase, bounded: twice the planned time plus 10 s.
     say(&format!(
         "opening {} subscriber streams at {}/s",
-        a.conns, a.connect_rate
+        a.connect.conns, a.connect.connect_rate
     ));
     let t0 = Instant::now();
-    let budget =
-        Duration::from_secs_f64(2.0 * a.conns as f64 / a.connect_rate) + Duration::from_secs(10);
+    let budget = Duration::from_secs_f64(2.0 * a.connect.conns as f64 / a.connect.connect_rate)
+        + Duration::from_secs(10);
     loop {
         let (up, down) = (
             fshared.connected.load(Relaxed),
             fshared.closed.load(Relaxed),
         );
-        if up == a.conns {
+        if up == a.connect.conns {
             break;
         }
-        let why = if up + down >= a.conns || flood.is_finished() {
+        let why = if up + down >= a.connect.conns || flood.is_finished() {
             Some(format!("{down} connections failed"))
         } else if t0.elapsed() > budget {
             Some(format!("not done after {:.0} s", budget.as_secs_f64()))
@@ -141,7 +135,7 @@ pub fn run(a: MainArgs) -> Result<()> {
                 .unwrap_or_default();
             bail!(
                 "only {up} of {} subscriber streams opened: {why}. {notes}",
-                a.conns
+                a.connect.conns
             );
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -149,17 +143,17 @@ pub fn run(a: MainArgs) -> Result<()> {
     let connect_s = t0.elapsed().as_secs_f64();
     say(&format!(
         "{} streams open in {connect_s:.1} s; waiting for the server's RSS to settle",
-        a.conns
+        a.connect.conns
     ));
     let (rss_loaded, rss_stable) = wait_rss_stable(pid, RSS_SETTLE)?;
     let slow_socks = if a.slow_readers > 0 {
         say(&format!(
             "opening {} slow readers (ids {}..={}), which will not read",
             a.slow_readers,
-            a.conns + 1,
-            a.conns + a.slow_readers
+            a.connect.conns + 1,
+            a.connect.conns + a.slow_readers
         ));
-        slow::open(server.sub_addr, a.conns + 1, a.slow_readers)?
+        slow::open(server.sub_addr, a.connect.conns + 1, a.slow_readers)?
     } else {
         Vec::new()
     };
@@ -169,7 +163,7 @@ pub fn run(a: MainArgs) -> Result<()> {
         Some(slow::spawn_blaster(
             BlastConfig {
                 publish: server.pub_addr,
-                first_id: a.conns + 1,
+                first_id: a.connect.conns + 1,
                 readers: a.slow_readers,
                 msg_bytes: a.slow_msg_bytes,
                 rate: a.slow_rate,
@@ -191,7 +185,7 @@ pub fn run(a: MainArgs) -> Result<()> {
         parallel: a.parallel,
         total,
         interval: Duration::from_secs_f64(a.parallel as f64 / a.rate),
-        max_id: a.conns,
+        max_id: a.connect.conns,
         ids_by_seq: None,
         first_seq: 0,
         seed: a.seed,

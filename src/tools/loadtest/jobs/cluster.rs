@@ -22,7 +22,7 @@ use crate::tools::loadtest::check::{Bitmap, CheckCounts};
 use crate::tools::loadtest::cli::MainArgs;
 use crate::tools::loadtest::flood::{self, FloodConfig, FloodResult, FloodShared};
 use crate::tools::loadtest::framing::Framing;
-use crate::tools::loadtest::host::child::{server_command, ServerGuard};
+use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::cpu_seconds;
 use crate::tools::loadtest::host::redis_server::RedisGuard;
 use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenShared};
@@ -185,34 +185,30 @@ fn share(total: u64, n: u64, k: u64) -> (u64, u64) {
 /// Runs `loadtest --nodes N` (N >= 2); fails if anything was lost or arrived wrong.
 pub fn run(a: MainArgs) -> Result<()> {
     check_positive(&[
-        ("--connect-rate", a.connect_rate),
+        ("--connect-rate", a.connect.connect_rate),
         ("--rate", a.rate),
         ("--duration", a.duration),
     ])?;
     let n = usize::from(a.nodes);
-    if a.conns < n as u64 || a.parallel < n {
+    if a.connect.conns < n as u64 || a.parallel < n {
         bail!("--conns and --parallel must be at least --nodes ({n})");
     }
     if a.churn > 0.0 || a.slow_readers > 0 {
         bail!("--churn and --slow-readers are not supported with --nodes yet");
     }
-    check_fd_limit(a.conns + a.parallel as u64)?;
+    check_fd_limit(a.connect.conns + a.parallel as u64)?;
     let redis = RedisGuard::start()?;
     say(&format!(
         "redis-server pid {} on {}",
         redis.pid,
         redis.url()
     ));
-    let (bin, args) = server_command(
-        a.server_bin.as_ref(),
-        vec!["--cluster".into(), redis.url()],
-        a.shards,
-        a.backend,
-        &a.server_args,
-    )?;
+    let (bin, args) = a
+        .server
+        .command(vec!["--cluster".into(), redis.url()], a.backend)?;
     let mut servers = Vec::with_capacity(n);
     for k in 0..n {
-        let log = a.server_log.as_ref().map(|p| {
+        let log = a.server.server_log.as_ref().map(|p| {
             let mut p = p.clone().into_os_string();
             p.push(format!(".node{k}"));
             std::path::PathBuf::from(p)
@@ -242,14 +238,14 @@ pub fn run(a: MainArgs) -> Result<()> {
     // Subscribers: node k holds ids share(conns, n, k) + 1.
     let mut floods: Vec<(Arc<FloodShared>, JoinHandle<Result<FloodResult>>)> = Vec::new();
     for (k, s) in servers.iter().enumerate() {
-        let (first, count) = share(a.conns, n as u64, k as u64);
+        let (first, count) = share(a.connect.conns, n as u64, k as u64);
         let (seq0, seqs) = share(total, n as u64, k as u64);
         let cfg = FloodConfig {
             url: UrlTemplate::local(s.sub_addr, "/test/{id}")?,
             first_id: first + 1,
             count,
-            connect_rate: a.connect_rate / n as f64,
-            max_connecting: (a.max_connecting / n as u64).max(1),
+            connect_rate: a.connect.connect_rate / n as f64,
+            max_connecting: (a.connect.max_connecting / n as u64).max(1),
             duration: None,
             stats_to_stderr: true,
             strict: true,
@@ -269,28 +265,34 @@ pub fn run(a: MainArgs) -> Result<()> {
     }
     say(&format!(
         "opening {} subscriber streams over {n} nodes at {}/s",
-        a.conns, a.connect_rate
+        a.connect.conns, a.connect.connect_rate
     ));
     let t0 = Instant::now();
-    let budget =
-        Duration::from_secs_f64(2.0 * a.conns as f64 / a.connect_rate) + Duration::from_secs(10);
+    let budget = Duration::from_secs_f64(2.0 * a.connect.conns as f64 / a.connect.connect_rate)
+        + Duration::from_secs(10);
     loop {
         let up: u64 = floods.iter().map(|f| f.0.connected.load(Relaxed)).sum();
         let down: u64 = floods.iter().map(|f| f.0.closed.load(Relaxed)).sum();
-        if up == a.conns {
+        if up == a.connect.conns {
             break;
         }
-        if up + down >= a.conns || t0.elapsed() > budget || servers.iter_mut().any(|s| !s.alive()) {
+        if up + down >= a.connect.conns
+            || t0.elapsed() > budget
+            || servers.iter_mut().any(|s| !s.alive())
+        {
             let _ = stop_floods(floods);
             bail!(
                 "only {up} of {} subscriber streams opened ({down} failed)",
-                a.conns
+                a.connect.conns
             );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let connect_s = t0.elapsed().as_secs_f64();
-    say(&format!("{} streams open in {connect_s:.1} s", a.conns));
+    say(&format!(
+        "{} streams open in {connect_s:.1} s",
+        a.connect.conns
+    ));
 
     // Publishers: node k's generators send share(total, n, k) messages with their own seqs.
     say(&format!(
@@ -307,7 +309,7 @@ pub fn run(a: MainArgs) -> Result<()> {
             parallel: parallel as usize,
             total: seqs,
             interval: Duration::from_secs_f64(parallel as f64 / rate.max(1e-9)),
-            max_id: a.conns,
+            max_id: a.connect.conns,
             ids_by_seq: None,
             first_seq: seq0,
             seed: a.seed.wrapping_add(k as u64 * 0x9E37_79B9),
@@ -323,7 +325,7 @@ pub fn run(a: MainArgs) -> Result<()> {
     }
     let mut rep = ClusterReport {
         nodes: n,
-        conns: a.conns,
+        conns: a.connect.conns,
         connect_s,
         ..ClusterReport::default()
     };

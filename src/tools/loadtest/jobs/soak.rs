@@ -13,15 +13,15 @@ use clap::Args;
 
 use super::ck10;
 use crate::tools::duration::parse_duration;
-use crate::tools::loadtest::cli::MainArgs;
+use crate::tools::loadtest::cli::{ConnectFlags, MainArgs, ServerFlags};
 use crate::tools::plot;
 
 /// Flags of `uring-comet loadtest soak`.
 #[derive(Args, Debug)]
 pub struct SoakArgs {
-    /// Subscriber connections, ids 1..=conns.
-    #[arg(long, default_value_t = 10_000)]
-    pub conns: u64,
+    /// Subscribers connecting.
+    #[command(flatten)]
+    pub connect: ConnectFlags,
     /// Messages per second, all generators together.
     #[arg(long, default_value_t = 1_000.0)]
     pub rate: f64,
@@ -38,24 +38,15 @@ pub struct SoakArgs {
     /// Warm-up before growth is measured, from when every subscriber is connected.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Subscriber connects started per second.
-    #[arg(long, default_value_t = 2_000.0)]
-    pub connect_rate: f64,
     /// Publishing generators (keep-alive connections).
     #[arg(long, default_value_t = 100)]
     pub parallel: usize,
-    /// Shards for the server (its `--shards`); default: the server's own.
-    #[arg(long)]
-    pub shards: Option<usize>,
     /// Data-plane backend for the server (its `--backend`); default: the server's own (auto).
     #[arg(long, value_enum)]
     pub backend: Option<crate::config::Backend>,
-    /// Server binary to start (with `serve ...`); default: this executable.
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    /// Write the server's stderr to this file instead of ours.
-    #[arg(long)]
-    pub server_log: Option<PathBuf>,
+    /// The server under test.
+    #[command(flatten)]
+    pub server: ServerFlags,
     /// Print the report as one JSON object on stdout (Stats lines then go to stderr).
     #[arg(long)]
     pub json: bool,
@@ -92,18 +83,14 @@ pub fn soak(a: SoakArgs) -> Result<()> {
         }
         None => fresh_log("soak-mem.log")?,
     };
+    let conns = a.connect.conns;
     let main = MainArgs {
-        conns: a.conns,
-        connect_rate: a.connect_rate,
-        max_connecting: 512,
+        connect: a.connect,
         rate: a.rate,
         duration: a.duration.as_secs_f64(),
         parallel: a.parallel,
-        shards: a.shards,
         backend: a.backend,
-        server_args: Vec::new(),
-        server_bin: a.server_bin,
-        server_log: a.server_log,
+        server: a.server,
         drain_ms: 2_000,
         json: a.json,
         mem_log: Some(log.clone()),
@@ -118,7 +105,7 @@ pub fn soak(a: SoakArgs) -> Result<()> {
     };
     eprintln!(
         "soak: {} subscribers ({}% reconnecting a minute), {} msg/s for {:.0} s; memory log {} every {} s",
-        a.conns,
+        conns,
         a.churn,
         a.rate,
         a.duration.as_secs_f64(),

@@ -15,6 +15,7 @@ use clap::Args;
 
 use super::halves::check_fd_limit;
 use crate::tools::duration::parse_secs;
+use crate::tools::loadtest::cli::{ConnectFlags, ServerFlags};
 use crate::tools::loadtest::framing::Framing;
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::procmem::ProcSet;
@@ -57,6 +58,17 @@ impl Protocol {
 
 /// Flags of `uring-comet loadtest compare`.
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("conns", |a| a.default_value("15000").help("Idle subscriber connections, ids 1..=conns")),
+    mut_arg("connect_rate", |a| a.default_value("20000")
+        .help("Subscriber connects started per second (the measured rate may be lower)")),
+    mut_arg("max_connecting", |a| a
+        .help("Most subscriber connects in flight (sent, no response head yet) at once")),
+    mut_arg("shards", |a| a
+        .help("Shards for the child servers (their `--shards`); default: the server's own")),
+    mut_arg("server_log", |a| a
+        .help("Write each child server's stderr to FILE.<backend> instead of ours")),
+)]
 pub struct CompareArgs {
     /// uring-comet backends to measure, comma-separated (`uring`, `epoll`, `auto`), each on a
     /// fresh child server; `none` to measure only the external server.
@@ -66,15 +78,9 @@ pub struct CompareArgs {
     /// or `ws` (`/sub/<id>`). The external server's is `--stream`.
     #[arg(long, value_enum, default_value_t = Protocol::Chunked)]
     pub protocol: Protocol,
-    /// Idle subscriber connections, ids 1..=conns.
-    #[arg(long, default_value_t = 15_000)]
-    pub conns: u64,
-    /// Subscriber connects started per second (the measured rate may be lower).
-    #[arg(long, default_value_t = 20_000.0)]
-    pub connect_rate: f64,
-    /// Most subscriber connects in flight (sent, no response head yet) at once.
-    #[arg(long, default_value_t = 512)]
-    pub max_connecting: u64,
+    /// Idle subscribers connecting.
+    #[command(flatten)]
+    pub connect: ConnectFlags,
     /// Length of the saturation window (`10`, `10s`, `1m`).
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     pub saturate_secs: f64,
@@ -87,18 +93,9 @@ pub struct CompareArgs {
     /// Pause after every subscriber closed, before the last memory reading (`3s`).
     #[arg(long, default_value = "3", value_parser = parse_secs)]
     pub close_wait: f64,
-    /// Shards for the child servers (their `--shards`); default: the server's own.
-    #[arg(long)]
-    pub shards: Option<usize>,
-    /// Any other flag for the child servers, repeatable, e.g. `--server-arg=--placement=accept`.
-    #[arg(long = "server-arg", allow_hyphen_values = true)]
-    pub server_args: Vec<String>,
-    /// Server binary to start (with `serve ...`); default: this executable.
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    /// Write each child server's stderr to FILE.<backend> instead of ours.
-    #[arg(long)]
-    pub server_log: Option<PathBuf>,
+    /// The child servers, one per backend.
+    #[command(flatten)]
+    pub server: ServerFlags,
     /// External server to measure as well: its pid, repeatable; descendants (nginx workers)
     /// are included. Memory is then summed over the processes (PSS when there are several).
     #[arg(long = "pid")]
@@ -141,10 +138,13 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if backends.is_empty() && external.is_none() {
         bail!("nothing to measure: --backends none and no --pid/--url-template");
     }
-    if !(a.connect_rate > 0.0 && a.saturate_secs > 0.0) || a.conns == 0 || a.publishers == 0 {
+    if !(a.connect.connect_rate > 0.0 && a.saturate_secs > 0.0)
+        || a.connect.conns == 0
+        || a.publishers == 0
+    {
         bail!("--conns, --connect-rate, --saturate-secs and --publishers must be positive");
     }
-    check_fd_limit(a.conns + a.publishers as u64 * 2)?;
+    check_fd_limit(a.connect.conns + a.publishers as u64 * 2)?;
     let ceiling_dir = match (
         a.no_ceiling,
         a.ceiling_dir.clone().or_else(ceiling::default_dir),
@@ -157,9 +157,9 @@ pub fn run(a: CompareArgs) -> Result<()> {
         (false, None) => None,
     };
     let settings = Settings {
-        conns: a.conns,
-        connect_rate: a.connect_rate,
-        max_connecting: a.max_connecting,
+        conns: a.connect.conns,
+        connect_rate: a.connect.connect_rate,
+        max_connecting: a.connect.max_connecting,
         saturate: std::time::Duration::from_secs_f64(a.saturate_secs),
         publishers: a.publishers,
         depth: a.depth.max(1),
@@ -167,19 +167,17 @@ pub fn run(a: CompareArgs) -> Result<()> {
         source_addrs: a.source_addrs,
     };
     let load_before = loadavg();
-    let bin = match &a.server_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?,
-    };
     let mut rows: Vec<Row> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     for backend in &backends {
-        let mut args = vec!["--backend".to_string(), backend.clone()];
-        if let Some(n) = a.shards {
-            args.extend(["--shards".to_string(), n.to_string()]);
-        }
-        args.extend(a.server_args.iter().cloned());
-        let log = a.server_log.as_ref().map(|p| p.with_extension(backend));
+        let (bin, args) = a
+            .server
+            .command(vec!["--backend".to_string(), backend.clone()], None)?;
+        let log = a
+            .server
+            .server_log
+            .as_ref()
+            .map(|p| p.with_extension(backend));
         let (path, framing) = a.protocol.path_and_framing();
         let measured = ServerGuard::start(&bin, &args, log.as_ref()).and_then(|mut server| {
             eprintln!(
@@ -212,7 +210,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
             dir.display()
         );
         let c = ceiling::build(&dir)
-            .and_then(|bin| ceiling::run(&bin, a.conns, a.saturate_secs.round() as u64));
+            .and_then(|bin| ceiling::run(&bin, a.connect.conns, a.saturate_secs.round() as u64));
         c.map_err(|e| failures.push(format!("ceiling: {e:#}"))).ok()
     });
     print(&a, &rows, ceiling.as_ref(), &load_before, &failures);
@@ -282,7 +280,7 @@ fn text_report(
 ) -> String {
     let mut s = format!(
         "== uring-comet loadtest compare: {} idle subscribers ({} for uring-comet), saturation {} s ({} publishers x {} in flight) ==\n",
-        a.conns,
+        a.connect.conns,
         a.protocol.name(),
         a.saturate_secs,
         a.publishers,

@@ -34,23 +34,24 @@ use crate::friends::load::{self, LoadOptions};
 use crate::tools::duration;
 use crate::tools::gen_friends::{self, DegreeStats, GenArgs, SplitMix};
 use crate::tools::loadtest::answer;
+use crate::tools::loadtest::cli::ServerFlags;
 use crate::tools::loadtest::friends_subs::{
     self, ClientIo, SubsConfig, SubsShared, FANOUT_BUCKETS,
 };
-use crate::tools::loadtest::host::child::{server_command, ServerGuard};
+use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::cpu_seconds;
 use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenShared};
 use crate::tools::loadtest::report::Latency;
 use crate::tools::loadtest::url::UrlTemplate;
 use plan as friends_plan;
 
-/// Flags of `uring-comet loadtest friends`.
+/// The social graph `loadtest friends` serves: a file, or one generated as by `gen-friends`.
 #[derive(Args, Debug)]
-pub struct FriendsArgs {
+pub struct GraphFlags {
     /// Edge file (SNAP format) to serve; default: generate one with the three flags below,
     /// kept as `<temp dir>/uring-comet-friends-<users>-<avg>-<seed>.tsv` and reused.
-    #[arg(long)]
-    pub graph: Option<PathBuf>,
+    #[arg(long = "graph", value_name = "GRAPH")]
+    pub file: Option<PathBuf>,
     /// Users of the generated graph.
     #[arg(long, default_value_t = 1_000_000)]
     pub users: u32,
@@ -63,6 +64,14 @@ pub struct FriendsArgs {
     /// The file is directed (`u v`: u follows v); passed on to the server.
     #[arg(long)]
     pub directed: bool,
+}
+
+/// Flags of `uring-comet loadtest friends`.
+#[derive(Args, Debug)]
+pub struct FriendsArgs {
+    /// The graph served.
+    #[command(flatten)]
+    pub graph: GraphFlags,
     /// Users logged in (one subscriber connection each).
     #[arg(long, default_value_t = 15_000)]
     pub logins: usize,
@@ -97,23 +106,15 @@ pub struct FriendsArgs {
     /// Each delivery's measured latency includes this wait.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub client_min_wait_us: u32,
-    /// Shards for the server (its `--shards`).
-    #[arg(long)]
-    pub shards: Option<usize>,
     /// Backend for the server (its `--backend`).
     #[arg(long, value_enum)]
     pub backend: Option<crate::config::Backend>,
-    /// Any other flag for the server, repeatable.
-    #[arg(long = "server-arg", allow_hyphen_values = true)]
-    pub server_args: Vec<String>,
-    /// Server binary (with `serve ...`); default: this executable.
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    /// Write the server's stderr to this file instead of ours.
-    #[arg(long)]
-    pub server_log: Option<PathBuf>,
-    /// Most milliseconds to wait after publishing for the last deliveries.
-    #[arg(long, default_value_t = 3_000)]
+    /// The server under test.
+    #[command(flatten)]
+    pub server: ServerFlags,
+    /// Most milliseconds to wait after publishing for the last deliveries (units allowed:
+    /// `3s`).
+    #[arg(long, default_value_t = 3_000, value_parser = duration::parse_millis)]
     pub drain_ms: u64,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
@@ -168,20 +169,25 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     }
     check_fd_limit((a.logins + a.parallel) as u64)?;
     // 1. The graph.
-    let (path, generated) = match &a.graph {
+    let (path, generated) = match &a.graph.file {
         Some(p) => (p.clone(), None),
-        None => generated_graph(&std::env::temp_dir(), a.users, a.avg_friends, a.seed)?,
+        None => generated_graph(
+            &std::env::temp_dir(),
+            a.graph.users,
+            a.graph.avg_friends,
+            a.graph.seed,
+        )?,
     };
     // 2. Our own copy of the graph.
     let t0 = Instant::now();
     let opts = LoadOptions {
         shards: 1,
-        directed: a.directed,
+        directed: a.graph.directed,
         strict: false,
     };
     let (mut graphs, rep) = load::load(&path, opts)?;
     // The server replays the journal beside the file; so does our copy (read only).
-    journal::replay(&journal::path_for(&path), &mut graphs, a.directed)?;
+    journal::replay(&journal::path_for(&path), &mut graphs, a.graph.directed)?;
     let g = graphs.pop().ok_or_else(|| anyhow!("empty load"))?;
     say(&format!(
         "loaded our copy: {} users with friends, {} entries in {:.1} s",
@@ -190,7 +196,7 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     ));
     // 3. Logins by neighbourhood; publishers are the seeds.
-    let mut rng = SplitMix::new(a.seed ^ 0x5eed);
+    let mut rng = SplitMix::new(a.graph.seed ^ 0x5eed);
     let p = friends_plan::plan(&g, &g.csr.users, a.logins, &mut rng)?;
     drop(graphs);
     drop(g);
@@ -213,18 +219,16 @@ pub fn run(a: FriendsArgs) -> Result<()> {
     ));
     // 4. The server.
     let mut head = vec!["--friends".to_string(), path.display().to_string()];
-    if a.directed {
+    if a.graph.directed {
         head.push("--directed".into());
     }
-    let (bin, args) = server_command(
-        a.server_bin.as_ref(),
-        head,
-        a.shards,
-        a.backend,
-        &a.server_args,
+    let (bin, args) = a.server.command(head, a.backend)?;
+    let mut server = ServerGuard::start_waiting(
+        &bin,
+        &args,
+        a.server.server_log.as_ref(),
+        Duration::from_secs(120),
     )?;
-    let mut server =
-        ServerGuard::start_waiting(&bin, &args, a.server_log.as_ref(), Duration::from_secs(120))?;
     let pid = server.pid;
     let gkeys = [
         "graph_users",
@@ -320,7 +324,7 @@ pub fn run(a: FriendsArgs) -> Result<()> {
         max_id: 1,
         ids_by_seq: Some(plan.clone()),
         first_seq: 0,
-        seed: a.seed,
+        seed: a.graph.seed,
         tail: Duration::from_secs(2),
         record_sends: false,
     };

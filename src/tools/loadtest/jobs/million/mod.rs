@@ -30,8 +30,9 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::super::halves::check_fd_limit;
+use super::halves::check_fd_limit;
 use crate::tools::loadtest::answer::{json_u64, parse_answer};
+use crate::tools::loadtest::cli::{ConnectFlags, ServerFlags};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::{cpu_seconds, rss_bytes, wait_rss_stable};
 use crate::tools::loadtest::host::procmem::ProcSet;
@@ -43,24 +44,25 @@ use crate::tools::loadtest::pipeline::{self, IdPlan, PipeConfig, PipeShared};
 use crate::tools::loadtest::report::million::MillionReport;
 use crate::tools::loadtest::url::UrlTemplate;
 
+/// `--max-connecting`'s help in `million`.
+const MAX_CONNECTING_HELP: &str = "Most connects in flight (sent, no `200` head yet), all workers together; each worker gets an equal share (at least 16). Connects are latency-bound on a loaded box: this, not the rate, usually sets the pace. Keep it below the server's accept queues (2 listeners x min(65,535, net.core.somaxconn))";
+
 /// Flags of `uring-comet loadtest million`.
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("conns", |a| a.default_value("1000000").help("Subscribers, ids 1..=conns")),
+    mut_arg("connect_rate", |a| a.default_value("30000")
+        .help("Subscriber connects started per second, all workers together")),
+    mut_arg("max_connecting", |a| a.default_value("3000").help(MAX_CONNECTING_HELP)),
+    mut_arg("server_args", |a| a.help("Any other flag for the server, repeatable")),
+)]
 pub struct MillionArgs {
-    /// Subscribers, ids 1..=conns.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub conns: u64,
+    /// Subscribers connecting, from all workers together.
+    #[command(flatten)]
+    pub connect: ConnectFlags,
     /// Most subscribers per worker process (RLIMIT_NOFILE is 20,000 per process).
     #[arg(long, default_value_t = 19_500)]
     pub per_worker: u64,
-    /// Subscriber connects started per second, all workers together.
-    #[arg(long, default_value_t = 30_000.0)]
-    pub connect_rate: f64,
-    /// Most connects in flight (sent, no `200` head yet), all workers together; each worker
-    /// gets an equal share (at least 16). Connects are latency-bound on a loaded box: this,
-    /// not the rate, usually sets the pace. Keep it below the server's accept queues
-    /// (2 listeners x min(65,535, net.core.somaxconn)).
-    #[arg(long, default_value_t = 3_000)]
-    pub max_connecting: u64,
     /// First worker's first source address; worker k uses the `--sources-per-worker`
     /// addresses from this + k x sources-per-worker on.
     #[arg(long, default_value = "127.0.0.2")]
@@ -81,20 +83,11 @@ pub struct MillionArgs {
     /// The server's `--heartbeat` (seconds, 0 = off). Off by default: at a million streams a
     /// 30 s heartbeat is 33,000 chunks/s, a good share of this 2-core box, mixed into the
     /// connect and delivery figures.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = crate::tools::duration::parse_whole_secs)]
     pub heartbeat: u64,
-    /// Shards for the server (its `--shards`); default: the server's own.
-    #[arg(long)]
-    pub shards: Option<usize>,
-    /// Any other flag for the server, repeatable.
-    #[arg(long = "server-arg", allow_hyphen_values = true)]
-    pub server_args: Vec<String>,
-    /// Server binary to start (with `serve ...`); default: this executable.
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    /// Write the server's stderr to this file instead of ours.
-    #[arg(long)]
-    pub server_log: Option<PathBuf>,
+    /// The server under test.
+    #[command(flatten)]
+    pub server: ServerFlags,
     /// Print the report as one JSON object on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -111,10 +104,10 @@ fn say(msg: &str) {
 
 /// Runs `loadtest million`; fails (non-zero exit) on any loss, after printing the report.
 pub fn run(a: MillionArgs) -> Result<()> {
-    if a.conns == 0 || a.per_worker == 0 || a.publishers == 0 || a.depth == 0 {
+    if a.connect.conns == 0 || a.per_worker == 0 || a.publishers == 0 || a.depth == 0 {
         bail!("--conns, --per-worker, --publishers and --depth must be at least 1");
     }
-    if !(a.connect_rate.is_finite() && a.connect_rate > 0.0) {
+    if !(a.connect.connect_rate.is_finite() && a.connect.connect_rate > 0.0) {
         bail!("--connect-rate must be a positive number");
     }
     check_fd_limit(a.publishers as u64 * 2 + 256)?;
@@ -127,15 +120,15 @@ pub fn run(a: MillionArgs) -> Result<()> {
             a.per_worker + 32
         );
     }
-    let workers = a.conns.div_ceil(a.per_worker);
-    let per = a.conns.div_ceil(workers);
+    let workers = a.connect.conns.div_ceil(a.per_worker);
+    let per = a.connect.conns.div_ceil(workers);
     let mut r = MillionReport {
-        conns: a.conns,
+        conns: a.connect.conns,
         workers: workers as usize,
         per_worker: per,
-        shards: a.shards,
+        shards: a.server.shards,
         heartbeat: a.heartbeat,
-        connect_rate_asked: a.connect_rate,
+        connect_rate_asked: a.connect.connect_rate,
         lat: vec![0; LAT_BUCKETS],
         client_record_bytes: crate::tools::loadtest::million_worker::RECORD_BYTES,
         ..MillionReport::default()
@@ -152,18 +145,14 @@ pub fn run(a: MillionArgs) -> Result<()> {
 
     // 1. The server.
     let bin = std::env::current_exe()?;
-    let server_bin = a.server_bin.clone().unwrap_or_else(|| bin.clone());
-    let mut args = vec![
+    let head = vec![
         "--max-conns".to_string(),
-        (a.conns + a.conns / 20 + 1000).to_string(),
+        (a.connect.conns + a.connect.conns / 20 + 1000).to_string(),
         "--heartbeat".to_string(),
         a.heartbeat.to_string(),
     ];
-    if let Some(n) = a.shards {
-        args.extend(["--shards".to_string(), n.to_string()]);
-    }
-    args.extend(a.server_args.iter().cloned());
-    let mut server = ServerGuard::start(&server_bin, &args, a.server_log.as_ref())?;
+    let (server_bin, args) = a.server.command(head, None)?;
+    let mut server = ServerGuard::start(&server_bin, &args, a.server.server_log.as_ref())?;
     let spid = server.pid;
     let cpu_start = cpu_seconds(spid)?;
     r.server_rss_idle = wait_rss_stable(spid, SETTLE)?.0;
@@ -186,12 +175,12 @@ pub fn run(a: MillionArgs) -> Result<()> {
             let first_id = 1 + k * per;
             WorkerPlan {
                 first_id,
-                count: per.min(a.conns + 1 - first_id),
+                count: per.min(a.connect.conns + 1 - first_id),
                 sources: (0..spw)
                     .map(|j| source_addr(a.first_source, k as u32 * spw + j))
                     .collect(),
-                rate: a.connect_rate / workers as f64,
-                max_connecting: (a.max_connecting / workers).max(16),
+                rate: a.connect.connect_rate / workers as f64,
+                max_connecting: (a.connect.max_connecting / workers).max(16),
             }
         })
         .collect();
@@ -211,7 +200,7 @@ pub fn run(a: MillionArgs) -> Result<()> {
     say(&format!(
         "{} of {} connected in {:.1} s ({:.0}/s), {} failed",
         r.connected,
-        a.conns,
+        a.connect.conns,
         r.connect_s,
         r.connect_rate(),
         r.connect_failed
@@ -284,7 +273,7 @@ pub fn run(a: MillionArgs) -> Result<()> {
         .iter()
         .filter_map(|(_, v)| v.as_ref().map(|v| v.count))
         .sum();
-    r.missing += a.conns.saturating_sub(gave);
+    r.missing += a.connect.conns.saturating_sub(gave);
     r.closed = r.closed.max(closed);
     r.client_cpu[2] = cpu_seconds(me)? - client_cpu0 + worker_cpu_total;
     drop(fleet);
@@ -307,7 +296,7 @@ pub fn run(a: MillionArgs) -> Result<()> {
         bail!(
             "loss: {} of {} connected, {} missing, {} extra, {} bad, {} publishes failed",
             r.connected,
-            a.conns,
+            a.connect.conns,
             r.missing,
             r.extra,
             r.bad,
@@ -325,8 +314,8 @@ fn connect_phase(
     server: &mut ServerGuard,
     t0: Instant,
 ) -> Result<Duration> {
-    let n = a.conns;
-    let budget = Duration::from_secs_f64(2.0 * n as f64 / a.connect_rate + 30.0);
+    let n = a.connect.conns;
+    let budget = Duration::from_secs_f64(2.0 * n as f64 / a.connect.connect_rate + 30.0);
     let bar = bar(n, "connect");
     let mut last_change = Instant::now();
     let mut last = Progress::default();
@@ -391,7 +380,7 @@ fn deliver(
     server: &mut ServerGuard,
     r: &mut MillionReport,
 ) -> Result<()> {
-    let n = a.conns;
+    let n = a.connect.conns;
     say(&format!(
         "publishing one message to each of {n} ids ({} x {} pipelined)",
         a.publishers, a.depth
