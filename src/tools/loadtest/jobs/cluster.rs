@@ -1,14 +1,22 @@
 //! `loadtest --nodes N`: the main job on a local cluster. Starts redis-server on a free port
-//! ([`super::redis_server`]) and N server nodes on loopback with `--cluster`, spreads the subscribers
+//! ([`redis_server`](crate::tools::loadtest::host::redis_server)) and N server nodes on loopback with `--cluster`, spreads the subscribers
 //! over the nodes (node k holds an equal block of the ids 1..=conns), publishes through every
 //! node (node k's generators send an equal share of the messages, to ids drawn from all of
 //! 1..=conns, so with N nodes (N-1)/N of the deliveries cross Redis), checks every chunk,
 //! and reports lost messages and latency split into local deliveries (published on the
 //! subscriber's node) and remote ones (published on another node), with the added p99.
 //!
+//! Phases of [`run`]:
+//! 1. **Cluster**: redis-server, then N nodes; each must say `cluster_up` in its `/stats`.
+//! 2. **Connect**: node k holds ids `share(conns, N, k) + 1`, one subscriber loop per node.
+//! 3. **Publish**: node k's generators send `share(total, N, k)` messages with their own
+//!    sequence numbers.
+//! 4. **Drain**: wait (bounded) for every message answered `200` to arrive.
+//! 5. **End**: each node's CPU and `/stats`, redis-server's CPU; the subscribers stopped.
+//! 6. **Report** ([`ClusterReport`]), merged over the nodes; fail if anything was lost.
+//!
 //! Threads: one flood and one msggen per node, this one orchestrating.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,7 +26,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::halves::{check_fd_limit, check_positive};
 use crate::tools::loadtest::answer;
-use crate::tools::loadtest::check::{Bitmap, CheckCounts};
+use crate::tools::loadtest::check::Bitmap;
 use crate::tools::loadtest::cli::MainArgs;
 use crate::tools::loadtest::flood::{self, FloodConfig, FloodResult, FloodShared};
 use crate::tools::loadtest::framing::Framing;
@@ -26,7 +34,8 @@ use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::cpu_seconds;
 use crate::tools::loadtest::host::redis_server::RedisGuard;
 use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenShared};
-use crate::tools::loadtest::report::{json_str, Latency};
+use crate::tools::loadtest::report::cluster::ClusterReport;
+use crate::tools::loadtest::report::Latency;
 use crate::tools::loadtest::url::UrlTemplate;
 
 /// The `/stats` keys read from each node after the run.
@@ -50,132 +59,6 @@ fn say(msg: &str) {
     eprintln!("loadtest: {msg}");
 }
 
-/// What one run measured.
-#[derive(Debug, Default)]
-struct ClusterReport {
-    nodes: usize,
-    conns: u64,
-    closed: u64,
-    connect_s: f64,
-    attempted: u64,
-    sent: u64,
-    publish_failed: u64,
-    delivered: u64,
-    lost: u64,
-    counts: CheckCounts,
-    drain_ms: u64,
-    publish_s: f64,
-    all: Latency,
-    local: Latency,
-    remote: Latency,
-    /// Per node: (cpu seconds over the run, /stats after the run).
-    node_cpu_s: Vec<f64>,
-    node_stats: Vec<Vec<(String, u64)>>,
-    redis_cpu_s: f64,
-    notes: Vec<String>,
-}
-
-impl ClusterReport {
-    fn passed(&self) -> bool {
-        self.lost == 0 && self.publish_failed == 0 && self.closed == 0 && self.counts.errors() == 0
-    }
-
-    fn stat(&self, key: &str) -> u64 {
-        self.node_stats
-            .iter()
-            .flat_map(|s| s.iter())
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v)
-            .sum()
-    }
-
-    /// The added p99 of remote deliveries over local ones, us (negative: remote was faster).
-    fn added_p99_us(&self) -> i64 {
-        self.remote.p99 as i64 - self.local.p99 as i64
-    }
-
-    fn text(&self) -> String {
-        let mut t = String::new();
-        let _ = writeln!(t, "cluster: {} nodes + redis-server", self.nodes);
-        let _ = writeln!(
-            t,
-            "subscribers: {} connected in {:.1} s, {} closed",
-            self.conns, self.connect_s, self.closed
-        );
-        let _ = writeln!(
-            t,
-            "messages: {} attempted, {} sent (200), {} failed, {} delivered, {} LOST, {} duplicates, {} out of order, {} wrong id, {} garbled",
-            self.attempted, self.sent, self.publish_failed, self.delivered, self.lost,
-            self.counts.duplicates, self.counts.out_of_order, self.counts.id_mismatch, self.counts.garbled
-        );
-        let _ = writeln!(
-            t,
-            "publishing took {:.1} s; drain {} ms",
-            self.publish_s, self.drain_ms
-        );
-        let _ = writeln!(t, "latency, all:    {}", self.all.line());
-        let _ = writeln!(t, "latency, local:  {}", self.local.line());
-        let _ = writeln!(t, "latency, remote: {}", self.remote.line());
-        let _ = writeln!(t, "added p99, remote vs local: {} us", self.added_p99_us());
-        let _ = writeln!(
-            t,
-            "cluster: {} forwarded, {} received, {} echoes dropped, {} forward dropped, {} batches",
-            self.stat("cluster_forwarded"),
-            self.stat("cluster_received"),
-            self.stat("cluster_echoes_dropped"),
-            self.stat("cluster_forward_dropped"),
-            self.stat("cluster_batches")
-        );
-        let cpus: Vec<String> = self
-            .node_cpu_s
-            .iter()
-            .map(|c| format!("{c:.2} s"))
-            .collect();
-        let _ = writeln!(
-            t,
-            "CPU: nodes {}; redis-server {:.2} s",
-            cpus.join(", "),
-            self.redis_cpu_s
-        );
-        for n in &self.notes {
-            let _ = writeln!(t, "note: {n}");
-        }
-        let _ = write!(t, "{}", if self.passed() { "PASS" } else { "FAIL" });
-        t
-    }
-
-    fn json(&self) -> String {
-        let lat = |l: &Latency| {
-            format!(
-                "{{\"count\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}",
-                l.count, l.p50, l.p90, l.p99, l.p999, l.max
-            )
-        };
-        let cpus: Vec<String> = self.node_cpu_s.iter().map(|c| format!("{c:.3}")).collect();
-        let stats: Vec<String> = self
-            .node_stats
-            .iter()
-            .map(|s| {
-                let kv: Vec<String> = s
-                    .iter()
-                    .map(|(k, v)| format!("{}:{v}", json_str(k)))
-                    .collect();
-                format!("{{{}}}", kv.join(","))
-            })
-            .collect();
-        let notes: Vec<String> = self.notes.iter().map(|n| json_str(n)).collect();
-        format!(
-            "{{\"nodes\":{},\"conns\":{},\"closed\":{},\"connect_s\":{:.3},\"attempted\":{},\"sent\":{},\"publish_failed\":{},\"delivered\":{},\"lost\":{},\"duplicates\":{},\"out_of_order\":{},\"id_mismatch\":{},\"garbled\":{},\"publish_s\":{:.3},\"drain_ms\":{},\"latency_us\":{},\"latency_local_us\":{},\"latency_remote_us\":{},\"added_p99_us\":{},\"node_cpu_s\":[{}],\"redis_cpu_s\":{:.3},\"node_stats\":[{}],\"notes\":[{}],\"passed\":{}}}",
-            self.nodes, self.conns, self.closed, self.connect_s, self.attempted, self.sent,
-            self.publish_failed, self.delivered, self.lost, self.counts.duplicates,
-            self.counts.out_of_order, self.counts.id_mismatch, self.counts.garbled, self.publish_s,
-            self.drain_ms, lat(&self.all), lat(&self.local), lat(&self.remote),
-            self.added_p99_us(), cpus.join(","), self.redis_cpu_s, stats.join(","),
-            notes.join(","), self.passed()
-        )
-    }
-}
-
 /// The share `k` of `n` parts of `total`: (first, count).
 fn share(total: u64, n: u64, k: u64) -> (u64, u64) {
     let (per, extra) = (total / n, total % n);
@@ -184,6 +67,53 @@ fn share(total: u64, n: u64, k: u64) -> (u64, u64) {
 
 /// Runs `loadtest --nodes N` (N >= 2); fails if anything was lost or arrived wrong.
 pub fn run(a: MainArgs) -> Result<()> {
+    let n = validate(&a)?;
+    // 1. Cluster.
+    let (redis, mut servers) = start_cluster(&a, n)?;
+    let cpu0: Vec<f64> = servers
+        .iter()
+        .map(|s| cpu_seconds(s.pid).unwrap_or(0.0))
+        .collect();
+    let redis_cpu0 = cpu_seconds(redis.pid).unwrap_or(0.0);
+    let total = (a.rate * a.duration).round() as u64;
+    // 2. Connect.
+    let floods = start_floods(&a, &servers, total)?;
+    let (floods, connect_s) = wait_connected(&a, floods, &mut servers)?;
+    let mut rep = ClusterReport {
+        nodes: n,
+        conns: a.connect.conns,
+        connect_s,
+        ..ClusterReport::default()
+    };
+    // 3. Publish.
+    let ok_seqs = publish(&a, &servers, total, &mut rep)?;
+    // 4. Drain.
+    let d0 = Instant::now();
+    while received(&floods) < rep.sent && d0.elapsed() < Duration::from_millis(a.drain_ms) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rep.drain_ms = d0.elapsed().as_millis() as u64;
+    // 5. End.
+    for (k, s) in servers.iter_mut().enumerate() {
+        if !s.alive() {
+            rep.notes.push(format!("node {k} exited during the run"));
+        }
+        rep.node_cpu_s
+            .push(cpu_seconds(s.pid).unwrap_or(0.0) - cpu0[k]);
+        rep.node_stats
+            .push(answer::fetch_stats_keys(s.pub_addr, &NODE_STATS).unwrap_or_default());
+    }
+    rep.redis_cpu_s = cpu_seconds(redis.pid).unwrap_or(0.0) - redis_cpu0;
+    let results = stop_floods(floods)?;
+    // 6. Report.
+    merge_subscribers(&results, &ok_seqs, &mut rep);
+    drop(servers);
+    drop(redis);
+    finish(&rep, a.json)
+}
+
+/// Rejects flags `--nodes` cannot run with; the number of nodes.
+fn validate(a: &MainArgs) -> Result<usize> {
     check_positive(&[
         ("--connect-rate", a.connect.connect_rate),
         ("--rate", a.rate),
@@ -197,6 +127,13 @@ pub fn run(a: MainArgs) -> Result<()> {
         bail!("--churn and --slow-readers are not supported with --nodes yet");
     }
     check_fd_limit(a.connect.conns + a.parallel as u64)?;
+    Ok(n)
+}
+
+/// Phase 1: redis-server and `n` nodes with `--cluster`, each connected to it (its server
+/// log, if asked for, is `FILE.node<k>`). Errors: a child did not start, or a node is not
+/// `cluster_up`.
+fn start_cluster(a: &MainArgs, n: usize) -> Result<(RedisGuard, Vec<ServerGuard>)> {
     let redis = RedisGuard::start()?;
     say(&format!(
         "redis-server pid {} on {}",
@@ -228,15 +165,17 @@ pub fn run(a: MainArgs) -> Result<()> {
             bail!("node {k} is not connected to Redis (cluster_up is not 1 in its /stats)");
         }
     }
-    let cpu0: Vec<f64> = servers
-        .iter()
-        .map(|s| cpu_seconds(s.pid).unwrap_or(0.0))
-        .collect();
-    let redis_cpu0 = cpu_seconds(redis.pid).unwrap_or(0.0);
-    let total = (a.rate * a.duration).round() as u64;
+    Ok((redis, servers))
+}
 
-    // Subscribers: node k holds ids share(conns, n, k) + 1.
-    let mut floods: Vec<(Arc<FloodShared>, JoinHandle<Result<FloodResult>>)> = Vec::new();
+/// One subscriber loop per node, on its thread.
+type Floods = Vec<(Arc<FloodShared>, JoinHandle<Result<FloodResult>>)>;
+
+/// Phase 2, first half: node k's subscriber loop for ids `share(conns, n, k) + 1`, told
+/// which sequence numbers are published on its own node (local deliveries).
+fn start_floods(a: &MainArgs, servers: &[ServerGuard], total: u64) -> Result<Floods> {
+    let n = servers.len();
+    let mut floods: Floods = Vec::new();
     for (k, s) in servers.iter().enumerate() {
         let (first, count) = share(a.connect.conns, n as u64, k as u64);
         let (seq0, seqs) = share(total, n as u64, k as u64);
@@ -263,46 +202,61 @@ pub fn run(a: MainArgs) -> Result<()> {
             .spawn(move || flood::run(cfg, sh))?;
         floods.push((shared, h));
     }
+    Ok(floods)
+}
+
+/// Phase 2, second half: waits until every stream is open (bounded: twice the planned time
+/// plus 10 s); the seconds it took. Errors: a connection failed, the budget ran out or a
+/// node exited (the subscriber loops are then stopped).
+fn wait_connected(
+    a: &MainArgs,
+    floods: Floods,
+    servers: &mut [ServerGuard],
+) -> Result<(Floods, f64)> {
+    let conns = a.connect.conns;
     say(&format!(
-        "opening {} subscriber streams over {n} nodes at {}/s",
-        a.connect.conns, a.connect.connect_rate
+        "opening {conns} subscriber streams over {} nodes at {}/s",
+        servers.len(),
+        a.connect.connect_rate
     ));
     let t0 = Instant::now();
-    let budget = Duration::from_secs_f64(2.0 * a.connect.conns as f64 / a.connect.connect_rate)
+    let budget = Duration::from_secs_f64(2.0 * conns as f64 / a.connect.connect_rate)
         + Duration::from_secs(10);
     loop {
         let up: u64 = floods.iter().map(|f| f.0.connected.load(Relaxed)).sum();
         let down: u64 = floods.iter().map(|f| f.0.closed.load(Relaxed)).sum();
-        if up == a.connect.conns {
+        if up == conns {
             break;
         }
-        if up + down >= a.connect.conns
-            || t0.elapsed() > budget
-            || servers.iter_mut().any(|s| !s.alive())
-        {
+        if up + down >= conns || t0.elapsed() > budget || servers.iter_mut().any(|s| !s.alive()) {
             let _ = stop_floods(floods);
-            bail!(
-                "only {up} of {} subscriber streams opened ({down} failed)",
-                a.connect.conns
-            );
+            bail!("only {up} of {conns} subscriber streams opened ({down} failed)");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let connect_s = t0.elapsed().as_secs_f64();
-    say(&format!(
-        "{} streams open in {connect_s:.1} s",
-        a.connect.conns
-    ));
+    say(&format!("{conns} streams open in {connect_s:.1} s"));
+    Ok((floods, connect_s))
+}
 
-    // Publishers: node k's generators send share(total, n, k) messages with their own seqs.
+/// Phase 3: node k's generators send `share(total, n, k)` messages with their own sequence
+/// numbers, to ids drawn from all of 1..=conns; their counts go into `rep`. Returns the
+/// sequence numbers answered `200`.
+fn publish(
+    a: &MainArgs,
+    servers: &[ServerGuard],
+    total: u64,
+    rep: &mut ClusterReport,
+) -> Result<Bitmap> {
+    let n = servers.len() as u64;
     say(&format!(
         "publishing {total} messages at {}/s through {n} nodes from {} generators",
         a.rate, a.parallel
     ));
     let mut gens = Vec::new();
     for (k, s) in servers.iter().enumerate() {
-        let (seq0, seqs) = share(total, n as u64, k as u64);
-        let (_, parallel) = share(a.parallel as u64, n as u64, k as u64);
+        let (seq0, seqs) = share(total, n, k as u64);
+        let (_, parallel) = share(a.parallel as u64, n, k as u64);
         let rate = a.rate * seqs as f64 / total.max(1) as f64;
         let cfg = MsggenConfig {
             url: UrlTemplate::local(s.pub_addr, "/send/{id}")?,
@@ -323,12 +277,6 @@ pub fn run(a: MainArgs) -> Result<()> {
                 .spawn(move || msggen::run(cfg, shared))?,
         );
     }
-    let mut rep = ClusterReport {
-        nodes: n,
-        conns: a.connect.conns,
-        connect_s,
-        ..ClusterReport::default()
-    };
     let mut ok_seqs = Bitmap::default();
     let mut publish_s: f64 = 0.0;
     for g in gens {
@@ -343,34 +291,20 @@ pub fn run(a: MainArgs) -> Result<()> {
         rep.notes.extend(r.notes);
     }
     rep.publish_s = publish_s;
+    Ok(ok_seqs)
+}
 
-    // Drain: wait (bounded) until every message answered 200 has been received.
-    let d0 = Instant::now();
-    while floods
-        .iter()
-        .map(|f| f.0.received.load(Relaxed))
-        .sum::<u64>()
-        < rep.sent
-        && d0.elapsed() < Duration::from_millis(a.drain_ms)
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    rep.drain_ms = d0.elapsed().as_millis() as u64;
-    for (k, s) in servers.iter_mut().enumerate() {
-        if !s.alive() {
-            rep.notes.push(format!("node {k} exited during the run"));
-        }
-        rep.node_cpu_s
-            .push(cpu_seconds(s.pid).unwrap_or(0.0) - cpu0[k]);
-        rep.node_stats
-            .push(answer::fetch_stats_keys(s.pub_addr, &NODE_STATS).unwrap_or_default());
-    }
-    rep.redis_cpu_s = cpu_seconds(redis.pid).unwrap_or(0.0) - redis_cpu0;
+/// Messages received so far, all nodes' subscribers together.
+fn received(floods: &Floods) -> u64 {
+    floods.iter().map(|f| f.0.received.load(Relaxed)).sum()
+}
 
-    let results = stop_floods(floods)?;
+/// Phase 6: the subscriber loops' counts, notes and latencies merged into `rep`; lost is
+/// every sequence number answered `200` and received nowhere.
+fn merge_subscribers(results: &[FloodResult], ok_seqs: &Bitmap, rep: &mut ClusterReport) {
     let mut received = Bitmap::default();
     let mut hists: Option<[hdrhistogram::Histogram<u64>; 3]> = None;
-    for r in &results {
+    for r in results {
         rep.closed += r.closed;
         received.union_with(&r.checker.received);
         let c = &r.checker.counts;
@@ -404,9 +338,11 @@ pub fn run(a: MainArgs) -> Result<()> {
     }
     rep.delivered = received.count();
     rep.lost = ok_seqs.count_missing_from(&received);
-    drop(servers);
-    drop(redis);
-    if a.json {
+}
+
+/// Prints the report (JSON or text); fails if it did not pass.
+fn finish(rep: &ClusterReport, json: bool) -> Result<()> {
+    if json {
         println!("{}", rep.json());
     } else {
         println!("{}", rep.text());
@@ -423,6 +359,7 @@ pub fn run(a: MainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Stops every node's subscriber loop and returns what each saw.
 fn stop_floods(
     floods: Vec<(Arc<FloodShared>, JoinHandle<Result<FloodResult>>)>,
 ) -> Result<Vec<FloodResult>> {

@@ -1,11 +1,13 @@
 //! The reports: what a job measured, as a type with a text and a JSON rendering.
 //!
 //! - [`main_job`]: the main job's [`Report`](main_job::Report) (also soak's).
+//! - [`cluster`]: `loadtest --nodes N`'s [`ClusterReport`](cluster::ClusterReport).
 //! - [`compare`]: `loadtest compare`'s table, one [`Row`](compare::Row) per server.
 //! - [`million`]: `loadtest million`'s [`MillionReport`](million::MillionReport).
 //!
 //! Here: [`Latency`] (percentiles every report prints) and [`json_str`].
 
+pub(crate) mod cluster;
 pub(crate) mod compare;
 pub(crate) mod main_job;
 pub(crate) mod million;
