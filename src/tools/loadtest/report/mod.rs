@@ -3,12 +3,14 @@
 //! - [`main_job`]: the main job's [`Report`](main_job::Report) (also soak's).
 //! - [`cluster`]: `loadtest --nodes N`'s [`ClusterReport`](cluster::ClusterReport).
 //! - [`compare`]: `loadtest compare`'s table, one [`Row`](compare::Row) per server.
+//! - [`friends`]: `loadtest friends`'s [`FriendsReport`](friends::FriendsReport).
 //! - [`million`]: `loadtest million`'s [`MillionReport`](million::MillionReport).
 //!
 //! Here: [`Latency`] (percentiles every report prints) and [`json_str`].
 
 pub(crate) mod cluster;
 pub(crate) mod compare;
+pub(crate) mod friends;
 pub(crate) mod main_job;
 pub(crate) mod million;
 
