@@ -18,36 +18,32 @@
 //! 7. Every chunk is checked ([`friends_subs`](crate::tools::loadtest::friends_subs)); at the end each event
 //!    answered 200 must have reached each logged-in friend exactly once. Exit non-zero
 //!    otherwise. The report is a [`FriendsReport`].
+//!
+//! Here: the flags, [`run`], the server and the report; [`plan`]: phases 2 and 3;
+//! [`clients`]: phases 5 and 6.
 
+mod clients;
 mod plan;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::halves::{check_fd_limit, check_positive};
-use crate::friends::journal;
-use crate::friends::load::{self, LoadOptions};
 use crate::tools::duration;
-use crate::tools::gen_friends::{self, DegreeStats, GenArgs, SplitMix};
+use crate::tools::gen_friends::{self, DegreeStats, GenArgs};
 use crate::tools::loadtest::answer;
 use crate::tools::loadtest::cli::ServerFlags;
-use crate::tools::loadtest::friends_subs::{
-    self, ClientIo, SubsConfig, SubsResult, SubsShared, FANOUT_BUCKETS,
-};
+use crate::tools::loadtest::friends_subs::{ClientIo, SubsResult, FANOUT_BUCKETS};
 use crate::tools::loadtest::host::child::ServerGuard;
-use crate::tools::loadtest::host::proc::cpu_seconds;
-use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenResult, MsggenShared};
+use crate::tools::loadtest::msggen::MsggenResult;
 use crate::tools::loadtest::report::friends::FriendsReport;
 use crate::tools::loadtest::report::Latency;
-use crate::tools::loadtest::url::UrlTemplate;
-use plan as friends_plan;
+use clients::{log_in, publish, Published};
+use plan::{plan_events, EventPlan};
 
 /// The social graph `loadtest friends` serves: a file, or one generated as by `gen-friends`.
 #[derive(Args, Debug)]
@@ -229,65 +225,6 @@ fn validate(a: &FriendsArgs) -> Result<()> {
     check_fd_limit((a.logins + a.parallel) as u64)
 }
 
-/// The plan of a run: who logs in, who publishes to whom, and the publisher of each event.
-struct EventPlan {
-    p: friends_plan::Plan,
-    /// The publisher (seed) of each event, by sequence number.
-    events: Arc<Vec<u64>>,
-    /// `p.recipients`, shared with the subscriber threads.
-    recipients: Arc<HashMap<u32, Vec<u32>>>,
-    /// Deliveries the plan holds, all events together.
-    planned: usize,
-}
-
-/// Phases 2 and 3: loads our own copy of the graph (one CSR, with the journal beside the
-/// file replayed as the server does), logs in by neighbourhood and draws `total` events.
-fn plan_events(a: &FriendsArgs, path: &Path, total: u64) -> Result<EventPlan> {
-    let t0 = Instant::now();
-    let opts = LoadOptions {
-        shards: 1,
-        directed: a.graph.directed,
-        strict: false,
-    };
-    let (mut graphs, rep) = load::load(path, opts)?;
-    journal::replay(&journal::path_for(path), &mut graphs, a.graph.directed)?;
-    let g = graphs.pop().ok_or_else(|| anyhow!("empty load"))?;
-    say(&format!(
-        "loaded our copy: {} users with friends, {} entries in {:.1} s",
-        rep.users,
-        rep.entries,
-        t0.elapsed().as_secs_f64()
-    ));
-    let mut rng = SplitMix::new(a.graph.seed ^ 0x5eed);
-    let p = friends_plan::plan(&g, &g.csr.users, a.logins, &mut rng)?;
-    drop(graphs);
-    drop(g);
-    let events = p.events(total, &mut rng);
-    if p.logins.len() < a.logins {
-        say(&format!(
-            "--logins {} is more than the neighbourhoods hold: {} logins",
-            a.logins,
-            p.logins.len()
-        ));
-    }
-    say(&format!(
-        "{} logins in the neighbourhoods of {} seeds (logged-in friends per seed: median {}, max {}); {} events planned",
-        p.logins.len(),
-        p.publishers.len(),
-        p.fan_median,
-        p.fan_max,
-        total
-    ));
-    let recipients = Arc::new(p.recipients.clone());
-    let planned = events.iter().map(|&u| recipients[&(u as u32)].len()).sum();
-    Ok(EventPlan {
-        p,
-        events: Arc::new(events),
-        recipients,
-        planned,
-    })
-}
-
 /// The server's `/stats` keys about the graph it loaded.
 const GRAPH_KEYS: [&str; 6] = [
     "graph_users",
@@ -326,158 +263,6 @@ fn start_server(a: &FriendsArgs, path: &Path) -> Result<(ServerGuard, Vec<(Strin
         gv("graph_rss_bytes") as f64 / gv("graph_entries").max(1) as f64
     ));
     Ok((server, stats))
-}
-
-/// The logins' subscriber loops, one per client thread, each over its share.
-struct Logins {
-    shared: Vec<Arc<SubsShared>>,
-    loops: Vec<JoinHandle<Result<SubsResult>>>,
-    connect_s: f64,
-}
-
-impl Logins {
-    /// `f` summed over the threads.
-    fn sum(&self, f: fn(&SubsShared) -> &AtomicU64) -> u64 {
-        sum(&self.shared, f)
-    }
-
-    fn stop_all(&self) {
-        self.shared.iter().for_each(|s| s.stop.store(true, Relaxed));
-    }
-
-    /// Stops every loop and merges what they saw. Errors: a thread panicked or failed.
-    fn stop(self) -> Result<SubsResult> {
-        self.stop_all();
-        let mut res: Option<SubsResult> = None;
-        for l in self.loops {
-            let r = l
-                .join()
-                .map_err(|_| anyhow!("a subscriber thread panicked"))??;
-            res = Some(match res {
-                None => r,
-                Some(acc) => acc.merge(r)?,
-            });
-        }
-        res.ok_or_else(|| anyhow!("no subscriber thread"))
-    }
-}
-
-/// `f` summed over the subscriber threads' shared counters.
-fn sum(shared: &[Arc<SubsShared>], f: fn(&SubsShared) -> &AtomicU64) -> u64 {
-    shared.iter().map(|s| f(s).load(Relaxed)).sum()
-}
-
-/// Phase 5: every login connects (bounded: twice the planned time plus 10 s). Errors: a
-/// login failed, the budget ran out, a loop ended or the server exited.
-fn log_in(a: &FriendsArgs, server: &mut ServerGuard, plan: &EventPlan) -> Result<Logins> {
-    let order = &plan.p.logins;
-    let threads = usize::from(a.client_threads);
-    let all_users = Arc::new(order.clone());
-    let mut shared = Vec::new();
-    let mut loops = Vec::new();
-    for t in 0..threads {
-        let sh = Arc::new(SubsShared::default());
-        let scfg = SubsConfig {
-            addr: server.sub_addr,
-            users: all_users.clone(),
-            mine: (t..order.len()).step_by(threads).collect(),
-            connect_rate: a.connect_rate / threads as f64,
-            max_connecting: (a.max_connecting / threads).max(1),
-            recipients: plan.recipients.clone(),
-            io: a.client_io,
-            min_wait_us: a.client_min_wait_us,
-            expected: plan.planned / threads + plan.planned / threads / 8,
-        };
-        let ss = sh.clone();
-        loops.push(
-            std::thread::Builder::new()
-                .name(format!("friends-subs-{t}"))
-                .spawn(move || friends_subs::run(scfg, ss))?,
-        );
-        shared.push(sh);
-    }
-    let t0 = Instant::now();
-    let budget = Duration::from_secs_f64(2.0 * order.len() as f64 / a.connect_rate + 10.0);
-    while sum(&shared, |s| &s.connected) < order.len() as u64 {
-        let failed = sum(&shared, |s| &s.closed);
-        if failed > 0
-            || t0.elapsed() > budget
-            || !server.alive()
-            || loops.iter().any(|l| l.is_finished())
-        {
-            shared.iter().for_each(|s| s.stop.store(true, Relaxed));
-            let notes: Vec<String> = loops
-                .into_iter()
-                .filter_map(|l| l.join().ok().and_then(Result::ok))
-                .flat_map(|r| r.notes)
-                .collect();
-            bail!(
-                "only {} of {} logins connected ({failed} failed). {}",
-                sum(&shared, |s| &s.connected),
-                order.len(),
-                notes.join("; ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(Logins {
-        shared,
-        loops,
-        connect_s: t0.elapsed().as_secs_f64(),
-    })
-}
-
-/// What publishing and draining measured.
-struct Published {
-    result: MsggenResult,
-    /// Deliveries the events answered `200` must make.
-    expected: u64,
-    server_cpu_s: f64,
-    client_cpu_s: f64,
-    server_exited: bool,
-}
-
-/// Phase 6: `--parallel` publishers send the planned events at `--rate`; then waits (at most
-/// `--drain-ms`) for the deliveries they must make. Errors: the publisher's.
-fn publish(
-    a: &FriendsArgs,
-    server: &mut ServerGuard,
-    plan: &EventPlan,
-    logins: &Logins,
-) -> Result<Published> {
-    let total = plan.events.len() as u64;
-    let cpu0 = cpu_seconds(server.pid)?;
-    let me = std::process::id();
-    let client0 = cpu_seconds(me)?;
-    let mcfg = MsggenConfig {
-        url: UrlTemplate::local(server.pub_addr, "/publish/{id}")?,
-        parallel: a.parallel,
-        total,
-        interval: Duration::from_secs_f64(a.parallel as f64 / a.rate),
-        max_id: 1,
-        ids_by_seq: Some(plan.events.clone()),
-        first_seq: 0,
-        seed: a.graph.seed,
-        tail: Duration::from_secs(2),
-        record_sends: false,
-    };
-    let result = msggen::run(mcfg, Arc::new(MsggenShared::default()))?;
-    let expected = (0..total)
-        .filter(|&seq| result.ok_seqs.contains(seq))
-        .map(|seq| plan.recipients[&(plan.events[seq as usize] as u32)].len() as u64)
-        .sum();
-    let d0 = Instant::now();
-    while logins.sum(|s| &s.received) < expected && d0.elapsed() < Duration::from_millis(a.drain_ms)
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(Published {
-        server_exited: !server.alive(),
-        server_cpu_s: cpu_seconds(server.pid).unwrap_or(cpu0) - cpu0,
-        client_cpu_s: cpu_seconds(me).unwrap_or(client0) - client0,
-        result,
-        expected,
-    })
 }
 
 /// Events answered `200` that a logged-in friend did not get.
@@ -572,7 +357,9 @@ fn report(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::generated_graph;
+    use crate::friends::load::{self, LoadOptions};
+    use crate::tools::gen_friends;
 
     /// A generation cut short (its temporary file left behind, as by a kill) is not taken
     /// for the graph: the graph is generated whole, and reused from then on.
