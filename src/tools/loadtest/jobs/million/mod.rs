@@ -15,33 +15,38 @@
 //! 5. Close: the workers check every connection, close all with SO_LINGER 0 (resets: no
 //!    million TIME_WAIT sockets) and report; the server is killed; kernel memory once more.
 //!
+//! Here: the flags and [`run`]; [`connect`]: phase 2; [`deliver`]: phase 4; [`fleet`]: the
+//! worker processes and the machine's memory; [`progress`]: the progress bar.
+//!
 //! Every phase is bounded in time; every child (workers, server) is ended by pid on every
 //! exit path (Drop guards, PR_SET_PDEATHSIG). Exit status is non-zero on any loss.
 
+mod connect;
+mod deliver;
 pub(crate) mod fleet;
+mod progress;
 
-use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::halves::check_fd_limit;
 use crate::tools::loadtest::answer::{json_u64, parse_answer};
 use crate::tools::loadtest::cli::{ConnectFlags, ServerFlags};
 use crate::tools::loadtest::host::child::ServerGuard;
-use crate::tools::loadtest::host::proc::{cpu_seconds, rss_bytes, wait_rss_stable};
-use crate::tools::loadtest::host::procmem::ProcSet;
-use crate::tools::loadtest::jobs::million::fleet::{
-    source_addr, Fleet, MemInfo, PeakSampler, WorkerPlan,
+use crate::tools::loadtest::host::proc::{
+    cpu_seconds, raise_nofile_limit, rss_bytes, wait_rss_stable,
 };
-use crate::tools::loadtest::million_worker::{Progress, LAT_BUCKETS};
-use crate::tools::loadtest::pipeline::{self, IdPlan, PipeConfig, PipeShared};
+use crate::tools::loadtest::host::procmem::ProcSet;
+use crate::tools::loadtest::million_worker::{LAT_BUCKETS, RECORD_BYTES};
 use crate::tools::loadtest::report::million::MillionReport;
-use crate::tools::loadtest::url::UrlTemplate;
+use connect::{connect_phase, plans};
+use deliver::deliver;
+use fleet::{source_addr, Fleet, MemInfo, PeakSampler};
 
 /// `--max-connecting`'s help in `million`.
 const MAX_CONNECTING_HELP: &str = "Most connects in flight (sent, no `200` head yet), all workers together; each worker gets an equal share (at least 16). Connects are latency-bound on a loaded box: this, not the rate, usually sets the pace. Keep it below the server's accept queues (2 listeners x min(65,535, net.core.somaxconn))";
@@ -97,12 +102,70 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// The connect phase stops if no connection is made or fails for this long.
 const STALL: Duration = Duration::from_secs(20);
 
+/// Progress for people, on stderr.
 fn say(msg: &str) {
     eprintln!("million: {msg}");
 }
 
 /// Runs `loadtest million`; fails (non-zero exit) on any loss, after printing the report.
 pub fn run(a: MillionArgs) -> Result<()> {
+    let (workers, per) = validate(&a)?;
+    let mut r = new_report(&a, workers, per);
+    let peak = PeakSampler::start()?;
+    // 1. The server.
+    let bin = std::env::current_exe()?;
+    let (mut server, cpu_start) = start_server(&a, &mut r, workers, per)?;
+    let spid = server.pid;
+    // 2. Connect.
+    r.mem[0] = MemInfo::read();
+    let me = std::process::id();
+    let client_cpu0 = cpu_seconds(me)?;
+    let mut fleet = connect(&a, &bin, &mut server, workers, per, &mut r)?;
+    let worker_pids = fleet.pids();
+    // 3. Everything connected: memory.
+    r.server_rss_loaded = wait_rss_stable(spid, SETTLE)?.0;
+    r.mem[1] = MemInfo::read();
+    if let Ok(m) = (ProcSet {
+        roots: worker_pids.clone(),
+    })
+    .mem()
+    {
+        (r.workers_rss, r.workers_pss) = (m.rss, m.pss);
+    }
+    let cpu_connected = cpu_seconds(spid)?;
+    let client_cpu1 = cpu_seconds(me)? + worker_cpu(&worker_pids);
+    r.server_cpu[0] = cpu_connected - cpu_start;
+    r.client_cpu[0] = client_cpu1 - client_cpu0;
+    // 4. One message to every id.
+    if r.connected > 0 && server.alive() {
+        // Even when the connect phase stopped short: what did arrive on the streams held?
+        deliver(&a, &fleet, &mut server, &mut r)?;
+    }
+    after_delivery(&server, &mut r);
+    let cpu_delivered = cpu_seconds(spid)?;
+    let client_cpu2 = cpu_seconds(me)? + worker_cpu(&worker_pids);
+    r.server_cpu[1] = cpu_delivered - cpu_connected;
+    r.client_cpu[1] = client_cpu2 - client_cpu1;
+    r.server_cpu[2] = cpu_delivered - cpu_start;
+    r.parent_rss = rss_bytes(me).unwrap_or(0);
+    r.server_exited = !server.alive();
+    // 5. Close: verdicts, resets, then the server.
+    let worker_cpu_total = close(&a, &mut fleet, &mut r);
+    r.client_cpu[2] = cpu_seconds(me)? - client_cpu0 + worker_cpu_total;
+    drop(fleet);
+    drop(server);
+    std::thread::sleep(Duration::from_secs(1));
+    r.mem[3] = MemInfo::read();
+    r.machine_peak = peak.used.load(Relaxed);
+    r.tcp_mem_peak = peak.tcp_mem.load(Relaxed);
+    drop(peak);
+    r.loadavg[1] = loadavg();
+    finish(&a, &r)
+}
+
+/// Rejects flags the job cannot run with and raises the fd limit the workers inherit; the
+/// number of workers and the subscribers per worker.
+fn validate(a: &MillionArgs) -> Result<(u64, u64)> {
     if a.connect.conns == 0 || a.per_worker == 0 || a.publishers == 0 || a.depth == 0 {
         bail!("--conns, --per-worker, --publishers and --depth must be at least 1");
     }
@@ -111,7 +174,7 @@ pub fn run(a: MillionArgs) -> Result<()> {
     }
     check_fd_limit(a.publishers as u64 * 2 + 256)?;
     // The workers inherit this process's (raised) limit; each needs its streams + a few.
-    let limit = crate::tools::loadtest::host::proc::raise_nofile_limit();
+    let limit = raise_nofile_limit();
     if a.per_worker + 32 > limit {
         bail!(
             "--per-worker {} needs an fd limit of {} per worker; RLIMIT_NOFILE is {limit}",
@@ -120,7 +183,12 @@ pub fn run(a: MillionArgs) -> Result<()> {
         );
     }
     let workers = a.connect.conns.div_ceil(a.per_worker);
-    let per = a.connect.conns.div_ceil(workers);
+    Ok((workers, a.connect.conns.div_ceil(workers)))
+}
+
+/// The report before anything ran: the run's shape, the load average and the machine's
+/// memory in use.
+fn new_report(a: &MillionArgs, workers: u64, per: u64) -> MillionReport {
     let mut r = MillionReport {
         conns: a.connect.conns,
         workers: workers as usize,
@@ -129,7 +197,7 @@ pub fn run(a: MillionArgs) -> Result<()> {
         heartbeat: a.heartbeat,
         connect_rate_asked: a.connect.connect_rate,
         lat: vec![0; LAT_BUCKETS],
-        client_record_bytes: crate::tools::loadtest::million_worker::RECORD_BYTES,
+        client_record_bytes: RECORD_BYTES,
         ..MillionReport::default()
     };
     r.loadavg[0] = loadavg();
@@ -140,10 +208,17 @@ pub fn run(a: MillionArgs) -> Result<()> {
             .trim()
     ));
     r.machine_before = MemInfo::read().used();
-    let peak = PeakSampler::start()?;
+    r
+}
 
-    // 1. The server.
-    let bin = std::env::current_exe()?;
+/// Phase 1: the server as a child (`--max-conns` conns + 5 % + 1000, `--heartbeat`), its
+/// idle RSS once stable (into `r`); returns it and its CPU seconds at the start.
+fn start_server(
+    a: &MillionArgs,
+    r: &mut MillionReport,
+    workers: u64,
+    per: u64,
+) -> Result<(ServerGuard, f64)> {
     let head = vec![
         "--max-conns".to_string(),
         (a.connect.conns + a.connect.conns / 20 + 1000).to_string(),
@@ -151,7 +226,7 @@ pub fn run(a: MillionArgs) -> Result<()> {
         a.heartbeat.to_string(),
     ];
     let (server_bin, args) = a.server.command(head, None)?;
-    let mut server = ServerGuard::start(&server_bin, &args, a.server.server_log.as_ref())?;
+    let server = ServerGuard::start(&server_bin, &args, a.server.server_log.as_ref())?;
     let spid = server.pid;
     let cpu_start = cpu_seconds(spid)?;
     r.server_rss_idle = wait_rss_stable(spid, SETTLE)?.0;
@@ -163,30 +238,22 @@ pub fn run(a: MillionArgs) -> Result<()> {
         a.first_source,
         source_addr(a.first_source, workers as u32 * a.sources_per_worker.max(1) - 1)
     ));
+    Ok((server, cpu_start))
+}
 
-    // 2. Connect.
-    r.mem[0] = MemInfo::read();
-    let me = std::process::id();
-    let client_cpu0 = cpu_seconds(me)?;
-    let spw = a.sources_per_worker.max(1);
-    let plans: Vec<WorkerPlan> = (0..workers)
-        .map(|k| {
-            let first_id = 1 + k * per;
-            WorkerPlan {
-                first_id,
-                count: per.min(a.connect.conns + 1 - first_id),
-                sources: (0..spw)
-                    .map(|j| source_addr(a.first_source, k as u32 * spw + j))
-                    .collect(),
-                rate: a.connect.connect_rate / workers as f64,
-                max_connecting: (a.connect.max_connecting / workers).max(16),
-            }
-        })
-        .collect();
+/// Phase 2: the worker processes connect every subscriber; how far they got goes into `r`
+/// (a connect phase stopped short is a note, not an error).
+fn connect(
+    a: &MillionArgs,
+    bin: &Path,
+    server: &mut ServerGuard,
+    workers: u64,
+    per: u64,
+    r: &mut MillionReport,
+) -> Result<Fleet> {
     let t0 = Instant::now();
-    let mut fleet = Fleet::start(&bin, server.sub_addr, &plans)?;
-    let worker_pids = fleet.pids();
-    let connected = connect_phase(&a, &mut fleet, &mut server, t0);
+    let mut fleet = Fleet::start(bin, server.sub_addr, &plans(a, workers, per))?;
+    let connected = connect_phase(a, &mut fleet, server, t0);
     let p = fleet.progress();
     (r.connected, r.connect_failed, r.closed) = (p.connected, p.failed, p.closed);
     r.connect_s = connected
@@ -204,41 +271,22 @@ pub fn run(a: MillionArgs) -> Result<()> {
         r.connect_rate(),
         r.connect_failed
     ));
+    Ok(fleet)
+}
 
-    // 3. Everything connected: memory.
-    r.server_rss_loaded = wait_rss_stable(spid, SETTLE)?.0;
-    r.mem[1] = MemInfo::read();
-    let wset = ProcSet {
-        roots: worker_pids.clone(),
-    };
-    if let Ok(m) = wset.mem() {
-        (r.workers_rss, r.workers_pss) = (m.rss, m.pss);
-    }
-    let cpu_connected = cpu_seconds(spid)?;
-    let client_cpu1 = cpu_seconds(me)? + worker_cpu(&worker_pids);
-    r.server_cpu[0] = cpu_connected - cpu_start;
-    r.client_cpu[0] = client_cpu1 - client_cpu0;
-
-    // 4. One message to every id.
-    if r.connected > 0 && server.alive() {
-        // Even when the connect phase stopped short: what did arrive on the streams held?
-        deliver(&a, &fleet, &mut server, &mut r)?;
-    }
-    r.server_rss_after = rss_bytes(spid).unwrap_or(0);
+/// After phase 4: the server's RSS, the machine's memory and the server's `/stats`.
+fn after_delivery(server: &ServerGuard, r: &mut MillionReport) {
+    r.server_rss_after = rss_bytes(server.pid).unwrap_or(0);
     r.mem[2] = MemInfo::read();
     r.server_stats = fetch_stats(server.pub_addr).unwrap_or_else(|e| {
         r.notes.push(format!("/stats: {e}"));
         Vec::new()
     });
-    let cpu_delivered = cpu_seconds(spid)?;
-    let client_cpu2 = cpu_seconds(me)? + worker_cpu(&worker_pids);
-    r.server_cpu[1] = cpu_delivered - cpu_connected;
-    r.client_cpu[1] = client_cpu2 - client_cpu1;
-    r.server_cpu[2] = cpu_delivered - cpu_start;
-    r.parent_rss = rss_bytes(me).unwrap_or(0);
-    r.server_exited = !server.alive();
+}
 
-    // 5. Close: verdicts, resets, then the server.
+/// Phase 5: every worker checks its connections, closes them with resets and gives its
+/// verdict; the verdicts summed into `r`. Returns the workers' CPU seconds.
+fn close(a: &MillionArgs, fleet: &mut Fleet, r: &mut MillionReport) -> f64 {
     say("closing every connection (SO_LINGER 0)");
     let verdicts = fleet.close(Duration::from_secs(60));
     let mut worker_cpu_total = 0.0;
@@ -274,16 +322,12 @@ pub fn run(a: MillionArgs) -> Result<()> {
         .sum();
     r.missing += a.connect.conns.saturating_sub(gave);
     r.closed = r.closed.max(closed);
-    r.client_cpu[2] = cpu_seconds(me)? - client_cpu0 + worker_cpu_total;
-    drop(fleet);
-    drop(server);
-    std::thread::sleep(Duration::from_secs(1));
-    r.mem[3] = MemInfo::read();
-    r.machine_peak = peak.used.load(std::sync::atomic::Ordering::Relaxed);
-    r.tcp_mem_peak = peak.tcp_mem.load(std::sync::atomic::Ordering::Relaxed);
-    drop(peak);
-    r.loadavg[1] = loadavg();
+    worker_cpu_total
+}
 
+/// Prints the report (with `--json`, the text on stderr and the JSON on stdout); fails on
+/// any loss.
+fn finish(a: &MillionArgs, r: &MillionReport) -> Result<()> {
     let text = r.text();
     if a.json {
         eprintln!("{text}");
@@ -303,213 +347,6 @@ pub fn run(a: MillionArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Waits until every subscriber is connected; returns the time from `t0` to the last `200`
-/// head, or why it stopped (failures, stall, time budget, server or worker gone).
-fn connect_phase(
-    a: &MillionArgs,
-    fleet: &mut Fleet,
-    server: &mut ServerGuard,
-    t0: Instant,
-) -> Result<Duration> {
-    let n = a.connect.conns;
-    let budget = Duration::from_secs_f64(2.0 * n as f64 / a.connect.connect_rate + 30.0);
-    let bar = bar(n, "connect");
-    let mut last_change = Instant::now();
-    let mut last = Progress::default();
-    let mut rate = RateMeter::new();
-    let mut next_line = Instant::now() + Duration::from_secs(5);
-    loop {
-        let p = fleet.progress();
-        let now = Instant::now();
-        if (p.connected, p.failed) != (last.connected, last.failed) {
-            last_change = now;
-        }
-        last = p;
-        let r = rate.update(p.connected, now);
-        bar.set_position(p.connected);
-        bar.set_message(format!("failed {}, {r:.0}/s", p.failed));
-        if bar.is_hidden() && now >= next_line {
-            say(&format!(
-                "connect: {} of {n}, failed {}, {r:.0}/s, {:.0} s",
-                p.connected,
-                p.failed,
-                t0.elapsed().as_secs_f64()
-            ));
-            next_line += Duration::from_secs(5);
-        }
-        if p.connected == n {
-            bar.finish();
-            return Ok(t0.elapsed());
-        }
-        let why = if p.connected + p.failed >= n {
-            Some(format!("{} connects failed", p.failed))
-        } else if now.duration_since(last_change) > STALL {
-            Some(format!(
-                "stalled: no connect completed or failed for {} s at {} connected",
-                STALL.as_secs(),
-                p.connected
-            ))
-        } else if t0.elapsed() > budget {
-            Some(format!(
-                "time budget of {:.0} s spent",
-                budget.as_secs_f64()
-            ))
-        } else if !server.alive() {
-            Some("the server exited".into())
-        } else if !fleet.dead().is_empty() {
-            Some(format!("workers died: {:?}", fleet.dead()))
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            bar.abandon();
-            return Err(anyhow!(why));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Publishes one message to every id (sequence number = id) and waits until the workers have
-/// received them (or a bounded drain passes).
-fn deliver(
-    a: &MillionArgs,
-    fleet: &Fleet,
-    server: &mut ServerGuard,
-    r: &mut MillionReport,
-) -> Result<()> {
-    let n = a.connect.conns;
-    say(&format!(
-        "publishing one message to each of {n} ids ({} x {} pipelined)",
-        a.publishers, a.depth
-    ));
-    let received0 = fleet.progress().received;
-    let url = UrlTemplate::local(server.pub_addr, "/send/{id}")?;
-    let t0 = Instant::now();
-    let cfg = PipeConfig {
-        url,
-        conns: a.publishers,
-        depth: a.depth,
-        ids: IdPlan::InOrder {
-            first_id: 1,
-            count: n,
-        },
-        first_seq: 1,
-        total: Some(n),
-        // At least 5,000 msg/s, or the run is cut short.
-        send_until: t0 + Duration::from_secs(30 + n / 5000),
-        tail: Duration::from_secs(10),
-        any_2xx: false,
-    };
-    let shared = Arc::new(PipeShared::default());
-    let sh = shared.clone();
-    let h = std::thread::Builder::new()
-        .name("publish".into())
-        .spawn(move || pipeline::run(cfg, sh))?;
-    let bar = bar(n, "deliver");
-    let mut rate = RateMeter::new();
-    let mut next_line = Instant::now() + Duration::from_secs(5);
-    let mut show = |p: Progress, bar: &ProgressBar| {
-        let got = p.received - received0;
-        let now = Instant::now();
-        let v = rate.update(got, now);
-        bar.set_position(got);
-        bar.set_message(format!("bad {}, {v:.0}/s", p.bad));
-        if bar.is_hidden() && now >= next_line {
-            say(&format!("deliver: {got} of {n} received, {v:.0}/s"));
-            next_line += Duration::from_secs(5);
-        }
-        got
-    };
-    while !h.is_finished() {
-        show(fleet.progress(), &bar);
-        if !server.alive() {
-            shared
-                .stop
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let res = h
-        .join()
-        .map_err(|_| anyhow!("the publishing thread panicked"))??;
-    r.published = res.ok;
-    r.publish_failed = res.failed + n.saturating_sub(res.attempted);
-    r.server_delivered = res.delivered_sum;
-    for note in res.notes {
-        r.notes.push(format!("publish: {note}"));
-    }
-    // Drain: every accepted message should arrive; at most 30 s without progress.
-    let mut last = (0, Instant::now());
-    loop {
-        let p = fleet.progress();
-        let got = show(p, &bar);
-        if got + p.bad >= res.ok {
-            break;
-        }
-        if got != last.0 {
-            last = (got, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(30) {
-            r.notes.push(format!(
-                "drain: {got} of {} accepted messages arrived; gave up after 30 s without progress",
-                res.ok
-            ));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    bar.finish();
-    r.deliver_s = t0.elapsed().as_secs_f64();
-    say(&format!(
-        "{} published, {} failed; {} received in {:.1} s",
-        res.ok,
-        r.publish_failed,
-        fleet.progress().received - received0,
-        r.deliver_s
-    ));
-    Ok(())
-}
-
-/// A progress bar on stderr, hidden when stderr is not a terminal (then lines every 5 s).
-fn bar(len: u64, what: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(
-        "{prefix:>8} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    b.set_style(style);
-    b.set_prefix(what.to_string());
-    b.enable_steady_tick(Duration::from_millis(200));
-    b
-}
-
-/// A rate over the last second or so.
-struct RateMeter {
-    mark: (u64, Instant),
-    rate: f64,
-}
-
-impl RateMeter {
-    fn new() -> RateMeter {
-        RateMeter {
-            mark: (0, Instant::now()),
-            rate: 0.0,
-        }
-    }
-
-    /// Feeds the current count; returns the rate per second over the last window.
-    fn update(&mut self, count: u64, now: Instant) -> f64 {
-        let dt = now.duration_since(self.mark.1).as_secs_f64();
-        if dt >= 1.0 {
-            self.rate = count.saturating_sub(self.mark.0) as f64 / dt;
-            self.mark = (count, now);
-        }
-        self.rate
-    }
 }
 
 /// CPU seconds of the given processes so far (those still readable).
@@ -544,6 +381,7 @@ fn fetch_stats(addr: SocketAddr) -> Result<Vec<(String, u64)>> {
     .collect())
 }
 
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg gives them.
 fn loadavg() -> String {
     let t = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     t.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
