@@ -138,6 +138,49 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if backends.is_empty() && external.is_none() {
         bail!("nothing to measure: --backends none and no --pid/--url-template");
     }
+    let (settings, ceiling_dir) = validate(&a)?;
+    let load_before = loadavg();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    // 1. Each backend on a fresh child server.
+    for backend in &backends {
+        let measured = measure_backend(&a, &settings, backend);
+        record(measured, backend, &mut rows, &mut failures);
+    }
+    // 2. The external server.
+    if let Some(target) = external {
+        let measured = scenario::measure(&target, &settings, &mut || true);
+        record(measured, &target.label, &mut rows, &mut failures);
+    }
+    // 3. The host's delivery ceiling.
+    let ceiling = ceiling_dir.and_then(|dir| {
+        eprintln!(
+            "compare: delivery ceiling: deliver-ceiling in {}",
+            dir.display()
+        );
+        let c = ceiling::build(&dir)
+            .and_then(|bin| ceiling::run(&bin, a.connect.conns, a.saturate_secs.round() as u64));
+        c.map_err(|e| failures.push(format!("ceiling: {e:#}"))).ok()
+    });
+    // 4. The table, then the verdict.
+    print(&a, &rows, ceiling.as_ref(), &load_before, &failures);
+    for r in &rows {
+        if r.one_msg[2] > 0 || r.one_msg[0] < r.conns || r.bad_chunks > 0 {
+            failures.push(format!(
+                "{}: {} lost, {} of {} accepted, {} bad chunks",
+                r.label, r.one_msg[2], r.one_msg[0], r.conns, r.bad_chunks
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("compare: {}", failures.join("; "));
+    }
+    Ok(())
+}
+
+/// Rejects flags the job cannot run with; the scenario's settings and deliver-ceiling's
+/// folder (`None`: no ceiling). Errors: `--ceiling` without the tool.
+fn validate(a: &CompareArgs) -> Result<(Settings, Option<PathBuf>)> {
     if !(a.connect.connect_rate > 0.0 && a.saturate_secs > 0.0)
         || a.connect.conns == 0
         || a.publishers == 0
@@ -166,66 +209,39 @@ pub fn run(a: CompareArgs) -> Result<()> {
         close_wait: std::time::Duration::from_secs_f64(a.close_wait),
         source_addrs: a.source_addrs,
     };
-    let load_before = loadavg();
-    let mut rows: Vec<Row> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
-    for backend in &backends {
-        let (bin, args) = a
-            .server
-            .command(vec!["--backend".to_string(), backend.clone()], None)?;
-        let log = a
-            .server
-            .server_log
-            .as_ref()
-            .map(|p| p.with_extension(backend));
-        let (path, framing) = a.protocol.path_and_framing();
-        let measured = ServerGuard::start(&bin, &args, log.as_ref()).and_then(|mut server| {
-            eprintln!(
-                "compare: {backend}: server pid {}, subscribers {} ({})",
-                server.pid,
-                path,
-                a.protocol.name()
-            );
-            let target = Target {
-                label: backend.clone(),
-                procs: ProcSet {
-                    roots: vec![server.pid],
-                },
-                sub_url: UrlTemplate::local(server.sub_addr, path)?,
-                pub_url: UrlTemplate::local(server.pub_addr, "/send/{id}")?,
-                framing,
-                ours: true,
-            };
-            scenario::measure(&target, &settings, &mut || server.alive())
-        });
-        record(measured, backend, &mut rows, &mut failures);
-    }
-    if let Some(target) = external {
-        let measured = scenario::measure(&target, &settings, &mut || true);
-        record(measured, &target.label, &mut rows, &mut failures);
-    }
-    let ceiling = ceiling_dir.and_then(|dir| {
-        eprintln!(
-            "compare: delivery ceiling: deliver-ceiling in {}",
-            dir.display()
-        );
-        let c = ceiling::build(&dir)
-            .and_then(|bin| ceiling::run(&bin, a.connect.conns, a.saturate_secs.round() as u64));
-        c.map_err(|e| failures.push(format!("ceiling: {e:#}"))).ok()
-    });
-    print(&a, &rows, ceiling.as_ref(), &load_before, &failures);
-    for r in &rows {
-        if r.one_msg[2] > 0 || r.one_msg[0] < r.conns || r.bad_chunks > 0 {
-            failures.push(format!(
-                "{}: {} lost, {} of {} accepted, {} bad chunks",
-                r.label, r.one_msg[2], r.one_msg[0], r.conns, r.bad_chunks
-            ));
-        }
-    }
-    if !failures.is_empty() {
-        bail!("compare: {}", failures.join("; "));
-    }
-    Ok(())
+    Ok((settings, ceiling_dir))
+}
+
+/// The scenario on a fresh child server with `--backend backend` (its log, if asked for,
+/// `FILE.<backend>`); the server is killed when done.
+fn measure_backend(a: &CompareArgs, settings: &Settings, backend: &str) -> Result<Row> {
+    let (bin, args) = a
+        .server
+        .command(vec!["--backend".to_string(), backend.to_string()], None)?;
+    let log = a
+        .server
+        .server_log
+        .as_ref()
+        .map(|p| p.with_extension(backend));
+    let (path, framing) = a.protocol.path_and_framing();
+    let mut server = ServerGuard::start(&bin, &args, log.as_ref())?;
+    eprintln!(
+        "compare: {backend}: server pid {}, subscribers {} ({})",
+        server.pid,
+        path,
+        a.protocol.name()
+    );
+    let target = Target {
+        label: backend.to_string(),
+        procs: ProcSet {
+            roots: vec![server.pid],
+        },
+        sub_url: UrlTemplate::local(server.sub_addr, path)?,
+        pub_url: UrlTemplate::local(server.pub_addr, "/send/{id}")?,
+        framing,
+        ours: true,
+    };
+    scenario::measure(&target, settings, &mut || server.alive())
 }
 
 /// Keeps a row, or the reason there is none.
