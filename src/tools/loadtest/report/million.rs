@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::json_str;
+use crate::tools::loadtest::jobs::million::fleet::MemInfo;
 use crate::tools::loadtest::million_worker::LAT_BUCKETS;
 
 /// Connect rate target, connections per second (issue 4).
@@ -89,8 +90,8 @@ pub struct MillionReport {
     pub client_record_bytes: usize,
 
     /// Kernel readings: before connecting (server idle), all connected, after the delivery,
-    /// after every connection closed. See [`crate::tools::loadtest::jobs::million::fleet::MemInfo`].
-    pub mem: [crate::tools::loadtest::jobs::million::fleet::MemInfo; 4],
+    /// after every connection closed. See [`MemInfo`].
+    pub mem: [MemInfo; 4],
     /// MemTotal - MemAvailable before the server started, bytes.
     pub machine_before: u64,
     /// Highest MemTotal - MemAvailable during the run, bytes.
@@ -129,10 +130,7 @@ impl MillionReport {
     }
 
     /// Growth of a kernel figure from before connecting to all connected, / connections.
-    fn per_conn(
-        &self,
-        f: impl Fn(&crate::tools::loadtest::jobs::million::fleet::MemInfo) -> u64,
-    ) -> f64 {
+    fn per_conn(&self, f: impl Fn(&MemInfo) -> u64) -> f64 {
         if self.connected == 0 {
             return 0.0;
         }
@@ -206,13 +204,19 @@ impl MillionReport {
         ]
     }
 
-    /// The report for people.
+    /// The report for people: the run, the processes, memory, then the verdict.
     pub fn text(&self) -> String {
         let mut s = String::new();
-        let met = |b: bool| if b { "met" } else { "MISSED" };
+        self.write_run(&mut s);
+        self.write_processes(&mut s);
+        self.write_memory(&mut s);
+        self.write_end(&mut s);
+        s
+    }
+
+    /// The header, the connect and the deliver lines.
+    fn write_run(&self, s: &mut String) {
         let t = self.targets();
-        let n = self.connected.max(1) as f64;
-        let [m0, m1, m2, m3] = &self.mem;
         let _ = writeln!(
             s,
             "== uring-comet loadtest million: {} subscribers, {} workers x <= {}, shards {}, heartbeat {} ==",
@@ -243,6 +247,11 @@ impl MillionReport {
             self.deliver_s, self.deliver_rate(), self.lat_quantile(0.5),
             self.lat_quantile(0.99), self.lat_quantile(1.0)
         );
+    }
+
+    /// The server's and the clients' memory and CPU.
+    fn write_processes(&self, s: &mut String) {
+        let t = self.targets();
         let _ = writeln!(
             s,
             "server:    RSS idle {}, all connected {}, after delivery {}: {:.1} B/conn (target <= 128: {}); CPU {:.1} s connecting, {:.1} s delivering, {:.1} s in all",
@@ -257,7 +266,14 @@ impl MillionReport {
             mib(self.parent_rss), self.client_rss_per_conn(), self.client_pss_per_conn(),
             self.client_record_bytes, self.client_cpu[0], self.client_cpu[1], self.client_cpu[2]
         );
-        let d = |f: fn(&crate::tools::loadtest::jobs::million::fleet::MemInfo) -> u64| {
+    }
+
+    /// The kernel's and the machine's memory.
+    fn write_memory(&self, s: &mut String) {
+        let t = self.targets();
+        let n = self.connected.max(1) as f64;
+        let [m0, m1, m2, m3] = &self.mem;
+        let d = |f: fn(&MemInfo) -> u64| {
             if self.connected == 0 {
                 return 0.0;
             }
@@ -280,6 +296,10 @@ impl MillionReport {
             gib(self.machine_before), gib(m1.used()), gib(self.machine_peak),
             met(t[2].1), self.machine_per_conn()
         );
+    }
+
+    /// `/stats`, the load average, the notes and the verdict.
+    fn write_end(&self, s: &mut String) {
         let stats: Vec<String> = self
             .server_stats
             .iter()
@@ -303,12 +323,11 @@ impl MillionReport {
                 "FAIL"
             }
         );
-        s
     }
 
     /// The report as one JSON object on one line.
     pub fn json(&self) -> String {
-        let mem = |m: &crate::tools::loadtest::jobs::million::fleet::MemInfo| {
+        let mem = |m: &MemInfo| {
             format!(
                 "{{\"used\":{},\"slab\":{},\"sunreclaim\":{},\"page_tables\":{},\"kernel_stack\":{},\"vmalloc\":{},\"tcp_mem\":{},\"tcp_inuse\":{},\"tcp_tw\":{}}}",
                 m.used(), m.slab, m.sunreclaim, m.page_tables, m.kernel_stack, m.vmalloc,
@@ -390,34 +409,13 @@ fn gib(b: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    #[test]
-    fn verdict_and_figures() {
-        let mut r = MillionReport {
-            conns: 10,
-            connected: 10,
-            published: 10,
-            exact: 10,
-            connect_s: 0.5,
-            server_rss_idle: 1000,
-            server_rss_loaded: 1900,
-            lat: vec![0, 0, 5, 4, 1],
-            ..MillionReport::default()
-        };
-        assert!(r.passed());
-        assert_eq!(r.connect_rate(), 20.0);
-        assert_eq!(r.server_rss_per_conn(), 90.0);
-        assert_eq!(r.lat_quantile(0.5), 4);
-        assert_eq!(r.lat_quantile(0.99), 16);
-        assert_eq!(r.lat_quantile(1.0), 16);
-        let j = r.json();
-        assert!(j.contains("\"passed\":true") && !j.contains('\n'), "{j}");
-        assert!(r.text().ends_with("PASS (no loss)"));
-        r.missing = 1;
-        r.exact = 9;
-        assert!(!r.passed());
-        assert!(r.json().contains("\"missing\":1"));
+/// `met` or `MISSED`, for a target.
+fn met(b: bool) -> &'static str {
+    if b {
+        "met"
+    } else {
+        "MISSED"
     }
 }
