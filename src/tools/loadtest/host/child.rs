@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 /// `head` (the test's own, e.g. `--friends FILE`) then `--shards` and `--backend` when
 /// given, then `extra` (`--server-arg`) verbatim, so a later flag overrides an earlier one.
 /// Errors: this executable's path cannot be read.
-pub fn server_command(
+pub(crate) fn server_command(
     bin: Option<&PathBuf>,
     head: Vec<String>,
     shards: Option<usize>,
@@ -38,7 +38,7 @@ pub fn server_command(
 
 /// The server under test, running as a child process; dropping the guard kills it (SIGKILL by
 /// pid) and reaps it, so every exit path, errors included, leaves no server behind.
-pub struct ServerGuard {
+pub(crate) struct ServerGuard {
     child: Child,
     /// The child's process id.
     pub pid: u32,
@@ -52,13 +52,13 @@ impl ServerGuard {
     /// Starts `bin serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0 [ARGS...]` and
     /// waits (at most 10 s) for its `LISTEN subscriber=ADDR publish=ADDR` line. The server's
     /// stderr goes to `log` if given, else to ours.
-    pub fn start(bin: &Path, args: &[String], log: Option<&PathBuf>) -> Result<ServerGuard> {
+    pub(crate) fn start(bin: &Path, args: &[String], log: Option<&PathBuf>) -> Result<ServerGuard> {
         Self::start_waiting(bin, args, log, Duration::from_secs(10))
     }
 
     /// As [`ServerGuard::start`], waiting at most `wait` for the LISTEN line (a server that
     /// loads a friends graph first takes seconds).
-    pub fn start_waiting(
+    pub(crate) fn start_waiting(
         bin: &Path,
         args: &[String],
         log: Option<&PathBuf>,
@@ -126,7 +126,7 @@ impl ServerGuard {
     }
 
     /// True while the child has not exited.
-    pub fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
@@ -139,7 +139,7 @@ impl Drop for ServerGuard {
 }
 
 /// Parses `LISTEN subscriber=ADDR publish=ADDR` into the two addresses.
-pub fn parse_listen_line(line: &str) -> Result<(SocketAddr, SocketAddr)> {
+pub(crate) fn parse_listen_line(line: &str) -> Result<(SocketAddr, SocketAddr)> {
     let mut sub = None;
     let mut publ = None;
     let mut words = line.split_whitespace();

@@ -23,7 +23,7 @@ use crate::tools::loadtest::host::proc::{established_on_port, rss_bytes};
 
 /// Where the `conns` column comes from.
 #[derive(Debug, Clone, Copy)]
-pub enum ConnCount {
+pub(crate) enum ConnCount {
     /// `"connections"` of `GET /stats` on this publish address; /proc/net/tcp on the port if
     /// that fails.
     Stats(SocketAddr, u16),
@@ -46,7 +46,7 @@ impl ConnCount {
 
 /// Starts a thread that appends a line to `path` now and every `interval` until `stop` is set.
 /// `pid` is the server's process (RSS 0 if unknown or gone).
-pub fn spawn(
+pub(crate) fn spawn(
     path: &Path,
     interval: Duration,
     pid: Option<u32>,
@@ -91,7 +91,7 @@ fn log_line(pid: Option<u32>, conns: ConnCount) -> String {
 }
 
 /// `epoch` (seconds) as local time in the style of date(1): `Tue Mar  3 14:05:09 UTC 2026`.
-pub fn local_date(epoch: u64) -> String {
+pub(crate) fn local_date(epoch: u64) -> String {
     let t = epoch as libc::time_t;
     // SAFETY: tm is plain data; localtime_r and strftime write within the given sizes.
     unsafe {

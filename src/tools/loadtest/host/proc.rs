@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context, Result};
 
 /// CLOCK_MONOTONIC in microseconds: system-wide, so a time taken in one process can be
 /// compared with one taken in another.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -22,7 +22,7 @@ pub fn now_us() -> u64 {
 }
 
 /// Resident set size of `pid`, bytes (VmRSS of /proc/PID/status).
-pub fn rss_bytes(pid: u32) -> Result<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     parse_vmrss(&status).ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
@@ -41,7 +41,7 @@ fn parse_vmrss(status: &str) -> Option<u64> {
 }
 
 /// CPU time used by `pid` so far, user + system, seconds (fields 14 and 15 of /proc/PID/stat).
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     let ticks = parse_cpu_ticks(&stat).ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))?;
@@ -62,7 +62,7 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// Waits until two RSS readings 500 ms apart differ by less than 1%, at most `max_wait`.
 /// Returns the last reading (bytes) and whether it was stable.
-pub fn wait_rss_stable(pid: u32, max_wait: Duration) -> Result<(u64, bool)> {
+pub(crate) fn wait_rss_stable(pid: u32, max_wait: Duration) -> Result<(u64, bool)> {
     let start = Instant::now();
     let mut prev = rss_bytes(pid)?;
     loop {
@@ -81,7 +81,7 @@ pub fn wait_rss_stable(pid: u32, max_wait: Duration) -> Result<(u64, bool)> {
 /// Finds the process holding a listening TCP socket on `port` (any address), by matching the
 /// socket's inode in /proc/net/tcp{,6} with the fds under /proc/*/fd. Needs permission to read
 /// the other process's fds (same user or root).
-pub fn find_listener_pid(port: u16) -> Option<u32> {
+pub(crate) fn find_listener_pid(port: u16) -> Option<u32> {
     let mut inodes = Vec::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(file) else {
@@ -121,7 +121,7 @@ pub fn find_listener_pid(port: u16) -> Option<u32> {
 }
 
 /// Raises this process's soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
-pub fn raise_nofile_limit() -> u64 {
+pub(crate) fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -145,7 +145,7 @@ pub fn raise_nofile_limit() -> u64 {
 }
 
 /// Established TCP connections (IPv4 and IPv6) whose local port is `port`.
-pub fn established_on_port(port: u16) -> u64 {
+pub(crate) fn established_on_port(port: u16) -> u64 {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|f| std::fs::File::open(f).ok())
@@ -169,7 +169,7 @@ fn count_established(text: impl BufRead, port: u16) -> u64 {
 }
 
 /// The port of a /proc/net/tcp address `HEXADDR:HEXPORT`.
-pub fn hex_port(addr: &str) -> Option<u16> {
+pub(crate) fn hex_port(addr: &str) -> Option<u16> {
     u16::from_str_radix(addr.rsplit_once(':')?.1, 16).ok()
 }
 

@@ -66,7 +66,7 @@ fn share(total: u64, n: u64, k: u64) -> (u64, u64) {
 }
 
 /// Runs `loadtest --nodes N` (N >= 2); fails if anything was lost or arrived wrong.
-pub fn run(a: MainArgs) -> Result<()> {
+pub(crate) fn run(a: MainArgs) -> Result<()> {
     let n = validate(&a)?;
     // 1. Cluster.
     let (redis, mut servers) = start_cluster(&a, n)?;

@@ -58,7 +58,7 @@ pub struct SoakArgs {
 
 /// Runs the main job (`uring-comet loadtest`), then draws its memory log to `mem.svg` beside
 /// it. Without `--mem-log` the log is `<target>/loadtest/mem.log`, started fresh.
-pub fn main_job(mut a: MainArgs) -> Result<()> {
+pub(crate) fn main_job(mut a: MainArgs) -> Result<()> {
     let log = match &a.mem_log {
         Some(p) => p.clone(),
         None => fresh_log("mem.log")?,
@@ -71,7 +71,7 @@ pub fn main_job(mut a: MainArgs) -> Result<()> {
 
 /// Runs `loadtest soak`: the main job for `--duration` with the memory log on, then the charts
 /// and the growth after warm-up.
-pub fn soak(a: SoakArgs) -> Result<()> {
+pub(crate) fn soak(a: SoakArgs) -> Result<()> {
     let log = match &a.mem_log {
         Some(p) => {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -158,7 +158,7 @@ fn fresh_log(name: &str) -> Result<PathBuf> {
 /// Where runs leave their files by default: `<target>/loadtest` when this executable lives in
 /// a cargo target directory (`<target>/release` or `<target>/debug`), else
 /// `$TMPDIR/uring-comet-loadtest`.
-pub fn out_dir() -> PathBuf {
+pub(crate) fn out_dir() -> PathBuf {
     let exe = std::env::current_exe().ok();
     let parent = exe.as_deref().and_then(Path::parent);
     match parent {

@@ -9,7 +9,7 @@ use crate::tools::loadtest::jobs::compare::ceiling::Ceiling;
 
 /// Everything measured on one server.
 #[derive(Debug, Clone, Default)]
-pub struct Row {
+pub(crate) struct Row {
     /// `uring`, `epoll`, or the name given to an external server.
     pub label: String,
     /// Subscriber streams opened.
@@ -52,7 +52,7 @@ pub struct Row {
 
 impl Row {
     /// The memory figure used for this server, bytes: RSS, or PSS for several processes.
-    pub fn mem(&self, m: &MemReading) -> u64 {
+    pub(crate) fn mem(&self, m: &MemReading) -> u64 {
         if self.procs > 1 {
             m.pss
         } else {
@@ -61,40 +61,40 @@ impl Row {
     }
 
     /// (`m` - idle) / conns, bytes; negative if memory went down.
-    pub fn per_conn(&self, m: &MemReading) -> f64 {
+    pub(crate) fn per_conn(&self, m: &MemReading) -> f64 {
         (self.mem(m) as f64 - self.mem(&self.idle) as f64) / self.conns.max(1) as f64
     }
 
     /// Slab growth from before connecting to all connected, per connection, bytes
     /// (system-wide: both ends of each loopback connection).
-    pub fn kernel_per_conn(&self) -> f64 {
+    pub(crate) fn kernel_per_conn(&self) -> f64 {
         (self.kernel[1].slab as f64 - self.kernel[0].slab as f64) / self.conns.max(1) as f64
     }
 
     /// Connections opened per second.
-    pub fn connect_rate(&self) -> f64 {
+    pub(crate) fn connect_rate(&self) -> f64 {
         self.conns as f64 / self.connect_s.max(1e-9)
     }
 
     /// Delivered messages per second while saturated.
-    pub fn msgs_per_s(&self) -> f64 {
+    pub(crate) fn msgs_per_s(&self) -> f64 {
         self.sat_delivered as f64 / self.sat_secs.max(1e-9)
     }
 
     /// Server CPU microseconds per delivered message while saturated.
-    pub fn cpu_us_per_msg(&self) -> f64 {
+    pub(crate) fn cpu_us_per_msg(&self) -> f64 {
         self.sat_cpu_s * 1e6 / self.sat_delivered.max(1) as f64
     }
 
     /// (after close - idle) / idle, percent.
-    pub fn close_vs_idle_pct(&self) -> f64 {
+    pub(crate) fn close_vs_idle_pct(&self) -> f64 {
         let idle = self.mem(&self.idle) as f64;
         100.0 * (self.mem(&self.after_close) as f64 - idle) / idle.max(1.0)
     }
 }
 
 /// The table, Markdown, one line per server plus the ceiling's.
-pub fn table(rows: &[Row], ceiling: Option<&Ceiling>) -> String {
+pub(crate) fn table(rows: &[Row], ceiling: Option<&Ceiling>) -> String {
     let mut s = String::new();
     s.push_str("| server | conns | RSS idle | RSS/conn idle | RSS/conn after 1 msg each | RSS after close | kernel B/conn (Slab, system-wide) | connects/s | msgs/s | of ceiling | CPU us/msg | vs ceiling sender | p50 / p99 |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -138,7 +138,7 @@ pub fn table(rows: &[Row], ceiling: Option<&Ceiling>) -> String {
 }
 
 /// Lines under the table: messages per server CPU-second, and io_uring against epoll.
-pub fn efficiency(rows: &[Row]) -> String {
+pub(crate) fn efficiency(rows: &[Row]) -> String {
     let mut s = String::new();
     for r in rows {
         let _ = writeln!(
@@ -155,14 +155,14 @@ pub fn efficiency(rows: &[Row]) -> String {
 }
 
 /// Messages per CPU-second of the `uring` row over the `epoll` row's, if both are there.
-pub fn uring_vs_epoll(rows: &[Row]) -> Option<f64> {
+pub(crate) fn uring_vs_epoll(rows: &[Row]) -> Option<f64> {
     let find = |l: &str| rows.iter().find(|r| r.label == l);
     let (u, e) = (find("uring")?, find("epoll")?);
     Some(e.cpu_us_per_msg() / u.cpu_us_per_msg().max(1e-9))
 }
 
 /// The whole comparison as one JSON object.
-pub fn json(rows: &[Row], ceiling: Option<&Ceiling>, meta: &[(&str, String)]) -> String {
+pub(crate) fn json(rows: &[Row], ceiling: Option<&Ceiling>, meta: &[(&str, String)]) -> String {
     let mut s = String::from("{");
     for (k, v) in meta {
         let _ = write!(s, "{}:{},", json_str(k), json_str(v));
@@ -242,7 +242,7 @@ fn opt(v: Option<f64>) -> String {
 }
 
 /// `12345678` -> `12,345,678`.
-pub fn thousands(v: u64) -> String {
+pub(crate) fn thousands(v: u64) -> String {
     let d = v.to_string();
     let mut out = String::new();
     for (i, c) in d.chars().enumerate() {

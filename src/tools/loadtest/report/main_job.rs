@@ -7,7 +7,7 @@ use super::{json_str, Latency};
 
 /// Everything the main job measured.
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// Subscriber streams that got their `200` head.
     pub conns: u64,
     /// Subscriber connections that ended or failed during the run.
@@ -74,7 +74,7 @@ pub struct Report {
 
 impl Report {
     /// True if nothing was lost and nothing wrong arrived.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.lost == 0
             && !self.server_exited
             && self.publish_failed == 0
@@ -97,7 +97,7 @@ impl Report {
     }
 
     /// The report for people.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         let mut s = String::new();
         let _ = writeln!(s, "== uring-comet loadtest report ==");
@@ -179,7 +179,7 @@ impl Report {
     }
 
     /// The report as one JSON object on one line.
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         let l = &self.latency;
         let stats: Vec<String> = self
             .server_stats

@@ -13,15 +13,15 @@ mod text;
 mod tests;
 
 /// Connect rate target, connections per second (issue 4).
-pub const TARGET_CONNECT_RATE: f64 = 20_000.0;
+pub(crate) const TARGET_CONNECT_RATE: f64 = 20_000.0;
 /// Server RSS per connection target, bytes.
-pub const TARGET_SERVER_RSS_PER_CONN: f64 = 128.0;
+pub(crate) const TARGET_SERVER_RSS_PER_CONN: f64 = 128.0;
 /// Whole-machine memory in use at peak target, bytes (12 GiB).
-pub const TARGET_MACHINE_PEAK: u64 = 12 << 30;
+pub(crate) const TARGET_MACHINE_PEAK: u64 = 12 << 30;
 
 /// Everything `loadtest million` measured.
 #[derive(Debug, Default, Clone)]
-pub struct MillionReport {
+pub(crate) struct MillionReport {
     /// Subscribers asked for (ids 1..=conns).
     pub conns: u64,
     /// Worker processes and the most connections one holds.
@@ -112,12 +112,12 @@ pub struct MillionReport {
 
 impl MillionReport {
     /// Connections per second over the connect phase.
-    pub fn connect_rate(&self) -> f64 {
+    pub(crate) fn connect_rate(&self) -> f64 {
         self.connected as f64 / self.connect_s.max(1e-9)
     }
 
     /// (Loaded - idle) server RSS / connections, bytes.
-    pub fn server_rss_per_conn(&self) -> f64 {
+    pub(crate) fn server_rss_per_conn(&self) -> f64 {
         if self.connected == 0 {
             return 0.0;
         }
@@ -125,12 +125,12 @@ impl MillionReport {
     }
 
     /// All client processes' RSS (workers + this one) / connections, bytes.
-    pub fn client_rss_per_conn(&self) -> f64 {
+    pub(crate) fn client_rss_per_conn(&self) -> f64 {
         (self.workers_rss + self.parent_rss) as f64 / self.connected.max(1) as f64
     }
 
     /// All client processes' PSS (shared pages of the binary counted once) / connections.
-    pub fn client_pss_per_conn(&self) -> f64 {
+    pub(crate) fn client_pss_per_conn(&self) -> f64 {
         (self.workers_pss + self.parent_rss) as f64 / self.connected.max(1) as f64
     }
 
@@ -144,22 +144,22 @@ impl MillionReport {
 
     /// Kernel memory per connection (both sockets of the loopback pair): growth of Slab +
     /// PageTables + KernelStack + VmallocUsed + TCP buffers, system-wide.
-    pub fn kernel_per_conn(&self) -> f64 {
+    pub(crate) fn kernel_per_conn(&self) -> f64 {
         self.per_conn(|m| m.kernel())
     }
 
     /// Whole-machine memory in use per connection: growth of MemTotal - MemAvailable.
-    pub fn machine_per_conn(&self) -> f64 {
+    pub(crate) fn machine_per_conn(&self) -> f64 {
         self.per_conn(|m| m.used())
     }
 
     /// Messages per second over the delivery.
-    pub fn deliver_rate(&self) -> f64 {
+    pub(crate) fn deliver_rate(&self) -> f64 {
         self.exact as f64 / self.deliver_s.max(1e-9)
     }
 
     /// Latency quantile `q` as the upper bound of its log2 bucket, microseconds.
-    pub fn lat_quantile(&self, q: f64) -> u64 {
+    pub(crate) fn lat_quantile(&self, q: f64) -> u64 {
         let total: u64 = self.lat.iter().sum();
         if total == 0 {
             return 0;
@@ -177,7 +177,7 @@ impl MillionReport {
 
     /// No loss: every subscriber connected, every publish accepted, every connection got its
     /// message exactly once, nothing bad, nothing closed, the server alive.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.connected == self.conns
             && self.connect_failed == 0
             && self.closed == 0
@@ -192,7 +192,7 @@ impl MillionReport {
     }
 
     /// The targets of issue 4: (name, met).
-    pub fn targets(&self) -> [(&'static str, bool); 3] {
+    pub(crate) fn targets(&self) -> [(&'static str, bool); 3] {
         [
             (
                 "connect_rate_ge_20000",
@@ -210,7 +210,7 @@ impl MillionReport {
     }
 
     /// The report as one JSON object on one line.
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         let mem = |m: &MemInfo| {
             format!(
                 "{{\"used\":{},\"slab\":{},\"sunreclaim\":{},\"page_tables\":{},\"kernel_stack\":{},\"vmalloc\":{},\"tcp_mem\":{},\"tcp_inuse\":{},\"tcp_tw\":{}}}",

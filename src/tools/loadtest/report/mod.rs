@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 
 /// Publish-to-receive latency percentiles, microseconds.
 #[derive(Debug, Clone, Default)]
-pub struct Latency {
+pub(crate) struct Latency {
     /// Messages measured.
     pub count: u64,
     /// Median, us.
@@ -35,7 +35,7 @@ pub struct Latency {
 
 impl Latency {
     /// Summarises a histogram of microseconds (all zero if it is empty).
-    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn from_histogram(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
             return Latency::default();
         }
@@ -50,7 +50,7 @@ impl Latency {
     }
 
     /// `p50 / p90 / p99 / p99.9 / max` in microseconds, for text output.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!(
             "p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us ({} measured)",
             self.p50, self.p90, self.p99, self.p999, self.max, self.count
@@ -59,7 +59,7 @@ impl Latency {
 }
 
 /// `s` as a JSON string literal.
-pub fn json_str(s: &str) -> String {
+pub(crate) fn json_str(s: &str) -> String {
     // Serialising a str cannot fail.
     serde_json::to_string(s).unwrap_or_default()
 }

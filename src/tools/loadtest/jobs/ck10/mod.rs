@@ -52,7 +52,7 @@ fn say(msg: &str) {
 }
 
 /// Runs the main job; fails if anything was lost or arrived wrong (after printing the report).
-pub fn run(a: MainArgs) -> Result<()> {
+pub(crate) fn run(a: MainArgs) -> Result<()> {
     validate(&a)?;
     // 1. Server.
     let mut server = start_server(&a)?;

@@ -132,7 +132,7 @@ pub struct CompareArgs {
 
 /// Runs `loadtest compare`; fails if a server could not be measured, a message of the
 /// one-each phase was lost, or a bad chunk arrived (after printing what was measured).
-pub fn run(a: CompareArgs) -> Result<()> {
+pub(crate) fn run(a: CompareArgs) -> Result<()> {
     let backends = parse_backends(&a.backends)?;
     let external = external_target(&a)?;
     if backends.is_empty() && external.is_none() {

@@ -32,7 +32,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 const SEQ_SPAN: u64 = 1 << 27;
 
 /// The server under test.
-pub struct Target {
+pub(crate) struct Target {
     /// The row's name.
     pub label: String,
     /// Its processes.
@@ -49,7 +49,7 @@ pub struct Target {
 
 /// The scenario's knobs (`loadtest compare` flags).
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Subscriber connections.
     pub conns: u64,
     /// Subscriber connects started per second.
@@ -74,7 +74,7 @@ fn say(msg: &str) {
 }
 
 /// Runs the four phases against `t`; `alive` tells whether the server is still running.
-pub fn measure(t: &Target, s: &Settings, alive: &mut dyn FnMut() -> bool) -> Result<Row> {
+pub(crate) fn measure(t: &Target, s: &Settings, alive: &mut dyn FnMut() -> bool) -> Result<Row> {
     let mut row = Row {
         label: t.label.clone(),
         ..Row::default()

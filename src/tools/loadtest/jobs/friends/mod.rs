@@ -158,7 +158,7 @@ fn generated_graph(
 }
 
 /// Runs `loadtest friends`; fails if an event was lost, duplicated or misdelivered.
-pub fn run(a: FriendsArgs) -> Result<()> {
+pub(crate) fn run(a: FriendsArgs) -> Result<()> {
     validate(&a)?;
     // 1. The graph.
     let (path, generated) = match &a.graph.file {

@@ -17,7 +17,7 @@ use crate::tools::gen_friends::SplitMix;
 
 /// The load test's plan.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(super) struct Plan {
     /// Users to log in, in connect order.
     pub logins: Vec<u32>,
     /// Publisher -> its logged-in followers (sorted): who must get its events.
@@ -34,7 +34,12 @@ pub struct Plan {
 /// seed), log in all its followers, next seed, until `logins` are in (the last
 /// neighbourhood may be cut short). `users` are the graph's users with followers; `g` must
 /// hold all of them (a one-shard load).
-pub fn plan(g: &ShardGraph, users: &[u32], logins: usize, rng: &mut SplitMix) -> Result<Plan> {
+pub(super) fn plan(
+    g: &ShardGraph,
+    users: &[u32],
+    logins: usize,
+    rng: &mut SplitMix,
+) -> Result<Plan> {
     if users.is_empty() || logins == 0 {
         bail!("no user with friends, or no login asked for");
     }
@@ -85,7 +90,7 @@ pub fn plan(g: &ShardGraph, users: &[u32], logins: usize, rng: &mut SplitMix) ->
 
 impl Plan {
     /// The publisher of each of `total` events, drawn uniformly from the publishers.
-    pub fn events(&self, total: u64, rng: &mut SplitMix) -> Vec<u64> {
+    pub(super) fn events(&self, total: u64, rng: &mut SplitMix) -> Vec<u64> {
         let n = self.publishers.len().max(1) as u64;
         (0..total)
             .map(|_| u64::from(self.publishers[(rng.next_u64() % n) as usize]))

@@ -108,7 +108,7 @@ fn say(msg: &str) {
 }
 
 /// Runs `loadtest million`; fails (non-zero exit) on any loss, after printing the report.
-pub fn run(a: MillionArgs) -> Result<()> {
+pub(crate) fn run(a: MillionArgs) -> Result<()> {
     let (workers, per) = validate(&a)?;
     let mut r = new_report(&a, workers, per);
     let peak = PeakSampler::start()?;

@@ -7,7 +7,7 @@ use crate::tools::loadtest::jobs::million::fleet::MemInfo;
 
 impl MillionReport {
     /// The report for people: the run, the processes, memory, then the verdict.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut s = String::new();
         self.write_run(&mut s);
         self.write_processes(&mut s);
