@@ -263,7 +263,9 @@ fn draw_on<DB: DrawingBackend>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
+
+    use super::{draw, growth, parse_mem_log, MemSample};
 
     const LOG: &str = "Sun Nov 29 16:24:26 UTC 2026\t1000\t8000\t0\n\
         Sun Nov 29 16:24:27 UTC 2026\t1030\t9000\t100\n\

@@ -112,7 +112,7 @@ pub(crate) fn local_date(epoch: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{local_date, log_line, ConnCount};
 
     #[test]
     fn line_shape() {

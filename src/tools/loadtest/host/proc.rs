@@ -175,7 +175,9 @@ pub(crate) fn hex_port(addr: &str) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        count_established, cpu_seconds, hex_port, now_us, parse_cpu_ticks, parse_vmrss, rss_bytes,
+    };
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 100 1 0 100 0 0 10 0

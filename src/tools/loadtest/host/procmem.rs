@@ -188,7 +188,7 @@ pub(crate) fn parse_sockstat(text: &str) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{kib_field, parse_ppid, parse_smaps_rollup, parse_sockstat, KernelMem, ProcSet};
 
     #[test]
     fn smaps_rollup() {

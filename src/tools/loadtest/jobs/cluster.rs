@@ -377,7 +377,7 @@ fn stop_floods(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::share;
 
     #[test]
     fn shares_cover_everything_once() {

@@ -170,7 +170,7 @@ pub(crate) fn check_fd_limit(sockets: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{check_positive, parse_ids};
 
     #[test]
     fn id_ranges() {

@@ -244,7 +244,7 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::Report;
 
     #[test]
     fn json_has_the_required_keys_and_escapes() {

@@ -107,7 +107,7 @@ pub(crate) fn parse_row(row: &str) -> Result<Ceiling> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::parse_row;
 
     #[test]
     fn row() {

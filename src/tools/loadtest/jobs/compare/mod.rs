@@ -358,7 +358,7 @@ fn loadavg() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{loadavg, parse_backends, Framing, Protocol};
 
     #[test]
     fn backends_list() {

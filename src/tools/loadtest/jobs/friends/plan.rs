@@ -159,7 +159,7 @@ pub(super) fn plan_events(a: &FriendsArgs, path: &Path, total: u64) -> Result<Ev
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{plan, SplitMix};
     use crate::friends::load::{load_from, LoadOptions};
 
     #[test]

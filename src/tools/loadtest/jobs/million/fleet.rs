@@ -366,7 +366,9 @@ pub(crate) fn source_addr(first: Ipv4Addr, i: u32) -> Ipv4Addr {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::Ipv4Addr;
+
+    use super::{source_addr, MemInfo};
 
     #[test]
     fn meminfo_and_sockstat() {
