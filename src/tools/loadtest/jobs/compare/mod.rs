@@ -66,6 +66,9 @@ impl Protocol {
         .help("Most subscriber connects in flight (sent, no response head yet) at once")),
     mut_arg("shards", |a| a
         .help("Shards for the child servers (their `--shards`); default: the server's own")),
+    mut_arg("server_args", |a| a.help(
+        "Any other flag for the child servers, repeatable, e.g. `--server-arg=--placement=accept`"
+    )),
     mut_arg("server_log", |a| a
         .help("Write each child server's stderr to FILE.<backend> instead of ours")),
 )]
