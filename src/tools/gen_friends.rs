@@ -23,9 +23,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-/// Flags of `uring-comet gen-friends`.
-#[derive(Args, Debug, Clone)]
-pub struct GenArgs {
+/// The shape of a generated graph: its users, their mean friends, the seed. Flattened into
+/// `gen-friends` and into `loadtest friends`, which generates its graph the same way.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct GraphShape {
     /// Users, ids 1..=users.
     #[arg(long, default_value_t = 1_000_000)]
     pub users: u32,
@@ -35,6 +36,14 @@ pub struct GenArgs {
     /// Seed of the PRNG: the same flags and seed give the same file, byte for byte.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+/// Flags of `uring-comet gen-friends`.
+#[derive(Args, Debug, Clone)]
+pub struct GenArgs {
+    /// Users, mean friends, seed.
+    #[command(flatten)]
+    pub shape: GraphShape,
     /// Power-law exponent γ of the degree distribution (> 2).
     #[arg(long, default_value_t = 2.5)]
     pub exponent: f64,
@@ -113,27 +122,29 @@ impl DegreeStats {
 
 /// Generates the graph: sorted, unique edges `u << 32 | v` with 1 <= u < v <= users.
 pub fn generate(a: &GenArgs) -> Result<Vec<u64>> {
-    if a.users < 2 || a.avg_friends <= 0.0 || a.exponent <= 2.0 || a.community == 0 {
+    if a.shape.users < 2 || a.shape.avg_friends <= 0.0 || a.exponent <= 2.0 || a.community == 0 {
         bail!("need --users >= 2, --avg-friends > 0, --exponent > 2, --community >= 1");
     }
-    let n = a.users as usize;
-    let target = (n as f64 * a.avg_friends / 2.0).round() as usize;
+    let n = a.shape.users as usize;
+    let target = (n as f64 * a.shape.avg_friends / 2.0).round() as usize;
     if target as f64 > n as f64 * (n as f64 - 1.0) / 4.0 {
         bail!(
             "--avg-friends {} is too dense for {} users",
-            a.avg_friends,
+            a.shape.avg_friends,
             n
         );
     }
-    let mut rng = SplitMix::new(a.seed);
+    let mut rng = SplitMix::new(a.shape.seed);
     // Power-law weights by rank, scaled to the mean and capped (a few rounds, since the cap
     // lowers the mean).
-    let cap = a.max_degree.unwrap_or((n as f64 * a.avg_friends).sqrt());
+    let cap = a
+        .max_degree
+        .unwrap_or((n as f64 * a.shape.avg_friends).sqrt());
     let alpha = 1.0 / (a.exponent - 1.0);
     let mut w: Vec<f64> = (0..n).map(|i| ((i + 1) as f64).powf(-alpha)).collect();
     for _ in 0..4 {
         let mean = w.iter().sum::<f64>() / n as f64;
-        let k = a.avg_friends / mean;
+        let k = a.shape.avg_friends / mean;
         w.iter_mut().for_each(|x| *x = (*x * k).min(cap));
     }
     // Deal the weights to ids in a random order (Fisher-Yates), then cumulate by id.
@@ -194,7 +205,7 @@ pub fn run(a: GenArgs) -> Result<()> {
     let (edges, stats, gen_s) = write(&a)?;
     println!(
         "gen-friends: {} users, {} friendships ({} adjacency entries) -> {} in {:.1} s (generate {:.1} s)",
-        a.users,
+        a.shape.users,
         edges,
         2 * edges,
         a.output.display(),
@@ -218,14 +229,14 @@ pub fn write(a: &GenArgs) -> Result<(usize, DegreeStats, f64)> {
     let t0 = Instant::now();
     let edges = generate(a)?;
     let gen_s = t0.elapsed().as_secs_f64();
-    let stats = DegreeStats::of(degrees(&edges, a.users));
+    let stats = DegreeStats::of(degrees(&edges, a.shape.users));
     write_whole(&a.output, |w| {
         writeln!(
             w,
             "# Undirected graph: uring-comet gen-friends --users {} --avg-friends {} --seed {} --exponent {} --local {} --community {}",
-            a.users, a.avg_friends, a.seed, a.exponent, a.local, a.community
+            a.shape.users, a.shape.avg_friends, a.shape.seed, a.exponent, a.local, a.community
         )?;
-        writeln!(w, "# Nodes: {} Edges: {}", a.users, edges.len())?;
+        writeln!(w, "# Nodes: {} Edges: {}", a.shape.users, edges.len())?;
         writeln!(w, "# FromNodeId\tToNodeId")?;
         let mut line = Vec::with_capacity(24);
         let mut ib = itoa::Buffer::new();

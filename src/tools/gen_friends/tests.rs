@@ -3,14 +3,16 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{degrees, generate, temp_name, write_whole, DegreeStats, GenArgs};
+use super::{degrees, generate, temp_name, write_whole, DegreeStats, GenArgs, GraphShape};
 use std::os::unix::fs::FileTypeExt;
 
 fn args(users: u32, avg: f64, seed: u64) -> GenArgs {
     GenArgs {
-        users,
-        avg_friends: avg,
-        seed,
+        shape: GraphShape {
+            users,
+            avg_friends: avg,
+            seed,
+        },
         exponent: 2.5,
         max_degree: None,
         local: 0.3,

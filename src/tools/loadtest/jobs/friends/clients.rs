@@ -150,7 +150,7 @@ pub(super) fn publish(
         max_id: 1,
         ids_by_seq: Some(plan.events.clone()),
         first_seq: 0,
-        seed: a.graph.seed,
+        seed: a.graph.shape.seed,
         tail: Duration::from_secs(2),
         record_sends: false,
     };

@@ -34,7 +34,7 @@ use clap::Args;
 
 use super::halves::{check_fd_limit, check_positive};
 use crate::tools::duration;
-use crate::tools::gen_friends::{self, DegreeStats, GenArgs};
+use crate::tools::gen_friends::{self, DegreeStats, GenArgs, GraphShape};
 use crate::tools::loadtest::answer;
 use crate::tools::loadtest::cli::ServerFlags;
 use crate::tools::loadtest::friends_subs::{ClientIo, SubsResult, FANOUT_BUCKETS};
@@ -47,20 +47,21 @@ use plan::{plan_events, EventPlan};
 
 /// The social graph `loadtest friends` serves: a file, or one generated as by `gen-friends`.
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("users", |a| a.help("Users of the generated graph")),
+    mut_arg("avg_friends", |a| a.help("Mean friends per user of the generated graph")),
+    mut_arg("seed", |a| a
+        .help("Seed of the generated graph, and of the choice of logins and publishers")),
+)]
 pub struct GraphFlags {
     /// Edge file (SNAP format) to serve; default: generate one with the three flags below,
     /// kept as `<temp dir>/uring-comet-friends-<users>-<avg>-<seed>.tsv` and reused.
     #[arg(long = "graph", value_name = "GRAPH")]
     pub file: Option<PathBuf>,
-    /// Users of the generated graph.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub users: u32,
-    /// Mean friends per user of the generated graph.
-    #[arg(long, default_value_t = 50.0)]
-    pub avg_friends: f64,
-    /// Seed of the generated graph, and of the choice of logins and publishers.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// The generated graph's users, mean friends and seed (the seed also draws the logins
+    /// and publishers).
+    #[command(flatten)]
+    pub shape: GraphShape,
     /// The file is directed (`u v`: u follows v); passed on to the server.
     #[arg(long)]
     pub directed: bool,
@@ -125,18 +126,18 @@ fn say(msg: &str) {
     eprintln!("loadtest friends: {msg}");
 }
 
-/// The generated graph of `users`, `avg` friends and `seed` in `dir`:
+/// The generated graph of `shape` (users, avg friends, seed) in `dir`:
 /// `<dir>/uring-comet-friends-<users>-<avg>-<seed>.tsv`, reused if it exists, else made as
 /// by `gen-friends`. Only a complete file can exist under that name ([`gen_friends::write`] writes
 /// a temporary one and renames it into place when done), so a generation interrupted by
 /// Ctrl-C is never reused. Returns the path and, when generated here, its degree
 /// statistics and the seconds generating took. Errors: those of [`gen_friends::write`].
-fn generated_graph(
-    dir: &Path,
-    users: u32,
-    avg: f64,
-    seed: u64,
-) -> Result<(PathBuf, Option<(DegreeStats, f64)>)> {
+fn generated_graph(dir: &Path, shape: GraphShape) -> Result<(PathBuf, Option<(DegreeStats, f64)>)> {
+    let GraphShape {
+        users,
+        avg_friends: avg,
+        seed,
+    } = shape;
     let p = dir.join(format!("uring-comet-friends-{users}-{avg}-{seed}.tsv"));
     if p.exists() {
         say(&format!("reusing {}", p.display()));
@@ -144,9 +145,7 @@ fn generated_graph(
     }
     say(&format!("generating {} (gen-friends)", p.display()));
     let g = GenArgs {
-        users,
-        avg_friends: avg,
-        seed,
+        shape,
         exponent: 2.5,
         max_degree: None,
         local: 0.3,
@@ -163,12 +162,7 @@ pub(crate) fn run(a: FriendsArgs) -> Result<()> {
     // 1. The graph.
     let (path, generated) = match &a.graph.file {
         Some(p) => (p.clone(), None),
-        None => generated_graph(
-            &std::env::temp_dir(),
-            a.graph.users,
-            a.graph.avg_friends,
-            a.graph.seed,
-        )?,
+        None => generated_graph(&std::env::temp_dir(), a.graph.shape)?,
     };
     // 2-3. Our own copy of the graph; logins by neighbourhood, publishers are the seeds.
     let total = (a.rate * a.duration).round() as u64;
@@ -357,12 +351,18 @@ fn report(
 
 #[cfg(test)]
 mod tests {
-    use super::generated_graph;
+    use super::{generated_graph, GraphShape};
     use crate::friends::load::{self, LoadOptions};
     use crate::tools::gen_friends;
 
     /// A generation cut short (its temporary file left behind, as by a kill) is not taken
     /// for the graph: the graph is generated whole, and reused from then on.
+    const SHAPE: GraphShape = GraphShape {
+        users: 2000,
+        avg_friends: 6.0,
+        seed: 5,
+    };
+
     #[test]
     fn cut_off_generation_is_not_reused() {
         let dir = std::env::temp_dir().join(format!("uc-lt-graph-{}", std::process::id()));
@@ -371,7 +371,7 @@ mod tests {
         let name = "uring-comet-friends-2000-6-5.tsv";
         let left = gen_friends::temp_name(&dir.join(name), 4_000_000_000);
         std::fs::write(&left, "# Undirected graph\n1\t2\n3\t").unwrap();
-        let (p, made) = generated_graph(&dir, 2000, 6.0, 5).unwrap();
+        let (p, made) = generated_graph(&dir, SHAPE).unwrap();
         assert_eq!(p, dir.join(name));
         assert!(made.is_some(), "generated, not reused");
         assert!(!left.exists(), "the leftover is removed");
@@ -391,7 +391,7 @@ mod tests {
         assert!(said >= 6000, "{said}");
         assert_eq!((rep.edges, rep.bad_lines), (said, 0));
         assert!(text.ends_with('\n'));
-        let (_, made) = generated_graph(&dir, 2000, 6.0, 5).unwrap();
+        let (_, made) = generated_graph(&dir, SHAPE).unwrap();
         assert!(made.is_none(), "a complete graph is reused");
         std::fs::remove_dir_all(&dir).unwrap();
     }

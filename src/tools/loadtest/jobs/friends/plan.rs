@@ -127,7 +127,7 @@ pub(super) fn plan_events(a: &FriendsArgs, path: &Path, total: u64) -> Result<Ev
         rep.entries,
         t0.elapsed().as_secs_f64()
     ));
-    let mut rng = SplitMix::new(a.graph.seed ^ 0x5eed);
+    let mut rng = SplitMix::new(a.graph.shape.seed ^ 0x5eed);
     let p = plan(&g, &g.csr.users, a.logins, &mut rng)?;
     drop(graphs);
     drop(g);
