@@ -1,5 +1,5 @@
-//! `loadtest compare`'s figures: one [`Row`] per server, the table (Markdown, so that it can go
-//! into a record as printed) and the JSON object.
+//! `loadtest compare`'s report ([`CompareReport`]): one [`Row`] per server, the table
+//! (Markdown, so that it can go into a record as printed) and the JSON object. Tests: `tests`.
 
 use std::fmt::Write;
 
@@ -90,6 +90,73 @@ impl Row {
     pub(crate) fn close_vs_idle_pct(&self) -> f64 {
         let idle = self.mem(&self.idle) as f64;
         100.0 * (self.mem(&self.after_close) as f64 - idle) / idle.max(1.0)
+    }
+}
+
+/// What one `loadtest compare` run measured: a row per server, the host's delivery ceiling,
+/// the run's settings and the host's load average before and after.
+#[derive(Debug)]
+pub(crate) struct CompareReport {
+    /// Idle subscribers per server.
+    pub(crate) conns: u64,
+    /// The stream uring-comet's subscribers opened (`chunked`, `sse`, `ws`).
+    pub(crate) protocol: &'static str,
+    /// Length of the saturation window, seconds.
+    pub(crate) saturate_secs: f64,
+    /// Publisher connections, and requests in flight on each.
+    pub(crate) publishers: usize,
+    /// See `publishers`.
+    pub(crate) depth: usize,
+    /// One row per server measured.
+    pub(crate) rows: Vec<Row>,
+    /// The host's delivery ceiling, if measured.
+    pub(crate) ceiling: Option<Ceiling>,
+    /// /proc/loadavg's first three fields before and after.
+    pub(crate) load_before: String,
+    /// See `load_before`.
+    pub(crate) load_after: String,
+    /// Servers that could not be measured, and why.
+    pub(crate) failures: Vec<String>,
+}
+
+impl CompareReport {
+    /// The table with its heading, efficiency lines, load average, notes and errors.
+    pub(crate) fn text(&self) -> String {
+        let mut s = format!(
+            "== uring-comet loadtest compare: {} idle subscribers ({} for uring-comet), saturation {} s ({} publishers x {} in flight) ==\n",
+            self.conns, self.protocol, self.saturate_secs, self.publishers, self.depth
+        );
+        s += &table(&self.rows, self.ceiling.as_ref());
+        s += &efficiency(&self.rows);
+        s += &format!(
+            "load average (1/5/15 min): before {}, after {}\n",
+            self.load_before, self.load_after
+        );
+        for r in &self.rows {
+            for n in &r.notes {
+                s += &format!("note: {}: {n}\n", r.label);
+            }
+        }
+        for f in &self.failures {
+            s += &format!("error: {f}\n");
+        }
+        s
+    }
+
+    /// The report as one JSON object: the rows, the ceiling and the run's settings.
+    pub(crate) fn json(&self) -> String {
+        let meta = [
+            ("protocol", self.protocol.to_string()),
+            ("saturate_secs", format!("{}", self.saturate_secs)),
+            (
+                "publishers",
+                format!("{} x {} in flight", self.publishers, self.depth),
+            ),
+            ("loadavg_before", self.load_before.clone()),
+            ("loadavg_after", self.load_after.clone()),
+            ("failures", self.failures.join("; ")),
+        ];
+        json(&self.rows, self.ceiling.as_ref(), &meta)
     }
 }
 

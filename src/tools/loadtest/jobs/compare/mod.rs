@@ -1,9 +1,12 @@
-//! `uring-comet loadtest compare`: the same scenario ([`scenario`](super::scenario)) on each
-//! backend of uring-comet, one after the other, each a fresh child server, optionally on an
-//! external server (`--pid`, URL templates: nchan or any peer), and the delivery ceiling of
-//! the host ([`ceiling`](super::ceiling)); then one table (or `--json`). `--protocol` picks
-//! the stream uring-comet's subscribers open: the seed's chunked `/test/`, or SSE or
-//! WebSocket on `/sub/`.
+//! `uring-comet loadtest compare`: the same scenario ([`scenario`]: idle memory, one message
+//! each, saturation, close) on several servers, then one table. `--protocol` picks the stream
+//! uring-comet's subscribers open: the seed's chunked `/test/`, or SSE or WebSocket on `/sub/`.
+//!
+//! 1. Each backend of uring-comet (`--backends`), one after the other, each a fresh child
+//!    server.
+//! 2. The external server, if given (`--pid`, URL templates: nchan or any peer).
+//! 3. The host's delivery ceiling ([`ceiling`]), unless `--no-ceiling`.
+//! 4. The report ([`CompareReport`]: table, or `--json`), then the verdict.
 
 pub(crate) mod ceiling;
 pub(crate) mod scenario;
@@ -19,9 +22,8 @@ use crate::tools::loadtest::cli::{ConnectFlags, ServerFlags};
 use crate::tools::loadtest::framing::Framing;
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::procmem::ProcSet;
-use crate::tools::loadtest::report::compare::{self as compare_report, Row};
+use crate::tools::loadtest::report::compare::{CompareReport, Row};
 use crate::tools::loadtest::url::UrlTemplate;
-use ceiling::Ceiling;
 use scenario::{Settings, Target};
 
 /// The stream uring-comet's subscribers open (`--protocol`).
@@ -166,8 +168,27 @@ pub(crate) fn run(a: CompareArgs) -> Result<()> {
         c.map_err(|e| failures.push(format!("ceiling: {e:#}"))).ok()
     });
     // 4. The table, then the verdict.
-    print(&a, &rows, ceiling.as_ref(), &load_before, &failures);
-    for r in &rows {
+    let report = CompareReport {
+        conns: a.connect.conns,
+        protocol: a.protocol.name(),
+        saturate_secs: a.saturate_secs,
+        publishers: a.publishers,
+        depth: a.depth,
+        rows,
+        ceiling,
+        load_before,
+        load_after: loadavg(),
+        failures,
+    };
+    if a.json {
+        // The table also goes to stderr, so that a recorded run keeps it beside the JSON.
+        eprint!("{}", report.text());
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    let mut failures = report.failures;
+    for r in &report.rows {
         if r.one_msg[2] > 0 || r.one_msg[0] < r.conns || r.bad_chunks > 0 {
             failures.push(format!(
                 "{}: {} lost, {} of {} accepted, {} bad chunks",
@@ -256,67 +277,6 @@ fn record(measured: Result<Row>, label: &str, rows: &mut Vec<Row>, failures: &mu
             failures.push(format!("{label}: {e:#}"));
         }
     }
-}
-
-/// The table (or JSON) on stdout, with the host's load before and after.
-fn print(
-    a: &CompareArgs,
-    rows: &[Row],
-    c: Option<&Ceiling>,
-    load_before: &str,
-    failures: &[String],
-) {
-    let load_after = loadavg();
-    let text = text_report(a, rows, c, load_before, &load_after, failures);
-    if a.json {
-        // The table also goes to stderr, so that a recorded run keeps it beside the JSON.
-        eprint!("{text}");
-        let meta = [
-            ("protocol", a.protocol.name().to_string()),
-            ("saturate_secs", format!("{}", a.saturate_secs)),
-            (
-                "publishers",
-                format!("{} x {} in flight", a.publishers, a.depth),
-            ),
-            ("loadavg_before", load_before.to_string()),
-            ("loadavg_after", load_after.clone()),
-            ("failures", failures.join("; ")),
-        ];
-        println!("{}", compare_report::json(rows, c, &meta));
-    } else {
-        print!("{text}");
-    }
-}
-
-/// The table with its heading, efficiency lines, load average, notes and errors.
-fn text_report(
-    a: &CompareArgs,
-    rows: &[Row],
-    c: Option<&Ceiling>,
-    load_before: &str,
-    load_after: &str,
-    failures: &[String],
-) -> String {
-    let mut s = format!(
-        "== uring-comet loadtest compare: {} idle subscribers ({} for uring-comet), saturation {} s ({} publishers x {} in flight) ==\n",
-        a.connect.conns,
-        a.protocol.name(),
-        a.saturate_secs,
-        a.publishers,
-        a.depth
-    );
-    s += &compare_report::table(rows, c);
-    s += &compare_report::efficiency(rows);
-    s += &format!("load average (1/5/15 min): before {load_before}, after {load_after}\n");
-    for r in rows {
-        for n in &r.notes {
-            s += &format!("note: {}: {n}\n", r.label);
-        }
-    }
-    for f in failures {
-        s += &format!("error: {f}\n");
-    }
-    s
 }
 
 /// `uring,epoll` -> ["uring", "epoll"]; `none` or empty -> [].
