@@ -30,4 +30,5 @@ pub mod router;
 pub mod server;
 pub mod shard;
 pub mod stats;
+#[cfg(feature = "loadtest")]
 pub mod tools;

@@ -12,6 +12,8 @@
 //! and repeats are dropped and edges drawn again until the target count `users · avg / 2`
 //! is reached. Output: `u<TAB>v` lines, u < v, sorted; `#` header lines. The file is written
 //! under a temporary name beside it and renamed into place when complete ([`write_whole`]).
+//!
+//! Tests (`tests`): determinism, the degree distribution, the file written whole or not at all.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -21,9 +23,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-/// Flags of `uring-comet gen-friends`.
-#[derive(Args, Debug, Clone)]
-pub struct GenArgs {
+/// The shape of a generated graph: its users, their mean friends, the seed. Flattened into
+/// `gen-friends` and into `loadtest friends`, which generates its graph the same way.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct GraphShape {
     /// Users, ids 1..=users.
     #[arg(long, default_value_t = 1_000_000)]
     pub users: u32,
@@ -33,6 +36,14 @@ pub struct GenArgs {
     /// Seed of the PRNG: the same flags and seed give the same file, byte for byte.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+/// Flags of `uring-comet gen-friends`.
+#[derive(Args, Debug, Clone)]
+pub struct GenArgs {
+    /// Users, mean friends, seed.
+    #[command(flatten)]
+    pub shape: GraphShape,
     /// Power-law exponent γ of the degree distribution (> 2).
     #[arg(long, default_value_t = 2.5)]
     pub exponent: f64,
@@ -111,27 +122,29 @@ impl DegreeStats {
 
 /// Generates the graph: sorted, unique edges `u << 32 | v` with 1 <= u < v <= users.
 pub fn generate(a: &GenArgs) -> Result<Vec<u64>> {
-    if a.users < 2 || a.avg_friends <= 0.0 || a.exponent <= 2.0 || a.community == 0 {
+    if a.shape.users < 2 || a.shape.avg_friends <= 0.0 || a.exponent <= 2.0 || a.community == 0 {
         bail!("need --users >= 2, --avg-friends > 0, --exponent > 2, --community >= 1");
     }
-    let n = a.users as usize;
-    let target = (n as f64 * a.avg_friends / 2.0).round() as usize;
+    let n = a.shape.users as usize;
+    let target = (n as f64 * a.shape.avg_friends / 2.0).round() as usize;
     if target as f64 > n as f64 * (n as f64 - 1.0) / 4.0 {
         bail!(
             "--avg-friends {} is too dense for {} users",
-            a.avg_friends,
+            a.shape.avg_friends,
             n
         );
     }
-    let mut rng = SplitMix::new(a.seed);
+    let mut rng = SplitMix::new(a.shape.seed);
     // Power-law weights by rank, scaled to the mean and capped (a few rounds, since the cap
     // lowers the mean).
-    let cap = a.max_degree.unwrap_or((n as f64 * a.avg_friends).sqrt());
+    let cap = a
+        .max_degree
+        .unwrap_or((n as f64 * a.shape.avg_friends).sqrt());
     let alpha = 1.0 / (a.exponent - 1.0);
     let mut w: Vec<f64> = (0..n).map(|i| ((i + 1) as f64).powf(-alpha)).collect();
     for _ in 0..4 {
         let mean = w.iter().sum::<f64>() / n as f64;
-        let k = a.avg_friends / mean;
+        let k = a.shape.avg_friends / mean;
         w.iter_mut().for_each(|x| *x = (*x * k).min(cap));
     }
     // Deal the weights to ids in a random order (Fisher-Yates), then cumulate by id.
@@ -192,7 +205,7 @@ pub fn run(a: GenArgs) -> Result<()> {
     let (edges, stats, gen_s) = write(&a)?;
     println!(
         "gen-friends: {} users, {} friendships ({} adjacency entries) -> {} in {:.1} s (generate {:.1} s)",
-        a.users,
+        a.shape.users,
         edges,
         2 * edges,
         a.output.display(),
@@ -216,14 +229,14 @@ pub fn write(a: &GenArgs) -> Result<(usize, DegreeStats, f64)> {
     let t0 = Instant::now();
     let edges = generate(a)?;
     let gen_s = t0.elapsed().as_secs_f64();
-    let stats = DegreeStats::of(degrees(&edges, a.users));
+    let stats = DegreeStats::of(degrees(&edges, a.shape.users));
     write_whole(&a.output, |w| {
         writeln!(
             w,
             "# Undirected graph: uring-comet gen-friends --users {} --avg-friends {} --seed {} --exponent {} --local {} --community {}",
-            a.users, a.avg_friends, a.seed, a.exponent, a.local, a.community
+            a.shape.users, a.shape.avg_friends, a.shape.seed, a.exponent, a.local, a.community
         )?;
-        writeln!(w, "# Nodes: {} Edges: {}", a.users, edges.len())?;
+        writeln!(w, "# Nodes: {} Edges: {}", a.shape.users, edges.len())?;
         writeln!(w, "# FromNodeId\tToNodeId")?;
         let mut line = Vec::with_capacity(24);
         let mut ib = itoa::Buffer::new();
@@ -347,101 +360,4 @@ fn remove_stale_temps(out: &Path) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::FileTypeExt;
-
-    fn args(users: u32, avg: f64, seed: u64) -> GenArgs {
-        GenArgs {
-            users,
-            avg_friends: avg,
-            seed,
-            exponent: 2.5,
-            max_degree: None,
-            local: 0.3,
-            community: 64,
-            output: PathBuf::from("/dev/null"),
-        }
-    }
-
-    #[test]
-    fn deterministic_heavy_tailed() {
-        let a = generate(&args(20_000, 20.0, 7)).unwrap();
-        let b = generate(&args(20_000, 20.0, 7)).unwrap();
-        assert_eq!(a, b, "same seed, same graph");
-        assert_ne!(a, generate(&args(20_000, 20.0, 8)).unwrap());
-        assert!(a.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
-        assert!(a.iter().all(|&e| (e >> 32) < (e & 0xffff_ffff)));
-        let s = DegreeStats::of(degrees(&a, 20_000));
-        assert!((s.mean - 20.0).abs() < 0.5, "{s:?}");
-        assert!(
-            s.median < 20 && s.max > 10 * s.median && s.p99 > 3 * s.median,
-            "heavy tail: {s:?}"
-        );
-    }
-
-    /// A fresh temp directory for one test.
-    fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("uc-gen-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn written_whole_or_not_at_all() {
-        let dir = temp_dir("whole");
-        let out = dir.join("g.tsv");
-        // Interrupted half way (a full disk, say): the final name never exists, and the
-        // partial temporary file is removed.
-        let e = write_whole(&out, |w| {
-            w.write_all(b"1\t2\n3\t")?;
-            w.flush()?;
-            assert!(!out.exists(), "not under the final name while writing");
-            assert_eq!(
-                names(&dir),
-                vec![format!("g.tsv.tmp-{}", std::process::id())]
-            );
-            Err(io::Error::from_raw_os_error(libc::ENOSPC))
-        })
-        .unwrap_err();
-        assert!(format!("{e:#}").contains("No space left"), "{e:#}");
-        assert!(names(&dir).is_empty(), "{:?}", names(&dir));
-        // Complete: renamed into place.
-        write_whole(&out, |w| w.write_all(b"1\t2\n")).unwrap();
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "1\t2\n");
-        assert_eq!(names(&dir), vec!["g.tsv"]);
-        // A failed rewrite leaves the complete file as it was.
-        assert!(write_whole(&out, |w| {
-            w.write_all(b"9\t")?;
-            Err(io::Error::other("interrupted"))
-        })
-        .is_err());
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "1\t2\n");
-        // A leftover of a run whose process is gone is removed; a live one's is not.
-        let stale = temp_name(&out, 4_000_000_000);
-        let live = temp_name(&out, 1);
-        std::fs::write(&stale, "1\t").unwrap();
-        std::fs::write(&live, "1\t").unwrap();
-        write_whole(&out, |w| w.write_all(b"5\t6\n")).unwrap();
-        assert!(!stale.exists() && live.exists());
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "5\t6\n");
-        // Not a regular file: written directly, not replaced.
-        write_whole(Path::new("/dev/null"), |w| w.write_all(b"x")).unwrap();
-        assert!(Path::new("/dev/null")
-            .metadata()
-            .unwrap()
-            .file_type()
-            .is_char_device());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

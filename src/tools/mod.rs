@@ -6,9 +6,12 @@
 //!   million, friends, cluster).
 //! - [`check`]: `uring-comet check-system`, whether this box's limits allow N connections.
 //! - [`plot`]: `uring-comet plot`, a memory log as a chart.
+//! - [`duration`]: the one parser of time flags (`30`, `250ms`, `10m`, `1h30m`), every
+//!   subcommand's.
 //! - [`gen_friends`]: `uring-comet gen-friends`, a seeded Chung-Lu social graph.
 
 pub mod check;
+pub mod duration;
 pub mod gen_friends;
 pub mod loadtest;
 pub mod plot;

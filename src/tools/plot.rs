@@ -26,7 +26,7 @@ pub struct PlotArgs {
     pub title: Option<String>,
     /// Warm-up before growth is measured, from when connections first reach their peak
     /// (e.g. `60s`, `1m`).
-    #[arg(long, default_value = "1m", value_parser = crate::tools::loadtest::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = crate::tools::duration::parse_duration)]
     pub warmup: Duration,
 }
 
@@ -263,7 +263,9 @@ fn draw_on<DB: DrawingBackend>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
+
+    use super::{draw, growth, parse_mem_log, MemSample};
 
     const LOG: &str = "Sun Nov 29 16:24:26 UTC 2026\t1000\t8000\t0\n\
         Sun Nov 29 16:24:27 UTC 2026\t1030\t9000\t100\n\

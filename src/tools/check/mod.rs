@@ -12,8 +12,11 @@
 //! tests; `--loopback false` for a production box whose clients are elsewhere). Subscribers on
 //! the io_uring backend live in rings' fixed-file tables, not in the process fd table
 //! (`src/driver/uring.rs`); on the epoll backend each is a process fd.
-
-use std::fmt::Write as _;
+//!
+//! - [`limits`]: memory, file descriptors and io_uring, one function per limit.
+//! - [`net`]: ports, accept queues, conntrack, the TCP hash, SO_REUSEPORT migration.
+//! - [`report`]: the verdicts as an aligned table and as JSON.
+//! - `tests`: [`evaluate`] on fake readings.
 
 use clap::Args;
 
@@ -310,9 +313,10 @@ pub fn evaluate(t: &Target, r: &Readings) -> Report {
 }
 
 mod limits;
+mod net;
 mod report;
 #[cfg(test)]
 mod tests;
 
-use limits::*;
-use report::*;
+use limits::{file_max, io_uring, memory, nofile_loadgen, nofile_server, nr_open, tcp_mem};
+use net::{conntrack, ehash, migrate_req, port_range, somaxconn, syn_backlog};

@@ -1,6 +1,8 @@
 //! The check report as an aligned table and as JSON.
 
-use super::*;
+use std::fmt::Write as _;
+
+use super::{Allows, Report};
 
 impl Report {
     /// N fits: no limit says no.

@@ -1,6 +1,10 @@
 //! Tests of the pure evaluation with fake readings (never this machine's live values).
 
-use super::*;
+use super::report::{commas, gib, json_str};
+use super::{
+    evaluate, parse_ranges, Allows, Backend, Readings, Report, Target, Verdict, RING_BYTES,
+    SLOT_BYTES,
+};
 
 /// Readings like this project's sandbox (defaults of a 24 GiB box, RLIMIT_NOFILE 20,000).
 fn sandbox() -> Readings {

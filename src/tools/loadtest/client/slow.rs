@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::tools::loadtest::proc::rss_bytes;
+use crate::tools::loadtest::host::proc::rss_bytes;
 use crate::tools::loadtest::wire::answer::parse_answer;
 
 /// What the slow-reader side did.

@@ -57,7 +57,7 @@ pub(crate) struct FloodConfig {
 }
 
 /// One absence of a churned subscriber, CLOCK_MONOTONIC microseconds (as
-/// [`now_us`](crate::tools::loadtest::proc::now_us)).
+/// [`now_us`](crate::tools::loadtest::host::proc::now_us)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Gap {
     /// The subscriber's id.

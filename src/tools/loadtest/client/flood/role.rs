@@ -13,7 +13,7 @@ use super::{FloodConfig, FloodResult, FloodShared, Gap};
 use crate::tools::loadtest::client::connect::{loopback_source, CONNS_PER_SOURCE};
 use crate::tools::loadtest::client::msggen::XorShift;
 use crate::tools::loadtest::client::subscriber::{End, Role, Turn};
-use crate::tools::loadtest::proc::now_us;
+use crate::tools::loadtest::host::proc::now_us;
 use crate::tools::loadtest::wire::check::Checker;
 use crate::tools::loadtest::wire::chunk::Unit;
 

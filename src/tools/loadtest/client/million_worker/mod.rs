@@ -36,7 +36,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::subscriber::{self, Conn, LoopConfig};
-use crate::tools::loadtest::proc::raise_nofile_limit;
+use crate::tools::loadtest::host::proc::raise_nofile_limit;
 use crate::tools::loadtest::wire::chunk::Expect;
 use crate::tools::loadtest::wire::url::UrlTemplate;
 pub(crate) use lines::{Progress, Verdict, LAT_BUCKETS};

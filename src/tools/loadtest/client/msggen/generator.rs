@@ -8,7 +8,7 @@ use mio::{Poll, Token};
 
 use super::{MsggenResult, SendRecord};
 use crate::tools::loadtest::client::publish::PubConn;
-use crate::tools::loadtest::proc::now_us;
+use crate::tools::loadtest::host::proc::now_us;
 use crate::tools::loadtest::wire::answer::parse_answer;
 use crate::tools::loadtest::wire::url::UrlTemplate;
 

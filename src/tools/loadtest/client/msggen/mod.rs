@@ -50,7 +50,7 @@ pub(crate) struct MsggenConfig {
 }
 
 /// One publish answered `200`: which id, and when (CLOCK_MONOTONIC microseconds, as
-/// [`now_us`](crate::tools::loadtest::proc::now_us)) the request was written and its answer read.
+/// [`now_us`](crate::tools::loadtest::host::proc::now_us)) the request was written and its answer read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SendRecord {
     /// The message's sequence number.

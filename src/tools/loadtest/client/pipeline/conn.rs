@@ -9,7 +9,7 @@ use mio::{Poll, Token};
 
 use super::Pipe;
 use crate::tools::loadtest::client::publish::PubConn;
-use crate::tools::loadtest::proc::now_us;
+use crate::tools::loadtest::host::proc::now_us;
 use crate::tools::loadtest::wire::answer::parse_answer;
 
 /// Consecutive connections without a single answer before a publisher gives up.

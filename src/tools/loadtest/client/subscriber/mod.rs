@@ -305,7 +305,7 @@ impl<R: Role> SubLoop<R> {
 
 /// CLOCK_MONOTONIC microseconds, the clock of the messages' send times.
 fn now_us() -> u64 {
-    crate::tools::loadtest::proc::now_us()
+    crate::tools::loadtest::host::proc::now_us()
 }
 
 /// Sets SO_LINGER 0, so that the close that follows (dropping `s`) resets the connection:

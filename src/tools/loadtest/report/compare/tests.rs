@@ -1,6 +1,8 @@
 //! Tests of the compare table, the efficiency lines and the JSON.
 
-use super::*;
+use super::{
+    efficiency, json, table, thousands, uring_vs_epoll, Ceiling, KernelMem, MemReading, Row,
+};
 
 fn mem(rss: u64, pss: u64) -> MemReading {
     MemReading { rss, pss, procs: 1 }

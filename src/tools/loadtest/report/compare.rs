@@ -1,15 +1,15 @@
-//! `loadtest compare`'s figures: one [`Row`] per server, the table (Markdown, so that it can go
-//! into a record as printed) and the JSON object.
+//! `loadtest compare`'s report ([`CompareReport`]): one [`Row`] per server, the table
+//! (Markdown, so that it can go into a record as printed) and the JSON object. Tests: `tests`.
 
 use std::fmt::Write;
 
-use super::ceiling::Ceiling;
-use super::procmem::{KernelMem, MemReading};
-use super::report::json_str;
+use super::json_str;
+use crate::tools::loadtest::host::procmem::{KernelMem, MemReading};
+use crate::tools::loadtest::jobs::compare::ceiling::Ceiling;
 
 /// Everything measured on one server.
 #[derive(Debug, Clone, Default)]
-pub struct Row {
+pub(crate) struct Row {
     /// `uring`, `epoll`, or the name given to an external server.
     pub label: String,
     /// Subscriber streams opened.
@@ -52,7 +52,7 @@ pub struct Row {
 
 impl Row {
     /// The memory figure used for this server, bytes: RSS, or PSS for several processes.
-    pub fn mem(&self, m: &MemReading) -> u64 {
+    pub(crate) fn mem(&self, m: &MemReading) -> u64 {
         if self.procs > 1 {
             m.pss
         } else {
@@ -61,40 +61,107 @@ impl Row {
     }
 
     /// (`m` - idle) / conns, bytes; negative if memory went down.
-    pub fn per_conn(&self, m: &MemReading) -> f64 {
+    pub(crate) fn per_conn(&self, m: &MemReading) -> f64 {
         (self.mem(m) as f64 - self.mem(&self.idle) as f64) / self.conns.max(1) as f64
     }
 
     /// Slab growth from before connecting to all connected, per connection, bytes
     /// (system-wide: both ends of each loopback connection).
-    pub fn kernel_per_conn(&self) -> f64 {
+    pub(crate) fn kernel_per_conn(&self) -> f64 {
         (self.kernel[1].slab as f64 - self.kernel[0].slab as f64) / self.conns.max(1) as f64
     }
 
     /// Connections opened per second.
-    pub fn connect_rate(&self) -> f64 {
+    pub(crate) fn connect_rate(&self) -> f64 {
         self.conns as f64 / self.connect_s.max(1e-9)
     }
 
     /// Delivered messages per second while saturated.
-    pub fn msgs_per_s(&self) -> f64 {
+    pub(crate) fn msgs_per_s(&self) -> f64 {
         self.sat_delivered as f64 / self.sat_secs.max(1e-9)
     }
 
     /// Server CPU microseconds per delivered message while saturated.
-    pub fn cpu_us_per_msg(&self) -> f64 {
+    pub(crate) fn cpu_us_per_msg(&self) -> f64 {
         self.sat_cpu_s * 1e6 / self.sat_delivered.max(1) as f64
     }
 
     /// (after close - idle) / idle, percent.
-    pub fn close_vs_idle_pct(&self) -> f64 {
+    pub(crate) fn close_vs_idle_pct(&self) -> f64 {
         let idle = self.mem(&self.idle) as f64;
         100.0 * (self.mem(&self.after_close) as f64 - idle) / idle.max(1.0)
     }
 }
 
+/// What one `loadtest compare` run measured: a row per server, the host's delivery ceiling,
+/// the run's settings and the host's load average before and after.
+#[derive(Debug)]
+pub(crate) struct CompareReport {
+    /// Idle subscribers per server.
+    pub(crate) conns: u64,
+    /// The stream uring-comet's subscribers opened (`chunked`, `sse`, `ws`).
+    pub(crate) protocol: &'static str,
+    /// Length of the saturation window, seconds.
+    pub(crate) saturate_secs: f64,
+    /// Publisher connections, and requests in flight on each.
+    pub(crate) publishers: usize,
+    /// See `publishers`.
+    pub(crate) depth: usize,
+    /// One row per server measured.
+    pub(crate) rows: Vec<Row>,
+    /// The host's delivery ceiling, if measured.
+    pub(crate) ceiling: Option<Ceiling>,
+    /// /proc/loadavg's first three fields before and after.
+    pub(crate) load_before: String,
+    /// See `load_before`.
+    pub(crate) load_after: String,
+    /// Servers that could not be measured, and why.
+    pub(crate) failures: Vec<String>,
+}
+
+impl CompareReport {
+    /// The table with its heading, efficiency lines, load average, notes and errors.
+    pub(crate) fn text(&self) -> String {
+        let mut s = format!(
+            "== uring-comet loadtest compare: {} idle subscribers ({} for uring-comet), saturation {} s ({} publishers x {} in flight) ==\n",
+            self.conns, self.protocol, self.saturate_secs, self.publishers, self.depth
+        );
+        s += &table(&self.rows, self.ceiling.as_ref());
+        s += &efficiency(&self.rows);
+        s += &format!(
+            "load average (1/5/15 min): before {}, after {}\n",
+            self.load_before, self.load_after
+        );
+        for r in &self.rows {
+            for n in &r.notes {
+                s += &format!("note: {}: {n}\n", r.label);
+            }
+        }
+        for f in &self.failures {
+            s += &format!("error: {f}\n");
+        }
+        s
+    }
+
+    /// The report as one JSON object: the rows, the ceiling and the run's settings.
+    pub(crate) fn json(&self) -> String {
+        let meta = [
+            ("protocol", self.protocol.to_string()),
+            ("saturate_secs", format!("{}", self.saturate_secs)),
+            (
+                "publishers",
+                format!("{} x {} in flight", self.publishers, self.depth),
+            ),
+            ("loadavg_before", self.load_before.clone()),
+            ("loadavg_after", self.load_after.clone()),
+            ("failures", self.failures.join("; ")),
+        ];
+        json(&self.rows, self.ceiling.as_ref(), &meta)
+    }
+}
+
 /// The table, Markdown, one line per server plus the ceiling's.
-pub fn table(rows: &[Row], ceiling: Option<&Ceiling>) -> String {
+pub(crate) fn table(rows: &[Row], ceiling: Option<&Ceiling>) -> String {
     let mut s = String::new();
     s.push_str("| server | conns | RSS idle | RSS/conn idle | RSS/conn after 1 msg each | RSS after close | kernel B/conn (Slab, system-wide) | connects/s | msgs/s | of ceiling | CPU us/msg | vs ceiling sender | p50 / p99 |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -138,7 +205,7 @@ pub fn table(rows: &[Row], ceiling: Option<&Ceiling>) -> String {
 }
 
 /// Lines under the table: messages per server CPU-second, and io_uring against epoll.
-pub fn efficiency(rows: &[Row]) -> String {
+pub(crate) fn efficiency(rows: &[Row]) -> String {
     let mut s = String::new();
     for r in rows {
         let _ = writeln!(
@@ -155,14 +222,14 @@ pub fn efficiency(rows: &[Row]) -> String {
 }
 
 /// Messages per CPU-second of the `uring` row over the `epoll` row's, if both are there.
-pub fn uring_vs_epoll(rows: &[Row]) -> Option<f64> {
+pub(crate) fn uring_vs_epoll(rows: &[Row]) -> Option<f64> {
     let find = |l: &str| rows.iter().find(|r| r.label == l);
     let (u, e) = (find("uring")?, find("epoll")?);
     Some(e.cpu_us_per_msg() / u.cpu_us_per_msg().max(1e-9))
 }
 
 /// The whole comparison as one JSON object.
-pub fn json(rows: &[Row], ceiling: Option<&Ceiling>, meta: &[(&str, String)]) -> String {
+pub(crate) fn json(rows: &[Row], ceiling: Option<&Ceiling>, meta: &[(&str, String)]) -> String {
     let mut s = String::from("{");
     for (k, v) in meta {
         let _ = write!(s, "{}:{},", json_str(k), json_str(v));
@@ -242,7 +309,7 @@ fn opt(v: Option<f64>) -> String {
 }
 
 /// `12345678` -> `12,345,678`.
-pub fn thousands(v: u64) -> String {
+pub(crate) fn thousands(v: u64) -> String {
     let d = v.to_string();
     let mut out = String::new();
     for (i, c) in d.chars().enumerate() {
@@ -269,5 +336,4 @@ fn micros(us: u64) -> String {
 }
 
 #[cfg(test)]
-#[path = "compare_report_tests.rs"]
 mod tests;

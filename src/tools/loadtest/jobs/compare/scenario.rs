@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::compare_report::Row;
-use super::flood::{self, FloodConfig, FloodResult, FloodShared};
-use super::framing::Framing;
-use super::pipeline::{self, IdPlan, PipeConfig, PipeShared};
-use super::procmem::{KernelMem, ProcSet};
-use super::report::Latency;
-use super::url::UrlTemplate;
+use crate::tools::loadtest::flood::{self, FloodConfig, FloodResult, FloodShared};
+use crate::tools::loadtest::framing::Framing;
+use crate::tools::loadtest::host::procmem::{KernelMem, ProcSet};
+use crate::tools::loadtest::pipeline::{self, IdPlan, PipeConfig, PipeResult, PipeShared};
+use crate::tools::loadtest::report::compare::Row;
+use crate::tools::loadtest::report::Latency;
+use crate::tools::loadtest::url::UrlTemplate;
 
 /// Longest wait for memory to settle at each reading.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -32,7 +32,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 const SEQ_SPAN: u64 = 1 << 27;
 
 /// The server under test.
-pub struct Target {
+pub(crate) struct Target {
     /// The row's name.
     pub label: String,
     /// Its processes.
@@ -49,7 +49,7 @@ pub struct Target {
 
 /// The scenario's knobs (`loadtest compare` flags).
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Subscriber connections.
     pub conns: u64,
     /// Subscriber connects started per second.
@@ -68,13 +68,13 @@ pub struct Settings {
     pub source_addrs: u32,
 }
 
+/// Progress for people, on stderr.
 fn say(msg: &str) {
     eprintln!("compare: {msg}");
 }
 
 /// Runs the four phases against `t`; `alive` tells whether the server is still running.
-pub fn measure(t: &Target, s: &Settings, alive: &mut dyn FnMut() -> bool) -> Result<Row> {
-    let n = s.conns;
+pub(crate) fn measure(t: &Target, s: &Settings, alive: &mut dyn FnMut() -> bool) -> Result<Row> {
     let mut row = Row {
         label: t.label.clone(),
         ..Row::default()
@@ -83,6 +83,42 @@ pub fn measure(t: &Target, s: &Settings, alive: &mut dyn FnMut() -> bool) -> Res
     row.kernel[0] = KernelMem::read();
     row.idle = t.procs.wait_stable(SETTLE)?.0;
     row.procs = row.idle.procs;
+    let (fshared, flood) = open_idle(t, s, alive, &mut row)?;
+    row.loaded = t.procs.wait_stable(SETTLE)?.0;
+    row.kernel[1] = KernelMem::read();
+    // Phase 2: one message to every id.
+    let one = one_each(t, s, &fshared)?;
+    row.after_msg = t.procs.wait_stable(SETTLE)?.0;
+    // Phase 3: saturate for a fixed window.
+    let sat = saturate(t, s, &fshared, one.ok, &mut row)?;
+    let server_alive = alive();
+    // Phase 4: close everything, let the server give memory back.
+    let fres = stop(&fshared, flood)?;
+    say(&format!(
+        "{}: closed every subscriber; waiting {:.0} s",
+        t.label,
+        s.close_wait.as_secs_f64()
+    ));
+    std::thread::sleep(s.close_wait);
+    row.after_close = t.procs.wait_stable(SETTLE)?.0;
+    row.kernel[2] = KernelMem::read();
+    fill_row(&mut row, s.conns, &one, &sat, &fres, server_alive);
+    Ok(row)
+}
+
+/// The subscriber loop on its thread.
+type Flood = JoinHandle<Result<FloodResult>>;
+
+/// Phase 1: opens `conns` idle subscribers (bounded: twice the planned time plus 10 s);
+/// the connect time goes into `row`. Errors: a stream failed or did not open in time, or
+/// the server exited (the subscriber loop is then stopped).
+fn open_idle(
+    t: &Target,
+    s: &Settings,
+    alive: &mut dyn FnMut() -> bool,
+    row: &mut Row,
+) -> Result<(Arc<FloodShared>, Flood)> {
+    let n = s.conns;
     let fshared = Arc::new(FloodShared::default());
     let fcfg = FloodConfig {
         url: t.sub_url.clone(),
@@ -126,10 +162,13 @@ pub fn measure(t: &Target, s: &Settings, alive: &mut dyn FnMut() -> bool) -> Res
         std::thread::sleep(Duration::from_millis(10));
     }
     row.connect_s = t0.elapsed().as_secs_f64();
-    row.loaded = t.procs.wait_stable(SETTLE)?.0;
-    row.kernel[1] = KernelMem::read();
+    Ok((fshared, flood))
+}
 
-    // Phase 2: one message to every id.
+/// Phase 2: one message to every id (pipelined, ids in order), then waits (at most 5 s) for
+/// them to arrive.
+fn one_each(t: &Target, s: &Settings, fshared: &FloodShared) -> Result<PipeResult> {
+    let n = s.conns;
     say(&format!("{}: one message to each of {n} ids", t.label));
     let one = pipeline::run(
         PipeConfig {
@@ -148,10 +187,20 @@ pub fn measure(t: &Target, s: &Settings, alive: &mut dyn FnMut() -> bool) -> Res
         },
         Arc::new(PipeShared::default()),
     )?;
-    wait_received(&fshared, one.ok, Duration::from_secs(5));
-    row.after_msg = t.procs.wait_stable(SETTLE)?.0;
+    wait_received(fshared, one.ok, Duration::from_secs(5));
+    Ok(one)
+}
 
-    // Phase 3: saturate for a fixed window.
+/// Phase 3: pipelined publishers to random ids as fast as the server answers for the
+/// window; deliveries and the server's CPU over the window go into `row`.
+fn saturate(
+    t: &Target,
+    s: &Settings,
+    fshared: &FloodShared,
+    one_ok: u64,
+    row: &mut Row,
+) -> Result<PipeResult> {
+    let n = s.conns;
     say(&format!(
         "{}: saturating for {:.0} s",
         t.label,
@@ -185,25 +234,25 @@ pub fn measure(t: &Target, s: &Settings, alive: &mut dyn FnMut() -> bool) -> Res
     let sat = sat
         .join()
         .map_err(|_| anyhow!("the saturating thread panicked"))??;
-    wait_received(&fshared, one.ok + sat.ok, Duration::from_secs(2));
+    wait_received(fshared, one_ok + sat.ok, Duration::from_secs(2));
     row.sat_secs = (w1 - w0).as_secs_f64();
     row.sat_delivered = recv1 - recv0;
     row.sat_cpu_s = cpu1 - cpu0;
     row.sat_accepted = sat.ok;
     row.sat_failed = sat.failed;
-    let server_alive = alive();
+    Ok(sat)
+}
 
-    // Phase 4: close everything, let the server give memory back.
-    let fres = stop(&fshared, flood)?;
-    say(&format!(
-        "{}: closed every subscriber; waiting {:.0} s",
-        t.label,
-        s.close_wait.as_secs_f64()
-    ));
-    std::thread::sleep(s.close_wait);
-    row.after_close = t.procs.wait_stable(SETTLE)?.0;
-    row.kernel[2] = KernelMem::read();
-
+/// The row's delivery figures and notes from the one-each and saturation publishers and
+/// the subscribers' result (at most 8 notes).
+fn fill_row(
+    row: &mut Row,
+    n: u64,
+    one: &PipeResult,
+    sat: &PipeResult,
+    fres: &FloodResult,
+    server_alive: bool,
+) {
     let received = &fres.checker.received;
     let lost = one.ok_seqs.count_missing_from(received);
     row.conns = fres.connected;
@@ -232,7 +281,6 @@ pub fn measure(t: &Target, s: &Settings, alive: &mut dyn FnMut() -> bool) -> Res
             row.notes.push(n.clone());
         }
     }
-    Ok(row)
 }
 
 /// Waits (at most `max`) until the subscribers have received `want` distinct messages.

@@ -1,24 +1,30 @@
-//! `uring-comet loadtest compare`: the same scenario ([`scenario`](super::scenario)) on each
-//! backend of uring-comet, one after the other, each a fresh child server, optionally on an
-//! external server (`--pid`, URL templates: nchan or any peer), and the delivery ceiling of
-//! the host ([`ceiling`](super::ceiling)); then one table (or `--json`). `--protocol` picks
-//! the stream uring-comet's subscribers open: the seed's chunked `/test/`, or SSE or
-//! WebSocket on `/sub/`.
+//! `uring-comet loadtest compare`: the same scenario ([`scenario`]: idle memory, one message
+//! each, saturation, close) on several servers, then one table. `--protocol` picks the stream
+//! uring-comet's subscribers open: the seed's chunked `/test/`, or SSE or WebSocket on `/sub/`.
+//!
+//! 1. Each backend of uring-comet (`--backends`), one after the other, each a fresh child
+//!    server.
+//! 2. The external server, if given (`--pid`, URL templates: nchan or any peer).
+//! 3. The host's delivery ceiling ([`ceiling`]), unless `--no-ceiling`.
+//! 4. The report ([`CompareReport`]: table, or `--json`), then the verdict.
+
+pub(crate) mod ceiling;
+pub(crate) mod scenario;
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::ceiling::{self, Ceiling};
-use super::compare_report::{self, Row};
-use super::duration::parse_secs;
-use super::framing::Framing;
 use super::halves::check_fd_limit;
-use super::proc::ServerGuard;
-use super::procmem::ProcSet;
-use super::scenario::{self, Settings, Target};
-use super::url::UrlTemplate;
+use crate::tools::duration::parse_secs;
+use crate::tools::loadtest::cli::{ConnectFlags, ServerFlags};
+use crate::tools::loadtest::framing::Framing;
+use crate::tools::loadtest::host::child::ServerGuard;
+use crate::tools::loadtest::host::procmem::ProcSet;
+use crate::tools::loadtest::report::compare::{CompareReport, Row};
+use crate::tools::loadtest::url::UrlTemplate;
+use scenario::{Settings, Target};
 
 /// The stream uring-comet's subscribers open (`--protocol`).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,6 +60,20 @@ impl Protocol {
 
 /// Flags of `uring-comet loadtest compare`.
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("conns", |a| a.default_value("15000").help("Idle subscriber connections, ids 1..=conns")),
+    mut_arg("connect_rate", |a| a.default_value("20000")
+        .help("Subscriber connects started per second (the measured rate may be lower)")),
+    mut_arg("max_connecting", |a| a
+        .help("Most subscriber connects in flight (sent, no response head yet) at once")),
+    mut_arg("shards", |a| a
+        .help("Shards for the child servers (their `--shards`); default: the server's own")),
+    mut_arg("server_args", |a| a.help(
+        "Any other flag for the child servers, repeatable, e.g. `--server-arg=--placement=accept`"
+    )),
+    mut_arg("server_log", |a| a
+        .help("Write each child server's stderr to FILE.<backend> instead of ours")),
+)]
 pub struct CompareArgs {
     /// uring-comet backends to measure, comma-separated (`uring`, `epoll`, `auto`), each on a
     /// fresh child server; `none` to measure only the external server.
@@ -63,15 +83,9 @@ pub struct CompareArgs {
     /// or `ws` (`/sub/<id>`). The external server's is `--stream`.
     #[arg(long, value_enum, default_value_t = Protocol::Chunked)]
     pub protocol: Protocol,
-    /// Idle subscriber connections, ids 1..=conns.
-    #[arg(long, default_value_t = 15_000)]
-    pub conns: u64,
-    /// Subscriber connects started per second (the measured rate may be lower).
-    #[arg(long, default_value_t = 20_000.0)]
-    pub connect_rate: f64,
-    /// Most subscriber connects in flight (sent, no response head yet) at once.
-    #[arg(long, default_value_t = 512)]
-    pub max_connecting: u64,
+    /// Idle subscribers connecting.
+    #[command(flatten)]
+    pub connect: ConnectFlags,
     /// Length of the saturation window (`10`, `10s`, `1m`).
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     pub saturate_secs: f64,
@@ -84,18 +98,9 @@ pub struct CompareArgs {
     /// Pause after every subscriber closed, before the last memory reading (`3s`).
     #[arg(long, default_value = "3", value_parser = parse_secs)]
     pub close_wait: f64,
-    /// Shards for the child servers (their `--shards`); default: the server's own.
-    #[arg(long)]
-    pub shards: Option<usize>,
-    /// Any other flag for the child servers, repeatable, e.g. `--server-arg=--placement=accept`.
-    #[arg(long = "server-arg", allow_hyphen_values = true)]
-    pub server_args: Vec<String>,
-    /// Server binary to start (with `serve ...`); default: this executable.
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    /// Write each child server's stderr to FILE.<backend> instead of ours.
-    #[arg(long)]
-    pub server_log: Option<PathBuf>,
+    /// The child servers, one per backend.
+    #[command(flatten)]
+    pub server: ServerFlags,
     /// External server to measure as well: its pid, repeatable; descendants (nginx workers)
     /// are included. Memory is then summed over the processes (PSS when there are several).
     #[arg(long = "pid")]
@@ -132,88 +137,58 @@ pub struct CompareArgs {
 
 /// Runs `loadtest compare`; fails if a server could not be measured, a message of the
 /// one-each phase was lost, or a bad chunk arrived (after printing what was measured).
-pub fn run(a: CompareArgs) -> Result<()> {
+pub(crate) fn run(a: CompareArgs) -> Result<()> {
     let backends = parse_backends(&a.backends)?;
     let external = external_target(&a)?;
     if backends.is_empty() && external.is_none() {
         bail!("nothing to measure: --backends none and no --pid/--url-template");
     }
-    if !(a.connect_rate > 0.0 && a.saturate_secs > 0.0) || a.conns == 0 || a.publishers == 0 {
-        bail!("--conns, --connect-rate, --saturate-secs and --publishers must be positive");
-    }
-    check_fd_limit(a.conns + a.publishers as u64 * 2)?;
-    let ceiling_dir = match (
-        a.no_ceiling,
-        a.ceiling_dir.clone().or_else(ceiling::default_dir),
-    ) {
-        (true, _) => None,
-        (false, Some(d)) => Some(d),
-        (false, None) if a.ceiling => {
-            bail!("--ceiling: deliver-ceiling not found; give --ceiling-dir")
-        }
-        (false, None) => None,
-    };
-    let settings = Settings {
-        conns: a.conns,
-        connect_rate: a.connect_rate,
-        max_connecting: a.max_connecting,
-        saturate: std::time::Duration::from_secs_f64(a.saturate_secs),
-        publishers: a.publishers,
-        depth: a.depth.max(1),
-        close_wait: std::time::Duration::from_secs_f64(a.close_wait),
-        source_addrs: a.source_addrs,
-    };
+    let (settings, ceiling_dir) = validate(&a)?;
     let load_before = loadavg();
-    let bin = match &a.server_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?,
-    };
     let mut rows: Vec<Row> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
+    // 1. Each backend on a fresh child server.
     for backend in &backends {
-        let mut args = vec!["--backend".to_string(), backend.clone()];
-        if let Some(n) = a.shards {
-            args.extend(["--shards".to_string(), n.to_string()]);
-        }
-        args.extend(a.server_args.iter().cloned());
-        let log = a.server_log.as_ref().map(|p| p.with_extension(backend));
-        let (path, framing) = a.protocol.path_and_framing();
-        let measured = ServerGuard::start(&bin, &args, log.as_ref()).and_then(|mut server| {
-            eprintln!(
-                "compare: {backend}: server pid {}, subscribers {} ({})",
-                server.pid,
-                path,
-                a.protocol.name()
-            );
-            let target = Target {
-                label: backend.clone(),
-                procs: ProcSet {
-                    roots: vec![server.pid],
-                },
-                sub_url: UrlTemplate::local(server.sub_addr, path)?,
-                pub_url: UrlTemplate::local(server.pub_addr, "/send/{id}")?,
-                framing,
-                ours: true,
-            };
-            scenario::measure(&target, &settings, &mut || server.alive())
-        });
+        let measured = measure_backend(&a, &settings, backend);
         record(measured, backend, &mut rows, &mut failures);
     }
+    // 2. The external server.
     if let Some(target) = external {
         let measured = scenario::measure(&target, &settings, &mut || true);
         record(measured, &target.label, &mut rows, &mut failures);
     }
+    // 3. The host's delivery ceiling.
     let ceiling = ceiling_dir.and_then(|dir| {
         eprintln!(
             "compare: delivery ceiling: deliver-ceiling in {}",
             dir.display()
         );
         let c = ceiling::build(&dir)
-            .and_then(|bin| ceiling::run(&bin, a.conns, a.saturate_secs.round() as u64));
+            .and_then(|bin| ceiling::run(&bin, a.connect.conns, a.saturate_secs.round() as u64));
         c.map_err(|e| failures.push(format!("ceiling: {e:#}"))).ok()
     });
-    print(&a, &rows, ceiling.as_ref(), &load_before, &failures);
-    for r in &rows {
+    // 4. The table, then the verdict.
+    let report = CompareReport {
+        conns: a.connect.conns,
+        protocol: a.protocol.name(),
+        saturate_secs: a.saturate_secs,
+        publishers: a.publishers,
+        depth: a.depth,
+        rows,
+        ceiling,
+        load_before,
+        load_after: loadavg(),
+        failures,
+    };
+    if a.json {
+        // The table also goes to stderr, so that a recorded run keeps it beside the JSON.
+        eprint!("{}", report.text());
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    let mut failures = report.failures;
+    for r in &report.rows {
         if r.one_msg[2] > 0 || r.one_msg[0] < r.conns || r.bad_chunks > 0 {
             failures.push(format!(
                 "{}: {} lost, {} of {} accepted, {} bad chunks",
@@ -227,6 +202,72 @@ pub fn run(a: CompareArgs) -> Result<()> {
     Ok(())
 }
 
+/// Rejects flags the job cannot run with; the scenario's settings and deliver-ceiling's
+/// folder (`None`: no ceiling). Errors: `--ceiling` without the tool.
+fn validate(a: &CompareArgs) -> Result<(Settings, Option<PathBuf>)> {
+    if !(a.connect.connect_rate > 0.0 && a.saturate_secs > 0.0)
+        || a.connect.conns == 0
+        || a.publishers == 0
+    {
+        bail!("--conns, --connect-rate, --saturate-secs and --publishers must be positive");
+    }
+    check_fd_limit(a.connect.conns + a.publishers as u64 * 2)?;
+    let ceiling_dir = match (
+        a.no_ceiling,
+        a.ceiling_dir.clone().or_else(ceiling::default_dir),
+    ) {
+        (true, _) => None,
+        (false, Some(d)) => Some(d),
+        (false, None) if a.ceiling => {
+            bail!("--ceiling: deliver-ceiling not found; give --ceiling-dir")
+        }
+        (false, None) => None,
+    };
+    let settings = Settings {
+        conns: a.connect.conns,
+        connect_rate: a.connect.connect_rate,
+        max_connecting: a.connect.max_connecting,
+        saturate: std::time::Duration::from_secs_f64(a.saturate_secs),
+        publishers: a.publishers,
+        depth: a.depth.max(1),
+        close_wait: std::time::Duration::from_secs_f64(a.close_wait),
+        source_addrs: a.source_addrs,
+    };
+    Ok((settings, ceiling_dir))
+}
+
+/// The scenario on a fresh child server with `--backend backend` (its log, if asked for,
+/// `FILE.<backend>`); the server is killed when done.
+fn measure_backend(a: &CompareArgs, settings: &Settings, backend: &str) -> Result<Row> {
+    let (bin, args) = a
+        .server
+        .command(vec!["--backend".to_string(), backend.to_string()], None)?;
+    let log = a
+        .server
+        .server_log
+        .as_ref()
+        .map(|p| p.with_extension(backend));
+    let (path, framing) = a.protocol.path_and_framing();
+    let mut server = ServerGuard::start(&bin, &args, log.as_ref())?;
+    eprintln!(
+        "compare: {backend}: server pid {}, subscribers {} ({})",
+        server.pid,
+        path,
+        a.protocol.name()
+    );
+    let target = Target {
+        label: backend.to_string(),
+        procs: ProcSet {
+            roots: vec![server.pid],
+        },
+        sub_url: UrlTemplate::local(server.sub_addr, path)?,
+        pub_url: UrlTemplate::local(server.pub_addr, "/send/{id}")?,
+        framing,
+        ours: true,
+    };
+    scenario::measure(&target, settings, &mut || server.alive())
+}
+
 /// Keeps a row, or the reason there is none.
 fn record(measured: Result<Row>, label: &str, rows: &mut Vec<Row>, failures: &mut Vec<String>) {
     match measured {
@@ -236,67 +277,6 @@ fn record(measured: Result<Row>, label: &str, rows: &mut Vec<Row>, failures: &mu
             failures.push(format!("{label}: {e:#}"));
         }
     }
-}
-
-/// The table (or JSON) on stdout, with the host's load before and after.
-fn print(
-    a: &CompareArgs,
-    rows: &[Row],
-    c: Option<&Ceiling>,
-    load_before: &str,
-    failures: &[String],
-) {
-    let load_after = loadavg();
-    let text = text_report(a, rows, c, load_before, &load_after, failures);
-    if a.json {
-        // The table also goes to stderr, so that a recorded run keeps it beside the JSON.
-        eprint!("{text}");
-        let meta = [
-            ("protocol", a.protocol.name().to_string()),
-            ("saturate_secs", format!("{}", a.saturate_secs)),
-            (
-                "publishers",
-                format!("{} x {} in flight", a.publishers, a.depth),
-            ),
-            ("loadavg_before", load_before.to_string()),
-            ("loadavg_after", load_after.clone()),
-            ("failures", failures.join("; ")),
-        ];
-        println!("{}", compare_report::json(rows, c, &meta));
-    } else {
-        print!("{text}");
-    }
-}
-
-/// The table with its heading, efficiency lines, load average, notes and errors.
-fn text_report(
-    a: &CompareArgs,
-    rows: &[Row],
-    c: Option<&Ceiling>,
-    load_before: &str,
-    load_after: &str,
-    failures: &[String],
-) -> String {
-    let mut s = format!(
-        "== uring-comet loadtest compare: {} idle subscribers ({} for uring-comet), saturation {} s ({} publishers x {} in flight) ==\n",
-        a.conns,
-        a.protocol.name(),
-        a.saturate_secs,
-        a.publishers,
-        a.depth
-    );
-    s += &compare_report::table(rows, c);
-    s += &compare_report::efficiency(rows);
-    s += &format!("load average (1/5/15 min): before {load_before}, after {load_after}\n");
-    for r in rows {
-        for n in &r.notes {
-            s += &format!("note: {}: {n}\n", r.label);
-        }
-    }
-    for f in failures {
-        s += &format!("error: {f}\n");
-    }
-    s
 }
 
 /// `uring,epoll` -> ["uring", "epoll"]; `none` or empty -> [].
@@ -341,7 +321,7 @@ fn loadavg() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{loadavg, parse_backends, Framing, Protocol};
 
     #[test]
     fn backends_list() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 /// The redis-server binary: on PATH, or where Debian puts it.
-pub fn binary() -> Result<String> {
+pub(crate) fn binary() -> Result<String> {
     for p in [
         "redis-server",
         "/usr/bin/redis-server",
@@ -30,7 +30,7 @@ pub fn binary() -> Result<String> {
 }
 
 /// A running redis-server; dropping it kills (SIGKILL) and reaps it.
-pub struct RedisGuard {
+pub(crate) struct RedisGuard {
     child: Child,
     /// Its process id.
     pub pid: u32,
@@ -41,7 +41,7 @@ pub struct RedisGuard {
 impl RedisGuard {
     /// Starts redis-server on a free port (`--save '' --appendonly no`) and waits (at most
     /// 5 s) until it answers PING. Errors: no binary, or no answer.
-    pub fn start() -> Result<RedisGuard> {
+    pub(crate) fn start() -> Result<RedisGuard> {
         let bin = binary()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut cmd = Command::new(&bin);
@@ -80,7 +80,7 @@ impl RedisGuard {
     }
 
     /// The URL nodes connect to.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 }

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::million_worker::{Progress, Verdict};
+use crate::tools::loadtest::million_worker::{Progress, Verdict};
 
 /// What the parent knows of one worker, updated by its reader thread.
 #[derive(Default)]
-pub struct WorkerView {
+pub(crate) struct WorkerView {
     /// The latest `P` line.
     pub progress: Mutex<Progress>,
     /// The `R` line, once printed.
@@ -33,7 +33,7 @@ pub struct WorkerView {
 }
 
 /// One worker process.
-pub struct WorkerProc {
+pub(crate) struct WorkerProc {
     child: Child,
     stdin: Option<ChildStdin>,
     /// Its process id.
@@ -43,7 +43,7 @@ pub struct WorkerProc {
 }
 
 /// How one worker is started.
-pub struct WorkerPlan {
+pub(crate) struct WorkerPlan {
     /// First id.
     pub first_id: u64,
     /// Connections.
@@ -59,7 +59,7 @@ pub struct WorkerPlan {
 /// The worker processes; dropping the fleet kills (SIGKILL by pid) and reaps every one still
 /// running.
 #[derive(Default)]
-pub struct Fleet {
+pub(crate) struct Fleet {
     /// The workers, in id order.
     pub workers: Vec<WorkerProc>,
     readers: Vec<JoinHandle<()>>,
@@ -68,7 +68,7 @@ pub struct Fleet {
 impl Fleet {
     /// Starts one worker per plan (`bin loadtest million-worker ...`), each connecting to
     /// `target`. Call from the main thread (PR_SET_PDEATHSIG follows the forking thread).
-    pub fn start(bin: &Path, target: SocketAddr, plans: &[WorkerPlan]) -> Result<Fleet> {
+    pub(crate) fn start(bin: &Path, target: SocketAddr, plans: &[WorkerPlan]) -> Result<Fleet> {
         let mut fleet = Fleet::default();
         for p in plans {
             let mut cmd = Command::new(bin);
@@ -124,7 +124,7 @@ impl Fleet {
     }
 
     /// The sum of the workers' latest progress lines.
-    pub fn progress(&self) -> Progress {
+    pub(crate) fn progress(&self) -> Progress {
         let mut t = Progress::default();
         for w in &self.workers {
             let p = *w.view.progress.lock().unwrap_or_else(|e| e.into_inner());
@@ -138,7 +138,7 @@ impl Fleet {
     }
 
     /// Workers whose stdout ended without a verdict (they died).
-    pub fn dead(&self) -> Vec<u32> {
+    pub(crate) fn dead(&self) -> Vec<u32> {
         self.workers
             .iter()
             .filter(|w| {
@@ -154,13 +154,13 @@ impl Fleet {
     }
 
     /// The workers' pids.
-    pub fn pids(&self) -> Vec<u32> {
+    pub(crate) fn pids(&self) -> Vec<u32> {
         self.workers.iter().map(|w| w.pid).collect()
     }
 
     /// Tells every worker to check and close its connections, and waits (at most `max`) for
     /// their verdicts and exits. Returns the verdicts (workers that gave none are missing).
-    pub fn close(&mut self, max: Duration) -> Vec<(u32, Option<Verdict>)> {
+    pub(crate) fn close(&mut self, max: Duration) -> Vec<(u32, Option<Verdict>)> {
         for w in &mut self.workers {
             if let Some(mut s) = w.stdin.take() {
                 let _ = s.write_all(b"close\n");
@@ -220,7 +220,7 @@ fn read_worker(out: std::process::ChildStdout, view: &WorkerView) {
 
 /// The lines of /proc/meminfo this run reads, bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MemInfo {
+pub(crate) struct MemInfo {
     /// MemTotal.
     pub total: u64,
     /// MemAvailable.
@@ -245,7 +245,7 @@ pub struct MemInfo {
 
 impl MemInfo {
     /// Reads /proc/meminfo and /proc/net/sockstat (missing values are 0).
-    pub fn read() -> MemInfo {
+    pub(crate) fn read() -> MemInfo {
         let mut m = MemInfo::default();
         if let Ok(t) = std::fs::read_to_string("/proc/meminfo") {
             m.parse_meminfo(&t);
@@ -257,13 +257,13 @@ impl MemInfo {
     }
 
     /// MemTotal - MemAvailable: memory in use on the whole machine.
-    pub fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         self.total.saturating_sub(self.available)
     }
 
     /// The kernel's memory that grows with sockets: Slab + PageTables + KernelStack +
     /// VmallocUsed + TCP socket buffers.
-    pub fn kernel(&self) -> u64 {
+    pub(crate) fn kernel(&self) -> u64 {
         self.slab + self.page_tables + self.kernel_stack + self.vmalloc + self.tcp_mem
     }
 
@@ -314,7 +314,7 @@ impl MemInfo {
 
 /// A thread reading /proc/meminfo every 200 ms, keeping the highest MemTotal - MemAvailable
 /// and the highest TCP buffer memory; stopped and joined on drop.
-pub struct PeakSampler {
+pub(crate) struct PeakSampler {
     /// Highest MemTotal - MemAvailable seen, bytes.
     pub used: Arc<AtomicU64>,
     /// Highest `TCP: mem` seen, bytes.
@@ -325,7 +325,7 @@ pub struct PeakSampler {
 
 impl PeakSampler {
     /// Starts sampling.
-    pub fn start() -> Result<PeakSampler> {
+    pub(crate) fn start() -> Result<PeakSampler> {
         let used = Arc::new(AtomicU64::new(MemInfo::read().used()));
         let tcp_mem = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -360,13 +360,15 @@ impl Drop for PeakSampler {
 }
 
 /// The `i`-th worker's source address: 127.0.0.2, .3, ... (carrying into the third byte).
-pub fn source_addr(first: Ipv4Addr, i: u32) -> Ipv4Addr {
+pub(crate) fn source_addr(first: Ipv4Addr, i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(first) + i)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::Ipv4Addr;
+
+    use super::{source_addr, MemInfo};
 
     #[test]
     fn meminfo_and_sockstat() {

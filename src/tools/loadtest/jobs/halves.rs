@@ -6,18 +6,19 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::flood::{self, FloodConfig, FloodShared};
-use super::msggen::{self, MsggenConfig, MsggenShared};
-use super::report::Latency;
-use super::url::UrlTemplate;
-use super::{memlog, proc, FloodArgs, MsggenArgs};
+use crate::tools::loadtest::cli::{FloodArgs, MsggenArgs};
+use crate::tools::loadtest::flood::{self, FloodConfig, FloodShared};
+use crate::tools::loadtest::host::{memlog, proc};
+use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenShared};
+use crate::tools::loadtest::report::Latency;
+use crate::tools::loadtest::url::UrlTemplate;
 
 /// Sequence numbers at or above this are garbled when flood runs alone (it does not know how
 /// many were sent); bounds the received-set bitmap to 16 MiB.
 const FLOOD_SEQ_LIMIT: u64 = 1 << 27;
 
 /// Runs `loadtest flood`.
-pub fn flood(a: FloodArgs) -> Result<()> {
+pub(crate) fn flood(a: FloodArgs) -> Result<()> {
     let url = UrlTemplate::parse(&a.url_template)?;
     let (first, last) = parse_ids(&a.ids)?;
     let count = last - first + 1;
@@ -86,7 +87,7 @@ pub fn flood(a: FloodArgs) -> Result<()> {
 }
 
 /// Runs `loadtest msggen`.
-pub fn msggen(a: MsggenArgs) -> Result<()> {
+pub(crate) fn msggen(a: MsggenArgs) -> Result<()> {
     let url = UrlTemplate::parse(&a.url_template)?;
     if a.parallel == 0 || a.max_id == 0 || a.interval_ms == 0 {
         bail!("--parallel, --max-id and --interval-ms must be at least 1");
@@ -129,7 +130,7 @@ pub fn msggen(a: MsggenArgs) -> Result<()> {
 }
 
 /// Parses `FIRST-LAST` (inclusive) or a single id.
-pub fn parse_ids(s: &str) -> Result<(u64, u64)> {
+pub(crate) fn parse_ids(s: &str) -> Result<(u64, u64)> {
     let num = |t: &str| {
         t.trim()
             .parse::<u64>()
@@ -146,7 +147,7 @@ pub fn parse_ids(s: &str) -> Result<(u64, u64)> {
 }
 
 /// Fails unless every value is a positive finite number.
-pub fn check_positive(values: &[(&str, f64)]) -> Result<()> {
+pub(crate) fn check_positive(values: &[(&str, f64)]) -> Result<()> {
     for (name, v) in values {
         if !(v.is_finite() && *v > 0.0) {
             bail!("{name} must be a positive number, not {v}");
@@ -156,7 +157,7 @@ pub fn check_positive(values: &[(&str, f64)]) -> Result<()> {
 }
 
 /// Raises the fd limit and fails early if `sockets` (plus a margin) would not fit.
-pub fn check_fd_limit(sockets: u64) -> Result<()> {
+pub(crate) fn check_fd_limit(sockets: u64) -> Result<()> {
     let limit = proc::raise_nofile_limit();
     let need = sockets + 64;
     if need > limit {
@@ -169,7 +170,7 @@ pub fn check_fd_limit(sockets: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{check_positive, parse_ids};
 
     #[test]
     fn id_ranges() {

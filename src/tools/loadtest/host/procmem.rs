@@ -11,19 +11,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::proc::cpu_seconds;
+use crate::tools::loadtest::host::proc::cpu_seconds;
 
 /// The processes of one server: the given pids and all their descendants, found afresh at
 /// every reading (so workers that start later are counted).
 #[derive(Debug, Clone)]
-pub struct ProcSet {
+pub(crate) struct ProcSet {
     /// The pids given (`--pid`, or the child server).
     pub roots: Vec<u32>,
 }
 
 /// A memory reading of a process set, bytes (sums over its processes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MemReading {
+pub(crate) struct MemReading {
     /// Sum of Rss (resident pages, shared ones counted in every process that maps them).
     pub rss: u64,
     /// Sum of Pss (shared pages divided between their sharers).
@@ -34,7 +34,7 @@ pub struct MemReading {
 
 impl ProcSet {
     /// The roots and their descendants, roots first.
-    pub fn pids(&self) -> Vec<u32> {
+    pub(crate) fn pids(&self) -> Vec<u32> {
         let mut all = self.roots.clone();
         let parents = all_ppids();
         let mut i = 0;
@@ -51,7 +51,7 @@ impl ProcSet {
     }
 
     /// Sums Rss and Pss over the set; fails if no process could be read.
-    pub fn mem(&self) -> Result<MemReading> {
+    pub(crate) fn mem(&self) -> Result<MemReading> {
         let mut m = MemReading::default();
         for pid in self.pids() {
             let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
@@ -70,7 +70,7 @@ impl ProcSet {
     }
 
     /// CPU time (user + system) of the set so far, seconds.
-    pub fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         self.pids()
             .into_iter()
             .filter_map(|p| cpu_seconds(p).ok())
@@ -79,7 +79,7 @@ impl ProcSet {
 
     /// Waits until two readings 500 ms apart differ by less than 1% in Rss, at most
     /// `max_wait`; returns the last reading and whether it was stable.
-    pub fn wait_stable(&self, max_wait: Duration) -> Result<(MemReading, bool)> {
+    pub(crate) fn wait_stable(&self, max_wait: Duration) -> Result<(MemReading, bool)> {
         let start = Instant::now();
         let mut prev = self.mem()?;
         loop {
@@ -121,7 +121,7 @@ fn parse_ppid(stat: &str) -> Option<u32> {
 }
 
 /// `(Rss, Pss)` in bytes from a /proc/PID/smaps_rollup text.
-pub fn parse_smaps_rollup(text: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_smaps_rollup(text: &str) -> Option<(u64, u64)> {
     Some((kib_field(text, "Rss:")?, kib_field(text, "Pss:")?))
 }
 
@@ -134,7 +134,7 @@ fn kib_field(text: &str, key: &str) -> Option<u64> {
 
 /// The kernel's memory as far as sockets are concerned (system-wide).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelMem {
+pub(crate) struct KernelMem {
     /// Slab of /proc/meminfo, bytes.
     pub slab: u64,
     /// SUnreclaim of /proc/meminfo, bytes.
@@ -149,7 +149,7 @@ pub struct KernelMem {
 
 impl KernelMem {
     /// Reads /proc/meminfo and /proc/net/sockstat (missing values are 0).
-    pub fn read() -> KernelMem {
+    pub(crate) fn read() -> KernelMem {
         let mut k = KernelMem::default();
         if let Ok(t) = std::fs::read_to_string("/proc/meminfo") {
             k.slab = kib_field(&t, "Slab:").unwrap_or(0);
@@ -166,7 +166,7 @@ impl KernelMem {
 }
 
 /// `(sockets used, TCP inuse, TCP mem pages)` from a /proc/net/sockstat text.
-pub fn parse_sockstat(text: &str) -> (u64, u64, u64) {
+pub(crate) fn parse_sockstat(text: &str) -> (u64, u64, u64) {
     let value = |line: &str, key: &str| -> u64 {
         let mut words = line.split_whitespace();
         while let Some(w) = words.next() {
@@ -188,7 +188,7 @@ pub fn parse_sockstat(text: &str) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{kib_field, parse_ppid, parse_smaps_rollup, parse_sockstat, KernelMem, ProcSet};
 
     #[test]
     fn smaps_rollup() {

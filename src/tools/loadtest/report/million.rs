@@ -1,21 +1,27 @@
-//! The figures of `loadtest million` ([`MillionReport`]) as text and as one JSON object. How
-//! each is measured: `loadtest/README.md`, section `loadtest million`.
+//! The figures of `loadtest million` ([`MillionReport`]) as text ([`text`]) and as one JSON
+//! object (here). How each is measured: `loadtest/README.md`, section `loadtest million`.
 
 use std::fmt::Write as _;
 
-use super::million_worker::LAT_BUCKETS;
-use super::report::json_str;
+use super::json_str;
+use crate::tools::loadtest::jobs::million::fleet::MemInfo;
+use crate::tools::loadtest::million_worker::LAT_BUCKETS;
+
+mod text;
+
+#[cfg(test)]
+mod tests;
 
 /// Connect rate target, connections per second (issue 4).
-pub const TARGET_CONNECT_RATE: f64 = 20_000.0;
+pub(crate) const TARGET_CONNECT_RATE: f64 = 20_000.0;
 /// Server RSS per connection target, bytes.
-pub const TARGET_SERVER_RSS_PER_CONN: f64 = 128.0;
+pub(crate) const TARGET_SERVER_RSS_PER_CONN: f64 = 128.0;
 /// Whole-machine memory in use at peak target, bytes (12 GiB).
-pub const TARGET_MACHINE_PEAK: u64 = 12 << 30;
+pub(crate) const TARGET_MACHINE_PEAK: u64 = 12 << 30;
 
 /// Everything `loadtest million` measured.
 #[derive(Debug, Default, Clone)]
-pub struct MillionReport {
+pub(crate) struct MillionReport {
     /// Subscribers asked for (ids 1..=conns).
     pub conns: u64,
     /// Worker processes and the most connections one holds.
@@ -89,8 +95,8 @@ pub struct MillionReport {
     pub client_record_bytes: usize,
 
     /// Kernel readings: before connecting (server idle), all connected, after the delivery,
-    /// after every connection closed. See [`super::million_fleet::MemInfo`].
-    pub mem: [super::million_fleet::MemInfo; 4],
+    /// after every connection closed. See [`MemInfo`].
+    pub mem: [MemInfo; 4],
     /// MemTotal - MemAvailable before the server started, bytes.
     pub machine_before: u64,
     /// Highest MemTotal - MemAvailable during the run, bytes.
@@ -106,12 +112,12 @@ pub struct MillionReport {
 
 impl MillionReport {
     /// Connections per second over the connect phase.
-    pub fn connect_rate(&self) -> f64 {
+    pub(crate) fn connect_rate(&self) -> f64 {
         self.connected as f64 / self.connect_s.max(1e-9)
     }
 
     /// (Loaded - idle) server RSS / connections, bytes.
-    pub fn server_rss_per_conn(&self) -> f64 {
+    pub(crate) fn server_rss_per_conn(&self) -> f64 {
         if self.connected == 0 {
             return 0.0;
         }
@@ -119,17 +125,17 @@ impl MillionReport {
     }
 
     /// All client processes' RSS (workers + this one) / connections, bytes.
-    pub fn client_rss_per_conn(&self) -> f64 {
+    pub(crate) fn client_rss_per_conn(&self) -> f64 {
         (self.workers_rss + self.parent_rss) as f64 / self.connected.max(1) as f64
     }
 
     /// All client processes' PSS (shared pages of the binary counted once) / connections.
-    pub fn client_pss_per_conn(&self) -> f64 {
+    pub(crate) fn client_pss_per_conn(&self) -> f64 {
         (self.workers_pss + self.parent_rss) as f64 / self.connected.max(1) as f64
     }
 
     /// Growth of a kernel figure from before connecting to all connected, / connections.
-    fn per_conn(&self, f: impl Fn(&super::million_fleet::MemInfo) -> u64) -> f64 {
+    fn per_conn(&self, f: impl Fn(&MemInfo) -> u64) -> f64 {
         if self.connected == 0 {
             return 0.0;
         }
@@ -138,22 +144,22 @@ impl MillionReport {
 
     /// Kernel memory per connection (both sockets of the loopback pair): growth of Slab +
     /// PageTables + KernelStack + VmallocUsed + TCP buffers, system-wide.
-    pub fn kernel_per_conn(&self) -> f64 {
+    pub(crate) fn kernel_per_conn(&self) -> f64 {
         self.per_conn(|m| m.kernel())
     }
 
     /// Whole-machine memory in use per connection: growth of MemTotal - MemAvailable.
-    pub fn machine_per_conn(&self) -> f64 {
+    pub(crate) fn machine_per_conn(&self) -> f64 {
         self.per_conn(|m| m.used())
     }
 
     /// Messages per second over the delivery.
-    pub fn deliver_rate(&self) -> f64 {
+    pub(crate) fn deliver_rate(&self) -> f64 {
         self.exact as f64 / self.deliver_s.max(1e-9)
     }
 
     /// Latency quantile `q` as the upper bound of its log2 bucket, microseconds.
-    pub fn lat_quantile(&self, q: f64) -> u64 {
+    pub(crate) fn lat_quantile(&self, q: f64) -> u64 {
         let total: u64 = self.lat.iter().sum();
         if total == 0 {
             return 0;
@@ -171,7 +177,7 @@ impl MillionReport {
 
     /// No loss: every subscriber connected, every publish accepted, every connection got its
     /// message exactly once, nothing bad, nothing closed, the server alive.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.connected == self.conns
             && self.connect_failed == 0
             && self.closed == 0
@@ -186,7 +192,7 @@ impl MillionReport {
     }
 
     /// The targets of issue 4: (name, met).
-    pub fn targets(&self) -> [(&'static str, bool); 3] {
+    pub(crate) fn targets(&self) -> [(&'static str, bool); 3] {
         [
             (
                 "connect_rate_ge_20000",
@@ -203,109 +209,9 @@ impl MillionReport {
         ]
     }
 
-    /// The report for people.
-    pub fn text(&self) -> String {
-        let mut s = String::new();
-        let met = |b: bool| if b { "met" } else { "MISSED" };
-        let t = self.targets();
-        let n = self.connected.max(1) as f64;
-        let [m0, m1, m2, m3] = &self.mem;
-        let _ = writeln!(
-            s,
-            "== uring-comet loadtest million: {} subscribers, {} workers x <= {}, shards {}, heartbeat {} ==",
-            self.conns,
-            self.workers,
-            self.per_worker,
-            self.shards.map_or("default".into(), |n| n.to_string()),
-            if self.heartbeat == 0 { "off".into() } else { format!("{} s", self.heartbeat) }
-        );
-        let _ = writeln!(
-            s,
-            "connect:   {} of {} streams in {:.1} s = {:.0} conns/s (asked {:.0}/s; target >= 20,000: {}); {} failed, {} closed by the server",
-            self.connected, self.conns, self.connect_s, self.connect_rate(),
-            self.connect_rate_asked, met(t[0].1), self.connect_failed, self.closed
-        );
-        if let Some(why) = &self.connect_stopped {
-            let _ = writeln!(s, "           stopped short: {why}");
-        }
-        let _ = writeln!(
-            s,
-            "deliver:   {} published (200), {} failed, server said delivered {}; exactly once on {} connections, missing {}, extra {}, bad chunks {}, heartbeats {}",
-            self.published, self.publish_failed, self.server_delivered, self.exact,
-            self.missing, self.extra, self.bad, self.heartbeats
-        );
-        let _ = writeln!(
-            s,
-            "           {:.1} s from the first publish to the last message = {:.0} msg/s; latency p50 <= {} us, p99 <= {} us, max <= {} us (log2 buckets)",
-            self.deliver_s, self.deliver_rate(), self.lat_quantile(0.5),
-            self.lat_quantile(0.99), self.lat_quantile(1.0)
-        );
-        let _ = writeln!(
-            s,
-            "server:    RSS idle {}, all connected {}, after delivery {}: {:.1} B/conn (target <= 128: {}); CPU {:.1} s connecting, {:.1} s delivering, {:.1} s in all",
-            mib(self.server_rss_idle), mib(self.server_rss_loaded), mib(self.server_rss_after),
-            self.server_rss_per_conn(), met(t[1].1),
-            self.server_cpu[0], self.server_cpu[1], self.server_cpu[2]
-        );
-        let _ = writeln!(
-            s,
-            "clients:   {} workers RSS {} (PSS {}, peak sum {}) + parent {}: {:.1} B/conn RSS, {:.1} B/conn PSS ({} B record per connection); CPU {:.1} s connecting, {:.1} s delivering, {:.1} s in all",
-            self.workers, mib(self.workers_rss), mib(self.workers_pss), mib(self.workers_hwm),
-            mib(self.parent_rss), self.client_rss_per_conn(), self.client_pss_per_conn(),
-            self.client_record_bytes, self.client_cpu[0], self.client_cpu[1], self.client_cpu[2]
-        );
-        let d = |f: fn(&super::million_fleet::MemInfo) -> u64| {
-            if self.connected == 0 {
-                return 0.0;
-            }
-            (f(m1) as f64 - f(m0) as f64) / n
-        };
-        let _ = writeln!(
-            s,
-            "kernel:    {:.0} B/conn (both sockets of each loopback pair, system-wide): Slab {:.0} (SUnreclaim {:.0}), PageTables {:.0}, KernelStack {:.0}, VmallocUsed {:.0}, TCP buffers {:.0}",
-            self.kernel_per_conn(), d(|m| m.slab), d(|m| m.sunreclaim), d(|m| m.page_tables),
-            d(|m| m.kernel_stack), d(|m| m.vmalloc), d(|m| m.tcp_mem)
-        );
-        let _ = writeln!(
-            s,
-            "           TCP sockets in use {} -> {} -> {} -> {} (idle, connected, delivered, closed); TCP buffers at peak {}; TIME_WAIT {} before, {} after close",
-            m0.tcp_inuse, m1.tcp_inuse, m2.tcp_inuse, m3.tcp_inuse, mib(self.tcp_mem_peak), m0.tcp_tw, m3.tcp_tw
-        );
-        let _ = writeln!(
-            s,
-            "machine:   MemTotal - MemAvailable {} before, {} all connected, peak {} (target <= 12 GiB: {}); {:.0} B/conn",
-            gib(self.machine_before), gib(m1.used()), gib(self.machine_peak),
-            met(t[2].1), self.machine_per_conn()
-        );
-        let stats: Vec<String> = self
-            .server_stats
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let _ = writeln!(s, "/stats:    {}", stats.join(" "));
-        let _ = writeln!(
-            s,
-            "load:      before {}, after {}",
-            self.loadavg[0], self.loadavg[1]
-        );
-        for note in &self.notes {
-            let _ = writeln!(s, "note:      {note}");
-        }
-        let _ = write!(
-            s,
-            "result:    {}",
-            if self.passed() {
-                "PASS (no loss)"
-            } else {
-                "FAIL"
-            }
-        );
-        s
-    }
-
     /// The report as one JSON object on one line.
-    pub fn json(&self) -> String {
-        let mem = |m: &super::million_fleet::MemInfo| {
+    pub(crate) fn json(&self) -> String {
+        let mem = |m: &MemInfo| {
             format!(
                 "{{\"used\":{},\"slab\":{},\"sunreclaim\":{},\"page_tables\":{},\"kernel_stack\":{},\"vmalloc\":{},\"tcp_mem\":{},\"tcp_inuse\":{},\"tcp_tw\":{}}}",
                 m.used(), m.slab, m.sunreclaim, m.page_tables, m.kernel_stack, m.vmalloc,
@@ -375,46 +281,5 @@ impl MillionReport {
             self.passed(), notes.join(",")
         );
         s
-    }
-}
-
-fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
-}
-
-fn gib(b: u64) -> String {
-    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verdict_and_figures() {
-        let mut r = MillionReport {
-            conns: 10,
-            connected: 10,
-            published: 10,
-            exact: 10,
-            connect_s: 0.5,
-            server_rss_idle: 1000,
-            server_rss_loaded: 1900,
-            lat: vec![0, 0, 5, 4, 1],
-            ..MillionReport::default()
-        };
-        assert!(r.passed());
-        assert_eq!(r.connect_rate(), 20.0);
-        assert_eq!(r.server_rss_per_conn(), 90.0);
-        assert_eq!(r.lat_quantile(0.5), 4);
-        assert_eq!(r.lat_quantile(0.99), 16);
-        assert_eq!(r.lat_quantile(1.0), 16);
-        let j = r.json();
-        assert!(j.contains("\"passed\":true") && !j.contains('\n'), "{j}");
-        assert!(r.text().ends_with("PASS (no loss)"));
-        r.missing = 1;
-        r.exact = 9;
-        assert!(!r.passed());
-        assert!(r.json().contains("\"missing\":1"));
     }
 }

@@ -11,16 +11,17 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::duration::parse_duration;
-use super::{ck10, MainArgs};
+use super::ck10;
+use crate::tools::duration::parse_duration;
+use crate::tools::loadtest::cli::{ConnectFlags, MainArgs, ServerFlags};
 use crate::tools::plot;
 
 /// Flags of `uring-comet loadtest soak`.
 #[derive(Args, Debug)]
 pub struct SoakArgs {
-    /// Subscriber connections, ids 1..=conns.
-    #[arg(long, default_value_t = 10_000)]
-    pub conns: u64,
+    /// Subscribers connecting.
+    #[command(flatten)]
+    pub connect: ConnectFlags,
     /// Messages per second, all generators together.
     #[arg(long, default_value_t = 1_000.0)]
     pub rate: f64,
@@ -37,24 +38,15 @@ pub struct SoakArgs {
     /// Warm-up before growth is measured, from when every subscriber is connected.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Subscriber connects started per second.
-    #[arg(long, default_value_t = 2_000.0)]
-    pub connect_rate: f64,
     /// Publishing generators (keep-alive connections).
     #[arg(long, default_value_t = 100)]
     pub parallel: usize,
-    /// Shards for the server (its `--shards`); default: the server's own.
-    #[arg(long)]
-    pub shards: Option<usize>,
     /// Data-plane backend for the server (its `--backend`); default: the server's own (auto).
     #[arg(long, value_enum)]
     pub backend: Option<crate::config::Backend>,
-    /// Server binary to start (with `serve ...`); default: this executable.
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-    /// Write the server's stderr to this file instead of ours.
-    #[arg(long)]
-    pub server_log: Option<PathBuf>,
+    /// The server under test.
+    #[command(flatten)]
+    pub server: ServerFlags,
     /// Print the report as one JSON object on stdout (Stats lines then go to stderr).
     #[arg(long)]
     pub json: bool,
@@ -66,7 +58,7 @@ pub struct SoakArgs {
 
 /// Runs the main job (`uring-comet loadtest`), then draws its memory log to `mem.svg` beside
 /// it. Without `--mem-log` the log is `<target>/loadtest/mem.log`, started fresh.
-pub fn main_job(mut a: MainArgs) -> Result<()> {
+pub(crate) fn main_job(mut a: MainArgs) -> Result<()> {
     let log = match &a.mem_log {
         Some(p) => p.clone(),
         None => fresh_log("mem.log")?,
@@ -79,7 +71,7 @@ pub fn main_job(mut a: MainArgs) -> Result<()> {
 
 /// Runs `loadtest soak`: the main job for `--duration` with the memory log on, then the charts
 /// and the growth after warm-up.
-pub fn soak(a: SoakArgs) -> Result<()> {
+pub(crate) fn soak(a: SoakArgs) -> Result<()> {
     let log = match &a.mem_log {
         Some(p) => {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -91,18 +83,14 @@ pub fn soak(a: SoakArgs) -> Result<()> {
         }
         None => fresh_log("soak-mem.log")?,
     };
+    let conns = a.connect.conns;
     let main = MainArgs {
-        conns: a.conns,
-        connect_rate: a.connect_rate,
-        max_connecting: 512,
+        connect: a.connect,
         rate: a.rate,
         duration: a.duration.as_secs_f64(),
         parallel: a.parallel,
-        shards: a.shards,
         backend: a.backend,
-        server_args: Vec::new(),
-        server_bin: a.server_bin,
-        server_log: a.server_log,
+        server: a.server,
         drain_ms: 2_000,
         json: a.json,
         mem_log: Some(log.clone()),
@@ -117,7 +105,7 @@ pub fn soak(a: SoakArgs) -> Result<()> {
     };
     eprintln!(
         "soak: {} subscribers ({}% reconnecting a minute), {} msg/s for {:.0} s; memory log {} every {} s",
-        a.conns,
+        conns,
         a.churn,
         a.rate,
         a.duration.as_secs_f64(),
@@ -170,7 +158,7 @@ fn fresh_log(name: &str) -> Result<PathBuf> {
 /// Where runs leave their files by default: `<target>/loadtest` when this executable lives in
 /// a cargo target directory (`<target>/release` or `<target>/debug`), else
 /// `$TMPDIR/uring-comet-loadtest`.
-pub fn out_dir() -> PathBuf {
+pub(crate) fn out_dir() -> PathBuf {
     let exe = std::env::current_exe().ok();
     let parent = exe.as_deref().and_then(Path::parent);
     match parent {

@@ -17,7 +17,7 @@ const TARGET_DIR: &str = "/tmp/deliver-ceiling-target";
 
 /// One ceiling run's figures.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ceiling {
+pub(crate) struct Ceiling {
     /// Connections.
     pub n: u64,
     /// Delivered messages per second (sender's bytes / size over first write to last read).
@@ -31,7 +31,7 @@ pub struct Ceiling {
 }
 
 /// The tool's folder beside this repository (or beside the working directory), if present.
-pub fn default_dir() -> Option<PathBuf> {
+pub(crate) fn default_dir() -> Option<PathBuf> {
     let beside_repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/deliver-ceiling");
     let beside_cwd = PathBuf::from("../shared/tools/deliver-ceiling");
     [beside_repo, beside_cwd]
@@ -40,7 +40,7 @@ pub fn default_dir() -> Option<PathBuf> {
 }
 
 /// Builds the tool in `dir` (release, quietly; a no-op when up to date); returns its binary.
-pub fn build(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn build(dir: &Path) -> Result<PathBuf> {
     let status = Command::new("cargo")
         .args(["build", "--release", "--quiet", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))
@@ -58,7 +58,7 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Runs `BIN run --n N --send uring --batch 64 --recv epoll --secs SECS` and parses its row.
-pub fn run(bin: &Path, n: u64, secs: u64) -> Result<Ceiling> {
+pub(crate) fn run(bin: &Path, n: u64, secs: u64) -> Result<Ceiling> {
     let out = Command::new(bin)
         .args([
             "run",
@@ -83,7 +83,7 @@ pub fn run(bin: &Path, n: u64, secs: u64) -> Result<Ceiling> {
 }
 
 /// Parses a `ROW key=value ...` line.
-pub fn parse_row(row: &str) -> Result<Ceiling> {
+pub(crate) fn parse_row(row: &str) -> Result<Ceiling> {
     let kv: HashMap<&str, &str> = row
         .split_whitespace()
         .filter_map(|w| w.split_once('='))
@@ -107,7 +107,7 @@ pub fn parse_row(row: &str) -> Result<Ceiling> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::parse_row;
 
     #[test]
     fn row() {

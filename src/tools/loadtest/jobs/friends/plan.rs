@@ -1,16 +1,23 @@
-//! Who logs in and who publishes in `loadtest friends` (sans-IO): logins by neighbourhood,
-//! publishers and their expected recipients, and the order of events.
+//! Who logs in and who publishes in `loadtest friends`: logins by neighbourhood, publishers
+//! and their expected recipients, and the order of events ([`plan`], sans-IO); and the
+//! job's phases 2 and 3 ([`plan_events`]): our own copy of the graph, then the plan.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
+use super::{say, FriendsArgs};
+use crate::friends::journal;
+use crate::friends::load::{self, LoadOptions};
 use crate::friends::ShardGraph;
 use crate::tools::gen_friends::SplitMix;
 
 /// The load test's plan.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(super) struct Plan {
     /// Users to log in, in connect order.
     pub logins: Vec<u32>,
     /// Publisher -> its logged-in followers (sorted): who must get its events.
@@ -27,7 +34,12 @@ pub struct Plan {
 /// seed), log in all its followers, next seed, until `logins` are in (the last
 /// neighbourhood may be cut short). `users` are the graph's users with followers; `g` must
 /// hold all of them (a one-shard load).
-pub fn plan(g: &ShardGraph, users: &[u32], logins: usize, rng: &mut SplitMix) -> Result<Plan> {
+pub(super) fn plan(
+    g: &ShardGraph,
+    users: &[u32],
+    logins: usize,
+    rng: &mut SplitMix,
+) -> Result<Plan> {
     if users.is_empty() || logins == 0 {
         bail!("no user with friends, or no login asked for");
     }
@@ -78,7 +90,7 @@ pub fn plan(g: &ShardGraph, users: &[u32], logins: usize, rng: &mut SplitMix) ->
 
 impl Plan {
     /// The publisher of each of `total` events, drawn uniformly from the publishers.
-    pub fn events(&self, total: u64, rng: &mut SplitMix) -> Vec<u64> {
+    pub(super) fn events(&self, total: u64, rng: &mut SplitMix) -> Vec<u64> {
         let n = self.publishers.len().max(1) as u64;
         (0..total)
             .map(|_| u64::from(self.publishers[(rng.next_u64() % n) as usize]))
@@ -86,9 +98,68 @@ impl Plan {
     }
 }
 
+/// The plan of a run: who logs in, who publishes to whom, and the publisher of each event.
+pub(super) struct EventPlan {
+    pub(super) p: Plan,
+    /// The publisher (seed) of each event, by sequence number.
+    pub(super) events: Arc<Vec<u64>>,
+    /// `p.recipients`, shared with the subscriber threads.
+    pub(super) recipients: Arc<HashMap<u32, Vec<u32>>>,
+    /// Deliveries the plan holds, all events together.
+    pub(super) planned: usize,
+}
+
+/// Phases 2 and 3: loads our own copy of the graph (one CSR, with the journal beside the
+/// file replayed as the server does), logs in by neighbourhood and draws `total` events.
+pub(super) fn plan_events(a: &FriendsArgs, path: &Path, total: u64) -> Result<EventPlan> {
+    let t0 = Instant::now();
+    let opts = LoadOptions {
+        shards: 1,
+        directed: a.graph.directed,
+        strict: false,
+    };
+    let (mut graphs, rep) = load::load(path, opts)?;
+    journal::replay(&journal::path_for(path), &mut graphs, a.graph.directed)?;
+    let g = graphs.pop().ok_or_else(|| anyhow!("empty load"))?;
+    say(&format!(
+        "loaded our copy: {} users with friends, {} entries in {:.1} s",
+        rep.users,
+        rep.entries,
+        t0.elapsed().as_secs_f64()
+    ));
+    let mut rng = SplitMix::new(a.graph.shape.seed ^ 0x5eed);
+    let p = plan(&g, &g.csr.users, a.logins, &mut rng)?;
+    drop(graphs);
+    drop(g);
+    let events = p.events(total, &mut rng);
+    if p.logins.len() < a.logins {
+        say(&format!(
+            "--logins {} is more than the neighbourhoods hold: {} logins",
+            a.logins,
+            p.logins.len()
+        ));
+    }
+    say(&format!(
+        "{} logins in the neighbourhoods of {} seeds (logged-in friends per seed: median {}, max {}); {} events planned",
+        p.logins.len(),
+        p.publishers.len(),
+        p.fan_median,
+        p.fan_max,
+        total
+    ));
+    let recipients = Arc::new(p.recipients.clone());
+    let planned = events.iter().map(|&u| recipients[&(u as u32)].len()).sum();
+    Ok(EventPlan {
+        p,
+        events: Arc::new(events),
+        recipients,
+        planned,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{plan, SplitMix};
     use crate::friends::load::{load_from, LoadOptions};
 
     #[test]

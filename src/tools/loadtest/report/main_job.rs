@@ -1,55 +1,13 @@
-//! The main job's report: its figures, as text and as one JSON object (hand-written: every
+//! The main job's report ([`Report`]): its figures, as text and as one JSON object (hand-written: every
 //! value is a number, so no JSON library is needed).
 
 use std::fmt::Write;
 
-use hdrhistogram::Histogram;
-
-/// Publish-to-receive latency percentiles, microseconds.
-#[derive(Debug, Clone, Default)]
-pub struct Latency {
-    /// Messages measured.
-    pub count: u64,
-    /// Median, us.
-    pub p50: u64,
-    /// 90th percentile, us.
-    pub p90: u64,
-    /// 99th percentile, us.
-    pub p99: u64,
-    /// 99.9th percentile, us.
-    pub p999: u64,
-    /// Largest, us.
-    pub max: u64,
-}
-
-impl Latency {
-    /// Summarises a histogram of microseconds (all zero if it is empty).
-    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
-        if h.is_empty() {
-            return Latency::default();
-        }
-        Latency {
-            count: h.len(),
-            p50: h.value_at_quantile(0.50),
-            p90: h.value_at_quantile(0.90),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
-    }
-
-    /// `p50 / p90 / p99 / p99.9 / max` in microseconds, for text output.
-    pub fn line(&self) -> String {
-        format!(
-            "p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us ({} measured)",
-            self.p50, self.p90, self.p99, self.p999, self.max, self.count
-        )
-    }
-}
+use super::{json_str, Latency};
 
 /// Everything the main job measured.
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// Subscriber streams that got their `200` head.
     pub conns: u64,
     /// Subscriber connections that ended or failed during the run.
@@ -107,16 +65,16 @@ pub struct Report {
     /// The first few errors, described.
     pub notes: Vec<String>,
     /// With `--churn`: what churn did and excused.
-    pub churn: Option<super::churn::ChurnFigures>,
+    pub churn: Option<crate::tools::loadtest::churn::ChurnFigures>,
     /// With `--slow-readers`: what the slow-reader side did.
-    pub slow: Option<super::slow::SlowFigures>,
+    pub slow: Option<crate::tools::loadtest::slow::SlowFigures>,
     /// The server once every subscriber had left (`None` if it had exited).
-    pub after_leave: Option<super::churn::AfterLeave>,
+    pub after_leave: Option<crate::tools::loadtest::churn::AfterLeave>,
 }
 
 impl Report {
     /// True if nothing was lost and nothing wrong arrived.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.lost == 0
             && !self.server_exited
             && self.publish_failed == 0
@@ -139,7 +97,7 @@ impl Report {
     }
 
     /// The report for people.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         let mut s = String::new();
         let _ = writeln!(s, "== uring-comet loadtest report ==");
@@ -221,7 +179,7 @@ impl Report {
     }
 
     /// The report as one JSON object on one line.
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         let l = &self.latency;
         let stats: Vec<String> = self
             .server_stats
@@ -284,15 +242,9 @@ impl Report {
     }
 }
 
-/// `s` as a JSON string literal.
-pub fn json_str(s: &str) -> String {
-    // Serialising a str cannot fail.
-    serde_json::to_string(s).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::Report;
 
     #[test]
     fn json_has_the_required_keys_and_escapes() {

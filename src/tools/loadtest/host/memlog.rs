@@ -9,7 +9,7 @@
 //!   connection, including ones still in its accept queue. On loopback the client's sockets
 //!   have the subscriber port as their remote port, so they are not counted twice.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,9 +19,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
+use crate::tools::loadtest::host::proc::{established_on_port, rss_bytes};
+
 /// Where the `conns` column comes from.
 #[derive(Debug, Clone, Copy)]
-pub enum ConnCount {
+pub(crate) enum ConnCount {
     /// `"connections"` of `GET /stats` on this publish address; /proc/net/tcp on the port if
     /// that fails.
     Stats(SocketAddr, u16),
@@ -32,7 +34,7 @@ pub enum ConnCount {
 impl ConnCount {
     fn read(self) -> u64 {
         match self {
-            ConnCount::Stats(addr, port) => super::answer::fetch_stats(addr)
+            ConnCount::Stats(addr, port) => crate::tools::loadtest::answer::fetch_stats(addr)
                 .ok()
                 .and_then(|kv| kv.into_iter().find(|(k, _)| k == "connections"))
                 .map(|(_, v)| v)
@@ -44,7 +46,7 @@ impl ConnCount {
 
 /// Starts a thread that appends a line to `path` now and every `interval` until `stop` is set.
 /// `pid` is the server's process (RSS 0 if unknown or gone).
-pub fn spawn(
+pub(crate) fn spawn(
     path: &Path,
     interval: Duration,
     pid: Option<u32>,
@@ -83,16 +85,13 @@ fn log_line(pid: Option<u32>, conns: ConnCount) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let rss_kib = pid
-        .and_then(|p| super::proc::rss_bytes(p).ok())
-        .unwrap_or(0)
-        / 1024;
+    let rss_kib = pid.and_then(|p| rss_bytes(p).ok()).unwrap_or(0) / 1024;
     let conns = conns.read();
     format!("{}\t{epoch}\t{rss_kib}\t{conns}\n", local_date(epoch))
 }
 
 /// `epoch` (seconds) as local time in the style of date(1): `Tue Mar  3 14:05:09 UTC 2026`.
-pub fn local_date(epoch: u64) -> String {
+pub(crate) fn local_date(epoch: u64) -> String {
     let t = epoch as libc::time_t;
     // SAFETY: tm is plain data; localtime_r and strftime write within the given sizes.
     unsafe {
@@ -111,54 +110,9 @@ pub fn local_date(epoch: u64) -> String {
     }
 }
 
-/// Established TCP connections (IPv4 and IPv6) whose local port is `port`.
-pub fn established_on_port(port: u16) -> u64 {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|f| std::fs::File::open(f).ok())
-        .map(|f| count_established(BufReader::new(f), port))
-        .sum()
-}
-
-/// Counts lines of a /proc/net/tcp text in state 01 with local port `port`. Streams the text:
-/// with a million sockets the file is hundreds of megabytes.
-fn count_established(text: impl BufRead, port: u16) -> u64 {
-    text.lines()
-        .skip(1)
-        .map_while(|line| line.ok())
-        .filter(|line| {
-            let mut f = line.split_whitespace();
-            let local = f.nth(1);
-            let state = f.nth(1);
-            state == Some("01") && local.and_then(hex_port) == Some(port)
-        })
-        .count() as u64
-}
-
-/// The port of a /proc/net/tcp address `HEXADDR:HEXPORT`.
-pub fn hex_port(addr: &str) -> Option<u16> {
-    u16::from_str_radix(addr.rsplit_once(':')?.1, 16).ok()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 100 1 0 100 0 0 10 0
-   1: 0100007F:1F40 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 101 1 0 20 4 30 10 -1
-   2: 0100007F:D431 0100007F:1F40 01 00000000:00000000 00:00000000 00000000     0        0 102 1 0 20 4 30 10 -1
-   3: 0100007F:1F40 0100007F:D432 06 00000000:00000000 00:00000000 00000000     0        0 0 1 0 20 4 30 10 -1
-   4: 0100007F:1F40 0100007F:D433 01 00000000:00000000 00:00000000 00000000     0        0 103 1 0 20 4 30 10 -1
-";
-
-    #[test]
-    fn counts_server_side_established_only() {
-        assert_eq!(count_established(TCP.as_bytes(), 8000), 2);
-        assert_eq!(count_established(TCP.as_bytes(), 8001), 0);
-        assert_eq!(hex_port("0100007F:1F40"), Some(8000));
-        assert_eq!(hex_port("junk"), None);
-    }
+    use super::{local_date, log_line, ConnCount};
 
     #[test]
     fn line_shape() {

@@ -1,0 +1,14 @@
+//! The host the load tester runs on: what /proc says, the server child, redis-server.
+//!
+//! - [`proc`]: /proc readings (RSS, CPU time, listening and established sockets), the clock,
+//!   the fd limit.
+//! - [`child`]: the server under test as a child process ([`child::ServerGuard`]).
+//! - [`procmem`]: memory and CPU of a set of processes, and the kernel's memory (`compare`).
+//! - [`memlog`]: the memory log (`--mem-log`), written by a background thread.
+//! - [`redis_server`]: a redis-server child for `loadtest --nodes`.
+
+pub(crate) mod child;
+pub(crate) mod memlog;
+pub(crate) mod proc;
+pub(crate) mod procmem;
+pub(crate) mod redis_server;
