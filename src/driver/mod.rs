@@ -10,11 +10,18 @@
 //! and unmoved, and does not touch it, from the submission until its completion has been
 //! reaped; the shard does this by keeping each connection's buffers in its side table until
 //! the connection's in-flight op count is zero.
+//!
+//! # Files
+//! - [`uring`]: the io_uring backend (rings, direct descriptors, the per-op entries).
+//! - [`epoll`]: the epoll baseline backend (the same ops on readiness).
+//! - [`probe`]: choosing the backend at start (`--backend auto` probes io_uring and falls
+//!   back to epoll).
 
 use std::io;
 use std::os::fd::RawFd;
 
 pub mod epoll;
+pub mod probe;
 pub mod uring;
 
 /// One finished operation.
