@@ -219,7 +219,9 @@ impl ShardGraph {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use bytes::Bytes;
+
+    use super::{Csr, FriendEvent, ShardGraph};
 
     fn csr(rows: &[(u32, &[u32])]) -> Csr {
         let mut c = Csr::default();

@@ -205,7 +205,7 @@ fn answer_close(out: &mut Vec<u8>, payload: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{accept_key, close, handshake, message, ping, read_frames, Input};
 
     fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];

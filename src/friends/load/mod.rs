@@ -309,7 +309,11 @@ impl Split {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::io::{self, Read};
+    use std::path::Path;
+
+    use super::{load_from, parse_line, LoadOptions};
+    use crate::friends::{owner_of, ShardGraph};
 
     fn opts(shards: usize, directed: bool) -> LoadOptions {
         LoadOptions {
