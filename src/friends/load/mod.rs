@@ -172,7 +172,7 @@ fn empty() -> ShardGraph {
     })
 }
 
-/// Loads an edge list from `r` (`path` names it in messages): reads it in [`READ_SIZE`]
+/// Loads an edge list from `r` (`path` names it in messages): reads it in `READ_SIZE`
 /// chunks, sends each edge's entries to their shards' buffers, then builds each shard's CSR.
 /// Errors: a read failed; a bad line under `--strict`; a shard over 2^32 entries.
 pub fn load_from(

@@ -30,7 +30,7 @@ pub struct SubRequest {
 ///
 /// Refusals: 501 for other methods, 404 for other paths, 400 for a bad id list, a malformed
 /// head or a WebSocket upgrade without `Sec-WebSocket-Version: 13` and a key (RFC 6455
-/// section 4.2.1; also over HTTP/1.0), 431 for a head over [`MAX_HEAD`] bytes.
+/// section 4.2.1; also over HTTP/1.0), 431 for a head over [`MAX_HEAD`](crate::http::MAX_HEAD) bytes.
 pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
     parse_with(buf, |req| {
         let (head_only, preflight) = match req.method {
