@@ -206,18 +206,8 @@ impl Driver for Epoll {
             self.done(t, -libc::ECANCELED, false, None);
             n += 1;
         }
-        if ops.registered {
-            // SAFETY: valid epoll fd; a null event is allowed for DEL.
-            unsafe {
-                libc::epoll_ctl(
-                    self.ep.as_raw_fd(),
-                    libc::EPOLL_CTL_DEL,
-                    fd,
-                    std::ptr::null_mut(),
-                )
-            };
-        }
-        *self.ops(fd) = FdOps::IDLE;
+        // Nothing is pending on `fd` now: drop its registration and op state.
+        self.release_fd(fd);
         self.done(token, if n == 0 { -libc::ENOENT } else { n }, false, None);
     }
 
