@@ -98,11 +98,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     let cluster = cluster_for(&cfg, &mesh);
     let stats: Arc<[ShardStats]> = (0..n).map(|_| ShardStats::default()).collect();
     let friends = load_friends(&cfg, &stats)?;
+    let seeds = seeds(subs, pubs, friends, cfg.cpu_affinity);
     let (ready, ready_rx) = mpsc::channel::<io::Result<()>>();
-    let cpus = match cfg.cpu_affinity {
-        CpuAffinity::Auto => allowed_cpus(),
-        CpuAffinity::Off => Vec::new(),
-    };
     let shared = Shared {
         cfg: Arc::new(cfg),
         mesh: mesh.clone(),
@@ -111,7 +108,6 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
         plan,
         ready,
     };
-    let seeds = seeds(subs, pubs, friends, &cpus);
     // Every thread holds its own sender: once `spawn_shards` has dropped the original, the
     // channel closes when the last thread ends.
     let threads = spawn_shards(backend, shared, seeds)?;
@@ -167,13 +163,18 @@ fn cluster_for(cfg: &ServerConfig, mesh: &Arc<Mesh>) -> Option<Arc<Cluster>> {
     cluster
 }
 
-/// One [`Seed`] per shard: its listeners, its part of the friends store, its CPU.
+/// One [`Seed`] per shard: its listeners, its part of the friends store, and with
+/// `--cpu-affinity auto` its CPU.
 fn seeds(
     subs: Vec<OwnedFd>,
     pubs: Vec<OwnedFd>,
     mut friends: Vec<Option<FriendsShard>>,
-    cpus: &[usize],
+    affinity: CpuAffinity,
 ) -> Vec<Seed> {
+    let cpus = match affinity {
+        CpuAffinity::Auto => allowed_cpus(),
+        CpuAffinity::Off => Vec::new(),
+    };
     subs.into_iter()
         .zip(pubs)
         .enumerate()
