@@ -62,6 +62,12 @@ pub fn choose_backend(requested: Backend) -> anyhow::Result<Backend> {
     let probed = std::thread::spawn(probe_uring)
         .join()
         .unwrap_or_else(|_| Err("the io_uring probe panicked".into()));
+    pick(requested, probed)
+}
+
+/// The backend for `--backend requested` given the probe's answer (`Err`: why io_uring
+/// cannot be used); see [`choose_backend`].
+fn pick(requested: Backend, probed: Result<(), String>) -> anyhow::Result<Backend> {
     Ok(match (requested, probed) {
         (Backend::Epoll, _) => Backend::Epoll,
         (_, Ok(())) => Backend::Uring,
@@ -73,4 +79,62 @@ pub fn choose_backend(requested: Backend) -> anyhow::Result<Backend> {
             "--backend uring: io_uring unavailable: {why}. Fix: allow io_uring (sysctl kernel.io_uring_disabled=0; a seccomp profile that permits io_uring_setup/io_uring_enter/io_uring_register; Linux 6.0 or later), or run with --backend epoll"
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pick, probe_uring, DISABLE_ENV};
+    use crate::config::Backend;
+
+    #[test]
+    fn disable_env_makes_the_probe_fail() {
+        // In a child process (this test binary running only `probe_in_child`), so that no
+        // other test sees the variable.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "driver::probe::tests::probe_in_child"])
+            .args(["--ignored", "--nocapture", "--test-threads=1"])
+            .env(DISABLE_ENV, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let want = format!("probe: Err(\"disabled by the {DISABLE_ENV} environment variable\")");
+        assert!(stdout.contains(&want), "{stdout}");
+    }
+
+    #[test]
+    #[ignore = "run by disable_env_makes_the_probe_fail, in a child process with the variable set"]
+    fn probe_in_child() {
+        println!("probe: {:?}", probe_uring());
+    }
+
+    #[test]
+    fn epoll_when_asked_whatever_the_probe_says() {
+        assert_eq!(pick(Backend::Epoll, Ok(())).unwrap(), Backend::Epoll);
+        assert_eq!(
+            pick(Backend::Epoll, Err("no".into())).unwrap(),
+            Backend::Epoll
+        );
+    }
+
+    #[test]
+    fn auto_takes_uring_if_it_probes_else_falls_back() {
+        assert_eq!(pick(Backend::Auto, Ok(())).unwrap(), Backend::Uring);
+        assert_eq!(
+            pick(Backend::Auto, Err("no".into())).unwrap(),
+            Backend::Epoll
+        );
+    }
+
+    #[test]
+    fn uring_asked_but_unavailable_is_an_error_naming_cause_and_fix() {
+        assert_eq!(pick(Backend::Uring, Ok(())).unwrap(), Backend::Uring);
+        let e = pick(Backend::Uring, Err("the cause".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the cause") && e.contains("--backend epoll"),
+            "{e}"
+        );
+    }
 }
