@@ -6,46 +6,16 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
 use uring_comet::config::Backend;
 
-/// Open fds of process `pid` (`/proc/PID/fd`).
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .count()
-}
-
-/// TCP sockets (IPv4, this network namespace) whose local address is `addr` and whose state
-/// is `state` (the hex code of `/proc/net/tcp`: 01 ESTABLISHED, 08 CLOSE_WAIT).
-fn sockets_in_state(addr: SocketAddr, state: &str) -> usize {
-    let local = format!(":{:04X}", addr.port());
-    std::fs::read_to_string("/proc/net/tcp")
-        .expect("read /proc/net/tcp")
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1].ends_with(&local) && f[1].starts_with("0100007F") && f[3] == state
-        })
-        .count()
-}
-
 /// A number of `/stats`, read over `watcher`, one keep-alive publish connection held for
 /// the whole test (a connection per reading would leave fds closing behind each one).
 fn stat(watcher: &mut Publisher, key: &str) -> u64 {
     json_number(&watcher.stats(), key) as u64
-}
-
-/// Closes `stream` with a RST (SO_LINGER 0) instead of a FIN.
-fn reset(stream: TcpStream) {
-    socket2::SockRef::from(&stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(stream);
 }
 
 /// The server's counts once every client is gone, polled until they settle (at most 5 s).
@@ -59,8 +29,8 @@ fn settled(pid: u32, s: SocketAddr, watcher: &mut Publisher, base_fds: usize) ->
             stat(watcher, "direct_slots_in_use"),
         );
         let fds = fd_count(pid);
-        let close_wait = sockets_in_state(s, "08");
-        let established = sockets_in_state(s, "01");
+        let close_wait = sockets_in_state(s.port(), CLOSE_WAIT);
+        let established = sockets_in_state(s.port(), ESTABLISHED);
         last = format!(
             "connections={conns} ids={ids} slots={slots} fds={fds} (baseline {base_fds}) \
              subscriber sockets CLOSE_WAIT={close_wait} ESTABLISHED={established}"
@@ -148,7 +118,7 @@ fn churn_returns_to_baseline() {
             if k % 2 == 0 {
                 sub.close();
             } else {
-                reset(sub.client.stream);
+                rst_close(sub.client.stream);
             }
         }
         drop(half_heads);
@@ -158,7 +128,7 @@ fn churn_returns_to_baseline() {
         if k % 2 == 0 {
             sub.close();
         } else {
-            reset(sub.client.stream);
+            rst_close(sub.client.stream);
         }
     }
     let line = settled(pid, s, &mut watcher, base_fds);

@@ -1,119 +1,17 @@
 //! Cluster mode (issue 8): two in-process nodes sharing one id space through a real
-//! redis-server, started by each test on a free loopback port (`--save '' --appendonly no`)
-//! and killed by pid. `.ci/run` installs Debian's `redis-server` when it is missing; without
-//! it these tests fail, saying so.
+//! redis-server, started by each test on a free loopback port and killed by pid (the shared
+//! launcher `common::redis`). `.ci/run` installs Debian's `redis-server` when it is missing;
+//! without it these tests fail, saying so.
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{ErrorKind, Read};
 use std::time::{Duration, Instant};
 
 use common::*;
 use uring_comet::cluster::ClusterConfig;
 use uring_comet::config::ServerConfig;
 use uring_comet::server::ServerHandle;
-
-/// A redis-server child on 127.0.0.1, killed (by pid, through `Child::kill`) on drop.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-}
-
-/// The redis-server binary: on PATH, or where Debian puts it.
-fn redis_bin() -> String {
-    for p in [
-        "redis-server",
-        "/usr/bin/redis-server",
-        "/usr/sbin/redis-server",
-    ] {
-        if Command::new(p)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            return p.to_string();
-        }
-    }
-    panic!(
-        "redis-server not found: the cluster tests need it (`apt-get install -y redis-server`; .ci/run installs it)"
-    );
-}
-
-impl Redis {
-    /// Starts redis-server on a free port.
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Redis { child: None, port };
-        r.restart();
-        r
-    }
-
-    /// Starts it (again) on the same port and waits until it answers PING.
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let child = Command::new(redis_bin())
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
-        let t0 = Instant::now();
-        while !self.pings() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(5),
-                "redis-server on port {} did not answer PING within 5 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn pings(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-
-    /// Kills it (SIGKILL) and reaps it.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A node of the test's backend, 2 shards, in cluster mode on `redis`.
 fn node(redis: &Redis) -> ServerHandle {
@@ -231,13 +129,7 @@ fn sse_and_raw_across_nodes() {
 /// A node like [`node`], with a friends graph: the edge list `edges` in a directory of its
 /// own (each node keeps its own journal beside its copy of the graph).
 fn friends_node(redis: &Redis, name: &str, edges: &str) -> ServerHandle {
-    let dir = std::env::temp_dir().join(format!(
-        "uc-cluster-{}-{name}-{}",
-        std::process::id(),
-        backend()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir(name);
     let file = dir.join("graph.tsv");
     std::fs::write(&file, edges).unwrap();
     let mut cfg = ServerConfig::local(2);
@@ -248,30 +140,6 @@ fn friends_node(redis: &Redis, name: &str, edges: &str) -> ServerHandle {
     let s = p.stats();
     assert_eq!(json_number(&s, "cluster_up"), 1.0, "{s}");
     server
-}
-
-/// `POST /publish/<user>` on `p`; returns the exact reply body.
-fn publish_friends(p: &mut Publisher, user: &str, msg: &[u8]) -> String {
-    let mut r = format!(
-        "POST /publish/{user} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
-        msg.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(msg);
-    p.client.send(&r);
-    let head = p.client.read_head();
-    head.expect_200();
-    String::from_utf8(p.client.read_body(&head)).unwrap()
-}
-
-/// Reads the next chunk and checks it is exactly friends event `msg` from `from`.
-fn expect_friend(sub: &mut Subscriber, from: u64, msg: &[u8]) {
-    sub.received += 1;
-    let mut d = format!("Recvd msg #{} from {from}: '", sub.received).into_bytes();
-    d.extend_from_slice(&html_escape(msg));
-    d.extend_from_slice(b"'<br/>\n");
-    sub.client
-        .expect_bytes(&chunk(&d), &format!("event from {from} #{}", sub.received));
 }
 
 both_backends! {
@@ -415,15 +283,9 @@ fn redis_restart_delivery_resumes() {
 /// A `--cluster` that is not a redis:// URL is refused at start, naming the flag.
 #[test]
 fn bad_cluster_url_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_uring-comet"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--publish-listen",
-            "127.0.0.1:0",
-        ])
+    let out = Serve::new()
         .env("UC_CLUSTER", "http://127.0.0.1:1")
+        .command()
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -435,12 +297,7 @@ fn bad_cluster_url_is_refused() {
 /// local traffic; its forwards are counted as dropped.
 #[test]
 fn node_without_redis_serves_locally() {
-    // A port nobody listens on: bound, then closed.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut cfg = ServerConfig::local(2);
     cfg.cluster = Some(ClusterConfig::new(&format!("redis://127.0.0.1:{port}"), 16).unwrap());
     let server = start_with(cfg);

@@ -1,7 +1,7 @@
 //! CORS (Fetch standard, "CORS protocol") on the subscriber listener: the
 //! `Access-Control-Allow-Origin` header on every stream, preflight (`OPTIONS`) answers, and
-//! the `cors_origin` setting (`*`, one origin with `Vary: Origin`, or none). Case B19 in
-//! tests/cases.rs is the browser's-eye summary.
+//! the `cors_origin` setting (`*`, one origin with `Vary: Origin`, or none). Case B19
+//! (tests/CASES.md#b19) in tests/idle_streams.rs is the browser's-eye summary.
 
 mod common;
 

@@ -2,6 +2,11 @@
 //! checks the cargo-fuzz targets run (`fuzz/src/checks.rs`), so a plain `cargo test` catches
 //! a regression on every input the fuzzer found interesting, without cargo-fuzz or nightly.
 
+// The one file of checks shared with the cargo-fuzz crate (`fuzz/`, its own workspace, which
+// cargo-fuzz builds with nightly): there its items are the crate's `pub` API, here they sit
+// in a private module, so `unreachable_pub` would ask for a visibility the fuzz crate cannot
+// have. `#[path]` because `fuzz/` is not a dependency of this package.
+#[allow(unreachable_pub)]
 #[path = "../fuzz/src/checks.rs"]
 mod checks;
 

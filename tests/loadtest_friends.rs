@@ -3,18 +3,9 @@
 //! its streams (`--client-io uring|epoll`). The tool exits non-zero on any lost, duplicate,
 //! unexpected or garbled delivery; the JSON report is checked here too.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_uring-comet");
-
-/// A fresh directory for one test (removed first if left by an earlier run).
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("uc-lt-friends-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::*;
 
 /// Reads `key` of the report as an integer.
 fn int(report: &serde_json::Value, key: &str) -> u64 {
@@ -26,7 +17,7 @@ fn int(report: &serde_json::Value, key: &str) -> u64 {
 fn run(client_io: &str) {
     let dir = temp_dir(client_io);
     let graph = dir.join("g.tsv");
-    let gen = Command::new(BIN)
+    let gen = binary()
         .args([
             "gen-friends",
             "--users",
@@ -45,7 +36,7 @@ fn run(client_io: &str) {
         "gen-friends: {}",
         String::from_utf8_lossy(&gen.stderr)
     );
-    let out = Command::new(BIN)
+    let out = binary()
         .args(["loadtest", "friends", "--graph"])
         .arg(&graph)
         .args([

@@ -1,8 +1,9 @@
 //! Server-sent events on `GET /sub/<ids>` with `Accept: text/event-stream`: the head and
 //! opening comment, the exact bytes of every kind of payload line (LF, CR, CRLF, blank lines,
 //! lines that look like SSE fields or comments), what a real WHATWG parser makes of them,
-//! `Last-Event-ID`, and Accept negotiation. Heartbeats, HTTP/1.0, empty messages, HEAD and
-//! CORS are in tests/cases.rs.
+//! `Last-Event-ID` of any shape on every `/sub/` kind (case B11), and Accept negotiation.
+//! HTTP/1.0 and empty messages are in tests/cases.rs; heartbeats, HEAD and CORS in
+//! tests/idle_streams.rs.
 
 mod common;
 
@@ -177,5 +178,75 @@ fn sse_accept_negotiation() {
         assert_eq!(publish(server.publish_addr(), &id, b"m"), 1);
         c.expect_bytes(b"1\r\nm\r\n", h);
     }
+}
+}
+
+both_backends! {
+/// B11 generalised: a `Last-Event-ID` of any shape (garbage, negative, empty, huge, lists,
+/// 3000 digits, bytes over 0x7f, repeated), or a resume id in the query string, on SSE and
+/// every other `/sub/` kind: 200, a working stream that gets the next message (the
+/// server keeps no history and ignores it).
+/// See tests/CASES.md#b11.
+fn b11_any_last_event_id_is_ignored() {
+    let server = start(2);
+    let (s, p) = (server.subscriber_addr(), server.publish_addr());
+    let nines = "9".repeat(3000);
+    let values: Vec<Vec<u8>> = vec![
+        b"garbage".to_vec(),
+        b"-1".to_vec(),
+        b"".to_vec(),
+        b"0".to_vec(),
+        b"99999999999999999999:0".to_vec(),
+        b"1:2:3".to_vec(),
+        b"1,2".to_vec(),
+        nines.into_bytes(),
+        b"\xff\xfe\x80".to_vec(),
+        b"never-issued".to_vec(),
+        b"18446744073709551616".to_vec(),
+        b"%00%0a".to_vec(),
+    ];
+    let mut open: Vec<Stream> = Vec::new();
+    for v in &values {
+        for kind in [Kind::Sse, Kind::Raw, Kind::Ws] {
+            let mut extra = b"Last-Event-ID: ".to_vec();
+            extra.extend_from_slice(v);
+            extra.extend_from_slice(b"\r\n");
+            match kind {
+                Kind::Sse => extra.extend_from_slice(SSE_HEADERS.as_bytes()),
+                Kind::Ws => extra.extend_from_slice(ws_headers().as_bytes()),
+                _ => {}
+            }
+            let mut req = b"GET /sub/b11 HTTP/1.1\r\nHost: x\r\n".to_vec();
+            req.extend_from_slice(&extra);
+            req.extend_from_slice(b"\r\n");
+            let mut c = Client::connect(s);
+            c.send(&req);
+            let head = c.read_head();
+            match kind {
+                Kind::Ws => check_ws_101(&head),
+                Kind::Sse => {
+                    check_negotiated_head(&head, "text/event-stream", false);
+                    c.expect_bytes(SSE_HI, "SSE opening comment");
+                }
+                _ => check_negotiated_head(&head, "text/plain; charset=utf-8", false),
+            }
+            open.push(Stream { kind, c, n: 0 });
+        }
+    }
+    // Repeated header and query-string resume ids.
+    let mut c = Client::connect(s);
+    c.send(b"GET /sub/b11?lastEventId=5&last-event-id=x HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: 1\r\nLast-Event-ID: 2\r\n\r\n");
+    check_negotiated_head(&c.read_head(), "text/event-stream", false);
+    c.expect_bytes(SSE_HI, "SSE opening comment");
+    open.push(Stream { kind: Kind::Sse, c, n: 0 });
+    let n = open.len() as u64;
+    assert_eq!(publish(p, "b11", b"fresh"), n);
+    for st in &mut open {
+        st.expect(b"fresh");
+    }
+    // Still one server: a new seed subscriber works.
+    let mut seed = Subscriber::connect(s, "b11");
+    assert_eq!(publish(p, "b11", b"again"), n + 1);
+    seed.expect_msg(b"again");
 }
 }

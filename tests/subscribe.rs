@@ -1,5 +1,6 @@
 //! Subscriber streams: the seed's session, multi-id connections, several connections under one
-//! id, logout on client close, HTML escaping, and "a send after the headers always arrives".
+//! id, logout on client close, HTML escaping, and "a send after the headers always arrives"
+//! (case B12, also over every stream kind and both placements).
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::*;
+use uring_comet::config::{Placement, ServerConfig};
 
 both_backends! {
 /// The seed's session: a subscriber on 123 gets #1 and #2; a send to 456 (nobody) reports 0.
@@ -213,7 +215,7 @@ fn html_escaping() {
 }
 
 both_backends! {
-/// The B12 case: a subscriber that has read its headers is logged in, so a send made right
+/// The B12 case (tests/CASES.md#b12): a subscriber that has read its headers is logged in, so a send made right
 /// after (on a fresh publish connection) reaches it. 200 rounds, new subscriber each time.
 fn send_right_after_headers_is_never_lost() {
     let server = start(2);
@@ -333,6 +335,43 @@ fn start_does_not_interrupt_the_calling_thread() {
             }
         }
         check_stream_head(&parse_head(&got));
+    }
+}
+}
+
+both_backends! {
+/// B12 generalised: once a subscribe's response head is out, a publish to its id reaches
+/// it — for every stream kind, for single ids (handed to the owner shard) and several ids
+/// (Join acknowledged by the remote owners), with `placement owner` and `accept`: 600
+/// subscribe-then-publish rounds, none lost.
+/// See tests/CASES.md#b12.
+fn b12_no_publish_lost_while_registering() {
+    for placement in [Placement::Owner, Placement::Accept] {
+        let mut cfg = ServerConfig::local(2);
+        cfg.placement = placement;
+        let server = start_with(cfg);
+        let (s, p) = (server.subscriber_addr(), server.publish_addr());
+        let mut publ = Publisher::connect(p);
+        let mut lost = Vec::new();
+        for i in 0..300 {
+            let kind = KINDS[i % 4];
+            let id = format!("b12-{}", i % 7);
+            let ids = if i % 3 == 0 { format!("{id},b12-other-{i}") } else { id.clone() };
+            let mut st = Stream::open(s, kind, &ids);
+            let m = format!("m{i}");
+            let n = publ.send(&id, m.as_bytes());
+            if n != 1 {
+                lost.push(format!("{placement:?} {kind:?} {ids}: delivered {n}"));
+            } else {
+                st.expect(m.as_bytes());
+            }
+            rst_close(st.c.stream);
+            // The closed one must be gone before the next round reuses the id.
+            if !wait_until(Duration::from_secs(2), || publ.send(&id, b"") == 0) {
+                lost.push(format!("{ids}: still logged in after close"));
+            }
+        }
+        assert!(lost.is_empty(), "{} lost: {lost:?}", lost.len());
     }
 }
 }

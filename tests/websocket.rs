@@ -14,8 +14,6 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
-const MASK: Option<[u8; 4]> = Some([0x37, 0xfa, 0x21, 0x3d]);
-
 /// Reads the next frame and asserts it is exactly a close with `code`, then that the server
 /// closes the connection with nothing after the frame.
 fn expect_close(c: &mut Client, code: u16, what: &str) {

@@ -14,6 +14,8 @@
 //! # Files
 //! - [`uring`]: the io_uring backend (rings, direct descriptors, the per-op entries).
 //! - [`epoll`]: the epoll baseline backend (the same ops on readiness).
+//! - `fake` (tests only): records what a shard submits and feeds it completions, so the
+//!   shard's state machine is tested in memory.
 //! - [`probe`]: choosing the backend at start (`--backend auto` probes io_uring and falls
 //!   back to epoll).
 
@@ -21,6 +23,8 @@ use std::io;
 use std::os::fd::RawFd;
 
 pub mod epoll;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod probe;
 pub mod uring;
 

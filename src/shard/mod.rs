@@ -44,6 +44,8 @@ mod friends;
 mod lifecycle;
 mod publisher;
 mod subscriber;
+#[cfg(test)]
+mod tests;
 use crate::stats::{self, ShardStats};
 pub use friends::FriendsShard;
 

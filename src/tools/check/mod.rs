@@ -59,7 +59,7 @@ pub(super) const HEADS_MIN: u64 = 1_024;
 pub(super) const ACCEPT_STALL_MS: u64 = 100;
 /// The listen backlog the server asks for (`src/server.rs`); the kernel caps it at somaxconn.
 pub(super) const SERVER_BACKLOG: u64 = 65_535;
-/// Connections the built-in load tester puts on one source address (`src/tools/loadtest/flood.rs`).
+/// Connections the built-in load tester puts on one source address (`src/tools/loadtest/client/connect.rs`).
 pub(super) const LOADTEST_PER_SOURCE: u64 = 12_000;
 /// Fds of the load generator besides its connections.
 pub(super) const LOADGEN_FDS: u64 = 64;

@@ -25,38 +25,30 @@
 //! log, [`proc`] runs the server child and reads /proc, [`url`] parses URL templates,
 //! [`duration`] parses `10m`-style durations. Scenarios and figures: `loadtest/README.md`.
 
-mod answer;
 mod ceiling;
-mod check;
-mod chunk;
-mod churn;
 mod ck10;
+mod client;
 mod cluster;
 mod compare;
 mod compare_report;
 mod duration;
-mod flood;
-mod framing;
 mod friends;
 mod friends_plan;
-mod friends_subs;
 mod halves;
 mod memlog;
 mod million;
 mod million_fleet;
 mod million_report;
-mod million_worker;
-mod msggen;
-mod pipeline;
 mod proc;
 mod procmem;
 mod redis_server;
 mod report;
 mod scenario;
-mod slow;
 mod soak;
-mod uring_recv;
-mod url;
+mod wire;
+
+pub(crate) use client::{churn, flood, friends_subs, million_worker, msggen, pipeline, slow};
+pub(crate) use wire::{answer, check, framing, url};
 
 pub use compare::CompareArgs;
 pub use duration::parse_duration;

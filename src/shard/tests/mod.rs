@@ -1,0 +1,16 @@
+//! Unit tests of the shard on the fake driver ([`crate::driver::fake`]): no socket and no
+//! kernel I/O, only the shard's public API; each test names the rule it checks and fails if
+//! that rule breaks.
+//! - `harness`: the bench: shards on fake drivers sharing a mesh, driven turn by turn.
+//! - `delivery`: request head -> login -> response head -> delivery, in exact bytes.
+//! - `replies`: pipelined publish replies go out in request order.
+//! - `backpressure`: a subscriber's backlog counts only behind a stuck send, or past 64x.
+//! - `head_timeout`: the sweep's 408 goes only to a connection still reading a request.
+//! - `slots`: a direct descriptor's slot is freed only by its CLOSE completion.
+
+mod backpressure;
+mod delivery;
+mod harness;
+mod head_timeout;
+mod replies;
+mod slots;

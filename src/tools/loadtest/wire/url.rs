@@ -1,0 +1,94 @@
+//! URL templates such as `http://127.0.0.1:8000/test/{id}`: the address to connect to, the
+//! Host header, and the request path with `{id}` filled in.
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// A parsed `http://HOST:PORT/PATH` template whose path holds `{id}` once.
+#[derive(Debug, Clone)]
+pub(crate) struct UrlTemplate {
+    /// Where to connect (the first address HOST resolves to).
+    pub(crate) addr: SocketAddr,
+    /// `HOST:PORT` as written, for the Host header.
+    pub(crate) host: String,
+    /// The path before `{id}`.
+    prefix: String,
+    /// The path after `{id}`.
+    suffix: String,
+}
+
+impl UrlTemplate {
+    /// Parses a template; the port defaults to 80.
+    pub(crate) fn parse(template: &str) -> Result<UrlTemplate> {
+        let rest = template
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("URL template must start with http://: {template:?}"))?;
+        let (host, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => bail!("URL template has no path: {template:?}"),
+        };
+        let (prefix, suffix) = path
+            .split_once("{id}")
+            .ok_or_else(|| anyhow!("URL template has no {{id}} in its path: {template:?}"))?;
+        if suffix.contains("{id}") {
+            bail!("URL template has {{id}} twice: {template:?}");
+        }
+        let with_port = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            host.to_string()
+        } else {
+            format!("{host}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {host:?}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{host:?} resolves to no address"))?;
+        Ok(UrlTemplate {
+            addr,
+            host: host.to_string(),
+            prefix: prefix.to_string(),
+            suffix: suffix.to_string(),
+        })
+    }
+
+    /// A template for `path` (holding `{id}`) on a known address.
+    pub(crate) fn local(addr: SocketAddr, path: &str) -> Result<UrlTemplate> {
+        UrlTemplate::parse(&format!("http://{addr}{path}"))
+    }
+
+    /// Appends the request line and Host header for `id` (`METHOD PATH HTTP/1.1\r\nHost:
+    /// ...\r\n`), leaving the head open for more headers.
+    pub(crate) fn write_request_start(&self, out: &mut Vec<u8>, method: &str, id: u64) {
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
+            "{method} {}{id}{} HTTP/1.1\r\nHost: {}\r\n",
+            self.prefix, self.suffix, self.host
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UrlTemplate;
+
+    #[test]
+    fn parses_and_fills_in() {
+        let t = UrlTemplate::parse("http://127.0.0.1:8000/test/{id}").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8000".parse().unwrap());
+        let mut out = Vec::new();
+        t.write_request_start(&mut out, "GET", 42);
+        assert_eq!(out, b"GET /test/42 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n");
+        let t = UrlTemplate::parse("http://127.0.0.1/a/{id}/b").unwrap();
+        assert_eq!(t.addr.port(), 80);
+        assert!(UrlTemplate::parse("https://127.0.0.1/{id}").is_err());
+        assert!(UrlTemplate::parse("http://127.0.0.1/test/").is_err());
+        assert!(UrlTemplate::parse("http://127.0.0.1:8000").is_err());
+        assert!(UrlTemplate::local("127.0.0.1:9".parse().unwrap(), "/send/{id}").is_ok());
+    }
+}
