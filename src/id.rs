@@ -131,7 +131,7 @@ impl fmt::Debug for Id {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Id, IdError};
 
     #[test]
     fn sizes_and_forms() {

@@ -2,19 +2,24 @@
 //! streams and are logged in under ids; publishers `send(id, msg)` over a separate listener.
 //!
 //! # Layout
-//! - [`config`]: `serve` flags and validated settings.
-//! - [`cluster`]: cluster mode: nodes sharing one id space through Redis pub/sub.
+//! In the order a request travels, then the settings and the tools:
+//! - [`server`]: listeners, shard threads (one body for both backends), start, serve and
+//!   shutdown.
+//! - [`driver`]: the data plane's I/O interface, its io_uring and epoll backends, and the
+//!   backend probe (`--backend auto` falls back to epoll).
+//! - [`shard`]: one shard's event loop: completions in, router and mesh, sends out.
+//! - [`conn`]: the connection record and its slab.
+//! - [`http`]: sans-IO request-head parsing (per listener), response heads and replies,
+//!   stream framing (chunked, SSE, WebSocket) (RFC 9112, RFC 6455).
 //! - [`id`]: subscriber ids (opaque 1-128 byte strings; decimal integers stored inline).
-//! - [`http`]: sans-IO request-head parsing and response/chunk formatting (RFC 9112).
 //! - [`router`]: one router shard: id -> local connections, and the directory of which shards
 //!   hold the ids this shard owns (sans-IO).
-//! - [`friends`]: the friends store (per-shard CSR follower lists, edits journal).
 //! - [`mesh`]: the cross-core protocol: lock-free queues between shards, batches, doorbells.
-//! - [`driver`]: the data plane's I/O interface and its io_uring implementation.
-//! - [`conn`]: the connection record and its slab.
-//! - [`shard`]: one shard's event loop: completions in, router and mesh, sends out.
-//! - [`server`]: listeners, shard threads, start and shutdown.
+//! - [`friends`]: the friends store (per-shard CSR follower lists, the edits journal, the
+//!   lock on its file).
+//! - [`cluster`]: cluster mode: nodes sharing one id space through Redis pub/sub.
 //! - [`stats`]: per-shard counters read by `GET /stats`.
+//! - [`config`]: `serve` flags and validated settings.
 //! - [`tools`]: the subcommands beside the server (`loadtest`, `check-system`, `plot`,
 //!   `gen-friends`); the core above never imports them.
 

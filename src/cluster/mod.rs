@@ -42,9 +42,18 @@
 //! publishes are still delivered locally; their forwards are dropped and counted
 //! (`cluster_forward_dropped` in /stats), as are forwards over the queue bound
 //! ([`QUEUE_LIMIT`] bytes): nothing is buffered without bound.
+//!
+//! # Files
+//! - this file: the node's shared state ([`Cluster`]): buckets, the forward queue, stats.
+//! - `config`: the validated `--cluster` settings ([`ClusterConfig`]).
+//! - [`agent`]: the task that talks to Redis (publish batches, subscriptions, reconnects).
+//! - [`wire`]: the payload format of a batch of records.
 
 pub mod agent;
+mod config;
 pub mod wire;
+
+pub use config::{redact, ClusterConfig, DEFAULT_BUCKETS};
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -57,51 +66,8 @@ use tokio::sync::Notify;
 use crate::id::Id;
 use crate::mesh::{Mesh, Msg};
 
-/// Default bucket channels (`--cluster-buckets`).
-pub const DEFAULT_BUCKETS: u32 = 1024;
 /// Most bytes of messages queued for Redis at once; beyond, forwards are dropped and counted.
 pub const QUEUE_LIMIT: usize = 16 * 1024 * 1024;
-
-/// Validated cluster settings.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// The Redis URL, `redis://[:PASSWORD@]HOST:PORT[/DB]`.
-    pub url: String,
-    /// Bucket channels; the same on every node.
-    pub buckets: u32,
-    /// The URL's database number: Redis pub/sub ignores databases, so it goes into the
-    /// channel names instead (clusters on one Redis with different `/DB` never mix).
-    pub db: i64,
-}
-
-impl ClusterConfig {
-    /// Checks the URL and bucket count.
-    ///
-    /// Errors: the URL is not a `redis://` URL the client accepts; buckets is 0 or over 2^20.
-    pub fn new(url: &str, buckets: u32) -> anyhow::Result<ClusterConfig> {
-        if !url.starts_with("redis://") {
-            anyhow::bail!("--cluster must be a redis://HOST:PORT[/DB] URL, got {url:?}");
-        }
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redact(url)))?;
-        if buckets == 0 || buckets > 1 << 20 {
-            anyhow::bail!("--cluster-buckets must be 1 to 1048576, got {buckets}");
-        }
-        Ok(ClusterConfig {
-            url: url.to_string(),
-            buckets,
-            db: client.get_connection_info().redis_settings().db(),
-        })
-    }
-}
-
-/// The URL without its password, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
-    }
-}
 
 /// One message waiting for the agent.
 #[derive(Debug)]
@@ -327,27 +293,14 @@ fn random_node_id() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
 
-    #[test]
-    fn config_and_redaction() {
-        assert_eq!(
-            ClusterConfig::new("redis://127.0.0.1:6379/0", 1024)
-                .unwrap()
-                .db,
-            0
-        );
-        assert_eq!(
-            ClusterConfig::new("redis://127.0.0.1:6379/3", 1024)
-                .unwrap()
-                .db,
-            3
-        );
-        assert!(ClusterConfig::new("http://x", 1024).is_err());
-        assert!(ClusterConfig::new("redis://127.0.0.1:6379", 0).is_err());
-        assert_eq!(redact("redis://:pw@h:1/0"), "redis://***@h:1/0");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
-    }
+    use bytes::Bytes;
+
+    use super::{wire, Cluster, ClusterConfig, QUEUE_LIMIT};
+    use crate::id::Id;
+    use crate::mesh::Mesh;
 
     #[test]
     fn buckets_spread_ids() {

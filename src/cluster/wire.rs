@@ -146,7 +146,9 @@ fn record(p: &Bytes, at: usize) -> Result<(Record, usize), WireError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use bytes::Bytes;
+
+    use super::{begin, decode, push, Kind, WireError};
 
     #[test]
     fn round_trip_exact_bytes() {

@@ -10,6 +10,14 @@
 //! and unmoved, and does not touch it, from the submission until its completion has been
 //! reaped; the shard does this by keeping each connection's buffers in its side table until
 //! the connection's in-flight op count is zero.
+//!
+//! # Files
+//! - [`uring`]: the io_uring backend (rings, direct descriptors, the per-op entries).
+//! - [`epoll`]: the epoll baseline backend (the same ops on readiness).
+//! - `fake` (tests only): records what a shard submits and feeds it completions, so the
+//!   shard's state machine is tested in memory.
+//! - [`probe`]: choosing the backend at start (`--backend auto` probes io_uring and falls
+//!   back to epoll).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -17,6 +25,7 @@ use std::os::fd::RawFd;
 pub mod epoll;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod probe;
 pub mod uring;
 
 /// One finished operation.

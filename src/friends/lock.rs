@@ -184,7 +184,7 @@ impl GraphLock {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{check_dir, path_for, GraphLock, LockError};
 
     #[test]
     fn dir_is_checked() {

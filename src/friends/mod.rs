@@ -155,14 +155,8 @@ impl ShardGraph {
 
     /// Makes `f` a follower of `u`; returns whether that changed anything.
     pub fn add(&mut self, u: u32, f: u32) -> bool {
-        if let Some(r) = self.removed.get_mut(&u) {
-            if let Some(at) = r.iter().position(|&x| x == f) {
-                r.swap_remove(at);
-                if r.is_empty() {
-                    self.removed.remove(&u);
-                }
-                return true;
-            }
+        if take(&mut self.removed, u, f) {
+            return true;
         }
         if self.csr.row(u).binary_search(&f).is_ok() {
             return false;
@@ -177,14 +171,8 @@ impl ShardGraph {
 
     /// Makes `f` no follower of `u`; returns whether that changed anything.
     pub fn remove(&mut self, u: u32, f: u32) -> bool {
-        if let Some(a) = self.added.get_mut(&u) {
-            if let Some(at) = a.iter().position(|&x| x == f) {
-                a.swap_remove(at);
-                if a.is_empty() {
-                    self.added.remove(&u);
-                }
-                return true;
-            }
+        if take(&mut self.added, u, f) {
+            return true;
         }
         if self.csr.row(u).binary_search(&f).is_err() {
             return false;
@@ -217,9 +205,27 @@ impl ShardGraph {
     }
 }
 
+/// Takes `f` off `u`'s list in overlay `side` (dropping a list it empties); returns whether
+/// it was there.
+fn take(side: &mut HashMap<u32, Vec<u32>>, u: u32, f: u32) -> bool {
+    let Some(list) = side.get_mut(&u) else {
+        return false;
+    };
+    let Some(at) = list.iter().position(|&x| x == f) else {
+        return false;
+    };
+    list.swap_remove(at);
+    if list.is_empty() {
+        side.remove(&u);
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use bytes::Bytes;
+
+    use super::{Csr, FriendEvent, ShardGraph};
 
     fn csr(rows: &[(u32, &[u32])]) -> Csr {
         let mut c = Csr::default();

@@ -1,6 +1,12 @@
 //! Sans-IO HTTP/1.1 (RFC 9112) for both listeners: request heads in ([`request`]), response
 //! heads, chunks and error replies out ([`response`]). Nothing here touches a socket or a
 //! clock; the shard feeds bytes in and writes the bytes that come out.
+//!
+//! # Files
+//! - [`request`]: request heads in, one file per listener (subscribe, publish).
+//! - [`response`]: response heads, replies and error bodies out.
+//! - [`stream`]: what each stream protocol (seed, raw, SSE, WebSocket) puts on the wire.
+//! - [`ws`]: the WebSocket handshake answer, server frames out, client frames in.
 
 pub mod request;
 pub mod response;

@@ -192,7 +192,7 @@ pub fn head(proto: Proto, http10: bool, cors: &[u8], opening: bool) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{friend_message, head, heartbeat, message, sse_event, Proto};
 
     fn sse(msg: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

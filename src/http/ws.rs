@@ -110,60 +110,24 @@ fn valid_close_code(code: u16) -> bool {
 pub fn read_frames(buf: &[u8], out: &mut Vec<u8>) -> (Input, usize) {
     let mut pos = 0usize;
     let mut last_ping: Option<Vec<u8>> = None;
-    let flush = |out: &mut Vec<u8>, ping: Option<Vec<u8>>| {
-        if let Some(p) = &ping {
-            pong(out, p);
-        }
-        ping.is_some()
-    };
     loop {
         let mut cur = Cursor::new(&buf[pos..]);
         let (h, len) = match FrameHeader::parse(&mut cur) {
             Ok(Some(x)) => x,
-            Ok(None) => {
-                return (
-                    if flush(out, last_ping) {
-                        Input::Reply
-                    } else {
-                        Input::More
-                    },
-                    pos,
-                )
-            }
+            Ok(None) => return (answer_pings(out, last_ping), pos),
             Err(_) => {
                 close(out, 1002);
                 return (Input::End, buf.len());
             }
         };
-        let control = matches!(h.opcode, OpCode::Control(_));
-        let bad = h.mask.is_none()
-            || h.rsv1
-            || h.rsv2
-            || h.rsv3
-            || matches!(
-                h.opcode,
-                OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_))
-            )
-            || (control && (len > 125 || !h.is_final));
-        if bad {
-            close(out, 1002);
-            return (Input::End, buf.len());
-        }
-        if len > MAX_CLIENT_FRAME {
-            close(out, 1009);
+        if let Some(code) = refusal(&h, len) {
+            close(out, code);
             return (Input::End, buf.len());
         }
         let start = pos + cur.position() as usize;
         let end = start + len as usize;
         if end > buf.len() {
-            return (
-                if flush(out, last_ping) {
-                    Input::Reply
-                } else {
-                    Input::More
-                },
-                pos,
-            );
+            return (answer_pings(out, last_ping), pos);
         }
         let mask = h.mask.unwrap_or([0; 4]);
         let payload: Vec<u8> = buf[start..end]
@@ -175,21 +139,8 @@ pub fn read_frames(buf: &[u8], out: &mut Vec<u8>) -> (Input, usize) {
         match h.opcode {
             OpCode::Control(Control::Ping) => last_ping = Some(payload),
             OpCode::Control(Control::Close) => {
-                flush(out, last_ping.take());
-                match payload.len() {
-                    0 => header(out, OpCode::Control(Control::Close), 0),
-                    1 => close(out, 1002),
-                    _ => {
-                        let code = u16::from_be_bytes([payload[0], payload[1]]);
-                        if !valid_close_code(code) {
-                            close(out, 1002);
-                        } else if std::str::from_utf8(&payload[2..]).is_err() {
-                            close(out, 1007);
-                        } else {
-                            close(out, code);
-                        }
-                    }
-                }
+                answer_pings(out, last_ping.take());
+                answer_close(out, &payload);
                 return (Input::End, pos);
             }
             _ => {} // pong, text, binary, continuation: nothing to do on a push stream
@@ -197,9 +148,64 @@ pub fn read_frames(buf: &[u8], out: &mut Vec<u8>) -> (Input, usize) {
     }
 }
 
+/// Answers the last ping read, if any, with its pong: [`Input::Reply`] if it did, else
+/// [`Input::More`] (section 5.5.3: only the most recent ping needs an answer).
+fn answer_pings(out: &mut Vec<u8>, last_ping: Option<Vec<u8>>) -> Input {
+    match last_ping {
+        Some(p) => {
+            pong(out, &p);
+            Input::Reply
+        }
+        None => Input::More,
+    }
+}
+
+/// The close code a frame with header `h` and a payload of `len` bytes is refused with:
+/// 1002 for a protocol error (unmasked, reserved bits or opcodes, a control frame over 125
+/// bytes or fragmented; section 5), 1009 for a payload over [`MAX_CLIENT_FRAME`].
+fn refusal(h: &FrameHeader, len: u64) -> Option<u16> {
+    let control = matches!(h.opcode, OpCode::Control(_));
+    let bad = h.mask.is_none()
+        || h.rsv1
+        || h.rsv2
+        || h.rsv3
+        || matches!(
+            h.opcode,
+            OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_))
+        )
+        || (control && (len > 125 || !h.is_final));
+    if bad {
+        Some(1002)
+    } else if len > MAX_CLIENT_FRAME {
+        Some(1009)
+    } else {
+        None
+    }
+}
+
+/// Answers a client's close frame with `payload`: an empty close for an empty one, else a
+/// close echoing its code, or 1002 (bad code, 1-byte payload) or 1007 (reason not UTF-8)
+/// (section 5.5.1, 7.4).
+fn answer_close(out: &mut Vec<u8>, payload: &[u8]) {
+    match payload.len() {
+        0 => header(out, OpCode::Control(Control::Close), 0),
+        1 => close(out, 1002),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !valid_close_code(code) {
+                close(out, 1002);
+            } else if std::str::from_utf8(&payload[2..]).is_err() {
+                close(out, 1007);
+            } else {
+                close(out, code);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{accept_key, close, handshake, message, ping, read_frames, Input};
 
     fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];

@@ -14,6 +14,10 @@
 //! de-duplicated and turned into a [`Csr`] on a thread of its own (in parallel), and freed.
 //! Peak memory is 8 bytes per entry for the buffers plus the CSR being built; what stays is
 //! the CSR: 4 bytes per entry plus 8 per user.
+//!
+//! # Files
+//! - this file: the format, the streamed read, and the split of edges over shards.
+//! - `build`: sorting each shard's entries and building its CSR, in parallel.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -21,6 +25,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{owner_of, Csr, ShardGraph};
+
+mod build;
+
+use build::build_all;
 
 /// Bytes per read of the edge file.
 const READ_SIZE: usize = 8 << 20;
@@ -164,16 +172,39 @@ fn empty() -> ShardGraph {
     })
 }
 
-/// Loads an edge list from `r` (`path` names it in messages).
+/// Loads an edge list from `r` (`path` names it in messages): reads it in `READ_SIZE`
+/// chunks, sends each edge's entries to their shards' buffers, then builds each shard's CSR.
+/// Errors: a read failed; a bad line under `--strict`; a shard over 2^32 entries.
 pub fn load_from(
     mut r: impl Read,
     path: &Path,
     opts: LoadOptions,
 ) -> Result<(Vec<ShardGraph>, LoadReport), LoadError> {
     let t0 = Instant::now();
-    let shards = opts.shards.max(1);
-    let mut rep = LoadReport::default();
-    let mut bufs: Vec<Vec<u64>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut split = Split::new(opts);
+    read_lines(&mut r, path, |line| split.line(line, path))?;
+    let Split { bufs, mut rep, .. } = split;
+    if rep.bad_lines > MAX_LOGGED {
+        tracing::warn!(
+            "friends: {}: {} bad lines skipped in all (first at line {})",
+            path.display(),
+            rep.bad_lines,
+            rep.first_bad_line
+        );
+    }
+    let graphs = build_all(bufs, &mut rep)?;
+    rep.elapsed = t0.elapsed();
+    Ok((graphs, rep))
+}
+
+/// Calls `f` on every line of `r` (without its newline; at EOF the last line may lack
+/// one), reading [`READ_SIZE`] bytes at a time. A line longer than the buffer is cut at its
+/// end. Errors: a read failed, or `f`'s.
+fn read_lines(
+    r: &mut impl Read,
+    path: &Path,
+    mut f: impl FnMut(&[u8]) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
     let mut buf = vec![0u8; READ_SIZE];
     let mut have = 0;
     let mut eof = false;
@@ -205,118 +236,84 @@ pub fn load_from(
         };
         let text = buf[..end].strip_suffix(b"\n").unwrap_or(&buf[..end]);
         for line in text.split(|&b| b == b'\n') {
-            rep.lines += 1;
-            match parse_line(line) {
-                Ok(None) => {}
-                Ok(Some((u, v))) if u == v => rep.self_loops += 1,
-                Ok(Some((u, v))) => {
-                    rep.edges += 1;
-                    // (user, follower): v follows u's events, and in an undirected graph
-                    // u follows v's. A directed `u v` (u follows v) is (v, u) only.
-                    bufs[owner_of(v, shards)].push(u64::from(v) << 32 | u64::from(u));
-                    if !opts.directed {
-                        bufs[owner_of(u, shards)].push(u64::from(u) << 32 | u64::from(v));
-                    }
-                }
-                Err(why) => {
-                    let text = String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned();
-                    if opts.strict {
-                        return Err(LoadError::BadLine {
-                            path: path.to_path_buf(),
-                            line: rep.lines,
-                            why,
-                            text,
-                        });
-                    }
-                    rep.bad_lines += 1;
-                    if rep.first_bad_line == 0 {
-                        rep.first_bad_line = rep.lines;
-                    }
-                    if rep.bad_lines <= MAX_LOGGED {
-                        tracing::warn!(
-                            "friends: {}:{}: {why}: {text:?}; line skipped",
-                            path.display(),
-                            rep.lines
-                        );
-                    }
-                }
-            }
+            f(line)?;
         }
         buf.copy_within(end..have, 0);
         have -= end;
     }
-    if rep.bad_lines > MAX_LOGGED {
-        tracing::warn!(
-            "friends: {}: {} bad lines skipped in all (first at line {})",
-            path.display(),
-            rep.bad_lines,
-            rep.first_bad_line
-        );
-    }
-    drop(buf);
-    let built: Vec<Result<(Csr, u64), LoadError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = bufs
-            .into_iter()
-            .map(|b| s.spawn(move || build(b)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Err(LoadError::TooLarge)))
-            .collect()
-    });
-    let mut graphs = Vec::with_capacity(shards);
-    for b in built {
-        let (csr, dups) = b?;
-        rep.duplicates += dups;
-        rep.users += csr.users.len() as u64;
-        rep.entries += csr.entries() as u64;
-        rep.heap_bytes += csr.heap_bytes() as u64;
-        graphs.push(ShardGraph::new(csr));
-    }
-    rep.elapsed = t0.elapsed();
-    Ok((graphs, rep))
+    Ok(())
 }
 
-/// Sorts one shard's packed entries and builds its CSR; returns it and the repeats dropped.
-fn build(mut entries: Vec<u64>) -> Result<(Csr, u64), LoadError> {
-    entries.sort_unstable();
-    let before = entries.len();
-    entries.dedup();
-    let dups = (before - entries.len()) as u64;
-    if entries.len() > u32::MAX as usize {
-        return Err(LoadError::TooLarge);
-    }
-    let mut users_n = 0;
-    let mut prev = None;
-    for &e in &entries {
-        let u = (e >> 32) as u32;
-        if prev != Some(u) {
-            users_n += 1;
-            prev = Some(u);
+/// The edges read so far, as packed (user, follower) entries per shard, and the counts.
+struct Split {
+    opts: LoadOptions,
+    shards: usize,
+    bufs: Vec<Vec<u64>>,
+    rep: LoadReport,
+}
+
+impl Split {
+    fn new(opts: LoadOptions) -> Split {
+        let shards = opts.shards.max(1);
+        Split {
+            opts,
+            shards,
+            bufs: (0..shards).map(|_| Vec::new()).collect(),
+            rep: LoadReport::default(),
         }
     }
-    let mut csr = Csr {
-        users: Vec::with_capacity(users_n),
-        offsets: Vec::with_capacity(users_n + 1),
-        nbrs: Vec::with_capacity(entries.len()),
-    };
-    let mut prev = None;
-    for &e in &entries {
-        let u = (e >> 32) as u32;
-        if prev != Some(u) {
-            csr.users.push(u);
-            csr.offsets.push(csr.nbrs.len() as u32);
-            prev = Some(u);
+
+    /// Takes one line of `path`. Errors: a bad line under `--strict`.
+    fn line(&mut self, line: &[u8], path: &Path) -> Result<(), LoadError> {
+        let rep = &mut self.rep;
+        rep.lines += 1;
+        match parse_line(line) {
+            Ok(None) => {}
+            Ok(Some((u, v))) if u == v => rep.self_loops += 1,
+            Ok(Some((u, v))) => {
+                rep.edges += 1;
+                // (user, follower): v follows u's events, and in an undirected graph
+                // u follows v's. A directed `u v` (u follows v) is (v, u) only.
+                let shards = self.shards;
+                self.bufs[owner_of(v, shards)].push(u64::from(v) << 32 | u64::from(u));
+                if !self.opts.directed {
+                    self.bufs[owner_of(u, shards)].push(u64::from(u) << 32 | u64::from(v));
+                }
+            }
+            Err(why) => {
+                let text = String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned();
+                if self.opts.strict {
+                    return Err(LoadError::BadLine {
+                        path: path.to_path_buf(),
+                        line: rep.lines,
+                        why,
+                        text,
+                    });
+                }
+                rep.bad_lines += 1;
+                if rep.first_bad_line == 0 {
+                    rep.first_bad_line = rep.lines;
+                }
+                if rep.bad_lines <= MAX_LOGGED {
+                    tracing::warn!(
+                        "friends: {}:{}: {why}: {text:?}; line skipped",
+                        path.display(),
+                        rep.lines
+                    );
+                }
+            }
         }
-        csr.nbrs.push(e as u32);
+        Ok(())
     }
-    csr.offsets.push(csr.nbrs.len() as u32);
-    Ok((csr, dups))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::io::{self, Read};
+    use std::path::Path;
+
+    use super::{load_from, parse_line, LoadOptions};
+    use crate::friends::{owner_of, ShardGraph};
 
     fn opts(shards: usize, directed: bool) -> LoadOptions {
         LoadOptions {

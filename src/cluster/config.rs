@@ -1,0 +1,71 @@
+//! The validated `--cluster` settings: the Redis URL (checked, its `/DB` kept for channel
+//! names) and the bucket count.
+
+/// Default bucket channels (`--cluster-buckets`).
+pub const DEFAULT_BUCKETS: u32 = 1024;
+
+/// Validated cluster settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The Redis URL, `redis://[:PASSWORD@]HOST:PORT[/DB]`.
+    pub url: String,
+    /// Bucket channels; the same on every node.
+    pub buckets: u32,
+    /// The URL's database number: Redis pub/sub ignores databases, so it goes into the
+    /// channel names instead (clusters on one Redis with different `/DB` never mix).
+    pub db: i64,
+}
+
+impl ClusterConfig {
+    /// Checks the URL and bucket count.
+    ///
+    /// Errors: the URL is not a `redis://` URL the client accepts; buckets is 0 or over 2^20.
+    pub fn new(url: &str, buckets: u32) -> anyhow::Result<ClusterConfig> {
+        if !url.starts_with("redis://") {
+            anyhow::bail!("--cluster must be a redis://HOST:PORT[/DB] URL, got {url:?}");
+        }
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redact(url)))?;
+        if buckets == 0 || buckets > 1 << 20 {
+            anyhow::bail!("--cluster-buckets must be 1 to 1048576, got {buckets}");
+        }
+        Ok(ClusterConfig {
+            url: url.to_string(),
+            buckets,
+            db: client.get_connection_info().redis_settings().db(),
+        })
+    }
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redact, ClusterConfig};
+
+    #[test]
+    fn config_and_redaction() {
+        assert_eq!(
+            ClusterConfig::new("redis://127.0.0.1:6379/0", 1024)
+                .unwrap()
+                .db,
+            0
+        );
+        assert_eq!(
+            ClusterConfig::new("redis://127.0.0.1:6379/3", 1024)
+                .unwrap()
+                .db,
+            3
+        );
+        assert!(ClusterConfig::new("http://x", 1024).is_err());
+        assert!(ClusterConfig::new("redis://127.0.0.1:6379", 0).is_err());
+        assert_eq!(redact("redis://:pw@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+}

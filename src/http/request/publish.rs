@@ -1,0 +1,391 @@
+//! The publish listener's requests, one function per kind: `POST /send/<id>` and `POST
+//! /publish/<user>` (a message), `PUT|DELETE /friends/<a>/<b>` (a friends edit), `GET
+//! /stats` and `GET /` (the demo page); and the bearer-token check in front of them.
+
+use super::{header, id_error, parse_with, path_of, wants_close, Head};
+use crate::http::{Status, MAX_BODY};
+use crate::id::Id;
+
+/// A request on the publish listener.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PubRequest {
+    /// `POST /send/<id>` with a body of `len` bytes following the head.
+    Send {
+        /// Target id.
+        id: Id,
+        /// Body length from Content-Length, at most [`MAX_BODY`].
+        len: usize,
+        /// Close after replying (`Connection: close`, or HTTP/1.0 without keep-alive).
+        close: bool,
+        /// The client sent `Expect: 100-continue` and waits for a `100 Continue` before
+        /// its body (RFC 9110 section 10.1.1).
+        expect_continue: bool,
+        /// `POST /publish/<user>`: fan the body out to the friends of `id` rather than to
+        /// the connections under `id`.
+        friends: bool,
+    },
+    /// `PUT /friends/<a>/<b>` (`add`) or `DELETE /friends/<a>/<b>`: put b on a's friends
+    /// list or take it off. A body, if any, is read and ignored.
+    Edit {
+        /// Whose friends list.
+        a: Id,
+        /// The friend.
+        b: Id,
+        /// PUT (true) or DELETE.
+        add: bool,
+        /// Body length from Content-Length (0 without one), at most [`MAX_BODY`].
+        len: usize,
+        /// Close after replying.
+        close: bool,
+    },
+    /// `GET /stats`.
+    Stats {
+        /// Close after replying.
+        close: bool,
+        /// `HEAD`: the reply has no body.
+        head: bool,
+    },
+    /// `GET /`: the demo page.
+    Page {
+        /// Close after replying.
+        close: bool,
+        /// `HEAD`: the reply has no body.
+        head: bool,
+    },
+}
+
+/// Parses a publish-listener request head: `POST /send/<id>`, `POST /publish/<user>`,
+/// `PUT|DELETE /friends/<a>/<b>` or `GET /stats`.
+///
+/// Refusals: 400 (malformed head, bad id, bad Content-Length), 404 (other paths), 411
+/// (POST without Content-Length), 413 (body over [`MAX_BODY`]), 431 (head too long), 501
+/// (other methods, or a `Transfer-Encoding` request body, which this listener does not
+/// decode).
+///
+/// With `token` set, `POST /send` and `GET /stats` need `Authorization: Bearer <token>`
+/// (RFC 6750 section 2.1; the scheme is case-insensitive, RFC 9110 section 11.1), the token
+/// compared in constant time; else 401.
+pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
+    parse_with(buf, |req| {
+        let path = path_of(req);
+        let close = wants_close(req);
+        if let (true, Some(t)) = (path != b"/", token) {
+            authorize(req, t)?;
+        }
+        match req.method {
+            Some(m @ ("GET" | "HEAD")) => get(req, path, close, m == "HEAD"),
+            Some("POST") => post(req, path, close),
+            Some(m @ ("PUT" | "DELETE")) => friends_edit(req, path, close, m == "PUT"),
+            _ => Err(Status::NotImplemented),
+        }
+    })
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time. Errors: 401.
+fn authorize(req: &httparse::Request<'_, '_>, token: &[u8]) -> Result<(), Status> {
+    let got = header(req, "authorization")
+        .and_then(|v| {
+            let (scheme, rest) = v.split_at(v.len().min(7));
+            scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+        })
+        .unwrap_or(b"");
+    if constant_time_eq(got, token) {
+        Ok(())
+    } else {
+        Err(Status::Unauthorized)
+    }
+}
+
+/// `GET|HEAD /stats` and `GET|HEAD /`. Errors: 400 for a request with a body, 404 for
+/// other paths.
+fn get(
+    req: &httparse::Request<'_, '_>,
+    path: &[u8],
+    close: bool,
+    head: bool,
+) -> Result<PubRequest, Status> {
+    // No body is read on these, so none may be sent: a body would be parsed as the next
+    // request (request smuggling).
+    let body = header(req, "content-length").is_some_and(|v| v != b"0")
+        || header(req, "transfer-encoding").is_some();
+    if body {
+        return Err(Status::BadRequest);
+    }
+    match path {
+        b"/stats" => Ok(PubRequest::Stats { close, head }),
+        b"/" => Ok(PubRequest::Page { close, head }),
+        _ => Err(Status::NotFound),
+    }
+}
+
+/// `POST /send/<id>` and `POST /publish/<user>`. Errors: 404 for other paths, 400 for a bad
+/// id, and [`body_len`]'s; 411 without Content-Length.
+fn post(req: &httparse::Request<'_, '_>, path: &[u8], close: bool) -> Result<PubRequest, Status> {
+    let (id, friends) = match (
+        path.strip_prefix(b"/send/"),
+        path.strip_prefix(b"/publish/"),
+    ) {
+        (Some(id), _) => (id, false),
+        (None, Some(id)) => (id, true),
+        _ => return Err(Status::NotFound),
+    };
+    let id = Id::parse(id).map_err(id_error)?;
+    let len = body_len(req)?.ok_or(Status::LengthRequired)?;
+    let expect_continue = header(req, "expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+        && req.version == Some(1);
+    Ok(PubRequest::Send {
+        id,
+        len,
+        close,
+        expect_continue,
+        friends,
+    })
+}
+
+/// `PUT|DELETE /friends/<a>/<b>` (`add` for PUT). Errors: 501 for other paths (as before
+/// friends existed), 404 for a path without exactly two ids, 400 for a bad id, and
+/// [`body_len`]'s.
+fn friends_edit(
+    req: &httparse::Request<'_, '_>,
+    path: &[u8],
+    close: bool,
+    add: bool,
+) -> Result<PubRequest, Status> {
+    let pair = path
+        .strip_prefix(b"/friends/")
+        .ok_or(Status::NotImplemented)?;
+    let mut parts = pair.split(|&b| b == b'/');
+    let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(Status::NotFound);
+    };
+    let (a, b) = (
+        Id::parse(a).map_err(id_error)?,
+        Id::parse(b).map_err(id_error)?,
+    );
+    let len = body_len(req)?.unwrap_or(0);
+    Ok(PubRequest::Edit {
+        a,
+        b,
+        add,
+        len,
+        close,
+    })
+}
+
+/// Whether `a == b`, in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The request body's length from Content-Length (`None` without one). Errors: 501 for a
+/// Transfer-Encoding body, 400 for a bad or ambiguous length, 413 over [`MAX_BODY`].
+fn body_len(req: &httparse::Request<'_, '_>) -> Result<Option<usize>, Status> {
+    if header(req, "transfer-encoding").is_some() {
+        return Err(Status::NotImplemented);
+    }
+    let mut lens = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+    let Some(len) = lens.next().map(|h| h.value) else {
+        return Ok(None);
+    };
+    // RFC 9112 section 6.3: several differing lengths are an error; digits only.
+    if lens.any(|h| h.value != len)
+        || len.is_empty()
+        || len.len() > 12
+        || !len.iter().all(u8::is_ascii_digit)
+    {
+        return Err(Status::BadRequest);
+    }
+    let len = len
+        .iter()
+        .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+    if len > MAX_BODY {
+        return Err(Status::TooLarge);
+    }
+    Ok(Some(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_publish, Head, PubRequest};
+    use crate::http::Status;
+    use crate::id::Id;
+
+    #[test]
+    fn send_and_publish() {
+        let r = parse_publish(
+            b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            None,
+        );
+        assert_eq!(
+            r,
+            Head::Done(
+                PubRequest::Send {
+                    id: Id::Num(9),
+                    len: 5,
+                    close: false,
+                    expect_continue: false,
+                    friends: false,
+                },
+                53
+            )
+        );
+        assert!(matches!(
+            parse_publish(
+                b"POST /publish/7 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+                None
+            ),
+            Head::Done(
+                PubRequest::Send {
+                    friends: true,
+                    len: 1,
+                    ..
+                },
+                _
+            )
+        ));
+    }
+
+    #[test]
+    fn friends_edits() {
+        assert_eq!(
+            parse_publish(b"DELETE /friends/1/2 HTTP/1.1\r\nHost: x\r\n\r\n", None),
+            Head::Done(
+                PubRequest::Edit {
+                    a: Id::Num(1),
+                    b: Id::Num(2),
+                    add: false,
+                    len: 0,
+                    close: false
+                },
+                41
+            )
+        );
+        assert!(matches!(
+            parse_publish(
+                b"PUT /friends/1/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+                None
+            ),
+            Head::Done(
+                PubRequest::Edit {
+                    add: true,
+                    len: 2,
+                    ..
+                },
+                _
+            )
+        ));
+        for bad in [
+            &b"PUT /friends/1 HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"PUT /friends/1/2/3 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert_eq!(parse_publish(bad, None), Head::Refuse(Status::NotFound));
+        }
+        assert_eq!(
+            parse_publish(b"PUT /friends/1/a%20 HTTP/1.1\r\nHost: x\r\n\r\n", None),
+            Head::Refuse(Status::BadRequest)
+        );
+    }
+
+    #[test]
+    fn send_refusals() {
+        assert_eq!(
+            parse_publish(b"POST /send/9 HTTP/1.1\r\nHost: x\r\n\r\n", None),
+            Head::Refuse(Status::LengthRequired)
+        );
+        assert_eq!(
+            parse_publish(
+                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n",
+                None
+            ),
+            Head::Refuse(Status::TooLarge)
+        );
+        assert_eq!(
+            parse_publish(
+                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                None
+            ),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert_eq!(
+            parse_publish(
+                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                None
+            ),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert_eq!(
+            parse_publish(
+                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                None
+            ),
+            Head::Refuse(Status::NotImplemented)
+        );
+    }
+
+    #[test]
+    fn stats_and_other_methods() {
+        assert_eq!(
+            parse_publish(b"GET /stats HTTP/1.0\r\n\r\n", None),
+            Head::Done(
+                PubRequest::Stats {
+                    close: true,
+                    head: false
+                },
+                23
+            )
+        );
+        assert_eq!(
+            parse_publish(b"DELETE /send/1 HTTP/1.1\r\nHost: x\r\n\r\n", None),
+            Head::Refuse(Status::NotImplemented)
+        );
+    }
+
+    #[test]
+    fn get_bodies_and_expect_continue() {
+        let smuggle = b"GET /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(
+            parse_publish(smuggle, None),
+            Head::Refuse(Status::BadRequest)
+        );
+        let cont = parse_publish(b"POST /send/1 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", None);
+        assert!(matches!(
+            cont,
+            Head::Done(
+                PubRequest::Send {
+                    expect_continue: true,
+                    ..
+                },
+                _
+            )
+        ));
+    }
+
+    #[test]
+    fn bearer_token() {
+        let t = Some(&b"s3cret"[..]);
+        let ok =
+            b"POST /send/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(
+            parse_publish(ok, t),
+            Head::Done(PubRequest::Send { .. }, _)
+        ));
+        let bad =
+            b"POST /send/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cre\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(parse_publish(bad, t), Head::Refuse(Status::Unauthorized));
+        assert_eq!(
+            parse_publish(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", t),
+            Head::Refuse(Status::Unauthorized)
+        );
+        assert!(matches!(
+            parse_publish(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", t),
+            Head::Done(PubRequest::Page { .. }, _)
+        ));
+    }
+}

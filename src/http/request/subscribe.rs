@@ -1,0 +1,162 @@
+//! The subscriber listener's requests: `GET|HEAD|OPTIONS /test/<ids>` (the seed's stream)
+//! and `/sub/<ids>` (raw, SSE or WebSocket, negotiated from the head).
+
+use super::{has_token, header, id_error, parse_with, path_of, Head};
+use crate::http::stream::Proto;
+use crate::http::Status;
+use crate::id::Id;
+
+/// A subscriber request on the subscriber listener.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SubRequest {
+    /// The ids to log in under (1 to 64, no duplicates); empty for a preflight.
+    pub ids: Vec<Id>,
+    /// `HEAD`: send the headers only, never log in.
+    pub head_only: bool,
+    /// `OPTIONS`: a CORS preflight; answer 204 at once, never open a stream.
+    pub preflight: bool,
+    /// HTTP/1.0 client: no chunked coding, the body ends when the connection closes.
+    pub http10: bool,
+    /// The stream protocol: `/test/` is the seed's; `/sub/` is negotiated (WebSocket on
+    /// `Upgrade: websocket`, SSE on `Accept: text/event-stream`, raw otherwise).
+    pub proto: Proto,
+    /// WebSocket: the `Sec-WebSocket-Accept` value for the client's key (RFC 6455 section
+    /// 4.2.2), computed here so the request carries no heap data across shards.
+    pub ws_accept: Option<[u8; 28]>,
+}
+
+/// Parses a subscriber request head: `GET|HEAD|OPTIONS /test/<id>[,<id>...]` or
+/// `/sub/<id>[,<id>...]`.
+///
+/// Refusals: 501 for other methods, 404 for other paths, 400 for a bad id list, a malformed
+/// head or a WebSocket upgrade without `Sec-WebSocket-Version: 13` and a key (RFC 6455
+/// section 4.2.1; also over HTTP/1.0), 431 for a head over [`MAX_HEAD`](crate::http::MAX_HEAD) bytes.
+pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
+    parse_with(buf, |req| {
+        let (head_only, preflight) = match req.method {
+            Some("GET") => (false, false),
+            Some("HEAD") => (true, false),
+            Some("OPTIONS") => (false, true),
+            _ => return Err(Status::NotImplemented),
+        };
+        let path = path_of(req);
+        let (ids, seed) = match (path.strip_prefix(b"/test/"), path.strip_prefix(b"/sub/")) {
+            (Some(ids), _) => (ids, true),
+            (None, Some(ids)) => (ids, false),
+            _ => return Err(Status::NotFound),
+        };
+        let http10 = req.version == Some(0);
+        if preflight {
+            return Ok(SubRequest {
+                ids: Vec::new(),
+                head_only,
+                preflight,
+                http10,
+                proto: Proto::Raw,
+                ws_accept: None,
+            });
+        }
+        let ids = Id::parse_list(ids).map_err(id_error)?;
+        let mut ws_accept = None;
+        let proto = if seed {
+            Proto::Seed
+        } else if has_token(header(req, "upgrade"), "websocket") && !head_only {
+            // RFC 6455 section 4.2.1: the key is 16 bytes in base64 (24 characters).
+            let key = header(req, "sec-websocket-key").filter(|k| is_ws_key(k));
+            if http10 || header(req, "sec-websocket-version") != Some(b"13") || key.is_none() {
+                return Err(Status::BadRequest);
+            }
+            ws_accept = key.map(crate::http::ws::accept_key);
+            Proto::Ws
+        } else if header(req, "accept").is_some_and(|a| {
+            a.windows(17)
+                .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+        }) {
+            Proto::Sse
+        } else {
+            Proto::Raw
+        };
+        Ok(SubRequest {
+            ids,
+            head_only,
+            preflight,
+            http10,
+            proto,
+            ws_accept,
+        })
+    })
+}
+
+/// Whether `k` is a `Sec-WebSocket-Key` RFC 6455 allows: base64 of 16 bytes, i.e. 22
+/// characters of the base64 alphabet and `==`.
+fn is_ws_key(k: &[u8]) -> bool {
+    k.len() == 24
+        && k.ends_with(b"==")
+        && k[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_subscribe, Head, SubRequest};
+    use crate::http::Status;
+    use crate::id::Id;
+
+    #[test]
+    fn subscribe_forms() {
+        let r = parse_subscribe(b"GET /test/1,2 HTTP/1.1\r\nHost: x\r\n\r\n");
+        let Head::Done(req, n) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(n, 35);
+        assert_eq!(req.ids, vec![Id::Num(1), Id::Num(2)]);
+        assert!(!req.head_only && !req.http10);
+        assert!(matches!(
+            parse_subscribe(b"HEAD /test/1 HTTP/1.0\r\n\r\n"),
+            Head::Done(
+                SubRequest {
+                    head_only: true,
+                    http10: true,
+                    ..
+                },
+                _
+            )
+        ));
+        assert_eq!(
+            parse_subscribe(b"GET /test/1 HTTP/1.1\r\nHost: x\r\nHost"),
+            Head::Incomplete
+        );
+        assert_eq!(
+            parse_subscribe(b"POST /test/1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Head::Refuse(Status::NotImplemented)
+        );
+        assert_eq!(
+            parse_subscribe(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Head::Refuse(Status::NotFound)
+        );
+        assert_eq!(
+            parse_subscribe(b"GET /test/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert_eq!(
+            parse_subscribe(b"GET /test/a%20b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Head::Refuse(Status::BadRequest)
+        );
+        assert_eq!(
+            parse_subscribe(b"GARBAGE\r\n\r\n"),
+            Head::Refuse(Status::BadRequest)
+        );
+    }
+
+    #[test]
+    fn absolute_form_target() {
+        let abs = parse_subscribe(
+            b"GET http://example.com:8000/test/5?x HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        );
+        assert!(
+            matches!(abs, Head::Done(SubRequest { ref ids, .. }, _) if ids == &vec![Id::Num(5)]),
+            "{abs:?}"
+        );
+    }
+}
