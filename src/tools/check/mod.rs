@@ -11,7 +11,7 @@
 //! runs on this box over loopback (`--loopback`, the default, because that is how the project
 //! tests; `--loopback false` for a production box whose clients are elsewhere). Subscribers on
 //! the io_uring backend live in rings' fixed-file tables, not in the process fd table
-//! (`src/driver/uring.rs`); on the epoll backend each is a process fd.
+//! (`src/driver/uring/direct.rs`); on the epoll backend each is a process fd.
 //!
 //! - [`limits`]: memory, file descriptors and io_uring, one function per limit.
 //! - [`net`]: ports, accept queues, conntrack, the TCP hash, SO_REUSEPORT migration.
@@ -60,7 +60,7 @@ pub(super) const HEADS_MIN: u64 = 1_024;
 /// Longest accept pause of a shard (EMFILE, ENFILE or ENOMEM: DESIGN.md section 3), ms: the
 /// listen queues must absorb this long of connects.
 pub(super) const ACCEPT_STALL_MS: u64 = 100;
-/// The listen backlog the server asks for (`src/server.rs`); the kernel caps it at somaxconn.
+/// The listen backlog the server asks for (`src/server/listen.rs`); the kernel caps it at somaxconn.
 pub(super) const SERVER_BACKLOG: u64 = 65_535;
 /// Connections the built-in load tester puts on one source address (`src/tools/loadtest/client/connect.rs`).
 pub(super) const LOADTEST_PER_SOURCE: u64 = 12_000;

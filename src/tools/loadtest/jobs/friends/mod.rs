@@ -97,7 +97,7 @@ pub struct FriendsArgs {
     pub client_threads: u16,
     /// How the subscriber threads read their streams once logged in: `uring` (a multishot
     /// receive per stream on a DEFER_TASKRUN ring, woken per batch; needs Linux 6.12 for
-    /// IORING_FEAT_MIN_TIMEOUT; see `src/tools/loadtest/uring_recv.rs`), `epoll` (mio, woken per
+    /// IORING_FEAT_MIN_TIMEOUT; see `src/tools/loadtest/client/uring_recv.rs`), `epoll` (mio, woken per
     /// delivery), or `auto`: uring where the kernel has it, else epoll (said on stderr and
     /// in the report's `client_io`).
     #[arg(long, value_enum, default_value_t = ClientIo::Auto)]
