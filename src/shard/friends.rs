@@ -246,7 +246,7 @@ impl<D: Driver> Shard<D> {
             return self.refuse_edit(i);
         }
         let t = self.push_reply(i, Pending::awaiting(i, ReplyKind::Edit, close));
-        self.conns[i].sflags |= EDITING;
+        self.conns[i].marks.insert(Marks::EDITING);
         let reply = ReplyTo {
             shard: self.me as u16,
             token: t,

@@ -24,18 +24,22 @@ impl<D: Driver> Shard<D> {
                 State::SubStream => {
                     let a = self.ensure_aux(i);
                     let aux = &mut self.aux[a];
-                    let buf = if c.flags & SENDING != 0 {
+                    let buf = if c.flags.contains(Flags::SENDING) {
                         &mut aux.next
                     } else {
                         &mut aux.out
                     };
-                    stream::end(buf, Proto::from_u8(c.proto), c.flags & CHUNKED != 0);
+                    stream::end(
+                        buf,
+                        Proto::from_u8(c.proto),
+                        c.flags.contains(Flags::CHUNKED),
+                    );
                     self.conns[i].state = State::Finishing;
                     self.try_send(i);
                 }
                 // Replies still owed: close after writing them.
                 State::Pub if c.aux != NONE && !self.aux[c.aux].replies.is_empty() => {
-                    self.conns[i].flags |= CLOSE_AFTER
+                    self.conns[i].flags.insert(Flags::CLOSE_AFTER)
                 }
                 State::Finishing => {}
                 _ => self.close(i),
@@ -59,14 +63,14 @@ impl<D: Driver> Shard<D> {
                 State::Pub => {
                     c.msgs == 0
                         || (c.aux != NONE
-                            && c.flags & RECVING != 0
+                            && c.flags.contains(Flags::RECVING)
                             && !self.aux[c.aux].inbuf.is_empty())
                 }
                 _ => false,
             };
             if !reading {
-                self.conns[i].sflags &= !SLOW;
-            } else if c.sflags & SLOW != 0 {
+                self.conns[i].marks.remove(Marks::SLOW);
+            } else if c.marks.contains(Marks::SLOW) {
                 if c.state == State::Pub {
                     self.aux[c.aux].inbuf.clear();
                     let mut raw = Vec::new();
@@ -77,7 +81,7 @@ impl<D: Driver> Shard<D> {
                     self.refuse(i, Status::RequestTimeout);
                 }
             } else {
-                self.conns[i].sflags |= SLOW;
+                self.conns[i].marks.insert(Marks::SLOW);
             }
         }
     }
@@ -108,12 +112,12 @@ impl<D: Driver> Shard<D> {
         if matches!(c.state, State::Free | State::Closing) {
             return;
         }
-        if c.flags & LOGGED_IN != 0 {
+        if c.flags.contains(Flags::LOGGED_IN) {
             self.router.logout(i, c.ids);
             self.sync_ids_gauge();
             self.cluster_forget(i);
         }
-        if c.flags & PUBLISHER != 0 {
+        if c.flags.contains(Flags::PUBLISHER) {
             ShardStats::sub(&self.st().publishers, 1);
             if c.aux != NONE {
                 let replies = std::mem::take(&mut self.aux[c.aux].replies);
@@ -130,12 +134,12 @@ impl<D: Driver> Shard<D> {
         }
         let conn = &mut self.conns[i];
         if conn.state == State::Finishing {
-            conn.flags |= LINGER;
+            conn.flags.insert(Flags::LINGER);
         } else {
-            conn.flags &= !LINGER;
+            conn.flags.remove(Flags::LINGER);
         }
         conn.state = State::Closing;
-        conn.flags &= !LOGGED_IN;
+        conn.flags.remove(Flags::LOGGED_IN);
         if conn.ops == 0 {
             self.finalize(i);
         } else {
@@ -149,8 +153,10 @@ impl<D: Driver> Shard<D> {
     pub(super) fn finalize(&mut self, i: u32) {
         // No op refers to the fd any more (ops == 0); it is closed once. A connection that
         // ends with a final reply (an error, HEAD) lingers so that reply is not reset.
-        self.driver
-            .close(self.conns[i].fd, self.conns[i].flags & LINGER != 0);
+        self.driver.close(
+            self.conns[i].fd,
+            self.conns[i].flags.contains(Flags::LINGER),
+        );
         self.free_ws_head(i);
         self.release_aux(i);
         self.conns[i] = Conn::FREE;

@@ -26,10 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::{Placement, ServerConfig};
-use crate::conn::{
-    Aux, Conn, Slab, State, CHUNKED, CLOSE_AFTER, CONTINUED, EDITING, HEAD_PENDING, LINGER,
-    LOGGED_IN, NONE, PARSING, POLLING, PUBLISHER, RECVING, SENDING, SLOW,
-};
+use crate::conn::{Aux, Conn, Flags, Marks, Slab, State, NONE};
 use crate::driver::{Completion, Driver};
 use crate::http::request::{parse_publish, parse_subscribe, Head, PubRequest, SubRequest};
 use crate::http::stream::{self, Proto};
@@ -516,7 +513,7 @@ impl<D: Driver> Shard<D> {
                 self.close(idx);
             } else {
                 // Finishing (a 408 on its way): the late bytes are not wanted.
-                conn.flags &= !RECVING;
+                conn.flags.remove(Flags::RECVING);
             }
             self.give_back_head_buffer(b);
             return;
@@ -576,9 +573,9 @@ impl<D: Driver> Shard<D> {
             return;
         }
         let (state, flags) = if l == SUB {
-            (State::SubHead, 0)
+            (State::SubHead, Flags::EMPTY)
         } else {
-            (State::Pub, PUBLISHER)
+            (State::Pub, Flags::PUBLISHER)
         };
         let i = self.conns.insert(Conn {
             fd,
@@ -637,13 +634,13 @@ impl<D: Driver> Shard<D> {
 
     fn start_recv(&mut self, i: u32) {
         let c = self.conns[i];
-        if c.flags & RECVING != 0 {
+        if c.flags.contains(Flags::RECVING) {
             return;
         }
         // Never into a buffer that is taken out for parsing (it would be dropped under the
         // kernel's feet when put back).
         assert!(
-            c.sflags & PARSING == 0,
+            !c.marks.contains(Marks::PARSING),
             "recv started while the input is being parsed"
         );
         let limit = if c.state == State::Pub {
@@ -673,12 +670,12 @@ impl<D: Driver> Shard<D> {
             );
         }
         let c = &mut self.conns[i];
-        c.flags |= RECVING;
+        c.flags.insert(Flags::RECVING);
         c.ops += 1;
     }
 
     fn on_recv(&mut self, i: u32, res: i32) {
-        self.conns[i].flags &= !RECVING;
+        self.conns[i].flags.remove(Flags::RECVING);
         if res == -libc::ENOBUFS && self.conns[i].state == State::SubHead {
             // Every head buffer was taken in this burst; they come back this turn.
             return self.recv_head(i);
@@ -704,7 +701,7 @@ impl<D: Driver> Shard<D> {
         let a = self.ensure_aux(i);
         let aux = &mut self.aux[a];
         aux.inbuf.clear();
-        let buf = if self.conns[i].flags & SENDING != 0 {
+        let buf = if self.conns[i].flags.contains(Flags::SENDING) {
             &mut aux.next
         } else {
             &mut aux.out

@@ -11,12 +11,14 @@ impl<D: Driver> Shard<D> {
         // completes meanwhile (a publish routed on this very shard) from starting a recv
         // into the empty stand-in.
         let mut inbuf = std::mem::take(&mut self.aux[a].inbuf);
-        self.conns[i].sflags |= PARSING;
+        self.conns[i].marks.insert(Marks::PARSING);
         let mut used = 0;
         let token = self.cfg.publish_token.clone();
         // A request after an edit waits until the edit is applied (read-your-writes on one
         // connection): the edit and, say, a publish go to different shards.
-        while self.conns[i].flags & CLOSE_AFTER == 0 && self.conns[i].sflags & EDITING == 0 {
+        while !self.conns[i].flags.contains(Flags::CLOSE_AFTER)
+            && !self.conns[i].marks.contains(Marks::EDITING)
+        {
             match parse_publish(&inbuf[used..], token.as_deref().map(str::as_bytes)) {
                 Head::Incomplete => break,
                 Head::Refuse(s) => {
@@ -76,17 +78,17 @@ impl<D: Driver> Shard<D> {
                         // not overtake final ones), once per request.
                         if expect_continue
                             && self.aux[a].replies.is_empty()
-                            && self.conns[i].sflags & CONTINUED == 0
+                            && !self.conns[i].marks.contains(Marks::CONTINUED)
                         {
-                            self.conns[i].sflags |= CONTINUED;
-                            let sending = self.conns[i].flags & SENDING != 0;
+                            self.conns[i].marks.insert(Marks::CONTINUED);
+                            let sending = self.conns[i].flags.contains(Flags::SENDING);
                             let aux = &mut self.aux[a];
                             if sending { &mut aux.next } else { &mut aux.out }
                                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                         }
                         break;
                     }
-                    self.conns[i].sflags &= !CONTINUED;
+                    self.conns[i].marks.remove(Marks::CONTINUED);
                     let msg = Bytes::copy_from_slice(&inbuf[used + n..used + n + len]);
                     used += n + len;
                     if friends {
@@ -100,11 +102,11 @@ impl<D: Driver> Shard<D> {
         }
         if used > 0 {
             // Progress: what is left is a new request, not the one the sweep saw.
-            self.conns[i].sflags &= !SLOW;
+            self.conns[i].marks.remove(Marks::SLOW);
         }
         inbuf.drain(..used);
         self.aux[a].inbuf = inbuf;
-        self.conns[i].sflags &= !PARSING;
+        self.conns[i].marks.remove(Marks::PARSING);
         self.flush_replies(i);
         self.read_more(i);
     }
@@ -115,8 +117,8 @@ impl<D: Driver> Shard<D> {
     pub(super) fn read_more(&mut self, i: u32) {
         let c = self.conns[i];
         if c.state != State::Pub
-            || c.flags & (CLOSE_AFTER | RECVING) != 0
-            || c.sflags & (PARSING | EDITING) != 0
+            || c.flags.intersects(Flags::CLOSE_AFTER | Flags::RECVING)
+            || c.marks.intersects(Marks::PARSING | Marks::EDITING)
             || c.aux == NONE
         {
             return;
@@ -130,7 +132,7 @@ impl<D: Driver> Shard<D> {
     pub(super) fn push_reply(&mut self, i: u32, p: Pending) -> u32 {
         self.conns[i].msgs = self.conns[i].msgs.saturating_add(1);
         if p.close {
-            self.conns[i].flags |= CLOSE_AFTER;
+            self.conns[i].flags.insert(Flags::CLOSE_AFTER);
         }
         let t = self.pending.insert(p);
         let a = self.conns[i].aux;
@@ -202,12 +204,14 @@ impl<D: Driver> Shard<D> {
             self.pending.remove(t);
         } else {
             let (c, edit) = (p.conn, p.kind == ReplyKind::Edit);
-            if edit && self.conns[c].sflags & EDITING != 0 {
+            if edit && self.conns[c].marks.contains(Marks::EDITING) {
                 // The edit is applied: the requests read after it may go on (unless they
                 // are being parsed right now, on this very stack).
-                self.conns[c].sflags &= !EDITING;
+                self.conns[c].marks.remove(Marks::EDITING);
                 let a = self.conns[c].aux;
-                if self.conns[c].sflags & PARSING == 0 && a != NONE && !self.aux[a].inbuf.is_empty()
+                if !self.conns[c].marks.contains(Marks::PARSING)
+                    && a != NONE
+                    && !self.aux[a].inbuf.is_empty()
                 {
                     return self.on_publisher_input(c);
                 }
@@ -230,7 +234,7 @@ impl<D: Driver> Shard<D> {
             );
             self.pending.remove(t);
             let cluster = self.cluster_reply(t);
-            let sending = self.conns[i].flags & SENDING != 0;
+            let sending = self.conns[i].flags.contains(Flags::SENDING);
             let aux = &mut self.aux[a];
             aux.replies.pop_front();
             let buf = if sending { &mut aux.next } else { &mut aux.out };

@@ -3,7 +3,6 @@
 //! WebSocket control frames).
 
 use super::*;
-use crate::conn::{ACTIVE, CUT, HEAD_ONLY, WS_HEAD};
 use crate::http::ws;
 
 /// How long a send may stay in flight before the output queued behind it counts against
@@ -20,7 +19,7 @@ impl<D: Driver> Shard<D> {
     /// buffer only when bytes arrive.
     pub(super) fn recv_head(&mut self, i: u32) {
         let c = &mut self.conns[i];
-        c.flags |= RECVING;
+        c.flags.insert(Flags::RECVING);
         c.ops += 1;
         self.driver
             .recv_select(c.fd, HEAD_GROUP, HEAD_BUF_LEN as u32, token(OP_RECV, i));
@@ -28,7 +27,7 @@ impl<D: Driver> Shard<D> {
 
     /// Bytes of a subscriber's request head, straight from a head buffer.
     pub(super) fn on_head_bytes(&mut self, i: u32, data: &[u8]) {
-        self.conns[i].flags &= !RECVING;
+        self.conns[i].flags.remove(Flags::RECVING);
         let a = self.conns[i].aux;
         let parsed = if a == NONE {
             parse_subscribe(data)
@@ -80,9 +79,9 @@ impl<D: Driver> Shard<D> {
         let c = &mut self.conns[i];
         c.proto = req.proto as u8;
         if !req.http10 && req.proto != Proto::Ws {
-            c.flags |= CHUNKED;
+            c.flags.insert(Flags::CHUNKED);
         } else {
-            c.flags &= !CHUNKED;
+            c.flags.remove(Flags::CHUNKED);
         }
         if let (Proto::Ws, Some(key)) = (req.proto, &req.ws_accept) {
             // The 101 answer depends on the client's key. It goes into a slot of the shard's
@@ -96,8 +95,8 @@ impl<D: Driver> Shard<D> {
                     self.ws_heads[at] = answer.len() as u8;
                     self.ws_heads[at + 1..at + 1 + answer.len()].copy_from_slice(&answer);
                     let c = &mut self.conns[i];
-                    c.flags |= HEAD_PENDING;
-                    c.sflags |= WS_HEAD;
+                    c.flags.insert(Flags::HEAD_PENDING);
+                    c.marks.insert(Marks::WS_HEAD);
                     // `msgs` counts messages only for the seed's format; until the answer is
                     // sent it names the slot.
                     c.msgs = u32::from(slot);
@@ -111,9 +110,9 @@ impl<D: Driver> Shard<D> {
                 }
             }
         } else {
-            c.flags |= HEAD_PENDING;
+            c.flags.insert(Flags::HEAD_PENDING);
             if req.head_only {
-                c.sflags |= HEAD_ONLY;
+                c.marks.insert(Marks::HEAD_ONLY);
             }
         }
     }
@@ -166,7 +165,7 @@ impl<D: Driver> Shard<D> {
         c.fd = fd;
         c.ids = handle;
         c.waits = waits;
-        c.flags |= LOGGED_IN;
+        c.flags.insert(Flags::LOGGED_IN);
         c.state = if waits > 0 {
             State::SubJoining
         } else {
@@ -178,15 +177,15 @@ impl<D: Driver> Shard<D> {
 
     pub(super) fn arm_poll(&mut self, i: u32) {
         let c = &mut self.conns[i];
-        if c.flags & POLLING == 0 {
-            c.flags |= POLLING;
+        if !c.flags.contains(Flags::POLLING) {
+            c.flags.insert(Flags::POLLING);
             c.ops += 1;
             self.driver.poll_rdhup(c.fd, token(OP_POLL, i));
         }
     }
 
     pub(super) fn on_poll(&mut self, i: u32, res: i32) {
-        self.conns[i].flags &= !POLLING;
+        self.conns[i].flags.remove(Flags::POLLING);
         if res < 0 {
             return self.close(i);
         }
@@ -195,7 +194,7 @@ impl<D: Driver> Shard<D> {
             // The socket has an error (the send deadline, a reset, ...). The next send or
             // recv on it fails with that error, and its completion closes the connection and
             // counts why: with a send in flight, that send; otherwise the read below.
-            if self.conns[i].flags & SENDING != 0 {
+            if self.conns[i].flags.contains(Flags::SENDING) {
                 return;
             }
         } else if ev & (libc::POLLRDHUP | libc::POLLHUP) != 0 {
@@ -238,7 +237,7 @@ impl<D: Driver> Shard<D> {
         let (what, used) = ws::read_frames(&inbuf, &mut answer);
         inbuf.drain(..used);
         self.aux[a].inbuf = inbuf;
-        let sending = self.conns[i].flags & SENDING != 0;
+        let sending = self.conns[i].flags.contains(Flags::SENDING);
         let aux = &mut self.aux[a];
         // A pong waits behind nothing: if earlier output is still queued behind a send the
         // client has not taken, a ping flood's pongs are dropped (a close still goes out).
@@ -257,10 +256,10 @@ impl<D: Driver> Shard<D> {
     /// the static response head, then `Aux::out`.
     pub(super) fn try_send(&mut self, i: u32) {
         let c = self.conns[i];
-        if c.flags & SENDING != 0 || c.state == State::SubJoining {
+        if c.flags.contains(Flags::SENDING) || c.state == State::SubJoining {
             return;
         }
-        if c.flags & HEAD_PENDING != 0 {
+        if c.flags.contains(Flags::HEAD_PENDING) {
             let head = self.head_of(&c);
             // SAFETY: the head table lives, unchanged, as long as the shard.
             unsafe {
@@ -268,7 +267,7 @@ impl<D: Driver> Shard<D> {
                     .send(c.fd, head.as_ptr(), head.len() as u32, token(OP_SEND, i))
             };
             let c = &mut self.conns[i];
-            c.flags |= SENDING;
+            c.flags.insert(Flags::SENDING);
             c.ops += 1;
             return;
         }
@@ -299,29 +298,29 @@ impl<D: Driver> Shard<D> {
             )
         };
         let c = &mut self.conns[i];
-        c.flags |= SENDING;
+        c.flags.insert(Flags::SENDING);
         c.ops += 1;
     }
 
     /// The static head of connection `c`'s stream.
     fn head_of(&self, c: &Conn) -> &[u8] {
-        if c.sflags & WS_HEAD != 0 {
+        if c.marks.contains(Marks::WS_HEAD) {
             let at = c.msgs as usize * WS_HEAD_LEN;
             return &self.ws_heads[at + 1..at + 1 + usize::from(self.ws_heads[at])];
         }
         &self.stream_heads[head_index(
             Proto::from_u8(c.proto),
-            c.flags & CHUNKED == 0,
-            c.sflags & HEAD_ONLY != 0,
+            !c.flags.contains(Flags::CHUNKED),
+            c.marks.contains(Marks::HEAD_ONLY),
         )]
     }
 
     /// Gives back connection `i`'s handshake-table slot, if it holds one.
     pub(super) fn free_ws_head(&mut self, i: u32) {
         let c = &mut self.conns[i];
-        if c.sflags & WS_HEAD != 0 {
+        if c.marks.contains(Marks::WS_HEAD) {
             self.ws_free.push(c.msgs as u16);
-            c.sflags &= !WS_HEAD;
+            c.marks.remove(Marks::WS_HEAD);
             c.msgs = 0;
         }
     }
@@ -333,12 +332,14 @@ impl<D: Driver> Shard<D> {
             State::Finishing => self.close(i),
             // Idle again: give the buffers back unless a WebSocket frame is half read.
             State::SubStream
-                if c.flags & RECVING == 0
+                if !c.flags.contains(Flags::RECVING)
                     && (c.aux == NONE || self.aux[c.aux].inbuf.is_empty()) =>
             {
                 self.release_aux(i)
             }
-            State::Pub if c.flags & CLOSE_AFTER != 0 && self.aux[c.aux].replies.is_empty() => {
+            State::Pub
+                if c.flags.contains(Flags::CLOSE_AFTER) && self.aux[c.aux].replies.is_empty() =>
+            {
                 self.close(i)
             }
             _ => {}
@@ -346,13 +347,13 @@ impl<D: Driver> Shard<D> {
     }
 
     pub(super) fn on_send(&mut self, i: u32, res: i32) {
-        self.conns[i].flags &= !SENDING;
+        self.conns[i].flags.remove(Flags::SENDING);
         if res < 0 {
             return self.close_on_error(i, res);
         }
         let c = self.conns[i];
-        if c.flags & HEAD_PENDING != 0 {
-            self.conns[i].flags &= !HEAD_PENDING;
+        if c.flags.contains(Flags::HEAD_PENDING) {
+            self.conns[i].flags.remove(Flags::HEAD_PENDING);
             if (res as usize) < self.head_of(&c).len() {
                 // Short send of the head: what is left goes in front of any queued output.
                 let mut out = self.head_of(&c)[res as usize..].to_vec();
@@ -380,7 +381,8 @@ impl<D: Driver> Shard<D> {
     /// bytes for an empty message).
     pub(super) fn deliver(&mut self, i: u32, ev: Ev<'_>) -> bool {
         let c = self.conns[i];
-        if !matches!(c.state, State::SubStream | State::SubJoining) || c.sflags & CUT != 0 {
+        if !matches!(c.state, State::SubStream | State::SubJoining) || c.marks.contains(Marks::CUT)
+        {
             return false;
         }
         let a = self.ensure_aux(i);
@@ -395,13 +397,13 @@ impl<D: Driver> Shard<D> {
         // not dropped for a burst: a send completes as soon as the kernel takes it, and a
         // window that looks shut for a moment (a delayed ACK or window update, up to a
         // zero-window probe interval) is not a stalled reader.
-        let sending = c.flags & SENDING != 0;
+        let sending = c.flags.contains(Flags::SENDING);
         let backlog = if sending { aux.next.len() } else { 0 };
         let stalled = now_ms.wrapping_sub(aux.batch_ms) >= STALL_GRACE_MS;
         let buf = if sending { &mut aux.next } else { &mut aux.out };
         let (proto, chunked, n) = (
             Proto::from_u8(c.proto),
-            c.flags & CHUNKED != 0,
+            c.flags.contains(Flags::CHUNKED),
             c.msgs.wrapping_add(1),
         );
         let queued = match ev {
@@ -421,14 +423,14 @@ impl<D: Driver> Shard<D> {
             && (stalled || aux.next.len() > bound.saturating_mul(HARD_FACTOR))
         {
             ShardStats::add(&self.stats[self.me].slow_closed, 1);
-            c.sflags |= CUT;
+            c.marks.insert(Marks::CUT);
             self.mark_close(i);
             return false;
         }
-        if c.sflags & WS_HEAD == 0 {
+        if !c.marks.contains(Marks::WS_HEAD) {
             c.msgs = c.msgs.wrapping_add(1);
         }
-        c.sflags |= ACTIVE;
+        c.marks.insert(Marks::ACTIVE);
         self.try_send(i);
         true
     }
@@ -452,15 +454,19 @@ impl<D: Driver> Shard<D> {
     pub(super) fn heartbeat_sweep(&mut self) {
         for i in 0..self.conns.slots() as u32 {
             let c = self.conns[i];
-            self.conns[i].sflags &= !ACTIVE;
-            if c.state != State::SubStream || c.sflags & ACTIVE != 0 {
+            self.conns[i].marks.remove(Marks::ACTIVE);
+            if c.state != State::SubStream || c.marks.contains(Marks::ACTIVE) {
                 continue;
             }
             let a = self.ensure_aux(i);
-            let sending = c.flags & SENDING != 0;
+            let sending = c.flags.contains(Flags::SENDING);
             let aux = &mut self.aux[a];
             let buf = if sending { &mut aux.next } else { &mut aux.out };
-            stream::heartbeat(buf, Proto::from_u8(c.proto), c.flags & CHUNKED != 0);
+            stream::heartbeat(
+                buf,
+                Proto::from_u8(c.proto),
+                c.flags.contains(Flags::CHUNKED),
+            );
             self.try_send(i);
         }
     }
