@@ -80,12 +80,15 @@ impl<D: Driver> Shard<D> {
         if owner == self.me {
             self.fanout_owner(user, msg, reply, FULL_CREDIT);
         } else {
-            self.router.out[owner].push(Msg::FriendsRoute {
-                user,
-                msg,
-                reply,
-                credit: FULL_CREDIT,
-            });
+            self.outbox.push(
+                owner,
+                Msg::FriendsRoute {
+                    user,
+                    msg,
+                    reply,
+                    credit: FULL_CREDIT,
+                },
+            );
         }
     }
 
@@ -115,13 +118,16 @@ impl<D: Driver> Shard<D> {
         let share = split(&mut credit, k);
         for (d, g) in groups.into_iter().enumerate() {
             if !g.is_empty() {
-                self.router.out[d].push(Msg::FriendsBatch {
-                    ev: ev.clone(),
-                    friends: g,
-                    holders_too: true,
-                    reply,
-                    credit: share,
-                });
+                self.outbox.push(
+                    d,
+                    Msg::FriendsBatch {
+                        ev: ev.clone(),
+                        friends: g,
+                        holders_too: true,
+                        reply,
+                        credit: share,
+                    },
+                );
             }
         }
         // The other shards start on their batches now, in parallel with the local part,
@@ -177,13 +183,16 @@ impl<D: Driver> Shard<D> {
         let share = split(credit, k);
         for (h, g) in fwd.into_iter().enumerate() {
             if !g.is_empty() {
-                self.router.out[h].push(Msg::FriendsBatch {
-                    ev: ev.clone(),
-                    friends: g,
-                    holders_too: false,
-                    reply,
-                    credit: share,
-                });
+                self.outbox.push(
+                    h,
+                    Msg::FriendsBatch {
+                        ev: ev.clone(),
+                        friends: g,
+                        holders_too: false,
+                        reply,
+                        credit: share,
+                    },
+                );
             }
         }
         n
@@ -204,13 +213,16 @@ impl<D: Driver> Shard<D> {
         if to.shard as usize == self.me {
             self.on_friends_replied(to.token, friends, count, credit, failed);
         } else {
-            self.router.out[to.shard as usize].push(Msg::FriendsReplied {
-                token: to.token,
-                friends,
-                count,
-                credit,
-                failed,
-            });
+            self.outbox.push(
+                to.shard as usize,
+                Msg::FriendsReplied {
+                    token: to.token,
+                    friends,
+                    count,
+                    credit,
+                    failed,
+                },
+            );
         }
     }
 
@@ -255,13 +267,16 @@ impl<D: Driver> Shard<D> {
         if c == self.me {
             self.edit_coordinate(a, b, add, reply, FULL_CREDIT);
         } else {
-            self.router.out[c].push(Msg::FriendEdit {
-                a,
-                b,
-                add,
-                reply,
-                credit: FULL_CREDIT,
-            });
+            self.outbox.push(
+                c,
+                Msg::FriendEdit {
+                    a,
+                    b,
+                    add,
+                    reply,
+                    credit: FULL_CREDIT,
+                },
+            );
         }
     }
 
@@ -310,13 +325,16 @@ impl<D: Driver> Shard<D> {
             .collect();
         let share = split(&mut credit, remote.len());
         for &(user, follower) in &remote {
-            self.router.out[owner_of(user, shards)].push(Msg::FriendEditHalf {
-                user,
-                follower,
-                add,
-                reply,
-                credit: share,
-            });
+            self.outbox.push(
+                owner_of(user, shards),
+                Msg::FriendEditHalf {
+                    user,
+                    follower,
+                    add,
+                    reply,
+                    credit: share,
+                },
+            );
         }
         let mut changed = 0;
         for (u, f) in halves.into_iter().flatten() {

@@ -113,7 +113,7 @@ impl<D: Driver> Shard<D> {
             return;
         }
         if c.flags.contains(Flags::LOGGED_IN) {
-            self.router.logout(i, c.ids);
+            self.router.logout(&mut self.outbox, i, c.ids);
             self.sync_ids_gauge();
             self.cluster_forget(i);
         }

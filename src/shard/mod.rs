@@ -32,7 +32,7 @@ use crate::http::request::{parse_publish, parse_subscribe, Head, PubRequest, Sub
 use crate::http::stream::{self, Proto};
 use crate::http::{response, Status, MAX_BODY, MAX_HEAD};
 use crate::id::Id;
-use crate::mesh::{Mesh, Msg, ReplyTo};
+use crate::mesh::{Mesh, Msg, Outbox, ReplyTo};
 use crate::router::Router;
 use subscriber::Ev;
 
@@ -180,6 +180,8 @@ pub struct Shard<D: Driver> {
     aux: Slab<Aux>,
     aux_pool: Vec<Aux>,
     router: Router,
+    /// Messages for other shards produced since the last flush, one batch per shard.
+    outbox: Outbox,
     pending: Slab<Pending>,
     cqes: Vec<Completion>,
     /// Milliseconds since `epoch`, read once per turn (wrapping): dates the start of each
@@ -273,6 +275,7 @@ impl<D: Driver> Shard<D> {
             me,
             driver,
             router: Router::new(me, shards, max_conns + cfg.max_conns / shards),
+            outbox: Outbox::new(shards),
             mesh,
             stats,
             cfg,
@@ -714,7 +717,8 @@ impl<D: Driver> Shard<D> {
     fn on_msg(&mut self, m: Msg) {
         match m {
             Msg::Join { id, from, seq } => {
-                self.router.on_join(id, from as usize, seq);
+                self.router
+                    .on_join(&mut self.outbox, id, from as usize, seq);
                 self.sync_ids_gauge();
             }
             Msg::JoinAck { id, seq } => {
@@ -805,12 +809,7 @@ impl<D: Driver> Shard<D> {
             self.driver.slots_in_use(),
             std::sync::atomic::Ordering::Relaxed,
         );
-        for to in 0..self.router.out.len() {
-            if !self.router.out[to].is_empty() {
-                let batch = std::mem::take(&mut self.router.out[to]);
-                self.mesh.push(to, batch);
-            }
-        }
+        self.outbox.flush(&self.mesh);
     }
 }
 

@@ -153,13 +153,13 @@ impl<D: Driver> Shard<D> {
         if owner == self.me {
             self.route(id, msg, reply);
         } else {
-            self.router.out[owner].push(Msg::Route { id, msg, reply });
+            self.outbox.push(owner, Msg::Route { id, msg, reply });
         }
     }
 
     /// Owner side of a publish: local delivery, forwarding, and the first reply.
     pub(super) fn route(&mut self, id: Id, msg: Bytes, reply: ReplyTo) {
-        let (local, forwarded) = self.router.route(&id, &msg, reply);
+        let (local, forwarded) = self.router.route(&mut self.outbox, &id, &msg, reply);
         let n = local.map_or(0, |s| self.deliver_slot(s, Ev::Plain(&msg)));
         self.reply(reply, n, Some(forwarded));
     }
@@ -171,11 +171,14 @@ impl<D: Driver> Shard<D> {
         if to.shard as usize == self.me {
             self.on_replied(to.token, count, more);
         } else {
-            self.router.out[to.shard as usize].push(Msg::Replied {
-                token: to.token,
-                count,
-                more,
-            });
+            self.outbox.push(
+                to.shard as usize,
+                Msg::Replied {
+                    token: to.token,
+                    count,
+                    more,
+                },
+            );
         }
     }
 

@@ -123,10 +123,13 @@ impl<D: Driver> Shard<D> {
         // No op is in flight: the head's recv has just completed and nothing else was armed.
         debug_assert_eq!(c.ops, 0);
         self.driver.release_fd(c.fd);
-        self.router.out[owner].push(Msg::Adopt {
-            fd: c.fd,
-            req: Box::new(req),
-        });
+        self.outbox.push(
+            owner,
+            Msg::Adopt {
+                fd: c.fd,
+                req: Box::new(req),
+            },
+        );
         ShardStats::sub(&self.st().subscribers, 1);
         self.release_aux(i);
         self.conns[i] = Conn::FREE;
@@ -155,7 +158,7 @@ impl<D: Driver> Shard<D> {
     fn open(&mut self, i: u32, req: SubRequest) {
         self.set_stream(i, &req);
         let held = self.cluster_hold(i, &req.ids);
-        let (handle, waits) = self.router.login(i, req.ids);
+        let (handle, waits) = self.router.login(&mut self.outbox, i, req.ids);
         let waits = waits + held;
         self.sync_ids_gauge();
         // A long-lived stream: move its socket out of the process fd table (io_uring
