@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::cluster::{wire::Kind, Cluster};
+use crate::http::response::Forward;
 
 impl<D: Driver> Shard<D> {
     /// Puts the shard in cluster mode (`None`: no cluster).
@@ -79,12 +80,18 @@ impl<D: Driver> Shard<D> {
         self.cluster_dropped[t] = dropped;
     }
 
-    /// For the reply to publish `t`: `None` without a cluster, else whether its forward was
-    /// queued.
-    pub(super) fn cluster_reply(&mut self, t: u32) -> Option<bool> {
-        self.cluster.as_ref()?;
+    /// For the reply to publish `t`: whether its forward to the other nodes was queued
+    /// ([`Forward::Off`] without a cluster).
+    pub(super) fn cluster_reply(&mut self, t: u32) -> Forward {
+        if self.cluster.is_none() {
+            return Forward::Off;
+        }
         let dropped = self.cluster_dropped.get_mut(t as usize).map(std::mem::take);
-        Some(!dropped.unwrap_or(false))
+        if dropped.unwrap_or(false) {
+            Forward::Dropped
+        } else {
+            Forward::Queued
+        }
     }
 
     /// `Remote`: a message another node published to `id` (this shard owns `id`): delivered
@@ -113,45 +120,5 @@ impl<D: Driver> Shard<D> {
             body.push('}');
         }
         body
-    }
-}
-
-/// Appends the reply to a friends publish (`friends` followers, `count` local connections
-/// queued): without a cluster `{"friends":F,"delivered":N}`; in cluster mode
-/// `{"friends":F,"delivered":N,"scope":"node","cluster":"queued"|"dropped"}` (F and N of this
-/// node's copy of the graph and its connections).
-pub(super) fn friends_reply(
-    out: &mut Vec<u8>,
-    friends: u64,
-    count: u64,
-    cluster: Option<bool>,
-    close: bool,
-) {
-    match cluster {
-        None => response::friends_delivered(out, friends, count, close),
-        Some(queued) => {
-            let body = format!(
-                "{{\"friends\":{friends},\"delivered\":{count},\"scope\":\"node\",\"cluster\":\"{}\"}}",
-                if queued { "queued" } else { "dropped" }
-            );
-            response::json(out, body.as_bytes(), close);
-        }
-    }
-}
-
-/// Appends the reply to a publish that `count` local connections were queued: without a
-/// cluster `{"delivered":N}`; in cluster mode
-/// `{"delivered":N,"scope":"node","cluster":"queued"|"dropped"}`: N counts this node's
-/// connections only, and `cluster` says whether the message was queued for the other nodes.
-pub(super) fn delivered_reply(out: &mut Vec<u8>, count: u64, cluster: Option<bool>, close: bool) {
-    match cluster {
-        None => response::delivered(out, count, close),
-        Some(queued) => {
-            let body = format!(
-                "{{\"delivered\":{count},\"scope\":\"node\",\"cluster\":\"{}\"}}",
-                if queued { "queued" } else { "dropped" }
-            );
-            response::json(out, body.as_bytes(), close);
-        }
     }
 }

@@ -243,17 +243,11 @@ impl<D: Driver> Shard<D> {
             let buf = if sending { &mut aux.next } else { &mut aux.out };
             match (p.raw, p.kind) {
                 (Some(raw), _) => buf.extend_from_slice(&raw),
-                (None, ReplyKind::Send) => cluster::delivered_reply(buf, p.count, cluster, p.close),
+                (None, ReplyKind::Send) => response::delivered(buf, p.count, cluster, p.close),
                 (None, ReplyKind::Friends) => {
-                    cluster::friends_reply(buf, p.friends, p.count, cluster, p.close)
+                    response::friends_delivered(buf, p.friends, p.count, cluster, p.close)
                 }
-                (None, ReplyKind::Edit) if p.failed => {
-                    response::error_text(buf, Status::Internal, "the edit could not be journaled");
-                }
-                (None, ReplyKind::Edit) => {
-                    let body = format!("{{\"changed\":{}}}", p.count > 0);
-                    response::json(buf, body.as_bytes(), p.close);
-                }
+                (None, ReplyKind::Edit) => response::edit(buf, p.count > 0, p.failed, p.close),
             }
             let close = p.close || (p.kind == ReplyKind::Edit && p.failed);
             if close {
