@@ -216,6 +216,17 @@ impl Aux {
     pub fn pending(&self) -> usize {
         self.out.len() - self.sent + self.next.len()
     }
+
+    /// Where new output goes: `next` while a send of `out` is in flight (`sending`, so
+    /// `out` must not change), else `out`.
+    #[inline]
+    pub fn queue(&mut self, sending: bool) -> &mut Vec<u8> {
+        if sending {
+            &mut self.next
+        } else {
+            &mut self.out
+        }
+    }
 }
 
 /// A free-list slab of `T`.

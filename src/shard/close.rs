@@ -1,20 +1,47 @@
-//! The end of connections and of the shard: closing (logout, cancel, close when the last
-//! completion is in), the head-timeout sweep, and the graceful stop on shutdown.
+//! Stage 10, close: the end of connections and of the shard. A connection is logged out,
+//! its ops cancelled, and its fd closed when the last completion is in (the kernel owns
+//! buffers and fd until then); the head-timeout sweep answers 408 to slow requests; the
+//! graceful stop ends every stream properly.
 
-use super::*;
+use std::time::{Duration, Instant};
+
+use super::completion::{token, OP_CANCEL};
+use super::replies::Pending;
+use super::Shard;
+use crate::conn::{Conn, Flags, Marks, State, NONE};
+use crate::driver::Driver;
+use crate::http::stream::{self, Proto};
+use crate::http::{response, Status};
+use crate::stats::ShardStats;
+
+/// Connections to close at the end of the turn, and the head-timeout timer.
+pub(super) struct Close {
+    /// Connections marked during the turn (a slow consumer cut while its fan-out runs).
+    marked: Vec<u32>,
+    /// When the next head-timeout sweep is due.
+    next_sweep: Instant,
+    /// `--head-timeout`, seconds.
+    timeout_s: u64,
+}
+
+impl Close {
+    /// Nothing marked; the first sweep in `timeout_s` seconds.
+    pub(super) fn new(timeout_s: u64) -> Close {
+        Close {
+            marked: Vec::new(),
+            next_sweep: Instant::now() + Duration::from_secs(timeout_s),
+            timeout_s,
+        }
+    }
+}
 
 impl<D: Driver> Shard<D> {
+    /// Shutdown: stops accepting, ends every stream (last-chunk, WebSocket close) and
+    /// closes once it is written, lets publishers have the replies they are owed, closes
+    /// the rest.
     pub(super) fn begin_stop(&mut self) {
-        self.stopping = true;
-        for l in 0..2 {
-            if let Some(fd) = &self.listeners[l] {
-                if self.accept_armed[l] {
-                    self.driver
-                        .cancel_fd(fd.as_raw_fd(), token(OP_CANCEL, NONE));
-                }
-            }
-        }
-        let live: Vec<u32> = (0..self.conns_capacity())
+        self.stop_accepts();
+        let live: Vec<u32> = (0..self.conns.slots() as u32)
             .filter(|&i| !matches!(self.conns[i].state, State::Free | State::Closing))
             .collect();
         for i in live {
@@ -23,12 +50,7 @@ impl<D: Driver> Shard<D> {
                 // End every stream properly, then close once it is written.
                 State::SubStream => {
                     let a = self.ensure_aux(i);
-                    let aux = &mut self.aux[a];
-                    let buf = if c.flags.contains(Flags::SENDING) {
-                        &mut aux.next
-                    } else {
-                        &mut aux.out
-                    };
+                    let buf = self.aux[a].queue(c.flags.contains(Flags::SENDING));
                     stream::end(
                         buf,
                         Proto::from_u8(c.proto),
@@ -47,11 +69,21 @@ impl<D: Driver> Shard<D> {
         }
     }
 
+    /// Runs the head-timeout sweep if it is due at `now`; returns whether it ran.
+    pub(super) fn sweep_if_due(&mut self, now: Instant) -> bool {
+        if now < self.close.next_sweep {
+            return false;
+        }
+        self.close.next_sweep = now + Duration::from_secs(self.close.timeout_s);
+        self.slow_sweep();
+        true
+    }
+
     /// Every `--head-timeout`: a connection still reading the same request it was reading
     /// at the previous sweep gets 408 and is closed (slow loris). So a request gets between
     /// one and two timeouts to arrive.
-    pub(super) fn slow_sweep(&mut self) {
-        for i in 0..self.conns_capacity() {
+    fn slow_sweep(&mut self) {
+        for i in 0..self.conns.slots() as u32 {
             let c = self.conns[i];
             let reading = match c.state {
                 State::SubHead => true,
@@ -70,28 +102,28 @@ impl<D: Driver> Shard<D> {
             };
             if !reading {
                 self.conns[i].marks.remove(Marks::SLOW);
-            } else if c.marks.contains(Marks::SLOW) {
-                if c.state == State::Pub {
-                    self.aux[c.aux].inbuf.clear();
-                    let mut raw = Vec::new();
-                    response::error(&mut raw, Status::RequestTimeout);
-                    self.push_reply(i, Pending::ready(i, raw, true));
-                    self.flush_replies(i);
-                } else {
-                    self.refuse(i, Status::RequestTimeout);
-                }
-            } else {
+            } else if !c.marks.contains(Marks::SLOW) {
                 self.conns[i].marks.insert(Marks::SLOW);
+            } else if c.state == State::Pub {
+                self.aux[c.aux].inbuf.clear();
+                let mut raw = Vec::new();
+                response::error(&mut raw, Status::RequestTimeout);
+                self.push_reply(i, Pending::ready(i, raw, true));
+                self.flush_replies(i);
+            } else {
+                self.refuse(i, Status::RequestTimeout);
             }
         }
     }
 
+    /// Closes connection `i` at the end of the turn (not under a fan-out's feet).
     pub(super) fn mark_close(&mut self, i: u32) {
-        self.to_close.push(i);
+        self.close.marked.push(i);
     }
 
+    /// Closes the connections marked this turn.
     pub(super) fn close_marked(&mut self) {
-        while let Some(i) = self.to_close.pop() {
+        while let Some(i) = self.close.marked.pop() {
             self.close(i);
         }
     }
@@ -120,24 +152,17 @@ impl<D: Driver> Shard<D> {
         if c.flags.contains(Flags::PUBLISHER) {
             ShardStats::sub(&self.st().publishers, 1);
             if c.aux != NONE {
-                let replies = std::mem::take(&mut self.aux[c.aux].replies);
-                for t in replies {
-                    if !self.pending[t].done() {
-                        self.pending[t].conn = NONE;
-                    } else {
-                        self.pending.remove(t);
-                    }
+                for t in std::mem::take(&mut self.aux[c.aux].replies) {
+                    self.replies.abandon(t);
                 }
             }
         } else {
             ShardStats::sub(&self.st().subscribers, 1);
         }
         let conn = &mut self.conns[i];
-        if conn.state == State::Finishing {
-            conn.flags.insert(Flags::LINGER);
-        } else {
-            conn.flags.remove(Flags::LINGER);
-        }
+        // LINGER reuses CHUNKED's bit, which means nothing once closing.
+        conn.flags
+            .set(Flags::LINGER, conn.state == State::Finishing);
         conn.state = State::Closing;
         conn.flags.remove(Flags::LOGGED_IN);
         if conn.ops == 0 {
@@ -147,16 +172,16 @@ impl<D: Driver> Shard<D> {
             self.driver.cancel_fd(conn.fd, token(OP_CANCEL, i));
         }
         // A slot freed: accepting may resume if it had paused at capacity.
-        self.accept_retry = None;
+        self.accept.resume();
     }
 
+    /// The last op of closing connection `i` has completed: closes its fd and frees its
+    /// buffers and slot.
     pub(super) fn finalize(&mut self, i: u32) {
         // No op refers to the fd any more (ops == 0); it is closed once. A connection that
         // ends with a final reply (an error, HEAD) lingers so that reply is not reset.
-        self.driver.close(
-            self.conns[i].fd,
-            self.conns[i].flags.contains(Flags::LINGER),
-        );
+        let c = self.conns[i];
+        self.driver.close(c.fd, c.flags.contains(Flags::LINGER));
         self.free_ws_head(i);
         self.release_aux(i);
         self.conns[i] = Conn::FREE;
