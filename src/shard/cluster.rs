@@ -1,6 +1,6 @@
-//! Stage 13, cluster: a shard's side of cluster mode ([`crate::cluster`]): forwarding its publishes to the
-//! node's agent, delivering messages from other nodes, and holding a new subscriber's head
-//! until the buckets of its ids are subscribed on Redis.
+//! Stage 13, cluster: a shard's side of cluster mode ([`crate::cluster`]): forwarding its
+//! publishes to the node's agent, delivering messages from other nodes, and holding a new
+//! subscriber's head until the buckets of its ids are subscribed on Redis.
 
 use std::sync::Arc;
 

@@ -1,38 +1,36 @@
 //! One shard: the slab of connections, the router shard and the ring, and the stages a byte
 //! goes through, one file each, in the order it travels:
 //!
-//! 1. [`accept`]: a multishot accept per listener; a new socket gets a 24-byte [`Conn`] in
+//! 1. `accept.rs`: a multishot accept per listener; a new socket gets a 24-byte [`Conn`] in
 //!    the slab, or a 503 past `--max-conns`; accepts pause for 100 ms on EMFILE.
-//! 2. [`completion`]: every completion is dispatched by its token (operation, connection).
-//! 3. [`head`]: a subscriber's request head is read into a provided buffer the kernel picks
+//! 2. `completion.rs`: every completion is dispatched by its token (operation, connection).
+//! 3. `head.rs`: a subscriber's request head is read into a provided buffer the kernel picks
 //!    only when bytes arrive, and parsed from there (a long one is gathered in `Aux::inbuf`).
-//! 4. [`placement`]: a single-id subscriber moves to its id's owner shard (`Adopt`); there it
+//! 4. `placement.rs`: a single-id subscriber moves to its id's owner shard (`Adopt`); there it
 //!    is logged in, its socket installed, and its static response head queued (held until
 //!    every owner's `JoinAck`).
-//! 5. [`input`]: an idle stream holds one POLLRDHUP poll and nothing else (no recv, no
+//! 5. `input.rs`: an idle stream holds one POLLRDHUP poll and nothing else (no recv, no
 //!    buffer); bytes after the head are drained, or read as WebSocket control frames.
-//! 6. [`output`]: one send in flight per connection, output queued behind it coalesced into
+//! 6. `output.rs`: one send in flight per connection, output queued behind it coalesced into
 //!    the next, backpressure on readers that stop, heartbeats; the `Aux` goes back to the
 //!    pool once nothing is queued.
-//! 7. [`publish`]: a publisher's pipelined requests, one method per kind; a publish goes to
+//! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; a publish goes to
 //!    its id's owner, which delivers it and forwards it to the other holders.
-//! 8. [`replies`]: the publisher's replies, in request order once every shard has answered.
-//! 9. [`inbox`]: the messages of the other shards ([`crate::mesh`]).
-//! 10. [`close`]: logout, cancel, close when the last completion is in (the kernel owns
+//! 8. `replies.rs`: the publisher's replies, in request order once every shard has answered.
+//! 9. `inbox.rs`: the messages of the other shards ([`crate::mesh`]).
+//! 10. `close.rs`: logout, cancel, close when the last completion is in (the kernel owns
 //!     buffers and fd until then); the head-timeout sweep and the graceful stop.
-//! 11. [`event_loop`]: one turn: completions, inbox, sweeps, outbox, submit; idle and memory.
-//! 12. [`friends`]: friends fan-out and edits (`--friends`).
-//! 13. [`cluster`]: cluster mode (`--cluster`): forwarding to and from the other nodes.
+//! 11. `event_loop.rs`: one turn: completions, inbox, sweeps, outbox, submit; idle and memory.
+//! 12. `friends.rs`: friends fan-out and edits (`--friends`).
+//! 13. `cluster.rs`: cluster mode (`--cluster`): forwarding to and from the other nodes.
 //!
 //! # State
 //! Shared by every stage: the settings, mesh and counters (read only), the driver, the slab
-//! of [`Conn`] records (each stage changes the record fields its doc names), the
-//! [`Router`] and the [`Outbox`]. Everything else is in a sub-struct defined by, and only
-//! changed in, the file of the stage that owns it: [`accept::Accept`],
-//! [`head::HeadBufs`], [`placement::StreamHeads`], [`input::Input`],
-//! [`output::Output`] (the `Aux` table), [`publish::Publish`], [`replies::Replies`],
-//! [`close::Close`], [`event_loop::Loop`], [`friends::Friends`] and
-//! [`cluster::ClusterState`].
+//! of [`Conn`] records (each stage updates the record of the connection it handles), the
+//! [`Router`] and the [`Outbox`]. Everything else is in a sub-struct that the file of the
+//! stage owning it defines; its fields are private to that file, so only that stage changes
+//! them: `Accept`, `HeadBufs`, `StreamHeads` (placement), `Input`, `Output` (the `Aux`
+//! table), `Publish`, `Replies`, `Close`, `Loop`, `Friends` and `ClusterState`.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
