@@ -212,7 +212,8 @@ pub fn error(out: &mut Vec<u8>, status: Status) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{delivered, edit, error, friends_delivered, html_escape, seed_chunk, Forward};
+    use crate::http::Status;
 
     #[test]
     fn chunk_exact_bytes() {
