@@ -8,7 +8,7 @@
 //! protocol is in [`crate::mesh`].
 //!
 //! # Memory layout
-//! Ids live once, in a slab of 32-byte [`Slot`]s; a `hashbrown::HashTable<u32>` indexes the
+//! Ids live once, in a slab of 32-byte `Slot`s; a `hashbrown::HashTable<u32>` indexes the
 //! slab (4 bytes a bucket plus a control byte). The common cases cost no allocation of
 //! their own: a slot with one local connection stores it inline, and a connection under one
 //! id stores the slot index as its handle. Only an id with several local connections, or a
