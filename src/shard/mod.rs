@@ -1,28 +1,25 @@
 //! One shard: the slab of connections, the router shard and the ring, and the stages a byte
 //! goes through, one file each, in the order it travels:
 //!
-//! 1. `accept.rs`: a multishot accept per listener; a new socket gets a 24-byte [`Conn`] in
-//!    the slab, or a 503 past `--max-conns`; accepts pause for 100 ms on EMFILE.
-//! 2. `completion.rs`: every completion is dispatched by its token (operation, connection).
-//! 3. `head.rs`: a subscriber's request head is read into a provided buffer the kernel picks
-//!    only when bytes arrive, and parsed from there (a long one is gathered in `Aux::inbuf`).
-//! 4. `placement.rs`: a single-id subscriber moves to its id's owner shard (`Adopt`); there it
-//!    is logged in, its socket installed, and its static response head queued (held until
-//!    every owner's `JoinAck`).
-//! 5. `input.rs`: an idle stream holds one POLLRDHUP poll and nothing else (no recv, no
-//!    buffer); bytes after the head are drained, or read as WebSocket control frames.
-//! 6. `output.rs`: one send in flight per connection, output queued behind it coalesced into
-//!    the next, backpressure on readers that stop, heartbeats; the `Aux` goes back to the
-//!    pool once nothing is queued.
-//! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; a publish goes to
-//!    its id's owner, which delivers it and forwards it to the other holders.
-//! 8. `replies.rs`: the publisher's replies, in request order once every shard has answered.
+//! 1. `accept.rs`: multishot accepts; a new socket gets a 24-byte [`Conn`], or a 503 past the cap.
+//! 2. `completion.rs`: each completion goes to its stage by its token (operation, connection).
+//! 3. `head.rs`: a subscriber's request head, read into provided buffers and parsed.
+//! 4. `placement.rs`: hand-off to the id's owner, login, install, the response head.
+//! 5. `input.rs`: an idle stream's one POLLRDHUP poll; drained bytes, WebSocket control frames.
+//! 6. `output.rs`: one send in flight, coalescing, backpressure, delivery, heartbeats.
+//! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; routing to the owner.
+//! 8. `replies.rs`: publish replies, in request order once every shard has answered.
 //! 9. `inbox.rs`: the messages of the other shards ([`crate::mesh`]).
-//! 10. `close.rs`: logout, cancel, close when the last completion is in (the kernel owns
-//!     buffers and fd until then); the head-timeout sweep and the graceful stop.
-//! 11. `event_loop.rs`: one turn: completions, inbox, sweeps, outbox, submit; idle and memory.
+//! 10. `close.rs`: logout, cancel, close after the last completion; head timeouts; the stop.
+//! 11. `event_loop.rs`: one turn (completions, inbox, sweeps, outbox, submit); idle memory.
 //! 12. `friends.rs`: friends fan-out and edits (`--friends`).
 //! 13. `cluster.rs`: cluster mode (`--cluster`): forwarding to and from the other nodes.
+//!
+//! `tests/` (test builds only) drives the shard in memory on the fake driver
+//! (`driver/fake.rs`), through its public API.
+//!
+//! An idle subscriber is its record and router entry only: once its head is sent it holds
+//! no buffer (its `Aux` went back to the pool) and, in the kernel, one armed poll.
 //!
 //! # State
 //! Shared by every stage: the settings, mesh and counters (read only), the driver, the slab
