@@ -32,49 +32,125 @@ pub enum State {
     Closing,
 }
 
-/// Flag: a send is in flight (its buffer is `Aux::out`).
-pub const SENDING: u8 = 1;
-/// Flag: a POLLRDHUP poll is armed.
-pub const POLLING: u8 = 2;
-/// Flag: a recv is in flight (its buffer is `Aux::inbuf`).
-pub const RECVING: u8 = 4;
-/// Flag: subscriber output is chunked (HTTP/1.1); raw for HTTP/1.0.
-pub const CHUNKED: u8 = 8;
-/// Flag: logged in under ids (`ids` is a router handle).
-pub const LOGGED_IN: u8 = 16;
-/// Flag: publisher asked to close after its replies.
-pub const CLOSE_AFTER: u8 = 32;
+/// Defines a flag byte: a `u8` newtype whose bits are named constants (monoio's
+/// `driver/ready.rs` `Ready(u8)`), so a bit of one byte cannot be tested on the other.
+macro_rules! flag_byte {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        #[repr(transparent)]
+        pub struct $name(u8);
 
-/// Flag: accepted on the publish listener.
-pub const PUBLISHER: u8 = 64;
-/// Flag (only while `Closing`): close gracefully, the last output was a final reply.
-/// Shares its bit with [`CHUNKED`], which means nothing once a connection is closing.
-pub const LINGER: u8 = CHUNKED;
+        impl $name {
+            /// No bit set.
+            pub const EMPTY: $name = $name(0);
 
-/// Flag: the static response head is still to be sent, before anything in `Aux::out`.
-pub const HEAD_PENDING: u8 = 128;
+            /// Whether every bit of `other` is set.
+            #[inline]
+            pub const fn contains(self, other: $name) -> bool {
+                self.0 & other.0 == other.0
+            }
 
-/// Subscriber flag: a message went out since the last heartbeat sweep.
-pub const ACTIVE: u8 = 1;
-/// Subscriber flag: a HEAD request, whose head has no body (no SSE opening comment).
-pub const HEAD_ONLY: u8 = 2;
-/// Publisher flag: `100 Continue` was sent for the request being read.
-pub const CONTINUED: u8 = 8;
-/// Publisher flag: its input is being parsed (taken out of `Aux::inbuf`).
-pub const PARSING: u8 = 16;
-/// Subscriber flag: the WebSocket 101 answer waits in the shard's handshake table, in the
-/// slot named by `msgs` (no message is counted before the answer is out).
-pub const WS_HEAD: u8 = 32;
-/// Subscriber: cut as a slow consumer this turn (closed at the end of the turn); takes no
-/// more output and is counted once.
-pub const CUT: u8 = 64;
-/// Publisher flag: an edit (`PUT|DELETE /friends/...`) read on this connection is not applied
-/// yet; its later requests wait for it, so a pipelined publish sees the edit.
-pub const EDITING: u8 = 128;
-/// Flag: still reading a request (head or publish body) at the last head-timeout sweep.
-pub const SLOW: u8 = 4;
+            /// Whether any bit of `other` is set.
+            #[inline]
+            pub const fn intersects(self, other: $name) -> bool {
+                self.0 & other.0 != 0
+            }
 
-/// One connection. 24 bytes; see the module doc.
+            /// Sets the bits of `other`.
+            #[inline]
+            pub fn insert(&mut self, other: $name) {
+                self.0 |= other.0;
+            }
+
+            /// Clears the bits of `other`.
+            #[inline]
+            pub fn remove(&mut self, other: $name) {
+                self.0 &= !other.0;
+            }
+
+            /// Sets (`on`) or clears the bits of `other`.
+            #[inline]
+            pub fn set(&mut self, other: $name, on: bool) {
+                if on {
+                    self.insert(other);
+                } else {
+                    self.remove(other);
+                }
+            }
+        }
+
+        impl std::ops::BitOr for $name {
+            type Output = $name;
+            #[inline]
+            fn bitor(self, other: $name) -> $name {
+                $name(self.0 | other.0)
+            }
+        }
+    };
+}
+
+flag_byte! {
+    /// [`Conn::flags`]: the ops in flight and how the connection writes. Every bit is used.
+    Flags
+}
+
+impl Flags {
+    /// A send is in flight (its buffer is `Aux::out`, or a static head).
+    pub const SENDING: Flags = Flags(1);
+    /// A POLLRDHUP poll is armed.
+    pub const POLLING: Flags = Flags(2);
+    /// A recv is in flight (its buffer is `Aux::inbuf` or a provided head buffer).
+    pub const RECVING: Flags = Flags(4);
+    /// Subscriber output is chunked (HTTP/1.1); raw for HTTP/1.0.
+    pub const CHUNKED: Flags = Flags(8);
+    /// Logged in under ids (`ids` is a router handle).
+    pub const LOGGED_IN: Flags = Flags(16);
+    /// Publisher asked to close after its replies.
+    pub const CLOSE_AFTER: Flags = Flags(32);
+    /// Accepted on the publish listener.
+    pub const PUBLISHER: Flags = Flags(64);
+    /// The static response head is still to be sent, before anything in `Aux::out`.
+    pub const HEAD_PENDING: Flags = Flags(128);
+    /// Only while [`State::Closing`]: close gracefully, the last output was a final reply.
+    /// Shares its bit with [`Flags::CHUNKED`], which means nothing once a connection is
+    /// closing (the byte has no free bit).
+    pub const LINGER: Flags = Flags::CHUNKED;
+}
+
+flag_byte! {
+    /// [`Conn::marks`]: where a connection stands in its stream (subscriber) or request
+    /// (publisher). Subscriber and publisher bits are distinct, so each means one thing.
+    Marks
+}
+
+impl Marks {
+    /// Subscriber: a message went out since the last heartbeat sweep.
+    pub const ACTIVE: Marks = Marks(1);
+    /// Subscriber: a HEAD request, whose head has no body (no SSE opening comment).
+    pub const HEAD_ONLY: Marks = Marks(2);
+    /// Either: still reading a request (head or publish body) at the last head-timeout
+    /// sweep.
+    pub const SLOW: Marks = Marks(4);
+    /// Publisher: `100 Continue` was sent for the request being read.
+    pub const CONTINUED: Marks = Marks(8);
+    /// Publisher: its input is being parsed (taken out of `Aux::inbuf`).
+    pub const PARSING: Marks = Marks(16);
+    /// Subscriber: the WebSocket 101 answer waits in the shard's handshake table, in the
+    /// slot named by `msgs` (no message is counted before the answer is out).
+    pub const WS_HEAD: Marks = Marks(32);
+    /// Subscriber: cut as a slow consumer this turn (closed at the end of the turn); takes
+    /// no more output and is counted once.
+    pub const CUT: Marks = Marks(64);
+    /// Publisher: an edit (`PUT|DELETE /friends/...`) read on this connection is not
+    /// applied yet; its later requests wait for it, so a pipelined publish sees the edit.
+    pub const EDITING: Marks = Marks(128);
+}
+
+// The record's size is the idle subscriber's cost: it must not grow by accident.
+const _: () = assert!(std::mem::size_of::<Conn>() == 24);
+
+/// One connection. 24 bytes (checked at compile time); see the module doc.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub struct Conn {
@@ -84,8 +160,8 @@ pub struct Conn {
     pub state: State,
     /// Operations in flight; the slot is freed only when this is 0.
     pub ops: u8,
-    /// [`SENDING`], [`POLLING`], ...
-    pub flags: u8,
+    /// What is in flight and how it writes: [`Flags`].
+    pub flags: Flags,
     /// Subscriber: owners' `JoinAck`s still awaited before the head may go out.
     pub waits: u8,
     /// Subscriber: messages written so far (the seed's `#N`). Publisher: requests read so
@@ -97,8 +173,8 @@ pub struct Conn {
     pub aux: u32,
     /// Subscriber protocol ([`crate::http::stream::Proto`] as u8).
     pub proto: u8,
-    /// Subscriber flags: [`ACTIVE`], [`HEAD_ONLY`].
-    pub sflags: u8,
+    /// Where it stands in its stream or request: [`Marks`].
+    pub marks: Marks,
 }
 
 impl Conn {
@@ -107,13 +183,13 @@ impl Conn {
         fd: -1,
         state: State::Free,
         ops: 0,
-        flags: 0,
+        flags: Flags::EMPTY,
         waits: 0,
         msgs: 0,
         ids: NONE,
         aux: NONE,
         proto: 0,
-        sflags: 0,
+        marks: Marks::EMPTY,
     };
 }
 
@@ -139,6 +215,17 @@ impl Aux {
     /// Bytes queued for output and not yet taken by the kernel.
     pub fn pending(&self) -> usize {
         self.out.len() - self.sent + self.next.len()
+    }
+
+    /// Where new output goes: `next` while a send of `out` is in flight (`sending`, so
+    /// `out` must not change), else `out`.
+    #[inline]
+    pub fn queue(&mut self, sending: bool) -> &mut Vec<u8> {
+        if sending {
+            &mut self.next
+        } else {
+            &mut self.out
+        }
     }
 }
 
@@ -236,8 +323,53 @@ impl<T> std::ops::IndexMut<u32> for Slab<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::{Flags, Marks};
+
     #[test]
-    fn record_is_small() {
-        assert_eq!(std::mem::size_of::<super::Conn>(), 24);
+    fn each_named_bit_is_its_own() {
+        let flags = [
+            Flags::SENDING,
+            Flags::POLLING,
+            Flags::RECVING,
+            Flags::CHUNKED,
+            Flags::LOGGED_IN,
+            Flags::CLOSE_AFTER,
+            Flags::PUBLISHER,
+            Flags::HEAD_PENDING,
+        ];
+        let mut all = Flags::EMPTY;
+        for f in flags {
+            assert!(!all.intersects(f), "{f:?} shares a bit");
+            all.insert(f);
+        }
+        let marks = [
+            Marks::ACTIVE,
+            Marks::HEAD_ONLY,
+            Marks::SLOW,
+            Marks::CONTINUED,
+            Marks::PARSING,
+            Marks::WS_HEAD,
+            Marks::CUT,
+            Marks::EDITING,
+        ];
+        let mut all = Marks::EMPTY;
+        for m in marks {
+            assert!(!all.intersects(m), "{m:?} shares a bit");
+            all.insert(m);
+        }
+    }
+
+    #[test]
+    fn insert_remove_contains() {
+        let mut f = Flags::EMPTY;
+        f.insert(Flags::SENDING | Flags::RECVING);
+        assert!(f.contains(Flags::SENDING) && f.contains(Flags::RECVING));
+        f.remove(Flags::SENDING);
+        assert!(!f.contains(Flags::SENDING) && f.contains(Flags::RECVING));
+        assert!(!f.contains(Flags::SENDING | Flags::RECVING));
+        assert!(f.intersects(Flags::SENDING | Flags::RECVING));
+        f.set(Flags::CHUNKED, true);
+        f.set(Flags::RECVING, false);
+        assert_eq!(f, Flags::CHUNKED);
     }
 }

@@ -3,8 +3,8 @@
 //! # Queues and doorbells
 //! Every shard has one inbox, a lock-free MPSC queue (`crossbeam_queue::SegQueue`) of
 //! batches. A shard never pushes single messages: during one turn of its loop it collects
-//! what it has for each other shard in an outbox (`Vec<Msg>` per destination) and pushes each
-//! non-empty outbox as one batch at the end of the turn. Then it rings the destination's
+//! what it has for each other shard in its [`Outbox`] (one `Vec<Msg>` per destination) and
+//! pushes each non-empty batch at the end of the turn. Then it rings the destination's
 //! doorbell only if that shard has announced that it is going to sleep (`sleeping` flag,
 //! swapped to false by the first producer that sees it, so one wake-up per sleep). A shard
 //! about to sleep sets its flag, then looks at its inbox and its ring once more before it
@@ -96,84 +96,201 @@ impl ReplyTo {
     };
 }
 
-/// One cross-core message; see the module doc for the protocol.
+/// One cross-core message; see the module doc for the protocol. Ids are [`Id`]s, shard
+/// indices are `u16` (at most 64 shards), `reply` names the pending publish an answer goes
+/// to, and `credit` is a share of a friends operation's credit (see "credit" above).
 #[derive(Debug)]
 pub enum Msg {
     /// Holder `from` now has connections under `id`.
-    Join { id: Id, from: u16, seq: u32 },
+    Join {
+        /// The id logged in under.
+        id: Id,
+        /// The holder shard.
+        from: u16,
+        /// The join's sequence number, echoed by its `JoinAck`.
+        seq: u32,
+    },
     /// The owner recorded the join numbered `seq`.
-    JoinAck { id: Id, seq: u32 },
+    JoinAck {
+        /// The id joined.
+        id: Id,
+        /// The `seq` of the `Join` acknowledged.
+        seq: u32,
+    },
     /// Holder `from` has no connection under `id` any more.
-    Leave { id: Id, from: u16 },
+    Leave {
+        /// The id left.
+        id: Id,
+        /// The holder shard.
+        from: u16,
+    },
     /// Publish to `id`, sent to its owner.
-    Route { id: Id, msg: Bytes, reply: ReplyTo },
+    Route {
+        /// The id published to.
+        id: Id,
+        /// The message body as published.
+        msg: Bytes,
+        /// Where the owner's `Replied` goes.
+        reply: ReplyTo,
+    },
     /// Deliver to the local connections under `id`, sent by the owner to a holder.
-    Deliver { id: Id, msg: Bytes, reply: ReplyTo },
+    Deliver {
+        /// The id published to.
+        id: Id,
+        /// The message body as published.
+        msg: Bytes,
+        /// Where the holder's `Replied` goes.
+        reply: ReplyTo,
+    },
     /// Part of a publish reply: `count` connections queued. From the owner (`more` is
     /// `Some(k)`): k holders' replies follow. From a holder: `None`. The two may arrive in
     /// either order, so the publisher's shard waits for the owner's and k others.
     Replied {
+        /// The pending publish on the publisher's shard.
         token: u32,
+        /// Connections the message was queued to on the replying shard.
         count: u32,
+        /// Owner only: how many holders it forwarded to.
         more: Option<u16>,
     },
     /// Friends publish of `msg` by `user`, sent to the owner of `user`.
     FriendsRoute {
+        /// The publishing user.
         user: u32,
+        /// The event body as published.
         msg: Bytes,
+        /// Where the replies go.
         reply: ReplyTo,
+        /// The share of credit this message carries.
         credit: u64,
     },
     /// Deliver friends event `ev` to the local connections under `friends`; with
     /// `holders_too` (the receiver owns every id in `friends`) also forward to the other
     /// shards its directory names for them.
     FriendsBatch {
+        /// The event, its JSON made once by the owner of the publishing user.
         ev: FriendEvent,
+        /// The follower ids to deliver to.
         friends: Vec<u32>,
+        /// Also forward to the other holder shards of these ids.
         holders_too: bool,
+        /// Where the replies go.
         reply: ReplyTo,
+        /// The share of credit this message carries.
         credit: u64,
     },
-    /// Part of a friends reply (publish or edit): `friends` followers (owner step only),
-    /// `count` connections queued (or halves changed, for an edit), `credit` returned;
-    /// `failed`: the edit could not be journaled.
+    /// Part of a friends reply (publish or edit), sent to the publisher's shard.
     FriendsReplied {
+        /// The pending publish or edit on the publisher's shard.
         token: u32,
+        /// Followers of the publishing user (owner step only, else 0).
         friends: u32,
+        /// Connections queued, or, for an edit, halves changed.
         count: u32,
+        /// The credit returned.
         credit: u64,
+        /// The edit could not be journaled.
         failed: bool,
     },
     /// Edit of the pair `a b` (b on or off a's friends list), sent to its coordinator.
     FriendEdit {
+        /// The first user of the pair.
         a: u32,
+        /// The second user of the pair.
         b: u32,
+        /// `PUT` (true) or `DELETE` (false).
         add: bool,
+        /// Where the replies go.
         reply: ReplyTo,
+        /// The share of credit this message carries.
         credit: u64,
     },
     /// Apply one half of an edit: `follower` starts (`add`) or stops following `user`; sent
     /// to the owner of `user`.
     FriendEditHalf {
+        /// The user whose follower list changes.
         user: u32,
+        /// The follower added or removed.
         follower: u32,
+        /// Add (true) or remove (false).
         add: bool,
+        /// Where the reply goes.
         reply: ReplyTo,
+        /// The share of credit this message carries.
         credit: u64,
     },
     /// Take over subscriber socket `fd`, whose request (one id, owned by the receiving
     /// shard) has been parsed (see "Placement" above).
-    Adopt { fd: i32, req: Box<SubRequest> },
+    Adopt {
+        /// The socket, a plain fd with no op in flight.
+        fd: i32,
+        /// Its parsed request.
+        req: Box<SubRequest>,
+    },
     // --- cluster mode (crate::cluster) ---
     /// Cluster agent -> owner of `id`: a message another node published; deliver it like a
     /// `Route` whose reply goes nowhere.
-    Remote { id: Id, msg: Bytes },
+    Remote {
+        /// The id published to.
+        id: Id,
+        /// The message body as published.
+        msg: Bytes,
+    },
     /// Cluster agent -> owner of `user`: a friends event another node accepted; fanned out
     /// like a `FriendsRoute` whose replies go nowhere.
-    RemoteFriends { user: u32, msg: Bytes },
+    RemoteFriends {
+        /// The publishing user.
+        user: u32,
+        /// The event body as published.
+        msg: Bytes,
+    },
     /// Cluster agent -> every shard: subscriptions changed (or Redis went down); heads held
     /// for a bucket subscription may go.
     ClusterReady,
+}
+
+/// What one shard has for the others, collected during one turn of its loop: one batch per
+/// destination shard, pushed by [`Outbox::flush`] at the end of the turn (see "Queues and
+/// doorbells"). Owned by the shard; the router writes into it when handed it.
+pub struct Outbox {
+    batches: Vec<Vec<Msg>>,
+}
+
+impl Outbox {
+    /// An empty outbox for `shards` destinations.
+    pub fn new(shards: usize) -> Outbox {
+        Outbox {
+            batches: (0..shards).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Queues `m` for shard `to`.
+    #[inline]
+    pub fn push(&mut self, to: usize, m: Msg) {
+        self.batches[to].push(m);
+    }
+
+    /// Pushes every non-empty batch to its shard's inbox (ringing its doorbell if it sleeps)
+    /// and empties the outbox.
+    pub fn flush(&mut self, mesh: &Mesh) {
+        for (to, batch) in self.batches.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                mesh.push(to, std::mem::take(batch));
+            }
+        }
+    }
+
+    /// Takes the last message queued for shard `to` (tests of the router).
+    #[cfg(test)]
+    pub(crate) fn pop(&mut self, to: usize) -> Option<Msg> {
+        self.batches[to].pop()
+    }
+
+    /// Whether nothing is queued (tests of the router).
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.batches.iter().all(Vec::is_empty)
+    }
 }
 
 /// The queues and doorbells of all shards, shared by every shard thread.

@@ -1,5 +1,6 @@
-//! Response bytes: stream heads, the seed's message chunk, publish replies and errors
-//! (RFC 9112 sections 4, 6 and 7.1 for chunked transfer coding).
+//! Response bytes: the seed's message chunk, every publish reply body (send, friends, edit,
+//! with their cluster keys), the demo page, CORS lines and errors (RFC 9112 sections 4, 6
+//! and 7.1 for chunked transfer coding). Stream heads are made in [`super::stream`].
 //!
 //! Everything appends to a caller's `Vec<u8>`, so one output buffer per connection collects
 //! the head and any messages queued behind it, and is sent in one go.
@@ -7,29 +8,6 @@
 use std::io::Write;
 
 use super::Status;
-
-/// Head of a subscriber stream (`/test/<id>`). HTTP/1.1 clients get chunked transfer coding;
-/// HTTP/1.0 clients have none (RFC 9112 section 7.1 is HTTP/1.1 only), so their body is the
-/// raw messages, delimited by closing the connection.
-pub fn stream_head(out: &mut Vec<u8>, http10: bool) {
-    out.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\n",
-    );
-    if http10 {
-        out.extend_from_slice(b"Connection: close\r\n\r\n");
-    } else {
-        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
-    }
-}
-
-/// The stream head as static bytes (see [`stream_head`]).
-pub fn stream_head_bytes(http10: bool) -> &'static [u8] {
-    if http10 {
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
-    } else {
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
-    }
-}
 
 /// Appends `msg` with `& < > " '` replaced by HTML character references.
 pub fn html_escape(out: &mut Vec<u8>, msg: &[u8]) {
@@ -86,9 +64,58 @@ pub fn chunk_with(out: &mut Vec<u8>, chunked: bool, write: impl FnOnce(&mut Vec<
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `{"delivered":N}` as a complete 200 reply with Content-Length.
-pub fn delivered(out: &mut Vec<u8>, n: u64, close: bool) {
-    let body = format!("{{\"delivered\":{n}}}");
+/// Whether a publish was forwarded to the other cluster nodes (`--cluster`), as its reply
+/// says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Not in cluster mode: the reply has no `scope` or `cluster` key.
+    Off,
+    /// Queued for the other nodes.
+    Queued,
+    /// Dropped (Redis down or the agent's queue full; counted in `/stats`).
+    Dropped,
+}
+
+impl Forward {
+    /// The reply's `,"scope":"node","cluster":"queued"|"dropped"` keys, or nothing.
+    fn keys(self) -> &'static str {
+        match self {
+            Forward::Off => "",
+            Forward::Queued => ",\"scope\":\"node\",\"cluster\":\"queued\"",
+            Forward::Dropped => ",\"scope\":\"node\",\"cluster\":\"dropped\"",
+        }
+    }
+}
+
+/// Appends the reply to `POST /send/<id>` as a complete 200 reply: `{"delivered":N}`, `n`
+/// connections queued; in cluster mode
+/// `{"delivered":N,"scope":"node","cluster":"queued"|"dropped"}`, where N counts this node's
+/// connections only and `cluster` says whether the message was queued for the other nodes.
+pub fn delivered(out: &mut Vec<u8>, n: u64, forward: Forward, close: bool) {
+    let body = format!("{{\"delivered\":{n}{}}}", forward.keys());
+    json(out, body.as_bytes(), close);
+}
+
+/// Appends the reply to `POST /publish/<user>` as a complete 200 reply:
+/// `{"friends":F,"delivered":N}`, `friends` followers and `n` connections queued; in cluster
+/// mode `{"friends":F,"delivered":N,"scope":"node","cluster":"queued"|"dropped"}` (F and N of
+/// this node's copy of the graph and its connections).
+pub fn friends_delivered(out: &mut Vec<u8>, friends: u64, n: u64, forward: Forward, close: bool) {
+    let body = format!(
+        "{{\"friends\":{friends},\"delivered\":{n}{}}}",
+        forward.keys()
+    );
+    json(out, body.as_bytes(), close);
+}
+
+/// Appends the reply to `PUT|DELETE /friends/<a>/<b>`: 200 `{"changed":true|false}`, or,
+/// when the journal write `failed`, a 500 whose connection closes (the edit was not
+/// applied).
+pub fn edit(out: &mut Vec<u8>, changed: bool, failed: bool, close: bool) {
+    if failed {
+        return error_text(out, Status::Internal, "the edit could not be journaled");
+    }
+    let body = format!("{{\"changed\":{changed}}}");
     json(out, body.as_bytes(), close);
 }
 
@@ -168,12 +195,6 @@ pub fn error_text(out: &mut Vec<u8>, status: Status, text: &str) {
     );
 }
 
-/// Appends `{"friends":F,"delivered":N}` (a friends publish) as a complete 200 reply.
-pub fn friends_delivered(out: &mut Vec<u8>, friends: u64, n: u64, close: bool) {
-    let body = format!("{{\"friends\":{friends},\"delivered\":{n}}}");
-    json(out, body.as_bytes(), close);
-}
-
 /// Appends a complete error reply; the connection is closed after it.
 pub fn error(out: &mut Vec<u8>, status: Status) {
     let (code, reason) = status.code_reason();
@@ -191,7 +212,8 @@ pub fn error(out: &mut Vec<u8>, status: Status) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{delivered, edit, error, friends_delivered, html_escape, seed_chunk, Forward};
+    use crate::http::Status;
 
     #[test]
     fn chunk_exact_bytes() {
@@ -222,15 +244,6 @@ mod tests {
     }
 
     #[test]
-    fn static_heads_match() {
-        for http10 in [false, true] {
-            let mut out = Vec::new();
-            stream_head(&mut out, http10);
-            assert_eq!(out, stream_head_bytes(http10));
-        }
-    }
-
-    #[test]
     fn escapes() {
         let mut out = Vec::new();
         html_escape(&mut out, b"a&b<c>d\"e'f");
@@ -240,8 +253,22 @@ mod tests {
     #[test]
     fn replies() {
         let mut out = Vec::new();
-        delivered(&mut out, 2, false);
+        delivered(&mut out, 2, Forward::Off, false);
         assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"delivered\":2}");
+        let mut out = Vec::new();
+        delivered(&mut out, 2, Forward::Dropped, true);
+        assert!(out.ends_with(b"Connection: close\r\n\r\n{\"delivered\":2,\"scope\":\"node\",\"cluster\":\"dropped\"}"));
+        let mut out = Vec::new();
+        friends_delivered(&mut out, 3, 1, Forward::Queued, false);
+        assert!(out.ends_with(
+            b"\r\n\r\n{\"friends\":3,\"delivered\":1,\"scope\":\"node\",\"cluster\":\"queued\"}"
+        ));
+        let mut out = Vec::new();
+        edit(&mut out, true, false, false);
+        assert!(out.ends_with(b"\r\n\r\n{\"changed\":true}"));
+        let mut out = Vec::new();
+        edit(&mut out, true, true, false);
+        assert!(out.starts_with(b"HTTP/1.1 500 "));
         let mut out = Vec::new();
         error(&mut out, Status::NotFound);
         assert!(out.starts_with(b"HTTP/1.1 404 Not Found\r\n"));

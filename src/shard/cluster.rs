@@ -1,14 +1,36 @@
-//! A shard's side of cluster mode ([`crate::cluster`]): forwarding its publishes to the
-//! node's agent, delivering messages from other nodes, and holding a new subscriber's head
-//! until the buckets of its ids are subscribed on Redis.
+//! Stage 13, cluster: a shard's side of cluster mode ([`crate::cluster`]): forwarding its
+//! publishes to the node's agent, delivering messages from other nodes, and holding a new
+//! subscriber's head until the buckets of its ids are subscribed on Redis.
 
-use super::*;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::friends::FULL_CREDIT;
+use super::output::Ev;
+use super::Shard;
 use crate::cluster::{wire::Kind, Cluster};
+use crate::driver::Driver;
+use crate::http::response::Forward;
+use crate::id::Id;
+use crate::mesh::ReplyTo;
+use crate::stats;
+
+/// The node's cluster state and what this shard waits for from it.
+#[derive(Default)]
+pub(super) struct ClusterState {
+    /// The node's cluster state (`--cluster`), if any.
+    node: Option<Arc<Cluster>>,
+    /// Subscribers whose head waits for a bucket subscription, as (connection, bucket).
+    waiting: Vec<(u32, u32)>,
+    /// Per pending publish token: whether its forward to the other nodes was dropped.
+    dropped: Vec<bool>,
+}
 
 impl<D: Driver> Shard<D> {
     /// Puts the shard in cluster mode (`None`: no cluster).
     pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
-        self.cluster = cluster;
+        self.cluster.node = cluster;
         self
     }
 
@@ -16,12 +38,14 @@ impl<D: Driver> Shard<D> {
     /// and returns how many of them its head must wait for (each released by
     /// `ClusterReady`).
     pub(super) fn cluster_hold(&mut self, i: u32, ids: &[Id]) -> u8 {
-        let Some(c) = &self.cluster else { return 0 };
+        let Some(c) = &self.cluster.node else {
+            return 0;
+        };
         let mut waits = 0;
         for id in ids {
             let b = c.bucket(id);
             if c.want(b) {
-                self.cluster_waiting.push((i, b));
+                self.cluster.waiting.push((i, b));
                 waits += 1;
             }
         }
@@ -31,29 +55,24 @@ impl<D: Driver> Shard<D> {
     /// `ClusterReady`: releases the heads whose bucket is now subscribed (or all of them if
     /// Redis went down).
     pub(super) fn on_cluster_ready(&mut self) {
-        let Some(c) = self.cluster.clone() else {
+        let Some(c) = self.cluster.node.clone() else {
             return;
         };
-        let mut waiting = std::mem::take(&mut self.cluster_waiting);
+        let mut waiting = std::mem::take(&mut self.cluster.waiting);
         waiting.retain(|&(i, b)| {
             if !c.ready(b) {
                 return true;
             }
-            let conn = &mut self.conns[i];
-            conn.waits = conn.waits.saturating_sub(1);
-            if conn.waits == 0 && conn.state == State::SubJoining {
-                conn.state = State::SubStream;
-                self.try_send(i);
-            }
+            self.release_wait(i);
             false
         });
-        self.cluster_waiting = waiting;
+        self.cluster.waiting = waiting;
     }
 
     /// Connection `i` is closing: it waits for nothing any more.
     pub(super) fn cluster_forget(&mut self, i: u32) {
-        if !self.cluster_waiting.is_empty() {
-            self.cluster_waiting.retain(|&(c, _)| c != i);
+        if !self.cluster.waiting.is_empty() {
+            self.cluster.waiting.retain(|&(c, _)| c != i);
         }
     }
 
@@ -70,27 +89,35 @@ impl<D: Driver> Shard<D> {
     }
 
     fn cluster_forward_kind(&mut self, t: u32, kind: Kind, id: &Id, msg: &Bytes) {
-        let Some(c) = &self.cluster else { return };
+        let Some(c) = &self.cluster.node else { return };
         let dropped = !c.forward(kind, id, msg);
         let t = t as usize;
-        if self.cluster_dropped.len() <= t {
-            self.cluster_dropped.resize(t + 1, false);
+        if self.cluster.dropped.len() <= t {
+            self.cluster.dropped.resize(t + 1, false);
         }
-        self.cluster_dropped[t] = dropped;
+        self.cluster.dropped[t] = dropped;
     }
 
-    /// For the reply to publish `t`: `None` without a cluster, else whether its forward was
-    /// queued.
-    pub(super) fn cluster_reply(&mut self, t: u32) -> Option<bool> {
-        self.cluster.as_ref()?;
-        let dropped = self.cluster_dropped.get_mut(t as usize).map(std::mem::take);
-        Some(!dropped.unwrap_or(false))
+    /// For the reply to publish `t`: whether its forward to the other nodes was queued
+    /// ([`Forward::Off`] without a cluster).
+    pub(super) fn cluster_reply(&mut self, t: u32) -> Forward {
+        if self.cluster.node.is_none() {
+            return Forward::Off;
+        }
+        let dropped = self.cluster.dropped.get_mut(t as usize).map(std::mem::take);
+        if dropped.unwrap_or(false) {
+            Forward::Dropped
+        } else {
+            Forward::Queued
+        }
     }
 
     /// `Remote`: a message another node published to `id` (this shard owns `id`): delivered
     /// here and on the other shards holding `id`, no reply.
     pub(super) fn on_remote(&mut self, id: Id, msg: Bytes) {
-        let (local, _) = self.router.route(&id, &msg, ReplyTo::NOBODY);
+        let (local, _) = self
+            .router
+            .route(&mut self.outbox, &id, &msg, ReplyTo::NOBODY);
         if let Some(s) = local {
             self.deliver_slot(s, Ev::Plain(&msg));
         }
@@ -99,57 +126,17 @@ impl<D: Driver> Shard<D> {
     /// `RemoteFriends`: a friends event another node accepted from `user` (this shard owns
     /// `user`): fanned out to this node's followers like a local one, no reply.
     pub(super) fn on_remote_friends(&mut self, user: u32, msg: Bytes) {
-        self.fanout_owner(user, msg, ReplyTo::NOBODY, super::friends::FULL_CREDIT);
+        self.fanout_owner(user, msg, ReplyTo::NOBODY, FULL_CREDIT);
     }
 
     /// The `GET /stats` body, with the cluster's keys in cluster mode.
     pub(super) fn stats_body(&self) -> String {
         let mut body = stats::json(&self.stats);
-        if let Some(c) = &self.cluster {
+        if let Some(c) = &self.cluster.node {
             body.pop(); // the closing brace
             c.stats_json(&mut body);
             body.push('}');
         }
         body
-    }
-}
-
-/// Appends the reply to a friends publish (`friends` followers, `count` local connections
-/// queued): without a cluster `{"friends":F,"delivered":N}`; in cluster mode
-/// `{"friends":F,"delivered":N,"scope":"node","cluster":"queued"|"dropped"}` (F and N of this
-/// node's copy of the graph and its connections).
-pub(super) fn friends_reply(
-    out: &mut Vec<u8>,
-    friends: u64,
-    count: u64,
-    cluster: Option<bool>,
-    close: bool,
-) {
-    match cluster {
-        None => response::friends_delivered(out, friends, count, close),
-        Some(queued) => {
-            let body = format!(
-                "{{\"friends\":{friends},\"delivered\":{count},\"scope\":\"node\",\"cluster\":\"{}\"}}",
-                if queued { "queued" } else { "dropped" }
-            );
-            response::json(out, body.as_bytes(), close);
-        }
-    }
-}
-
-/// Appends the reply to a publish that `count` local connections were queued: without a
-/// cluster `{"delivered":N}`; in cluster mode
-/// `{"delivered":N,"scope":"node","cluster":"queued"|"dropped"}`: N counts this node's
-/// connections only, and `cluster` says whether the message was queued for the other nodes.
-pub(super) fn delivered_reply(out: &mut Vec<u8>, count: u64, cluster: Option<bool>, close: bool) {
-    match cluster {
-        None => response::delivered(out, count, close),
-        Some(queued) => {
-            let body = format!(
-                "{{\"delivered\":{count},\"scope\":\"node\",\"cluster\":\"{}\"}}",
-                if queued { "queued" } else { "dropped" }
-            );
-            response::json(out, body.as_bytes(), close);
-        }
     }
 }

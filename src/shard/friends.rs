@@ -1,4 +1,4 @@
-//! Friends fan-out and edits on a shard (`POST /publish/<user>`, `PUT|DELETE
+//! Stage 12, friends: fan-out and edits on a shard (`POST /publish/<user>`, `PUT|DELETE
 //! /friends/<a>/<b>`); the messages and their credit accounting are in [`crate::mesh`].
 //!
 //! # Fan-out path
@@ -20,9 +20,19 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::*;
+use bytes::Bytes;
+
+use super::output::Ev;
+use super::replies::{Pending, ReplyKind};
+use super::Shard;
+use crate::conn::Marks;
+use crate::driver::Driver;
 use crate::friends::journal::{self, Journal};
 use crate::friends::{owner_of, user_of, FriendEvent, ShardGraph};
+use crate::http::{response, Status};
+use crate::id::Id;
+use crate::mesh::{Msg, ReplyTo};
+use crate::stats::ShardStats;
 
 /// The credit a friends publish or edit starts with (see [`crate::mesh`]): split at most
 /// three times among at most 64 shards, no share reaches 0.
@@ -36,6 +46,25 @@ pub struct FriendsShard {
     pub journal: Option<Arc<Mutex<Journal>>>,
     /// `--directed`: an edit `a b` has one half only.
     pub directed: bool,
+}
+
+/// This shard's part of the friends store, and the fan-out's scratch list.
+#[derive(Default)]
+pub(super) struct Friends {
+    /// The store (`--friends`), if any.
+    store: Option<FriendsShard>,
+    /// Scratch list of follower ids for one fan-out.
+    ids: Vec<u32>,
+}
+
+impl Friends {
+    /// With `store` (None: no `--friends`).
+    pub(super) fn with_store(store: Option<FriendsShard>) -> Friends {
+        Friends {
+            store,
+            ids: Vec::new(),
+        }
+    }
 }
 
 /// Takes the shares of `k` further messages out of `credit`; returns one share.
@@ -57,7 +86,7 @@ const BAD_IDS: &str = "friends ids are two different decimal numbers, 0 to 42949
 impl<D: Driver> Shard<D> {
     /// `POST /publish/<user>` read on publisher connection `i`.
     pub(super) fn friends_publish(&mut self, i: u32, id: Id, msg: Bytes, close: bool) {
-        if self.friends.is_none() {
+        if self.friends.store.is_none() {
             let mut raw = Vec::new();
             response::error_text(&mut raw, Status::NotFound, NO_GRAPH);
             self.push_reply(i, Pending::ready(i, raw, true));
@@ -80,27 +109,30 @@ impl<D: Driver> Shard<D> {
         if owner == self.me {
             self.fanout_owner(user, msg, reply, FULL_CREDIT);
         } else {
-            self.router.out[owner].push(Msg::FriendsRoute {
-                user,
-                msg,
-                reply,
-                credit: FULL_CREDIT,
-            });
+            self.outbox.push(
+                owner,
+                Msg::FriendsRoute {
+                    user,
+                    msg,
+                    reply,
+                    credit: FULL_CREDIT,
+                },
+            );
         }
     }
 
     /// Step 2 of the fan-out, on the owner of `user`.
     pub(super) fn fanout_owner(&mut self, user: u32, msg: Bytes, reply: ReplyTo, credit: u64) {
         let mut credit = credit;
-        let mut list = std::mem::take(&mut self.friend_ids);
+        let mut list = std::mem::take(&mut self.friends.ids);
         list.clear();
-        if let Some(f) = &self.friends {
+        if let Some(f) = &self.friends.store {
             f.graph.followers(user, &mut list);
         }
         ShardStats::add(&self.st().friend_events, 1);
         let total = list.len() as u32;
         if list.is_empty() {
-            self.friend_ids = list;
+            self.friends.ids = list;
             return self.friends_reply(reply, 0, 0, credit, false);
         }
         let ev = FriendEvent::new(user, msg);
@@ -109,19 +141,22 @@ impl<D: Driver> Shard<D> {
         for &f in &list {
             groups[owner_of(f, shards)].push(f);
         }
-        self.friend_ids = list;
+        self.friends.ids = list;
         let mine = std::mem::take(&mut groups[self.me]);
         let k = groups.iter().filter(|g| !g.is_empty()).count();
         let share = split(&mut credit, k);
         for (d, g) in groups.into_iter().enumerate() {
             if !g.is_empty() {
-                self.router.out[d].push(Msg::FriendsBatch {
-                    ev: ev.clone(),
-                    friends: g,
-                    holders_too: true,
-                    reply,
-                    credit: share,
-                });
+                self.outbox.push(
+                    d,
+                    Msg::FriendsBatch {
+                        ev: ev.clone(),
+                        friends: g,
+                        holders_too: true,
+                        reply,
+                        credit: share,
+                    },
+                );
             }
         }
         // The other shards start on their batches now, in parallel with the local part,
@@ -177,63 +212,24 @@ impl<D: Driver> Shard<D> {
         let share = split(credit, k);
         for (h, g) in fwd.into_iter().enumerate() {
             if !g.is_empty() {
-                self.router.out[h].push(Msg::FriendsBatch {
-                    ev: ev.clone(),
-                    friends: g,
-                    holders_too: false,
-                    reply,
-                    credit: share,
-                });
+                self.outbox.push(
+                    h,
+                    Msg::FriendsBatch {
+                        ev: ev.clone(),
+                        friends: g,
+                        holders_too: false,
+                        reply,
+                        credit: share,
+                    },
+                );
             }
         }
         n
     }
 
-    /// Sends (or, on the publisher's shard, applies) one step's part of a friends reply.
-    pub(super) fn friends_reply(
-        &mut self,
-        to: ReplyTo,
-        friends: u32,
-        count: u32,
-        credit: u64,
-        failed: bool,
-    ) {
-        if to == ReplyTo::NOBODY {
-            return; // a friends event from another cluster node
-        }
-        if to.shard as usize == self.me {
-            self.on_friends_replied(to.token, friends, count, credit, failed);
-        } else {
-            self.router.out[to.shard as usize].push(Msg::FriendsReplied {
-                token: to.token,
-                friends,
-                count,
-                credit,
-                failed,
-            });
-        }
-    }
-
-    /// Publisher's shard: one step of a friends publish or edit has answered.
-    pub(super) fn on_friends_replied(
-        &mut self,
-        t: u32,
-        friends: u32,
-        count: u32,
-        credit: u64,
-        failed: bool,
-    ) {
-        let p = &mut self.pending[t];
-        p.friends += u64::from(friends);
-        p.count += u64::from(count);
-        p.credit -= credit.min(p.credit);
-        p.failed |= failed;
-        self.settle(t);
-    }
-
     /// `PUT` (`add`) or `DELETE /friends/<a>/<b>` read on publisher connection `i`.
     pub(super) fn friends_edit(&mut self, i: u32, a: Id, b: Id, add: bool, close: bool) {
-        let Some(directed) = self.friends.as_ref().map(|f| f.directed) else {
+        let Some(directed) = self.friends.store.as_ref().map(|f| f.directed) else {
             let mut raw = Vec::new();
             response::error_text(&mut raw, Status::NotFound, NO_GRAPH);
             self.push_reply(i, Pending::ready(i, raw, true));
@@ -246,7 +242,7 @@ impl<D: Driver> Shard<D> {
             return self.refuse_edit(i);
         }
         let t = self.push_reply(i, Pending::awaiting(i, ReplyKind::Edit, close));
-        self.conns[i].sflags |= EDITING;
+        self.conns[i].marks.insert(Marks::EDITING);
         let reply = ReplyTo {
             shard: self.me as u16,
             token: t,
@@ -255,13 +251,16 @@ impl<D: Driver> Shard<D> {
         if c == self.me {
             self.edit_coordinate(a, b, add, reply, FULL_CREDIT);
         } else {
-            self.router.out[c].push(Msg::FriendEdit {
-                a,
-                b,
-                add,
-                reply,
-                credit: FULL_CREDIT,
-            });
+            self.outbox.push(
+                c,
+                Msg::FriendEdit {
+                    a,
+                    b,
+                    add,
+                    reply,
+                    credit: FULL_CREDIT,
+                },
+            );
         }
     }
 
@@ -282,7 +281,7 @@ impl<D: Driver> Shard<D> {
         credit: u64,
     ) {
         let mut credit = credit;
-        let Some(f) = &self.friends else {
+        let Some(f) = &self.friends.store else {
             return self.friends_reply(reply, 0, 0, credit, true);
         };
         if let Some(j) = &f.journal {
@@ -310,13 +309,16 @@ impl<D: Driver> Shard<D> {
             .collect();
         let share = split(&mut credit, remote.len());
         for &(user, follower) in &remote {
-            self.router.out[owner_of(user, shards)].push(Msg::FriendEditHalf {
-                user,
-                follower,
-                add,
-                reply,
-                credit: share,
-            });
+            self.outbox.push(
+                owner_of(user, shards),
+                Msg::FriendEditHalf {
+                    user,
+                    follower,
+                    add,
+                    reply,
+                    credit: share,
+                },
+            );
         }
         let mut changed = 0;
         for (u, f) in halves.into_iter().flatten() {
@@ -329,7 +331,7 @@ impl<D: Driver> Shard<D> {
 
     /// Applies one half of an edit on the owner of `user`; returns whether it changed.
     pub(super) fn edit_half(&mut self, user: u32, follower: u32, add: bool) -> bool {
-        match &mut self.friends {
+        match &mut self.friends.store {
             Some(f) if add => f.graph.add(user, follower),
             Some(f) => f.graph.remove(user, follower),
             None => false,

@@ -4,11 +4,11 @@
 //! This is the seed's router API split across shards: `login(id, conn)` and `logout(conn)`
 //! are [`Router::login`] and [`Router::logout`]; `send(id, msg)` is [`Router::route`] on the
 //! owner plus [`Router::subscribers`] on each holder. Cross-core effects are appended to
-//! [`Router::out`] (one outbox per destination shard) for the shard to push as batches; the
+//! the [`Outbox`] the shard hands to each call, for the shard to push as batches; the
 //! protocol is in [`crate::mesh`].
 //!
 //! # Memory layout
-//! Ids live once, in a slab of 32-byte [`Slot`]s; a `hashbrown::HashTable<u32>` indexes the
+//! Ids live once, in a slab of 32-byte `Slot`s; a `hashbrown::HashTable<u32>` indexes the
 //! slab (4 bytes a bucket plus a control byte). The common cases cost no allocation of
 //! their own: a slot with one local connection stores it inline, and a connection under one
 //! id stores the slot index as its handle. Only an id with several local connections, or a
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use hashbrown::HashTable;
 
 use crate::id::Id;
-use crate::mesh::{Msg, ReplyTo};
+use crate::mesh::{Msg, Outbox, ReplyTo};
 
 /// No connection / no slot.
 const NONE: u32 = u32::MAX;
@@ -51,8 +51,6 @@ pub struct Router {
     free_conn_lists: Vec<u32>,
     next_seq: u32,
     owned_live: usize,
-    /// Messages for other shards produced by the calls since the last flush, per shard.
-    pub out: Vec<Vec<Msg>>,
 }
 
 impl Router {
@@ -75,7 +73,6 @@ impl Router {
             free_conn_lists: Vec::new(),
             next_seq: 0,
             owned_live: 0,
-            out: (0..shards).map(|_| Vec::new()).collect(),
         }
     }
 
@@ -153,13 +150,14 @@ impl Router {
         self.free_slots.push(s);
     }
 
-    /// Logs connection `conn` in under `ids` (1 to 64, no duplicates).
+    /// Logs connection `conn` in under `ids` (1 to 64, no duplicates); a `Join` for each id
+    /// another shard owns and this one did not hold yet goes into `out`.
     ///
     /// Returns the handle to keep in the connection record (give it back to
     /// [`Router::logout`]) and how many of the ids still wait for their owner's `JoinAck`:
     /// the connection's response head must not go out before that count is back to 0
     /// (see [`Router::join_acked`]).
-    pub fn login(&mut self, conn: u32, ids: Vec<Id>) -> (u32, u8) {
+    pub fn login(&mut self, out: &mut Outbox, conn: u32, ids: Vec<Id>) -> (u32, u8) {
         let mut waits = 0u8;
         let mut slots = Vec::with_capacity(ids.len());
         for id in ids {
@@ -174,11 +172,14 @@ impl Router {
                 self.next_seq = self.next_seq.wrapping_add(1).max(1);
                 let slot = &mut self.slots[s as usize];
                 slot.join_seq = self.next_seq;
-                self.out[owner].push(Msg::Join {
-                    id: slot.id.clone(),
-                    from: self.me as u16,
-                    seq: slot.join_seq,
-                });
+                out.push(
+                    owner,
+                    Msg::Join {
+                        id: slot.id.clone(),
+                        from: self.me as u16,
+                        seq: slot.join_seq,
+                    },
+                );
             }
             if self.slots[s as usize].join_seq != 0 {
                 waits += 1;
@@ -202,21 +203,22 @@ impl Router {
         (handle, waits)
     }
 
-    /// Logs connection `conn` out of every id it was logged in under.
-    pub fn logout(&mut self, conn: u32, handle: u32) {
+    /// Logs connection `conn` out of every id it was logged in under; a `Leave` for each id
+    /// another shard owns that this one no longer holds goes into `out`.
+    pub fn logout(&mut self, out: &mut Outbox, conn: u32, handle: u32) {
         if handle & LIST == 0 {
-            self.leave_slot(handle, conn);
+            self.leave_slot(out, handle, conn);
             return;
         }
         let l = (handle & !LIST) as usize;
         let list = std::mem::take(&mut self.conn_lists[l]);
         for &s in list.iter() {
-            self.leave_slot(s, conn);
+            self.leave_slot(out, s, conn);
         }
         self.free_conn_lists.push(l as u32);
     }
 
-    fn leave_slot(&mut self, s: u32, conn: u32) {
+    fn leave_slot(&mut self, out: &mut Outbox, s: u32, conn: u32) {
         self.remove_sub(s, conn);
         let slot = &mut self.slots[s as usize];
         if slot.subs == NONE {
@@ -225,10 +227,13 @@ impl Router {
                 self.unhold(s, self.me);
             } else {
                 slot.join_seq = 0;
-                self.out[owner].push(Msg::Leave {
-                    id: slot.id.clone(),
-                    from: self.me as u16,
-                });
+                out.push(
+                    owner,
+                    Msg::Leave {
+                        id: slot.id.clone(),
+                        from: self.me as u16,
+                    },
+                );
             }
             self.maybe_free(s);
         }
@@ -311,12 +316,13 @@ impl Router {
         self.slots[s as usize].holders
     }
 
-    /// Owner side of `Join`: records shard `from` as a holder of `id` and acknowledges.
-    pub fn on_join(&mut self, id: Id, from: usize, seq: u32) {
+    /// Owner side of `Join`: records shard `from` as a holder of `id` and acknowledges
+    /// (`JoinAck` into `out`).
+    pub fn on_join(&mut self, out: &mut Outbox, id: Id, from: usize, seq: u32) {
         let s = self.slot_for(id);
         self.hold(s, from);
         let id = self.slots[s as usize].id.clone();
-        self.out[from].push(Msg::JoinAck { id, seq });
+        out.push(from, Msg::JoinAck { id, seq });
     }
 
     /// Owner side of `Leave`: shard `from` holds no connection under `id` any more.
@@ -339,10 +345,17 @@ impl Router {
         Some(s)
     }
 
-    /// Owner side of `send(id, msg)`: forwards `Deliver` to every other holder and returns
+    /// Owner side of `send(id, msg)`: forwards `Deliver` to every other holder (into `out`)
+    /// and returns
     /// the local slot to deliver to (if this shard holds connections under `id`) and the
     /// number of shards forwarded to.
-    pub fn route(&mut self, id: &Id, msg: &Bytes, reply: ReplyTo) -> (Option<u32>, u16) {
+    pub fn route(
+        &mut self,
+        out: &mut Outbox,
+        id: &Id,
+        msg: &Bytes,
+        reply: ReplyTo,
+    ) -> (Option<u32>, u16) {
         let Some(s) = self.lookup(id) else {
             return (None, 0);
         };
@@ -350,11 +363,14 @@ impl Router {
         let mut forwarded = 0;
         for h in 0..self.shards {
             if h != self.me && holders & (1 << h) != 0 {
-                self.out[h].push(Msg::Deliver {
-                    id: id.clone(),
-                    msg: msg.clone(),
-                    reply,
-                });
+                out.push(
+                    h,
+                    Msg::Deliver {
+                        id: id.clone(),
+                        msg: msg.clone(),
+                        reply,
+                    },
+                );
                 forwarded += 1;
             }
         }
@@ -364,104 +380,4 @@ impl Router {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An id owned by shard `want` of 2.
-    fn id_owned_by(want: usize) -> Id {
-        (1..).map(Id::Num).find(|id| id.owner(2) == want).unwrap()
-    }
-
-    #[test]
-    fn local_login_logout() {
-        let mut r = Router::new(0, 2, 16);
-        let id = id_owned_by(0);
-        let (h1, w1) = r.login(7, vec![id.clone()]);
-        let (h2, w2) = r.login(8, vec![id.clone()]);
-        assert_eq!((w1, w2), (0, 0));
-        let s = r.lookup(&id).unwrap();
-        assert_eq!(r.subscribers(s), &[7, 8]);
-        assert_eq!(r.owned_ids(), 1);
-        r.logout(7, h1);
-        assert_eq!(r.subscribers(s), &[8]);
-        r.logout(8, h2);
-        assert!(r.lookup(&id).is_none());
-        assert_eq!(r.owned_ids(), 0);
-        assert!(r.out.iter().all(Vec::is_empty));
-    }
-
-    #[test]
-    fn remote_owner_join_ack_leave() {
-        let (mut holder, mut owner) = (Router::new(0, 2, 16), Router::new(1, 2, 16));
-        let id = id_owned_by(1);
-        let (h, waits) = holder.login(3, vec![id.clone()]);
-        assert_eq!(waits, 1);
-        let Some(Msg::Join { id: jid, from, seq }) = holder.out[1].pop() else {
-            panic!()
-        };
-        owner.on_join(jid, from as usize, seq);
-        assert_eq!(owner.owned_ids(), 1);
-        let Some(Msg::JoinAck { id: aid, seq: aseq }) = owner.out[0].pop() else {
-            panic!()
-        };
-        let s = holder.join_acked(&aid, aseq).unwrap();
-        assert_eq!(holder.subscribers(s), &[3]);
-        // A second connection after the ack waits for nothing.
-        let (h2, waits2) = holder.login(4, vec![id.clone()]);
-        assert_eq!(waits2, 0);
-        assert!(holder.out[1].is_empty());
-        // Routing at the owner forwards to shard 0 only.
-        let (local, fwd) = owner.route(
-            &id,
-            &Bytes::from_static(b"x"),
-            ReplyTo { shard: 1, token: 9 },
-        );
-        assert_eq!((local, fwd), (None, 1));
-        assert!(matches!(owner.out[0].pop(), Some(Msg::Deliver { .. })));
-        holder.logout(3, h);
-        assert!(holder.out[1].is_empty());
-        holder.logout(4, h2);
-        let Some(Msg::Leave { id: lid, from }) = holder.out[1].pop() else {
-            panic!()
-        };
-        owner.on_leave(&lid, from as usize);
-        assert_eq!(owner.owned_ids(), 0);
-        assert_eq!(
-            owner.route(&id, &Bytes::new(), ReplyTo { shard: 1, token: 1 }),
-            (None, 0)
-        );
-    }
-
-    #[test]
-    fn stale_ack_is_ignored() {
-        let mut holder = Router::new(0, 2, 16);
-        let id = id_owned_by(1);
-        let (h, _) = holder.login(1, vec![id.clone()]);
-        let Some(Msg::Join { seq: old, .. }) = holder.out[1].pop() else {
-            panic!()
-        };
-        holder.logout(1, h);
-        let (_, waits) = holder.login(2, vec![id.clone()]);
-        assert_eq!(waits, 1);
-        assert!(
-            holder.join_acked(&id, old).is_none(),
-            "ack of the old join must not release the new one"
-        );
-    }
-
-    #[test]
-    fn many_ids_one_conn() {
-        let mut r = Router::new(0, 1, 16);
-        let ids: Vec<Id> = (1..=3).map(Id::Num).collect();
-        let (h, _) = r.login(5, ids.clone());
-        let (h6, _) = r.login(6, vec![Id::Num(2)]);
-        for id in &ids {
-            assert!(r.subscribers(r.lookup(id).unwrap()).contains(&5));
-        }
-        r.logout(5, h);
-        assert!(r.lookup(&Id::Num(1)).is_none());
-        assert_eq!(r.subscribers(r.lookup(&Id::Num(2)).unwrap()), &[6]);
-        r.logout(6, h6);
-        assert_eq!(r.owned_ids(), 0);
-    }
-}
+mod tests;

@@ -1,0 +1,196 @@
+//! Stage 1, accept: the multishot accepts on this shard's two SO_REUSEPORT listeners, the
+//! pause after an accept error, and the 503 a connection over `--max-conns` gets.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::completion::{token, OP_ACCEPT, OP_CANCEL};
+use super::Shard;
+use crate::conn::{Conn, Flags, State, NONE};
+use crate::driver::Driver;
+use crate::http::{response, Status};
+use crate::stats::ShardStats;
+
+/// Listener index in accept tokens: 0 subscriber, 1 publish.
+const SUB: u32 = 0;
+
+/// How long accepts pause after one failed (EMFILE, ENFILE, ENOMEM, ENOBUFS).
+const RETRY: Duration = Duration::from_millis(100);
+
+/// The listeners and the state of their accepts.
+pub(super) struct Accept {
+    /// Subscriber and publish listener.
+    listeners: [Option<OwnedFd>; 2],
+    /// Whether each listener's multishot accept is armed.
+    armed: [bool; 2],
+    /// Accepts are paused until then (after a failure).
+    retry: Option<Instant>,
+    /// Accepts that failed since the last one that succeeded (the first is logged at warn,
+    /// the rest at debug, the recovery at info: an fd shortage logs 3 lines, not 10 a second).
+    failures: u64,
+    /// This shard's share of `--max-conns`.
+    max_conns: usize,
+    /// The 503 a connection over `--max-conns` (or arriving while stopping) gets.
+    unavailable: Box<[u8]>,
+}
+
+impl Accept {
+    /// Accepts on `listeners` (subscriber, publish) for at most `max_conns` connections.
+    pub(super) fn new(listeners: [OwnedFd; 2], max_conns: usize) -> Accept {
+        let mut raw = Vec::new();
+        response::error_text(
+            &mut raw,
+            Status::Unavailable,
+            "the server is at its connection limit (--max-conns) or stopping; retry later",
+        );
+        let [sub, publ] = listeners;
+        Accept {
+            listeners: [Some(sub), Some(publ)],
+            armed: [false; 2],
+            retry: None,
+            failures: 0,
+            max_conns,
+            unavailable: raw.into_boxed_slice(),
+        }
+    }
+
+    /// Whether accepts are paused after a failure.
+    pub(super) fn paused(&self) -> bool {
+        self.retry.is_some()
+    }
+
+    /// A connection closed: accepting may resume if it had paused.
+    pub(super) fn resume(&mut self) {
+        self.retry = None;
+    }
+}
+
+impl<D: Driver> Shard<D> {
+    /// Arms each listener's multishot accept if it is not armed (unless paused or stopping).
+    pub(super) fn arm_accepts(&mut self) {
+        if self.lp.stopping() {
+            return;
+        }
+        if let Some(at) = self.accept.retry {
+            if Instant::now() < at {
+                return;
+            }
+            self.accept.retry = None;
+        }
+        for l in 0..2 {
+            if !self.accept.armed[l] {
+                if let Some(fd) = &self.accept.listeners[l] {
+                    self.driver
+                        .accept_multi(fd.as_raw_fd(), token(OP_ACCEPT, l as u32));
+                    self.accept.armed[l] = true;
+                }
+            }
+        }
+    }
+
+    /// Stops accepting: cancels the armed accepts (shutdown).
+    pub(super) fn stop_accepts(&mut self) {
+        for l in 0..2 {
+            if let Some(fd) = &self.accept.listeners[l] {
+                if self.accept.armed[l] {
+                    self.driver
+                        .cancel_fd(fd.as_raw_fd(), token(OP_CANCEL, NONE));
+                }
+            }
+        }
+    }
+
+    /// An accept completion on listener `l`: a new socket (`res` >= 0) or an error.
+    pub(super) fn on_accept(&mut self, l: u32, res: i32, more: bool) {
+        if !more {
+            self.accept.armed[l as usize] = false;
+            ShardStats::add(&self.st().accept_rearmed, 1);
+        }
+        if res < 0 {
+            return self.accept_failed(res);
+        }
+        if self.accept.failures > 0 {
+            tracing::info!(
+                shard = self.me,
+                failed = self.accept.failures,
+                "accepting again"
+            );
+            self.accept.failures = 0;
+        }
+        // A non-negative accept result is a new fd that nothing else owns.
+        let fd = res;
+        if !self.admit(fd) {
+            return;
+        }
+        let (state, flags) = if l == SUB {
+            (State::SubHead, Flags::EMPTY)
+        } else {
+            (State::Pub, Flags::PUBLISHER)
+        };
+        let i = self.conns.insert(Conn {
+            fd,
+            state,
+            flags,
+            ..Conn::FREE
+        });
+        if l == SUB {
+            ShardStats::add(&self.st().subscribers, 1);
+            self.recv_head(i);
+        } else {
+            ShardStats::add(&self.st().publishers, 1);
+            let a = self.aux.take();
+            self.conns[i].aux = a;
+            self.start_recv(i);
+        }
+    }
+
+    fn accept_failed(&mut self, res: i32) {
+        if self.lp.stopping() || res == -libc::ECANCELED {
+            return;
+        }
+        // EMFILE, ENFILE, ENOMEM, ENOBUFS: the pending connection stays queued, so re-arming
+        // at once would spin. Retry after a pause or when a connection closes.
+        let e = std::io::Error::from_raw_os_error(-res);
+        if self.accept.failures == 0 {
+            tracing::warn!(shard = self.me, "accept failed: {e}; pausing accepts, retrying every 100 ms or when a connection closes");
+        } else {
+            tracing::debug!(shard = self.me, "accept failed again: {e}");
+        }
+        self.accept.failures += 1;
+        self.accept.retry = Some(Instant::now() + RETRY);
+    }
+
+    /// Whether this shard takes socket `fd` (fresh from accept, or handed over): if it is
+    /// stopping or at its share of `--max-conns`, answers 503, closes `fd` and counts it.
+    pub(super) fn admit(&mut self, fd: RawFd) -> bool {
+        if self.lp.stopping() || self.conns.len() >= self.accept.max_conns {
+            ShardStats::add(&self.st().rejected, 1);
+            refuse_unheld(fd, &self.accept.unavailable);
+            return false;
+        }
+        true
+    }
+}
+
+/// Answers an accepted connection the shard will not hold with `answer` (a complete 503) and
+/// closes it, without blocking and without a record: a fresh socket's send buffer takes the
+/// few bytes whole, the FIN follows them (shutdown), and what the client has already sent is
+/// read and dropped first, so that the close does not become a reset (RFC 9112 section 9.6:
+/// a server closes its side after the response, then reads what the client still sends).
+/// Best effort: a client whose request arrives after the close may get a reset after the 503.
+fn refuse_unheld(fd: RawFd, answer: &[u8]) {
+    // SAFETY: `fd` is a connected socket this shard owns (fresh from accept or handed over)
+    // and closes here; the buffers live for each call.
+    unsafe {
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        libc::send(fd, answer.as_ptr().cast(), answer.len(), flags);
+        libc::shutdown(fd, libc::SHUT_WR);
+        let mut sink = [0u8; 2048];
+        for _ in 0..4 {
+            if libc::recv(fd, sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT) <= 0 {
+                break;
+            }
+        }
+        libc::close(fd);
+    }
+}

@@ -1,0 +1,190 @@
+//! Stage 10, close: the end of connections and of the shard. A connection is logged out,
+//! its ops cancelled, and its fd closed when the last completion is in (the kernel owns
+//! buffers and fd until then); the head-timeout sweep answers 408 to slow requests; the
+//! graceful stop ends every stream properly.
+
+use std::time::{Duration, Instant};
+
+use super::completion::{token, OP_CANCEL};
+use super::replies::Pending;
+use super::Shard;
+use crate::conn::{Conn, Flags, Marks, State, NONE};
+use crate::driver::Driver;
+use crate::http::stream::{self, Proto};
+use crate::http::{response, Status};
+use crate::stats::ShardStats;
+
+/// Connections to close at the end of the turn, and the head-timeout timer.
+pub(super) struct Close {
+    /// Connections marked during the turn (a slow consumer cut while its fan-out runs).
+    marked: Vec<u32>,
+    /// When the next head-timeout sweep is due.
+    next_sweep: Instant,
+    /// `--head-timeout`, seconds.
+    timeout_s: u64,
+}
+
+impl Close {
+    /// Nothing marked; the first sweep in `timeout_s` seconds.
+    pub(super) fn new(timeout_s: u64) -> Close {
+        Close {
+            marked: Vec::new(),
+            next_sweep: Instant::now() + Duration::from_secs(timeout_s),
+            timeout_s,
+        }
+    }
+}
+
+impl<D: Driver> Shard<D> {
+    /// Shutdown: stops accepting, ends every stream (last-chunk, WebSocket close) and
+    /// closes once it is written, lets publishers have the replies they are owed, closes
+    /// the rest.
+    pub(super) fn begin_stop(&mut self) {
+        self.stop_accepts();
+        let live: Vec<u32> = (0..self.conns.slots() as u32)
+            .filter(|&i| !matches!(self.conns[i].state, State::Free | State::Closing))
+            .collect();
+        for i in live {
+            let c = self.conns[i];
+            match c.state {
+                // End every stream properly, then close once it is written.
+                State::SubStream => {
+                    let a = self.ensure_aux(i);
+                    let buf = self.aux[a].queue(c.flags.contains(Flags::SENDING));
+                    stream::end(
+                        buf,
+                        Proto::from_u8(c.proto),
+                        c.flags.contains(Flags::CHUNKED),
+                    );
+                    self.conns[i].state = State::Finishing;
+                    self.try_send(i);
+                }
+                // Replies still owed: close after writing them.
+                State::Pub if c.aux != NONE && !self.aux[c.aux].replies.is_empty() => {
+                    self.conns[i].flags.insert(Flags::CLOSE_AFTER)
+                }
+                State::Finishing => {}
+                _ => self.close(i),
+            }
+        }
+    }
+
+    /// Runs the head-timeout sweep if it is due at `now`; returns whether it ran.
+    pub(super) fn sweep_if_due(&mut self, now: Instant) -> bool {
+        if now < self.close.next_sweep {
+            return false;
+        }
+        self.close.next_sweep = now + Duration::from_secs(self.close.timeout_s);
+        self.slow_sweep();
+        true
+    }
+
+    /// Every `--head-timeout`: a connection still reading the same request it was reading
+    /// at the previous sweep gets 408 and is closed (slow loris). So a request gets between
+    /// one and two timeouts to arrive.
+    fn slow_sweep(&mut self) {
+        for i in 0..self.conns.slots() as u32 {
+            let c = self.conns[i];
+            let reading = match c.state {
+                State::SubHead => true,
+                // A request under way while we wait for its bytes, or none yet on a new
+                // connection: a publish connection that never sends a byte must not hold a
+                // slot for ever. Input held back by us (backpressure, an edit being applied)
+                // is not the client's delay; a request completed since the last sweep clears
+                // SLOW (`on_publisher_input`).
+                State::Pub => {
+                    c.msgs == 0
+                        || (c.aux != NONE
+                            && c.flags.contains(Flags::RECVING)
+                            && !self.aux[c.aux].inbuf.is_empty())
+                }
+                _ => false,
+            };
+            if !reading {
+                self.conns[i].marks.remove(Marks::SLOW);
+            } else if !c.marks.contains(Marks::SLOW) {
+                self.conns[i].marks.insert(Marks::SLOW);
+            } else if c.state == State::Pub {
+                self.aux[c.aux].inbuf.clear();
+                let mut raw = Vec::new();
+                response::error(&mut raw, Status::RequestTimeout);
+                self.push_reply(i, Pending::ready(i, raw, true));
+                self.flush_replies(i);
+            } else {
+                self.refuse(i, Status::RequestTimeout);
+            }
+        }
+    }
+
+    /// Closes connection `i` at the end of the turn (not under a fan-out's feet).
+    pub(super) fn mark_close(&mut self, i: u32) {
+        self.close.marked.push(i);
+    }
+
+    /// Closes the connections marked this turn.
+    pub(super) fn close_marked(&mut self) {
+        while let Some(i) = self.close.marked.pop() {
+            self.close(i);
+        }
+    }
+
+    /// Closes connection `i` after an op on it failed with `-errno` (or its peer ended it,
+    /// `res` = 0). ETIMEDOUT is the send deadline (TCP_USER_TIMEOUT: sent data unacknowledged
+    /// for `--send-timeout`), counted in `send_timeouts`.
+    pub(super) fn close_on_error(&mut self, i: u32, res: i32) {
+        if res == -libc::ETIMEDOUT {
+            ShardStats::add(&self.st().send_timeouts, 1);
+        }
+        self.close(i);
+    }
+
+    /// Logs the connection out and starts tearing it down.
+    pub(super) fn close(&mut self, i: u32) {
+        let c = self.conns[i];
+        if matches!(c.state, State::Free | State::Closing) {
+            return;
+        }
+        if c.flags.contains(Flags::LOGGED_IN) {
+            self.router.logout(&mut self.outbox, i, c.ids);
+            self.sync_ids_gauge();
+            self.cluster_forget(i);
+        }
+        if c.flags.contains(Flags::PUBLISHER) {
+            ShardStats::sub(&self.st().publishers, 1);
+            if c.aux != NONE {
+                for t in std::mem::take(&mut self.aux[c.aux].replies) {
+                    self.replies.abandon(t);
+                }
+            }
+        } else {
+            ShardStats::sub(&self.st().subscribers, 1);
+        }
+        let conn = &mut self.conns[i];
+        // LINGER reuses CHUNKED's bit, which means nothing once closing.
+        conn.flags
+            .set(Flags::LINGER, conn.state == State::Finishing);
+        conn.state = State::Closing;
+        conn.flags.remove(Flags::LOGGED_IN);
+        if conn.ops == 0 {
+            self.finalize(i);
+        } else {
+            conn.ops += 1;
+            self.driver.cancel_fd(conn.fd, token(OP_CANCEL, i));
+        }
+        // A slot freed: accepting may resume if it had paused at capacity.
+        self.accept.resume();
+    }
+
+    /// The last op of closing connection `i` has completed: closes its fd and frees its
+    /// buffers and slot.
+    pub(super) fn finalize(&mut self, i: u32) {
+        // No op refers to the fd any more (ops == 0); it is closed once. A connection that
+        // ends with a final reply (an error, HEAD) lingers so that reply is not reset.
+        let c = self.conns[i];
+        self.driver.close(c.fd, c.flags.contains(Flags::LINGER));
+        self.free_ws_head(i);
+        self.release_aux(i);
+        self.conns[i] = Conn::FREE;
+        self.conns.remove(i);
+    }
+}

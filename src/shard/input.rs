@@ -1,0 +1,177 @@
+//! Stage 5, stream input: what a connection reads after its head. An idle stream holds one
+//! POLLRDHUP poll and nothing else: a hang-up closes it, stray bytes are drained into a
+//! shared scratch buffer nobody reads, and a WebSocket stream's control frames are read
+//! into its own buffer and answered. Also the recv into a connection's own `inbuf` that
+//! publishers and WebSocket frames use.
+
+use super::completion::{token, OP_DRAIN, OP_POLL, OP_RECV};
+use super::Shard;
+use crate::conn::{Flags, Marks, State};
+use crate::driver::Driver;
+use crate::http::stream::Proto;
+use crate::http::{ws, MAX_BODY, MAX_HEAD};
+
+/// The drain buffer.
+pub(super) struct Input {
+    /// Where bytes after a subscriber's head are read and dropped; never read.
+    scratch: Box<[u8]>,
+}
+
+impl Input {
+    /// A 4 KiB drain buffer.
+    pub(super) fn new() -> Input {
+        Input {
+            scratch: vec![0; 4096].into_boxed_slice(),
+        }
+    }
+}
+
+impl<D: Driver> Shard<D> {
+    /// Starts a recv into connection `i`'s `Aux::inbuf` (it has one), growing it up to the
+    /// request limit, unless one is in flight.
+    pub(super) fn start_recv(&mut self, i: u32) {
+        let c = self.conns[i];
+        if c.flags.contains(Flags::RECVING) {
+            return;
+        }
+        // Never into a buffer that is taken out for parsing (it would be dropped under the
+        // kernel's feet when put back).
+        assert!(
+            !c.marks.contains(Marks::PARSING),
+            "recv started while the input is being parsed"
+        );
+        let limit = if c.state == State::Pub {
+            MAX_HEAD + MAX_BODY + 16 * 1024
+        } else {
+            MAX_HEAD
+        };
+        let buf = &mut self.aux[c.aux].inbuf;
+        if buf.capacity() - buf.len() < 4096 {
+            let want = (buf.len() + 16 * 1024).min(limit);
+            buf.reserve(want.saturating_sub(buf.len()));
+        }
+        let spare = buf.capacity() - buf.len();
+        if spare == 0 {
+            // Parsers refuse heads over MAX_HEAD and bodies over MAX_BODY before this.
+            return self.mark_close(i);
+        }
+        // SAFETY: the spare capacity of `inbuf` stays allocated and untouched until the
+        // recv completes: the Aux is not released while RECVING is set.
+        unsafe {
+            let ptr = buf.as_mut_ptr().add(buf.len());
+            self.driver.recv(
+                c.fd,
+                ptr,
+                spare.min(u32::MAX as usize) as u32,
+                token(OP_RECV, i),
+            );
+        }
+        let c = &mut self.conns[i];
+        c.flags.insert(Flags::RECVING);
+        c.ops += 1;
+    }
+
+    /// A recv into connection `i`'s own buffer completed: `res` bytes or `-errno`.
+    pub(super) fn on_recv(&mut self, i: u32, res: i32) {
+        self.conns[i].flags.remove(Flags::RECVING);
+        if res == -libc::ENOBUFS && self.conns[i].state == State::SubHead {
+            // Every head buffer was taken in this burst; they come back this turn.
+            return self.recv_head(i);
+        }
+        if self.conns[i].state == State::Finishing {
+            return; // a final reply is on its way; its completion closes
+        }
+        if res <= 0 {
+            return self.close_on_error(i, res);
+        }
+        let a = self.conns[i].aux;
+        let buf = &mut self.aux[a].inbuf;
+        // SAFETY: the kernel initialised `res` bytes after `len`, within the spare capacity.
+        unsafe { buf.set_len(buf.len() + res as usize) };
+        match self.conns[i].state {
+            State::Pub => self.on_publisher_input(i),
+            State::SubStream | State::SubJoining => self.on_ws_input(i),
+            _ => {}
+        }
+    }
+
+    /// Arms the POLLRDHUP poll of stream `i` unless it is armed.
+    pub(super) fn arm_poll(&mut self, i: u32) {
+        let c = &mut self.conns[i];
+        if !c.flags.contains(Flags::POLLING) {
+            c.flags.insert(Flags::POLLING);
+            c.ops += 1;
+            self.driver.poll_rdhup(c.fd, token(OP_POLL, i));
+        }
+    }
+
+    /// The poll of stream `i` fired with revents `res` (or failed).
+    pub(super) fn on_poll(&mut self, i: u32, res: i32) {
+        self.conns[i].flags.remove(Flags::POLLING);
+        if res < 0 {
+            return self.close(i);
+        }
+        let ev = res as i16;
+        if ev & libc::POLLERR != 0 {
+            // The socket has an error (the send deadline, a reset, ...). The next send or
+            // recv on it fails with that error, and its completion closes the connection and
+            // counts why: with a send in flight, that send; otherwise the read below.
+            if self.conns[i].flags.contains(Flags::SENDING) {
+                return;
+            }
+        } else if ev & (libc::POLLRDHUP | libc::POLLHUP) != 0 {
+            return self.close(i);
+        }
+        if Proto::from_u8(self.conns[i].proto) == Proto::Ws {
+            // WebSocket control frames: read them into the connection's own buffer (held
+            // only while a frame is incomplete) and answer.
+            self.ensure_aux(i);
+            return self.start_recv(i);
+        }
+        // Bytes after the request head: a subscriber has nothing more to say, so read and
+        // discard them (one non-blocking recv into the shared scratch buffer, whose contents
+        // nobody reads); a read of 0 is the peer's FIN.
+        let c = &mut self.conns[i];
+        c.ops += 1;
+        // SAFETY: `scratch` lives as long as the shard and is never read.
+        unsafe {
+            self.driver.recv_now(
+                c.fd,
+                self.input.scratch.as_mut_ptr(),
+                self.input.scratch.len() as u32,
+                token(OP_DRAIN, i),
+            )
+        };
+    }
+
+    /// The drain of stream `i` completed: 0 is the peer's FIN, an error closes.
+    pub(super) fn on_drain(&mut self, i: u32, res: i32) {
+        if res == 0 || (res < 0 && res != -libc::EAGAIN && res != -libc::EINTR) {
+            return self.close_on_error(i, res);
+        }
+        self.arm_poll(i);
+    }
+
+    /// Client bytes on a WebSocket stream (in `inbuf`): answer pings and closes.
+    fn on_ws_input(&mut self, i: u32) {
+        let a = self.conns[i].aux;
+        let mut inbuf = std::mem::take(&mut self.aux[a].inbuf);
+        let mut answer = Vec::new();
+        let (what, used) = ws::read_frames(&inbuf, &mut answer);
+        inbuf.drain(..used);
+        self.aux[a].inbuf = inbuf;
+        let sending = self.conns[i].flags.contains(Flags::SENDING);
+        let aux = &mut self.aux[a];
+        // A pong waits behind nothing: if earlier output is still queued behind a send the
+        // client has not taken, a ping flood's pongs are dropped (a close still goes out).
+        if !answer.is_empty() && (what == ws::Input::End || !sending || aux.next.is_empty()) {
+            aux.queue(sending).extend_from_slice(&answer);
+        }
+        if what == ws::Input::End {
+            self.conns[i].state = State::Finishing;
+        } else {
+            self.arm_poll(i);
+        }
+        self.try_send(i);
+    }
+}
