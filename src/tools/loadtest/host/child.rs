@@ -79,14 +79,7 @@ impl ServerGuard {
                 .with_context(|| format!("creating server log {}", path.display()))?;
             cmd.stderr(f);
         }
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child if
-        // this process dies without running the guard's Drop (e.g. killed by a signal).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
@@ -139,6 +132,21 @@ impl Drop for ServerGuard {
 }
 
 /// Parses `LISTEN subscriber=ADDR publish=ADDR` into the two addresses.
+/// Makes the child `cmd` starts die (SIGKILL) when the thread that forks it dies without
+/// running a guard's Drop (killed by a signal, say), so no server, worker or redis-server
+/// outlives the load tester (prctl(2) `PR_SET_PDEATHSIG`; it follows the forking thread, so
+/// call `spawn` from a thread that lives as long as the child should).
+pub(crate) fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of this process, which is all
+    // a pre_exec closure may do between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 pub(crate) fn parse_listen_line(line: &str) -> Result<(SocketAddr, SocketAddr)> {
     let mut sub = None;
     let mut publ = None;

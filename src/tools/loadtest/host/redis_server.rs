@@ -3,11 +3,12 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use super::child::die_with_parent;
 
 /// The redis-server binary: on PATH, or where Debian puts it.
 pub(crate) fn binary() -> Result<String> {
@@ -49,14 +50,7 @@ impl RedisGuard {
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        // SAFETY: prctl is async-signal-safe; it asks the kernel to SIGKILL the child if this
-        // process dies without running the guard's Drop.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let child = cmd.spawn().with_context(|| format!("starting {bin}"))?;
         let pid = child.id();
         let guard = RedisGuard { child, pid, port };

@@ -9,7 +9,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -19,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::tools::loadtest::host::child::die_with_parent;
 use crate::tools::loadtest::million_worker::{Progress, Verdict};
 
 /// What the parent knows of one worker, updated by its reader thread.
@@ -91,14 +91,7 @@ impl Fleet {
                 .stdout(Stdio::piped())
                 // Workers log nothing but errors: let them through.
                 .stderr(Stdio::inherit());
-            // SAFETY: prctl is async-signal-safe; it asks the kernel to SIGKILL the worker if
-            // the thread that forked it (this main thread) dies without running Drop.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
+            die_with_parent(&mut cmd);
             let mut child = cmd
                 .spawn()
                 .with_context(|| format!("starting worker {}", fleet.workers.len()))?;
