@@ -295,38 +295,16 @@ mod tests {
 
     #[test]
     fn send_refusals() {
-        assert_eq!(
-            parse_publish(b"POST /send/9 HTTP/1.1\r\nHost: x\r\n\r\n", None),
-            Head::Refuse(Status::LengthRequired)
-        );
-        assert_eq!(
-            parse_publish(
-                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n",
-                None
-            ),
-            Head::Refuse(Status::TooLarge)
-        );
-        assert_eq!(
-            parse_publish(
-                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-                None
-            ),
-            Head::Refuse(Status::BadRequest)
-        );
-        assert_eq!(
-            parse_publish(
-                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                None
-            ),
-            Head::Refuse(Status::BadRequest)
-        );
-        assert_eq!(
-            parse_publish(
-                b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-                None
-            ),
-            Head::Refuse(Status::NotImplemented)
-        );
+        for (head, status) in [
+            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\n\r\n"[..], Status::LengthRequired),
+            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n"[..], Status::TooLarge),
+            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"[..], Status::BadRequest),
+            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..], Status::BadRequest),
+            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"[..], Status::NotImplemented),
+        ] {
+            let what = String::from_utf8_lossy(head);
+            assert_eq!(parse_publish(head, None), Head::Refuse(status), "{what}");
+        }
     }
 
     #[test]

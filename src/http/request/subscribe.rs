@@ -127,26 +127,28 @@ mod tests {
             parse_subscribe(b"GET /test/1 HTTP/1.1\r\nHost: x\r\nHost"),
             Head::Incomplete
         );
-        assert_eq!(
-            parse_subscribe(b"POST /test/1 HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Head::Refuse(Status::NotImplemented)
-        );
-        assert_eq!(
-            parse_subscribe(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Head::Refuse(Status::NotFound)
-        );
-        assert_eq!(
-            parse_subscribe(b"GET /test/ HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Head::Refuse(Status::BadRequest)
-        );
-        assert_eq!(
-            parse_subscribe(b"GET /test/a%20b HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Head::Refuse(Status::BadRequest)
-        );
-        assert_eq!(
-            parse_subscribe(b"GARBAGE\r\n\r\n"),
-            Head::Refuse(Status::BadRequest)
-        );
+        for (head, status) in [
+            (
+                &b"POST /test/1 HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                Status::NotImplemented,
+            ),
+            (
+                &b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                Status::NotFound,
+            ),
+            (
+                &b"GET /test/ HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                Status::BadRequest,
+            ),
+            (
+                &b"GET /test/a%20b HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                Status::BadRequest,
+            ),
+            (&b"GARBAGE\r\n\r\n"[..], Status::BadRequest),
+        ] {
+            let what = String::from_utf8_lossy(head);
+            assert_eq!(parse_subscribe(head), Head::Refuse(status), "{what}");
+        }
     }
 
     #[test]
