@@ -120,6 +120,13 @@ pub(crate) fn find_listener_pid(port: u16) -> Option<u32> {
     None
 }
 
+/// The raised RLIMIT_NOFILE ([`raise_nofile_limit`]) when it is below `need` fds, else
+/// `None`: the one check behind every job's and worker's "need an fd limit of" error.
+pub(crate) fn nofile_short_of(need: u64) -> Option<u64> {
+    let limit = raise_nofile_limit();
+    (need > limit).then_some(limit)
+}
+
 /// Raises this process's soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 pub(crate) fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {

@@ -158,9 +158,8 @@ pub(crate) fn check_positive(values: &[(&str, f64)]) -> Result<()> {
 
 /// Raises the fd limit and fails early if `sockets` (plus a margin) would not fit.
 pub(crate) fn check_fd_limit(sockets: u64) -> Result<()> {
-    let limit = proc::raise_nofile_limit();
     let need = sockets + 64;
-    if need > limit {
+    if let Some(limit) = proc::nofile_short_of(need) {
         return Err(anyhow!(
             "{sockets} sockets need an fd limit of at least {need}; RLIMIT_NOFILE is {limit} (raise it with ulimit -n)"
         ));

@@ -36,7 +36,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::subscriber::{self, Conn, LoopConfig};
-use crate::tools::loadtest::host::proc::raise_nofile_limit;
+use crate::tools::loadtest::host::proc::nofile_short_of;
 use crate::tools::loadtest::wire::chunk::Expect;
 use crate::tools::loadtest::wire::url::UrlTemplate;
 pub(crate) use lines::{Progress, Verdict, LAT_BUCKETS};
@@ -80,8 +80,7 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
     if a.count == 0 || !(a.rate.is_finite() && a.rate > 0.0) {
         bail!("--count and --rate must be positive");
     }
-    let limit = raise_nofile_limit();
-    if a.count + 32 > limit {
+    if let Some(limit) = nofile_short_of(a.count + 32) {
         bail!(
             "{} connections need an fd limit of {}; RLIMIT_NOFILE is {limit}",
             a.count,

@@ -39,7 +39,7 @@ use crate::tools::loadtest::answer::{json_u64, parse_answer};
 use crate::tools::loadtest::cli::{ConnectFlags, ServerFlags};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::{
-    cpu_seconds, raise_nofile_limit, rss_bytes, wait_rss_stable,
+    cpu_seconds, nofile_short_of, rss_bytes, wait_rss_stable,
 };
 use crate::tools::loadtest::host::procmem::ProcSet;
 use crate::tools::loadtest::million_worker::{LAT_BUCKETS, RECORD_BYTES};
@@ -174,8 +174,7 @@ fn validate(a: &MillionArgs) -> Result<(u64, u64)> {
     }
     check_fd_limit(a.publishers as u64 * 2 + 256)?;
     // The workers inherit this process's (raised) limit; each needs its streams + a few.
-    let limit = raise_nofile_limit();
-    if a.per_worker + 32 > limit {
+    if let Some(limit) = nofile_short_of(a.per_worker + 32) {
         bail!(
             "--per-worker {} needs an fd limit of {} per worker; RLIMIT_NOFILE is {limit}",
             a.per_worker,
