@@ -116,7 +116,7 @@ impl<D: Driver> Shard<D> {
     /// Called when the loop has been idle: once the shard holds no connection and no id,
     /// give the memory of its tables back (slab and router pages, then `malloc_trim`).
     pub fn on_idle(&mut self) {
-        // Fault injection for the test of the panic path (tests/reliability): the shard
+        // Fault injection for the test of the panic path (tests/lifecycle.rs `shard_panic_exits_101`): the shard
         // named by this variable panics on its first idle tick.
         if self.lp.inject_panic {
             panic!("{PANIC_ENV}={}: injected shard panic", self.me);
