@@ -44,26 +44,25 @@ mod tests {
 
     #[test]
     fn chunks_checked() {
-        let ok = b"Recvd msg #1: '7:7:100'<br/>\n";
-        assert_eq!(check_chunk(7, 0, ok, 150), Check::Good(50));
-        assert_eq!(
-            check_chunk(7, 1, ok, 150),
-            Check::Bad("wrong message number")
-        );
-        assert_eq!(
-            check_chunk(8, 0, ok, 150),
-            Check::Bad("message for another id")
-        );
-        let wrong_seq = b"Recvd msg #1: '7:6:100'<br/>\n";
-        assert_eq!(
-            check_chunk(7, 0, wrong_seq, 150),
-            Check::Bad("message for another id")
-        );
-        assert_eq!(
-            check_chunk(7, 0, ok, 50),
-            Check::Bad("send time in the future")
-        );
-        assert_eq!(check_chunk(7, 0, b"\n", 1), Check::Heartbeat);
-        assert_eq!(check_chunk(7, 0, b"hello", 1), Check::Bad("garbled chunk"));
+        let ok = &b"Recvd msg #1: '7:7:100'<br/>\n"[..];
+        let wrong_seq = &b"Recvd msg #1: '7:6:100'<br/>\n"[..];
+        // (id, good chunks so far, chunk, now in us) -> verdict
+        let cases = [
+            (7, 0, ok, 150, Check::Good(50)),
+            (7, 1, ok, 150, Check::Bad("wrong message number")),
+            (8, 0, ok, 150, Check::Bad("message for another id")),
+            (7, 0, wrong_seq, 150, Check::Bad("message for another id")),
+            (7, 0, ok, 50, Check::Bad("send time in the future")),
+            (7, 0, &b"\n"[..], 1, Check::Heartbeat),
+            (7, 0, &b"hello"[..], 1, Check::Bad("garbled chunk")),
+        ];
+        for (id, seen, chunk, now, want) in cases {
+            let what = String::from_utf8_lossy(chunk);
+            assert_eq!(
+                check_chunk(id, seen, chunk, now),
+                want,
+                "{id} {seen} {what} {now}"
+            );
+        }
     }
 }
