@@ -221,7 +221,14 @@ fn validate(a: &CompareArgs) -> Result<(Settings, Option<PathBuf>)> {
         (false, None) if a.ceiling => {
             bail!("--ceiling: deliver-ceiling not found; give --ceiling-dir")
         }
-        (false, None) => None,
+        (false, None) => {
+            eprintln!(
+                "note: deliver-ceiling not found beside the repository or the working directory \
+                 (../shared/tools/deliver-ceiling): the ceiling row and columns stay empty; \
+                 give --ceiling-dir DIR to measure it"
+            );
+            None
+        }
     };
     let settings = Settings {
         conns: a.connect.conns,
