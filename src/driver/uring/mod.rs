@@ -40,7 +40,6 @@ mod plan;
 mod ring;
 
 /// The io_uring probe, at the path `check-system` uses ([`crate::driver::probe`] holds it).
-pub use super::probe::probe_uring as probe;
 pub use plan::Plan;
 
 /// Submission queue entries of ring 0 (accepts, heads, publishers).
@@ -92,7 +91,7 @@ macro_rules! on_target {
 
 impl Uring {
     /// Creates ring 0 with room planned for `plan`. Errors: io_uring_setup or epoll_create
-    /// failed (see [`probe`] for the causes).
+    /// failed (see [`probe_uring`](crate::driver::probe::probe_uring) for the causes).
     pub fn new(plan: Plan) -> io::Result<Uring> {
         // SAFETY: plain syscall; the fd returned is owned here.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };

@@ -21,7 +21,8 @@
 use clap::Args;
 
 use crate::config::{Backend, MAX_SHARDS};
-use crate::driver::uring::{self, Plan};
+use crate::driver::probe::probe_uring;
+use crate::driver::uring::Plan;
 
 /// Kernel memory of one idle TCP socket: `tcp_sock` ~2.4 KB plus inode, dentry and file
 /// ~1.3 KB (a direct descriptor still has its file). Measured per process with an allocation
@@ -151,7 +152,7 @@ pub struct Readings {
     pub migrate_req: Option<u64>,
     /// `kernel.io_uring_disabled`; `None` before Linux 6.6 (no such knob: enabled).
     pub io_uring_disabled: Option<u64>,
-    /// [`uring::probe`]'s answer.
+    /// [`probe_uring`](crate::driver::probe::probe_uring)'s answer.
     pub uring_probe: Result<(), String>,
 }
 
@@ -264,7 +265,7 @@ impl Readings {
             ehash_entries: one("net/ipv4/tcp_ehash_entries"),
             migrate_req: one("net/ipv4/tcp_migrate_req"),
             io_uring_disabled: one("kernel/io_uring_disabled"),
-            uring_probe: std::thread::spawn(uring::probe)
+            uring_probe: std::thread::spawn(probe_uring)
                 .join()
                 .unwrap_or_else(|_| Err("the io_uring probe panicked".into())),
         }

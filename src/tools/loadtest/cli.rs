@@ -14,8 +14,8 @@ use super::jobs::million::MillionArgs;
 use super::jobs::soak::SoakArgs;
 use crate::config::Backend;
 use crate::tools::duration;
-use crate::tools::loadtest::framing::Framing;
-use crate::tools::loadtest::million_worker::WorkerArgs;
+use crate::tools::loadtest::client::million_worker::WorkerArgs;
+use crate::tools::loadtest::wire::framing::Framing;
 
 /// Options of `uring-comet loadtest`: with no subcommand, the main job's flags.
 #[derive(Args, Debug)]

@@ -2,7 +2,7 @@
 //!
 //! `uring-comet loadtest` alone is the main job, the seed's CK10 test ([`jobs::ck10`]): start
 //! a server, hold 10,000 subscribers, publish 1,000 messages/s for 30 s, check every chunk
-//! and report. `loadtest flood` ([`flood`]) and `loadtest msggen` ([`msggen`]) are its two
+//! and report. `loadtest flood` ([`flood`](client::flood)) and `loadtest msggen` ([`msggen`](client::msggen)) are its two
 //! halves, usable on their own against any server with the same URL shapes
 //! ([`jobs::halves`]). The other jobs: `compare`, `soak`, `million`, `friends` and
 //! `--nodes N` ([`jobs`]).
@@ -12,21 +12,18 @@
 //! - [`jobs`]: one module per job; each `run()` a list of phases.
 //! - [`host`]: /proc, the server child, the memory log, redis-server.
 //! - [`report`]: the reports as types, with text and JSON output.
-//! - [`client`]: one subscriber event loop for [`flood`] (the main job's subscribers),
-//!   [`million_worker`] (a `million` worker process) and [`friends_subs`] (friends' logins),
-//!   with [`slow`] (slow readers), [`churn`] (subscribers leaving and coming back) and the
-//!   multishot receive ring; one publish connection for [`msggen`] and [`pipeline`].
-//! - [`wire`]: the stream decoder, [`framing`] (how a server frames messages), [`check`]
-//!   (the message format and the per-chunk checks), [`answer`] (publish answers and
-//!   `/stats`), [`url`] (URL templates).
+//! - [`client`]: one subscriber event loop for [`flood`](client::flood) (the main job's subscribers),
+//!   [`million_worker`](client::million_worker) (a `million` worker process) and [`friends_subs`](client::friends_subs) (friends' logins),
+//!   with [`slow`](client::slow) (slow readers), [`churn`](client::churn) (subscribers leaving and coming back) and the
+//!   multishot receive ring; one publish connection for [`msggen`](client::msggen) and [`pipeline`](client::pipeline).
+//! - [`wire`]: the stream decoder, [`framing`](wire::framing) (how a server frames messages), [`check`](wire::check)
+//!   (the message format and the per-chunk checks), [`answer`](wire::answer) (publish answers and
+//!   `/stats`), [`url`](wire::url) (URL templates).
 //!
 //! Scenarios and figures: `loadtest/README.md`.
 
-mod client;
-mod wire;
-
-pub(crate) use client::{churn, flood, friends_subs, million_worker, msggen, pipeline, slow};
-pub(crate) use wire::{answer, check, framing, url};
+pub(crate) mod client;
+pub(crate) mod wire;
 
 pub(crate) mod cli;
 pub(crate) mod host;
@@ -34,12 +31,12 @@ pub(crate) mod jobs;
 pub(crate) mod report;
 
 pub use cli::{FloodArgs, LoadtestArgs, LoadtestCmd, MainArgs, MsggenArgs};
-pub use framing::Framing;
+pub use client::million_worker::WorkerArgs;
 pub use jobs::compare::CompareArgs;
 pub use jobs::friends::FriendsArgs;
 pub use jobs::million::MillionArgs;
 pub use jobs::soak::SoakArgs;
-pub use million_worker::WorkerArgs;
+pub use wire::framing::Framing;
 
 use jobs::{cluster, compare, friends, halves, million, soak};
 
@@ -55,6 +52,6 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         Some(LoadtestCmd::Compare(a)) => compare::run(*a),
         Some(LoadtestCmd::Million(a)) => million::run(*a),
         Some(LoadtestCmd::Friends(a)) => friends::run(*a),
-        Some(LoadtestCmd::MillionWorker(a)) => million_worker::run(a),
+        Some(LoadtestCmd::MillionWorker(a)) => client::million_worker::run(a),
     }
 }

@@ -34,7 +34,7 @@ pub(crate) enum ConnCount {
 impl ConnCount {
     fn read(self) -> u64 {
         match self {
-            ConnCount::Stats(addr, port) => crate::tools::loadtest::answer::fetch_stats(addr)
+            ConnCount::Stats(addr, port) => crate::tools::loadtest::wire::answer::fetch_stats(addr)
                 .ok()
                 .and_then(|kv| kv.into_iter().find(|(k, _)| k == "connections"))
                 .map(|(_, v)| v)

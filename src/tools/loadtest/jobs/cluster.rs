@@ -25,18 +25,18 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use super::halves::{check_fd_limit, check_positive};
-use crate::tools::loadtest::answer;
-use crate::tools::loadtest::check::Bitmap;
 use crate::tools::loadtest::cli::MainArgs;
-use crate::tools::loadtest::flood::{self, FloodConfig, FloodResult, FloodShared};
-use crate::tools::loadtest::framing::Framing;
+use crate::tools::loadtest::client::flood::{self, FloodConfig, FloodResult, FloodShared};
+use crate::tools::loadtest::client::msggen::{self, MsggenConfig, MsggenShared};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::cpu_seconds;
 use crate::tools::loadtest::host::redis_server::RedisGuard;
-use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenShared};
 use crate::tools::loadtest::report::cluster::ClusterReport;
 use crate::tools::loadtest::report::Latency;
-use crate::tools::loadtest::url::UrlTemplate;
+use crate::tools::loadtest::wire::answer;
+use crate::tools::loadtest::wire::check::Bitmap;
+use crate::tools::loadtest::wire::framing::Framing;
+use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// The `/stats` keys read from each node after the run.
 const NODE_STATS: [&str; 10] = [

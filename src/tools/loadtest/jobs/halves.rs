@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::tools::loadtest::cli::{FloodArgs, MsggenArgs};
-use crate::tools::loadtest::flood::{self, FloodConfig, FloodShared};
+use crate::tools::loadtest::client::flood::{self, FloodConfig, FloodShared};
+use crate::tools::loadtest::client::msggen::{self, MsggenConfig, MsggenShared};
 use crate::tools::loadtest::host::{memlog, proc};
-use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenShared};
 use crate::tools::loadtest::report::Latency;
-use crate::tools::loadtest::url::UrlTemplate;
+use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// Sequence numbers at or above this are garbled when flood runs alone (it does not know how
 /// many were sent); bounds the received-set bitmap to 16 MiB.

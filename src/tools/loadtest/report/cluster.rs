@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{json_str, Latency};
-use crate::tools::loadtest::check::CheckCounts;
+use crate::tools::loadtest::wire::check::CheckCounts;
 
 /// What one `loadtest --nodes N` run measured; fields as the JSON keys of [`Self::json`].
 #[derive(Debug, Default)]

@@ -65,11 +65,11 @@ pub(crate) struct Report {
     /// The first few errors, described.
     pub notes: Vec<String>,
     /// With `--churn`: what churn did and excused.
-    pub churn: Option<crate::tools::loadtest::churn::ChurnFigures>,
+    pub churn: Option<crate::tools::loadtest::client::churn::ChurnFigures>,
     /// With `--slow-readers`: what the slow-reader side did.
-    pub slow: Option<crate::tools::loadtest::slow::SlowFigures>,
+    pub slow: Option<crate::tools::loadtest::client::slow::SlowFigures>,
     /// The server once every subscriber had left (`None` if it had exited).
-    pub after_leave: Option<crate::tools::loadtest::churn::AfterLeave>,
+    pub after_leave: Option<crate::tools::loadtest::client::churn::AfterLeave>,
 }
 
 impl Report {

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use super::json_str;
+use crate::tools::loadtest::client::million_worker::LAT_BUCKETS;
 use crate::tools::loadtest::jobs::million::fleet::MemInfo;
-use crate::tools::loadtest::million_worker::LAT_BUCKETS;
 
 mod text;
 

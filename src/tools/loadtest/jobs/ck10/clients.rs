@@ -11,12 +11,12 @@ use anyhow::{anyhow, bail, Result};
 
 use super::{say, PUBLISH_TAIL};
 use crate::tools::loadtest::cli::MainArgs;
-use crate::tools::loadtest::flood::{self, FloodConfig, FloodResult, FloodShared};
-use crate::tools::loadtest::framing::Framing;
+use crate::tools::loadtest::client::flood::{self, FloodConfig, FloodResult, FloodShared};
+use crate::tools::loadtest::client::msggen::{self, MsggenConfig, MsggenResult, MsggenShared};
+use crate::tools::loadtest::client::slow::{self, BlastConfig, SlowFigures};
 use crate::tools::loadtest::host::child::ServerGuard;
-use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenResult, MsggenShared};
-use crate::tools::loadtest::slow::{self, BlastConfig, SlowFigures};
-use crate::tools::loadtest::url::UrlTemplate;
+use crate::tools::loadtest::wire::framing::Framing;
+use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// The subscriber loop on its thread, once every stream is open.
 pub(super) struct Subscribers {

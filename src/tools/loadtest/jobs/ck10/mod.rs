@@ -25,15 +25,15 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::halves::{check_fd_limit, check_positive};
-use crate::tools::loadtest::churn::{self, AfterLeave, ChurnFigures};
 use crate::tools::loadtest::cli::MainArgs;
-use crate::tools::loadtest::flood::FloodResult;
+use crate::tools::loadtest::client::churn::{self, AfterLeave, ChurnFigures};
+use crate::tools::loadtest::client::flood::FloodResult;
+use crate::tools::loadtest::client::msggen::MsggenResult;
+use crate::tools::loadtest::client::slow::SlowFigures;
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::{cpu_seconds, wait_rss_stable};
-use crate::tools::loadtest::msggen::MsggenResult;
 use crate::tools::loadtest::report::main_job::Report;
 use crate::tools::loadtest::report::Latency;
-use crate::tools::loadtest::slow::SlowFigures;
 use clients::{connect, drain, publish, SlowLoad};
 use server::{Baseline, End, MemLog};
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::RSS_SETTLE;
-use crate::tools::loadtest::answer;
-use crate::tools::loadtest::churn;
 use crate::tools::loadtest::cli::MainArgs;
+use crate::tools::loadtest::client::churn;
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::memlog;
 use crate::tools::loadtest::host::proc::{cpu_seconds, rss_bytes, wait_rss_stable};
+use crate::tools::loadtest::wire::answer;
 
 /// The server before any subscriber: CPU seconds, settled RSS (bytes), open fds.
 pub(super) struct Baseline {

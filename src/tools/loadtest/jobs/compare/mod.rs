@@ -19,11 +19,11 @@ use clap::Args;
 use super::halves::check_fd_limit;
 use crate::tools::duration::parse_secs;
 use crate::tools::loadtest::cli::{ConnectFlags, ServerFlags};
-use crate::tools::loadtest::framing::Framing;
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::procmem::ProcSet;
 use crate::tools::loadtest::report::compare::{CompareReport, Row};
-use crate::tools::loadtest::url::UrlTemplate;
+use crate::tools::loadtest::wire::framing::Framing;
+use crate::tools::loadtest::wire::url::UrlTemplate;
 use scenario::{Settings, Target};
 
 /// The stream uring-comet's subscribers open (`--protocol`).

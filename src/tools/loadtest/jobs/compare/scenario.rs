@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::tools::loadtest::flood::{self, FloodConfig, FloodResult, FloodShared};
-use crate::tools::loadtest::framing::Framing;
+use crate::tools::loadtest::client::flood::{self, FloodConfig, FloodResult, FloodShared};
+use crate::tools::loadtest::client::pipeline::{self, IdPlan, PipeConfig, PipeResult, PipeShared};
 use crate::tools::loadtest::host::procmem::{KernelMem, ProcSet};
-use crate::tools::loadtest::pipeline::{self, IdPlan, PipeConfig, PipeResult, PipeShared};
 use crate::tools::loadtest::report::compare::Row;
 use crate::tools::loadtest::report::Latency;
-use crate::tools::loadtest::url::UrlTemplate;
+use crate::tools::loadtest::wire::framing::Framing;
+use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// Longest wait for memory to settle at each reading.
 const SETTLE: Duration = Duration::from_secs(5);

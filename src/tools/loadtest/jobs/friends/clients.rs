@@ -10,11 +10,11 @@ use anyhow::{anyhow, bail, Result};
 
 use super::plan::EventPlan;
 use super::FriendsArgs;
-use crate::tools::loadtest::friends_subs::{self, SubsConfig, SubsResult, SubsShared};
+use crate::tools::loadtest::client::friends_subs::{self, SubsConfig, SubsResult, SubsShared};
+use crate::tools::loadtest::client::msggen::{self, MsggenConfig, MsggenResult, MsggenShared};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::cpu_seconds;
-use crate::tools::loadtest::msggen::{self, MsggenConfig, MsggenResult, MsggenShared};
-use crate::tools::loadtest::url::UrlTemplate;
+use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// The logins' subscriber loops, one per client thread, each over its share.
 pub(super) struct Logins {

@@ -15,7 +15,7 @@
 //!    `<seed>:<seq>:<send time us>`.
 //! 5. The logins connect: one subscriber loop per `--client-threads`.
 //! 6. `--parallel` publishers send the planned events; then a bounded drain.
-//! 7. Every chunk is checked ([`friends_subs`](crate::tools::loadtest::friends_subs)); at the end each event
+//! 7. Every chunk is checked ([`friends_subs`](crate::tools::loadtest::client::friends_subs)); at the end each event
 //!    answered 200 must have reached each logged-in friend exactly once. Exit non-zero
 //!    otherwise. The report is a [`FriendsReport`].
 //!
@@ -35,13 +35,13 @@ use clap::Args;
 use super::halves::{check_fd_limit, check_positive};
 use crate::tools::duration;
 use crate::tools::gen_friends::{self, DegreeStats, GenArgs, GraphShape};
-use crate::tools::loadtest::answer;
 use crate::tools::loadtest::cli::ServerFlags;
-use crate::tools::loadtest::friends_subs::{ClientIo, SubsResult, FANOUT_BUCKETS};
+use crate::tools::loadtest::client::friends_subs::{ClientIo, SubsResult, FANOUT_BUCKETS};
+use crate::tools::loadtest::client::msggen::MsggenResult;
 use crate::tools::loadtest::host::child::ServerGuard;
-use crate::tools::loadtest::msggen::MsggenResult;
 use crate::tools::loadtest::report::friends::FriendsReport;
 use crate::tools::loadtest::report::Latency;
+use crate::tools::loadtest::wire::answer;
 use clients::{log_in, publish, Published};
 use plan::{plan_events, EventPlan};
 

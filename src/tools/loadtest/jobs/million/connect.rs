@@ -8,8 +8,8 @@ use anyhow::{anyhow, Result};
 use super::fleet::{source_addr, Fleet, WorkerPlan};
 use super::progress::{bar, RateMeter};
 use super::{say, MillionArgs, STALL};
+use crate::tools::loadtest::client::million_worker::Progress;
 use crate::tools::loadtest::host::child::ServerGuard;
-use crate::tools::loadtest::million_worker::Progress;
 
 /// The plan of each of `workers` workers, `per` subscribers each (the last one fewer): its
 /// ids, its `--sources-per-worker` source addresses, its share of the connect rate and of

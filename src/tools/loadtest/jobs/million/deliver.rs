@@ -13,11 +13,11 @@ use indicatif::ProgressBar;
 use super::fleet::Fleet;
 use super::progress::{bar, RateMeter};
 use super::{say, MillionArgs};
+use crate::tools::loadtest::client::million_worker::Progress;
+use crate::tools::loadtest::client::pipeline::{self, IdPlan, PipeConfig, PipeResult, PipeShared};
 use crate::tools::loadtest::host::child::ServerGuard;
-use crate::tools::loadtest::million_worker::Progress;
-use crate::tools::loadtest::pipeline::{self, IdPlan, PipeConfig, PipeResult, PipeShared};
 use crate::tools::loadtest::report::million::MillionReport;
-use crate::tools::loadtest::url::UrlTemplate;
+use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// Publishes one message to every id and waits until the workers have received them (or a
 /// bounded drain passes); the counts go into `r`. Errors: the publisher's.

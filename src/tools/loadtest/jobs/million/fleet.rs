@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::tools::loadtest::client::million_worker::{Progress, Verdict};
 use crate::tools::loadtest::host::child::die_with_parent;
-use crate::tools::loadtest::million_worker::{Progress, Verdict};
 
 /// What the parent knows of one worker, updated by its reader thread.
 #[derive(Default)]

@@ -3,7 +3,7 @@
 //! 1. Start the server as a child (`serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0
 //!    --max-conns <conns + 5 % + 1000> --heartbeat 0`), read its idle RSS once stable.
 //! 2. Connect: RLIMIT_NOFILE is 20,000 per process here and cannot be raised, so the
-//!    subscribers are spread over worker processes ([`million_worker`](crate::tools::loadtest::million_worker),
+//!    subscribers are spread over worker processes ([`million_worker`](crate::tools::loadtest::client::million_worker),
 //!    at most `--per-worker` each), worker `k` connecting from 127.0.0.(2+k) with
 //!    IP_BIND_ADDRESS_NO_PORT (the 4-tuple picks the port: no source address needs more than
 //!    its ~28,000 ephemeral ports), at `--connect-rate / workers` per second each with at most
@@ -35,15 +35,15 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
 use super::halves::check_fd_limit;
-use crate::tools::loadtest::answer::{json_u64, parse_answer};
 use crate::tools::loadtest::cli::{ConnectFlags, ServerFlags};
+use crate::tools::loadtest::client::million_worker::{LAT_BUCKETS, RECORD_BYTES};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::{
     cpu_seconds, nofile_short_of, rss_bytes, wait_rss_stable,
 };
 use crate::tools::loadtest::host::procmem::ProcSet;
-use crate::tools::loadtest::million_worker::{LAT_BUCKETS, RECORD_BYTES};
 use crate::tools::loadtest::report::million::MillionReport;
+use crate::tools::loadtest::wire::answer::{json_u64, parse_answer};
 use connect::{connect_phase, plans};
 use deliver::deliver;
 use fleet::{source_addr, Fleet, MemInfo, PeakSampler};
