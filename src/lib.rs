@@ -11,6 +11,7 @@
 //! - [`conn`]: the connection record and its slab.
 //! - [`http`]: sans-IO request-head parsing (per listener), response heads and replies,
 //!   stream framing (chunked, SSE, WebSocket) (RFC 9112, RFC 6455).
+//! - [`history`]: per-id history and cursors: numbering, epochs, bounds, resume verdicts.
 //! - [`id`]: subscriber ids (opaque 1-128 byte strings; decimal integers stored inline).
 //! - [`router`]: one router shard: id -> local connections, and the directory of which shards
 //!   hold the ids this shard owns (sans-IO).
@@ -28,6 +29,7 @@ pub mod config;
 pub mod conn;
 pub mod driver;
 pub mod friends;
+pub mod history;
 pub mod http;
 pub mod id;
 pub mod mesh;

@@ -1,0 +1,382 @@
+//! One shard's history (sans-IO): the last messages of each id the shard owns, numbered,
+//! with an epoch per stream, bounded by count per id, age and bytes per shard.
+//!
+//! # Layout
+//! A stream (one id with history) is a record in a slab, found through a
+//! `hashbrown::HashTable<u32>` (as the router's), holding its id, epoch, last offset and a
+//! `VecDeque` of its held messages (each one allocation: its payload, with its arrival
+//! time beside it). Every message appended also puts its stream's index on one shard-wide
+//! FIFO (4 bytes), so the front of that FIFO is always the shard's oldest held message: the
+//! TTL and the memory cap both evict from there, oldest first, across ids. A message that
+//! left its stream another way (the count bound) leaves a stale FIFO entry behind, counted
+//! in its stream and skipped when it reaches the front; the FIFO is compacted when stale
+//! entries outnumber live ones. A stream whose last message goes is dropped (it keeps
+//! nothing), and its slab slot is reused only once no FIFO entry names it.
+//!
+//! # Epochs
+//! An id without a stream still has a position: offset 0 of its *implicit* epoch, a keyed
+//! hash (random key per process) of the id and a generation counter of the id's hash
+//! bucket (65,536 buckets). A new stream takes the implicit epoch, so a cursor handed out
+//! before the first message stays valid; dropping a stream bumps its bucket's generation,
+//! so a recreated stream (and every other id of that bucket without a stream) has a new
+//! epoch, and an old cursor is answered `unknown-epoch` rather than confused with the new
+//! stream's numbers. A restart draws a new key: every epoch changes.
+
+use std::collections::VecDeque;
+
+use hashbrown::HashTable;
+
+use super::cursor::Pos;
+use crate::id::Id;
+
+/// Generation buckets (a power of two).
+const GEN_BUCKETS: usize = 1 << 16;
+/// Bytes counted per held message besides its payload (its slot, allocation and FIFO entry).
+pub const MSG_OVERHEAD: usize = 48;
+/// Bytes counted per stream (its record and index entry).
+pub const STREAM_OVERHEAD: usize = 128;
+/// No stream.
+const NONE: u32 = u32::MAX;
+
+/// History settings of one shard.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryConfig {
+    /// `--history`: messages kept per id (0: history off).
+    pub max_msgs: usize,
+    /// `--history-ttl`, ms: no message older than this is kept.
+    pub ttl_ms: u64,
+    /// This shard's share of `--history-memory`, bytes.
+    pub memory: usize,
+}
+
+/// Why a position cannot be resumed from (the reset verdict's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Messages after the position are gone (count bound, TTL, memory cap).
+    Expired,
+    /// The epoch is not the stream's (restart, stream recreated).
+    UnknownEpoch,
+    /// The offset is beyond the stream's last message.
+    UnknownOffset,
+    /// The server keeps no history (`--history 0`).
+    NoHistory,
+}
+
+impl Reason {
+    /// The reason as sent in a reset verdict.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Expired => "expired",
+            Reason::UnknownEpoch => "unknown-epoch",
+            Reason::UnknownOffset => "unknown-offset",
+            Reason::NoHistory => "no-history",
+        }
+    }
+}
+
+/// One held message.
+struct Held {
+    /// Arrival, ms on the history's clock.
+    at_ms: u64,
+    /// The payload as published.
+    data: Box<[u8]>,
+}
+
+/// One id's stream.
+struct Stream {
+    id: Id,
+    epoch: u64,
+    /// Offset of the newest message.
+    last: u64,
+    msgs: VecDeque<Held>,
+    /// FIFO entries naming this stream whose message already left it.
+    stale: u32,
+    /// FIFO entries naming this stream.
+    queued: u32,
+    /// Still indexed (false: dropped, waiting for its FIFO entries to drain).
+    live: bool,
+}
+
+/// One shard's history; see the module doc.
+pub struct History {
+    cfg: HistoryConfig,
+    hasher: ahash::RandomState,
+    gens: Vec<u32>,
+    streams: Vec<Stream>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    fifo: VecDeque<u32>,
+    live: usize,
+    held: usize,
+    bytes: usize,
+    evicted: u64,
+}
+
+impl History {
+    /// A history with settings `cfg` (nothing is allocated while history is off).
+    pub fn new(cfg: HistoryConfig) -> History {
+        History {
+            cfg,
+            hasher: ahash::RandomState::new(),
+            // Zeroed: calloc'ed pages, resident only where a generation is bumped.
+            gens: if cfg.max_msgs > 0 {
+                vec![0; GEN_BUCKETS]
+            } else {
+                Vec::new()
+            },
+            streams: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            fifo: VecDeque::new(),
+            live: 0,
+            held: 0,
+            bytes: 0,
+            evicted: 0,
+        }
+    }
+
+    /// Whether history is on (`--history` > 0).
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.cfg.max_msgs > 0
+    }
+
+    fn find(&self, id: &Id) -> Option<u32> {
+        let streams = &self.streams;
+        self.index
+            .find(self.hasher.hash_one(id), |&s| streams[s as usize].id == *id)
+            .copied()
+    }
+
+    fn implicit_epoch(&self, id: &Id) -> u64 {
+        let h = self.hasher.hash_one(id);
+        let g = self.gens[h as usize & (GEN_BUCKETS - 1)];
+        self.hasher.hash_one((h, g)).max(1)
+    }
+
+    /// The current position of `id`: its last message, or offset 0 of its implicit epoch.
+    pub fn position(&self, id: &Id) -> Pos {
+        match self.find(id) {
+            Some(s) => {
+                let st = &self.streams[s as usize];
+                Pos {
+                    epoch: st.epoch,
+                    offset: st.last,
+                }
+            }
+            None => Pos {
+                epoch: self.implicit_epoch(id),
+                offset: 0,
+            },
+        }
+    }
+
+    /// Keeps `data` as the next message of `id`, arrived at `now_ms`; returns its position.
+    /// The oldest message of the id goes past `--history` messages; the shard's oldest go
+    /// while its share of `--history-memory` is exceeded (counted as evicted).
+    pub fn append(&mut self, id: &Id, data: &[u8], now_ms: u64) -> Pos {
+        let s = match self.find(id) {
+            Some(s) => s,
+            None => self.create(id),
+        };
+        let st = &mut self.streams[s as usize];
+        if st.msgs.len() >= self.cfg.max_msgs {
+            if let Some(old) = st.msgs.pop_front() {
+                st.stale += 1;
+                self.held -= 1;
+                self.bytes -= old.data.len() + MSG_OVERHEAD;
+            }
+        }
+        st.msgs.push_back(Held {
+            at_ms: now_ms,
+            data: data.into(),
+        });
+        st.last += 1;
+        st.queued += 1;
+        let pos = Pos {
+            epoch: st.epoch,
+            offset: st.last,
+        };
+        self.fifo.push_back(s);
+        self.held += 1;
+        self.bytes += data.len() + MSG_OVERHEAD;
+        while self.bytes > self.cfg.memory && self.evict_front(now_ms, true) {}
+        self.compact_if_stale();
+        pos
+    }
+
+    fn create(&mut self, id: &Id) -> u32 {
+        let st = Stream {
+            id: id.clone(),
+            epoch: self.implicit_epoch(id),
+            last: 0,
+            msgs: VecDeque::new(),
+            stale: 0,
+            queued: 0,
+            live: true,
+        };
+        let s = match self.free.pop() {
+            Some(s) => {
+                self.streams[s as usize] = st;
+                s
+            }
+            None => {
+                self.streams.push(st);
+                (self.streams.len() - 1) as u32
+            }
+        };
+        let (streams, hasher) = (&self.streams, &self.hasher);
+        self.index.insert_unique(hasher.hash_one(id), s, |&t| {
+            hasher.hash_one(&streams[t as usize].id)
+        });
+        self.live += 1;
+        self.bytes += STREAM_OVERHEAD;
+        s
+    }
+
+    /// Drops messages older than `--history-ttl` at `now_ms`, oldest first.
+    pub fn expire(&mut self, now_ms: u64) {
+        while self.evict_front(now_ms, false) {}
+    }
+
+    /// Removes the shard's oldest held message if `force` or it is past the TTL; returns
+    /// whether one went. Stale FIFO entries at the front are skipped on the way.
+    fn evict_front(&mut self, now_ms: u64, force: bool) -> bool {
+        while let Some(&s) = self.fifo.front() {
+            let st = &mut self.streams[s as usize];
+            if st.stale > 0 {
+                st.stale -= 1;
+                st.queued -= 1;
+                self.fifo.pop_front();
+                self.free_if_drained(s);
+                continue;
+            }
+            let Some(front) = st.msgs.front() else {
+                // Unreachable: a live entry always names a held message.
+                self.fifo.pop_front();
+                continue;
+            };
+            if !force && now_ms.saturating_sub(front.at_ms) < self.cfg.ttl_ms {
+                return false;
+            }
+            let len = front.data.len();
+            st.msgs.pop_front();
+            st.queued -= 1;
+            let empty = st.msgs.is_empty();
+            self.fifo.pop_front();
+            self.held -= 1;
+            self.bytes -= len + MSG_OVERHEAD;
+            if force {
+                self.evicted += 1;
+            }
+            if empty {
+                self.drop_stream(s);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// A stream with no message left keeps nothing: unindexed, its bucket's generation
+    /// bumped (so a recreated stream gets a new epoch).
+    fn drop_stream(&mut self, s: u32) {
+        let hash = self.hasher.hash_one(&self.streams[s as usize].id);
+        if let Ok(entry) = self.index.find_entry(hash, |&t| t == s) {
+            entry.remove();
+        }
+        let g = &mut self.gens[hash as usize & (GEN_BUCKETS - 1)];
+        *g = g.wrapping_add(1);
+        let st = &mut self.streams[s as usize];
+        st.live = false;
+        st.id = Id::Num(0);
+        st.msgs = VecDeque::new();
+        self.live -= 1;
+        self.bytes -= STREAM_OVERHEAD;
+        self.free_if_drained(s);
+    }
+
+    fn free_if_drained(&mut self, s: u32) {
+        let st = &self.streams[s as usize];
+        if !st.live && st.queued == 0 {
+            self.free.push(s);
+        }
+    }
+
+    /// Rebuilds the FIFO without its stale entries once they outnumber the held messages
+    /// (one pass; amortized over at least as many appends).
+    fn compact_if_stale(&mut self) {
+        if self.fifo.len() <= 2 * self.held + 4096 {
+            return;
+        }
+        let mut fifo = std::mem::take(&mut self.fifo);
+        let mut drained = Vec::new();
+        // A stream's stale entries are its oldest ones: drop the first `stale` of each.
+        fifo.retain(|&s| {
+            let st = &mut self.streams[s as usize];
+            if st.stale == 0 {
+                return true;
+            }
+            st.stale -= 1;
+            st.queued -= 1;
+            if !st.live && st.queued == 0 {
+                drained.push(s);
+            }
+            false
+        });
+        self.fifo = fifo;
+        self.free.extend(drained);
+    }
+
+    /// Where a resume of `id` from `at` (`None`: `earliest`) starts: `Ok(after)` when every
+    /// message after offset `after` is held (replay them, see [`History::messages_after`]),
+    /// else the reset reason.
+    pub fn resume(&self, id: &Id, at: Option<Pos>) -> Result<u64, Reason> {
+        if !self.enabled() {
+            return Err(Reason::NoHistory);
+        }
+        let s = self.find(id);
+        let first = s.map_or(1, |s| {
+            let st = &self.streams[s as usize];
+            st.last + 1 - st.msgs.len() as u64
+        });
+        let Some(at) = at else {
+            return Ok(first - 1);
+        };
+        let cur = self.position(id);
+        if at.epoch != cur.epoch {
+            Err(Reason::UnknownEpoch)
+        } else if at.offset > cur.offset {
+            Err(Reason::UnknownOffset)
+        } else if at.offset + 1 < first {
+            Err(Reason::Expired)
+        } else {
+            Ok(at.offset)
+        }
+    }
+
+    /// The held messages of `id` after offset `after`, oldest first, with their offsets.
+    pub fn messages_after<'a>(
+        &'a self,
+        id: &Id,
+        after: u64,
+    ) -> impl Iterator<Item = (u64, &'a [u8])> + 'a {
+        let st = self.find(id).map(|s| &self.streams[s as usize]);
+        let (first, msgs) = st.map_or((1, None), |st| {
+            (st.last + 1 - st.msgs.len() as u64, Some(&st.msgs))
+        });
+        let skip = after.saturating_add(1).saturating_sub(first) as usize;
+        msgs.into_iter()
+            .flat_map(move |m| m.iter().skip(skip))
+            .zip(first + skip as u64..)
+            .map(|(h, o)| (o, &*h.data))
+    }
+
+    /// Counters for `/stats`: ids with a stream, messages held, bytes counted, messages
+    /// evicted by the memory cap.
+    pub fn counts(&self) -> (usize, usize, usize, u64) {
+        (self.live, self.held, self.bytes, self.evicted)
+    }
+}
+
+#[cfg(test)]
+mod tests;

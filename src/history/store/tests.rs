@@ -1,0 +1,122 @@
+//! The store's bounds and verdicts, in memory.
+
+use super::{History, HistoryConfig, Reason, MSG_OVERHEAD, STREAM_OVERHEAD};
+use crate::history::cursor::Pos;
+use crate::id::Id;
+
+fn history(max_msgs: usize, ttl_ms: u64, memory: usize) -> History {
+    History::new(HistoryConfig {
+        max_msgs,
+        ttl_ms,
+        memory,
+    })
+}
+
+fn held(h: &History, id: &Id, after: u64) -> Vec<(u64, Vec<u8>)> {
+    h.messages_after(id, after)
+        .map(|(o, d)| (o, d.to_vec()))
+        .collect()
+}
+
+#[test]
+fn numbers_from_one_under_the_implicit_epoch() {
+    let mut h = history(4, 60_000, 1 << 20);
+    let id = Id::Num(7);
+    let before = h.position(&id);
+    assert_eq!(before.offset, 0);
+    assert_ne!(before.epoch, 0);
+    let p1 = h.append(&id, b"a", 0);
+    let p2 = h.append(&id, b"b", 0);
+    assert_eq!((p1.epoch, p1.offset, p2.offset), (before.epoch, 1, 2));
+    // A cursor handed out before the first message resumes from the start.
+    assert_eq!(h.resume(&id, Some(before)), Ok(0));
+    assert_eq!(held(&h, &id, 0), vec![(1, b"a".to_vec()), (2, b"b".to_vec())]);
+    assert_eq!(held(&h, &id, 1), vec![(2, b"b".to_vec())]);
+    assert_eq!(held(&h, &id, 2), vec![]);
+    assert_eq!(h.resume(&id, Some(p2)), Ok(2));
+    assert_eq!(h.resume(&id, None), Ok(0));
+}
+
+#[test]
+fn count_bound_expires_old_positions() {
+    let mut h = history(4, 60_000, 1 << 20);
+    let id = Id::Num(1);
+    let start = h.position(&id);
+    for k in 0..10u8 {
+        h.append(&id, &[k], 0);
+    }
+    assert_eq!(h.resume(&id, Some(start)), Err(Reason::Expired));
+    let at5 = Pos {
+        epoch: start.epoch,
+        offset: 5,
+    };
+    assert_eq!(h.resume(&id, Some(at5)), Err(Reason::Expired));
+    let at6 = Pos { offset: 6, ..at5 };
+    assert_eq!(h.resume(&id, Some(at6)), Ok(6));
+    assert_eq!(held(&h, &id, 6).len(), 4);
+    assert_eq!(h.resume(&id, None), Ok(6));
+    let future = Pos { offset: 11, ..at5 };
+    assert_eq!(h.resume(&id, Some(future)), Err(Reason::UnknownOffset));
+    let other = Pos {
+        epoch: start.epoch ^ 1,
+        ..at6
+    };
+    assert_eq!(h.resume(&id, Some(other)), Err(Reason::UnknownEpoch));
+    assert_eq!(h.counts().1, 4);
+}
+
+#[test]
+fn ttl_drops_the_stream_and_a_new_one_has_a_new_epoch() {
+    let mut h = history(8, 1_000, 1 << 20);
+    let id = Id::Num(3);
+    let p = h.append(&id, b"x", 0);
+    h.expire(999);
+    assert_eq!(h.counts().1, 1);
+    h.expire(1_000);
+    assert_eq!(h.counts(), (0, 0, 0, 0));
+    assert_eq!(h.resume(&id, Some(p)), Err(Reason::UnknownEpoch));
+    let q = h.append(&id, b"y", 2_000);
+    assert_ne!(q.epoch, p.epoch);
+    assert_eq!(q.offset, 1);
+}
+
+#[test]
+fn memory_cap_evicts_the_oldest_of_any_id() {
+    let per = 100 + MSG_OVERHEAD;
+    let mut h = history(32, 60_000, 2 * STREAM_OVERHEAD + 3 * per);
+    let (a, b) = (Id::Num(1), Id::Num(2));
+    let a0 = h.position(&a);
+    h.append(&a, &[0; 100], 0);
+    h.append(&b, &[0; 100], 1);
+    h.append(&a, &[0; 100], 2);
+    assert_eq!(h.counts().3, 0);
+    h.append(&b, &[0; 100], 3);
+    // a's first message was the oldest.
+    assert_eq!(h.counts().3, 1);
+    assert_eq!(h.resume(&a, Some(a0)), Err(Reason::Expired));
+    assert_eq!(held(&h, &a, 0).len(), 1);
+    assert_eq!(held(&h, &b, 0).len(), 2);
+    assert!(h.counts().2 <= 2 * STREAM_OVERHEAD + 3 * per);
+}
+
+#[test]
+fn stale_entries_are_compacted_and_slots_reused() {
+    let mut h = history(2, 10, 1 << 30);
+    for round in 0..3u64 {
+        for k in 0..10_000u64 {
+            h.append(&Id::Num(k % 3), b"m", round * 100);
+        }
+        assert!(h.fifo.len() <= 2 * h.held + 4096);
+        h.expire(round * 100 + 50);
+        assert_eq!(h.counts(), (0, 0, 0, 0));
+    }
+    // Three ids, never more than three stream records.
+    assert!(h.streams.len() <= 3, "{}", h.streams.len());
+}
+
+#[test]
+fn off_keeps_nothing() {
+    let h = history(0, 1, 1);
+    assert_eq!(h.resume(&Id::Num(1), None), Err(Reason::NoHistory));
+    assert!(h.gens.is_empty());
+}
