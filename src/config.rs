@@ -101,6 +101,28 @@ pub struct ServeArgs {
     /// beyond run-to-run noise (DESIGN.md section 8).
     #[arg(long, value_enum, default_value_t = CpuAffinity::Off)]
     pub cpu_affinity: CpuAffinity,
+    // --- history (crate::history) ---
+    /// Messages kept per id for subscribers that reconnect with a cursor (`Last-Event-ID`,
+    /// `last_event_id=`); 0 turns history off (no cursors, today's bytes on every stream).
+    #[arg(long, default_value_t = 32)]
+    pub history: usize,
+    /// No message older than this is kept (`500ms`, `30s`, `10m`, `1h`).
+    #[arg(long, default_value = "10m", value_parser = crate::duration::parse_duration)]
+    pub history_ttl: std::time::Duration,
+    /// Most bytes of history per process, all ids together (each shard an equal share;
+    /// `256MiB`, `1GiB`, `100000`); past it the oldest messages of any id go first, counted in
+    /// `/stats` `history_evicted`.
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    pub history_memory: u64,
+    /// How long `GET /poll/<ids>` holds a request that has no message to answer with.
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse_duration)]
+    pub poll_timeout: std::time::Duration,
+}
+
+/// Parses a byte count (`parse-size`: `256MiB`, `1 GiB`, `64KB`, `100000`). Errors: the
+/// crate's message.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_size::parse_size(s).map_err(|e| format!("bad size {s:?}: {e}"))
 }
 
 /// Whether shard threads are pinned to CPUs.
@@ -181,6 +203,10 @@ pub struct ServerConfig {
     pub friends_strict: bool,
     /// Shard thread pinning.
     pub cpu_affinity: CpuAffinity,
+    /// History settings, `memory` for the whole process (see [`ServerConfig::shard_history`]).
+    pub history: crate::history::HistoryConfig,
+    /// `--poll-timeout`, ms.
+    pub poll_timeout_ms: u64,
 }
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
@@ -244,6 +270,12 @@ impl ServeArgs {
             friends_directed: self.directed,
             friends_strict: self.strict,
             cpu_affinity: self.cpu_affinity,
+            history: crate::history::HistoryConfig {
+                max_msgs: self.history,
+                ttl_ms: self.history_ttl.as_millis() as u64,
+                memory: usize::try_from(self.history_memory).unwrap_or(usize::MAX),
+            },
+            poll_timeout_ms: self.poll_timeout.as_millis() as u64,
         })
     }
 }
@@ -270,6 +302,20 @@ impl ServerConfig {
             friends_directed: false,
             friends_strict: false,
             cpu_affinity: CpuAffinity::Off,
+            history: crate::history::HistoryConfig {
+                max_msgs: 32,
+                ttl_ms: 600_000,
+                memory: 256 << 20,
+            },
+            poll_timeout_ms: 30_000,
+        }
+    }
+
+    /// One shard's history settings: `--history-memory` split evenly between the shards.
+    pub fn shard_history(&self) -> crate::history::HistoryConfig {
+        crate::history::HistoryConfig {
+            memory: self.history.memory / self.shards.max(1),
+            ..self.history
         }
     }
 }

@@ -20,13 +20,15 @@
 //!   lock on its file).
 //! - [`cluster`]: cluster mode: nodes sharing one id space through Redis pub/sub.
 //! - [`stats`]: per-shard counters read by `GET /stats`.
-//! - [`config`]: `serve` flags and validated settings.
+//! - [`config`]: `serve` flags and validated settings; [`duration`]: the one parser of time
+//!   flags (`30`, `250ms`, `10m`, `1h30m`), `serve`'s and every tool's.
 //! - [`tools`]: the subcommands beside the server (`loadtest`, `check-system`, `plot`,
 //!   `gen-friends`); the core above never imports them.
 
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod duration;
 pub mod driver;
 pub mod friends;
 pub mod history;

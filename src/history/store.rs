@@ -35,8 +35,6 @@ const GEN_BUCKETS: usize = 1 << 16;
 pub const MSG_OVERHEAD: usize = 48;
 /// Bytes counted per stream (its record and index entry).
 pub const STREAM_OVERHEAD: usize = 128;
-/// No stream.
-const NONE: u32 = u32::MAX;
 
 /// History settings of one shard.
 #[derive(Debug, Clone, Copy)]

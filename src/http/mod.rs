@@ -5,11 +5,14 @@
 //! # Files
 //! - [`request`]: request heads in, one file per listener (subscribe, publish).
 //! - [`response`]: response heads, replies and error bodies out.
+//! - [`resume`]: the bytes of streams that carry cursors (history): openings, messages with
+//!   their cursor, reset verdicts, the long-poll answer.
 //! - [`stream`]: what each stream protocol (seed, raw, SSE, WebSocket) puts on the wire.
 //! - [`ws`]: the WebSocket handshake answer, server frames out, client frames in.
 
 pub mod request;
 pub mod response;
+pub mod resume;
 pub mod stream;
 pub mod ws;
 
@@ -30,6 +33,9 @@ pub enum Status {
     Ok,
     /// 400 Bad Request: malformed head, bad id or id list.
     BadRequest,
+    /// 400 Bad Request: a cursor (`Last-Event-ID`, `last_event_id=`) that is not one; the
+    /// body names the reason.
+    BadCursor(crate::history::CursorError),
     /// 401 Unauthorized: a publish without the `--publish-token` bearer token.
     Unauthorized,
     /// 404 Not Found: a path this listener does not serve.
@@ -58,7 +64,7 @@ impl Status {
     pub fn code_reason(self) -> (u16, &'static str) {
         match self {
             Status::Ok => (200, "OK"),
-            Status::BadRequest => (400, "Bad Request"),
+            Status::BadRequest | Status::BadCursor(_) => (400, "Bad Request"),
             Status::Unauthorized => (401, "Unauthorized"),
             Status::RequestTimeout => (408, "Request Timeout"),
             Status::NotFound => (404, "Not Found"),

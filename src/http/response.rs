@@ -197,6 +197,9 @@ pub fn error_text(out: &mut Vec<u8>, status: Status, text: &str) {
 
 /// Appends a complete error reply; the connection is closed after it.
 pub fn error(out: &mut Vec<u8>, status: Status) {
+    if let Status::BadCursor(e) = status {
+        return error_text(out, status, &format!("bad cursor: {e}"));
+    }
     let (code, reason) = status.code_reason();
     // RFC 6750 section 3: a 401 names the scheme it wants.
     let challenge = match status {

@@ -32,15 +32,22 @@ pub enum Proto {
     Sse = 2,
     /// WebSocket.
     Ws = 3,
+    /// Long-polling (`/poll/`): one JSON answer, then close.
+    Poll = 4,
 }
 
+/// Bit of the record's protocol byte: the stream carries cursors (SSE `id:` lines; the
+/// cursor mode of WebSocket and raw streams, `cursors=1`; every poll answer).
+pub const CURSORS: u8 = 0x80;
+
 impl Proto {
-    /// From the record's byte.
+    /// From the record's byte (the [`CURSORS`] bit ignored).
     pub fn from_u8(b: u8) -> Proto {
-        match b {
+        match b & !CURSORS {
             1 => Proto::Raw,
             2 => Proto::Sse,
             3 => Proto::Ws,
+            4 => Proto::Poll,
             _ => Proto::Seed,
         }
     }
@@ -101,6 +108,8 @@ pub fn message(out: &mut Vec<u8>, proto: Proto, chunked: bool, n: u32, msg: &[u8
         // One event, one chunk, written in place (no copy per subscriber).
         Proto::Sse => chunk_with(out, chunked, |out| sse_event(out, msg)),
         Proto::Ws => ws::message(out, msg),
+        // A poll's answer is written whole by the shard (`http::resume::poll_answer`).
+        Proto::Poll => return false,
     }
     true
 }
@@ -137,6 +146,7 @@ pub fn friend_message(
             out.extend_from_slice(b"\n\n");
         }),
         Proto::Ws => ws::message(out, json),
+        Proto::Poll => {}
     }
 }
 
@@ -144,7 +154,7 @@ pub fn friend_message(
 pub fn heartbeat(out: &mut Vec<u8>, proto: Proto, chunked: bool) -> bool {
     match proto {
         Proto::Seed => chunk(out, b"\n", chunked),
-        Proto::Raw => return false,
+        Proto::Raw | Proto::Poll => return false,
         Proto::Sse => chunk(out, b": ping\n\n", chunked),
         Proto::Ws => ws::ping(out),
     }
@@ -167,14 +177,26 @@ pub fn end(out: &mut Vec<u8>, proto: Proto, chunked: bool) {
 /// the opening comment, so a client sees a complete, open stream before any message
 /// (WHATWG: `open` fires on the headers; the comment gets past buffering intermediaries).
 pub fn head(proto: Proto, http10: bool, cors: &[u8], opening: bool) -> Vec<u8> {
+    let mut out = head_with(proto, http10, cors, b"", opening);
+    if proto == Proto::Sse && opening {
+        chunk(&mut out, b": hi\n\n", !http10);
+    }
+    out
+}
+
+/// The response head of a stream with `extra` header lines after the `cors` ones (each
+/// ending CRLF) and no opening (`opening` false: a HEAD answer, followed by a close).
+pub fn head_with(proto: Proto, http10: bool, cors: &[u8], extra: &[u8], opening: bool) -> Vec<u8> {
     let mut out = b"HTTP/1.1 200 OK\r\n".to_vec();
     out.extend_from_slice(match proto {
         Proto::Seed => b"Content-Type: text/html; charset=utf-8\r\n".as_slice(),
         Proto::Raw => b"Content-Type: text/plain; charset=utf-8\r\n",
         Proto::Sse | Proto::Ws => b"Content-Type: text/event-stream\r\n",
+        Proto::Poll => b"Content-Type: application/json\r\n",
     });
     out.extend_from_slice(b"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
     out.extend_from_slice(cors);
+    out.extend_from_slice(extra);
     // A HEAD answer (no `opening`) is followed by a close: say so.
     if !http10 && !opening {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -184,9 +206,6 @@ pub fn head(proto: Proto, http10: bool, cors: &[u8], opening: bool) -> Vec<u8> {
     } else {
         b"Transfer-Encoding: chunked\r\n\r\n"
     });
-    if proto == Proto::Sse && opening {
-        chunk(&mut out, b": hi\n\n", !http10);
-    }
     out
 }
 

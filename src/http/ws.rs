@@ -64,6 +64,19 @@ pub fn message(out: &mut Vec<u8>, msg: &[u8]) {
     out.extend_from_slice(msg);
 }
 
+/// Appends one unmasked server frame whose payload is `prefix` then `msg` (the cursor mode
+/// of a stream: `prefix` is `<cursor>\n`, ASCII): text if `msg` is UTF-8, else binary.
+pub fn message_after(out: &mut Vec<u8>, prefix: &[u8], msg: &[u8]) {
+    let kind = if std::str::from_utf8(msg).is_ok() && prefix.is_ascii() {
+        Data::Text
+    } else {
+        Data::Binary
+    };
+    header(out, OpCode::Data(kind), prefix.len() + msg.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(msg);
+}
+
 /// Appends a ping frame with an empty payload (the heartbeat).
 pub fn ping(out: &mut Vec<u8>) {
     header(out, OpCode::Control(Control::Ping), 0);

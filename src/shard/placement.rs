@@ -85,7 +85,7 @@ impl StreamHeads {
 fn head_index(proto: Proto, http10: bool, head_only: bool) -> usize {
     let p = match proto {
         Proto::Seed => 0,
-        Proto::Raw | Proto::Ws => 1,
+        Proto::Raw | Proto::Ws | Proto::Poll => 1,
         Proto::Sse => 2,
     };
     p * 4 + usize::from(http10) * 2 + usize::from(head_only)

@@ -6,12 +6,12 @@
 //!   million, friends, cluster).
 //! - [`check`]: `uring-comet check-system`, whether this box's limits allow N connections.
 //! - [`plot`]: `uring-comet plot`, a memory log as a chart.
-//! - [`duration`]: the one parser of time flags (`30`, `250ms`, `10m`, `1h30m`), every
-//!   subcommand's.
+//! - `duration`: the core's [`crate::duration`] (the one parser of time flags, `serve`'s
+//!   too), under the path the subcommands name it by.
 //! - [`gen_friends`]: `uring-comet gen-friends`, a seeded Chung-Lu social graph.
 
 pub mod check;
-pub mod duration;
+pub(crate) use crate::duration;
 pub mod gen_friends;
 pub mod loadtest;
 pub mod plot;

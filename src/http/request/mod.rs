@@ -100,6 +100,18 @@ fn path_of<'a>(req: &httparse::Request<'_, 'a>) -> &'a [u8] {
     p.split(|&b| b == b'?').next().unwrap_or(p)
 }
 
+/// The value of query parameter `name` (the first one), as sent: ids and cursors are
+/// unreserved characters (RFC 3986 section 2.3), so nothing is percent-decoded, and a
+/// percent-encoded value is refused by its own parser.
+fn query_param<'a>(req: &httparse::Request<'_, 'a>, name: &[u8]) -> Option<&'a [u8]> {
+    let target = req.path.unwrap_or("").as_bytes();
+    let query = &target[target.iter().position(|&b| b == b'?')? + 1..];
+    query.split(|&b| b == b'&').find_map(|kv| {
+        let eq = kv.iter().position(|&b| b == b'=').unwrap_or(kv.len());
+        (&kv[..eq] == name).then(|| kv.get(eq + 1..).unwrap_or(b""))
+    })
+}
+
 fn header<'a>(req: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a [u8]> {
     req.headers
         .iter()

@@ -1,7 +1,9 @@
-//! The subscriber listener's requests: `GET|HEAD|OPTIONS /test/<ids>` (the seed's stream)
-//! and `/sub/<ids>` (raw, SSE or WebSocket, negotiated from the head).
+//! The subscriber listener's requests: `GET|HEAD|OPTIONS /test/<ids>` (the seed's stream),
+//! `/sub/<ids>` (raw, SSE or WebSocket, negotiated from the head) and `GET /poll/<ids>`
+//! (long-polling); a cursor to resume from comes as `Last-Event-ID` or `last_event_id=`.
 
-use super::{has_token, header, id_error, parse_with, path_of, Head};
+use super::{has_token, header, id_error, parse_with, path_of, query_param, Head};
+use crate::history::Resume;
 use crate::http::stream::Proto;
 use crate::http::Status;
 use crate::id::Id;
@@ -23,6 +25,11 @@ pub struct SubRequest {
     /// WebSocket: the `Sec-WebSocket-Accept` value for the client's key (RFC 6455 section
     /// 4.2.2), computed here so the request carries no heap data across shards.
     pub ws_accept: Option<[u8; 28]>,
+    /// Where to start: the `Last-Event-ID` header (WHATWG SSE; wins) or the `last_event_id`
+    /// query parameter; an empty header counts as absent. Never set on `/test/`.
+    pub resume: Resume,
+    /// `cursors=1` in the query: WebSocket and raw streams carry each message's cursor.
+    pub cursors: bool,
 }
 
 /// Parses a subscriber request head: `GET|HEAD|OPTIONS /test/<id>[,<id>...]` or
@@ -40,11 +47,18 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
             _ => return Err(Status::NotImplemented),
         };
         let path = path_of(req);
-        let (ids, seed) = match (path.strip_prefix(b"/test/"), path.strip_prefix(b"/sub/")) {
-            (Some(ids), _) => (ids, true),
-            (None, Some(ids)) => (ids, false),
-            _ => return Err(Status::NotFound),
+        let (ids, seed, poll) = if let Some(ids) = path.strip_prefix(b"/test/") {
+            (ids, true, false)
+        } else if let Some(ids) = path.strip_prefix(b"/sub/") {
+            (ids, false, false)
+        } else if let Some(ids) = path.strip_prefix(b"/poll/") {
+            (ids, false, true)
+        } else {
+            return Err(Status::NotFound);
         };
+        if poll && head_only {
+            return Err(Status::NotImplemented);
+        }
         let http10 = req.version == Some(0);
         if preflight {
             return Ok(SubRequest {
@@ -54,12 +68,27 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
                 http10,
                 proto: Proto::Raw,
                 ws_accept: None,
+                resume: Resume::Fresh,
+                cursors: false,
             });
         }
         let ids = Id::parse_list(ids).map_err(id_error)?;
+        let resume = if seed {
+            Resume::Fresh
+        } else {
+            match header(req, "last-event-id")
+                .filter(|v| !v.is_empty())
+                .or_else(|| query_param(req, b"last_event_id"))
+            {
+                Some(c) => Resume::parse(c, ids.len()).map_err(Status::BadCursor)?,
+                None => Resume::Fresh,
+            }
+        };
         let mut ws_accept = None;
         let proto = if seed {
             Proto::Seed
+        } else if poll {
+            Proto::Poll
         } else if has_token(header(req, "upgrade"), "websocket") && !head_only {
             // RFC 6455 section 4.2.1: the key is 16 bytes in base64 (24 characters).
             let key = header(req, "sec-websocket-key").filter(|k| is_ws_key(k));
@@ -83,6 +112,8 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
             http10,
             proto,
             ws_accept,
+            resume,
+            cursors: !seed && query_param(req, b"cursors") == Some(b"1"),
         })
     })
 }
