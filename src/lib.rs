@@ -28,8 +28,8 @@
 pub mod cluster;
 pub mod config;
 pub mod conn;
-pub mod duration;
 pub mod driver;
+pub mod duration;
 pub mod friends;
 pub mod history;
 pub mod http;

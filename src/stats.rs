@@ -42,6 +42,18 @@ pub struct ShardStats {
     pub graph_rss_bytes: AtomicU64,
     /// Friends store, whole process (shard 0 only): load time including the journal, us.
     pub graph_load_us: AtomicU64,
+    /// History gauge: ids with held messages (owned by this shard).
+    pub history_ids: AtomicU64,
+    /// History gauge: messages held.
+    pub history_messages: AtomicU64,
+    /// History gauge: bytes counted against `--history-memory` (payloads and overheads).
+    pub history_bytes: AtomicU64,
+    /// History total: messages evicted by the memory cap (not by count or TTL).
+    pub history_evicted: AtomicU64,
+    /// Total: connections that gave a cursor and got every id back (`Comet-Recovered: true`).
+    pub recoveries: AtomicU64,
+    /// Total: connections that gave a cursor and lost some id's position (a reset verdict).
+    pub recoveries_failed: AtomicU64,
 }
 
 impl ShardStats {
@@ -87,7 +99,7 @@ pub fn json(shards: &[ShardStats]) -> String {
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,
-        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"send_timeouts\":{},\"direct_slots_in_use\":{},\"rss_bytes\":{},\"friend_events\":{},\"graph_users\":{},\"graph_entries\":{},\"graph_heap_bytes\":{},\"graph_rss_bytes\":{},\"graph_load_us\":{}}}",
+        "{{\"connections\":{},\"connections_per_shard\":[{}],\"publishers\":{},\"ids\":{},\"messages_sent\":{},\"messages_delivered\":{},\"slow_consumers_closed\":{},\"rejected_at_capacity\":{},\"accept_rearmed\":{},\"send_timeouts\":{},\"direct_slots_in_use\":{},\"rss_bytes\":{},\"friend_events\":{},\"graph_users\":{},\"graph_entries\":{},\"graph_heap_bytes\":{},\"graph_rss_bytes\":{},\"graph_load_us\":{},\"history_ids\":{},\"history_messages\":{},\"history_bytes\":{},\"history_evicted\":{},\"recoveries\":{},\"recoveries_failed\":{}}}",
         sum(|s| &s.subscribers),
         per.join(","),
         sum(|s| &s.publishers),
@@ -106,6 +118,12 @@ pub fn json(shards: &[ShardStats]) -> String {
         sum(|s| &s.graph_heap_bytes),
         sum(|s| &s.graph_rss_bytes),
         sum(|s| &s.graph_load_us),
+        sum(|s| &s.history_ids),
+        sum(|s| &s.history_messages),
+        sum(|s| &s.history_bytes),
+        sum(|s| &s.history_evicted),
+        sum(|s| &s.recoveries),
+        sum(|s| &s.recoveries_failed),
     );
     out
 }

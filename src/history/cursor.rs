@@ -32,7 +32,10 @@ impl Pos {
 
     /// Parses one position. Errors: [`CursorError::Epoch`], [`CursorError::Offset`].
     pub fn parse(s: &[u8]) -> Result<Pos, CursorError> {
-        let dash = s.iter().position(|&b| b == b'-').ok_or(CursorError::Epoch)?;
+        let dash = s
+            .iter()
+            .position(|&b| b == b'-')
+            .ok_or(CursorError::Epoch)?;
         let (e, o) = (&s[..dash], &s[dash + 1..]);
         if e.len() != 16 || !e.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(CursorError::Epoch);
@@ -148,7 +151,10 @@ mod tests {
             (b"0123456789abcdef-", CursorError::Offset),
             (b"0123456789abcdef-01", CursorError::Offset),
             (b"0123456789abcdef--1", CursorError::Offset),
-            (b"0123456789abcdef-99999999999999999999", CursorError::Offset),
+            (
+                b"0123456789abcdef-99999999999999999999",
+                CursorError::Offset,
+            ),
             (b"0123456789abcdef-1 ", CursorError::Offset),
         ] {
             assert_eq!(Pos::parse(s), Err(e), "{}", String::from_utf8_lossy(s));

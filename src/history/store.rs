@@ -148,7 +148,11 @@ impl History {
 
     fn implicit_epoch(&self, id: &Id) -> u64 {
         let h = self.hasher.hash_one(id);
-        let g = self.gens[h as usize & (GEN_BUCKETS - 1)];
+        let g = self
+            .gens
+            .get(h as usize & (GEN_BUCKETS - 1))
+            .copied()
+            .unwrap_or(0);
         self.hasher.hash_one((h, g)).max(1)
     }
 

@@ -46,7 +46,11 @@ fn opening_json(out: &mut Vec<u8>, cursor: &[u8], lost: &[Lost<'_>]) {
     for (k, (id, reason)) in lost.iter().enumerate() {
         let comma = if k > 0 { "," } else { "" };
         // Ids are unreserved URL characters: nothing to escape.
-        let _ = write!(out, "{comma}{{\"id\":\"{id}\",\"reason\":\"{}\"}}", reason.as_str());
+        let _ = write!(
+            out,
+            "{comma}{{\"id\":\"{id}\",\"reason\":\"{}\"}}",
+            reason.as_str()
+        );
     }
     out.push(b']');
 }
@@ -149,7 +153,11 @@ pub fn poll_answer(
     );
     out.extend_from_slice(cors);
     head_lines(out, cursor, recovered);
-    let _ = write!(out, "Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let _ = write!(
+        out,
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     out.extend_from_slice(&body);
 }
 
@@ -175,7 +183,10 @@ mod tests {
         );
         out.clear();
         message(&mut out, Proto::Sse, true, C, b"a\nb");
-        assert_eq!(out, b"27\r\nid: 0123456789abcdef-2\ndata: a\ndata: b\n\n\r\n");
+        assert_eq!(
+            out,
+            b"27\r\nid: 0123456789abcdef-2\ndata: a\ndata: b\n\n\r\n"
+        );
     }
 
     #[test]

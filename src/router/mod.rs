@@ -310,6 +310,21 @@ impl Router {
         }
     }
 
+    /// The slots of the ids a connection with router handle `handle` is logged in under,
+    /// in the order it gave them.
+    pub fn slots_of<'a>(&'a self, handle: &'a u32) -> &'a [u32] {
+        if handle & LIST == 0 {
+            std::slice::from_ref(handle)
+        } else {
+            &self.conn_lists[(handle & !LIST) as usize]
+        }
+    }
+
+    /// The id in slot `s`.
+    pub fn id_of(&self, s: u32) -> &Id {
+        &self.slots[s as usize].id
+    }
+
     /// The directory entry of the id in slot `s` (owner only): bit s set while shard s
     /// holds connections under it.
     pub fn holders(&self, s: u32) -> u64 {

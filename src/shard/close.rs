@@ -145,6 +145,7 @@ impl<D: Driver> Shard<D> {
             return;
         }
         if c.flags.contains(Flags::LOGGED_IN) {
+            self.poll_done(i);
             self.router.logout(&mut self.outbox, i, c.ids);
             self.sync_ids_gauge();
             self.cluster_forget(i);

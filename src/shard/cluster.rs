@@ -115,11 +115,17 @@ impl<D: Driver> Shard<D> {
     /// `Remote`: a message another node published to `id` (this shard owns `id`): delivered
     /// here and on the other shards holding `id`, no reply.
     pub(super) fn on_remote(&mut self, id: Id, msg: Bytes) {
+        let mut cursor = Vec::new();
+        self.keep(&id, &msg, &mut cursor);
         let (local, _) = self
             .router
             .route(&mut self.outbox, &id, &msg, ReplyTo::NOBODY);
         if let Some(s) = local {
-            self.deliver_slot(s, Ev::Plain(&msg));
+            let ev = Ev::Plain {
+                msg: &msg,
+                cursor: &cursor,
+            };
+            self.deliver_slot(s, ev);
         }
     }
 

@@ -82,6 +82,7 @@ impl<D: Driver> Shard<D> {
         worked |= self.drain_inbox();
         let now = Instant::now();
         self.heartbeat_if_due(now);
+        self.history_tick(now);
         if self.sweep_if_due(now) {
             // Messages are allocated on one shard and freed on another; glibc keeps what
             // such frees leave scattered in the arenas. Handing free pages back every few

@@ -46,10 +46,14 @@ impl<D: Driver> Shard<D> {
             }
             Msg::Route { id, msg, reply } => self.route(id, msg, reply),
             Msg::Deliver { id, msg, reply } => {
-                let n = self
-                    .router
-                    .lookup(&id)
-                    .map_or(0, |s| self.deliver_slot(s, Ev::Plain(&msg)));
+                let n = self.router.lookup(&id).map_or(0, |s| {
+                    // Only streams without cursors live off their ids' owner.
+                    let ev = Ev::Plain {
+                        msg: &msg,
+                        cursor: b"",
+                    };
+                    self.deliver_slot(s, ev)
+                });
                 self.reply(reply, n, None);
             }
             Msg::Replied { token, count, more } => self.on_replied(token, count, more),

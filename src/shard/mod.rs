@@ -14,6 +14,7 @@
 //! 11. `event_loop.rs`: one turn (completions, inbox, sweeps, outbox, submit); idle memory.
 //! 12. `friends.rs`: friends fan-out and edits (`--friends`).
 //! 13. `cluster.rs`: cluster mode (`--cluster`): forwarding to and from the other nodes.
+//! 14. `resume.rs`: history (`--history`): numbering, the resume verdict and replay, polls.
 //!
 //! `tests/` (test builds only) drives the shard in memory on the fake driver
 //! (`driver/fake.rs`), through its public API.
@@ -27,7 +28,7 @@
 //! [`Router`] and the [`Outbox`]. Everything else is in a sub-struct that the file of the
 //! stage owning it defines; its fields are private to that file, so only that stage changes
 //! them: `Accept`, `HeadBufs`, `StreamHeads` (placement), `Input`, `Output` (the `Aux`
-//! table), `Publish`, `Replies`, `Close`, `Loop`, `Friends` and `ClusterState`.
+//! table), `Publish`, `Replies`, `Close`, `Loop`, `Friends`, `ClusterState` and `Resumes`.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ mod output;
 mod placement;
 mod publish;
 mod replies;
+mod resume;
 #[cfg(test)]
 mod tests;
 
@@ -98,6 +100,8 @@ pub struct Shard<D: Driver> {
     friends: friends::Friends,
     /// Stage 13: cluster mode.
     cluster: cluster::ClusterState,
+    /// Stage 14: the history of the ids this shard owns, held polls.
+    resume: resume::Resumes,
 }
 
 impl<D: Driver> Shard<D> {
@@ -136,6 +140,7 @@ impl<D: Driver> Shard<D> {
             lp: event_loop::Loop::new(me),
             friends: friends::Friends::default(),
             cluster: cluster::ClusterState::default(),
+            resume: resume::Resumes::new(&cfg),
             mesh,
             stats,
             cfg,

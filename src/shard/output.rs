@@ -6,11 +6,12 @@
 use std::time::{Duration, Instant};
 
 use super::completion::{token, OP_SEND};
+use super::resume::{self, write_message};
 use super::Shard;
 use crate::conn::{Aux, Flags, Marks, Slab, State, NONE};
 use crate::driver::Driver;
 use crate::friends::FriendEvent;
-use crate::http::stream::{self, Proto};
+use crate::http::stream::{self, Proto, CURSORS};
 use crate::stats::ShardStats;
 
 /// How long a send may stay in flight before the output queued behind it counts against
@@ -111,8 +112,14 @@ impl std::ops::IndexMut<u32> for Output {
 /// A message to queue on a subscriber stream.
 #[derive(Clone, Copy)]
 pub(super) enum Ev<'a> {
-    /// `POST /send/<id>`: the body as published.
-    Plain(&'a [u8]),
+    /// `POST /send/<id>`: the body as published, and its position as a cursor (empty with
+    /// history off; a connection under several ids writes its own whole cursor instead).
+    Plain {
+        /// The body.
+        msg: &'a [u8],
+        /// `<epoch>-<offset>` of this message.
+        cursor: &'a [u8],
+    },
     /// `POST /publish/<user>`: an event from a friend.
     Friend(&'a FriendEvent),
 }
@@ -247,6 +254,18 @@ impl<D: Driver> Shard<D> {
         {
             return false;
         }
+        let mut own = Vec::new();
+        if self.needs_live_cursor(i) {
+            self.live_cursor(i, &mut own);
+        }
+        // A held poll is answered by its first message (a copy of the CORS lines: rare).
+        let poll = Proto::from_u8(c.proto) == Proto::Poll;
+        let cors = if poll {
+            self.poll_done(i);
+            self.cors_lines().to_vec()
+        } else {
+            Vec::new()
+        };
         let a = self.ensure_aux(i);
         let now_ms = self.lp.now_ms();
         let c = &mut self.conns[i];
@@ -269,7 +288,17 @@ impl<D: Driver> Shard<D> {
             c.msgs.wrapping_add(1),
         );
         let queued = match ev {
-            Ev::Plain(msg) => stream::message(buf, proto, chunked, n, msg),
+            Ev::Plain { msg, cursor } if c.proto & CURSORS != 0 => {
+                let cursor = if own.is_empty() { cursor } else { &own };
+                if poll {
+                    resume::answer_poll(buf, &cors, cursor, msg, c.proto);
+                    c.state = State::Finishing;
+                    true
+                } else {
+                    write_message(buf, proto, chunked, true, cursor, msg)
+                }
+            }
+            Ev::Plain { msg, .. } => stream::message(buf, proto, chunked, n, msg),
             Ev::Friend(e) => {
                 stream::friend_message(buf, proto, chunked, n, e.from, &e.msg, &e.json);
                 true

@@ -104,11 +104,13 @@ impl<D: Driver> Shard<D> {
         }
         if req.head_only {
             // HEAD: the same head, no body, never logged in; then close.
-            self.set_stream(i, &req);
+            self.set_stream(i, &req, false);
             self.conns[i].state = State::Finishing;
             return self.try_send(i);
         }
-        if self.cfg.placement == Placement::Owner && req.ids.len() == 1 {
+        // A stream that resumes lives on its id's owner, where the history is.
+        let resumes = self.resumable(&req);
+        if (self.cfg.placement == Placement::Owner || resumes) && req.ids.len() == 1 {
             let owner = req.ids[0].owner(self.mesh.shards());
             if owner != self.me {
                 return self.hand_off(i, owner, req);
@@ -119,11 +121,22 @@ impl<D: Driver> Shard<D> {
 
     /// Records the stream's protocol and framing, and queues its response head: static
     /// bytes for every protocol but WebSocket, whose answer depends on the client's key.
-    fn set_stream(&mut self, i: u32, req: &SubRequest) {
+    /// A `resumable` stream's head is built with its verdict (`shard::resume`).
+    fn set_stream(&mut self, i: u32, req: &SubRequest, resumable: bool) {
+        let proto = if resumable {
+            self.resumable_proto(req)
+        } else {
+            req.proto as u8
+        };
         let c = &mut self.conns[i];
-        c.proto = req.proto as u8;
-        c.flags
-            .set(Flags::CHUNKED, !req.http10 && req.proto != Proto::Ws);
+        c.proto = proto;
+        c.flags.set(
+            Flags::CHUNKED,
+            !req.http10 && !matches!(req.proto, Proto::Ws | Proto::Poll),
+        );
+        if resumable {
+            return;
+        }
         let (Proto::Ws, Some(key)) = (req.proto, &req.ws_accept) else {
             c.flags.insert(Flags::HEAD_PENDING);
             if req.head_only {
@@ -200,7 +213,16 @@ impl<D: Driver> Shard<D> {
     /// Opens the stream of subscriber `i`: logs it in, moves its socket into the ring's
     /// table, and sends its head once every owner knows this shard holds the ids.
     fn open(&mut self, i: u32, req: SubRequest) {
-        self.set_stream(i, &req);
+        let resumable = self.resumable(&req);
+        self.set_stream(i, &req, resumable);
+        if resumable {
+            // Verdict, replay and (below) login in one turn on the ids' owner: a publish
+            // is either in the replay or delivered live, never both, never neither.
+            self.open_resumable(i, &req);
+            if self.conns[i].state == State::Finishing {
+                return self.try_send(i); // a poll answered at once
+            }
+        }
         let held = self.cluster_hold(i, &req.ids);
         let (handle, waits) = self.router.login(&mut self.outbox, i, req.ids);
         let waits = waits + held;

@@ -30,7 +30,10 @@ fn numbers_from_one_under_the_implicit_epoch() {
     assert_eq!((p1.epoch, p1.offset, p2.offset), (before.epoch, 1, 2));
     // A cursor handed out before the first message resumes from the start.
     assert_eq!(h.resume(&id, Some(before)), Ok(0));
-    assert_eq!(held(&h, &id, 0), vec![(1, b"a".to_vec()), (2, b"b".to_vec())]);
+    assert_eq!(
+        held(&h, &id, 0),
+        vec![(1, b"a".to_vec()), (2, b"b".to_vec())]
+    );
     assert_eq!(held(&h, &id, 1), vec![(2, b"b".to_vec())]);
     assert_eq!(held(&h, &id, 2), vec![]);
     assert_eq!(h.resume(&id, Some(p2)), Ok(2));
