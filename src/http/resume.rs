@@ -185,7 +185,7 @@ mod tests {
         message(&mut out, Proto::Sse, true, C, b"a\nb");
         assert_eq!(
             out,
-            b"27\r\nid: 0123456789abcdef-2\ndata: a\ndata: b\n\n\r\n"
+            b"28\r\nid: 0123456789abcdef-2\ndata: a\ndata: b\n\n\r\n"
         );
     }
 

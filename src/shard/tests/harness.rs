@@ -35,11 +35,13 @@ pub(super) struct Harness {
     listeners: Vec<[RawFd; 2]>,
 }
 
-/// The config of every bench: heartbeats off and head timeouts an hour away, so nothing
-/// happens that a test did not feed; `tune` changes what the test is about.
+/// The config of every bench: heartbeats off, head timeouts an hour away and history off
+/// (streams as before cursors), so nothing happens that a test did not feed; `tune` changes
+/// what the test is about.
 pub(super) fn config(shards: usize, tune: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
     let mut cfg = ServerConfig::local(shards);
     cfg.heartbeat_s = 0;
+    cfg.history.max_msgs = 0;
     cfg.head_timeout_s = 3600;
     tune(&mut cfg);
     cfg
