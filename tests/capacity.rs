@@ -9,14 +9,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use uring_comet::config::ServerConfig;
 
 both_backends! {
 /// `max_conns` = 4 on one shard: the fifth connection gets a 503 and is closed (counted in
 /// `rejected_at_capacity`), the four held streams are untouched, and once one closes a new
 /// connection is served.
 fn max_conns_rejects_then_recovers() {
-    let mut cfg = ServerConfig::local(1);
+    let mut cfg = common::server::local(1);
     cfg.max_conns = 4;
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
@@ -79,7 +78,7 @@ both_backends! {
 /// or the id's owner (the hand-off) finds itself full, the connection over the limit gets
 /// the same 503, never a bare close.
 fn max_conns_503_on_both_paths() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.max_conns = 4;
     let server = start_with(cfg);
     let s = server.subscriber_addr();

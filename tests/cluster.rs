@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use uring_comet::cluster::ClusterConfig;
-use uring_comet::config::ServerConfig;
 use uring_comet::server::ServerHandle;
 
 /// A node of the test's backend, 2 shards, in cluster mode on `redis`.
 fn node(redis: &Redis) -> ServerHandle {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.cluster = Some(ClusterConfig::new(&redis.url(), 1024).unwrap());
     let server = start_with(cfg);
     let mut p = Publisher::connect(server.publish_addr());
@@ -132,7 +131,7 @@ fn friends_node(redis: &Redis, name: &str, edges: &str) -> ServerHandle {
     let dir = temp_dir(name);
     let file = dir.join("graph.tsv");
     std::fs::write(&file, edges).unwrap();
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.cluster = Some(ClusterConfig::new(&redis.url(), 1024).unwrap());
     cfg.friends = Some(file);
     let server = start_with(cfg);
@@ -298,7 +297,7 @@ fn bad_cluster_url_is_refused() {
 #[test]
 fn node_without_redis_serves_locally() {
     let port = free_port();
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.cluster = Some(ClusterConfig::new(&format!("redis://127.0.0.1:{port}"), 16).unwrap());
     let server = start_with(cfg);
     let mut sub = Subscriber::connect(server.subscriber_addr(), "solo");

@@ -8,7 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use uring_comet::config::ServerConfig;
 
 /// A preflight as a browser sends it for an EventSource polyfill adding headers.
 fn preflight_request(path: &str, version: &str) -> Vec<u8> {
@@ -127,7 +126,7 @@ both_backends! {
 /// `cors_origin = "https://a.example"`: that origin (never `*`) plus `Vary: Origin` on streams
 /// and preflights.
 fn cors_one_origin() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.cors_origin = "https://a.example".to_string();
     let server = start_with(cfg);
     for (what, req, _) in stream_requests("cors2") {
@@ -149,7 +148,7 @@ both_backends! {
 /// `cors_origin = ""`: no `Access-Control-*` header (nor `Vary`) anywhere; streams and
 /// preflights still answer (the preflight a plain 204 with `Allow`).
 fn cors_off() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.cors_origin = String::new();
     let server = start_with(cfg);
     for (what, req, ct) in stream_requests("cors3") {

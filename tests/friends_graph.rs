@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use uring_comet::config::ServerConfig;
 
 both_backends! {
 /// PUT and DELETE take effect at once, and again after a restart (replayed from the
@@ -98,7 +97,7 @@ both_backends! {
 /// kept across a restart by the journal alone.
 fn missing_file_is_an_empty_graph_built_by_edits() {
     let dir = temp_dir("missing");
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.friends = Some(dir.join("none.tsv"));
     let server = start_with(cfg.clone());
     let mut p = Publisher::connect(server.publish_addr());
@@ -137,7 +136,7 @@ fn missing_directory_is_one_clear_error() {
     assert!(!err.contains("empty graph") && !err.contains("journal"), "one error only: {err}");
     assert!(!dir.join("nodir").exists(), "the directory is not created");
     // In process too: server::start returns the error.
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.friends = Some(file);
     let e = start_error(cfg, "start fails").to_string();
     assert!(e.contains(&want), "{e}");

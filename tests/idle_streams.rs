@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use uring_comet::config::ServerConfig;
 
 /// A HEAD request on a fresh connection: the head at once, no body byte at all, then the
 /// server closes. Returns the head.
@@ -243,7 +242,7 @@ both_backends! {
 /// real EventSource parser sees no event.
 /// See tests/CASES.md#b15.
 fn b15_heartbeats_on_quiet_streams() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.heartbeat_s = 1;
     let server = start_with(cfg);
     let addr = server.subscriber_addr();
@@ -290,7 +289,7 @@ both_backends! {
 /// most one heartbeat before the first message).
 /// See tests/CASES.md#b15.
 fn b15_no_heartbeat_on_busy_streams() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.heartbeat_s = 1;
     let server = start_with(cfg);
     let mut c = sse_connect(server.subscriber_addr(), "busy");

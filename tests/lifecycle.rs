@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Opens one stream of every kind (and HTTP/1.0 forms) on a child server, signals it with
-/// `sig`, and checks each stream's proper end and the exit.
+/// Opens one stream of every kind (and HTTP/1.0 forms) on a child server (history off: the
+/// streams' bytes are the ones before cursors), signals it with `sig`, and checks each
+/// stream's proper end and the exit.
 fn graceful_stop(sig: i32) {
-    let (mut srv, up) = Serve::new().shards(2).try_spawn();
+    let (mut srv, up) = Serve::new().shards(2).args(["--history", "0"]).try_spawn();
     assert!(up, "server did not start: {}", srv.stderr());
     let (s, p) = (srv.subscriber, srv.publish);
     let mut streams: Vec<Stream> = KINDS.iter().map(|&k| Stream::open(s, k, "bye1")).collect();

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use uring_comet::config::ServerConfig;
 
 /// B04: a subscriber whose packets are all dropped (iptables DROP on its loopback port, so
 /// neither FIN nor RST reaches the server) is closed by heartbeat + TCP_USER_TIMEOUT
@@ -25,7 +24,7 @@ fn b04_vanished_peer_logged_out() {
         ok,
         "iptables -L failed: needs root and the iptables package"
     );
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.heartbeat_s = 1;
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());

@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use uring_comet::config::ServerConfig;
 
 both_backends! {
 /// 100 POSTs to one id in a single write: 100 replies in order, and the subscriber gets
@@ -106,7 +105,7 @@ fn keep_alive_publisher() {
 both_backends! {
 /// A body of exactly 64 KiB (65536 bytes) is accepted and delivered whole.
 fn body_of_exactly_64k_is_accepted() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.max_pending_bytes = 1 << 20; // room for the whole chunk in the subscriber's queue
     let server = start_with(cfg);
     let mut sub = Subscriber::connect(server.subscriber_addr(), "big");

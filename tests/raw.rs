@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use uring_comet::config::ServerConfig;
 
 both_backends! {
 /// Head (200, text/plain; charset=utf-8, no-cache, X-Accel-Buffering, CORS, chunked) at once;
@@ -69,7 +68,7 @@ both_backends! {
 /// No heartbeat on a raw stream, even with a 1 s interval: 2.5 s of silence, and the stream
 /// is still logged in afterwards.
 fn raw_has_no_heartbeat() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.heartbeat_s = 1;
     let server = start_with(cfg);
     let mut c = raw_connect(server.subscriber_addr(), "raw-quiet");

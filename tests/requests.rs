@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use uring_comet::config::ServerConfig;
 
 both_backends! {
 /// `publish_token`: `POST /send` and `GET /stats` need `Authorization: Bearer <token>`
@@ -16,7 +15,7 @@ both_backends! {
 /// plus a byte, another scheme); the scheme is case-insensitive; `GET /` (demo page) stays
 /// open; a refused publish delivers nothing.
 fn publish_token_401() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.publish_token = Some("s3cret".into());
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
@@ -131,7 +130,7 @@ both_backends! {
 /// nothing; a shorter one leaves bytes parsed as the next request (400 and close after the
 /// first reply); a publisher that disconnects mid-body (FIN or RST) delivers nothing.
 fn publish_body_faults() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.head_timeout_s = 1;
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());

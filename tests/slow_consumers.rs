@@ -9,7 +9,6 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
-use uring_comet::config::ServerConfig;
 
 both_backends! {
 /// `max_pending_bytes`: one message larger than the bound may always wait (a subscriber
@@ -17,7 +16,7 @@ both_backends! {
 /// incomplete send past the bound disconnects it (`slow_consumers_closed`); a fast
 /// subscriber on the same id gets every message meanwhile.
 fn slow_consumer_cut_fast_one_served() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.max_pending_bytes = 16 * 1024;
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
@@ -137,7 +136,7 @@ both_backends! {
 /// ~400 KiB during the grace, and the bound). With the kernel's autotuning the same reader
 /// absorbs over 1 MiB first, so this fails if the option is ignored.
 fn sndbuf_bounds_what_a_stalled_reader_holds() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.max_pending_bytes = 16 * 1024;
     cfg.sndbuf = 16 * 1024;
     let server = start_with(cfg);

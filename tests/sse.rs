@@ -125,25 +125,41 @@ fn sse_several_ids_and_subscribers() {
 }
 
 both_backends! {
-/// No `id:` is ever sent, and `Last-Event-ID` (any shape, as a resuming browser or a
-/// confused client sends it) is ignored: the stream opens as usual, replays nothing and gets
-/// the next message.
-fn sse_last_event_id_is_ignored() {
+/// With history off, no `id:` is ever sent; a `Last-Event-ID` that is not a cursor gets
+/// `400` naming the reason and the connection closes; an empty one counts as absent (the
+/// stream opens as usual and gets the next message).
+fn sse_bad_last_event_id_gets_400() {
     let server = start(2);
     let long = "9".repeat(3000);
-    for (n, value) in ["5", "garbage", "-1", "", "1:2:3", "99999999999999999999:0", long.as_str()].iter().enumerate() {
+    for (n, value) in ["5", "garbage", "-1", "1:2:3", "99999999999999999999:0", long.as_str()].iter().enumerate() {
         let id = format!("lei{n}");
-        assert_eq!(publish(server.publish_addr(), &id, b"before"), 0);
         let mut c = Client::connect(server.subscriber_addr());
         c.send(&sub_get(&id, &format!("{SSE_HEADERS}Last-Event-ID: {value}\r\n")));
-        let head = c.read_head();
-        check_negotiated_head(&head, "text/event-stream", false);
-        c.expect_bytes(SSE_HI, "opening comment");
-        assert_eq!(publish(server.publish_addr(), &id, b"fresh"), 1, "Last-Event-ID {value:.20}");
-        c.expect_bytes(&chunk(b"data: fresh\n\n"), "the next message, without id");
-        c.expect_silence(Duration::from_millis(50), "after it");
+        expect_bad_cursor(&mut c, value);
     }
+    let mut c = Client::connect(server.subscriber_addr());
+    c.send(&sub_get("lei-empty", &format!("{SSE_HEADERS}Last-Event-ID: \r\n")));
+    check_negotiated_head(&c.read_head(), "text/event-stream", false);
+    c.expect_bytes(SSE_HI, "opening comment");
+    assert_eq!(publish(server.publish_addr(), "lei-empty", b"fresh"), 1);
+    c.expect_bytes(&chunk(b"data: fresh\n\n"), "the next message, without id");
+    c.expect_silence(Duration::from_millis(50), "after it");
 }
+}
+
+/// Reads the `400` a malformed cursor gets (`what` names it) and the close after it.
+fn expect_bad_cursor(c: &mut Client, what: &str) {
+    let head = c.read_head();
+    head.expect_status(400);
+    head.expect_header("Connection", "close");
+    let body = c.read_body(&head);
+    assert!(
+        body.starts_with(b"bad cursor: "),
+        "Last-Event-ID {what:.20}: body {:?}",
+        String::from_utf8_lossy(&body)
+    );
+    let (rest, _) = c.read_to_close();
+    assert!(rest.is_empty(), "{what:.20}: bytes after the 400: {rest:?}");
 }
 
 both_backends! {
@@ -182,19 +198,42 @@ fn sse_accept_negotiation() {
 }
 
 both_backends! {
-/// B11 generalised: a `Last-Event-ID` of any shape (garbage, negative, empty, huge, lists,
-/// 3000 digits, bytes over 0x7f, repeated), or a resume id in the query string, on SSE and
-/// every other `/sub/` kind: 200, a working stream that gets the next message (the
-/// server keeps no history and ignores it).
+/// B11 generalised: a `Last-Event-ID` of any shape (garbage, negative, huge, lists, 3000
+/// digits, bytes over 0x7f, repeated), or a resume id in the query string, on SSE and every
+/// other `/sub/` kind: a clean `400 bad cursor` and a close, nothing else; streams opened
+/// before keep working and get the next message, and the server serves new subscribers.
 /// See tests/CASES.md#b11.
 fn b11_any_last_event_id_is_ignored() {
     let server = start(2);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
+    let mut open: Vec<Stream> = Vec::new();
+    for kind in [Kind::Sse, Kind::Raw, Kind::Ws] {
+        let mut extra = Vec::new();
+        match kind {
+            Kind::Sse => extra.extend_from_slice(SSE_HEADERS.as_bytes()),
+            Kind::Ws => extra.extend_from_slice(ws_headers().as_bytes()),
+            _ => {}
+        }
+        let mut req = b"GET /sub/b11 HTTP/1.1\r\nHost: x\r\n".to_vec();
+        req.extend_from_slice(&extra);
+        req.extend_from_slice(b"\r\n");
+        let mut c = Client::connect(s);
+        c.send(&req);
+        let head = c.read_head();
+        match kind {
+            Kind::Ws => check_ws_101(&head),
+            Kind::Sse => {
+                check_negotiated_head(&head, "text/event-stream", false);
+                c.expect_bytes(SSE_HI, "SSE opening comment");
+            }
+            _ => check_negotiated_head(&head, "text/plain; charset=utf-8", false),
+        }
+        open.push(Stream { kind, c, n: 0 });
+    }
     let nines = "9".repeat(3000);
     let values: Vec<Vec<u8>> = vec![
         b"garbage".to_vec(),
         b"-1".to_vec(),
-        b"".to_vec(),
         b"0".to_vec(),
         b"99999999999999999999:0".to_vec(),
         b"1:2:3".to_vec(),
@@ -204,8 +243,8 @@ fn b11_any_last_event_id_is_ignored() {
         b"never-issued".to_vec(),
         b"18446744073709551616".to_vec(),
         b"%00%0a".to_vec(),
+        b"0123456789abcdef-1.0123456789abcdef-2".to_vec(),
     ];
-    let mut open: Vec<Stream> = Vec::new();
     for v in &values {
         for kind in [Kind::Sse, Kind::Raw, Kind::Ws] {
             let mut extra = b"Last-Event-ID: ".to_vec();
@@ -221,24 +260,16 @@ fn b11_any_last_event_id_is_ignored() {
             req.extend_from_slice(b"\r\n");
             let mut c = Client::connect(s);
             c.send(&req);
-            let head = c.read_head();
-            match kind {
-                Kind::Ws => check_ws_101(&head),
-                Kind::Sse => {
-                    check_negotiated_head(&head, "text/event-stream", false);
-                    c.expect_bytes(SSE_HI, "SSE opening comment");
-                }
-                _ => check_negotiated_head(&head, "text/plain; charset=utf-8", false),
-            }
-            open.push(Stream { kind, c, n: 0 });
+            expect_bad_cursor(&mut c, &String::from_utf8_lossy(v));
         }
     }
-    // Repeated header and query-string resume ids.
+    // Repeated header and query-string resume ids: the first header is the one read.
     let mut c = Client::connect(s);
-    c.send(b"GET /sub/b11?lastEventId=5&last-event-id=x HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: 1\r\nLast-Event-ID: 2\r\n\r\n");
-    check_negotiated_head(&c.read_head(), "text/event-stream", false);
-    c.expect_bytes(SSE_HI, "SSE opening comment");
-    open.push(Stream { kind: Kind::Sse, c, n: 0 });
+    c.send(b"GET /sub/b11?last_event_id=5&last-event-id=x HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: 1\r\nLast-Event-ID: 2\r\n\r\n");
+    expect_bad_cursor(&mut c, "repeated");
+    let mut c = Client::connect(s);
+    c.send(b"GET /sub/b11?last_event_id=garbage HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_bad_cursor(&mut c, "query");
     let n = open.len() as u64;
     assert_eq!(publish(p, "b11", b"fresh"), n);
     for st in &mut open {

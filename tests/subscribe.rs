@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::*;
-use uring_comet::config::{Placement, ServerConfig};
+use uring_comet::config::Placement;
 
 both_backends! {
 /// The seed's session: a subscriber on 123 gets #1 and #2; a send to 456 (nobody) reports 0.
@@ -347,7 +347,7 @@ both_backends! {
 /// See tests/CASES.md#b12.
 fn b12_no_publish_lost_while_registering() {
     for placement in [Placement::Owner, Placement::Accept] {
-        let mut cfg = ServerConfig::local(2);
+        let mut cfg = common::server::local(2);
         cfg.placement = placement;
         let server = start_with(cfg);
         let (s, p) = (server.subscriber_addr(), server.publish_addr());

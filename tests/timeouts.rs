@@ -11,7 +11,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use uring_comet::config::ServerConfig;
 
 both_backends! {
 /// `head_timeout_s`: a head not complete (nothing sent on either listener, half a request
@@ -19,7 +18,7 @@ both_backends! {
 /// close after one to two timeouts (plus the shard's idle tick); a complete stream, and a
 /// keep-alive publisher idle after a request, are never timed out.
 fn head_and_body_timeout_408() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.head_timeout_s = 1;
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
@@ -67,7 +66,7 @@ both_backends! {
 /// chunk, SSE: `: ping` comment, WebSocket: empty ping), raw none; a message after
 /// heartbeats still has number 1 (heartbeats are not messages).
 fn heartbeats_every_second() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.heartbeat_s = 1;
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
@@ -100,7 +99,7 @@ both_backends! {
 /// gets every reply `200` and no `408` (the sweep used to count input the server itself held
 /// back, and a request split across reads, as a slow request).
 fn pipelining_publisher_held_back_is_not_timed_out() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.head_timeout_s = 1;
     let server = start_with(cfg);
     let n = 60_000;
@@ -127,7 +126,7 @@ both_backends! {
 /// the kernel once its data stays unacknowledged that long, counted in `send_timeouts` and
 /// logged out; a reader of the same id that keeps reading gets every message meanwhile.
 fn stalled_reader_hits_the_send_deadline() {
-    let mut cfg = ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.send_timeout_s = 2;
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());

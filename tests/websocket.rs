@@ -68,7 +68,7 @@ both_backends! {
 /// Exact frames: one unmasked FIN frame per message, text when the body is UTF-8 (also empty,
 /// also multi-byte), binary when not; the shortest length encoding at 125/126/65535/65536.
 fn ws_message_frames() {
-    let mut cfg = uring_comet::config::ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.max_pending_bytes = 1 << 20; // room for a 64 KiB message in one queue
     let server = start_with(cfg);
     let mut c = ws_connect(server.subscriber_addr(), "ws-frames");
@@ -350,7 +350,7 @@ both_backends! {
 /// The heartbeat as a real client sees it: a ping (empty payload) within 3 s on a quiet
 /// stream with a 1 s interval, which the client answers; messages still arrive after it.
 fn ws_real_client_heartbeat() {
-    let mut cfg = uring_comet::config::ServerConfig::local(2);
+    let mut cfg = common::server::local(2);
     cfg.heartbeat_s = 1;
     let server = start_with(cfg);
     let mut ws = tungstenite_connect(server.subscriber_addr(), "wt-beat");

@@ -79,6 +79,28 @@ pub enum Resume {
     At(Vec<Pos>),
 }
 
+/// Where one id of a connection starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// From now on (no cursor).
+    Now,
+    /// Everything still held (`earliest`).
+    Earliest,
+    /// After this position.
+    At(Pos),
+}
+
+impl Resume {
+    /// Where the `k`th id starts.
+    pub fn start(&self, k: usize) -> Start {
+        match self {
+            Resume::Fresh => Start::Now,
+            Resume::Earliest => Start::Earliest,
+            Resume::At(at) => Start::At(at[k]),
+        }
+    }
+}
+
 /// Why a cursor is refused (a `400`, body `bad cursor: <this>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CursorError {

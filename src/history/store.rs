@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 use hashbrown::HashTable;
 
-use super::cursor::Pos;
+use super::cursor::{Pos, Start};
 use crate::id::Id;
 
 /// Generation buckets (a power of two).
@@ -353,6 +353,28 @@ impl History {
             Err(Reason::Expired)
         } else {
             Ok(at.offset)
+        }
+    }
+
+    /// Where `id` starts for a connection that asks for `start`: the position before the
+    /// first message its stream sends and the offset to replay after (`None`: nothing to
+    /// replay), or the reset reason and the current position.
+    pub fn start(&self, id: &Id, start: Start) -> Result<(Pos, Option<u64>), (Reason, Pos)> {
+        let cur = self.position(id);
+        let at = match start {
+            Start::Now => return Ok((cur, None)),
+            Start::Earliest => None,
+            Start::At(p) => Some(p),
+        };
+        match self.resume(id, at) {
+            Ok(after) => Ok((
+                Pos {
+                    epoch: cur.epoch,
+                    offset: after,
+                },
+                Some(after),
+            )),
+            Err(r) => Err((r, cur)),
         }
     }
 

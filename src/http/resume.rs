@@ -109,7 +109,7 @@ pub fn message(out: &mut Vec<u8>, proto: Proto, chunked: bool, cursor: &[u8], ms
         }
         Proto::Raw => chunk_with(out, chunked, |out| {
             out.extend_from_slice(cursor);
-            let _ = write!(out, " {}\n", msg.len());
+            let _ = writeln!(out, " {}", msg.len());
             out.extend_from_slice(msg);
             out.push(b'\n');
         }),

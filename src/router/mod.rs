@@ -17,6 +17,7 @@
 use bytes::Bytes;
 use hashbrown::HashTable;
 
+use crate::history::Pos;
 use crate::id::Id;
 use crate::mesh::{Msg, Outbox, ReplyTo};
 
@@ -360,7 +361,8 @@ impl Router {
         Some(s)
     }
 
-    /// Owner side of `send(id, msg)`: forwards `Deliver` to every other holder (into `out`)
+    /// Owner side of `send(id, msg)` (`pos`: its place in the id's history): forwards
+    /// `Deliver` to every other holder (into `out`)
     /// and returns
     /// the local slot to deliver to (if this shard holds connections under `id`) and the
     /// number of shards forwarded to.
@@ -369,6 +371,7 @@ impl Router {
         out: &mut Outbox,
         id: &Id,
         msg: &Bytes,
+        pos: Pos,
         reply: ReplyTo,
     ) -> (Option<u32>, u16) {
         let Some(s) = self.lookup(id) else {
@@ -383,6 +386,7 @@ impl Router {
                     Msg::Deliver {
                         id: id.clone(),
                         msg: msg.clone(),
+                        pos,
                         reply,
                     },
                 );

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::Router;
+use crate::history::Pos;
 use crate::id::Id;
 use crate::mesh::{Msg, Outbox, ReplyTo};
 
@@ -55,6 +56,7 @@ fn remote_owner_join_ack_leave() {
         &mut to_holder,
         &id,
         &Bytes::from_static(b"x"),
+        Pos::default(),
         ReplyTo { shard: 1, token: 9 },
     );
     assert_eq!((local, fwd), (None, 1));
@@ -72,6 +74,7 @@ fn remote_owner_join_ack_leave() {
             &mut to_holder,
             &id,
             &Bytes::new(),
+            Pos::default(),
             ReplyTo { shard: 1, token: 1 }
         ),
         (None, 0)

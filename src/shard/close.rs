@@ -146,6 +146,7 @@ impl<D: Driver> Shard<D> {
         }
         if c.flags.contains(Flags::LOGGED_IN) {
             self.poll_done(i);
+            self.forget_remote(i);
             self.router.logout(&mut self.outbox, i, c.ids);
             self.sync_ids_gauge();
             self.cluster_forget(i);

@@ -116,14 +116,15 @@ impl<D: Driver> Shard<D> {
     /// here and on the other shards holding `id`, no reply.
     pub(super) fn on_remote(&mut self, id: Id, msg: Bytes) {
         let mut cursor = Vec::new();
-        self.keep(&id, &msg, &mut cursor);
+        let pos = self.keep(&id, &msg, &mut cursor);
         let (local, _) = self
             .router
-            .route(&mut self.outbox, &id, &msg, ReplyTo::NOBODY);
+            .route(&mut self.outbox, &id, &msg, pos, ReplyTo::NOBODY);
         if let Some(s) = local {
             let ev = Ev::Plain {
                 msg: &msg,
                 cursor: &cursor,
+                pos,
             };
             self.deliver_slot(s, ev);
         }

@@ -45,17 +45,41 @@ impl<D: Driver> Shard<D> {
                 self.sync_ids_gauge();
             }
             Msg::Route { id, msg, reply } => self.route(id, msg, reply),
-            Msg::Deliver { id, msg, reply } => {
+            Msg::Deliver {
+                id,
+                msg,
+                pos,
+                reply,
+            } => {
                 let n = self.router.lookup(&id).map_or(0, |s| {
-                    // Only streams without cursors live off their ids' owner.
+                    if self.resume.store.enabled() {
+                        self.resume.remote.track(s, &id, pos);
+                    }
+                    // A stream under this one id lives on its owner: only connections under
+                    // several ids (whole cursors) get it here.
                     let ev = Ev::Plain {
                         msg: &msg,
                         cursor: b"",
+                        pos,
                     };
                     self.deliver_slot(s, ev)
                 });
                 self.reply(reply, n, None);
             }
+            Msg::Replay {
+                id,
+                from,
+                conn,
+                token,
+                k,
+                start,
+            } => self.on_replay(id, from, conn, token, k, start),
+            Msg::Replayed {
+                conn,
+                token,
+                k,
+                verdict,
+            } => self.on_replayed(conn, token, k, verdict),
             Msg::Replied { token, count, more } => self.on_replied(token, count, more),
             Msg::Adopt { fd, req } => self.adopt(fd, *req),
             Msg::Remote { id, msg } => self.on_remote(id, msg),

@@ -14,7 +14,8 @@
 //! 11. `event_loop.rs`: one turn (completions, inbox, sweeps, outbox, submit); idle memory.
 //! 12. `friends.rs`: friends fan-out and edits (`--friends`).
 //! 13. `cluster.rs`: cluster mode (`--cluster`): forwarding to and from the other nodes.
-//! 14. `resume.rs`: history (`--history`): numbering, the resume verdict and replay, polls.
+//! 14. `resume.rs`: history (`--history`): numbering, the resume verdict and replay, polls;
+//!     `replay.rs`: the same for ids another shard owns (`Replay`/`Replayed`).
 //!
 //! `tests/` (test builds only) drives the shard in memory on the fake driver
 //! (`driver/fake.rs`), through its public API.
@@ -52,6 +53,7 @@ mod input;
 mod output;
 mod placement;
 mod publish;
+mod replay;
 mod replies;
 mod resume;
 #[cfg(test)]

@@ -11,6 +11,7 @@ use super::Shard;
 use crate::conn::{Aux, Flags, Marks, Slab, State, NONE};
 use crate::driver::Driver;
 use crate::friends::FriendEvent;
+use crate::history::Pos;
 use crate::http::stream::{self, Proto, CURSORS};
 use crate::stats::ShardStats;
 
@@ -119,6 +120,8 @@ pub(super) enum Ev<'a> {
         msg: &'a [u8],
         /// `<epoch>-<offset>` of this message.
         cursor: &'a [u8],
+        /// The same position (zero with history off).
+        pos: Pos,
     },
     /// `POST /publish/<user>`: an event from a friend.
     Friend(&'a FriendEvent),
@@ -288,7 +291,7 @@ impl<D: Driver> Shard<D> {
             c.msgs.wrapping_add(1),
         );
         let queued = match ev {
-            Ev::Plain { msg, cursor } if c.proto & CURSORS != 0 => {
+            Ev::Plain { msg, cursor, .. } if c.proto & CURSORS != 0 => {
                 let cursor = if own.is_empty() { cursor } else { &own };
                 if poll {
                     resume::answer_poll(buf, &cors, cursor, msg, c.proto);
@@ -334,6 +337,13 @@ impl<D: Driver> Shard<D> {
         fanout.extend_from_slice(self.router.subscribers(s));
         let mut n = 0;
         for &c in &fanout {
+            // A connection waiting for its owners' replay answers keeps (or skips) it.
+            if let (true, Ev::Plain { msg, pos, .. }) = (self.resume.remote.waiting(), ev) {
+                if let Some(kept) = self.deliver_pending(c, s, msg, pos) {
+                    n += u32::from(kept);
+                    continue;
+                }
+            }
             n += u32::from(self.deliver(c, ev));
         }
         self.aux.fanout = fanout;
@@ -359,6 +369,7 @@ impl<D: Driver> Shard<D> {
         conn.waits = conn.waits.saturating_sub(1);
         if conn.waits == 0 && conn.state == State::SubJoining {
             conn.state = State::SubStream;
+            self.finish_remote(i);
             self.try_send(i);
         }
     }

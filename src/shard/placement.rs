@@ -215,17 +215,23 @@ impl<D: Driver> Shard<D> {
     fn open(&mut self, i: u32, req: SubRequest) {
         let resumable = self.resumable(&req);
         self.set_stream(i, &req, resumable);
-        if resumable {
+        let shards = self.mesh.shards();
+        let remote = resumable
+            && self.resume.store.enabled()
+            && req.ids.iter().any(|id| id.owner(shards) != self.me);
+        if resumable && !remote {
             // Verdict, replay and (below) login in one turn on the ids' owner: a publish
             // is either in the replay or delivered live, never both, never neither.
-            self.open_resumable(i, &req);
+            self.open_local(i, &req);
             if self.conns[i].state == State::Finishing {
                 return self.try_send(i); // a poll answered at once
             }
         }
+        // Ids owned elsewhere are asked for after the login's `Join`s (shard/replay.rs).
+        let asks = remote.then(|| req.clone());
         let held = self.cluster_hold(i, &req.ids);
         let (handle, waits) = self.router.login(&mut self.outbox, i, req.ids);
-        let waits = waits + held;
+        let waits = waits + held + asks.map_or(0, |req| self.start_remote(i, req));
         self.sync_ids_gauge();
         // A long-lived stream: move its socket out of the process fd table (io_uring
         // direct descriptor); no op is in flight on it here.

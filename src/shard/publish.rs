@@ -212,11 +212,12 @@ impl<D: Driver> Shard<D> {
     /// Owner side of a publish (`Route`): local delivery, forwarding, and the first reply.
     pub(super) fn route(&mut self, id: Id, msg: Bytes, reply: ReplyTo) {
         let mut cursor = std::mem::take(&mut self.publish.cursor);
-        self.keep(&id, &msg, &mut cursor);
-        let (local, forwarded) = self.router.route(&mut self.outbox, &id, &msg, reply);
+        let pos = self.keep(&id, &msg, &mut cursor);
+        let (local, forwarded) = self.router.route(&mut self.outbox, &id, &msg, pos, reply);
         let ev = Ev::Plain {
             msg: &msg,
             cursor: &cursor,
+            pos,
         };
         let n = local.map_or(0, |s| self.deliver_slot(s, ev));
         self.publish.cursor = cursor;

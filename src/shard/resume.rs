@@ -4,20 +4,22 @@
 //! long-polls (`/poll/`) answer at once or are held like idle subscribers until a message or
 //! `--poll-timeout`.
 //!
-//! A connection that resumes is opened in one step on the shard that owns its ids: verdict,
-//! replay and login happen in the same turn, and every later publish to its ids passes this
-//! owner after that, so nothing published during the replay is missed or sent twice. With
-//! history on, a subscriber under one id always lives on its owner (whatever `--placement`
-//! says); a subscriber whose ids are owned by several shards is not resumable yet (its
-//! stream is as with history off; see the README).
+//! A connection whose ids this shard owns is opened in one step: verdict, replay and login
+//! happen in the same turn, and every later publish to its ids passes this owner after that,
+//! so nothing published during the replay is missed or sent twice. With history on, a
+//! subscriber under one id always lives on its owner (whatever `--placement` says). A
+//! subscriber under ids that other shards own asks their owners (`shard/replay.rs`) and
+//! waits, its head held, as it waits for `JoinAck`s.
 
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use super::Shard;
 use crate::conn::{Flags, State};
 use crate::driver::Driver;
 use crate::history::cursor::write_cursor;
-use crate::history::{History, Pos, Resume};
+use crate::history::{History, Pos, Reason, Resume};
 use crate::http::request::SubRequest;
 use crate::http::resume::{self, Lost};
 use crate::http::stream::{self, Proto, CURSORS};
@@ -29,9 +31,10 @@ use crate::stats::ShardStats;
 /// `Comet-Recovered: true`).
 const GAVE_CURSOR: u8 = 0x40;
 
-/// The history, the CORS lines of dynamic heads, and the held polls.
+/// The history, the CORS lines of dynamic heads, held polls, and the resumes waiting for
+/// other shards (`shard/replay.rs`).
 pub(super) struct Resumes {
-    store: History,
+    pub(super) store: History,
     /// `Access-Control-Allow-Origin` lines for heads built per connection.
     cors: Box<[u8]>,
     /// Start of the history's millisecond clock.
@@ -42,6 +45,8 @@ pub(super) struct Resumes {
     poll_timeout_ms: u64,
     /// When the next poll-timeout sweep is due.
     next_sweep: Instant,
+    /// Holder side: see `shard/replay.rs`.
+    pub(super) remote: super::replay::Remote,
 }
 
 impl Resumes {
@@ -54,6 +59,7 @@ impl Resumes {
             polls: 0,
             poll_timeout_ms: cfg.poll_timeout_ms,
             next_sweep: Instant::now(),
+            remote: Default::default(),
         }
     }
 
@@ -62,27 +68,38 @@ impl Resumes {
     }
 }
 
-/// Where each id of a resuming connection starts, and what it lost.
-struct Verdicts<'a> {
+/// What a resumable stream starts with, once every id's verdict is known.
+pub(super) struct Plan {
+    /// The request (its ids, protocol, HTTP version, WebSocket key, cursor).
+    pub(super) req: SubRequest,
     /// Per id, the position before the first message the stream sends.
-    starts: Vec<Pos>,
-    /// Per id, the offset to replay after (`None`: nothing to replay).
-    replay: Vec<Option<u64>>,
-    /// The ids whose position was lost.
-    lost: Vec<Lost<'a>>,
+    pub(super) starts: Vec<Pos>,
+    /// The ids whose position was lost (index in `req.ids`, reason).
+    pub(super) lost: Vec<(usize, Reason)>,
+    /// The messages to send first: (id index, offset, body); sorted and deduplicated by
+    /// [`Shard::emit`].
+    pub(super) msgs: Vec<(usize, u64, Bytes)>,
+}
+
+impl Plan {
+    /// A plan for `req` with nothing decided yet.
+    pub(super) fn new(req: SubRequest) -> Plan {
+        let n = req.ids.len();
+        Plan {
+            req,
+            starts: vec![Pos::default(); n],
+            lost: Vec::new(),
+            msgs: Vec::new(),
+        }
+    }
 }
 
 impl<D: Driver> Shard<D> {
     /// Whether subscriber request `req` gets a stream that can resume: history on (or a
-    /// cursor given, to be told `no-history`), on `/sub/` or `/poll/`, not HEAD, and every
-    /// id owned by this shard or a single id (which is then handed to its owner).
+    /// cursor given, to be told `no-history`), on `/sub/` or `/poll/`, not HEAD.
     pub(super) fn resumable(&self, req: &SubRequest) -> bool {
         let on = self.resume.store.enabled() || req.resume != Resume::Fresh;
-        let shards = self.mesh.shards();
-        on && req.proto != Proto::Seed
-            && !req.head_only
-            && !req.preflight
-            && (req.ids.len() == 1 || req.ids.iter().all(|id| id.owner(shards) == self.me))
+        on && req.proto != Proto::Seed && !req.head_only && !req.preflight
     }
 
     /// The protocol byte of a resumable stream: [`CURSORS`] when its messages carry cursors
@@ -97,162 +114,170 @@ impl<D: Driver> Shard<D> {
         req.proto as u8 | if carries { CURSORS } else { 0 }
     }
 
-    /// Owner side of a publish with history on: keeps `msg` as `id`'s next message and
-    /// writes its cursor into `cursor`; nothing (and `cursor` empty) with history off.
-    pub(super) fn keep(&mut self, id: &Id, msg: &[u8], cursor: &mut Vec<u8>) {
+    /// Owner side of a publish with history on: keeps `msg` as `id`'s next message, writes
+    /// its cursor into `cursor` and returns its position; nothing (`cursor` empty, position
+    /// zero) with history off.
+    pub(super) fn keep(&mut self, id: &Id, msg: &[u8], cursor: &mut Vec<u8>) -> Pos {
         cursor.clear();
-        if self.resume.store.enabled() {
-            let now = self.resume.now_ms();
-            self.resume.store.append(id, msg, now).write(cursor);
+        if !self.resume.store.enabled() {
+            return Pos::default();
         }
+        let now = self.resume.now_ms();
+        let pos = self.resume.store.append(id, msg, now);
+        pos.write(cursor);
+        pos
     }
 
-    fn verdicts<'a>(&self, ids: &'a [Id], resume: &Resume) -> Verdicts<'a> {
+    /// Decides id `k` of `plan` (owned here) now: its start, or its reset; the messages it
+    /// missed go into the plan.
+    pub(super) fn decide_local(&self, plan: &mut Plan, k: usize) {
+        let id = &plan.req.ids[k];
         let store = &self.resume.store;
-        let mut v = Verdicts {
-            starts: Vec::with_capacity(ids.len()),
-            replay: Vec::with_capacity(ids.len()),
-            lost: Vec::new(),
-        };
-        for (k, id) in ids.iter().enumerate() {
-            let cur = store.position(id);
-            let at = match resume {
-                Resume::Fresh => {
-                    v.starts.push(cur);
-                    v.replay.push(None);
-                    continue;
-                }
-                Resume::Earliest => None,
-                Resume::At(at) => Some(at[k]),
-            };
-            match store.resume(id, at) {
-                Ok(after) => {
-                    v.starts.push(Pos {
-                        epoch: cur.epoch,
-                        offset: after,
-                    });
-                    v.replay.push(Some(after));
-                }
-                Err(reason) => {
-                    v.starts.push(cur);
-                    v.replay.push(None);
-                    v.lost.push((id, reason));
+        match store.start(id, plan.req.resume.start(k)) {
+            Ok((start, after)) => {
+                plan.starts[k] = start;
+                if let Some(after) = after {
+                    let missed = store.messages_after(id, after);
+                    plan.msgs
+                        .extend(missed.map(|(o, m)| (k, o, Bytes::copy_from_slice(m))));
                 }
             }
+            Err((reason, cur)) => {
+                plan.starts[k] = cur;
+                plan.lost.push((k, reason));
+            }
         }
-        v
     }
 
-    /// Opens resumable stream `i` under `ids` (logged in, every id owned here): its head,
-    /// opening and missed messages go into its output in this turn; a poll is answered or
-    /// held.
-    pub(super) fn open_resumable(&mut self, i: u32, req: &SubRequest) {
+    /// Drops messages past the TTL, so no verdict counts on one.
+    pub(super) fn expire_now(&mut self) {
         let now = self.resume.now_ms();
         self.resume.store.expire(now);
-        let v = self.verdicts(&req.ids, &req.resume);
-        let given = req.resume != Resume::Fresh;
-        if given {
-            let counter = if v.lost.is_empty() {
-                &self.st().recoveries
-            } else {
-                &self.st().recoveries_failed
-            };
-            ShardStats::add(counter, 1);
+    }
+
+    /// Opens resumable stream `i` whose ids are all owned here: decides every id and
+    /// writes head, opening and missed messages in this turn (a poll is answered or held).
+    pub(super) fn open_local(&mut self, i: u32, req: &SubRequest) {
+        self.expire_now();
+        let mut plan = Plan::new(req.clone());
+        for k in 0..req.ids.len() {
+            self.decide_local(&mut plan, k);
         }
-        let recovered = given.then_some(v.lost.is_empty());
-        let mut cursor = Vec::new();
-        write_cursor(&mut cursor, &v.starts);
+        self.emit(i, plan);
+    }
+
+    /// Writes what `plan` says stream `i` starts with: its head (with `Comet-Last-Event-ID`
+    /// and, if a cursor was given, `Comet-Recovered`), the opening, the missed messages in
+    /// order, each with its cursor; in front of anything already queued. A poll is answered
+    /// (messages or a lost position) or held.
+    pub(super) fn emit(&mut self, i: u32, mut plan: Plan) {
+        plan.msgs.sort_by_key(|&(k, o, _)| (k, o));
+        plan.msgs.dedup_by_key(|&mut (k, o, _)| (k, o));
+        plan.lost.sort_by_key(|&(k, _)| k);
+        let given = plan.req.resume != Resume::Fresh;
+        if given {
+            let st = &self.stats[self.me];
+            ShardStats::add(
+                if plan.lost.is_empty() {
+                    &st.recoveries
+                } else {
+                    &st.recoveries_failed
+                },
+                1,
+            );
+        }
+        let recovered = given.then_some(plan.lost.is_empty());
         let c = self.conns[i];
         let (proto, chunked) = (Proto::from_u8(c.proto), c.flags.contains(Flags::CHUNKED));
         let carries = c.proto & CURSORS != 0;
+        let lost: Vec<Lost<'_>> = plan
+            .lost
+            .iter()
+            .map(|&(k, r)| (&plan.req.ids[k], r))
+            .collect();
+        let mut cursor = Vec::new();
+        write_cursor(&mut cursor, &plan.starts);
         let mut out = Vec::new();
         if proto == Proto::Poll {
-            return self.open_poll(i, req, v, recovered);
-        }
-        let mut extra = Vec::new();
-        resume::head_lines(&mut extra, &cursor, recovered);
-        match req.ws_accept {
-            Some(key) if proto == Proto::Ws => ws::handshake(&mut out, &key, &extra),
-            _ => out = stream::head_with(proto, req.http10, &self.resume.cors, &extra, true),
-        }
-        if carries || !v.lost.is_empty() {
-            resume::opening(&mut out, proto, chunked, &cursor, &v.lost);
-        }
-        self.replay(&mut out, &req.ids, v, |out, cursor, msg| {
-            write_message(out, proto, chunked, carries, cursor, msg);
-        });
-        let a = self.ensure_aux(i);
-        self.aux[a].out = out;
-    }
-
-    /// Calls `frame` with the cursor after each missed message of every recovered id, and
-    /// the message, in order.
-    fn replay(
-        &self,
-        out: &mut Vec<u8>,
-        ids: &[Id],
-        mut v: Verdicts<'_>,
-        mut frame: impl FnMut(&mut Vec<u8>, &[u8], &[u8]),
-    ) {
-        let mut cursor = Vec::new();
-        for (k, id) in ids.iter().enumerate() {
-            let Some(after) = v.replay[k] else { continue };
-            for (o, msg) in self.resume.store.messages_after(id, after) {
-                v.starts[k].offset = o;
+            let mut messages = Vec::new();
+            let mut pos = plan.starts.clone();
+            for (n, (k, o, m)) in plan.msgs.iter().enumerate() {
+                pos[*k].offset = *o;
                 cursor.clear();
-                write_cursor(&mut cursor, &v.starts);
-                frame(out, &cursor, msg);
+                write_cursor(&mut cursor, &pos);
+                resume::poll_message(&mut messages, n == 0, &cursor, m);
+            }
+            if plan.msgs.is_empty() && lost.is_empty() {
+                return self.hold_poll(i, given);
+            }
+            resume::poll_answer(
+                &mut out,
+                &self.resume.cors,
+                &cursor,
+                recovered,
+                &lost,
+                &messages,
+            );
+            self.conns[i].state = State::Finishing;
+        } else {
+            let mut extra = Vec::new();
+            resume::head_lines(&mut extra, &cursor, recovered);
+            match plan.req.ws_accept {
+                Some(key) if proto == Proto::Ws => ws::handshake(&mut out, &key, &extra),
+                _ => {
+                    let cors = &self.resume.cors;
+                    out = stream::head_with(proto, plan.req.http10, cors, &extra, true);
+                }
+            }
+            if carries || !lost.is_empty() {
+                resume::opening(&mut out, proto, chunked, &cursor, &lost);
+            }
+            let mut pos = plan.starts.clone();
+            for (k, o, m) in &plan.msgs {
+                pos[*k].offset = *o;
+                cursor.clear();
+                write_cursor(&mut cursor, &pos);
+                write_message(&mut out, proto, chunked, carries, &cursor, m);
             }
         }
+        let a = self.ensure_aux(i);
+        let aux = &mut self.aux[a];
+        // Nothing was sent yet (the head is in `out`): what was queued goes after it.
+        out.extend_from_slice(&aux.out);
+        aux.out = out;
     }
 
-    /// A poll: answered at once (messages after its cursor, or a lost position), else held
-    /// (logged in, no buffer) until a message or `--poll-timeout`.
-    fn open_poll(&mut self, i: u32, req: &SubRequest, v: Verdicts<'_>, recovered: Option<bool>) {
-        let mut messages = Vec::new();
-        let mut last = v.starts.clone();
-        let lost: Vec<Lost<'_>> = v.lost.clone();
-        let mut any = false;
-        self.replay(&mut messages, &req.ids, v, |out, cursor, msg| {
-            resume::poll_message(out, !any, cursor, msg);
-            any = true;
-            last.clear();
-        });
-        if any || !lost.is_empty() {
-            let mut cursor = Vec::new();
-            if last.is_empty() {
-                // Every recovered id was replayed to its current position.
-                let store = &self.resume.store;
-                last.extend(req.ids.iter().map(|id| store.position(id)));
-            }
-            write_cursor(&mut cursor, &last);
-            let a = self.ensure_aux(i);
-            let out = &mut self.aux[a].out;
-            resume::poll_answer(out, &self.resume.cors, &cursor, recovered, &lost, &messages);
-            self.conns[i].state = State::Finishing;
-            return;
-        }
+    /// Holds poll `i` (nothing to answer yet) until a message or `--poll-timeout`.
+    fn hold_poll(&mut self, i: u32, given: bool) {
         let deadline = self
             .lp
             .now_ms()
             .wrapping_add(self.resume.poll_timeout_ms as u32);
         let c = &mut self.conns[i];
         c.msgs = deadline;
-        if recovered.is_some() {
+        if given {
             c.proto |= GAVE_CURSOR;
         }
         self.resume.polls += 1;
     }
 
-    /// The cursor of live connection `i` (every id owned here): each id's current position.
+    /// The cursor of live connection `i`: each of its ids' current position (this shard's
+    /// history for the ids it owns, the last heard from their owners for the others).
     pub(super) fn live_cursor(&self, i: u32, out: &mut Vec<u8>) {
         let h = self.conns[i].ids;
-        let store = &self.resume.store;
+        let shards = self.mesh.shards();
         let positions: Vec<Pos> = self
             .router
             .slots_of(&h)
             .iter()
-            .map(|&s| store.position(self.router.id_of(s)))
+            .map(|&s| {
+                let id = self.router.id_of(s);
+                if id.owner(shards) == self.me {
+                    self.resume.store.position(id)
+                } else {
+                    self.resume.remote.position(s, id)
+                }
+            })
             .collect();
         write_cursor(out, &positions);
     }
@@ -277,20 +302,14 @@ impl<D: Driver> Shard<D> {
         &self.resume.cors
     }
 
-    /// Whether held poll `i` was opened with a cursor.
-    pub(super) fn poll_gave_cursor(&self, i: u32) -> bool {
-        self.conns[i].proto & GAVE_CURSOR != 0
-    }
-
     /// Once a turn: drops messages past the TTL, answers polls past `--poll-timeout`
-    /// (one pass over the slab a second, only while polls are held), and publishes the
+    /// (a pass over the slab every 250 ms, only while polls are held), and publishes the
     /// history gauges.
     pub(super) fn history_tick(&mut self, now: Instant) {
         if !self.resume.store.enabled() {
             return;
         }
-        let ms = self.resume.now_ms();
-        self.resume.store.expire(ms);
+        self.expire_now();
         let (ids, msgs, bytes, evicted) = self.resume.store.counts();
         let st = &self.stats[self.me];
         use std::sync::atomic::Ordering::Relaxed;
@@ -318,7 +337,7 @@ impl<D: Driver> Shard<D> {
         self.poll_done(i);
         let mut cursor = Vec::new();
         self.live_cursor(i, &mut cursor);
-        let recovered = self.poll_gave_cursor(i).then_some(true);
+        let recovered = (self.conns[i].proto & GAVE_CURSOR != 0).then_some(true);
         let a = self.ensure_aux(i);
         let sending = self.conns[i].flags.contains(Flags::SENDING);
         let out = self.aux[a].queue(sending);

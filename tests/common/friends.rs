@@ -29,7 +29,7 @@ pub(crate) fn temp_dir(name: &str) -> PathBuf {
 pub(crate) fn friends_config(dir: &Path, shards: usize, edges: &str) -> ServerConfig {
     let file = dir.join("graph.tsv");
     std::fs::write(&file, edges).unwrap();
-    let mut cfg = ServerConfig::local(shards);
+    let mut cfg = crate::common::server::local(shards);
     cfg.friends = Some(file);
     cfg
 }

@@ -22,9 +22,19 @@ pub(crate) fn backend() -> Backend {
     BACKEND.with(|b| b.get())
 }
 
-/// Starts an in-process server with `shards` shards on 127.0.0.1 port 0.
+/// Starts an in-process server with `shards` shards on 127.0.0.1 port 0, history off
+/// (`--history 0`: streams carry no cursors, as the suites written before history expect;
+/// the history suites, tests/history*.rs, start theirs with [`start_with`]).
 pub(crate) fn start(shards: usize) -> ServerHandle {
-    start_with(ServerConfig::local(shards))
+    start_with(local(shards))
+}
+
+/// [`ServerConfig::local`] with history off (`--history 0`), the settings the suites
+/// written before history start from.
+pub(crate) fn local(shards: usize) -> ServerConfig {
+    let mut cfg = ServerConfig::local(shards);
+    cfg.history.max_msgs = 0;
+    cfg
 }
 
 /// Starts an in-process server with the given settings, on the test body's backend, and

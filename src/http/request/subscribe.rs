@@ -9,7 +9,7 @@ use crate::http::Status;
 use crate::id::Id;
 
 /// A subscriber request on the subscriber listener.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubRequest {
     /// The ids to log in under (1 to 64, no duplicates); empty for a preflight.
     pub ids: Vec<Id>,

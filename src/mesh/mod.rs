@@ -23,7 +23,12 @@
 //!   and delivery).
 //! - `Leave {id, from}`, holder -> owner: the last local connection under `id` closed.
 //! - `Route {id, msg, reply}`, publisher's shard -> owner: publish `msg` to `id`.
-//! - `Deliver {id, msg, reply}`, owner -> each holder other than itself.
+//! - `Deliver {id, msg, pos, reply}`, owner -> each holder other than itself (`pos`: the
+//!   message's position in the id's history).
+//! - `Replay {id, from, conn, token, k, start}`, holder -> owner, after the holder's `Join`:
+//!   a connection resumes `id` (history); `Replayed {conn, token, k, verdict}`, owner ->
+//!   holder: the messages it missed up to now (every later one follows as a `Deliver`), or
+//!   the reset reason.
 //! - `Remote {id, msg}`, cluster agent -> owner: a message from another node; routed like
 //!   `Route` with the reply to [`ReplyTo::NOBODY`]. `RemoteFriends {user, msg}`, agent ->
 //!   owner of `user`: a friends event from another node, fanned out like `FriendsRoute`
@@ -71,183 +76,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
-use crate::friends::FriendEvent;
-use crate::http::request::SubRequest;
-use crate::id::Id;
+mod msg;
 
-/// Where a publish reply goes: the publisher's shard and its pending-publish token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyTo {
-    /// Shard index of the publisher's connection.
-    pub shard: u16,
-    /// Token of the pending publish on that shard.
-    pub token: u32,
-}
-
-impl ReplyTo {
-    /// No reply wanted: a message that came from another cluster node.
-    pub const NOBODY: ReplyTo = ReplyTo {
-        shard: u16::MAX,
-        token: u32::MAX,
-    };
-}
-
-/// One cross-core message; see the module doc for the protocol. Ids are [`Id`]s, shard
-/// indices are `u16` (at most 64 shards), `reply` names the pending publish an answer goes
-/// to, and `credit` is a share of a friends operation's credit (see "credit" above).
-#[derive(Debug)]
-pub enum Msg {
-    /// Holder `from` now has connections under `id`.
-    Join {
-        /// The id logged in under.
-        id: Id,
-        /// The holder shard.
-        from: u16,
-        /// The join's sequence number, echoed by its `JoinAck`.
-        seq: u32,
-    },
-    /// The owner recorded the join numbered `seq`.
-    JoinAck {
-        /// The id joined.
-        id: Id,
-        /// The `seq` of the `Join` acknowledged.
-        seq: u32,
-    },
-    /// Holder `from` has no connection under `id` any more.
-    Leave {
-        /// The id left.
-        id: Id,
-        /// The holder shard.
-        from: u16,
-    },
-    /// Publish to `id`, sent to its owner.
-    Route {
-        /// The id published to.
-        id: Id,
-        /// The message body as published.
-        msg: Bytes,
-        /// Where the owner's `Replied` goes.
-        reply: ReplyTo,
-    },
-    /// Deliver to the local connections under `id`, sent by the owner to a holder.
-    Deliver {
-        /// The id published to.
-        id: Id,
-        /// The message body as published.
-        msg: Bytes,
-        /// Where the holder's `Replied` goes.
-        reply: ReplyTo,
-    },
-    /// Part of a publish reply: `count` connections queued. From the owner (`more` is
-    /// `Some(k)`): k holders' replies follow. From a holder: `None`. The two may arrive in
-    /// either order, so the publisher's shard waits for the owner's and k others.
-    Replied {
-        /// The pending publish on the publisher's shard.
-        token: u32,
-        /// Connections the message was queued to on the replying shard.
-        count: u32,
-        /// Owner only: how many holders it forwarded to.
-        more: Option<u16>,
-    },
-    /// Friends publish of `msg` by `user`, sent to the owner of `user`.
-    FriendsRoute {
-        /// The publishing user.
-        user: u32,
-        /// The event body as published.
-        msg: Bytes,
-        /// Where the replies go.
-        reply: ReplyTo,
-        /// The share of credit this message carries.
-        credit: u64,
-    },
-    /// Deliver friends event `ev` to the local connections under `friends`; with
-    /// `holders_too` (the receiver owns every id in `friends`) also forward to the other
-    /// shards its directory names for them.
-    FriendsBatch {
-        /// The event, its JSON made once by the owner of the publishing user.
-        ev: FriendEvent,
-        /// The follower ids to deliver to.
-        friends: Vec<u32>,
-        /// Also forward to the other holder shards of these ids.
-        holders_too: bool,
-        /// Where the replies go.
-        reply: ReplyTo,
-        /// The share of credit this message carries.
-        credit: u64,
-    },
-    /// Part of a friends reply (publish or edit), sent to the publisher's shard.
-    FriendsReplied {
-        /// The pending publish or edit on the publisher's shard.
-        token: u32,
-        /// Followers of the publishing user (owner step only, else 0).
-        friends: u32,
-        /// Connections queued, or, for an edit, halves changed.
-        count: u32,
-        /// The credit returned.
-        credit: u64,
-        /// The edit could not be journaled.
-        failed: bool,
-    },
-    /// Edit of the pair `a b` (b on or off a's friends list), sent to its coordinator.
-    FriendEdit {
-        /// The first user of the pair.
-        a: u32,
-        /// The second user of the pair.
-        b: u32,
-        /// `PUT` (true) or `DELETE` (false).
-        add: bool,
-        /// Where the replies go.
-        reply: ReplyTo,
-        /// The share of credit this message carries.
-        credit: u64,
-    },
-    /// Apply one half of an edit: `follower` starts (`add`) or stops following `user`; sent
-    /// to the owner of `user`.
-    FriendEditHalf {
-        /// The user whose follower list changes.
-        user: u32,
-        /// The follower added or removed.
-        follower: u32,
-        /// Add (true) or remove (false).
-        add: bool,
-        /// Where the reply goes.
-        reply: ReplyTo,
-        /// The share of credit this message carries.
-        credit: u64,
-    },
-    /// Take over subscriber socket `fd`, whose request (one id, owned by the receiving
-    /// shard) has been parsed (see "Placement" above).
-    Adopt {
-        /// The socket, a plain fd with no op in flight.
-        fd: i32,
-        /// Its parsed request.
-        req: Box<SubRequest>,
-    },
-    // --- cluster mode (crate::cluster) ---
-    /// Cluster agent -> owner of `id`: a message another node published; deliver it like a
-    /// `Route` whose reply goes nowhere.
-    Remote {
-        /// The id published to.
-        id: Id,
-        /// The message body as published.
-        msg: Bytes,
-    },
-    /// Cluster agent -> owner of `user`: a friends event another node accepted; fanned out
-    /// like a `FriendsRoute` whose replies go nowhere.
-    RemoteFriends {
-        /// The publishing user.
-        user: u32,
-        /// The event body as published.
-        msg: Bytes,
-    },
-    /// Cluster agent -> every shard: subscriptions changed (or Redis went down); heads held
-    /// for a bucket subscription may go.
-    ClusterReady,
-}
+pub use msg::{Msg, ReplyTo, Verdict};
 
 /// What one shard has for the others, collected during one turn of its loop: one batch per
 /// destination shard, pushed by [`Outbox::flush`] at the end of the turn (see "Queues and

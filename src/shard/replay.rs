@@ -1,0 +1,198 @@
+//! Stage 14 (holder side), resume for ids another shard owns: the holder asks each owner
+//! (`Replay`, after its `Join`, so the owner already forwards every new message) and holds
+//! the connection's head; the owner answers with the verdict and the missed messages
+//! (`Replayed`). Meanwhile the connection takes nothing live from the ids still asked for
+//! (their answer covers it) and keeps what arrives for the others, by offset; once every
+//! owner has answered (and every `JoinAck` is in) the stream starts exactly as a local one
+//! would ([`Shard::emit`]). Also the last position heard of each id owned elsewhere, which a
+//! live connection under several ids writes into its cursor.
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+
+use super::resume::Plan;
+use super::Shard;
+use crate::driver::Driver;
+use crate::history::{Pos, Start};
+use crate::http::request::SubRequest;
+use crate::id::Id;
+use crate::mesh::{Msg, Verdict};
+
+/// A connection waiting for its owners' `Replayed`.
+struct Pending {
+    /// Matches the answers to this connection (slots are reused).
+    token: u32,
+    /// Bit k: id k's owner has not answered yet.
+    waiting: u64,
+    /// What the stream will start with.
+    plan: Plan,
+}
+
+/// The holder side's state.
+#[derive(Default)]
+pub(super) struct Remote {
+    /// By connection.
+    pending: HashMap<u32, Pending>,
+    next_token: u32,
+    /// By router slot: the last position heard of an id owned elsewhere (`Deliver`,
+    /// `Replayed`), with the id (a slot may be reused for another id).
+    positions: HashMap<u32, (Id, Pos)>,
+}
+
+impl Remote {
+    /// The last position heard of `id` in router slot `s` (zero if none).
+    pub(super) fn position(&self, s: u32, id: &Id) -> Pos {
+        match self.positions.get(&s) {
+            Some((known, pos)) if known == id => *pos,
+            _ => Pos::default(),
+        }
+    }
+
+    /// Records `pos` as the last position of `id` in router slot `s`.
+    pub(super) fn track(&mut self, s: u32, id: &Id, pos: Pos) {
+        match self.positions.get_mut(&s) {
+            Some((known, p)) if known == id => *p = pos,
+            _ => {
+                self.positions.insert(s, (id.clone(), pos));
+            }
+        }
+    }
+
+    /// Whether any connection waits for an owner.
+    #[inline]
+    pub(super) fn waiting(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+impl<D: Driver> Shard<D> {
+    /// Stream `i` (logged in, its `Join`s queued) resumes ids other shards own: decides its
+    /// own ids now, asks the owners of the others; returns how many answers it waits for.
+    pub(super) fn start_remote(&mut self, i: u32, req: SubRequest) -> u8 {
+        self.expire_now();
+        let r = &mut self.resume.remote;
+        r.next_token = r.next_token.wrapping_add(1);
+        let token = r.next_token;
+        let shards = self.mesh.shards();
+        let mut plan = Plan::new(req);
+        let (mut waiting, mut asked) = (0u64, 0u8);
+        for k in 0..plan.req.ids.len() {
+            let owner = plan.req.ids[k].owner(shards);
+            if owner == self.me {
+                self.decide_local(&mut plan, k);
+                continue;
+            }
+            waiting |= 1 << k;
+            asked += 1;
+            let replay = Msg::Replay {
+                id: plan.req.ids[k].clone(),
+                from: self.me as u16,
+                conn: i,
+                token,
+                k: k as u8,
+                start: plan.req.resume.start(k),
+            };
+            self.outbox.push(owner, replay);
+        }
+        let p = Pending {
+            token,
+            waiting,
+            plan,
+        };
+        self.resume.remote.pending.insert(i, p);
+        asked
+    }
+
+    /// Owner side of `Replay`: the verdict for `id` and what the connection missed, up to
+    /// now; every later message reaches the holder as a `Deliver`, after this answer.
+    pub(super) fn on_replay(
+        &mut self,
+        id: Id,
+        from: u16,
+        conn: u32,
+        token: u32,
+        k: u8,
+        start: Start,
+    ) {
+        self.expire_now();
+        let store = &self.resume.store;
+        let verdict = store.start(&id, start).map(|(pos, after)| {
+            let missed = after.map_or(Vec::new(), |after| {
+                let held = store.messages_after(&id, after);
+                held.map(|(o, m)| (o, Bytes::copy_from_slice(m))).collect()
+            });
+            (pos, missed)
+        });
+        let answer = Msg::Replayed {
+            conn,
+            token,
+            k,
+            verdict,
+        };
+        self.outbox.push(usize::from(from), answer);
+    }
+
+    /// Holder side of `Replayed`: id `k` of connection `conn` is decided; its head goes out
+    /// once nothing else is awaited.
+    pub(super) fn on_replayed(&mut self, conn: u32, token: u32, k: u8, verdict: Verdict) {
+        let k = usize::from(k);
+        let Some(p) = self.resume.remote.pending.get_mut(&conn) else {
+            return; // closed meanwhile
+        };
+        if p.token != token {
+            return;
+        }
+        p.waiting &= !(1 << k);
+        let last = match verdict {
+            Ok((start, msgs)) => {
+                p.plan.starts[k] = start;
+                let last = msgs
+                    .last()
+                    .map_or(start, |&(o, _)| Pos { offset: o, ..start });
+                p.plan.msgs.extend(msgs.into_iter().map(|(o, m)| (k, o, m)));
+                last
+            }
+            Err((reason, cur)) => {
+                p.plan.starts[k] = cur;
+                p.plan.lost.push((k, reason));
+                cur
+            }
+        };
+        let id = p.plan.req.ids[k].clone();
+        if let Some(s) = self.router.lookup(&id) {
+            self.resume.remote.track(s, &id, last);
+        }
+        self.release_wait(conn);
+    }
+
+    /// A message for router slot `s` (at `pos`) and connection `i`: `None` if `i` waits
+    /// for no owner (deliver as usual); else whether it was kept for the connection's start
+    /// (not: its owner's answer will hold it).
+    pub(super) fn deliver_pending(&mut self, i: u32, s: u32, msg: &[u8], pos: Pos) -> Option<bool> {
+        let h = self.conns[i].ids;
+        let k = self.router.slots_of(&h).iter().position(|&t| t == s);
+        let p = self.resume.remote.pending.get_mut(&i)?;
+        let Some(k) = k else { return Some(false) };
+        if p.waiting & (1 << k) != 0 {
+            return Some(false);
+        }
+        p.plan
+            .msgs
+            .push((k, pos.offset, Bytes::copy_from_slice(msg)));
+        Some(true)
+    }
+
+    /// Connection `i` waits for nothing more: if it was resuming, its start is written.
+    pub(super) fn finish_remote(&mut self, i: u32) {
+        if let Some(p) = self.resume.remote.pending.remove(&i) {
+            self.emit(i, p.plan);
+        }
+    }
+
+    /// Connection `i` closes: it waits for no owner any more.
+    pub(super) fn forget_remote(&mut self, i: u32) {
+        if self.resume.remote.waiting() {
+            self.resume.remote.pending.remove(&i);
+        }
+    }
+}
