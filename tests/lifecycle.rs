@@ -9,9 +9,18 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// The `N` of an SSE block `retry: N\n\n` (0 if `block` is not one).
+fn retry_ms(block: Option<&str>) -> u32 {
+    block
+        .and_then(|b| b.strip_prefix("retry: "))
+        .and_then(|b| b.strip_suffix("\n\n"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Opens one stream of every kind (and HTTP/1.0 forms) on a child server (history off: the
 /// streams' bytes are the ones before cursors), signals it with `sig`, and checks each
-/// stream's proper end and the exit.
+/// stream's proper end (SSE: a `retry:` first) and the exit.
 fn graceful_stop(sig: i32) {
     let (mut srv, up) = Serve::new().shards(2).args(["--history", "0"]).try_spawn();
     assert!(up, "server did not start: {}", srv.stderr());
@@ -34,7 +43,19 @@ fn graceful_stop(sig: i32) {
     let t = Instant::now();
     srv.signal(sig);
     for st in &mut streams {
-        let (rest, how) = st.c.read_to_close();
+        let (mut rest, how) = st.c.read_to_close();
+        if st.kind == Kind::Sse {
+            // An SSE stream is told to come back after 1-10 s, then ends.
+            let retry = rest
+                .drain(..rest.len().saturating_sub(5))
+                .collect::<Vec<u8>>();
+            let retry = String::from_utf8(retry).unwrap();
+            let block = retry
+                .split_once("\r\n")
+                .and_then(|(_, r)| r.strip_suffix("\r\n"));
+            let ms = retry_ms(block);
+            assert!((1_000..=10_000).contains(&ms), "SSE retry {retry:?}");
+        }
         let want: &[u8] = if st.kind == Kind::Ws {
             &[0x88, 0x02, 0x03, 0xe9]
         } else {
@@ -46,10 +67,17 @@ fn graceful_stop(sig: i32) {
             st.kind
         );
     }
-    for (c, what) in [(&mut seed10, "HTTP/1.0 seed"), (&mut sse10, "HTTP/1.0 SSE")] {
-        let (rest, _) = c.read_to_close();
-        assert!(rest.is_empty(), "{what}: bytes after a signal: {rest:?}");
-    }
+    let (rest, _) = seed10.read_to_close();
+    assert!(
+        rest.is_empty(),
+        "HTTP/1.0 seed: bytes after a signal: {rest:?}"
+    );
+    let (rest, _) = sse10.read_to_close();
+    let ms = retry_ms(std::str::from_utf8(&rest).ok());
+    assert!(
+        (1_000..=10_000).contains(&ms),
+        "HTTP/1.0 SSE: {rest:?} after a signal"
+    );
     let (rest, _) = idle_pub.client.read_to_close();
     assert!(rest.is_empty(), "idle publisher got {rest:?}");
     let status = srv.wait_exit(Duration::from_secs(5).saturating_sub(t.elapsed()));

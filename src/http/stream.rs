@@ -161,15 +161,24 @@ pub fn heartbeat(out: &mut Vec<u8>, proto: Proto, chunked: bool) -> bool {
     true
 }
 
-/// Appends the proper end of a stream that the server closes (shutdown): the last-chunk
-/// `0\r\n\r\n` of chunked transfer coding, or a WebSocket close frame 1001 ("going
-/// away"); nothing for an unchunked HTTP/1.0 body, which ends with the connection.
-pub fn end(out: &mut Vec<u8>, proto: Proto, chunked: bool) {
+/// Appends the proper end of a stream that the server closes: the last-chunk `0\r\n\r\n`
+/// of chunked transfer coding, or a WebSocket close frame with status `ws_code` (RFC 6455
+/// section 7.4.1: 1001 "going away" at shutdown, 1008 "policy violation" for a slow
+/// consumer); nothing for an unchunked HTTP/1.0 body, which ends with the connection.
+pub fn end(out: &mut Vec<u8>, proto: Proto, chunked: bool, ws_code: u16) {
     if proto == Proto::Ws {
-        ws::close(out, 1001);
+        ws::close(out, ws_code);
     } else if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
+}
+
+/// Appends an SSE `retry:` field (WHATWG SSE: the EventSource waits `ms` before it
+/// reconnects), alone in its event block and chunk, so a stream ended at shutdown does not
+/// bring every client back in the same second.
+pub fn retry(out: &mut Vec<u8>, chunked: bool, ms: u32) {
+    let line = format!("retry: {ms}\n\n");
+    chunk(out, line.as_bytes(), chunked);
 }
 
 /// The response head of a stream (not WebSocket, whose head depends on the client's key),

@@ -48,14 +48,20 @@ impl<D: Driver> Shard<D> {
             let c = self.conns[i];
             match c.state {
                 // End every stream properly, then close once it is written.
+                State::SubStream if Proto::from_u8(c.proto) == Proto::Poll => {
+                    self.answer_poll_timeout(i);
+                }
                 State::SubStream => {
                     let a = self.ensure_aux(i);
                     let buf = self.aux[a].queue(c.flags.contains(Flags::SENDING));
-                    stream::end(
-                        buf,
-                        Proto::from_u8(c.proto),
-                        c.flags.contains(Flags::CHUNKED),
-                    );
+                    let (proto, chunked) =
+                        (Proto::from_u8(c.proto), c.flags.contains(Flags::CHUNKED));
+                    if proto == Proto::Sse {
+                        // Spread the reconnects over 1-10 s (a fixed hash of the slot).
+                        let ms = 1_000 + (i.wrapping_mul(2_654_435_761) % 9_001);
+                        stream::retry(buf, chunked, ms);
+                    }
+                    stream::end(buf, proto, chunked, 1001);
                     self.conns[i].state = State::Finishing;
                     self.try_send(i);
                 }

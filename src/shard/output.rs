@@ -318,7 +318,12 @@ impl<D: Driver> Shard<D> {
         {
             ShardStats::add(&self.stats[self.me].slow_closed, 1);
             c.marks.insert(Marks::CUT);
-            self.mark_close(i);
+            // A clean end on a message boundary: what the send in flight holds goes out
+            // whole (bounded by the send deadline), the messages not started are dropped,
+            // then the stream's proper end; a client that resumes loses nothing.
+            aux.next.clear();
+            stream::end(&mut aux.next, proto, chunked, 1008);
+            c.state = State::Finishing;
             return false;
         }
         if !c.marks.contains(Marks::WS_HEAD) {

@@ -332,8 +332,9 @@ impl<D: Driver> Shard<D> {
         }
     }
 
-    /// A held poll's time is up: `{"messages":[]...}` with its ids' current positions.
-    fn answer_poll_timeout(&mut self, i: u32) {
+    /// A held poll's time is up (or the server stops): `{"messages":[]...}` with its ids'
+    /// current positions.
+    pub(super) fn answer_poll_timeout(&mut self, i: u32) {
         self.poll_done(i);
         let mut cursor = Vec::new();
         self.live_cursor(i, &mut cursor);
