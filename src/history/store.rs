@@ -72,12 +72,26 @@ impl Reason {
     }
 }
 
-/// One held message.
-struct Held {
-    /// Arrival, ms on the history's clock.
-    at_ms: u64,
-    /// The payload as published.
-    data: Box<[u8]>,
+/// One held message: one allocation, its arrival (ms on the history's clock, wrapping, 4
+/// bytes little-endian) then the payload as published. A thin record keeps a held message
+/// at its payload plus about 40 bytes (slot, allocation, FIFO entry).
+struct Held(Box<[u8]>);
+
+impl Held {
+    fn new(at_ms: u32, payload: &[u8]) -> Held {
+        let mut v = Vec::with_capacity(4 + payload.len());
+        v.extend_from_slice(&at_ms.to_le_bytes());
+        v.extend_from_slice(payload);
+        Held(v.into_boxed_slice())
+    }
+
+    fn at_ms(&self) -> u32 {
+        u32::from_le_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.0[4..]
+    }
 }
 
 /// One id's stream.
@@ -111,8 +125,10 @@ pub struct History {
 }
 
 impl History {
-    /// A history with settings `cfg` (nothing is allocated while history is off).
-    pub fn new(cfg: HistoryConfig) -> History {
+    /// A history with settings `cfg` (nothing is allocated while history is off). A TTL
+    /// over 24 days is taken as 24 days (arrival times are 32-bit milliseconds).
+    pub fn new(mut cfg: HistoryConfig) -> History {
+        cfg.ttl_ms = cfg.ttl_ms.min(u64::from(u32::MAX / 2));
         History {
             cfg,
             hasher: ahash::RandomState::new(),
@@ -186,13 +202,10 @@ impl History {
             if let Some(old) = st.msgs.pop_front() {
                 st.stale += 1;
                 self.held -= 1;
-                self.bytes -= old.data.len() + MSG_OVERHEAD;
+                self.bytes -= old.payload().len() + MSG_OVERHEAD;
             }
         }
-        st.msgs.push_back(Held {
-            at_ms: now_ms,
-            data: data.into(),
-        });
+        st.msgs.push_back(Held::new(now_ms as u32, data));
         st.last += 1;
         st.queued += 1;
         let pos = Pos {
@@ -258,10 +271,12 @@ impl History {
                 self.fifo.pop_front();
                 continue;
             };
-            if !force && now_ms.saturating_sub(front.at_ms) < self.cfg.ttl_ms {
+            // The clock wraps after 49 days; the TTL is capped at 24 (see `new`).
+            let age = (now_ms as u32).wrapping_sub(front.at_ms());
+            if !force && u64::from(age) < self.cfg.ttl_ms {
                 return false;
             }
-            let len = front.data.len();
+            let len = front.payload().len();
             st.msgs.pop_front();
             st.queued -= 1;
             let empty = st.msgs.is_empty();
@@ -392,7 +407,7 @@ impl History {
         msgs.into_iter()
             .flat_map(move |m| m.iter().skip(skip))
             .zip(first + skip as u64..)
-            .map(|(h, o)| (o, &*h.data))
+            .map(|(h, o)| (o, h.payload()))
     }
 
     /// Counters for `/stats`: ids with a stream, messages held, bytes counted, messages

@@ -43,6 +43,9 @@ pub enum LoadtestCmd {
     /// Hold the main job's load for a long time (`--duration 10m`) with the memory log on,
     /// then chart it (SVG and PNG) and print the RSS growth after warm-up.
     Soak(SoakArgs),
+    /// What history costs: server RSS growth per held message (`--ids` x `--per-id`
+    /// messages of `--msg-bytes`, nobody subscribed).
+    History(super::jobs::history::HistoryArgs),
     /// One server holding a million subscribers (`--conns`) from worker processes: connect
     /// rate, memory per connection (server, clients, kernel, machine), one message to every id.
     Million(Box<MillionArgs>),

@@ -49,6 +49,7 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         Some(LoadtestCmd::Flood(a)) => halves::flood(a),
         Some(LoadtestCmd::Msggen(a)) => halves::msggen(a),
         Some(LoadtestCmd::Soak(a)) => soak::soak(a),
+        Some(LoadtestCmd::History(a)) => jobs::history::run(a),
         Some(LoadtestCmd::Compare(a)) => compare::run(*a),
         Some(LoadtestCmd::Million(a)) => million::run(*a),
         Some(LoadtestCmd::Friends(a)) => friends::run(*a),

@@ -2,6 +2,7 @@
 //! list.
 //!
 //! - [`ck10`]: the main job (`uring-comet loadtest`), the seed's CK10 test.
+//! - [`history`]: `loadtest history`, the server's bytes per held message of history.
 //! - [`soak`]: `loadtest soak`, the main job held long with the memory log on, and its chart.
 //! - [`cluster`]: `loadtest --nodes N`, the main job on a local cluster.
 //! - [`compare`]: `loadtest compare`, one scenario on each backend, an external server and the
@@ -15,5 +16,6 @@ pub(crate) mod cluster;
 pub(crate) mod compare;
 pub(crate) mod friends;
 pub(crate) mod halves;
+pub(crate) mod history;
 pub(crate) mod million;
 pub(crate) mod soak;
