@@ -482,7 +482,7 @@ pub fn stream_message(data: &[u8]) {
         }
     }
     let mut out = Vec::new();
-    stream::end(&mut out, Proto::Ws, false);
+    stream::end(&mut out, Proto::Ws, false, 1001);
     assert_eq!(out, [0x88, 2, 0x03, 0xe9]);
 }
 
