@@ -7,10 +7,12 @@
 //! - `backpressure`: a subscriber's backlog counts only behind a stuck send, or past 64x.
 //! - `head_timeout`: the sweep's 408 goes only to a connection still reading a request.
 //! - `slots`: a direct descriptor's slot is freed only by its CLOSE completion.
+//! - `resume`: a replay from another shard and the live stream neither overlap nor gap.
 
 mod backpressure;
 mod delivery;
 mod harness;
 mod head_timeout;
 mod replies;
+mod resume;
 mod slots;
