@@ -1,6 +1,7 @@
 //! The backpressure rule (`--max-pending-bytes`): output queued behind a send in flight is
 //! a subscriber's backlog; a backlog over the bound drops the subscriber only once that send
-//! has been stuck 500 ms, or at once past 64 times the bound.
+//! has been stuck 500 ms, or at once past 64 times the bound; the cut ends the stream on a
+//! message boundary.
 //!
 //! Messages come as mesh `Route`s with no reply wanted (as from another cluster node), each
 //! batch handled within one turn, so one turn's messages share one clock reading.
@@ -43,16 +44,49 @@ fn publish(h: &mut Harness, count: usize, len: usize) {
     h.turn(0);
 }
 
-/// Whether the shard dropped subscriber `s` as too slow: counted, and its ops cancelled.
+/// Whether the shard cut subscriber `s` as too slow (counted). A cut is clean: nothing is
+/// cancelled, the send in flight is left to finish.
 fn cut(h: &Harness, s: RawFd) -> bool {
     let counted = h.stat(0, |st| &st.slow_closed);
     let cancelled = h.io[0].calls().contains(&Call::Cancel { fd: s });
-    assert_eq!(
-        counted == 1,
-        cancelled,
-        "slow_closed {counted}, cancel {cancelled}"
+    assert!(!cancelled, "a cut cancels nothing (slow_closed {counted})");
+    assert!(
+        h.io[0].in_flight(s).contains(&Kind::Send),
+        "its send is left in flight"
     );
-    cancelled
+    counted == 1
+}
+
+/// After a cut: the reader takes what is in flight, whole, then only the stream's end
+/// (the last chunk) comes, and the connection closes (FIN first, a lingering close).
+fn ends_on_a_message_boundary(h: &mut Harness, s: RawFd) {
+    let in_flight = h.io[0].complete_send(s).expect("the send in flight");
+    assert!(
+        in_flight.ends_with(b"\r\n"),
+        "a whole chunk: {:?}",
+        &in_flight[in_flight.len() - 8..]
+    );
+    h.turn(0);
+    let rest = h.read(0, s);
+    assert_eq!(
+        rest, b"0\r\n\r\n",
+        "only the end after the message in flight"
+    );
+    // Closing now: its armed poll is cancelled, then the fd closes with a linger.
+    assert!(
+        h.io[0].calls().contains(&Call::Cancel { fd: s }),
+        "closing after its end"
+    );
+    h.io[0].complete(s, Kind::Poll, -libc::ECANCELED);
+    h.io[0].complete(s, Kind::Cancel, 1);
+    h.turn(0);
+    assert!(
+        h.io[0].calls().contains(&Call::Close {
+            fd: s,
+            linger: true
+        }),
+        "closed gracefully after its end"
+    );
 }
 
 /// Over the bound behind a fresh send: kept (a burst to a reader that reads). The same
@@ -67,6 +101,7 @@ fn backlog_over_the_bound_counts_only_behind_a_send_stuck_500ms() {
     std::thread::sleep(STUCK);
     publish(&mut h, 1, 400);
     assert!(cut(&h, s), "the send has been stuck 500 ms");
+    ends_on_a_message_boundary(&mut h, s);
 }
 
 /// The 500 ms are those of the send now in flight: a reader that took a send which had
@@ -104,4 +139,5 @@ fn backlog_past_64x_the_bound_is_cut_at_once() {
     publish(&mut h, 1 + 17, LEN);
     assert!(17 * (LEN + 7) > hard);
     assert!(cut(&h, s), "17 chunks behind a fresh send");
+    ends_on_a_message_boundary(&mut h, s);
 }
