@@ -311,8 +311,7 @@ impl Router {
         }
     }
 
-    /// The slots of the ids a connection with router handle `handle` is logged in under,
-    /// in the order it gave them.
+    /// The slots of the ids under router handle `handle`, in the order the connection gave.
     pub fn slots_of<'a>(&'a self, handle: &'a u32) -> &'a [u32] {
         if handle & LIST == 0 {
             std::slice::from_ref(handle)
@@ -361,8 +360,7 @@ impl Router {
         Some(s)
     }
 
-    /// Owner side of `send(id, msg)` (`pos`: its place in the id's history): forwards
-    /// `Deliver` to every other holder (into `out`)
+    /// Owner side of `send(id, msg)` at `pos`: forwards `Deliver` to every other holder (into `out`)
     /// and returns
     /// the local slot to deliver to (if this shard holds connections under `id`) and the
     /// number of shards forwarded to.

@@ -127,6 +127,21 @@ impl<D: Driver> Shard<D> {
         self.close.marked.push(i);
     }
 
+    /// Cuts subscriber `i` as a slow consumer (counted once), cleanly, on a message
+    /// boundary: what its send in flight holds goes out whole (bounded by the send
+    /// deadline), the messages not started are dropped, then the stream's proper end
+    /// (WebSocket close 1008), then a lingering close; a client that resumes loses nothing.
+    pub(super) fn cut_clean(&mut self, i: u32) {
+        ShardStats::add(&self.stats[self.me].slow_closed, 1);
+        let c = &mut self.conns[i];
+        c.marks.insert(Marks::CUT);
+        c.state = State::Finishing;
+        let (proto, chunked) = (Proto::from_u8(c.proto), c.flags.contains(Flags::CHUNKED));
+        let next = &mut self.aux[c.aux].next;
+        next.clear();
+        stream::end(next, proto, chunked, 1008);
+    }
+
     /// Closes the connections marked this turn.
     pub(super) fn close_marked(&mut self) {
         while let Some(i) = self.close.marked.pop() {

@@ -257,18 +257,7 @@ impl<D: Driver> Shard<D> {
         {
             return false;
         }
-        let mut own = Vec::new();
-        if self.needs_live_cursor(i) {
-            self.live_cursor(i, &mut own);
-        }
-        // A held poll is answered by its first message (a copy of the CORS lines: rare).
-        let poll = Proto::from_u8(c.proto) == Proto::Poll;
-        let cors = if poll {
-            self.poll_done(i);
-            self.cors_lines().to_vec()
-        } else {
-            Vec::new()
-        };
+        let (own, poll) = self.cursor_context(i);
         let a = self.ensure_aux(i);
         let now_ms = self.lp.now_ms();
         let c = &mut self.conns[i];
@@ -293,8 +282,8 @@ impl<D: Driver> Shard<D> {
         let queued = match ev {
             Ev::Plain { msg, cursor, .. } if c.proto & CURSORS != 0 => {
                 let cursor = if own.is_empty() { cursor } else { &own };
-                if poll {
-                    resume::answer_poll(buf, &cors, cursor, msg, c.proto);
+                if let Some(cors) = &poll {
+                    resume::answer_poll(buf, cors, cursor, msg, c.proto);
                     c.state = State::Finishing;
                     true
                 } else {
@@ -316,14 +305,7 @@ impl<D: Driver> Shard<D> {
             && aux.next.len() > bound
             && (stalled || aux.next.len() > bound.saturating_mul(HARD_FACTOR))
         {
-            ShardStats::add(&self.stats[self.me].slow_closed, 1);
-            c.marks.insert(Marks::CUT);
-            // A clean end on a message boundary: what the send in flight holds goes out
-            // whole (bounded by the send deadline), the messages not started are dropped,
-            // then the stream's proper end; a client that resumes loses nothing.
-            aux.next.clear();
-            stream::end(&mut aux.next, proto, chunked, 1008);
-            c.state = State::Finishing;
+            self.cut_clean(i);
             return false;
         }
         if !c.marks.contains(Marks::WS_HEAD) {

@@ -282,6 +282,21 @@ impl<D: Driver> Shard<D> {
         write_cursor(out, &positions);
     }
 
+    /// What delivering to connection `i` needs besides the message: its whole cursor (a
+    /// connection under several ids; empty otherwise) and, for a held poll, which its first
+    /// message answers, the CORS lines (a copy: rare).
+    pub(super) fn cursor_context(&mut self, i: u32) -> (Vec<u8>, Option<Vec<u8>>) {
+        let mut own = Vec::new();
+        if self.needs_live_cursor(i) {
+            self.live_cursor(i, &mut own);
+        }
+        let poll = Proto::from_u8(self.conns[i].proto) == Proto::Poll;
+        if poll {
+            self.poll_done(i);
+        }
+        (own, poll.then(|| self.resume.cors.to_vec()))
+    }
+
     /// Whether connection `i`'s messages need its whole cursor (several ids) rather than
     /// the message's own position.
     pub(super) fn needs_live_cursor(&self, i: u32) -> bool {
@@ -295,11 +310,6 @@ impl<D: Driver> Shard<D> {
         if Proto::from_u8(c.proto) == Proto::Poll && c.state == State::SubStream {
             self.resume.polls = self.resume.polls.saturating_sub(1);
         }
-    }
-
-    /// The CORS lines of heads built per connection.
-    pub(super) fn cors_lines(&self) -> &[u8] {
-        &self.resume.cors
     }
 
     /// Once a turn: drops messages past the TTL, answers polls past `--poll-timeout`
