@@ -10,7 +10,9 @@
 //! TTL and the memory cap both evict from there, oldest first, across ids. A message that
 //! left its stream another way (the count bound) leaves a stale FIFO entry behind, counted
 //! in its stream and skipped when it reaches the front; the FIFO is compacted when stale
-//! entries outnumber live ones. A stream whose last message goes is dropped (it keeps
+//! entries outnumber live ones. A stream whose last message goes is retired: it keeps its
+//! epoch and last offset while anyone is subscribed to its id ([`History::settle`] asks the
+//! router), then is dropped (it keeps
 //! nothing), and its slab slot is reused only once no FIFO entry names it.
 //!
 //! Eviction (TTL, memory cap, compaction, dropping a stream) is in `store/evict.rs`.
@@ -87,6 +89,13 @@ impl Held {
         Held(v.into_boxed_slice())
     }
 
+    /// The same allocation holding `payload` (of the same length) arrived at `at_ms`.
+    fn refill(mut self, at_ms: u32, payload: &[u8]) -> Held {
+        self.0[..4].copy_from_slice(&at_ms.to_le_bytes());
+        self.0[4..].copy_from_slice(payload);
+        self
+    }
+
     fn at_ms(&self) -> u32 {
         u32::from_le_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
     }
@@ -121,6 +130,9 @@ pub struct History {
     index: HashTable<u32>,
     fifo: VecDeque<u32>,
     live: usize,
+    /// Streams whose last message went (see `evict.rs`), and where `settle` goes on.
+    retired: Vec<u32>,
+    settle_at: usize,
     held: usize,
     bytes: usize,
     evicted: u64,
@@ -145,6 +157,8 @@ impl History {
             index: HashTable::new(),
             fifo: VecDeque::new(),
             live: 0,
+            retired: Vec::new(),
+            settle_at: 0,
             held: 0,
             bytes: 0,
             evicted: 0,
@@ -200,14 +214,27 @@ impl History {
             None => self.create(id),
         };
         let st = &mut self.streams[s as usize];
+        if st.msgs.is_empty() && st.last > 0 {
+            // A retired stream takes messages again, under its epoch.
+            self.live += 1;
+            self.bytes += STREAM_OVERHEAD;
+        }
+        let mut reuse = None;
         if st.msgs.len() >= self.cfg.max_msgs {
             if let Some(old) = st.msgs.pop_front() {
                 st.stale += 1;
                 self.held -= 1;
                 self.bytes -= old.payload().len() + MSG_OVERHEAD;
+                reuse = Some(old);
             }
         }
-        st.msgs.push_back(Held::new(now_ms as u32, data));
+        // At the count bound, the oldest message's allocation takes the new one when the
+        // sizes match (a steady stream of one size allocates nothing).
+        let held = match reuse {
+            Some(old) if old.payload().len() == data.len() => old.refill(now_ms as u32, data),
+            _ => Held::new(now_ms as u32, data),
+        };
+        st.msgs.push_back(held);
         st.last += 1;
         st.queued += 1;
         let pos = Pos {

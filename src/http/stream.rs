@@ -40,10 +40,14 @@ pub enum Proto {
 /// cursor mode of WebSocket and raw streams, `cursors=1`; every poll answer).
 pub const CURSORS: u8 = 0x80;
 
+/// The bits of the record's protocol byte that name the [`Proto`]; the high four are flags
+/// ([`CURSORS`] and the shard's own).
+const PROTO_BITS: u8 = 0x0f;
+
 impl Proto {
-    /// From the record's byte (the [`CURSORS`] bit ignored).
+    /// From the record's byte (its flag bits ignored).
     pub fn from_u8(b: u8) -> Proto {
-        match b & !CURSORS {
+        match b & PROTO_BITS {
             1 => Proto::Raw,
             2 => Proto::Sse,
             3 => Proto::Ws,

@@ -115,17 +115,12 @@ impl<D: Driver> Shard<D> {
     /// `Remote`: a message another node published to `id` (this shard owns `id`): delivered
     /// here and on the other shards holding `id`, no reply.
     pub(super) fn on_remote(&mut self, id: Id, msg: Bytes) {
-        let mut cursor = Vec::new();
-        let pos = self.keep(&id, &msg, &mut cursor);
+        let pos = self.keep(&id, &msg);
         let (local, _) = self
             .router
             .route(&mut self.outbox, &id, &msg, pos, ReplyTo::NOBODY);
         if let Some(s) = local {
-            let ev = Ev::Plain {
-                msg: &msg,
-                cursor: &cursor,
-                pos,
-            };
+            let ev = Ev::Plain { msg: &msg, pos };
             self.deliver_slot(s, ev);
         }
     }

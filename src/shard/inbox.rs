@@ -57,11 +57,7 @@ impl<D: Driver> Shard<D> {
                     }
                     // A stream under this one id lives on its owner: only connections under
                     // several ids (whole cursors) get it here.
-                    let ev = Ev::Plain {
-                        msg: &msg,
-                        cursor: b"",
-                        pos,
-                    };
+                    let ev = Ev::Plain { msg: &msg, pos };
                     self.deliver_slot(s, ev)
                 });
                 self.reply(reply, n, None);

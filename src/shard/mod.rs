@@ -15,7 +15,8 @@
 //! 12. `friends.rs`: friends fan-out and edits (`--friends`).
 //! 13. `cluster.rs`: cluster mode (`--cluster`): forwarding to and from the other nodes.
 //! 14. `resume.rs`: history (`--history`): numbering, the resume verdict and replay, polls;
-//!     `replay.rs`: the same for ids another shard owns (`Replay`/`Replayed`).
+//!     `replay.rs`: the same for ids another shard owns (`Replay`/`Replayed`); `poll.rs`:
+//!     held polls and their timeout.
 //!
 //! `tests/` (test builds only) drives the shard in memory on the fake driver
 //! (`driver/fake.rs`), through its public API.
@@ -52,6 +53,7 @@ mod inbox;
 mod input;
 mod output;
 mod placement;
+mod poll;
 mod publish;
 mod replay;
 mod replies;

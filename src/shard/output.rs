@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::completion::{token, OP_SEND};
-use super::resume::{self, write_message};
+use super::resume::write_message;
 use super::Shard;
 use crate::conn::{Aux, Flags, Marks, Slab, State, NONE};
 use crate::driver::Driver;
@@ -113,14 +113,12 @@ impl std::ops::IndexMut<u32> for Output {
 /// A message to queue on a subscriber stream.
 #[derive(Clone, Copy)]
 pub(super) enum Ev<'a> {
-    /// `POST /send/<id>`: the body as published, and its position as a cursor (empty with
-    /// history off; a connection under several ids writes its own whole cursor instead).
+    /// `POST /send/<id>`: the body as published and its position in the id's history
+    /// (zero with history off); a stream that carries cursors writes it as one.
     Plain {
         /// The body.
         msg: &'a [u8],
         /// `<epoch>-<offset>` of this message.
-        cursor: &'a [u8],
-        /// The same position (zero with history off).
         pos: Pos,
     },
     /// `POST /publish/<user>`: an event from a friend.
@@ -257,7 +255,10 @@ impl<D: Driver> Shard<D> {
         {
             return false;
         }
-        let (own, poll) = self.cursor_context(i);
+        let (cursor, poll) = match ev {
+            Ev::Plain { pos, .. } if c.proto & CURSORS != 0 => self.cursor_context(i, pos),
+            _ => (Vec::new(), None),
+        };
         let a = self.ensure_aux(i);
         let now_ms = self.lp.now_ms();
         let c = &mut self.conns[i];
@@ -280,14 +281,13 @@ impl<D: Driver> Shard<D> {
             c.msgs.wrapping_add(1),
         );
         let queued = match ev {
-            Ev::Plain { msg, cursor, .. } if c.proto & CURSORS != 0 => {
-                let cursor = if own.is_empty() { cursor } else { &own };
+            Ev::Plain { msg, .. } if c.proto & CURSORS != 0 => {
                 if let Some(cors) = &poll {
-                    resume::answer_poll(buf, cors, cursor, msg, c.proto);
+                    super::poll::answer_poll(buf, cors, &cursor, msg, c.proto);
                     c.state = State::Finishing;
                     true
                 } else {
-                    write_message(buf, proto, chunked, true, cursor, msg)
+                    write_message(buf, proto, chunked, true, &cursor, msg)
                 }
             }
             Ev::Plain { msg, .. } => stream::message(buf, proto, chunked, n, msg),
@@ -296,6 +296,7 @@ impl<D: Driver> Shard<D> {
                 true
             }
         };
+        self.resume.put_cursor(cursor);
         if !queued {
             self.try_send(i); // releases an Aux taken for nothing
             return false;

@@ -26,8 +26,6 @@ const MAX_PUB_OUTPUT: usize = 256 * 1024;
 pub(super) struct Publish {
     /// The `GET /` reply: the demo page, with this server's subscriber port filled in.
     page: Box<[u8]>,
-    /// Scratch: the cursor of the message being routed (kept for its capacity).
-    cursor: Vec<u8>,
 }
 
 impl Publish {
@@ -35,7 +33,6 @@ impl Publish {
     pub(super) fn new(sub_port: u16) -> Publish {
         Publish {
             page: response::demo_page(sub_port).into_boxed_slice(),
-            cursor: Vec::new(),
         }
     }
 }
@@ -211,16 +208,10 @@ impl<D: Driver> Shard<D> {
 
     /// Owner side of a publish (`Route`): local delivery, forwarding, and the first reply.
     pub(super) fn route(&mut self, id: Id, msg: Bytes, reply: ReplyTo) {
-        let mut cursor = std::mem::take(&mut self.publish.cursor);
-        let pos = self.keep(&id, &msg, &mut cursor);
+        let pos = self.keep(&id, &msg);
         let (local, forwarded) = self.router.route(&mut self.outbox, &id, &msg, pos, reply);
-        let ev = Ev::Plain {
-            msg: &msg,
-            cursor: &cursor,
-            pos,
-        };
+        let ev = Ev::Plain { msg: &msg, pos };
         let n = local.map_or(0, |s| self.deliver_slot(s, ev));
-        self.publish.cursor = cursor;
         self.reply(reply, n, Some(forwarded));
     }
 }

@@ -27,26 +27,26 @@ use crate::http::{response, ws};
 use crate::id::Id;
 use crate::stats::ShardStats;
 
-/// Protocol-byte bit of a held poll whose client gave a cursor (its answer says
-/// `Comet-Recovered: true`).
-const GAVE_CURSOR: u8 = 0x40;
+/// Retired history streams looked at every 100 ms (see `History::settle`): a million
+/// take under two minutes.
+const SETTLE_PER_TICK: usize = 1024;
 
 /// The history, the CORS lines of dynamic heads, held polls, and the resumes waiting for
 /// other shards (`shard/replay.rs`).
 pub(super) struct Resumes {
     pub(super) store: History,
     /// `Access-Control-Allow-Origin` lines for heads built per connection.
-    cors: Box<[u8]>,
-    /// Start of the history's millisecond clock.
-    clock: Instant,
-    /// Polls held (logged in, not answered yet).
-    polls: usize,
-    /// `--poll-timeout`, ms.
-    poll_timeout_ms: u64,
-    /// When the next poll-timeout sweep is due.
-    next_sweep: Instant,
+    pub(super) cors: Box<[u8]>,
+    /// Held polls (`shard/poll.rs`).
+    pub(super) polls: super::poll::Polls,
+    /// When retired streams are looked at next.
+    next_settle: Instant,
     /// Holder side: see `shard/replay.rs`.
     pub(super) remote: super::replay::Remote,
+    /// The last cursor written for a delivery, and the position it is of (`None`: a whole
+    /// cursor of a connection under several ids).
+    cursor: Vec<u8>,
+    cursor_of: Option<Pos>,
 }
 
 impl Resumes {
@@ -55,16 +55,19 @@ impl Resumes {
         Resumes {
             store: History::new(cfg.shard_history()),
             cors: response::cors_lines(&cfg.cors_origin).into_boxed_slice(),
-            clock: Instant::now(),
-            polls: 0,
-            poll_timeout_ms: cfg.poll_timeout_ms,
-            next_sweep: Instant::now(),
+            polls: super::poll::Polls::new(cfg.poll_timeout_ms),
+            next_settle: Instant::now(),
             remote: Default::default(),
+            cursor: Vec::new(),
+            cursor_of: None,
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.clock.elapsed().as_millis() as u64
+    /// Takes back the cursor [`Shard::cursor_context`] lent.
+    pub(super) fn put_cursor(&mut self, cursor: Vec<u8>) {
+        if cursor.capacity() > 0 {
+            self.cursor = cursor;
+        }
     }
 }
 
@@ -114,18 +117,14 @@ impl<D: Driver> Shard<D> {
         req.proto as u8 | if carries { CURSORS } else { 0 }
     }
 
-    /// Owner side of a publish with history on: keeps `msg` as `id`'s next message, writes
-    /// its cursor into `cursor` and returns its position; nothing (`cursor` empty, position
-    /// zero) with history off.
-    pub(super) fn keep(&mut self, id: &Id, msg: &[u8], cursor: &mut Vec<u8>) -> Pos {
-        cursor.clear();
+    /// Owner side of a publish with history on: keeps `msg` as `id`'s next message and
+    /// returns its position; nothing (position zero) with history off.
+    pub(super) fn keep(&mut self, id: &Id, msg: &[u8]) -> Pos {
         if !self.resume.store.enabled() {
             return Pos::default();
         }
-        let now = self.resume.now_ms();
-        let pos = self.resume.store.append(id, msg, now);
-        pos.write(cursor);
-        pos
+        let now = u64::from(self.lp.now_ms());
+        self.resume.store.append(id, msg, now)
     }
 
     /// Decides id `k` of `plan` (owned here) now: its start, or its reset; the messages it
@@ -151,7 +150,7 @@ impl<D: Driver> Shard<D> {
 
     /// Drops messages past the TTL, so no verdict counts on one.
     pub(super) fn expire_now(&mut self) {
-        let now = self.resume.now_ms();
+        let now = u64::from(self.lp.now_ms());
         self.resume.store.expire(now);
     }
 
@@ -247,20 +246,6 @@ impl<D: Driver> Shard<D> {
         aux.out = out;
     }
 
-    /// Holds poll `i` (nothing to answer yet) until a message or `--poll-timeout`.
-    fn hold_poll(&mut self, i: u32, given: bool) {
-        let deadline = self
-            .lp
-            .now_ms()
-            .wrapping_add(self.resume.poll_timeout_ms as u32);
-        let c = &mut self.conns[i];
-        c.msgs = deadline;
-        if given {
-            c.proto |= GAVE_CURSOR;
-        }
-        self.resume.polls += 1;
-    }
-
     /// The cursor of live connection `i`: each of its ids' current position (this shard's
     /// history for the ids it owns, the last heard from their owners for the others).
     pub(super) fn live_cursor(&self, i: u32, out: &mut Vec<u8>) {
@@ -282,19 +267,27 @@ impl<D: Driver> Shard<D> {
         write_cursor(out, &positions);
     }
 
-    /// What delivering to connection `i` needs besides the message: its whole cursor (a
-    /// connection under several ids; empty otherwise) and, for a held poll, which its first
-    /// message answers, the CORS lines (a copy: rare).
-    pub(super) fn cursor_context(&mut self, i: u32) -> (Vec<u8>, Option<Vec<u8>>) {
-        let mut own = Vec::new();
+    /// What delivering a message at `pos` to connection `i` (whose stream carries cursors)
+    /// needs besides the message: its cursor after it (`pos` written out, once per message
+    /// for all its subscribers; a connection under several ids writes its whole cursor) and,
+    /// for a held poll, which its first message answers, the CORS lines (a copy: rare). Give
+    /// the cursor back with [`Resumes::put_cursor`].
+    pub(super) fn cursor_context(&mut self, i: u32, pos: Pos) -> (Vec<u8>, Option<Vec<u8>>) {
+        let mut cursor = std::mem::take(&mut self.resume.cursor);
         if self.needs_live_cursor(i) {
-            self.live_cursor(i, &mut own);
+            cursor.clear();
+            self.live_cursor(i, &mut cursor);
+            self.resume.cursor_of = None;
+        } else if self.resume.cursor_of != Some(pos) {
+            cursor.clear();
+            pos.write(&mut cursor);
+            self.resume.cursor_of = Some(pos);
         }
         let poll = Proto::from_u8(self.conns[i].proto) == Proto::Poll;
         if poll {
             self.poll_done(i);
         }
-        (own, poll.then(|| self.resume.cors.to_vec()))
+        (cursor, poll.then(|| self.resume.cors.to_vec()))
     }
 
     /// Whether connection `i`'s messages need its whole cursor (several ids) rather than
@@ -304,22 +297,22 @@ impl<D: Driver> Shard<D> {
         c.proto & CURSORS != 0 && self.router.slots_of(&c.ids).len() > 1
     }
 
-    /// A held poll was answered or closed.
-    pub(super) fn poll_done(&mut self, i: u32) {
-        let c = self.conns[i];
-        if Proto::from_u8(c.proto) == Proto::Poll && c.state == State::SubStream {
-            self.resume.polls = self.resume.polls.saturating_sub(1);
-        }
-    }
-
-    /// Once a turn: drops messages past the TTL, answers polls past `--poll-timeout`
-    /// (a pass over the slab every 250 ms, only while polls are held), and publishes the
-    /// history gauges.
+    /// Once a turn: drops messages past the TTL, drops retired streams nobody subscribes
+    /// to (every 100 ms), publishes the history gauges, and answers polls past
+    /// `--poll-timeout`.
     pub(super) fn history_tick(&mut self, now: Instant) {
         if !self.resume.store.enabled() {
             return;
         }
         self.expire_now();
+        if now >= self.resume.next_settle {
+            // Retired streams nobody subscribes to any more are dropped, a few at a time.
+            self.resume.next_settle = now + Duration::from_millis(100);
+            let router = &self.router;
+            self.resume.store.settle(SETTLE_PER_TICK, |id| {
+                router.lookup(id).is_some_and(|s| router.holders(s) != 0)
+            });
+        }
         let (ids, msgs, bytes, evicted) = self.resume.store.counts();
         let st = &self.stats[self.me];
         use std::sync::atomic::Ordering::Relaxed;
@@ -327,50 +320,8 @@ impl<D: Driver> Shard<D> {
         st.history_messages.store(msgs as u64, Relaxed);
         st.history_bytes.store(bytes as u64, Relaxed);
         st.history_evicted.store(evicted, Relaxed);
-        if self.resume.polls == 0 || now < self.resume.next_sweep {
-            return;
-        }
-        self.resume.next_sweep = now + Duration::from_millis(250);
-        let now_ms = self.lp.now_ms();
-        for i in 0..self.conns.slots() as u32 {
-            let c = self.conns[i];
-            // The deadline has passed (the millisecond clock wraps).
-            let due = now_ms.wrapping_sub(c.msgs) < u32::MAX / 2;
-            if Proto::from_u8(c.proto) == Proto::Poll && c.state == State::SubStream && due {
-                self.answer_poll_timeout(i);
-            }
-        }
+        self.poll_sweep_if_due(now);
     }
-
-    /// A held poll's time is up (or the server stops): `{"messages":[]...}` with its ids'
-    /// current positions.
-    pub(super) fn answer_poll_timeout(&mut self, i: u32) {
-        self.poll_done(i);
-        let mut cursor = Vec::new();
-        self.live_cursor(i, &mut cursor);
-        let recovered = (self.conns[i].proto & GAVE_CURSOR != 0).then_some(true);
-        let a = self.ensure_aux(i);
-        let sending = self.conns[i].flags.contains(Flags::SENDING);
-        let out = self.aux[a].queue(sending);
-        resume::poll_answer(out, &self.resume.cors, &cursor, recovered, &[], b"");
-        self.conns[i].state = State::Finishing;
-        self.try_send(i);
-    }
-}
-
-/// Appends the answer of a held poll (protocol byte `proto_byte`) to its first message,
-/// `msg` at `cursor`.
-pub(super) fn answer_poll(
-    out: &mut Vec<u8>,
-    cors: &[u8],
-    cursor: &[u8],
-    msg: &[u8],
-    proto_byte: u8,
-) {
-    let mut messages = Vec::new();
-    resume::poll_message(&mut messages, true, cursor, msg);
-    let recovered = (proto_byte & GAVE_CURSOR != 0).then_some(true);
-    resume::poll_answer(out, cors, cursor, recovered, &[], &messages);
 }
 
 /// Appends message `msg` to a stream: with its `cursor` when the stream `carries` cursors

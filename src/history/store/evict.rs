@@ -42,15 +42,44 @@ impl History {
                 self.evicted += 1;
             }
             if empty {
-                self.drop_stream(s);
+                self.retire(s);
             }
             return true;
         }
         false
     }
 
-    /// A stream with no message left keeps nothing: unindexed, its bucket's generation
-    /// bumped (so a recreated stream gets a new epoch).
+    /// Stream `s` has no message left: it keeps its epoch and last offset (a subscriber's
+    /// cursor on it stays valid, an older one is `expired`) until [`History::settle`] finds
+    /// nobody subscribed to it.
+    fn retire(&mut self, s: u32) {
+        self.live -= 1;
+        self.bytes -= STREAM_OVERHEAD;
+        self.retired.push(s);
+    }
+
+    /// Looks at up to `budget` retired streams (round robin): one that got a message again is
+    /// forgotten here, one whose id nobody is `subscribed` to any more is dropped.
+    pub fn settle(&mut self, budget: usize, subscribed: impl Fn(&Id) -> bool) {
+        for _ in 0..budget.min(self.retired.len()) {
+            if self.settle_at >= self.retired.len() {
+                self.settle_at = 0;
+            }
+            let s = self.retired[self.settle_at];
+            let st = &self.streams[s as usize];
+            if st.live && st.msgs.is_empty() && subscribed(&st.id) {
+                self.settle_at += 1;
+                continue;
+            }
+            self.retired.swap_remove(self.settle_at);
+            if st.live && st.msgs.is_empty() {
+                self.drop_stream(s);
+            }
+        }
+    }
+
+    /// A retired stream nobody is subscribed to keeps nothing: unindexed, its bucket's
+    /// generation bumped (so a recreated stream gets a new epoch).
     fn drop_stream(&mut self, s: u32) {
         let hash = self.hasher.hash_one(&self.streams[s as usize].id);
         if let Ok(entry) = self.index.find_entry(hash, |&t| t == s) {
@@ -62,8 +91,6 @@ impl History {
         st.live = false;
         st.id = Id::Num(0);
         st.msgs = VecDeque::new();
-        self.live -= 1;
-        self.bytes -= STREAM_OVERHEAD;
         self.free_if_drained(s);
     }
 

@@ -77,10 +77,37 @@ fn ttl_drops_the_stream_and_a_new_one_has_a_new_epoch() {
     assert_eq!(h.counts().1, 1);
     h.expire(1_000);
     assert_eq!(h.counts(), (0, 0, 0, 0));
+    // Retired: while someone is subscribed, the position stands.
+    h.settle(8, |_| true);
+    assert_eq!(h.resume(&id, Some(p)), Ok(1));
+    h.settle(8, |_| false);
     assert_eq!(h.resume(&id, Some(p)), Err(Reason::UnknownEpoch));
     let q = h.append(&id, b"y", 2_000);
     assert_ne!(q.epoch, p.epoch);
     assert_eq!(q.offset, 1);
+}
+
+#[test]
+fn a_subscribed_stream_keeps_its_epoch_past_the_ttl() {
+    let mut h = history(8, 1_000, 1 << 20);
+    let id = Id::Num(4);
+    let p0 = h.position(&id);
+    let p1 = h.append(&id, b"a", 0);
+    h.append(&id, b"b", 10);
+    h.expire(5_000);
+    h.settle(8, |_| true);
+    assert_eq!(h.counts().1, 0, "nothing held");
+    assert_eq!(h.resume(&id, Some(p0)), Err(Reason::Expired));
+    assert_eq!(h.resume(&id, Some(p1)), Err(Reason::Expired));
+    let p2 = Pos { offset: 2, ..p1 };
+    assert_eq!(
+        h.resume(&id, Some(p2)),
+        Ok(2),
+        "the current position recovers"
+    );
+    // Numbering goes on under the same epoch.
+    assert_eq!(h.append(&id, b"c", 6_000), Pos { offset: 3, ..p1 });
+    assert_eq!(h.counts().0, 1);
 }
 
 #[test]
@@ -111,6 +138,7 @@ fn stale_entries_are_compacted_and_slots_reused() {
         }
         assert!(h.fifo.len() <= 2 * h.held + 4096);
         h.expire(round * 100 + 50);
+        h.settle(16, |_| false);
         assert_eq!(h.counts(), (0, 0, 0, 0));
     }
     // Three ids, never more than three stream records.
