@@ -11,6 +11,8 @@
 //! - `client`: a blocking HTTP/1.1 client over `TcpStream` whose every read has a timeout;
 //! - `comet`: the seed protocol: message bytes, subscriber and publisher wrappers, `/stats`;
 //! - `friends`: the friends fan-out: graph files, `/publish` and `/friends` requests, events;
+//! - `history`: resuming (issue 14): cursors, their headers, each transport's cursor-mode
+//!   bytes, long-polling, and a tracker of a connection's cursor;
 //! - `negotiated`: `/sub/` streams: SSE, WebSocket frames, raw, and a real SSE parser;
 //! - `streams`: one open stream of any kind, read with its exact framing;
 //! - `kernel`: what `/proc` says about sockets and fds, RST closes, RLIMIT_NOFILE.
@@ -24,6 +26,7 @@ pub(crate) mod child;
 pub(crate) mod client;
 pub(crate) mod comet;
 pub(crate) mod friends;
+pub(crate) mod history;
 pub(crate) mod http;
 pub(crate) mod kernel;
 pub(crate) mod negotiated;
@@ -35,6 +38,7 @@ pub(crate) use child::*;
 pub(crate) use client::*;
 pub(crate) use comet::*;
 pub(crate) use friends::*;
+pub(crate) use history::*;
 pub(crate) use http::*;
 pub(crate) use kernel::*;
 pub(crate) use negotiated::*;
