@@ -12,16 +12,14 @@
 //!   `<cursor>\n<payload>` per message (text if UTF-8, else binary);
 //! - raw (`?cursors=1`): the same JSON and `\n` as one chunk, then one chunk
 //!   `<cursor> <len>\n<payload>\n` per message;
-//! - long-polling `GET /poll/<ids>`: one JSON answer, then the close.
 //!
-//! [`Track`] follows a connection's cursor: it checks that each message moves exactly one
-//! id's offset on by one and carries that id's next payload, whatever order the ids'
-//! messages interleave in.
+//! Long-polling is in `poll.rs`; following a connection's cursor message by message in
+//! `track.rs`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::client::{Client, Closed};
+use super::client::Client;
 use super::comet::chunk;
 use super::http::Head;
 use super::negotiated::{
@@ -218,86 +216,6 @@ pub(crate) fn raw_msg(cursor: &Cursor, payload: &[u8]) -> Vec<u8> {
     chunk(&d)
 }
 
-/// `s` as a JSON string (RFC 8259: `"` and `\` escaped, the control characters as `\n`,
-/// `\r`, `\t` or `\u00XX`); the tests that compare bytes use only payloads whose escaping
-/// RFC 8259 leaves no choice about but these short forms.
-pub(crate) fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// The exact body of a poll answer.
-pub(crate) fn poll_body(
-    msgs: &[(Cursor, &str)],
-    last: &Cursor,
-    recovered: bool,
-    resets: &[(&str, &str)],
-) -> String {
-    let m: Vec<String> = msgs
-        .iter()
-        .map(|(c, d)| format!("{{\"id\":\"{c}\",\"data\":{}}}", json_str(d)))
-        .collect();
-    format!(
-        "{{\"messages\":[{}],{}",
-        m.join(","),
-        &opening_json(last, recovered, resets)[1..]
-    )
-}
-
-/// Sends `GET /poll/<path>` (ids and query) with `extra` header lines and returns the open
-/// client, for a poll the test expects to be held.
-pub(crate) fn poll_send(addr: SocketAddr, path: &str, extra: &str) -> Client {
-    let mut c = Client::connect(addr);
-    c.send(format!("GET /poll/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n").as_bytes());
-    c
-}
-
-/// Reads a poll answer: checks the head (200, JSON, no-cache, CORS `*`, Content-Length,
-/// `Connection: close`) and that the server closes after the body; returns head and body.
-pub(crate) fn poll_answer(c: &mut Client) -> (Head, String) {
-    let head = c.read_head();
-    head.expect_200();
-    head.expect_header("content-type", "application/json");
-    head.expect_header("cache-control", "no-cache");
-    head.expect_header_exact("access-control-allow-origin", "*");
-    head.expect_header("connection", "close");
-    head.expect_no_header("transfer-encoding");
-    assert!(
-        head.header("content-length").is_some(),
-        "poll answer without Content-Length"
-    );
-    let body = c.read_body(&head);
-    let (rest, how) = c.read_to_close();
-    assert!(
-        rest.is_empty(),
-        "bytes after the poll answer: {:?}",
-        String::from_utf8_lossy(&rest)
-    );
-    assert_eq!(
-        how,
-        Closed::Eof,
-        "the poll answer must end with an orderly close"
-    );
-    (head, String::from_utf8(body).expect("poll answer is UTF-8"))
-}
-
-/// `GET /poll/<path>` answered (at once or after a wait): head and body.
-pub(crate) fn poll(addr: SocketAddr, path: &str) -> (Head, String) {
-    poll_answer(&mut poll_send(addr, path, ""))
-}
-
 /// Asserts `body` is `bad cursor: <reason>\n` with a one-line, non-empty reason, for a 400.
 pub(crate) fn check_bad_cursor(head: &Head, body: &[u8], what: &str) {
     head.expect_status(400);
@@ -310,107 +228,6 @@ pub(crate) fn check_bad_cursor(head: &Head, body: &[u8], what: &str) {
     assert!(
         reason.is_some_and(|r| !r.trim().is_empty() && !r.contains('\n')),
         "{what}: body is not `bad cursor: <reason>\\n`: {b:?}"
-    );
-}
-
-/// A connection's cursor followed message by message (see the module doc).
-pub(crate) struct Track {
-    /// The ids of the connection, in path order.
-    pub(crate) ids: Vec<String>,
-    /// The cursor including the last message read.
-    pub(crate) cur: Cursor,
-    /// The payload of message `n` (1-based) of an id.
-    pub(crate) payload: fn(&str, u64) -> Vec<u8>,
-}
-
-/// The tests' default payload of message `n` of `id`: `<id>#<n>`.
-pub(crate) fn numbered(id: &str, n: u64) -> Vec<u8> {
-    format!("{id}#{n}").into_bytes()
-}
-
-impl Track {
-    /// A track of `ids` (comma-separated, as in the path) from `cur`, with [`numbered`].
-    pub(crate) fn new(ids: &str, cur: Cursor) -> Track {
-        let ids: Vec<String> = ids.split(',').map(String::from).collect();
-        assert_eq!(ids.len(), cur.0.len(), "cursor {cur} for ids {ids:?}");
-        Track {
-            ids,
-            cur,
-            payload: numbered,
-        }
-    }
-
-    /// Takes the message whose cursor is `next`: exactly one id moved on by one; returns
-    /// the cursor and that message's expected payload (the caller compares exact bytes).
-    pub(crate) fn step(&mut self, next: &str, what: &str) -> (Cursor, Vec<u8>) {
-        let n = Cursor::parse(next, what);
-        assert_eq!(
-            n.0.len(),
-            self.cur.0.len(),
-            "{what}: cursor {n} after {}",
-            self.cur
-        );
-        let moved: Vec<usize> = (0..self.ids.len())
-            .filter(|&i| n.0[i] != self.cur.0[i])
-            .collect();
-        let ok = moved.len() == 1
-            && n.epoch(moved[0]) == self.cur.epoch(moved[0])
-            && n.off(moved[0]) == self.cur.off(moved[0]) + 1;
-        assert!(
-            ok,
-            "{what}: cursor {n} after {} is not exactly one message on",
-            self.cur
-        );
-        let i = moved[0];
-        self.cur = n.clone();
-        let p = (self.payload)(&self.ids[i], n.off(i));
-        (n, p)
-    }
-
-    /// Reads the next SSE message event and checks its exact bytes.
-    pub(crate) fn sse(&mut self, c: &mut Client, what: &str) {
-        let d = c.read_chunk();
-        let cur = cursor_after(&d, b"id: ", b'\n', what);
-        let (n, p) = self.step(&cur, what);
-        assert_unit(&chunk(&d), &sse_msg(&n, &p), what);
-    }
-
-    /// Reads the next WebSocket message frame (cursor mode) and checks its exact bytes.
-    pub(crate) fn ws(&mut self, c: &mut Client, what: &str) {
-        let (b0, d) = c.read_ws_frame();
-        let cur = cursor_after(&d, b"", b'\n', what);
-        let (n, p) = self.step(&cur, what);
-        assert_unit(&ws_server_frame(b0, &d), &ws_msg(&n, &p), what);
-    }
-
-    /// Reads the next raw message chunk (cursor mode) and checks its exact bytes.
-    pub(crate) fn raw(&mut self, c: &mut Client, what: &str) {
-        let d = c.read_chunk();
-        let cur = cursor_after(&d, b"", b' ', what);
-        let (n, p) = self.step(&cur, what);
-        assert_unit(&chunk(&d), &raw_msg(&n, &p), what);
-    }
-}
-
-/// The text between `prefix` and the first `end` byte of `d` (a cursor, checked later).
-fn cursor_after(d: &[u8], prefix: &[u8], end: u8, what: &str) -> String {
-    let rest = d.strip_prefix(prefix).unwrap_or_else(|| {
-        panic!(
-            "{what}: unit does not start with {prefix:?}: {:?}",
-            String::from_utf8_lossy(d)
-        )
-    });
-    let stop = rest.iter().position(|&b| b == end).unwrap_or(rest.len());
-    String::from_utf8_lossy(&rest[..stop]).into_owned()
-}
-
-/// Asserts one framed unit equals the expected bytes.
-pub(crate) fn assert_unit(got: &[u8], want: &[u8], what: &str) {
-    assert!(
-        got == want,
-        "{what}: wrong bytes\n  expected: {:?}\n  got:      {:?}",
-        String::from_utf8_lossy(want),
-        String::from_utf8_lossy(got)
     );
 }
 
@@ -429,37 +246,4 @@ pub(crate) fn sse_fresh(addr: SocketAddr, ids: &str) -> (Client, Cursor) {
         "opening chunk of a stream without a cursor",
     );
     (c, cur)
-}
-
-/// Publishes `<id>#1` to `<id>#n` to a fresh id (learning its epoch from a stream that reads
-/// them and closes); returns the cursor of each offset `k` as `at(k)`.
-pub(crate) fn published(s: SocketAddr, p: SocketAddr, id: &str, n: u64) -> Cursor {
-    let (mut c, cur) = sse_fresh(s, id);
-    let mut t = Track::new(id, cur.clone());
-    let mut publ = super::comet::Publisher::connect(p);
-    for k in 1..=n {
-        assert_eq!(publ.send(id, &numbered(id, k)), 1);
-        t.sse(&mut c, "message to the first stream");
-    }
-    c.close();
-    cur
-}
-
-/// Opens `/sub/<path>` as SSE with `extra`, expects `Comet-Recovered: true` and the cursor
-/// `from`, then exactly the messages after it up to `to`, then silence.
-pub(crate) fn expect_resume(s: SocketAddr, path: &str, extra: &str, from: &Cursor, to: u64) {
-    let what = format!("GET /sub/{path} with {extra:?}");
-    let (mut c, head) = sse_open(s, path, extra);
-    assert_eq!(
-        &history_headers(&head, Some(true)),
-        from,
-        "{what}: Comet-Last-Event-ID"
-    );
-    c.expect_bytes(&sse_opening(from), &format!("{what}: opening chunk"));
-    let id = path.split(['?', ',']).next().unwrap();
-    let mut t = Track::new(id, from.clone());
-    while t.cur.off(0) < to {
-        t.sse(&mut c, &format!("{what}: replayed message"));
-    }
-    c.expect_silence(QUIET, &format!("{what}: after the replay"));
 }

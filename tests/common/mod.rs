@@ -12,7 +12,7 @@
 //! - `comet`: the seed protocol: message bytes, subscriber and publisher wrappers, `/stats`;
 //! - `friends`: the friends fan-out: graph files, `/publish` and `/friends` requests, events;
 //! - `history`: resuming (issue 14): cursors, their headers, each transport's cursor-mode
-//!   bytes, long-polling, and a tracker of a connection's cursor;
+//!   bytes; `poll`: long-polling; `track`: a connection's cursor followed message by message;
 //! - `negotiated`: `/sub/` streams: SSE, WebSocket frames, raw, and a real SSE parser;
 //! - `streams`: one open stream of any kind, read with its exact framing;
 //! - `kernel`: what `/proc` says about sockets and fds, RST closes, RLIMIT_NOFILE.
@@ -30,9 +30,11 @@ pub(crate) mod history;
 pub(crate) mod http;
 pub(crate) mod kernel;
 pub(crate) mod negotiated;
+pub(crate) mod poll;
 pub(crate) mod redis;
 pub(crate) mod server;
 pub(crate) mod streams;
+pub(crate) mod track;
 
 pub(crate) use child::*;
 pub(crate) use client::*;
@@ -42,9 +44,11 @@ pub(crate) use history::*;
 pub(crate) use http::*;
 pub(crate) use kernel::*;
 pub(crate) use negotiated::*;
+pub(crate) use poll::*;
 pub(crate) use redis::*;
 pub(crate) use server::*;
 pub(crate) use streams::*;
+pub(crate) use track::*;
 
 use std::time::{Duration, Instant};
 
