@@ -69,26 +69,39 @@ impl Track {
 
     /// Reads the next SSE message event and checks its exact bytes.
     pub(crate) fn sse(&mut self, c: &mut Client, what: &str) {
-        let d = c.read_chunk();
-        let cur = cursor_after(&d, b"id: ", b'\n', what);
-        let (n, p) = self.step(&cur, what);
-        assert_unit(&chunk(&d), &sse_msg(&n, &p), what);
+        self.sse_unit(&c.read_chunk(), what)
     }
 
     /// Reads the next WebSocket message frame (cursor mode) and checks its exact bytes.
     pub(crate) fn ws(&mut self, c: &mut Client, what: &str) {
         let (b0, d) = c.read_ws_frame();
-        let cur = cursor_after(&d, b"", b'\n', what);
-        let (n, p) = self.step(&cur, what);
-        assert_unit(&ws_server_frame(b0, &d), &ws_msg(&n, &p), what);
+        self.ws_unit(b0, &d, what)
     }
 
     /// Reads the next raw message chunk (cursor mode) and checks its exact bytes.
     pub(crate) fn raw(&mut self, c: &mut Client, what: &str) {
-        let d = c.read_chunk();
-        let cur = cursor_after(&d, b"", b' ', what);
+        self.raw_unit(&c.read_chunk(), what)
+    }
+
+    /// Checks the data `d` of an SSE chunk already read.
+    pub(crate) fn sse_unit(&mut self, d: &[u8], what: &str) {
+        let cur = cursor_after(d, b"id: ", b'\n', what);
         let (n, p) = self.step(&cur, what);
-        assert_unit(&chunk(&d), &raw_msg(&n, &p), what);
+        assert_unit(&chunk(d), &sse_msg(&n, &p), what);
+    }
+
+    /// Checks a WebSocket frame already read (first byte `b0`, payload `d`).
+    pub(crate) fn ws_unit(&mut self, b0: u8, d: &[u8], what: &str) {
+        let cur = cursor_after(d, b"", b'\n', what);
+        let (n, p) = self.step(&cur, what);
+        assert_unit(&ws_server_frame(b0, d), &ws_msg(&n, &p), what);
+    }
+
+    /// Checks the data `d` of a raw chunk already read.
+    pub(crate) fn raw_unit(&mut self, d: &[u8], what: &str) {
+        let cur = cursor_after(d, b"", b' ', what);
+        let (n, p) = self.step(&cur, what);
+        assert_unit(&chunk(d), &raw_msg(&n, &p), what);
     }
 }
 
