@@ -67,8 +67,9 @@ both_backends! {
 /// 16 messages ahead of the slowest subscriber) while two subscribers each reconnect 500
 /// times with their last cursor, on SSE, WebSocket, raw and `/poll/` in turn, reading 1-3
 /// messages a round. Every round recovers, and each subscriber sees every message of each
-/// id exactly once and in order (each cursor one message on from the last).
-fn replay_race_once_in_order() {
+/// id exactly once and in order (each cursor one message on from the last). B12 for the
+/// replay: see tests/CASES.md#b12.
+fn b12_replay_race_once_in_order() {
     let srv = serve_history(&[]);
     let (s, p) = (srv.subscriber, srv.publish);
     let (_, cur0) = sse_fresh(s, "ra,rb");

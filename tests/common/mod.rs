@@ -13,6 +13,7 @@
 //! - `friends`: the friends fan-out: graph files, `/publish` and `/friends` requests, events;
 //! - `history`: resuming (issue 14): cursors, their headers, each transport's cursor-mode
 //!   bytes; `poll`: long-polling; `track`: a connection's cursor followed message by message;
+//! - `proxy`: a TCP proxy in the test process whose connections a test can cut;
 //! - `negotiated`: `/sub/` streams: SSE, WebSocket frames, raw, and a real SSE parser;
 //! - `streams`: one open stream of any kind, read with its exact framing;
 //! - `kernel`: what `/proc` says about sockets and fds, RST closes, RLIMIT_NOFILE.
@@ -31,6 +32,7 @@ pub(crate) mod http;
 pub(crate) mod kernel;
 pub(crate) mod negotiated;
 pub(crate) mod poll;
+pub(crate) mod proxy;
 pub(crate) mod redis;
 pub(crate) mod server;
 pub(crate) mod streams;
@@ -45,6 +47,7 @@ pub(crate) use http::*;
 pub(crate) use kernel::*;
 pub(crate) use negotiated::*;
 pub(crate) use poll::*;
+pub(crate) use proxy::*;
 pub(crate) use redis::*;
 pub(crate) use server::*;
 pub(crate) use streams::*;
