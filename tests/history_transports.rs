@@ -14,18 +14,17 @@ use common::*;
 
 both_backends! {
 /// A poll with messages after its cursor is answered at once with exactly those (query or
-/// `Last-Event-ID`, one id or two, `earliest`); at the current position it is held until
-/// the next message and answered with it; without a cursor it is held too, and answered
-/// with the next message and no `Comet-Recovered`.
+/// `Last-Event-ID`, `earliest`); at the current position it is held until the next message
+/// and answered with it; without a cursor it is held too, and answered with the next
+/// message and no `Comet-Recovered`.
 fn poll_at_once_and_held() {
     let srv = serve_history(&[]);
     let (s, p) = (srv.subscriber, srv.publish);
-    let (_keeper, cur) = sse_fresh(s, "lp,lq");
+    let (_keeper, lp) = sse_fresh(s, "lp");
     let mut publ = Publisher::connect(p);
-    for (id, n) in [("lp", 1), ("lq", 1), ("lp", 2), ("lp", 3)] {
-        assert_eq!(publ.send(id, &numbered(id, n)), 1);
+    for n in 1..=3 {
+        assert_eq!(publ.send("lp", &numbered("lp", n)), 1);
     }
-    let lp = Cursor(vec![cur.0[0].clone()]);
     let (head, body) = poll(s, &format!("lp?last_event_id={}", lp.at(0, 1)));
     assert_eq!(history_headers(&head, Some(true)), lp.at(0, 1));
     let want = poll_body(&[(lp.at(0, 2), "lp#2"), (lp.at(0, 3), "lp#3")], &lp.at(0, 3), true, &[]);
@@ -33,14 +32,14 @@ fn poll_at_once_and_held() {
     let (head, body) = poll_answer(&mut poll_send(s, "lp", &lei(&lp.at(0, 2).to_string())));
     assert_eq!(history_headers(&head, Some(true)), lp.at(0, 2));
     assert_eq!(body, poll_body(&[(lp.at(0, 3), "lp#3")], &lp.at(0, 3), true, &[]));
-    let (head, body) = poll(s, "lp,lq?last_event_id=earliest");
-    let mut t = Track::new("lp,lq", history_headers(&head, Some(true)));
-    assert_eq!(t.cur, cur, "earliest starts at 0 for both ids");
-    assert_eq!(t.poll(&body, true, &[]), 4, "every message of both ids");
+    let (head, body) = poll(s, "lp?last_event_id=earliest");
+    let mut t = Track::new("lp", history_headers(&head, Some(true)));
+    assert_eq!(t.cur, lp, "earliest starts at 0");
+    assert_eq!(t.poll(&body, true, &[]), 3, "every message");
 
-    let mut held = poll_send(s, "lp,lq", &lei(&t.cur.to_string()));
+    let mut held = poll_send(s, &format!("lp?last_event_id={}", t.cur), "");
     held.expect_silence(QUIET, "a poll at the current position is held");
-    assert!(publ.send("lq", &numbered("lq", 2)) >= 1);
+    assert!(publ.send("lp", &numbered("lp", 4)) >= 1);
     let (head, body) = poll_answer(&mut held);
     assert_eq!(history_headers(&head, Some(true)), t.cur);
     assert_eq!(t.poll(&body, true, &[]), 1, "the held poll gets the next message");
@@ -48,22 +47,47 @@ fn poll_at_once_and_held() {
     // Without a cursor nothing before the poll counts: publish until it is answered.
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(poll_answer(&mut poll_send(s, "lq", "")));
+        let _ = tx.send(poll_answer(&mut poll_send(s, "lp", "")));
     });
-    let lq = Cursor(vec![t.cur.0[1].clone()]);
-    let mut n = lq.off(0);
+    let mut n = t.cur.off(0);
     let (head, body) = loop {
         n += 1;
-        publ.send("lq", &numbered("lq", n));
+        publ.send("lp", &numbered("lp", n));
         if let Ok(answer) = rx.recv_timeout(Duration::from_millis(100)) {
             break answer;
         }
-        assert!(n < lq.off(0) + 50, "a poll without a cursor was never answered");
+        assert!(n < t.cur.off(0) + 50, "a poll without a cursor was never answered");
     };
     let before = history_headers(&head, None);
-    assert!(before.off(0) >= lq.off(0), "{before} before {lq}");
-    let mut t = Track::new("lq", before);
+    assert!(before.off(0) >= t.cur.off(0), "{before} before {}", t.cur);
+    let mut t = Track::new("lp", before);
     assert!(t.poll(&body, true, &[]) >= 1, "the next message: {body}");
+}
+}
+
+both_backends! {
+/// A poll on two ids (`/poll/pa,pb`): with `earliest` at once with every message of both
+/// (each id in order, any interleaving), at the current position held until the next
+/// message of either.
+fn poll_several_ids() {
+    let srv = serve_history(&[]);
+    let (s, p) = (srv.subscriber, srv.publish);
+    let (_ka, a) = sse_fresh(s, "pa");
+    let (_kb, b) = sse_fresh(s, "pb");
+    let mut publ = Publisher::connect(p);
+    for (id, n) in [("pa", 1), ("pb", 1), ("pa", 2)] {
+        assert_eq!(publ.send(id, &numbered(id, n)), 1);
+    }
+    let (head, body) = poll(s, "pa,pb?last_event_id=earliest");
+    let mut t = Track::new("pa,pb", history_headers(&head, Some(true)));
+    assert_eq!(t.cur, Cursor(vec![a.0[0].clone(), b.0[0].clone()]), "both at 0");
+    assert_eq!(t.poll(&body, true, &[]), 3, "every message of both ids");
+    let mut held = poll_send(s, "pa,pb", &lei(&t.cur.to_string()));
+    held.expect_silence(QUIET, "a poll at the current position is held");
+    assert!(publ.send("pb", &numbered("pb", 2)) >= 1);
+    let (head, body) = poll_answer(&mut held);
+    assert_eq!(history_headers(&head, Some(true)), t.cur);
+    assert_eq!(t.poll(&body, true, &[]), 1, "the held poll gets the next message");
 }
 }
 
