@@ -475,7 +475,14 @@ fn eventsource_resume_in_chromium() {
     });
     std::thread::sleep(QUIET);
 
-    let got = received(&mut b);
+    check_resumed_page(&mut b, &proxy, &last);
+}
+
+/// The end of the resume test: the page shows `ev#1`-`ev#7` once each, in order, each with
+/// its cursor as `lastEventId`, got no reset, and its second stream request carried
+/// `Last-Event-ID: <last>`.
+fn check_resumed_page(b: &mut Browser, proxy: &Proxy, last: &str) {
+    let got = received(b);
     let data: Vec<String> = got.iter().map(|(_, d)| d.clone()).collect();
     let want: Vec<String> = (1..=7).map(|n| format!("ev#{n}")).collect();
     assert_eq!(data, want, "every message exactly once, in order");

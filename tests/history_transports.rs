@@ -127,10 +127,13 @@ fn raw_payload(id: &str, n: u64) -> Vec<u8> {
     }
 }
 
+/// The opening unit of a transport: cursor, recovered, resets `(id, reason)`.
+type Opening = fn(&Cursor, bool, &[(&str, &str)]) -> Vec<u8>;
+
 /// One transport in cursor mode, for [`resume_in_cursor_mode`].
 struct Mode {
     open: fn(SocketAddr, &str, &str) -> (Client, Head),
-    opening: fn(&Cursor, bool, &[(&str, &str)]) -> Vec<u8>,
+    opening: Opening,
     next: fn(&mut Track, &mut Client, &str),
     payload: fn(&str, u64) -> Vec<u8>,
     today: fn(&[u8]) -> Vec<u8>,

@@ -12,14 +12,17 @@ use std::sync::{Arc, Mutex};
 /// Most bytes kept of what one client sent.
 const KEEP: usize = 16 * 1024;
 
+/// What each client sent, one entry per connection in accept order.
+type Sent = Arc<Mutex<Vec<Vec<u8>>>>;
+
 /// A running proxy; stopped (and every connection cut) on drop.
 pub(crate) struct Proxy {
     /// Where clients connect.
     pub(crate) addr: SocketAddr,
     /// Both sockets of every connection carried now.
     live: Arc<Mutex<Vec<TcpStream>>>,
-    /// What each client sent, one entry per connection in accept order.
-    sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// What each client sent.
+    sent: Sent,
     stop: Arc<AtomicBool>,
 }
 
@@ -91,7 +94,7 @@ impl Drop for Proxy {
 
 /// Copies `from` to `to` until either ends, keeping the first bytes in `keep`'s slot; then
 /// shuts both down so that the other direction ends too.
-fn pump(mut from: TcpStream, mut to: TcpStream, keep: Option<(Arc<Mutex<Vec<Vec<u8>>>>, usize)>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, keep: Option<(Sent, usize)>) {
     let mut b = [0u8; 16 * 1024];
     loop {
         let n = match super::client::read_retrying(&mut from, &mut b) {
