@@ -1,5 +1,5 @@
 //! No gap and no duplicate across a reconnect (issue 14), on both backends: a publisher
-//! racing the replay of reconnecting subscribers (1,000 rounds over SSE, WebSocket, raw and
+//! racing the replay of reconnecting subscribers (1,000 rounds each over SSE, WebSocket, raw and
 //! long-polling), and a slow consumer cut on a message boundary that resumes with every
 //! message once.
 
@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use common::*;
 
-/// Subscribers reconnecting at once, and rounds each: 1,000 rounds in all.
+/// Subscribers reconnecting at once, and rounds each (1,000 each; 2,000 in all).
 const SUBS: usize = 2;
-const ROUNDS: u64 = 500;
+const ROUNDS: u64 = 1000;
 /// Most messages the publisher runs ahead of the slowest subscriber (under the default
 /// `--history` of 32 per id, so no position is lost).
 const AHEAD: u64 = 16;
@@ -123,7 +123,7 @@ fn race(ids: &'static str) {
 
 both_backends! {
 /// The hard race of resuming: a publisher sends to one id without pause (never more than
-/// 16 messages ahead of the slowest subscriber) while two subscribers each reconnect 500
+/// 16 messages ahead of the slowest subscriber) while two subscribers each reconnect 1,000
 /// times with their last cursor, on SSE, WebSocket, raw and `/poll/` in turn, reading 1-3
 /// messages a round. Every round recovers, and each subscriber sees every message exactly
 /// once and in order (each cursor one message on from the last). B12 for the replay: see
