@@ -51,7 +51,9 @@ fn round(s: SocketAddr, t: &mut Track, transport: u64, k: u64) {
         }
         _ => {
             let (head, body) = poll(s, &format!("{ids}?last_event_id={cur}"));
-            resumed(&head);
+            // The poll's Comet-Last-Event-ID is poll_at_once_and_held's rule; here the
+            // verdict and the messages count.
+            history_headers(&head, Some(true));
             assert!(
                 t.poll(&body, true, &[]) >= 1,
                 "{what}: an empty poll answer"
