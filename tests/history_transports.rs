@@ -12,6 +12,41 @@ use std::time::Duration;
 
 use common::*;
 
+/// The `Comet-Last-Event-ID` of poll answers (the connection's cursor before the first
+/// message the answer sends), checked at the end of a test so that a wrong value does not
+/// hide what the rest of the test checks.
+struct Starts(Vec<String>);
+
+impl Starts {
+    /// Checks `Comet-Recovered` at once and records a wrong `Comet-Last-Event-ID`.
+    fn check(&mut self, head: &Head, recovered: Option<bool>, want: &Cursor, what: &str) {
+        let got = history_headers(head, recovered);
+        if &got != want {
+            self.0.push(format!(
+                "{what}: Comet-Last-Event-ID {got}, expected {want}"
+            ));
+        }
+    }
+
+    fn done(self) {
+        assert!(
+            self.0.is_empty(),
+            "poll answers' Comet-Last-Event-ID:\n{}",
+            self.0.join("\n")
+        );
+    }
+}
+
+/// The cursor before the first message of a poll answer's body.
+fn before_first(body: &str) -> Cursor {
+    let v: serde_json::Value = serde_json::from_str(body).expect("poll answer is JSON");
+    let id = v["messages"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message: {body}"));
+    let c = Cursor::parse(id, "first message of a poll answer");
+    c.at(0, c.off(0) - 1)
+}
+
 both_backends! {
 /// A poll with messages after its cursor is answered at once with exactly those (query or
 /// `Last-Event-ID`, `earliest`); at the current position it is held until the next message
@@ -20,28 +55,29 @@ both_backends! {
 fn poll_at_once_and_held() {
     let srv = serve_history(&[]);
     let (s, p) = (srv.subscriber, srv.publish);
+    let mut starts = Starts(Vec::new());
     let (_keeper, lp) = sse_fresh(s, "lp");
     let mut publ = Publisher::connect(p);
     for n in 1..=3 {
         assert_eq!(publ.send("lp", &numbered("lp", n)), 1);
     }
     let (head, body) = poll(s, &format!("lp?last_event_id={}", lp.at(0, 1)));
-    assert_eq!(history_headers(&head, Some(true)), lp.at(0, 1));
+    starts.check(&head, Some(true), &lp.at(0, 1), "at once (query)");
     let want = poll_body(&[(lp.at(0, 2), "lp#2"), (lp.at(0, 3), "lp#3")], &lp.at(0, 3), true, &[]);
     assert_eq!(body, want, "a poll answered at once");
     let (head, body) = poll_answer(&mut poll_send(s, "lp", &lei(&lp.at(0, 2).to_string())));
-    assert_eq!(history_headers(&head, Some(true)), lp.at(0, 2));
+    starts.check(&head, Some(true), &lp.at(0, 2), "at once (header)");
     assert_eq!(body, poll_body(&[(lp.at(0, 3), "lp#3")], &lp.at(0, 3), true, &[]));
     let (head, body) = poll(s, "lp?last_event_id=earliest");
-    let mut t = Track::new("lp", history_headers(&head, Some(true)));
-    assert_eq!(t.cur, lp, "earliest starts at 0");
+    starts.check(&head, Some(true), &lp, "earliest");
+    let mut t = Track::new("lp", lp.clone());
     assert_eq!(t.poll(&body, true, &[]), 3, "every message");
 
     let mut held = poll_send(s, &format!("lp?last_event_id={}", t.cur), "");
     held.expect_silence(QUIET, "a poll at the current position is held");
     assert!(publ.send("lp", &numbered("lp", 4)) >= 1);
     let (head, body) = poll_answer(&mut held);
-    assert_eq!(history_headers(&head, Some(true)), t.cur);
+    starts.check(&head, Some(true), &t.cur, "held");
     assert_eq!(t.poll(&body, true, &[]), 1, "the held poll gets the next message");
 
     // Without a cursor nothing before the poll counts: publish until it is answered.
@@ -58,10 +94,11 @@ fn poll_at_once_and_held() {
         }
         assert!(n < t.cur.off(0) + 50, "a poll without a cursor was never answered");
     };
-    let before = history_headers(&head, None);
-    assert!(before.off(0) >= t.cur.off(0), "{before} before {}", t.cur);
-    let mut t = Track::new("lp", before);
-    assert!(t.poll(&body, true, &[]) >= 1, "the next message: {body}");
+    let first = before_first(&body);
+    assert!(first.off(0) >= t.cur.off(0), "{first} before {}", t.cur);
+    starts.check(&head, None, &first, "held without a cursor");
+    assert!(Track::new("lp", first).poll(&body, true, &[]) >= 1, "the next message");
+    starts.done();
 }
 }
 
@@ -72,22 +109,25 @@ both_backends! {
 fn poll_several_ids() {
     let srv = serve_history(&[]);
     let (s, p) = (srv.subscriber, srv.publish);
+    let mut starts = Starts(Vec::new());
     let (_ka, a) = sse_fresh(s, "pa");
     let (_kb, b) = sse_fresh(s, "pb");
     let mut publ = Publisher::connect(p);
     for (id, n) in [("pa", 1), ("pb", 1), ("pa", 2)] {
         assert_eq!(publ.send(id, &numbered(id, n)), 1);
     }
+    let zero = Cursor(vec![a.0[0].clone(), b.0[0].clone()]);
     let (head, body) = poll(s, "pa,pb?last_event_id=earliest");
-    let mut t = Track::new("pa,pb", history_headers(&head, Some(true)));
-    assert_eq!(t.cur, Cursor(vec![a.0[0].clone(), b.0[0].clone()]), "both at 0");
+    starts.check(&head, Some(true), &zero, "earliest on two ids");
+    let mut t = Track::new("pa,pb", zero);
     assert_eq!(t.poll(&body, true, &[]), 3, "every message of both ids");
     let mut held = poll_send(s, "pa,pb", &lei(&t.cur.to_string()));
     held.expect_silence(QUIET, "a poll at the current position is held");
     assert!(publ.send("pb", &numbered("pb", 2)) >= 1);
     let (head, body) = poll_answer(&mut held);
-    assert_eq!(history_headers(&head, Some(true)), t.cur);
+    starts.check(&head, Some(true), &t.cur, "held on two ids");
     assert_eq!(t.poll(&body, true, &[]), 1, "the held poll gets the next message");
+    starts.done();
 }
 }
 
