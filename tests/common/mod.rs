@@ -11,6 +11,9 @@
 //! - `client`: a blocking HTTP/1.1 client over `TcpStream` whose every read has a timeout;
 //! - `comet`: the seed protocol: message bytes, subscriber and publisher wrappers, `/stats`;
 //! - `friends`: the friends fan-out: graph files, `/publish` and `/friends` requests, events;
+//! - `history`: resuming (issue 14): cursors, their headers, each transport's cursor-mode
+//!   bytes; `poll`: long-polling; `track`: a connection's cursor followed message by message;
+//! - `proxy`: a TCP proxy in the test process whose connections a test can cut;
 //! - `negotiated`: `/sub/` streams: SSE, WebSocket frames, raw, and a real SSE parser;
 //! - `streams`: one open stream of any kind, read with its exact framing;
 //! - `kernel`: what `/proc` says about sockets and fds, RST closes, RLIMIT_NOFILE.
@@ -24,23 +27,31 @@ pub(crate) mod child;
 pub(crate) mod client;
 pub(crate) mod comet;
 pub(crate) mod friends;
+pub(crate) mod history;
 pub(crate) mod http;
 pub(crate) mod kernel;
 pub(crate) mod negotiated;
+pub(crate) mod poll;
+pub(crate) mod proxy;
 pub(crate) mod redis;
 pub(crate) mod server;
 pub(crate) mod streams;
+pub(crate) mod track;
 
 pub(crate) use child::*;
 pub(crate) use client::*;
 pub(crate) use comet::*;
 pub(crate) use friends::*;
+pub(crate) use history::*;
 pub(crate) use http::*;
 pub(crate) use kernel::*;
 pub(crate) use negotiated::*;
+pub(crate) use poll::*;
+pub(crate) use proxy::*;
 pub(crate) use redis::*;
 pub(crate) use server::*;
 pub(crate) use streams::*;
+pub(crate) use track::*;
 
 use std::time::{Duration, Instant};
 
