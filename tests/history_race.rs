@@ -84,7 +84,7 @@ fn race(ids: &'static str) {
                     .min()
                     .unwrap();
                 let total: u64 = sent.iter().sum();
-                if total >= slowest + AHEAD {
+                if total >= slowest.saturating_add(AHEAD) {
                     std::thread::sleep(Duration::from_micros(100));
                     continue;
                 }
@@ -105,6 +105,9 @@ fn race(ids: &'static str) {
                     let read = (0..t.ids.len()).map(|i| t.cur.off(i)).sum();
                     progress[j].store(read, Ordering::Relaxed);
                 }
+                // Done: no longer the slowest, or the publisher would stop for good at
+                // this subscriber's last count while another one still reads on.
+                progress[j].store(u64::MAX, Ordering::Relaxed);
                 t.cur
             })
         })
