@@ -37,7 +37,7 @@ impl Subscribers {
 pub(super) fn connect(a: &MainArgs, server: &mut ServerGuard, total: u64) -> Result<Subscribers> {
     let shared = Arc::new(FloodShared::default());
     let cfg = FloodConfig {
-        url: UrlTemplate::local(server.sub_addr, "/test/{id}")?,
+        url: UrlTemplate::local(server.sub_addr, a.transport.path())?,
         first_id: 1,
         count: a.connect.conns,
         connect_rate: a.connect.connect_rate,
@@ -48,6 +48,7 @@ pub(super) fn connect(a: &MainArgs, server: &mut ServerGuard, total: u64) -> Res
         seq_limit: total,
         source_addrs: a.source_addrs,
         framing: Framing::Seed,
+        transport: a.transport,
         latency_from_seq: 0,
         local_seqs: None,
         churn_per_min: a.churn,

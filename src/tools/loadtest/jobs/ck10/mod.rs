@@ -175,7 +175,8 @@ fn report(
         }
         None => None,
     };
-    let (lost, churn) = lost_and_churn(a.churn, &published, &fres);
+    let resumes = a.transport.resumes();
+    let (lost, churn) = lost_and_churn(a.churn, resumes, &published, &fres);
     Report {
         conns: fres.connected,
         closed: fres.closed,
@@ -208,24 +209,26 @@ fn report(
         churn,
         slow,
         after_leave: f.after_leave,
+        resumed: fres.resume.map(|r| (a.transport, r)),
     }
 }
 
-/// Messages lost: with churn, those not excused by a subscriber's absence (and the churn
-/// figures); without, every message answered `200` and not received.
+/// Messages lost: with churn and a transport that does not resume, those not excused by a
+/// subscriber's absence (and the churn figures); otherwise every message answered `200`
+/// and not received (a resume must get what was missed: nothing is excused).
 fn lost_and_churn(
     per_min: f64,
+    resumes: bool,
     published: &MsggenResult,
     fres: &FloodResult,
 ) -> (u64, Option<ChurnFigures>) {
+    let missing = published.ok_seqs.count_missing_from(&fres.checker.received);
     if per_min <= 0.0 {
-        return (
-            published.ok_seqs.count_missing_from(&fres.checker.received),
-            None,
-        );
+        return (missing, None);
     }
-    let (lost, excused, excused_received) =
+    let (unexcused, excused, excused_received) =
         churn::account(&published.sends, &fres.checker.received, &fres.gaps);
+    let lost = if resumes { missing } else { unexcused };
     let fig = ChurnFigures {
         per_min,
         churned: fres.churned,
