@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use super::{json_str, Latency};
 use crate::tools::loadtest::client::flood::ResumeFigures;
+use crate::tools::loadtest::client::slow::ComebackFigures;
 use crate::tools::loadtest::wire::resume::Transport;
 
 /// Everything the main job measured.
@@ -72,6 +73,9 @@ pub(crate) struct Report {
     pub slow: Option<crate::tools::loadtest::client::slow::SlowFigures>,
     /// The server once every subscriber had left (`None` if it had exited).
     pub after_leave: Option<crate::tools::loadtest::client::churn::AfterLeave>,
+    /// With `--slow-readers` and a resuming `--transport`: what the readers that came back
+    /// got.
+    pub slow_back: Option<ComebackFigures>,
     /// With a resuming `--transport`: the transport and what the resumes came to.
     pub resumed: Option<(Transport, ResumeFigures)>,
 }
@@ -94,6 +98,10 @@ impl Report {
                 .resumed
                 .as_ref()
                 .is_none_or(|(_, r)| r.header_missing == 0)
+            && self
+                .slow_back
+                .as_ref()
+                .is_none_or(|b| b.bad == 0 && b.received == b.expected)
     }
 
     /// A number of the server's `/stats`, as text (`?` if it was not read).
@@ -153,6 +161,9 @@ impl Report {
             let _ = writeln!(s, "server /stats:    {}", kv.join(" "));
         }
         self.side_lines(&mut s);
+        if let Some(b) = &self.slow_back {
+            let _ = writeln!(s, "slow came back:   {}", slow_back_line(b));
+        }
         if let Some(l) = &self.after_leave {
             let _ = writeln!(s, "after leaving:    {}", l.line());
         }
@@ -255,6 +266,13 @@ impl Report {
                 w.readers, w.sent, w.bytes, w.failed, w.server_rss_peak_bytes
             );
         }
+        if let Some(b) = &self.slow_back {
+            let _ = write!(
+                s,
+                ",\"slow_resumed\":{{\"readers\":{},\"cut\":{},\"resumed\":{},\"recovered\":{},\"reset\":{},\"header_false\":{},\"expected\":{},\"received\":{},\"bad\":{}}}",
+                b.readers, b.cut, b.resumed, b.recovered, b.reset, b.header_false, b.expected, b.received, b.bad
+            );
+        }
         if let Some(l) = &self.after_leave {
             let _ = write!(
                 s,
@@ -288,6 +306,14 @@ fn resumed_line(t: Transport, r: &ResumeFigures) -> String {
         r.header_missing,
         r.replayed,
         r.uncursored
+    )
+}
+
+/// The text report's `slow came back:` line.
+fn slow_back_line(b: &ComebackFigures) -> String {
+    format!(
+        "{} readers: {} cuts seen, {} came back with a cursor ({} recovered, {} reset; Comet-Recovered: false {}); {} of {} messages received in cursor order, {} bad",
+        b.readers, b.cut, b.resumed, b.recovered, b.reset, b.header_false, b.received, b.expected, b.bad
     )
 }
 
