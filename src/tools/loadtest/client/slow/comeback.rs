@@ -1,7 +1,7 @@
 //! Slow readers that come back (`--slow-readers` with a resuming `--transport`): while the
 //! publisher runs, a watcher reads the server's `/stats` every 100 ms; when the count of
-//! subscribers cut (`slow_consumers_closed` + `send_timeouts`) grows, it drains every slow
-//! reader once (a reader that does not read cannot see its own end: the end waits behind
+//! subscribers cut (`slow_consumers_closed` + `send_timeouts`) grows and then holds still
+//! for 100 ms (or after 1 s), it drains every slow reader once (a reader that does not read cannot see its own end: the end waits behind
 //! the data its full receive window holds back). Each reader whose stream ended connects
 //! again at once with its last cursor. Between those drains nobody reads, so the readers
 //! stay slow. Once the publisher has stopped, [`finish`] reads every reader until it has
@@ -19,6 +19,9 @@ use crate::tools::loadtest::wire::answer::fetch_stats;
 
 /// Time between two looks at `/stats`.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// Longest wait, after a cut, for the count of cuts to stop growing before the drain.
+const SETTLE_MAX: Duration = Duration::from_secs(1);
 
 /// Longest time [`finish`] gives one reader to get every message sent to it.
 const FINISH_PER_READER: Duration = Duration::from_secs(5);
@@ -61,11 +64,21 @@ fn watch(
         ..ComebackFigures::default()
     };
     let mut cuts_seen = cuts(w.publish);
+    // The first cut not yet answered by a drain.
+    let mut unanswered: Option<Instant> = None;
     while !stop.load(Relaxed) {
         std::thread::sleep(WATCH_EVERY);
         let now = cuts(w.publish);
-        if now > cuts_seen {
-            cuts_seen = now;
+        let growing = now > cuts_seen;
+        cuts_seen = now;
+        if growing {
+            unanswered.get_or_insert_with(Instant::now);
+        }
+        // Readers fill alike and are cut together: wait while the count still grows (at
+        // most 1 s), so that a drain does not spare the readers about to be cut.
+        let due = unanswered.is_some_and(|t| !growing || t.elapsed() >= SETTLE_MAX);
+        if due {
+            unanswered = None;
             for r in &mut readers {
                 if r.drain(w.msg_bytes, &mut fig) == Drained::Ended {
                     come_back(r, w.sub, &mut fig);
