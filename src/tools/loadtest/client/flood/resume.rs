@@ -11,7 +11,7 @@
 use crate::tools::loadtest::wire::check::{parse_body, Checker};
 use crate::tools::loadtest::wire::chunk::Unit;
 use crate::tools::loadtest::wire::resume::cursor::Position;
-use crate::tools::loadtest::wire::resume::{ConnDecoder, Event, Transport};
+use crate::tools::loadtest::wire::resume::{header, ConnDecoder, Event, Transport};
 
 /// What the resumes came to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -130,9 +130,11 @@ impl Resume {
         }
     }
 
-    /// The head of connection `i`'s stream: a resume's `Comet-Recovered` header.
+    /// The head of connection `i`'s stream: whether it carries cursors, a resume's
+    /// `Comet-Recovered` header.
     fn on_head(&mut self, i: usize, head: &[u8], now_us: u64) {
         let c = &mut self.conns[i];
+        c.dec = ConnDecoder::for_head(self.transport, head);
         if !c.resuming {
             return;
         }
@@ -211,26 +213,15 @@ fn set_cursor(c: &mut ConnResume, cursor: &[u8]) {
     c.pos = Position::parse(cursor);
 }
 
-/// The value of header `name` (lower case) in a complete response head.
-fn header<'h>(head: &'h [u8], name: &str) -> Option<&'h [u8]> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    resp.parse(head).ok()?;
-    resp.headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::{Resume, Transport};
     use crate::tools::loadtest::wire::check::Checker;
     use crate::tools::loadtest::wire::chunk::Unit;
 
-    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nComet-Last-Event-ID: 00000000000000ab-0\r\nTransfer-Encoding: chunked\r\n\r\n";
     const RESUMED: &[u8] =
-        b"HTTP/1.1 200 OK\r\nComet-Recovered: true\r\nTransfer-Encoding: chunked\r\n\r\n";
+        b"HTTP/1.1 200 OK\r\nComet-Recovered: true\r\nComet-Last-Event-ID: 00000000000000ab-2\r\nTransfer-Encoding: chunked\r\n\r\n";
 
     fn feed(r: &mut Resume, c: &mut Checker, units: &[Unit<'_>], now: u64) {
         for u in units {
@@ -291,8 +282,7 @@ mod tests {
         r.write_query(0, &mut q);
         assert_eq!(q, b"&last_event_id=00000000000000ab-2");
         let reset = b"{\"last_event_id\":\"00000000000000ac-5\",\"recovered\":false,\"resets\":[{\"id\":\"7\",\"reason\":\"unknown-epoch\"}]}\n00000000000000ac-6 6\n7:1:10\n00000000000000ad-7 6\n7:2:10\n";
-        let head =
-            b"HTTP/1.1 200 OK\r\nComet-Recovered: false\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let head = b"HTTP/1.1 200 OK\r\nComet-Recovered: false\r\nComet-Last-Event-ID: 00000000000000ac-5\r\nTransfer-Encoding: chunked\r\n\r\n";
         feed(&mut r, &mut c, &[Unit::Head(head), Unit::Data(reset)], 100);
         let f = &r.fig;
         assert_eq!(
@@ -308,5 +298,16 @@ mod tests {
             100,
         );
         assert_eq!(c.counts.garbled, 1);
+        // History off: no Comet-Last-Event-ID, each chunk one message without a cursor.
+        r.restarting(0);
+        let plain =
+            b"HTTP/1.1 200 OK\r\nComet-Recovered: false\r\nTransfer-Encoding: chunked\r\n\r\n";
+        feed(
+            &mut r,
+            &mut c,
+            &[Unit::Head(plain), Unit::Data(b"7:3:10")],
+            100,
+        );
+        assert_eq!((c.counts.ok, r.fig.uncursored), (2, 1));
     }
 }

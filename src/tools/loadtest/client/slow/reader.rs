@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use super::ComebackFigures;
 use crate::tools::loadtest::wire::chunk::{Carry, ChunkParser, Unit};
 use crate::tools::loadtest::wire::resume::cursor::Position;
-use crate::tools::loadtest::wire::resume::{ConnDecoder, Event, Transport};
+use crate::tools::loadtest::wire::resume::{header, ConnDecoder, Event, Transport};
 
 /// Longest wait for a connect or a head, and for a blocking read of a head byte.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,8 +90,11 @@ impl SlowReader {
     /// long); says whether the stream is still open.
     pub(crate) fn drain(&mut self, msg_bytes: usize, fig: &mut ComebackFigures) -> Drained {
         let head = std::mem::take(&mut self.head);
-        if !head.is_empty() && self.feed(&head, msg_bytes, fig) == Drained::Ended {
-            return Drained::Ended;
+        if !head.is_empty() {
+            self.dec = ConnDecoder::for_head(self.transport, &head);
+            if self.feed(&head, msg_bytes, fig) == Drained::Ended {
+                return Drained::Ended;
+            }
         }
         if self.sock.set_nonblocking(true).is_err() {
             return Drained::Ended;
@@ -166,7 +169,8 @@ impl SlowReader {
                 let p = Position::parse(cursor.as_bytes());
                 let in_order = match (self.pos, p) {
                     (Some(prev), Some(p)) => prev.epoch == p.epoch && p.offset == prev.offset + 1,
-                    _ => false,
+                    // No cursors (history off): nothing to check the order by.
+                    _ => cursor.is_empty() && self.cursor.is_empty(),
                 };
                 if in_order && len == msg_bytes {
                     self.got += 1;
@@ -252,8 +256,5 @@ fn connect(
 
 /// True if a head says `Comet-Recovered: false`.
 fn header_says_false(head: &[u8]) -> bool {
-    String::from_utf8_lossy(head)
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .any(|(k, v)| k.eq_ignore_ascii_case("comet-recovered") && v.trim() == "false")
+    header(head, "comet-recovered") == Some(b"false")
 }

@@ -64,7 +64,14 @@ fn raw_reader_cut_mid_message_comes_back_and_gets_everything() {
     second.extend(chunk(
         b"00000000000000ab-3 5\nccccc\n00000000000000ab-4 5\nddddd\n",
     ));
-    let (addr, server) = serve(vec![("", first), ("Comet-Recovered: true\r\n", second)]);
+    let answers = vec![
+        ("Comet-Last-Event-ID: 00000000000000ab-0\r\n", first),
+        (
+            "Comet-Recovered: true\r\nComet-Last-Event-ID: 00000000000000ab-2\r\n",
+            second,
+        ),
+    ];
+    let (addr, server) = serve(answers);
     let r = SlowReader::open(addr, 7, Transport::Raw).unwrap();
     let w = Watch {
         sub: addr,

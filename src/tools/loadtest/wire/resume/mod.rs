@@ -123,9 +123,25 @@ pub(crate) enum ConnDecoder {
     Raw(RawDecoder),
     /// WebSocket: whether the opening frame has been read.
     Ws(bool),
+    /// A stream without cursors (a WebSocket or raw stream from a server with history off:
+    /// its head has no `Comet-Last-Event-ID`): each unit is one message.
+    Plain,
 }
 
 impl ConnDecoder {
+    /// The decoder for a stream whose response head is `head`: [`ConnDecoder::Plain`] for a
+    /// WebSocket or raw stream without `Comet-Last-Event-ID` (history off), else
+    /// [`new`](Self::new)'s. (An SSE stream decodes the same either way: without history
+    /// its events have no `id:`.)
+    pub(crate) fn for_head(t: Transport, head: &[u8]) -> Option<ConnDecoder> {
+        match t {
+            Transport::Ws | Transport::Raw if header(head, "comet-last-event-id").is_none() => {
+                Some(ConnDecoder::Plain)
+            }
+            _ => ConnDecoder::new(t),
+        }
+    }
+
     /// A decoder at the start of a stream; `None` for `test`, which does not resume.
     pub(crate) fn new(t: Transport) -> Option<ConnDecoder> {
         match t {
@@ -166,6 +182,10 @@ impl ConnDecoder {
                 *opened = true;
                 opening(unit, on_event)?;
             }
+            ConnDecoder::Plain => on_event(Event::Message {
+                cursor: None,
+                payload: unit,
+            }),
             ConnDecoder::Ws(true) => {
                 let nl = unit
                     .iter()
@@ -179,6 +199,17 @@ impl ConnDecoder {
         }
         err.map_or(Ok(()), Err)
     }
+}
+
+/// The value of header `name` (any case) in a complete response head.
+pub(crate) fn header<'h>(head: &'h [u8], name: &str) -> Option<&'h [u8]> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    resp.parse(head).ok()?;
+    resp.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
 }
 
 /// The opening JSON of a WebSocket or raw stream as an [`Event::Opening`] (the first reset's
