@@ -162,7 +162,18 @@ fn on_event(
         Event::Opening { cursor, reset } => {
             if std::mem::take(&mut c.resuming) {
                 match reset {
-                    Some(_) => fig.reset += 1,
+                    Some(why) => {
+                        fig.reset += 1;
+                        let what =
+                            format!("resume from {} answered with a reset ({why})", c.cursor);
+                        checker.note(id, &what, cursor);
+                    }
+                    // A recovered resume goes on from where the connection was.
+                    None if cursor != c.cursor.as_bytes() => {
+                        fig.recovered += 1;
+                        let what = format!("resume from {} recovered at another cursor", c.cursor);
+                        checker.note(id, &what, cursor);
+                    }
                     None => fig.recovered += 1,
                 }
             } else if let Some(why) = reset {

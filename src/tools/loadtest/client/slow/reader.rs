@@ -159,7 +159,14 @@ impl SlowReader {
             OwnedEvent::Opening(cursor, reset) => {
                 if std::mem::take(&mut self.resuming) {
                     match reset {
-                        Some(_) => fig.reset += 1,
+                        Some(why) => {
+                            fig.reset += 1;
+                            let what = format!(
+                                "resume from {} answered with a reset ({why})",
+                                self.cursor
+                            );
+                            fig.note(self.id, &what);
+                        }
                         None => fig.recovered += 1,
                     }
                 }
