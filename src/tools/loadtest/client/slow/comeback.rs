@@ -1,7 +1,7 @@
 //! Slow readers that come back (`--slow-readers` with a resuming `--transport`): while the
 //! publisher runs, a watcher reads the server's `/stats` every 100 ms; when the count of
 //! subscribers cut (`slow_consumers_closed` + `send_timeouts`) grows and then holds still
-//! for 100 ms (or after 1 s), it drains every slow reader once (a reader that does not read cannot see its own end: the end waits behind
+//! for 100 ms (or after 500 ms), it drains every slow reader once (a reader that does not read cannot see its own end: the end waits behind
 //! the data its full receive window holds back). Each reader whose stream ended connects
 //! again at once with its last cursor. Between those drains nobody reads, so the readers
 //! stay slow. Once the publisher has stopped, [`finish`] reads every reader until it has
@@ -21,7 +21,11 @@ use crate::tools::loadtest::wire::answer::fetch_stats;
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 /// Longest wait, after a cut, for the count of cuts to stop growing before the drain.
-const SETTLE_MAX: Duration = Duration::from_secs(1);
+const SETTLE_MAX: Duration = Duration::from_millis(500);
+
+/// How long [`finish`] waits on an open stream that brings nothing new before it gives up
+/// on that reader (the publisher has stopped: what is due is in flight or held back).
+const FINISH_IDLE: Duration = Duration::from_millis(500);
 
 /// Longest time [`finish`] gives one reader to get every message sent to it.
 const FINISH_PER_READER: Duration = Duration::from_secs(5);
@@ -108,8 +112,8 @@ fn come_back(r: &mut SlowReader, sub: SocketAddr, fig: &mut ComebackFigures) {
 }
 
 /// Once the publisher has stopped: reads each reader (coming back after a cut) until it has
-/// `want[k]` messages (reader `k`), at most 5 s each; the figures with what was expected and
-/// received.
+/// `want[k]` messages (reader `k`), at most 5 s each and at most 500 ms without a new one;
+/// the figures with what was expected and received.
 pub(crate) fn finish(
     mut readers: Vec<SlowReader>,
     mut fig: ComebackFigures,
@@ -120,19 +124,24 @@ pub(crate) fn finish(
         let want = want.get(k).copied().unwrap_or(0);
         fig.expected += want;
         let t0 = Instant::now();
-        let mut comebacks = 0;
+        let (mut comebacks, mut progress) = (0, (r.got, Instant::now()));
         while r.got < want && t0.elapsed() < FINISH_PER_READER {
             let drained = r.drain(w.msg_bytes, &mut fig);
             if r.got >= want {
                 break; // An end after everything needs no comeback.
+            }
+            if r.got != progress.0 {
+                progress = (r.got, Instant::now());
             }
             match drained {
                 Drained::Ended if comebacks < MAX_COMEBACKS => {
                     comebacks += 1;
                     come_back(r, w.sub, &mut fig);
                 }
-                Drained::Ended => break,
-                Drained::Open => std::thread::sleep(Duration::from_millis(2)),
+                Drained::Open if progress.1.elapsed() < FINISH_IDLE => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Drained::Ended | Drained::Open => break,
             }
         }
         fig.received += r.got;

@@ -7,9 +7,9 @@
 //! 3. **Slow readers** (`--slow-readers`): open them and start their publisher.
 //! 4. **Publish** `rate` messages/s for `duration` s.
 //! 5. **Drain**: wait (bounded) for every message answered `200` to arrive.
-//! 6. **End**: the server's last readings; with a resuming transport the slow readers read
-//!    to the end (coming back after a cut); every client stopped, the server back to
-//!    baseline (every subscriber has gone: it must come back to where it started).
+//! 6. **End**: the server's last readings; the subscribers stopped; with a resuming
+//!    transport the slow readers read to the end (coming back after a cut); every client
+//!    gone, the server back to baseline (it must come back to where it started).
 //! 7. **Report** (text or JSON); fail if anything was lost or arrived wrong.
 //!
 //! Here: [`run`] and the report; [`server`]: the server's readings (phases 1 and 6);
@@ -80,9 +80,9 @@ pub(crate) fn run(a: MainArgs) -> Result<()> {
     let drain_ms = drain(&subs.shared, published.ok, a.drain_ms);
     // 6. End.
     let end = End::read(&mut server, cpu_publish_start);
-    let slow_back = slow.come_back(slow_fig.as_ref().and_then(|r| r.as_ref().ok()));
     let connect_s = subs.connect_s;
     let fres = subs.stop()?;
+    let slow_back = slow.come_back(slow_fig.as_ref().and_then(|r| r.as_ref().ok()));
     drop(slow.readers);
     mem_log.stop();
     let after_leave = (!end.server_exited).then(|| {
