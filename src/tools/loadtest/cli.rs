@@ -180,7 +180,12 @@ pub struct MainArgs {
     /// how many slow readers it cut (`slow_consumers_closed` once their kernel buffers and
     /// `--max-pending-bytes` are full, `send_timeouts` after `--send-timeout`). With the
     /// kernel's send-buffer autotuning a reader absorbs MiBs first: give the server a
-    /// `--server-arg=--sndbuf=65536` to see the bound at work within seconds.
+    /// `--server-arg=--sndbuf=65536` to see the bound at work within seconds. With a
+    /// resuming `--transport` the readers are drained whenever `/stats` shows new cuts (once
+    /// the count holds still, at most 500 ms later), a cut reader comes back at once with
+    /// its last cursor, and at the end each must have every message answered `200` to it
+    /// (the `slow came back:` line); what a reader misses until it is back must fit in the
+    /// server's `--history`.
     #[arg(long, default_value_t = 0)]
     pub slow_readers: u64,
     /// Body bytes of each message to a slow reader.
