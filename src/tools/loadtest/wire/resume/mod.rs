@@ -1,6 +1,6 @@
 //! The main job's subscriber transports (`loadtest --transport`) and, for those that
 //! resume, the per-connection decoder that turns a stream into cursors and messages
-//! (issue 14's wire spec, `SPEC14` in the issue's notes):
+//! (the server's `src/http/resume.rs` writes these bytes):
 //!
 //! | transport | request | opening | message |
 //! |---|---|---|---|

@@ -120,3 +120,67 @@ fn requests_per_transport() {
     Transport::Ws.write_cursor_header(C3, &mut h);
     assert_eq!(h, b"Last-Event-ID: 00000000000000ab-3\r\n");
 }
+
+/// The server's own bytes (`http::resume`, after a head from `http::stream::head` plus
+/// `http::resume::head_lines`) decoded as a subscriber reads them: a response, split at
+/// every byte, through the chunk decoder and the transport's decoder.
+#[test]
+fn the_servers_own_streams_decode_at_every_split() {
+    use crate::history::Reason;
+    use crate::http::resume::{head_lines, message, opening};
+    use crate::http::stream::{head, Proto};
+    use crate::id::Id;
+    use crate::tools::loadtest::wire::chunk::{ChunkParser, Unit};
+
+    let id = Id::parse(b"7").unwrap();
+    for (t, proto) in [
+        (Transport::Sse, Proto::Sse),
+        (Transport::Raw, Proto::Raw),
+        (Transport::Ws, Proto::Ws),
+    ] {
+        let mut s = if t == Transport::Ws {
+            let mut h = Vec::new();
+            let key = crate::http::ws::accept_key(b"dGhlIHNhbXBsZSBub25jZQ==");
+            let mut extra = Vec::new();
+            head_lines(&mut extra, C3.as_bytes(), Some(false));
+            crate::http::ws::handshake(&mut h, &key, &extra);
+            h
+        } else {
+            let mut h = head(proto, false, b"", false);
+            h.truncate(h.len() - 2);
+            head_lines(&mut h, C3.as_bytes(), Some(false));
+            h.extend_from_slice(b"\r\n");
+            h
+        };
+        opening(
+            &mut s,
+            proto,
+            true,
+            C3.as_bytes(),
+            &[(&id, Reason::Expired)],
+        );
+        message(&mut s, proto, true, b"00000000000000ab-4", b"7:1:100");
+        message(&mut s, proto, true, b"00000000000000ab-5", b"");
+        let want = [
+            format!("open {C3} reset expired"),
+            "msg 00000000000000ab-4 7:1:100".into(),
+            "msg 00000000000000ab-5 ".into(),
+        ];
+        for a in 0..=s.len() {
+            let (mut p, mut partial, mut units) = (ChunkParser::new(), None, Vec::new());
+            for piece in [&s[..a], &s[a..]] {
+                p.feed_stream(piece, &mut partial, t.expect(), |u| match u {
+                    Unit::Head(h) => {
+                        assert!(ConnDecoder::for_head(t, h).is_some());
+                        assert_eq!(super::header(h, "comet-recovered"), Some(&b"false"[..]));
+                    }
+                    Unit::Data(d) => units.push(d.to_vec()),
+                    Unit::Ping => {}
+                })
+                .unwrap();
+            }
+            let units: Vec<&[u8]> = units.iter().map(Vec::as_slice).collect();
+            assert_eq!(events(t, &units).unwrap(), want, "{t:?} split at {a}");
+        }
+    }
+}
