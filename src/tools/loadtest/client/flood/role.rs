@@ -1,4 +1,4 @@
-//! The flood's half of the subscriber loop: every unit checked ([`Framing::check_unit`]),
+//! The flood's half of the subscriber loop: every unit checked ([`Framing::check_unit`](crate::tools::loadtest::wire::framing::Framing::check_unit)),
 //! heads and ends counted for the `Stats:` line and the result, churned subscribers picked
 //! and restarted ([`FloodConfig::churn_per_min`]).
 
