@@ -16,6 +16,7 @@ use crate::config::Backend;
 use crate::tools::duration;
 use crate::tools::loadtest::client::million_worker::WorkerArgs;
 use crate::tools::loadtest::wire::framing::Framing;
+use crate::tools::loadtest::wire::resume::Transport;
 
 /// Options of `uring-comet loadtest`: with no subcommand, the main job's flags.
 #[derive(Args, Debug)]
@@ -156,10 +157,20 @@ pub struct MainArgs {
     /// deliveries apart.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub nodes: u16,
+    /// Subscriber transport: `test` (the seed's stream `/test/<id>`, no resume), `sse`
+    /// (`/sub/<id>` as server-sent events), `ws` (`/sub/<id>?cursors=1` over WebSocket) or
+    /// `raw` (`/sub/<id>?cursors=1`, chunked). The last three carry a cursor with every
+    /// message and check each id's messages in cursor order; a subscriber that comes back
+    /// (`--churn`, a cut slow reader) gives its last cursor back (`Last-Event-ID` for sse,
+    /// `last_event_id` for ws and raw) and must then get every message it missed: nothing
+    /// is excused. The report's `resumed:` line counts the resumes.
+    #[arg(long, value_enum, default_value_t = Transport::Test)]
+    pub transport: Transport,
     /// Subscriber churn: this percent of the subscribers a minute leave (alternately FIN and
     /// RST) and connect again under the same id, once all are up. Messages sent while a
-    /// subscriber was away (or answered under 500 ms before it left) are not counted as lost;
-    /// all others must arrive. At the end the server must be back to its baseline
+    /// subscriber was away (or answered under 500 ms before it left) are counted as excused,
+    /// and with `--transport test` not as lost; all others must arrive (with a resuming
+    /// `--transport`, every message must arrive). At the end the server must be back to its baseline
     /// (connections, ids, direct-descriptor slots, fds, no CLOSE_WAIT).
     #[arg(long, default_value_t = 0.0, value_name = "PERCENT_PER_MIN")]
     pub churn: f64,
@@ -169,7 +180,12 @@ pub struct MainArgs {
     /// how many slow readers it cut (`slow_consumers_closed` once their kernel buffers and
     /// `--max-pending-bytes` are full, `send_timeouts` after `--send-timeout`). With the
     /// kernel's send-buffer autotuning a reader absorbs MiBs first: give the server a
-    /// `--server-arg=--sndbuf=65536` to see the bound at work within seconds.
+    /// `--server-arg=--sndbuf=65536` to see the bound at work within seconds. With a
+    /// resuming `--transport` the readers are drained whenever `/stats` shows new cuts (once
+    /// the count holds still, at most 500 ms later), a cut reader comes back at once with
+    /// its last cursor, and at the end each must have every message answered `200` to it
+    /// (the `slow came back:` line); what a reader misses until it is back must fit in the
+    /// server's `--history`.
     #[arg(long, default_value_t = 0)]
     pub slow_readers: u64,
     /// Body bytes of each message to a slow reader.

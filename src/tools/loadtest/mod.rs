@@ -37,6 +37,7 @@ pub use jobs::friends::FriendsArgs;
 pub use jobs::million::MillionArgs;
 pub use jobs::soak::SoakArgs;
 pub use wire::framing::Framing;
+pub use wire::resume::Transport;
 
 use jobs::{cluster, compare, friends, halves, million, soak};
 
@@ -44,6 +45,9 @@ use jobs::{cluster, compare, friends, halves, million, soak};
 /// Fails (non-zero exit) if a message was lost or a bad chunk arrived.
 pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     match args.cmd {
+        None if args.main.nodes > 1 && args.main.transport != Transport::Test => {
+            anyhow::bail!("--transport other than test does not run with --nodes yet")
+        }
         None if args.main.nodes > 1 => cluster::run(args.main),
         None => soak::main_job(args.main),
         Some(LoadtestCmd::Flood(a)) => halves::flood(a),

@@ -36,6 +36,7 @@ use crate::tools::loadtest::report::Latency;
 use crate::tools::loadtest::wire::answer;
 use crate::tools::loadtest::wire::check::Bitmap;
 use crate::tools::loadtest::wire::framing::Framing;
+use crate::tools::loadtest::wire::resume::Transport;
 use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// The `/stats` keys read from each node after the run.
@@ -191,6 +192,7 @@ fn start_floods(a: &MainArgs, servers: &[ServerGuard], total: u64) -> Result<Flo
             seq_limit: total,
             source_addrs: a.source_addrs,
             framing: Framing::Seed,
+            transport: Transport::Test,
             latency_from_seq: 0,
             local_seqs: Some(seq0..seq0 + seqs),
             churn_per_min: 0.0,

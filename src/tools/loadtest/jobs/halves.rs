@@ -11,6 +11,7 @@ use crate::tools::loadtest::client::flood::{self, FloodConfig, FloodShared};
 use crate::tools::loadtest::client::msggen::{self, MsggenConfig, MsggenShared};
 use crate::tools::loadtest::host::{memlog, proc};
 use crate::tools::loadtest::report::Latency;
+use crate::tools::loadtest::wire::resume::Transport;
 use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// Sequence numbers at or above this are garbled when flood runs alone (it does not know how
@@ -54,6 +55,7 @@ pub(crate) fn flood(a: FloodArgs) -> Result<()> {
         seq_limit: FLOOD_SEQ_LIMIT,
         source_addrs: a.source_addrs,
         framing: a.stream,
+        transport: Transport::Test,
         latency_from_seq: 0,
         local_seqs: None,
         churn_per_min: 0.0,

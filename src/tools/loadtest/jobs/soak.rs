@@ -14,6 +14,7 @@ use clap::Args;
 use super::ck10;
 use crate::tools::duration::parse_duration;
 use crate::tools::loadtest::cli::{ConnectFlags, MainArgs, ServerFlags};
+use crate::tools::loadtest::wire::resume::Transport;
 use crate::tools::plot;
 
 /// Flags of `uring-comet loadtest soak`.
@@ -98,6 +99,7 @@ pub(crate) fn soak(a: SoakArgs) -> Result<()> {
         source_addrs: 0,
         seed: 1,
         nodes: 1,
+        transport: Transport::Test,
         churn: a.churn,
         slow_readers: 0,
         slow_msg_bytes: 0,

@@ -4,6 +4,9 @@
 use std::fmt::Write;
 
 use super::{json_str, Latency};
+use crate::tools::loadtest::client::flood::ResumeFigures;
+use crate::tools::loadtest::client::slow::ComebackFigures;
+use crate::tools::loadtest::wire::resume::Transport;
 
 /// Everything the main job measured.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +73,11 @@ pub(crate) struct Report {
     pub slow: Option<crate::tools::loadtest::client::slow::SlowFigures>,
     /// The server once every subscriber had left (`None` if it had exited).
     pub after_leave: Option<crate::tools::loadtest::client::churn::AfterLeave>,
+    /// With `--slow-readers` and a resuming `--transport`: what the readers that came back
+    /// got.
+    pub slow_back: Option<ComebackFigures>,
+    /// With a resuming `--transport`: the transport and what the resumes came to.
+    pub resumed: Option<(Transport, ResumeFigures)>,
 }
 
 impl Report {
@@ -86,6 +94,14 @@ impl Report {
                 .as_ref()
                 .is_none_or(|c| c.reconnected == c.churned)
             && self.slow.as_ref().is_none_or(|s| s.failed == 0)
+            && self
+                .resumed
+                .as_ref()
+                .is_none_or(|(_, r)| r.header_missing == 0)
+            && self
+                .slow_back
+                .as_ref()
+                .is_none_or(|b| b.bad == 0 && b.received == b.expected)
     }
 
     /// A number of the server's `/stats`, as text (`?` if it was not read).
@@ -144,12 +160,36 @@ impl Report {
                 .collect();
             let _ = writeln!(s, "server /stats:    {}", kv.join(" "));
         }
+        self.side_lines(&mut s);
+        if let Some(b) = &self.slow_back {
+            let _ = writeln!(s, "slow came back:   {}", slow_back_line(b));
+        }
+        if let Some(l) = &self.after_leave {
+            let _ = writeln!(s, "after leaving:    {}", l.line());
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "error:            {n}");
+        }
+        let _ = write!(
+            s,
+            "result:           {}",
+            if self.passed() { "PASS" } else { "FAIL" }
+        );
+        s
+    }
+
+    /// The text lines of the optional sections: churn, resumes, slow readers.
+    fn side_lines(&self, s: &mut String) {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         if let Some(c) = &self.churn {
             let _ = writeln!(
                 s,
                 "churn:            {}%/min: {} left and {} came back; {} messages sent around an absence (excused), {} of them received anyway",
                 c.per_min, c.churned, c.reconnected, c.excused, c.excused_received
             );
+        }
+        if let Some((t, r)) = &self.resumed {
+            let _ = writeln!(s, "resumed:          {}", resumed_line(*t, r));
         }
         if let Some(w) = &self.slow {
             let _ = writeln!(
@@ -164,18 +204,6 @@ impl Report {
                 self.stat("send_timeouts")
             );
         }
-        if let Some(l) = &self.after_leave {
-            let _ = writeln!(s, "after leaving:    {}", l.line());
-        }
-        for n in &self.notes {
-            let _ = writeln!(s, "error:            {n}");
-        }
-        let _ = write!(
-            s,
-            "result:           {}",
-            if self.passed() { "PASS" } else { "FAIL" }
-        );
-        s
     }
 
     /// The report as one JSON object on one line.
@@ -224,11 +252,25 @@ impl Report {
                 c.per_min, c.churned, c.reconnected, c.excused, c.excused_received
             );
         }
+        if let Some((t, r)) = &self.resumed {
+            let _ = write!(
+                s,
+                ",\"resumed\":{{\"transport\":\"{}\",\"reconnects\":{},\"recovered\":{},\"reset\":{},\"header_false\":{},\"header_missing\":{},\"replayed\":{},\"uncursored\":{}}}",
+                transport_name(*t), r.reconnects, r.recovered, r.reset, r.header_false, r.header_missing, r.replayed, r.uncursored
+            );
+        }
         if let Some(w) = &self.slow {
             let _ = write!(
                 s,
                 ",\"slow\":{{\"readers\":{},\"sent\":{},\"bytes\":{},\"failed\":{},\"server_rss_peak_bytes\":{}}}",
                 w.readers, w.sent, w.bytes, w.failed, w.server_rss_peak_bytes
+            );
+        }
+        if let Some(b) = &self.slow_back {
+            let _ = write!(
+                s,
+                ",\"slow_resumed\":{{\"readers\":{},\"cut\":{},\"resumed\":{},\"recovered\":{},\"reset\":{},\"header_false\":{},\"expected\":{},\"received\":{},\"bad\":{}}}",
+                b.readers, b.cut, b.resumed, b.recovered, b.reset, b.header_false, b.expected, b.received, b.bad
             );
         }
         if let Some(l) = &self.after_leave {
@@ -240,6 +282,39 @@ impl Report {
         }
         s
     }
+}
+
+/// The transport's flag value.
+fn transport_name(t: Transport) -> &'static str {
+    match t {
+        Transport::Test => "test",
+        Transport::Sse => "sse",
+        Transport::Ws => "ws",
+        Transport::Raw => "raw",
+    }
+}
+
+/// The text report's `resumed:` line.
+fn resumed_line(t: Transport, r: &ResumeFigures) -> String {
+    format!(
+        "{}: {} reconnects gave a cursor: {} recovered, {} reset (Comet-Recovered: false {}, missing {}); {} messages replayed (sent while away, received before the first live one); {} messages without a cursor",
+        transport_name(t),
+        r.reconnects,
+        r.recovered,
+        r.reset,
+        r.header_false,
+        r.header_missing,
+        r.replayed,
+        r.uncursored
+    )
+}
+
+/// The text report's `slow came back:` line.
+fn slow_back_line(b: &ComebackFigures) -> String {
+    format!(
+        "{} readers: {} cuts seen, {} came back with a cursor ({} recovered, {} reset; Comet-Recovered: false {}); {} of {} messages received in cursor order, {} bad",
+        b.readers, b.cut, b.resumed, b.recovered, b.reset, b.header_false, b.received, b.expected, b.bad
+    )
 }
 
 #[cfg(test)]

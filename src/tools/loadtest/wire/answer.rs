@@ -82,7 +82,7 @@ pub(crate) fn json_u64(body: &[u8], key: &str) -> Option<u64> {
 }
 
 /// Keys of `GET /stats` that the report shows.
-pub(crate) const STATS_KEYS: [&str; 8] = [
+pub(crate) const STATS_KEYS: [&str; 14] = [
     "connections",
     "rss_bytes",
     "messages_sent",
@@ -91,6 +91,12 @@ pub(crate) const STATS_KEYS: [&str; 8] = [
     "direct_slots_in_use",
     "slow_consumers_closed",
     "send_timeouts",
+    "history_ids",
+    "history_messages",
+    "history_bytes",
+    "history_evicted",
+    "recoveries",
+    "recoveries_failed",
 ];
 
 /// Fetches `GET /stats` from `addr` (at most 2 s) and returns the [`STATS_KEYS`] it has.

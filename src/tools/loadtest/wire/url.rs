@@ -64,12 +64,22 @@ impl UrlTemplate {
     /// Appends the request line and Host header for `id` (`METHOD PATH HTTP/1.1\r\nHost:
     /// ...\r\n`), leaving the head open for more headers.
     pub(crate) fn write_request_start(&self, out: &mut Vec<u8>, method: &str, id: u64) {
+        self.write_request_start_with(out, method, id, |_| {});
+    }
+
+    /// As [`write_request_start`](Self::write_request_start), with `query` appending more
+    /// of the request target after the template's path (e.g. `&last_event_id=...`).
+    pub(crate) fn write_request_start_with(
+        &self,
+        out: &mut Vec<u8>,
+        method: &str,
+        id: u64,
+        query: impl FnOnce(&mut Vec<u8>),
+    ) {
         // Writing to a Vec cannot fail.
-        let _ = write!(
-            out,
-            "{method} {}{id}{} HTTP/1.1\r\nHost: {}\r\n",
-            self.prefix, self.suffix, self.host
-        );
+        let _ = write!(out, "{method} {}{id}{}", self.prefix, self.suffix);
+        query(out);
+        let _ = write!(out, " HTTP/1.1\r\nHost: {}\r\n", self.host);
     }
 }
 
@@ -84,6 +94,13 @@ mod tests {
         let mut out = Vec::new();
         t.write_request_start(&mut out, "GET", 42);
         assert_eq!(out, b"GET /test/42 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n");
+        let t = UrlTemplate::parse("http://127.0.0.1:8000/sub/{id}?cursors=1").unwrap();
+        out.clear();
+        t.write_request_start_with(&mut out, "GET", 7, |q| q.extend_from_slice(b"&x=1"));
+        assert_eq!(
+            out,
+            b"GET /sub/7?cursors=1&x=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+        );
         let t = UrlTemplate::parse("http://127.0.0.1/a/{id}/b").unwrap();
         assert_eq!(t.addr.port(), 80);
         assert!(UrlTemplate::parse("https://127.0.0.1/{id}").is_err());

@@ -4,6 +4,9 @@
 //!
 //! - `role`: what the flood does in the loop: check each unit ([`Framing`], [`Checker`]),
 //!   count heads and ends, print `Stats:` every second, pick and restart churned subscribers.
+//! - `resume`: with a resuming [`Transport`] (the main job's `--transport sse|ws|raw`), each
+//!   connection's decoder and cursor, the cursor given back on a reconnect, the order check
+//!   by cursor offset, and what the resumes came to ([`ResumeFigures`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
@@ -14,9 +17,12 @@ use anyhow::Result;
 use super::subscriber::{self, LoopConfig};
 use crate::tools::loadtest::wire::check::Checker;
 use crate::tools::loadtest::wire::framing::Framing;
+use crate::tools::loadtest::wire::resume::Transport;
 use crate::tools::loadtest::wire::url::UrlTemplate;
+pub(crate) use resume::ResumeFigures;
 use role::FloodRole;
 
+mod resume;
 mod role;
 
 /// What a flood run does.
@@ -42,8 +48,12 @@ pub(crate) struct FloodConfig {
     /// Source addresses to spread over (127.0.0.1, .2, ...); 0: one per 12,000 connections
     /// when the target is IPv4 loopback, else the kernel's choice.
     pub(crate) source_addrs: u32,
-    /// How the streams carry messages (uring-comet's chunks, or another server's framing).
+    /// How the streams carry messages (uring-comet's chunks, or another server's framing);
+    /// used when `transport` is `test`.
     pub(crate) framing: Framing,
+    /// The main job's transport: `test` (the `framing` above, no resume) or a resuming one,
+    /// whose requests, heads and decoding it then decides (the URL must be its path).
+    pub(crate) transport: Transport,
     /// Only messages with a sequence number at least this are in the latency histogram.
     pub(crate) latency_from_seq: u64,
     /// `loadtest --nodes`: the seqs published through this flood's own node (latency is
@@ -105,6 +115,8 @@ pub(crate) struct FloodResult {
     pub(crate) churned: u64,
     /// Churn: of those, connected again.
     pub(crate) reconnected: u64,
+    /// With a resuming transport: what the resumes came to.
+    pub(crate) resume: Option<ResumeFigures>,
 }
 
 /// Runs the subscriber loop on this thread until the duration ends, `shared.stop` is set, or
@@ -112,8 +124,14 @@ pub(crate) struct FloodResult {
 pub(crate) fn run(cfg: FloodConfig, shared: Arc<FloodShared>) -> Result<FloodResult> {
     let lcfg = LoopConfig {
         url: cfg.url.clone(),
-        headers: cfg.framing.request_headers(),
-        expect: cfg.framing.expect(),
+        headers: match cfg.transport {
+            Transport::Test => cfg.framing.request_headers(),
+            t => t.headers(),
+        },
+        expect: match cfg.transport {
+            Transport::Test => cfg.framing.expect(),
+            t => t.expect(),
+        },
         count: cfg.count as usize,
         connect_rate: cfg.connect_rate,
         max_connecting: cfg.max_connecting,

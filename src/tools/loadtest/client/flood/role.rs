@@ -1,4 +1,4 @@
-//! The flood's half of the subscriber loop: every unit checked ([`Framing::check_unit`]),
+//! The flood's half of the subscriber loop: every unit checked ([`Framing::check_unit`](crate::tools::loadtest::wire::framing::Framing::check_unit)),
 //! heads and ends counted for the `Stats:` line and the result, churned subscribers picked
 //! and restarted ([`FloodConfig::churn_per_min`]).
 
@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::resume::Resume;
 use super::{FloodConfig, FloodResult, FloodShared, Gap};
 use crate::tools::loadtest::client::connect::{loopback_source, CONNS_PER_SOURCE};
 use crate::tools::loadtest::client::msggen::XorShift;
@@ -51,6 +52,8 @@ pub(super) struct FloodRole {
     notes: Vec<String>,
     shared: Arc<FloodShared>,
     churn: Churn,
+    /// With a resuming transport: decoders, cursors, figures.
+    resume: Option<Resume>,
     next_stats: Option<Instant>,
 }
 
@@ -66,6 +69,7 @@ impl FloodRole {
         checker.latency_from_seq = cfg.latency_from_seq;
         checker.local_seqs = cfg.local_seqs.clone();
         FloodRole {
+            resume: Resume::new(cfg.transport, cfg.count as usize),
             cfg,
             sources,
             checker,
@@ -89,6 +93,7 @@ impl FloodRole {
             gaps: self.churn.gaps,
             churned: self.churn.churned,
             reconnected: self.churn.reconnected,
+            resume: self.resume.map(|r| r.fig),
         }
     }
 
@@ -116,6 +121,9 @@ impl FloodRole {
             if turn.streaming(i) && !self.churn.open.contains_key(&(i as u32)) {
                 // Every other one with a RST, the rest with a FIN.
                 turn.restart(i, self.churn.gaps.len() % 2 == 1);
+                if let Some(r) = &mut self.resume {
+                    r.restarting(i);
+                }
                 self.churn.open.insert(i as u32, self.churn.gaps.len());
                 self.churn.gaps.push(Gap {
                     id: self.cfg.first_id + i as u64,
@@ -177,8 +185,23 @@ impl Role for FloodRole {
             .store(self.checker.received.count(), Relaxed);
     }
 
+    fn write_query(&self, i: usize, out: &mut Vec<u8>) {
+        if let Some(r) = &self.resume {
+            r.write_query(i, out);
+        }
+    }
+
+    fn write_headers(&self, i: usize, out: &mut Vec<u8>) {
+        if let Some(r) = &self.resume {
+            r.write_headers(i, out);
+        }
+    }
+
     fn on_unit(&mut self, i: usize, last_n: &mut u32, unit: Unit<'_>, now_us: u64) {
         let id = self.id(i);
+        if let Some(r) = &mut self.resume {
+            return r.on_unit(i, id, unit, now_us, &mut self.checker);
+        }
         match unit {
             Unit::Data(d) => self
                 .cfg
@@ -186,6 +209,7 @@ impl Role for FloodRole {
                 .check_unit(&mut self.checker, id, last_n, d, now_us),
             // A WebSocket ping: the server's heartbeat.
             Unit::Ping => self.checker.counts.heartbeats += 1,
+            Unit::Head(_) => {}
         }
     }
 

@@ -146,8 +146,12 @@ impl<R: Role> SubLoop<R> {
     fn send_request(&mut self, i: usize) -> io::Result<()> {
         self.req.clear();
         let id = self.role.id(i);
-        self.cfg.url.write_request_start(&mut self.req, "GET", id);
+        let role = &self.role;
+        self.cfg
+            .url
+            .write_request_start_with(&mut self.req, "GET", id, |q| role.write_query(i, q));
         self.req.extend_from_slice(self.cfg.headers.as_bytes());
+        self.role.write_headers(i, &mut self.req);
         self.req.extend_from_slice(b"\r\n");
         let c = &mut self.conns[i];
         let Some(stream) = c.stream.as_mut() else {

@@ -51,7 +51,13 @@ pub(crate) trait Role {
     /// One decoded unit (chunk, line, WebSocket frame or ping) of connection `i`, read at
     /// `now_us` (CLOCK_MONOTONIC microseconds).
     fn on_unit(&mut self, i: usize, per: &mut Self::Per, unit: Unit<'_>, now_us: u64);
-    /// Connection `i` got its response head at `now_us`.
+    /// Appends to connection `i`'s request target, after the URL template's path (a query
+    /// parameter such as `&last_event_id=...`); nothing by default.
+    fn write_query(&self, _i: usize, _out: &mut Vec<u8>) {}
+    /// Appends request header lines (each ending CRLF) for connection `i`, after
+    /// [`LoopConfig::headers`]; none by default.
+    fn write_headers(&self, _i: usize, _out: &mut Vec<u8>) {}
+    /// Connection `i` got its response head at `now_us` (after its [`Unit::Head`]).
     fn on_head(&mut self, i: usize, now_us: u64);
     /// Connection `i` ended (`head` says whether it had got its head), and why.
     fn on_end(&mut self, i: usize, head: bool, why: &End);

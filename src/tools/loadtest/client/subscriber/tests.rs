@@ -31,9 +31,17 @@ impl Role for Recorder {
         Duration::from_millis(10)
     }
     fn on_unit(&mut self, i: usize, per: &mut u32, unit: Unit<'_>, _: u64) {
-        *per += 1;
-        if let Unit::Data(d) = unit {
-            self.units.push((i, d.to_vec()));
+        match unit {
+            Unit::Data(d) => {
+                *per += 1;
+                self.units.push((i, d.to_vec()));
+            }
+            // The head comes first, once.
+            Unit::Head(h) => {
+                assert_eq!(*per, 0);
+                assert!(h.starts_with(b"HTTP/1.1 200 ") && h.ends_with(b"\r\n\r\n"));
+            }
+            Unit::Ping => {}
         }
     }
     fn on_head(&mut self, i: usize, _: u64) {

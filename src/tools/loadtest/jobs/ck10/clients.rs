@@ -1,7 +1,6 @@
 //! The main job's clients: the subscribers ([`Subscribers`], phase 2), the slow readers
 //! ([`SlowLoad`], phase 3), the publishers (phase 4) and the drain (phase 5).
 
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,7 +12,10 @@ use super::{say, PUBLISH_TAIL};
 use crate::tools::loadtest::cli::MainArgs;
 use crate::tools::loadtest::client::flood::{self, FloodConfig, FloodResult, FloodShared};
 use crate::tools::loadtest::client::msggen::{self, MsggenConfig, MsggenResult, MsggenShared};
-use crate::tools::loadtest::client::slow::{self, BlastConfig, SlowFigures};
+use crate::tools::loadtest::client::slow::comeback::{self, Watch, Watcher};
+use crate::tools::loadtest::client::slow::{
+    self, BlastConfig, ComebackFigures, SlowFigures, SlowReader,
+};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::wire::framing::Framing;
 use crate::tools::loadtest::wire::url::UrlTemplate;
@@ -37,7 +39,7 @@ impl Subscribers {
 pub(super) fn connect(a: &MainArgs, server: &mut ServerGuard, total: u64) -> Result<Subscribers> {
     let shared = Arc::new(FloodShared::default());
     let cfg = FloodConfig {
-        url: UrlTemplate::local(server.sub_addr, "/test/{id}")?,
+        url: UrlTemplate::local(server.sub_addr, a.transport.path())?,
         first_id: 1,
         count: a.connect.conns,
         connect_rate: a.connect.connect_rate,
@@ -48,6 +50,7 @@ pub(super) fn connect(a: &MainArgs, server: &mut ServerGuard, total: u64) -> Res
         seq_limit: total,
         source_addrs: a.source_addrs,
         framing: Framing::Seed,
+        transport: a.transport,
         latency_from_seq: 0,
         local_seqs: None,
         churn_per_min: a.churn,
@@ -97,31 +100,41 @@ pub(super) fn connect(a: &MainArgs, server: &mut ServerGuard, total: u64) -> Res
     })
 }
 
-/// The slow readers' sockets and their publisher (none without `--slow-readers`).
+/// The slow readers, their publisher, and with a resuming transport the watcher that
+/// brings them back after a cut (none without `--slow-readers`).
 pub(super) struct SlowLoad {
-    pub(super) socks: Vec<TcpStream>,
+    /// The readers nobody watches (`--transport test`); closed when dropped.
+    pub(super) readers: Vec<SlowReader>,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) blaster: Option<JoinHandle<Result<SlowFigures>>>,
+    /// With a resuming transport: the watcher, and what it watches.
+    watcher: Option<(Watcher, Watch)>,
 }
 
 impl SlowLoad {
-    /// Phase 3: opens the slow readers and starts their publisher.
+    /// Phase 3: opens the slow readers and starts their publisher (and their watcher).
     pub(super) fn start(a: &MainArgs, server: &ServerGuard) -> Result<SlowLoad> {
         let stop = Arc::new(AtomicBool::new(false));
         if a.slow_readers == 0 {
             return Ok(SlowLoad {
-                socks: Vec::new(),
+                readers: Vec::new(),
                 stop,
                 blaster: None,
+                watcher: None,
             });
         }
         let first_id = a.connect.conns + 1;
         say(&format!(
-            "opening {} slow readers (ids {first_id}..={}), which will not read",
+            "opening {} slow readers (ids {first_id}..={}), which will not read{}",
             a.slow_readers,
-            a.connect.conns + a.slow_readers
+            a.connect.conns + a.slow_readers,
+            if a.transport.resumes() {
+                " until one is cut"
+            } else {
+                ""
+            }
         ));
-        let socks = slow::open(server.sub_addr, first_id, a.slow_readers)?;
+        let mut readers = slow::open(server.sub_addr, first_id, a.slow_readers, a.transport)?;
         let cfg = BlastConfig {
             publish: server.pub_addr,
             first_id,
@@ -130,15 +143,27 @@ impl SlowLoad {
             rate: a.slow_rate,
             server_pid: server.pid,
         };
+        let watcher = if a.transport.resumes() {
+            let w = Watch {
+                sub: server.sub_addr,
+                publish: server.pub_addr,
+                msg_bytes: a.slow_msg_bytes,
+            };
+            let readers = std::mem::take(&mut readers);
+            Some((comeback::spawn(readers, w, stop.clone())?, w))
+        } else {
+            None
+        };
         let blaster = Some(slow::spawn_blaster(cfg, stop.clone())?);
         Ok(SlowLoad {
-            socks,
+            readers,
             stop,
             blaster,
+            watcher,
         })
     }
 
-    /// Stops the slow readers' publisher; its figures, if it ran.
+    /// Stops the slow readers' publisher (and watcher); its figures, if it ran.
     pub(super) fn stop_publisher(&mut self) -> Option<Result<SlowFigures>> {
         self.stop.store(true, Relaxed);
         self.blaster.take().map(|h| {
@@ -146,6 +171,17 @@ impl SlowLoad {
                 .map_err(|_| anyhow!("the slow-reader publisher panicked"))
                 .and_then(|r| r)
         })
+    }
+
+    /// With a resuming transport, after [`stop_publisher`](Self::stop_publisher): reads each
+    /// reader until it has every message `sent` says was answered `200` to it, coming back
+    /// after a cut; then closes them. `None` without a watcher.
+    pub(super) fn come_back(&mut self, sent: Option<&SlowFigures>) -> Option<ComebackFigures> {
+        let (h, w) = self.watcher.take()?;
+        let (readers, fig) = h.join().ok()?;
+        say("reading the slow readers to the end, coming back after any cut");
+        let want = sent.map_or(&[][..], |f| &f.per_reader[..]);
+        Some(comeback::finish(readers, fig, want, w))
     }
 }
 

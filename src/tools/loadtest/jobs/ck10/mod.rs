@@ -7,8 +7,9 @@
 //! 3. **Slow readers** (`--slow-readers`): open them and start their publisher.
 //! 4. **Publish** `rate` messages/s for `duration` s.
 //! 5. **Drain**: wait (bounded) for every message answered `200` to arrive.
-//! 6. **End**: the server's last readings, every client stopped, the server back to baseline
-//!    (every subscriber has gone: it must come back to where it started).
+//! 6. **End**: the server's last readings; the subscribers stopped; with a resuming
+//!    transport the slow readers read to the end (coming back after a cut); every client
+//!    gone, the server back to baseline (it must come back to where it started).
 //! 7. **Report** (text or JSON); fail if anything was lost or arrived wrong.
 //!
 //! Here: [`run`] and the report; [`server`]: the server's readings (phases 1 and 6);
@@ -29,7 +30,7 @@ use crate::tools::loadtest::cli::MainArgs;
 use crate::tools::loadtest::client::churn::{self, AfterLeave, ChurnFigures};
 use crate::tools::loadtest::client::flood::FloodResult;
 use crate::tools::loadtest::client::msggen::MsggenResult;
-use crate::tools::loadtest::client::slow::SlowFigures;
+use crate::tools::loadtest::client::slow::{ComebackFigures, SlowFigures};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::{cpu_seconds, wait_rss_stable};
 use crate::tools::loadtest::report::main_job::Report;
@@ -81,7 +82,8 @@ pub(crate) fn run(a: MainArgs) -> Result<()> {
     let end = End::read(&mut server, cpu_publish_start);
     let connect_s = subs.connect_s;
     let fres = subs.stop()?;
-    drop(slow.socks);
+    let slow_back = slow.come_back(slow_fig.as_ref().and_then(|r| r.as_ref().ok()));
+    drop(slow.readers);
     mem_log.stop();
     let after_leave = (!end.server_exited).then(|| {
         AfterLeave::wait(
@@ -104,7 +106,7 @@ pub(crate) fn run(a: MainArgs) -> Result<()> {
         end,
         after_leave,
     };
-    let report = report(&a, figures, published, fres, slow_fig);
+    let report = report(&a, figures, published, fres, slow_fig, slow_back);
     finish(&report, a.json)
 }
 
@@ -155,6 +157,7 @@ fn report(
     published: MsggenResult,
     fres: FloodResult,
     slow_fig: Option<Result<SlowFigures>>,
+    slow_back: Option<ComebackFigures>,
 ) -> Report {
     let c = &fres.checker.counts;
     let mut notes: Vec<String> = fres.checker.notes.clone();
@@ -175,7 +178,11 @@ fn report(
         }
         None => None,
     };
-    let (lost, churn) = lost_and_churn(a.churn, &published, &fres);
+    let resumes = a.transport.resumes();
+    if let Some(b) = &slow_back {
+        notes.extend(b.notes.iter().cloned());
+    }
+    let (lost, churn) = lost_and_churn(a.churn, resumes, &published, &fres);
     Report {
         conns: fres.connected,
         closed: fres.closed,
@@ -208,24 +215,27 @@ fn report(
         churn,
         slow,
         after_leave: f.after_leave,
+        resumed: fres.resume.map(|r| (a.transport, r)),
+        slow_back,
     }
 }
 
-/// Messages lost: with churn, those not excused by a subscriber's absence (and the churn
-/// figures); without, every message answered `200` and not received.
+/// Messages lost: with churn and a transport that does not resume, those not excused by a
+/// subscriber's absence (and the churn figures); otherwise every message answered `200`
+/// and not received (a resume must get what was missed: nothing is excused).
 fn lost_and_churn(
     per_min: f64,
+    resumes: bool,
     published: &MsggenResult,
     fres: &FloodResult,
 ) -> (u64, Option<ChurnFigures>) {
+    let missing = published.ok_seqs.count_missing_from(&fres.checker.received);
     if per_min <= 0.0 {
-        return (
-            published.ok_seqs.count_missing_from(&fres.checker.received),
-            None,
-        );
+        return (missing, None);
     }
-    let (lost, excused, excused_received) =
+    let (unexcused, excused, excused_received) =
         churn::account(&published.sends, &fres.checker.received, &fres.gaps);
+    let lost = if resumes { missing } else { unexcused };
     let fig = ChurnFigures {
         per_min,
         churned: fres.churned,

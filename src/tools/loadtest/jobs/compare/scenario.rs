@@ -23,6 +23,7 @@ use crate::tools::loadtest::host::procmem::{KernelMem, ProcSet};
 use crate::tools::loadtest::report::compare::Row;
 use crate::tools::loadtest::report::Latency;
 use crate::tools::loadtest::wire::framing::Framing;
+use crate::tools::loadtest::wire::resume::Transport;
 use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// Longest wait for memory to settle at each reading.
@@ -132,6 +133,7 @@ fn open_idle(
         seq_limit: n + SEQ_SPAN,
         source_addrs: s.source_addrs,
         framing: t.framing,
+        transport: Transport::Test,
         latency_from_seq: n,
         local_seqs: None,
         churn_per_min: 0.0,

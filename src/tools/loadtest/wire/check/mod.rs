@@ -230,6 +230,32 @@ impl Checker {
         self.check_body(conn_id, msg, msg, now_us);
     }
 
+    /// Checks one message carried verbatim whose number on its stream is `n` (a cursor's
+    /// offset), where `due` was expected (the previous number + 1), received at `now_us` on
+    /// connection `conn_id`: the order check of [`check`](Self::check), then the body's.
+    pub(crate) fn check_numbered(
+        &mut self,
+        conn_id: u64,
+        due: u64,
+        n: u64,
+        msg: &[u8],
+        now_us: u64,
+    ) {
+        if n != due {
+            let what = format!("message #{n} where #{due} was due");
+            return self.out_of_order(conn_id, &what, msg);
+        }
+        self.check_message(conn_id, msg, now_us);
+    }
+
+    /// Counts a message that arrived out of order (not checked further, not received),
+    /// with `what` as its note.
+    pub(crate) fn out_of_order(&mut self, conn_id: u64, what: &str, msg: &[u8]) {
+        self.counts.chunks += 1;
+        self.counts.out_of_order += 1;
+        self.note(conn_id, what, msg);
+    }
+
     /// The checks on a message body; `chunk` is what an error note quotes.
     fn check_body(&mut self, conn_id: u64, msg: &[u8], chunk: &[u8], now_us: u64) {
         let Some((id, seq, t_us)) = parse_body(msg) else {
@@ -268,7 +294,8 @@ impl Checker {
         self.counts.ok += 1;
     }
 
-    fn note(&mut self, conn_id: u64, what: &str, chunk: &[u8]) {
+    /// Keeps `what` (quoting `chunk`) among the first few error notes.
+    pub(crate) fn note(&mut self, conn_id: u64, what: &str, chunk: &[u8]) {
         if self.notes.len() < MAX_ERROR_NOTES {
             let shown: String = String::from_utf8_lossy(chunk).chars().take(120).collect();
             self.notes.push(format!("id {conn_id}: {what}: {shown:?}"));

@@ -101,3 +101,17 @@ fn verbatim_messages_and_the_latency_window() {
     assert_eq!(c.latency_us.len(), 1);
     assert_eq!(c.latency_us.max(), 700);
 }
+
+#[test]
+fn numbered_messages_check_their_number_then_their_body() {
+    let mut c = Checker::new(true, 100);
+    c.check_numbered(5, 4, 4, body(5, 0, 1000).as_bytes(), 1500);
+    assert_eq!((c.counts.ok, c.counts.errors()), (1, 0));
+    // A gap: out of order, and the message is not taken as received.
+    c.check_numbered(5, 5, 7, body(5, 1, 1000).as_bytes(), 1500);
+    assert_eq!((c.counts.out_of_order, c.received.count()), (1, 1));
+    // The same message again under the right number: a duplicate.
+    c.check_numbered(5, 5, 5, body(5, 0, 1000).as_bytes(), 1500);
+    assert_eq!(c.counts.duplicates, 1);
+    assert_eq!(c.counts.chunks, 3);
+}

@@ -53,6 +53,10 @@ pub(crate) enum Unit<'a> {
     /// A WebSocket ping or pong frame (the server's heartbeat); its payload is skipped,
     /// never buffered.
     Ping,
+    /// The response head, once complete and accepted (status line to the blank line), for
+    /// a role that reads its headers (`Comet-Recovered`); handed over before any unit of
+    /// the body.
+    Head(&'a [u8]),
 }
 
 /// Why a stream could not be decoded.
@@ -207,7 +211,7 @@ impl ChunkParser {
         let mut i = 0;
         while i < input.len() {
             match self.state {
-                State::Head => i = self.feed_head(input, i, partial, expect)?,
+                State::Head => i = self.feed_head(input, i, partial, expect, &mut on_unit)?,
                 State::Line => {
                     i = self.feed_line(input, i, partial, &mut |l| on_unit(Unit::Data(l)))?
                 }
@@ -276,6 +280,7 @@ impl ChunkParser {
         mut i: usize,
         partial: &mut Option<Carry>,
         expect: Expect,
+        on_unit: &mut impl FnMut(Unit<'_>),
     ) -> Result<usize, StreamError> {
         let start = i;
         while i < input.len() && self.aux < 4 {
@@ -290,10 +295,16 @@ impl ChunkParser {
         if self.aux == 4 {
             self.state = match partial.take() {
                 // The whole head came in this read: check it in place.
-                None => head::check_head(&input[start..i], expect)?,
+                None => {
+                    let state = head::check_head(&input[start..i], expect)?;
+                    on_unit(Unit::Head(&input[start..i]));
+                    state
+                }
                 Some(mut buf) => {
                     buf.extend_from_slice(&input[start..i]);
-                    head::check_head(&buf, expect)?
+                    let state = head::check_head(&buf, expect)?;
+                    on_unit(Unit::Head(&buf));
+                    state
                 }
             };
             self.size = 0;

@@ -153,11 +153,10 @@ mod tests {
         let mut partial: Option<Carry> = None;
         let mut out = Vec::new();
         for piece in pieces {
-            let r = p.feed_stream(piece, &mut partial, Expect::WebSocket, |u| {
-                out.push(match u {
-                    Unit::Data(d) => Some(d.to_vec()),
-                    Unit::Ping => None,
-                })
+            let r = p.feed_stream(piece, &mut partial, Expect::WebSocket, |u| match u {
+                Unit::Data(d) => out.push(Some(d.to_vec())),
+                Unit::Ping => out.push(None),
+                Unit::Head(_) => {}
             });
             if r.is_err() {
                 return (out, r, p);

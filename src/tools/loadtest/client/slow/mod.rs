@@ -3,7 +3,11 @@
 //! messages while the normal subscribers get the usual test traffic. The server must cut each
 //! slow reader once its pending output passes `--max-pending-bytes` (counted in `/stats`
 //! `slow_consumers_closed`), keep its own memory bounded, and keep delivering on time to
-//! everyone else.
+//! everyone else. With a resuming `--transport` the cut readers come back with their cursor
+//! and must get every message sent to them ([`ComebackFigures`]).
+//!
+//! - `reader`: one slow reader's connection, its decoders and checks.
+//! - `comeback`: the watcher that brings cut readers back, and the final reading.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,6 +20,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::tools::loadtest::host::proc::rss_bytes;
 use crate::tools::loadtest::wire::answer::parse_answer;
+use crate::tools::loadtest::wire::resume::Transport;
+pub(crate) use reader::SlowReader;
+
+pub(crate) mod comeback;
+mod reader;
 
 /// What the slow-reader side did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,40 +38,55 @@ pub(crate) struct SlowFigures {
     pub(crate) failed: u64,
     /// Server RSS at its highest while they were being sent to (sampled every 100 ms), bytes.
     pub(crate) server_rss_peak_bytes: u64,
+    /// Messages answered `200`, by reader (`first_id + k` at `k`).
+    pub(crate) per_reader: Vec<u64>,
 }
 
-/// Opens `n` subscribers `GET /test/<id>` for ids `first_id..first_id + n`, reads each `200`
-/// head and returns the sockets, which nobody reads again. Errors: a connect, write or head
-/// that fails or takes over 5 s.
-pub(crate) fn open(sub: SocketAddr, first_id: u64, n: u64) -> Result<Vec<TcpStream>> {
-    let mut out = Vec::with_capacity(n as usize);
-    for id in first_id..first_id + n {
-        let mut s = TcpStream::connect_timeout(&sub, Duration::from_secs(5))
-            .with_context(|| format!("slow reader {id}: connect"))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET /test/{id} HTTP/1.1\r\nHost: {sub}\r\n\r\n")?;
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        // Byte by byte, so nothing after the head is consumed.
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut b) {
-                Ok(1) => head.push(b[0]),
-                Ok(_) => bail!("slow reader {id}: closed before its head"),
-                Err(e) => bail!("slow reader {id}: reading its head: {e}"),
-            }
-            if head.len() > 4096 {
-                bail!("slow reader {id}: head over 4 KiB");
-            }
+/// What the slow readers that came back got (a resuming `--transport`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ComebackFigures {
+    /// Slow readers.
+    pub(crate) readers: u64,
+    /// Ends of their streams seen before they had every message (the server cut them).
+    pub(crate) cut: u64,
+    /// Of those, connected again with a cursor.
+    pub(crate) resumed: u64,
+    /// Of those, answered recovered / with a reset in band.
+    pub(crate) recovered: u64,
+    pub(crate) reset: u64,
+    /// Of those, answered `Comet-Recovered: false` in the head.
+    pub(crate) header_false: u64,
+    /// Messages answered `200` to them, and of those received in cursor order.
+    pub(crate) expected: u64,
+    pub(crate) received: u64,
+    /// Messages out of cursor order or of the wrong length, and streams that could not be
+    /// decoded.
+    pub(crate) bad: u64,
+    /// The first few problems, described.
+    pub(crate) notes: Vec<String>,
+}
+
+impl ComebackFigures {
+    /// Keeps `what` about reader `id` among the first five notes.
+    pub(crate) fn note(&mut self, id: u64, what: &str) {
+        if self.notes.len() < 5 {
+            self.notes.push(format!("slow reader {id}: {what}"));
         }
-        if !head.starts_with(b"HTTP/1.1 200 ") {
-            bail!(
-                "slow reader {id}: {:?}",
-                String::from_utf8_lossy(&head[..head.len().min(40)])
-            );
-        }
-        out.push(s);
     }
-    Ok(out)
+}
+
+/// Opens `n` slow readers in `transport` (`GET /test/<id>` for `test`) for ids
+/// `first_id..first_id + n`, each with its head read; nobody reads them until the job says.
+/// Errors: a connect, write or head that fails or takes over 5 s.
+pub(crate) fn open(
+    sub: SocketAddr,
+    first_id: u64,
+    n: u64,
+    transport: Transport,
+) -> Result<Vec<SlowReader>> {
+    (first_id..first_id + n)
+        .map(|id| SlowReader::open(sub, id, transport))
+        .collect()
 }
 
 /// How the slow readers are sent to.
@@ -93,6 +117,7 @@ pub(crate) fn spawn_blaster(
 fn blast(cfg: BlastConfig, stop: &AtomicBool) -> Result<SlowFigures> {
     let mut fig = SlowFigures {
         readers: cfg.readers,
+        per_reader: vec![0; cfg.readers as usize],
         ..SlowFigures::default()
     };
     let mut s = TcpStream::connect(cfg.publish).context("slow blaster: connect")?;
@@ -118,7 +143,8 @@ fn blast(cfg: BlastConfig, stop: &AtomicBool) -> Result<SlowFigures> {
             std::thread::sleep((due - now).min(Duration::from_millis(50)));
             continue;
         }
-        let id = cfg.first_id + k % cfg.readers.max(1);
+        let reader = k % cfg.readers.max(1);
+        let id = cfg.first_id + reader;
         k += 1;
         req.clear();
         write!(
@@ -143,9 +169,13 @@ fn blast(cfg: BlastConfig, stop: &AtomicBool) -> Result<SlowFigures> {
         if answer.status == 200 {
             fig.sent += 1;
             fig.bytes += body.len() as u64;
+            fig.per_reader[reader as usize] += 1;
         } else {
             fig.failed += 1;
         }
     }
     Ok(fig)
 }
+
+#[cfg(test)]
+mod tests;
