@@ -147,6 +147,23 @@ fn sse_bad_last_event_id_gets_400() {
 }
 }
 
+/// `GET /sub/b11` as stream `kind` asks for it, with `Last-Event-ID: <lei>` if given.
+fn b11_request(kind: Kind, lei: Option<&[u8]>) -> Vec<u8> {
+    let mut req = b"GET /sub/b11 HTTP/1.1\r\nHost: x\r\n".to_vec();
+    if let Some(v) = lei {
+        req.extend_from_slice(b"Last-Event-ID: ");
+        req.extend_from_slice(v);
+        req.extend_from_slice(b"\r\n");
+    }
+    match kind {
+        Kind::Sse => req.extend_from_slice(SSE_HEADERS.as_bytes()),
+        Kind::Ws => req.extend_from_slice(ws_headers().as_bytes()),
+        _ => {}
+    }
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
 /// Reads the `400` a malformed cursor gets (`what` names it) and the close after it.
 fn expect_bad_cursor(c: &mut Client, what: &str) {
     let head = c.read_head();
@@ -208,17 +225,8 @@ fn b11_any_last_event_id_is_ignored() {
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
     let mut open: Vec<Stream> = Vec::new();
     for kind in [Kind::Sse, Kind::Raw, Kind::Ws] {
-        let mut extra = Vec::new();
-        match kind {
-            Kind::Sse => extra.extend_from_slice(SSE_HEADERS.as_bytes()),
-            Kind::Ws => extra.extend_from_slice(ws_headers().as_bytes()),
-            _ => {}
-        }
-        let mut req = b"GET /sub/b11 HTTP/1.1\r\nHost: x\r\n".to_vec();
-        req.extend_from_slice(&extra);
-        req.extend_from_slice(b"\r\n");
         let mut c = Client::connect(s);
-        c.send(&req);
+        c.send(&b11_request(kind, None));
         let head = c.read_head();
         match kind {
             Kind::Ws => check_ws_101(&head),
@@ -247,19 +255,8 @@ fn b11_any_last_event_id_is_ignored() {
     ];
     for v in &values {
         for kind in [Kind::Sse, Kind::Raw, Kind::Ws] {
-            let mut extra = b"Last-Event-ID: ".to_vec();
-            extra.extend_from_slice(v);
-            extra.extend_from_slice(b"\r\n");
-            match kind {
-                Kind::Sse => extra.extend_from_slice(SSE_HEADERS.as_bytes()),
-                Kind::Ws => extra.extend_from_slice(ws_headers().as_bytes()),
-                _ => {}
-            }
-            let mut req = b"GET /sub/b11 HTTP/1.1\r\nHost: x\r\n".to_vec();
-            req.extend_from_slice(&extra);
-            req.extend_from_slice(b"\r\n");
             let mut c = Client::connect(s);
-            c.send(&req);
+            c.send(&b11_request(kind, Some(v)));
             expect_bad_cursor(&mut c, &String::from_utf8_lossy(v));
         }
     }
