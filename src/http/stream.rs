@@ -10,8 +10,9 @@
 //!
 //! SSE follows the WHATWG HTML standard, "Server-sent events": CR, LF and CRLF all end a
 //! line, so a payload can neither end its event early nor inject `event:`, `id:` or `retry:`
-//! fields; an empty payload is `data: \n\n`. No `id:` is sent, so `Last-Event-ID` has nothing
-//! to resume from and is ignored. Over HTTP/1.1 every stream but WebSocket is in chunked
+//! fields; an empty payload is `data: \n\n`. These are the bytes with history off; with
+//! history on, a stream's opening and each message carry its cursor (`id:` on SSE; see
+//! [`super::resume`]). Over HTTP/1.1 every stream but WebSocket is in chunked
 //! transfer coding (RFC 9112 section 7.1) and no chunk is ever empty (an empty chunk ends the
 //! body); HTTP/1.0 clients get the same bytes unchunked, ended by close.
 
