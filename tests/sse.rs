@@ -148,7 +148,7 @@ fn sse_bad_last_event_id_gets_400() {
 }
 
 /// `GET /sub/b11` as stream `kind` asks for it, with `Last-Event-ID: <lei>` if given.
-fn b11_request(kind: Kind, lei: Option<&[u8]>) -> Vec<u8> {
+fn sub_b11_request(kind: Kind, lei: Option<&[u8]>) -> Vec<u8> {
     let mut req = b"GET /sub/b11 HTTP/1.1\r\nHost: x\r\n".to_vec();
     if let Some(v) = lei {
         req.extend_from_slice(b"Last-Event-ID: ");
@@ -226,7 +226,7 @@ fn b11_any_last_event_id_is_ignored() {
     let mut open: Vec<Stream> = Vec::new();
     for kind in [Kind::Sse, Kind::Raw, Kind::Ws] {
         let mut c = Client::connect(s);
-        c.send(&b11_request(kind, None));
+        c.send(&sub_b11_request(kind, None));
         let head = c.read_head();
         match kind {
             Kind::Ws => check_ws_101(&head),
@@ -256,7 +256,7 @@ fn b11_any_last_event_id_is_ignored() {
     for v in &values {
         for kind in [Kind::Sse, Kind::Raw, Kind::Ws] {
             let mut c = Client::connect(s);
-            c.send(&b11_request(kind, Some(v)));
+            c.send(&sub_b11_request(kind, Some(v)));
             expect_bad_cursor(&mut c, &String::from_utf8_lossy(v));
         }
     }
