@@ -85,6 +85,21 @@ pub(super) struct Plan {
 }
 
 impl Plan {
+    /// Calls `f` with each message to send first and the connection's cursor after it, in
+    /// order; returns the cursor after the last one (the starts if there is none).
+    fn walk(&self, mut f: impl FnMut(&[u8], &[u8])) -> Vec<u8> {
+        let mut pos = self.starts.clone();
+        let mut cursor = Vec::new();
+        write_cursor(&mut cursor, &pos);
+        for (k, o, m) in &self.msgs {
+            pos[*k].offset = *o;
+            cursor.clear();
+            write_cursor(&mut cursor, &pos);
+            f(&cursor, m);
+        }
+        cursor
+    }
+
     /// A plan for `req` with nothing decided yet.
     pub(super) fn new(req: SubRequest) -> Plan {
         let n = req.ids.len();
@@ -199,13 +214,11 @@ impl<D: Driver> Shard<D> {
         let mut out = Vec::new();
         if proto == Proto::Poll {
             let mut messages = Vec::new();
-            let mut pos = plan.starts.clone();
-            for (n, (k, o, m)) in plan.msgs.iter().enumerate() {
-                pos[*k].offset = *o;
-                cursor.clear();
-                write_cursor(&mut cursor, &pos);
-                resume::poll_message(&mut messages, n == 0, &cursor, m);
-            }
+            let mut first = true;
+            cursor = plan.walk(|cursor, m| {
+                resume::poll_message(&mut messages, first, cursor, m);
+                first = false;
+            });
             if plan.msgs.is_empty() && lost.is_empty() {
                 return self.hold_poll(i, given);
             }
@@ -231,13 +244,9 @@ impl<D: Driver> Shard<D> {
             if carries || !lost.is_empty() {
                 resume::opening(&mut out, proto, chunked, &cursor, &lost);
             }
-            let mut pos = plan.starts.clone();
-            for (k, o, m) in &plan.msgs {
-                pos[*k].offset = *o;
-                cursor.clear();
-                write_cursor(&mut cursor, &pos);
-                write_message(&mut out, proto, chunked, carries, &cursor, m);
-            }
+            plan.walk(|cursor, m| {
+                write_message(&mut out, proto, chunked, carries, cursor, m);
+            });
         }
         let a = self.ensure_aux(i);
         let aux = &mut self.aux[a];
@@ -251,20 +260,19 @@ impl<D: Driver> Shard<D> {
     pub(super) fn live_cursor(&self, i: u32, out: &mut Vec<u8>) {
         let h = self.conns[i].ids;
         let shards = self.mesh.shards();
-        let positions: Vec<Pos> = self
-            .router
-            .slots_of(&h)
-            .iter()
-            .map(|&s| {
-                let id = self.router.id_of(s);
-                if id.owner(shards) == self.me {
-                    self.resume.store.position(id)
-                } else {
-                    self.resume.remote.position(s, id)
-                }
-            })
-            .collect();
-        write_cursor(out, &positions);
+        // Written position by position: no list built per delivery.
+        for (n, &s) in self.router.slots_of(&h).iter().enumerate() {
+            let id = self.router.id_of(s);
+            let pos = if id.owner(shards) == self.me {
+                self.resume.store.position(id)
+            } else {
+                self.resume.remote.position(s, id)
+            };
+            if n > 0 {
+                out.push(b'.');
+            }
+            pos.write(out);
+        }
     }
 
     /// What delivering a message at `pos` to connection `i` (whose stream carries cursors)
