@@ -164,6 +164,28 @@ both_backends! {
         head.expect_status(405);
     }
 
+    /// A head that never completes (408 from the --head-timeout sweep) and a connection over
+    /// --max-conns (503) are counted, once each, in their families.
+    fn head_timeouts_and_rejections_are_counted() {
+        let mut cfg = local(1);
+        cfg.head_timeout_s = 1;
+        cfg.max_conns = 2;
+        // Scraped on --metrics-listen: its connections do not count against --max-conns.
+        cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        let srv = start_with(cfg);
+        let (s, m) = (srv.subscriber_addr(), srv.metrics_addr().unwrap());
+        let mut slow = Client::connect(s);
+        slow.send(b"GET /test/x HTTP/1.1\r\nHo");
+        let _stream = Subscriber::connect(s, "held");
+        // Two connections held: a third gets 503.
+        let over = Client::connect(s).read_head();
+        over.expect_status(503);
+        slow.read_head().expect_status(408);
+        let m = parse_strict(&metrics_text(m, None));
+        assert_eq!(sum(&m, "uring_comet_head_timeouts_total", &[]), 1.0);
+        assert_eq!(sum(&m, "uring_comet_rejected_at_capacity_total", &[]), 1.0);
+    }
+
     /// A real Prometheus (1 s scrape interval) scrapes the publish listener; a PromQL query
     /// over its HTTP API returns the number of messages published.
     fn prometheus_scrapes_the_published_count() {
