@@ -15,7 +15,8 @@ pub struct ServeArgs {
     /// Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Publish listener address (POST /send/<id>, GET /stats; with --friends also POST
+    /// Publish listener address (POST /send/<id>, GET /stats, GET /metrics, /healthz,
+    /// /readyz; with --friends also POST
     /// /publish/<user>, PUT|DELETE /friends/<a>/<b>). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub publish_listen: SocketAddr,
@@ -57,7 +58,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10)]
     pub head_timeout: u64,
     /// Bearer token publishers must send (`Authorization: Bearer TOKEN`) on every request
-    /// of the publish listener but the demo page (`/send`, `/stats`, `/publish`, `/friends`);
+    /// of the publish listener but the demo page and the probes `/healthz` and `/readyz`
+    /// (`/send`, `/stats`, `/metrics`, `/publish`, `/friends`);
     /// required when the publish listener is not on loopback. Also read from
     /// the environment variable `UC_PUBLISH_TOKEN`.
     #[arg(long, env = "UC_PUBLISH_TOKEN", hide_env_values = true)]
