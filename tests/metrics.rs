@@ -186,6 +186,15 @@ both_backends! {
         assert_eq!(sum(&m, "uring_comet_rejected_at_capacity_total", &[]), 1.0);
     }
 
+    /// --metrics-listen on an address already in use: the start fails, naming the flag.
+    fn metrics_listen_in_use_stops_the_start() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut cfg = local(1);
+        cfg.metrics_listen = Some(taken.local_addr().unwrap());
+        let e = start_error(cfg, "metrics-listen in use").to_string();
+        assert!(e.contains("--metrics-listen") && e.contains("in use"), "{e}");
+    }
+
     /// A real Prometheus (1 s scrape interval) scrapes the publish listener; a PromQL query
     /// over its HTTP API returns the number of messages published.
     fn prometheus_scrapes_the_published_count() {

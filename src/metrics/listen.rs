@@ -32,12 +32,17 @@ pub struct Sources {
     pub mesh: Arc<Mesh>,
 }
 
-/// Binds `addr` (port 0 picks a free port) and starts thread `metrics`, which serves it until
-/// the mesh shuts down. Returns the bound address. Errors: the bind (the address is in use,
-/// or not this host's), or the thread could not be spawned.
-pub fn spawn(addr: SocketAddr, src: Sources) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("--metrics-listen {addr}: {e}")))?;
+/// Binds `addr` (port 0 picks a free port), before the shards start, so that an address in
+/// use stops the start at once. Errors: the bind (the address is in use, or not this
+/// host's), named with the flag.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("--metrics-listen {addr}: {e}")))
+}
+
+/// Starts thread `metrics`, which serves `listener` until the mesh shuts down. Returns the
+/// bound address. Errors: the thread could not be spawned.
+pub fn spawn(listener: TcpListener, src: Sources) -> io::Result<SocketAddr> {
     let bound = listener.local_addr()?;
     // The accept loop wakes every 200 ms to see whether the server stopped.
     listener.set_nonblocking(true)?;

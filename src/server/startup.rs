@@ -107,14 +107,17 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     let friends = load_friends(&cfg, &stats)?;
     let seeds = seeds(subs, pubs, friends, cfg.cpu_affinity);
     let (ready, ready_rx) = mpsc::channel::<io::Result<()>>();
-    let metrics_src = cfg.metrics_listen.map(|a| {
-        let src = crate::metrics::listen::Sources {
-            stats: stats.clone(),
-            cluster: cluster.clone(),
-            mesh: mesh.clone(),
-        };
-        (a, src)
-    });
+    let metrics_src = match cfg.metrics_listen {
+        Some(a) => Some((
+            crate::metrics::listen::bind(a)?,
+            crate::metrics::listen::Sources {
+                stats: stats.clone(),
+                cluster: cluster.clone(),
+                mesh: mesh.clone(),
+            },
+        )),
+        None => None,
+    };
     let shared = Shared {
         cfg: Arc::new(cfg),
         mesh: mesh.clone(),
@@ -135,8 +138,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
         metrics: None,
     };
     wait_ready(&ready_rx, n, backend)?;
-    if let Some((addr, src)) = metrics_src {
-        handle.metrics = Some(crate::metrics::listen::spawn(addr, src)?);
+    if let Some((listener, src)) = metrics_src {
+        handle.metrics = Some(crate::metrics::listen::spawn(listener, src)?);
     }
     if let Some(c) = &cluster {
         wait_cluster_up(c);
