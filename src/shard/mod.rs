@@ -17,6 +17,7 @@
 //! 14. `resume.rs`: history (`--history`): numbering, the resume verdict and replay, polls;
 //!     `replay.rs`: the same for ids another shard owns (`Replay`/`Replayed`); `poll.rs`:
 //!     held polls and their timeout.
+//! 15. `probes.rs`: the operations endpoints (`/metrics`, `/healthz`, `/readyz`).
 //!
 //! `tests/` (test builds only) drives the shard in memory on the fake driver
 //! (`driver/fake.rs`), through its public API.
@@ -54,6 +55,7 @@ mod input;
 mod output;
 mod placement;
 mod poll;
+mod probes;
 mod publish;
 mod replay;
 mod replies;
@@ -106,6 +108,8 @@ pub struct Shard<D: Driver> {
     cluster: cluster::ClusterState,
     /// Stage 14: the history of the ids this shard owns, held polls.
     resume: resume::Resumes,
+    /// `/metrics`, `/healthz`, `/readyz`: what they read besides the counters.
+    probes: probes::Probes,
 }
 
 impl<D: Driver> Shard<D> {
@@ -145,6 +149,7 @@ impl<D: Driver> Shard<D> {
             friends: friends::Friends::default(),
             cluster: cluster::ClusterState::default(),
             resume: resume::Resumes::new(&cfg),
+            probes: probes::Probes::default(),
             mesh,
             stats,
             cfg,
