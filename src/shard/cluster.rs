@@ -11,9 +11,11 @@ use super::output::Ev;
 use super::Shard;
 use crate::cluster::history::Fetch;
 use crate::cluster::{wire::Kind, Cluster};
+use crate::conn::{Flags, State};
 use crate::driver::Driver;
 use crate::history::{Pos, Reason, Start};
 use crate::http::response::{self, Forward};
+use crate::http::stream::{self, Proto, CURSORS};
 use crate::http::Status;
 use crate::id::Id;
 use crate::mesh::{Msg, ReplyTo};
@@ -170,10 +172,47 @@ impl<D: Driver> Shard<D> {
         let (local, forwarded) = self.router.route(&mut self.outbox, &id, &msg, pos, reply);
         let mut n = 0;
         if let Some(s) = local {
-            self.resume.remote.track(s, &id, pos);
+            self.sequenced_seen(s, &id, pos);
             n = self.deliver_slot(s, Ev::Plain { msg: &msg, pos });
         }
         self.reply(reply, n, Some(forwarded));
+    }
+
+    /// Cluster mode: the message at `pos` of `id` (router slot `s`) is about to be delivered
+    /// here. If it comes more than one offset after the last one this shard saw (the node's
+    /// pub/sub connection to Redis dropped meanwhile, and came back), the slot's live streams
+    /// that carry cursors end cleanly now, before it: each resumes from its cursor and gets
+    /// the messages in between from Redis, rather than skipping them unaware.
+    pub(super) fn sequenced_seen(&mut self, s: u32, id: &Id, pos: Pos) {
+        let prev = self.resume.remote.track_forward(s, id, pos);
+        if prev.epoch != pos.epoch || prev.offset == 0 || pos.offset <= prev.offset + 1 {
+            return;
+        }
+        let cut: Vec<u32> = (self.router.subscribers(s).iter().copied())
+            .filter(|&c| {
+                let c = &self.conns[c];
+                c.proto & CURSORS != 0 && c.state == State::SubStream
+            })
+            .collect();
+        tracing::debug!(shard = self.me, %id, from = prev.offset, to = pos.offset, streams = cut.len(), "cluster: gap in an id's messages; its cursor streams end to resume");
+        for c in cut {
+            self.end_to_resume(c);
+        }
+    }
+
+    /// Ends stream `i` after what it has queued (all before the gap): a poll is answered,
+    /// a stream gets its proper end (WebSocket close 1013, try again later).
+    fn end_to_resume(&mut self, i: u32) {
+        let c = self.conns[i];
+        let (proto, chunked) = (Proto::from_u8(c.proto), c.flags.contains(Flags::CHUNKED));
+        if proto == Proto::Poll {
+            return self.answer_poll_timeout(i);
+        }
+        let a = self.ensure_aux(i);
+        let buf = self.aux[a].queue(c.flags.contains(Flags::SENDING));
+        stream::end(buf, proto, chunked, 1013);
+        self.conns[i].state = State::Finishing;
+        self.try_send(i);
     }
 
     /// Asks Redis (through the agent) where id `k` of connection `conn` on shard `from`

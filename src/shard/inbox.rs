@@ -52,7 +52,9 @@ impl<D: Driver> Shard<D> {
                 reply,
             } => {
                 let n = self.router.lookup(&id).map_or(0, |s| {
-                    if self.resume.store.enabled() {
+                    if self.sequenced() {
+                        self.sequenced_seen(s, &id, pos);
+                    } else if self.resume.store.enabled() {
                         self.resume.remote.track(s, &id, pos);
                     }
                     // A stream under this one id lives on its owner: only connections under

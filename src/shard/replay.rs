@@ -64,6 +64,17 @@ impl Remote {
         }
     }
 
+    /// Records `pos` as the last position of `id` in router slot `s` unless it is behind the
+    /// one recorded (same epoch): in cluster mode, answers and pub/sub messages from Redis
+    /// may cross. Returns the position recorded before.
+    pub(super) fn track_forward(&mut self, s: u32, id: &Id, pos: Pos) -> Pos {
+        let prev = self.position(s, id);
+        if prev.epoch != pos.epoch || pos.offset > prev.offset {
+            self.track(s, id, pos);
+        }
+        prev
+    }
+
     /// Whether any connection has a floor (cluster mode, just resumed).
     #[inline]
     pub(super) fn has_floors(&self) -> bool {
@@ -209,7 +220,7 @@ impl<D: Driver> Shard<D> {
         };
         let id = p.plan.req.ids[k].clone();
         if let Some(s) = self.router.lookup(&id) {
-            self.resume.remote.track(s, &id, last);
+            self.resume.remote.track_forward(s, &id, last);
         }
         self.release_wait(conn);
     }
