@@ -65,6 +65,8 @@ pub enum Msg {
         msg: Bytes,
         /// Where the owner's `Replied` goes.
         reply: ReplyTo,
+        /// When the publish was parsed (ms, the process-wide turn clock).
+        at: u32,
     },
     /// Deliver to the local connections under `id`, sent by the owner to a holder.
     Deliver {
@@ -76,6 +78,8 @@ pub enum Msg {
         pos: Pos,
         /// Where the holder's `Replied` goes.
         reply: ReplyTo,
+        /// When the publish was parsed (ms, the process-wide turn clock).
+        at: u32,
     },
     /// A connection on shard `from` resumes `id` (its `k`th id) from `start`; sent to the
     /// owner after the holder's `Join`, so every message after the owner's answer reaches

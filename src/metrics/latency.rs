@@ -54,17 +54,22 @@ pub struct Stamps {
 }
 
 impl Stamps {
-    /// A message was queued at `now_ms`, behind a send in flight (`sending`: into `next`) or
-    /// not (into `out`).
+    /// A message published at `at_ms` was queued at `now_ms` (both on the process-wide
+    /// turn clock; an `at_ms` ahead of `now_ms`, another shard's later turn, counts as now),
+    /// behind a send in flight (`sending`: into `next`) or not (into `out`).
     #[inline]
-    pub fn queued(&mut self, sending: bool, now_ms: u32) {
+    pub fn queued(&mut self, sending: bool, now_ms: u32, at_ms: u32) {
         let b = if sending {
             &mut self.next
         } else {
             &mut self.out
         };
         if b.1 == 0 {
-            b.0 = now_ms;
+            b.0 = if now_ms.wrapping_sub(at_ms) < 1 << 31 {
+                at_ms
+            } else {
+                now_ms
+            };
         }
         b.1 += 1;
     }
@@ -145,13 +150,16 @@ mod tests {
     #[test]
     fn a_batch_counts_its_messages_at_its_first_ones_age() {
         let mut st = Stamps::default();
-        st.queued(false, 10);
-        st.queued(true, 12);
-        st.queued(true, 15);
-        assert_eq!(st.sent(14), Some((4, 1)));
-        assert_eq!(st.sent(20), Some((8, 2))); // next became out: first queued at 12
+        st.queued(false, 10, 9); // published at 9, queued at 10
+        st.queued(true, 12, 12);
+        st.queued(true, 15, 15);
+        assert_eq!(st.sent(14), Some((5, 1)));
+        assert_eq!(st.sent(20), Some((8, 2))); // next became out: first published at 12
         assert_eq!(st.sent(30), None);
-        st.queued(true, 1);
+        // A publish stamped by a shard whose turn began later counts from the queueing.
+        st.queued(false, 40, 41);
+        assert_eq!(st.sent(42), Some((2, 1)));
+        st.queued(true, 1, 1);
         st.drop_next();
         st.sent(2);
         assert_eq!(st.sent(3), None);

@@ -3,9 +3,8 @@
 //!
 //! This is the seed's router API split across shards: `login(id, conn)` and `logout(conn)`
 //! are [`Router::login`] and [`Router::logout`]; `send(id, msg)` is [`Router::route`] on the
-//! owner plus [`Router::subscribers`] on each holder. Cross-core effects are appended to
-//! the [`Outbox`] the shard hands to each call, for the shard to push as batches; the
-//! protocol is in [`crate::mesh`].
+//! owner plus [`Router::subscribers`] on each holder. Cross-core effects go to the
+//! [`Outbox`] each call is given, pushed as batches; the protocol is in [`crate::mesh`].
 //!
 //! # Memory layout
 //! Ids live once, in a slab of 32-byte `Slot`s; a `hashbrown::HashTable<u32>` indexes the
@@ -360,10 +359,9 @@ impl Router {
         Some(s)
     }
 
-    /// Owner side of `send(id, msg)` at `pos`: forwards `Deliver` to every other holder (into `out`)
-    /// and returns
-    /// the local slot to deliver to (if this shard holds connections under `id`) and the
-    /// number of shards forwarded to.
+    /// Owner side of `send(id, msg)` at `pos`, published at `at` (ms, the turn clock):
+    /// forwards `Deliver` to every other holder (into `out`); returns the local slot to
+    /// deliver to (if this shard holds connections under `id`) and the shards forwarded to.
     pub fn route(
         &mut self,
         out: &mut Outbox,
@@ -371,6 +369,7 @@ impl Router {
         msg: &Bytes,
         pos: Pos,
         reply: ReplyTo,
+        at: u32,
     ) -> (Option<u32>, u16) {
         let Some(s) = self.lookup(id) else {
             return (None, 0);
@@ -386,6 +385,7 @@ impl Router {
                         msg: msg.clone(),
                         pos,
                         reply,
+                        at,
                     },
                 );
                 forwarded += 1;

@@ -58,6 +58,7 @@ fn remote_owner_join_ack_leave() {
         &Bytes::from_static(b"x"),
         Pos::default(),
         ReplyTo { shard: 1, token: 9 },
+        0,
     );
     assert_eq!((local, fwd), (None, 1));
     assert!(matches!(to_holder.pop(0), Some(Msg::Deliver { .. })));
@@ -75,7 +76,8 @@ fn remote_owner_join_ack_leave() {
             &id,
             &Bytes::new(),
             Pos::default(),
-            ReplyTo { shard: 1, token: 1 }
+            ReplyTo { shard: 1, token: 1 },
+            0,
         ),
         (None, 0)
     );

@@ -125,11 +125,11 @@ impl<D: Driver> Shard<D> {
     /// here and on the other shards holding `id`, no reply.
     pub(super) fn on_remote(&mut self, id: Id, msg: Bytes) {
         let pos = self.keep(&id, &msg);
-        let (local, _) = self
-            .router
-            .route(&mut self.outbox, &id, &msg, pos, ReplyTo::NOBODY);
+        // Another node's message: its latency here counts from its arrival.
+        let at = self.lp.now_ms();
+        let (local, _) = (self.router).route(&mut self.outbox, &id, &msg, pos, ReplyTo::NOBODY, at);
         if let Some(s) = local {
-            let ev = Ev::Plain { msg: &msg, pos };
+            let ev = Ev::Plain { msg: &msg, pos, at };
             self.deliver_slot(s, ev);
         }
     }
@@ -169,11 +169,12 @@ impl<D: Driver> Shard<D> {
     /// `RemoteAt`: a message Redis numbered `pos` for `id` (owned here): delivered here and
     /// on the other shards holding `id`; `reply` gets the count if this node published it.
     pub(super) fn on_remote_at(&mut self, id: Id, msg: Bytes, pos: Pos, reply: ReplyTo) {
-        let (local, forwarded) = self.router.route(&mut self.outbox, &id, &msg, pos, reply);
+        let at = self.lp.now_ms();
+        let (local, forwarded) = (self.router).route(&mut self.outbox, &id, &msg, pos, reply, at);
         let mut n = 0;
         if let Some(s) = local {
             self.sequenced_seen(s, &id, pos);
-            n = self.deliver_slot(s, Ev::Plain { msg: &msg, pos });
+            n = self.deliver_slot(s, Ev::Plain { msg: &msg, pos, at });
         }
         self.reply(reply, n, Some(forwarded));
     }

@@ -14,14 +14,21 @@ use crate::driver::{Completion, Driver};
 /// injection for tests of the panic path; unset in production).
 pub const PANIC_ENV: &str = "URING_COMET_TEST_PANIC_SHARD";
 
+/// The process-wide start of every shard's millisecond clock (taken by the first shard).
+fn clock_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 /// The loop's clock, completion buffer and stop state.
 pub(super) struct Loop {
     /// Completions reaped this turn (kept, so its capacity is reused).
     cqes: Vec<Completion>,
-    /// The start of the millisecond clock.
+    /// The start of the millisecond clock: the same instant on every shard of the process
+    /// ([`clock_start`]), so a stamp taken on one shard means the same on another.
     epoch: Instant,
     /// Milliseconds since `epoch`, read once per turn (wrapping): dates the start of each
-    /// subscriber's send batch.
+    /// subscriber's send batch and a publish's parse (`uring_comet_publish_to_send_seconds`).
     now_ms: u32,
     /// Shutdown was asked: no more accepts; the shard finishes once its connections are gone.
     stopping: bool,
@@ -34,7 +41,7 @@ impl Loop {
     pub(super) fn new(me: usize) -> Loop {
         Loop {
             cqes: Vec::with_capacity(1024),
-            epoch: Instant::now(),
+            epoch: clock_start(),
             now_ms: 0,
             stopping: false,
             inject_panic: std::env::var(PANIC_ENV)

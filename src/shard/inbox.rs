@@ -44,12 +44,13 @@ impl<D: Driver> Shard<D> {
                 self.router.on_leave(&id, from as usize);
                 self.sync_ids_gauge();
             }
-            Msg::Route { id, msg, reply } => self.route(id, msg, reply),
+            Msg::Route { id, msg, reply, at } => self.route(id, msg, reply, at),
             Msg::Deliver {
                 id,
                 msg,
                 pos,
                 reply,
+                at,
             } => {
                 let n = self.router.lookup(&id).map_or(0, |s| {
                     if self.sequenced() {
@@ -59,7 +60,7 @@ impl<D: Driver> Shard<D> {
                     }
                     // A stream under this one id lives on its owner: only connections under
                     // several ids (whole cursors) get it here.
-                    let ev = Ev::Plain { msg: &msg, pos };
+                    let ev = Ev::Plain { msg: &msg, pos, at };
                     self.deliver_slot(s, ev)
                 });
                 self.reply(reply, n, None);

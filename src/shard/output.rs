@@ -121,6 +121,9 @@ pub(super) enum Ev<'a> {
         msg: &'a [u8],
         /// `<epoch>-<offset>` of this message.
         pos: Pos,
+        /// When its publish was parsed (ms, the process-wide turn clock: `Shard::now_ms`),
+        /// for `uring_comet_publish_to_send_seconds`.
+        at: u32,
     },
     /// `POST /publish/<user>`: an event from a friend.
     Friend(&'a FriendEvent),
@@ -311,7 +314,12 @@ impl<D: Driver> Shard<D> {
             self.cut_clean(i);
             return false;
         }
-        aux.lat.queued(sending, now_ms);
+        let at = if let Ev::Plain { at, .. } = ev {
+            at
+        } else {
+            now_ms
+        };
+        aux.lat.queued(sending, now_ms, at);
         if !c.marks.contains(Marks::WS_HEAD) {
             c.msgs = c.msgs.wrapping_add(1);
         }
@@ -350,17 +358,6 @@ impl<D: Driver> Shard<D> {
             self.release_wait(c);
         }
         self.aux.fanout = fanout;
-    }
-
-    /// One less wait for connection `i`'s head; if none is left, it goes out.
-    pub(super) fn release_wait(&mut self, i: u32) {
-        let conn = &mut self.conns[i];
-        conn.waits = conn.waits.saturating_sub(1);
-        if conn.waits == 0 && conn.state == State::SubJoining {
-            conn.state = State::SubStream;
-            self.finish_remote(i);
-            self.try_send(i);
-        }
     }
 
     /// Runs the heartbeat sweep if it is due at `now`.

@@ -204,18 +204,19 @@ impl<D: Driver> Shard<D> {
             token: t,
         };
         let owner = id.owner(self.mesh.shards());
+        let at = self.lp.now_ms();
         if owner == self.me {
-            self.route(id, msg, reply);
+            self.route(id, msg, reply, at);
         } else {
-            self.outbox.push(owner, Msg::Route { id, msg, reply });
+            self.outbox.push(owner, Msg::Route { id, msg, reply, at });
         }
     }
 
     /// Owner side of a publish (`Route`): local delivery, forwarding, and the first reply.
-    pub(super) fn route(&mut self, id: Id, msg: Bytes, reply: ReplyTo) {
+    pub(super) fn route(&mut self, id: Id, msg: Bytes, reply: ReplyTo, at: u32) {
         let pos = self.keep(&id, &msg);
-        let (local, forwarded) = self.router.route(&mut self.outbox, &id, &msg, pos, reply);
-        let ev = Ev::Plain { msg: &msg, pos };
+        let (local, forwarded) = (self.router).route(&mut self.outbox, &id, &msg, pos, reply, at);
+        let ev = Ev::Plain { msg: &msg, pos, at };
         let n = local.map_or(0, |s| self.deliver_slot(s, ev));
         self.reply(reply, n, Some(forwarded));
     }

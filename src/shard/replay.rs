@@ -13,6 +13,7 @@ use hashbrown::HashMap;
 use super::output::Ev;
 use super::resume::Plan;
 use super::Shard;
+use crate::conn::State;
 use crate::driver::Driver;
 use crate::history::{Pos, Start};
 use crate::http::request::SubRequest;
@@ -262,6 +263,17 @@ impl<D: Driver> Shard<D> {
             .msgs
             .push((k, pos.offset, Bytes::copy_from_slice(msg)));
         Some(true)
+    }
+
+    /// One less wait for connection `i`'s head; if none is left, it goes out.
+    pub(super) fn release_wait(&mut self, i: u32) {
+        let conn = &mut self.conns[i];
+        conn.waits = conn.waits.saturating_sub(1);
+        if conn.waits == 0 && conn.state == State::SubJoining {
+            conn.state = State::SubStream;
+            self.finish_remote(i);
+            self.try_send(i);
+        }
     }
 
     /// Connection `i` waits for nothing more: if it was resuming, its start is written.

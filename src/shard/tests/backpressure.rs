@@ -38,6 +38,7 @@ fn publish(h: &mut Harness, count: usize, len: usize) {
             id: id.clone(),
             msg: Bytes::from(vec![b'm'; len]),
             reply: ReplyTo::NOBODY,
+            at: 0,
         })
         .collect();
     h.mesh.push(0, batch);
