@@ -133,6 +133,8 @@ pub struct Mesh {
     sleeping: Vec<AtomicBool>,
     doorbell: Vec<Notify>,
     shutdown: AtomicBool,
+    /// SIGTERM's drain is under way: listeners closed, streams being ended, `/readyz` 503.
+    draining: AtomicBool,
 }
 
 impl Mesh {
@@ -143,6 +145,7 @@ impl Mesh {
             sleeping: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             doorbell: (0..shards).map(|_| Notify::new()).collect(),
             shutdown: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -204,5 +207,19 @@ impl Mesh {
     /// Whether shutdown was asked.
     pub fn is_shutdown(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Starts the drain (first SIGTERM): every shard stops accepting and ends its streams
+    /// over `--drain-period`; `/readyz` answers 503 from now on. Wakes every shard.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        for d in &self.doorbell {
+            d.notify_one();
+        }
+    }
+
+    /// Whether the drain has started (set once, never cleared).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 }

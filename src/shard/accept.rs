@@ -68,7 +68,7 @@ impl Accept {
 impl<D: Driver> Shard<D> {
     /// Arms each listener's multishot accept if it is not armed (unless paused or stopping).
     pub(super) fn arm_accepts(&mut self) {
-        if self.lp.stopping() {
+        if self.lp.stopping() || self.drain.started() {
             return;
         }
         if let Some(at) = self.accept.retry {
@@ -97,6 +97,18 @@ impl<D: Driver> Shard<D> {
                         .cancel_fd(fd.as_raw_fd(), token(OP_CANCEL, NONE));
                 }
             }
+        }
+    }
+
+    /// Takes both listeners out of their SO_REUSEPORT groups at once (the drain): on Linux
+    /// `shutdown(SHUT_RD)` on a listening socket stops it listening (tcp_disconnect), so new
+    /// connections go to the group's other members, and wakes its pending accept with an
+    /// error. Its queued connections are reset, or with `net.ipv4.tcp_migrate_req = 1`
+    /// handed to another member (kernel-tuning/). The fds stay open until the shard ends.
+    pub(super) fn shutdown_listeners(&mut self) {
+        for fd in self.accept.listeners.iter().flatten() {
+            // SAFETY: shutdown(2) on a listening socket this shard owns; no buffer involved.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RD) };
         }
     }
 
@@ -145,7 +157,7 @@ impl<D: Driver> Shard<D> {
     }
 
     fn accept_failed(&mut self, res: i32) {
-        if self.lp.stopping() || res == -libc::ECANCELED {
+        if self.lp.stopping() || self.drain.started() || res == -libc::ECANCELED {
             return;
         }
         // EMFILE, ENFILE, ENOMEM, ENOBUFS: the pending connection stays queued, so re-arming
