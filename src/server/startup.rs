@@ -33,6 +33,9 @@ pub struct ServerHandle {
     mesh: Arc<Mesh>,
     threads: Vec<JoinHandle<()>>,
     stats: Arc<[ShardStats]>,
+    /// Every shard's listeners (duplicated fds), so [`ServerHandle::begin_drain`] can take
+    /// them all out of their SO_REUSEPORT groups before it tells the shards.
+    listening: Vec<OwnedFd>,
 }
 
 impl ServerHandle {
@@ -61,6 +64,14 @@ impl ServerHandle {
     /// caller ends it with [`ServerHandle::shutdown`] once the period has passed or
     /// [`ServerHandle::drained`] says so.
     pub fn begin_drain(&self) {
+        // Every listener leaves its group first (see `shard/drain.rs`), so that a client
+        // the drain pushes away (a publisher whose connection it closes) can only reconnect
+        // to another member of the group, never to a shard of this process that has not
+        // seen the flag yet.
+        for fd in &self.listening {
+            // SAFETY: shutdown(2) on a listening socket we hold a duplicate of.
+            unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(fd), libc::SHUT_RD) };
+        }
         self.mesh.begin_drain();
     }
 
@@ -122,6 +133,11 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     let stats: Arc<[ShardStats]> = (0..n).map(|_| ShardStats::default()).collect();
     let friends = load_friends(&cfg, &stats)?;
     let all_stats = stats.clone();
+    let listening = subs
+        .iter()
+        .chain(&pubs)
+        .map(OwnedFd::try_clone)
+        .collect::<io::Result<Vec<_>>>()?;
     let seeds = seeds(subs, pubs, friends, cfg.cpu_affinity);
     let (ready, ready_rx) = mpsc::channel::<io::Result<()>>();
     let shared = Shared {
@@ -142,6 +158,7 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
         mesh,
         threads,
         stats: all_stats,
+        listening,
     };
     wait_ready(&ready_rx, n, backend)?;
     if let Some(c) = &cluster {

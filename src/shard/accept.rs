@@ -173,9 +173,10 @@ impl<D: Driver> Shard<D> {
     }
 
     /// Whether this shard takes socket `fd` (fresh from accept, or handed over): if it is
-    /// stopping or at its share of `--max-conns`, answers 503, closes `fd` and counts it.
+    /// stopping, draining or at its share of `--max-conns`, answers 503, closes `fd` and
+    /// counts it.
     pub(super) fn admit(&mut self, fd: RawFd) -> bool {
-        if self.lp.stopping() || self.conns.len() >= self.accept.max_conns {
+        if self.lp.stopping() || self.drain.started() || self.conns.len() >= self.accept.max_conns {
             ShardStats::add(&self.st().rejected, 1);
             refuse_unheld(fd, &self.accept.unavailable);
             return false;
