@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server: subscriber listener and publish listener, one shard per core.
-    Serve(uring_comet::config::ServeArgs),
+    Serve(Box<uring_comet::config::ServeArgs>),
     /// Load-test a server (by default: start one as a child process and run the seed's CK10 test).
     #[cfg(feature = "loadtest")]
     Loadtest(Box<uring_comet::tools::loadtest::LoadtestArgs>),
@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Serve(args) => uring_comet::server::serve_forever(args.into_config()?),
+        Cmd::Serve(args) => uring_comet::server::serve_forever((*args).into_config()?),
         #[cfg(feature = "loadtest")]
         Cmd::Loadtest(args) => uring_comet::tools::loadtest::run(*args),
         #[cfg(feature = "loadtest")]
