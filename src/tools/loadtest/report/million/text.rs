@@ -13,6 +13,9 @@ impl MillionReport {
         self.write_processes(&mut s);
         self.write_memory(&mut s);
         self.write_end(&mut s);
+        if let Some(d) = &self.drain {
+            s.push_str(&d.text());
+        }
         s
     }
 
