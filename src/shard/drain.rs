@@ -144,3 +144,22 @@ impl<D: Driver> Shard<D> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::due;
+
+    #[test]
+    fn the_pace_is_even_and_ends_on_time() {
+        // 1,000 streams over 10 s: 100 more every second, all at the end, none at the start.
+        assert_eq!(due(1_000, 0, 10_000), 0);
+        assert_eq!(due(1_000, 1_000, 10_000), 100);
+        assert_eq!(due(1_000, 5_500, 10_000), 550);
+        assert_eq!(due(1_000, 9_999, 10_000), 999);
+        assert_eq!(due(1_000, 10_000, 10_000), 1_000);
+        assert_eq!(due(1_000, 60_000, 10_000), 1_000);
+        // A period of 0 ends everything at once; no overflow at a million streams.
+        assert_eq!(due(7, 0, 0), 7);
+        assert_eq!(due(1_000_000, u64::MAX / 2, u64::MAX), 499_999);
+    }
+}

@@ -14,6 +14,9 @@ impl MillionReport {
         self.write_memory(&mut s);
         self.write_end(&mut s);
         if let Some(d) = &self.drain {
+            if !s.ends_with('\n') {
+                s.push('\n');
+            }
             s.push_str(&d.text());
         }
         s
