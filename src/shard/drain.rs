@@ -1,10 +1,13 @@
 //! Stage 10b, drain: SIGTERM's paced end of the streams (`--drain-period`).
 //!
-//! The server sets the mesh's `draining` flag ([`crate::mesh::Mesh::begin_drain`]); at its
-//! next turn each shard:
-//! 1. shuts its two listeners down (`shutdown(SHUT_RD)` on a listening socket takes it out
-//!    of its SO_REUSEPORT group at once, so new connections go to the other members: a
-//!    `--takeover` instance) and cancels their accepts; accepts are not re-armed;
+//! The server shuts every listener down (`shutdown(SHUT_RD)` on a listening socket takes
+//! it out of its SO_REUSEPORT group at once, so new connections go to the other members: a
+//! `--takeover` instance), then sets the mesh's `draining` flag
+//! ([`crate::mesh::Mesh::begin_drain`]); at its next turn each shard:
+//! 1. shuts its own two listeners down too (a no-op after the server did; it keeps the
+//!    shard right when driven without one) and cancels their accepts; accepts are not
+//!    re-armed, and a connection that still arrives (accepted just before, or handed over by
+//!    another shard) gets the 503 of a stopping shard;
 //! 2. closes its idle publisher connections, and the others once the replies they are owed
 //!    are written (a publisher reconnects, to the new instance if there is one, so the
 //!    drained subscribers find the messages published from then on where they reconnect);
