@@ -275,10 +275,10 @@ impl ServeArgs {
             head_timeout_s: self.head_timeout.max(1),
             publish_token: self.publish_token.filter(|t| !t.is_empty()),
             cluster: match self.cluster.filter(|u| !u.is_empty()) {
-                Some(url) => Some(crate::cluster::ClusterConfig::new(
-                    &url,
-                    self.cluster_buckets,
-                )?),
+                Some(url) => Some(
+                    crate::cluster::ClusterConfig::new(&url, self.cluster_buckets)?
+                        .with_history(self.history, self.history_ttl.as_millis() as u64),
+                ),
                 None => None,
             },
             friends: self.friends,

@@ -19,8 +19,9 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink};
 
+use super::sequencer::{self, Sequencer};
 use super::wire::{self, Kind};
-use super::{redact, Cluster};
+use super::{redact, Cluster, Forward};
 use crate::id::Id;
 use crate::mesh::Msg;
 
@@ -79,6 +80,7 @@ fn set_down(c: &Cluster) {
     }
     c.broadcast_ready();
     drop_queue(c);
+    sequencer::refuse(c, c.take_fetches());
 }
 
 fn drop_queue(c: &Cluster) {
@@ -117,6 +119,10 @@ async fn session(
     if let Err(e) = subscribe_wanted(c, &sink).await {
         return e;
     }
+    let mut seq = match Sequencer::load(c, &mut publ).await {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
     c.up.store(true, SeqCst);
     c.broadcast_ready();
     *backoff = BACKOFF_MIN;
@@ -132,6 +138,21 @@ async fn session(
             "cluster: connected to Redis {url}"
         ),
     }
+    let why = pump(c, &mut publ, &mut sink, &mut stream, &mut seq).await;
+    if let Some(s) = seq.as_mut() {
+        s.fail_all(c);
+    }
+    why
+}
+
+/// A session's loop, until an error ends it.
+async fn pump(
+    c: &Cluster,
+    publ: &mut MultiplexedConnection,
+    sink: &mut PubSubSink,
+    stream: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin),
+    seq: &mut Option<Sequencer>,
+) -> SessionError {
     let mut inbound = Inbound::new(c.mesh.shards());
     let mut last_heard = Instant::now();
     loop {
@@ -140,10 +161,10 @@ async fn session(
                 let Some(m) = m else {
                     return "pub/sub connection closed".to_string();
                 };
-                inbound.take(c, &m);
+                inbound.take(c, &m, seq);
                 // Everything already read goes in the same batches.
                 while let Some(Some(m)) = stream.next().now_or_never() {
-                    inbound.take(c, &m);
+                    inbound.take(c, &m, seq);
                 }
                 inbound.flush(c);
                 last_heard = Instant::now();
@@ -151,7 +172,7 @@ async fn session(
             _ = c.wake.notified() => {}
             _ = tokio::time::sleep(PING_EVERY) => {
                 if last_heard.elapsed() >= PING_EVERY {
-                    if let Err(e) = ping(&mut sink).await {
+                    if let Err(e) = ping(sink).await {
                         return e;
                     }
                     last_heard = Instant::now();
@@ -160,13 +181,37 @@ async fn session(
         }
         // Cleared before the queue is drained: a forward pushed after this wakes us again.
         c.woken.store(false, SeqCst);
-        if let Err(e) = subscribe_wanted(c, &sink).await {
+        if let Err(e) = subscribe_wanted(c, sink).await {
             return e;
         }
-        if let Err(e) = publish_queued(c, &mut publ).await {
+        if let Err(e) = publish_queued(c, publ, seq).await {
             return e;
+        }
+        if let Some(s) = seq {
+            if let Err(e) = answer_fetches(c, publ, sink, s).await {
+                return e;
+            }
         }
     }
+}
+
+/// Answers the queued resume reads, after subscribing the buckets they need (each was
+/// wanted before its read was queued): what is published after a read arrives live.
+async fn answer_fetches(
+    c: &Cluster,
+    publ: &mut MultiplexedConnection,
+    sink: &PubSubSink,
+    s: &Sequencer,
+) -> Result<(), SessionError> {
+    let fetches = c.take_fetches();
+    if fetches.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = subscribe_wanted(c, sink).await {
+        sequencer::refuse(c, fetches);
+        return Err(e);
+    }
+    s.answer(c, publ, fetches).await
 }
 
 async fn ping(sink: &mut PubSubSink) -> Result<(), SessionError> {
@@ -208,15 +253,24 @@ async fn subscribe_wanted(c: &Cluster, sink: &PubSubSink) -> Result<(), SessionE
 }
 
 /// Sends the queue as one pipeline: one PUBLISH per bucket channel (or per 512 KiB of it).
-async fn publish_queued(c: &Cluster, publ: &mut MultiplexedConnection) -> Result<(), SessionError> {
+async fn publish_queued(
+    c: &Cluster,
+    publ: &mut MultiplexedConnection,
+    seq: &mut Option<Sequencer>,
+) -> Result<(), SessionError> {
     loop {
         let mut payloads: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut numbered: HashMap<u32, Vec<Forward>> = HashMap::new();
         let mut full: Vec<(u32, Vec<u8>)> = Vec::new();
         let (mut taken, mut count) = (0usize, 0u64);
         while taken < MAX_BATCH {
             let Some(f) = c.pop() else { break };
             taken += f.msg.len() + wire::RECORD_OVERHEAD;
             count += 1;
+            if f.kind == Kind::Positioned {
+                numbered.entry(f.bucket).or_default().push(f);
+                continue;
+            }
             let p = payloads.entry(f.bucket).or_insert_with(|| {
                 let mut p = Vec::with_capacity(256);
                 wire::begin(&mut p, c.node);
@@ -235,8 +289,19 @@ async fn publish_queued(c: &Cluster, publ: &mut MultiplexedConnection) -> Result
         for (b, p) in full.into_iter().chain(payloads) {
             pipe.cmd("PUBLISH").arg(c.channel(b)).arg(p).ignore();
         }
-        match pipe.query_async::<()>(publ).await {
-            Ok(()) => {
+        // History on: Redis numbers, keeps and publishes these (shard/cluster.rs sends
+        // nothing positioned without a sequencer).
+        if let Some(s) = seq {
+            for (b, fs) in numbered {
+                s.add(&mut pipe, c, b, fs);
+            }
+        }
+        let answers = pipe.query_async::<Vec<redis::Value>>(publ).await;
+        if let Some(s) = seq {
+            s.returned(c, answers.as_deref().map_err(|_| ()));
+        }
+        match answers {
+            Ok(_) => {
                 c.stats.forwarded.fetch_add(count, Relaxed);
                 c.stats.batches.fetch_add(1, Relaxed);
             }
@@ -263,16 +328,28 @@ impl Inbound {
         }
     }
 
-    fn take(&mut self, c: &Cluster, m: &redis::Msg) {
+    fn take(&mut self, c: &Cluster, m: &redis::Msg, seq: &mut Option<Sequencer>) {
         let payload = Bytes::copy_from_slice(m.get_payload_bytes());
         let (node, records, err) = wire::decode(&payload);
-        if node == Some(c.node) {
-            c.stats.echoes.fetch_add(records.len() as u64, Relaxed);
-            return;
-        }
+        let mine = node == Some(c.node);
         let mut bad = u64::from(err.is_some());
         for r in records {
+            if mine && r.kind != Kind::Positioned {
+                c.stats.echoes.fetch_add(1, Relaxed);
+                continue;
+            }
             match (r.kind, Id::parse(&r.key)) {
+                (Kind::Positioned, Ok(id)) => {
+                    let owner = id.owner(self.out.len());
+                    let Some(((pos, tag), s)) = r.pos.zip(seq.as_mut()) else {
+                        bad += 1; // history off here: a node with other settings
+                        continue;
+                    };
+                    self.out[owner].push(s.record(mine, id, r.msg, pos, tag));
+                    if !mine {
+                        c.stats.received.fetch_add(1, Relaxed);
+                    }
+                }
                 (Kind::Send, Ok(id)) => {
                     let owner = id.owner(self.out.len());
                     self.out[owner].push(Msg::Remote { id, msg: r.msg });

@@ -14,6 +14,11 @@ pub struct ClusterConfig {
     /// The URL's database number: Redis pub/sub ignores databases, so it goes into the
     /// channel names instead (clusters on one Redis with different `/DB` never mix).
     pub db: i64,
+    /// `--history` (0: off): with history on, Redis numbers and keeps the messages
+    /// ([`super::history`]).
+    pub history_max: usize,
+    /// `--history-ttl`, ms.
+    pub history_ttl_ms: u64,
 }
 
 impl ClusterConfig {
@@ -33,7 +38,17 @@ impl ClusterConfig {
             url: url.to_string(),
             buckets,
             db: client.get_connection_info().redis_settings().db(),
+            history_max: 0,
+            history_ttl_ms: 0,
         })
+    }
+
+    /// The same settings with history kept in Redis: `max` messages per id (0: off), none
+    /// older than `ttl_ms`.
+    pub fn with_history(mut self, max: usize, ttl_ms: u64) -> ClusterConfig {
+        self.history_max = max;
+        self.history_ttl_ms = ttl_ms.max(1);
+        self
     }
 }
 

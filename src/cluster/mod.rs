@@ -51,6 +51,8 @@
 
 pub mod agent;
 mod config;
+pub mod history;
+mod sequencer;
 pub mod wire;
 
 pub use config::{redact, ClusterConfig, DEFAULT_BUCKETS};
@@ -80,6 +82,8 @@ pub struct Forward {
     pub key: Id,
     /// The message.
     pub msg: Bytes,
+    /// History on: where the publish's reply goes once Redis has numbered it.
+    pub reply: crate::mesh::ReplyTo,
 }
 
 /// Totals of the cluster, read by `GET /stats` (keys in [`Cluster::stats_json`]).
@@ -118,6 +122,8 @@ pub struct Cluster {
     /// Set when the agent has been woken and not yet drained the queue.
     woken: AtomicBool,
     wake: Notify,
+    /// History on: resume reads waiting for the agent.
+    fetches: SegQueue<history::Fetch>,
     /// Totals for /stats.
     pub stats: ClusterStats,
 }
@@ -137,6 +143,7 @@ impl Cluster {
             queued_bytes: AtomicUsize::new(0),
             woken: AtomicBool::new(false),
             wake: Notify::new(),
+            fetches: SegQueue::new(),
             stats: ClusterStats::default(),
             cfg,
         }
@@ -213,6 +220,16 @@ impl Cluster {
     /// Queues a message for the other nodes. Returns false (and counts a drop) if Redis is
     /// down or the queue is over [`QUEUE_LIMIT`].
     pub fn forward(&self, kind: wire::Kind, key: &Id, msg: &Bytes) -> bool {
+        self.push_forward(kind, key, msg, crate::mesh::ReplyTo::NOBODY)
+    }
+
+    fn push_forward(
+        &self,
+        kind: wire::Kind,
+        key: &Id,
+        msg: &Bytes,
+        reply: crate::mesh::ReplyTo,
+    ) -> bool {
         let len = msg.len() + wire::RECORD_OVERHEAD + 24;
         if !self.is_up() {
             self.stats.dropped.fetch_add(1, Relaxed);
@@ -225,12 +242,13 @@ impl Cluster {
         }
         self.queue.push(Forward {
             bucket: match kind {
-                wire::Kind::Send => self.bucket(key),
                 wire::Kind::Friends => self.friends_bucket(),
+                _ => self.bucket(key),
             },
             kind,
             key: key.clone(),
             msg: msg.clone(),
+            reply,
         });
         self.wake_agent();
         true

@@ -6,9 +6,15 @@
 //! "UC" 0x01            magic and version (3 bytes)
 //! node   u64 BE        the publishing node's random id (receivers drop their own echoes)
 //! then, repeated until the end:
-//!   kind  u8           1 = send (`POST /send/<id>`), 2 = friends event (`POST /publish/<user>`)
+//!   kind  u8           1 = send (`POST /send/<id>`), 2 = friends event (`POST /publish/<user>`),
+//!                      3 = send with its position (history on: written by Redis, see
+//!                      [`super::history`])
 //!   klen  u8           1..=128
 //!   key   klen bytes   the id (send) or the publishing user (friends event), as in the URL
+//!   (kind 3 only:)
+//!   epoch  u64 BE      the id's stream epoch
+//!   offset u64 BE      the message's offset in it
+//!   tag    u64 BE      the publishing node's tag of the publish (its reply waits for it)
 //!   mlen  u32 BE       at most 64 KiB (the publish listener's body limit)
 //!   msg   mlen bytes   the message, verbatim
 //! ```
@@ -36,6 +42,9 @@ pub enum Kind {
     /// A friends event from user `key`: every node fans it out to the local friends of `key`
     /// from its own copy of the graph (issue 7; carried, not yet acted on).
     Friends = 2,
+    /// A send numbered by Redis (history on in cluster mode): every node, the publishing
+    /// one too, delivers it at its position.
+    Positioned = 3,
 }
 
 impl Kind {
@@ -43,6 +52,7 @@ impl Kind {
         match b {
             1 => Some(Kind::Send),
             2 => Some(Kind::Friends),
+            3 => Some(Kind::Positioned),
             _ => None,
         }
     }
@@ -58,6 +68,8 @@ pub struct Record {
     pub key: Bytes,
     /// The message.
     pub msg: Bytes,
+    /// Kind 3: the message's position and the publishing node's tag.
+    pub pos: Option<(crate::history::Pos, u64)>,
 }
 
 /// Why a payload could not be (wholly) decoded.
@@ -123,7 +135,18 @@ fn record(p: &Bytes, at: usize) -> Result<(Record, usize), WireError> {
         return Err(WireError::BadRecord);
     }
     let key_at = at + 2;
-    let len_at = key_at + klen;
+    let mut len_at = key_at + klen;
+    let mut pos = None;
+    if kind == Kind::Positioned {
+        let p = p.get(len_at..len_at + 24).ok_or(WireError::BadRecord)?;
+        let word = |i: usize| u64::from_be_bytes(p[i..i + 8].try_into().unwrap_or([0; 8]));
+        let at = crate::history::Pos {
+            epoch: word(0),
+            offset: word(8),
+        };
+        pos = Some((at, word(16)));
+        len_at += 24;
+    }
     let len = p.get(len_at..len_at + 4).ok_or(WireError::BadRecord)?;
     let mlen = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
     if mlen > MAX_BODY {
@@ -137,8 +160,9 @@ fn record(p: &Bytes, at: usize) -> Result<(Record, usize), WireError> {
     Ok((
         Record {
             kind,
-            key: p.slice(key_at..len_at),
+            key: p.slice(key_at..key_at + klen),
             msg: p.slice(msg_at..end),
+            pos,
         },
         end,
     ))
@@ -171,6 +195,35 @@ mod tests {
             (recs[1].kind, &recs[1].key[..], &recs[1].msg[..]),
             (Kind::Friends, &b"alice"[..], &b""[..])
         );
+    }
+
+    #[test]
+    fn positioned_record_as_the_script_writes_it() {
+        // What history.rs' PUBLISH_LUA appends: kind 3, the key, epoch, offset, tag, message.
+        let mut out = Vec::new();
+        begin(&mut out, 9);
+        out.extend_from_slice(b"\x03\x0242");
+        out.extend_from_slice(&0x1122_3344_5566_7788u64.to_be_bytes());
+        out.extend_from_slice(&5u64.to_be_bytes());
+        out.extend_from_slice(&77u64.to_be_bytes());
+        out.extend_from_slice(b"\x00\x00\x00\x02hi");
+        let (node, recs, err) = decode(&Bytes::from(out.clone()));
+        assert_eq!((node, err, recs.len()), (Some(9), None, 1));
+        let pos = crate::history::Pos {
+            epoch: 0x1122_3344_5566_7788,
+            offset: 5,
+        };
+        assert_eq!(recs[0].kind, Kind::Positioned);
+        assert_eq!(
+            (&recs[0].key[..], &recs[0].msg[..]),
+            (&b"42"[..], &b"hi"[..])
+        );
+        assert_eq!(recs[0].pos, Some((pos, 77)));
+        // Cut anywhere inside: an error, never a panic.
+        for cut in super::HEADER_LEN + 1..out.len() {
+            let (_, recs, err) = decode(&Bytes::copy_from_slice(&out[..cut]));
+            assert_eq!((recs.len(), err), (0, Some(WireError::BadRecord)));
+        }
     }
 
     #[test]

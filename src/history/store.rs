@@ -62,6 +62,9 @@ pub enum Reason {
     UnknownOffset,
     /// The server keeps no history (`--history 0`).
     NoHistory,
+    /// Cluster mode: Redis, which keeps the history, cannot be reached; the connection is
+    /// refused with `503` rather than started without a position.
+    Unavailable,
 }
 
 impl Reason {
@@ -72,6 +75,7 @@ impl Reason {
             Reason::UnknownEpoch => "unknown-epoch",
             Reason::UnknownOffset => "unknown-offset",
             Reason::NoHistory => "no-history",
+            Reason::Unavailable => "unavailable",
         }
     }
 }

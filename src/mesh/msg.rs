@@ -201,6 +201,24 @@ pub enum Msg {
         /// The message body as published.
         msg: Bytes,
     },
+    /// Cluster agent -> owner of `id`, history on: a message Redis numbered (published on any
+    /// node, this one too); delivered at `pos`, like a `Route` whose reply goes to `reply`.
+    RemoteAt {
+        /// The id published to.
+        id: Id,
+        /// The message body as published.
+        msg: Bytes,
+        /// Its position in the id's stream, cluster-wide.
+        pos: Pos,
+        /// The publisher's reply ([`ReplyTo::NOBODY`] if published on another node).
+        reply: ReplyTo,
+    },
+    /// Cluster agent -> a publisher's shard, history on: Redis was lost before publish
+    /// `token` came back numbered; it is answered `503`.
+    PublishFailed {
+        /// The pending publish.
+        token: u32,
+    },
     /// Cluster agent -> owner of `user`: a friends event another node accepted; fanned out
     /// like a `FriendsRoute` whose replies go nowhere.
     RemoteFriends {

@@ -9,11 +9,14 @@ use bytes::Bytes;
 use super::friends::FULL_CREDIT;
 use super::output::Ev;
 use super::Shard;
+use crate::cluster::history::Fetch;
 use crate::cluster::{wire::Kind, Cluster};
 use crate::driver::Driver;
-use crate::http::response::Forward;
+use crate::history::{Pos, Reason, Start};
+use crate::http::response::{self, Forward};
+use crate::http::Status;
 use crate::id::Id;
-use crate::mesh::ReplyTo;
+use crate::mesh::{Msg, ReplyTo};
 use crate::stats;
 
 /// The node's cluster state and what this shard waits for from it.
@@ -91,6 +94,10 @@ impl<D: Driver> Shard<D> {
     fn cluster_forward_kind(&mut self, t: u32, kind: Kind, id: &Id, msg: &Bytes) {
         let Some(c) = &self.cluster.node else { return };
         let dropped = !c.forward(kind, id, msg);
+        self.cluster_forward_flag(t, dropped);
+    }
+
+    fn cluster_forward_flag(&mut self, t: u32, dropped: bool) {
         let t = t as usize;
         if self.cluster.dropped.len() <= t {
             self.cluster.dropped.resize(t + 1, false);
@@ -123,6 +130,75 @@ impl<D: Driver> Shard<D> {
             let ev = Ev::Plain { msg: &msg, pos };
             self.deliver_slot(s, ev);
         }
+    }
+
+    /// Whether Redis numbers and keeps the messages (cluster mode with history on).
+    pub(super) fn sequenced(&self) -> bool {
+        self.cluster.node.as_ref().is_some_and(|c| c.sequenced())
+    }
+
+    /// History on in cluster mode: publish `t` goes to Redis to be numbered and comes back
+    /// to every node (this one too) as `RemoteAt`; refused with `503` if Redis is down or
+    /// the queue is full. Returns false (nothing done) when not sequenced.
+    pub(super) fn publish_sequenced(&mut self, t: u32, id: &Id, msg: &Bytes) -> bool {
+        let Some(c) = self.cluster.node.clone().filter(|c| c.sequenced()) else {
+            return false;
+        };
+        let reply = ReplyTo {
+            shard: self.me as u16,
+            token: t,
+        };
+        let queued = c.forward_positioned(id, msg, reply);
+        self.cluster_forward_flag(t, false);
+        if !queued {
+            self.publish_failed(t);
+        }
+        true
+    }
+
+    /// `PublishFailed`: publish `t` is answered `503` (Redis lost before it came back).
+    pub(super) fn publish_failed(&mut self, t: u32) {
+        let mut raw = Vec::new();
+        let why = "cluster unavailable: Redis, which numbers and keeps the messages, cannot be reached; the message may not have been delivered";
+        response::error_text(&mut raw, Status::Unavailable, why);
+        self.fail_publish(t, raw);
+    }
+
+    /// `RemoteAt`: a message Redis numbered `pos` for `id` (owned here): delivered here and
+    /// on the other shards holding `id`; `reply` gets the count if this node published it.
+    pub(super) fn on_remote_at(&mut self, id: Id, msg: Bytes, pos: Pos, reply: ReplyTo) {
+        let (local, forwarded) = self.router.route(&mut self.outbox, &id, &msg, pos, reply);
+        let mut n = 0;
+        if let Some(s) = local {
+            self.resume.remote.track(s, &id, pos);
+            n = self.deliver_slot(s, Ev::Plain { msg: &msg, pos });
+        }
+        self.reply(reply, n, Some(forwarded));
+    }
+
+    /// Asks Redis (through the agent) where id `k` of connection `conn` on shard `from`
+    /// starts; the answer comes as `Replayed`. Redis down: answered `unavailable` at once.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fetch(&mut self, id: Id, start: Start, from: u16, conn: u32, token: u32, k: u8) {
+        let f = Fetch {
+            id,
+            start,
+            from,
+            conn,
+            token,
+            k,
+        };
+        if self.cluster.node.as_ref().is_some_and(|c| c.fetch(f)) {
+            return;
+        }
+        let verdict = Err((Reason::Unavailable, Pos::default()));
+        let m = Msg::Replayed {
+            conn,
+            token,
+            k,
+            verdict,
+        };
+        self.outbox.push(usize::from(from), m);
     }
 
     /// `RemoteFriends`: a friends event another node accepted from `user` (this shard owns

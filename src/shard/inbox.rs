@@ -79,6 +79,13 @@ impl<D: Driver> Shard<D> {
             Msg::Replied { token, count, more } => self.on_replied(token, count, more),
             Msg::Adopt { fd, req } => self.adopt(fd, *req),
             Msg::Remote { id, msg } => self.on_remote(id, msg),
+            Msg::RemoteAt {
+                id,
+                msg,
+                pos,
+                reply,
+            } => self.on_remote_at(id, msg, pos, reply),
+            Msg::PublishFailed { token } => self.publish_failed(token),
             Msg::RemoteFriends { user, msg } => self.on_remote_friends(user, msg),
             Msg::ClusterReady => self.on_cluster_ready(),
             m @ (Msg::FriendsRoute { .. }

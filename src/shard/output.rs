@@ -325,12 +325,10 @@ impl<D: Driver> Shard<D> {
         fanout.extend_from_slice(self.router.subscribers(s));
         let mut n = 0;
         for &c in &fanout {
-            // A connection waiting for its owners' replay answers keeps (or skips) it.
-            if let (true, Ev::Plain { msg, pos, .. }) = (self.resume.remote.waiting(), ev) {
-                if let Some(kept) = self.deliver_pending(c, s, msg, pos) {
-                    n += u32::from(kept);
-                    continue;
-                }
+            // A connection starting a resume keeps (or skips) it.
+            if let Some(kept) = self.resume_filter(c, s, ev) {
+                n += kept;
+                continue;
             }
             n += u32::from(self.deliver(c, ev));
         }

@@ -216,9 +216,10 @@ impl<D: Driver> Shard<D> {
         let resumable = self.resumable(&req);
         self.set_stream(i, &req, resumable);
         let shards = self.mesh.shards();
+        // Cluster mode with history: every position comes from Redis.
         let remote = resumable
             && self.resume.store.enabled()
-            && req.ids.iter().any(|id| id.owner(shards) != self.me);
+            && (self.sequenced() || req.ids.iter().any(|id| id.owner(shards) != self.me));
         if resumable && !remote {
             // Verdict, replay and (below) login in one turn on the ids' owner: a publish
             // is either in the replay or delivered live, never both, never neither.

@@ -192,6 +192,10 @@ impl<D: Driver> Shard<D> {
     /// `send(id, msg)`: the publish numbered `t` on this shard, to the owner of `id`.
     fn publish(&mut self, id: Id, msg: Bytes, t: u32) {
         ShardStats::add(&self.st().sent, 1);
+        // History in cluster mode: Redis numbers it, every node delivers it from there.
+        if self.publish_sequenced(t, &id, &msg) {
+            return;
+        }
         // Cluster mode: the other nodes get it through Redis; local delivery does not wait.
         self.cluster_forward(t, &id, &msg);
         let reply = ReplyTo {

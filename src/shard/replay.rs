@@ -10,6 +10,7 @@
 use bytes::Bytes;
 use hashbrown::HashMap;
 
+use super::output::Ev;
 use super::resume::Plan;
 use super::Shard;
 use crate::driver::Driver;
@@ -37,6 +38,11 @@ pub(super) struct Remote {
     /// By router slot: the last position heard of an id owned elsewhere (`Deliver`,
     /// `Replayed`), with the id (a slot may be reused for another id).
     positions: HashMap<u32, (Id, Pos)>,
+    /// Cluster mode, by connection: per router slot, the last position its start sent
+    /// (Redis' answer and its pub/sub messages come on different connections, so a message
+    /// the replay had may still arrive live: it is skipped). Dropped at the first later
+    /// message of the id.
+    floors: HashMap<u32, Vec<(u32, Pos)>>,
 }
 
 impl Remote {
@@ -58,6 +64,37 @@ impl Remote {
         }
     }
 
+    /// Whether any connection has a floor (cluster mode, just resumed).
+    #[inline]
+    pub(super) fn has_floors(&self) -> bool {
+        !self.floors.is_empty()
+    }
+
+    /// Sets connection `i`'s floors: per router slot, the last position its start sent.
+    pub(super) fn set_floors(&mut self, i: u32, floors: Vec<(u32, Pos)>) {
+        self.floors.insert(i, floors);
+    }
+
+    /// Whether the message at `pos` of router slot `s` is one connection `i`'s start sent
+    /// already; a later one drops the slot's floor.
+    pub(super) fn below_floor(&mut self, i: u32, s: u32, pos: Pos) -> bool {
+        let Some(f) = self.floors.get_mut(&i) else {
+            return false;
+        };
+        let Some(k) = f.iter().position(|&(slot, _)| slot == s) else {
+            return false;
+        };
+        let floor = f[k].1;
+        if floor.epoch == pos.epoch && pos.offset <= floor.offset {
+            return true;
+        }
+        f.swap_remove(k);
+        if f.is_empty() {
+            self.floors.remove(&i);
+        }
+        false
+    }
+
     /// Whether any connection waits for an owner.
     #[inline]
     pub(super) fn waiting(&self) -> bool {
@@ -76,14 +113,22 @@ impl<D: Driver> Shard<D> {
         let shards = self.mesh.shards();
         let mut plan = Plan::new(req);
         let (mut waiting, mut asked) = (0u64, 0u8);
+        let sequenced = self.sequenced();
         for k in 0..plan.req.ids.len() {
             let owner = plan.req.ids[k].owner(shards);
-            if owner == self.me {
+            if owner == self.me && !sequenced {
                 self.decide_local(&mut plan, k);
                 continue;
             }
             waiting |= 1 << k;
             asked += 1;
+            if owner == self.me {
+                // Cluster mode: Redis keeps the history; logged in already, so what is
+                // published after the read arrives live.
+                let (id, start) = (plan.req.ids[k].clone(), plan.req.resume.start(k));
+                self.fetch(id, start, self.me as u16, i, token, k as u8);
+                continue;
+            }
             let replay = Msg::Replay {
                 id: plan.req.ids[k].clone(),
                 from: self.me as u16,
@@ -114,6 +159,10 @@ impl<D: Driver> Shard<D> {
         k: u8,
         start: Start,
     ) {
+        if self.sequenced() {
+            // Cluster mode: Redis answers; the `Join` before this put the holder in place.
+            return self.fetch(id, start, from, conn, token, k);
+        }
         self.expire_now();
         let store = &self.resume.store;
         let verdict = store.start(&id, start).map(|(pos, after)| {
@@ -165,15 +214,37 @@ impl<D: Driver> Shard<D> {
         self.release_wait(conn);
     }
 
+    /// A message `ev` for router slot `s` and connection `i`, held back by a resume: `None`
+    /// to deliver it as usual, else how many connections it was kept for (0 or 1). Kept for a
+    /// connection waiting for its answers; skipped (cluster mode) if its start sent it.
+    #[inline]
+    pub(super) fn resume_filter(&mut self, i: u32, s: u32, ev: Ev<'_>) -> Option<u32> {
+        let Ev::Plain { msg, pos, .. } = ev else {
+            return None;
+        };
+        if self.resume.remote.waiting() {
+            if let Some(kept) = self.deliver_pending(i, s, msg, pos) {
+                return Some(u32::from(kept));
+            }
+        }
+        if self.resume.remote.has_floors() && self.resume.remote.below_floor(i, s, pos) {
+            return Some(0);
+        }
+        None
+    }
+
     /// A message for router slot `s` (at `pos`) and connection `i`: `None` if `i` waits
     /// for no owner (deliver as usual); else whether it was kept for the connection's start
     /// (not: its owner's answer will hold it).
     pub(super) fn deliver_pending(&mut self, i: u32, s: u32, msg: &[u8], pos: Pos) -> Option<bool> {
         let h = self.conns[i].ids;
         let k = self.router.slots_of(&h).iter().position(|&t| t == s);
+        let sequenced = self.sequenced();
         let p = self.resume.remote.pending.get_mut(&i)?;
         let Some(k) = k else { return Some(false) };
-        if p.waiting & (1 << k) != 0 {
+        // An owner's answer covers what reached the holder before it (one FIFO); Redis'
+        // does not (another connection): kept by offset, deduplicated at the start.
+        if p.waiting & (1 << k) != 0 && !sequenced {
             return Some(false);
         }
         p.plan
@@ -193,6 +264,9 @@ impl<D: Driver> Shard<D> {
     pub(super) fn forget_remote(&mut self, i: u32) {
         if self.resume.remote.waiting() {
             self.resume.remote.pending.remove(&i);
+        }
+        if self.resume.remote.has_floors() {
+            self.resume.remote.floors.remove(&i);
         }
     }
 }

@@ -79,6 +79,14 @@ impl Pending {
         }
     }
 
+    /// The publish failed: answered with `raw` (an error reply) once its turn comes.
+    fn fail(&mut self, raw: Vec<u8>) {
+        self.raw = Some(raw);
+        self.routed = true;
+        self.remaining = 0;
+        self.credit = 0;
+    }
+
     fn done(&self) -> bool {
         self.routed && self.remaining == 0 && self.credit == 0
     }
@@ -196,6 +204,12 @@ impl<D: Driver> Shard<D> {
         p.count += u64::from(count);
         p.credit -= credit.min(p.credit);
         p.failed |= failed;
+        self.settle(t);
+    }
+
+    /// Pending publish `t` failed (cluster mode): it is answered with `raw`, in its turn.
+    pub(super) fn fail_publish(&mut self, t: u32, raw: Vec<u8>) {
+        self.replies.pending[t].fail(raw);
         self.settle(t);
     }
 

@@ -185,8 +185,17 @@ impl<D: Driver> Shard<D> {
     /// order, each with its cursor; in front of anything already queued. A poll is answered
     /// (messages or a lost position) or held.
     pub(super) fn emit(&mut self, i: u32, mut plan: Plan) {
+        if plan.lost.iter().any(|&(_, r)| r == Reason::Unavailable) {
+            return self.refuse_unavailable(i);
+        }
         plan.msgs.sort_by_key(|&(k, o, _)| (k, o));
         plan.msgs.dedup_by_key(|&mut (k, o, _)| (k, o));
+        // Live messages kept while waiting that the start already covers.
+        let starts = &plan.starts;
+        plan.msgs.retain(|&(k, o, _)| o > starts[k].offset);
+        if self.sequenced() {
+            self.set_floors(i, &plan);
+        }
         plan.lost.sort_by_key(|&(k, _)| k);
         let given = plan.req.resume != Resume::Fresh;
         if given {
@@ -255,6 +264,27 @@ impl<D: Driver> Shard<D> {
         aux.out = out;
     }
 
+    /// Cluster mode: connection `i` skips what `plan` sends if it also arrives live.
+    fn set_floors(&mut self, i: u32, plan: &Plan) {
+        let mut last = plan.starts.clone();
+        for &(k, o, _) in &plan.msgs {
+            last[k].offset = o;
+        }
+        let slots = self.router.slots_of(&self.conns[i].ids);
+        let floors = slots.iter().copied().zip(last).collect();
+        self.resume.remote.set_floors(i, floors);
+    }
+
+    /// Stream `i` cannot get a position (cluster mode, Redis unreachable): `503`, closed.
+    fn refuse_unavailable(&mut self, i: u32) {
+        let mut out = Vec::new();
+        let why = "cluster unavailable: Redis, which keeps the history, cannot be reached; retry";
+        response::error_text(&mut out, crate::http::Status::Unavailable, why);
+        let a = self.ensure_aux(i);
+        self.aux[a].out = out;
+        self.conns[i].state = State::Finishing;
+    }
+
     /// The cursor of live connection `i`: each of its ids' current position (this shard's
     /// history for the ids it owns, the last heard from their owners for the others).
     pub(super) fn live_cursor(&self, i: u32, out: &mut Vec<u8>) {
@@ -263,7 +293,7 @@ impl<D: Driver> Shard<D> {
         // Written position by position: no list built per delivery.
         for (n, &s) in self.router.slots_of(&h).iter().enumerate() {
             let id = self.router.id_of(s);
-            let pos = if id.owner(shards) == self.me {
+            let pos = if id.owner(shards) == self.me && !self.sequenced() {
                 self.resume.store.position(id)
             } else {
                 self.resume.remote.position(s, id)

@@ -1,0 +1,313 @@
+//! History in cluster mode (`--cluster` with `--history N > 0`): Redis numbers and keeps each
+//! id's messages, so a cursor means the same on every node and outlives a node's restart.
+//!
+//! # Keys, per id (`<P>` is the channel prefix, `uc:<B>` or `uc<DB>:<B>`)
+//! - `<P>:e:<id>`, a string: the stream's epoch (8 bytes, big-endian) then the last offset in
+//!   decimal. It is the authority: offsets under one epoch only grow.
+//! - `<P>:s:<id>`, a Redis Stream of the last `--history` messages: entry id `0-<offset>`,
+//!   fields `t` (Redis `TIME` at the append, ms) and `m` (the message).
+//!
+//! Both expire `--history-ttl` after the id's last message (`PX`, refreshed per message). A
+//! missing epoch key means a new stream: the next publish (or position read) sets a fresh
+//! random epoch and deletes any stream left behind, so an offset is never reused under an
+//! epoch. An epoch key whose stream was evicted (Redis `maxmemory`) keeps numbering on, and a
+//! resume into the hole is told `expired`.
+//!
+//! # Publish (one `EVALSHA` of [`PUBLISH_LUA`] per bucket channel per batch)
+//! For each record, atomically: read or create the epoch, take the next offset, `XADD` with
+//! `MAXLEN`, refresh both TTLs; then one `PUBLISH` of every record with its position (wire
+//! kind 3, [`super::wire`]), and the positions returned. Every node that holds the bucket,
+//! the publishing one too, delivers on that `PUBLISH`, so each id's messages reach every
+//! node in offset order (one channel per bucket, executed in order by Redis). The
+//! publishing node, if it did not hold the bucket when it sent the script, delivers (to
+//! connections still starting, if any) and answers from the returned positions instead.
+//!
+//! # Resume ([`READ_LUA`], one per id of a resuming or cursor-carrying connection)
+//! Atomically: the epoch and last offset (created, with offset 0, if absent: a fresh
+//! connection gets a cursor that stays valid), Redis' clock, and the entries after the
+//! cursor (`XRANGE`). The verdict is [`verdict`]'s, the same rules as a node's own history.
+//! The read runs after the node's `SUBSCRIBE` to the id's bucket is confirmed and after the
+//! connection is logged in: anything published later arrives live, and the connection keeps
+//! live messages by offset while it waits, so nothing is missed or sent twice.
+
+use bytes::Bytes;
+
+use crate::history::{Pos, Reason, Start};
+use crate::mesh::{ReplyTo, Verdict};
+
+/// The publish script. KEYS: per record, its epoch key then its stream key. ARGV: channel,
+/// MAXLEN, TTL (ms), the payload header (magic and node), then per record: id, message,
+/// candidate epoch (8 bytes), tag (8 bytes). Returns each record's position (16 bytes: epoch
+/// and offset, big-endian).
+pub const PUBLISH_LUA: &str = r"
+local n = (#ARGV - 4) / 4
+local t = redis.call('TIME')
+local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+local out = {ARGV[4]}
+local pos = {}
+for i = 1, n do
+  local ek, sk = KEYS[2 * i - 1], KEYS[2 * i]
+  local a = 4 + 4 * (i - 1)
+  local key, msg, e, tag = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local v = redis.call('GET', ek)
+  local off = 1
+  if v then
+    e = string.sub(v, 1, 8)
+    off = tonumber(string.sub(v, 9)) + 1
+  else
+    redis.call('DEL', sk)
+  end
+  local o = string.format('%d', off)
+  redis.call('SET', ek, e .. o, 'PX', ARGV[3])
+  redis.call('XADD', sk, 'MAXLEN', ARGV[2], '0-' .. o, 't', now, 'm', msg)
+  redis.call('PEXPIRE', sk, ARGV[3])
+  local p = e .. struct.pack('>I4I4', math.floor(off / 4294967296), off % 4294967296)
+  pos[i] = p
+  out[#out + 1] = struct.pack('>BB', 3, #key) .. key .. p .. tag .. struct.pack('>I4', #msg) .. msg
+end
+redis.call('PUBLISH', ARGV[1], table.concat(out))
+return pos
+";
+
+/// The read script. KEYS: epoch key, stream key. ARGV: `XRANGE` start (`-`, `0-<n>`, or
+/// empty for none), candidate epoch (8 bytes), TTL (ms). Returns `{epoch and last offset,
+/// now ms, entries}`.
+pub const READ_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  v = ARGV[2] .. '0'
+  redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+end
+local t = redis.call('TIME')
+local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+local entries = {}
+if ARGV[1] ~= '' then
+  entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+')
+end
+return {v, now, entries}
+";
+
+/// A resume read a shard asks of the agent: id `k` of connection `conn` on shard `from`.
+#[derive(Debug)]
+pub struct Fetch {
+    /// The id.
+    pub id: crate::id::Id,
+    /// Where the connection starts.
+    pub start: Start,
+    /// The holder shard, connection, resume token and id index (answered as
+    /// [`crate::mesh::Msg::Replayed`]).
+    pub from: u16,
+    /// The connection on the holder.
+    pub conn: u32,
+    /// Its resume token.
+    pub token: u32,
+    /// Which of its ids.
+    pub k: u8,
+}
+
+/// A publish waiting for its own record to come back from Redis, by tag.
+pub type Outstanding = hashbrown::HashMap<u64, ReplyTo>;
+
+/// One stream entry as read: offset, Redis time of the append (ms), message.
+pub type Entry = (u64, u64, Bytes);
+
+/// The epoch key's value: 8 bytes of epoch, then the last offset in decimal. `None` if
+/// malformed.
+pub fn parse_epoch_value(v: &[u8]) -> Option<Pos> {
+    let (e, o) = (v.get(..8)?, v.get(8..)?);
+    let epoch = u64::from_be_bytes(e.try_into().ok()?);
+    let offset = std::str::from_utf8(o).ok()?.parse().ok()?;
+    (epoch != 0).then_some(Pos { epoch, offset })
+}
+
+/// The entry id `0-<offset>` of a stream entry.
+pub fn parse_entry_id(id: &[u8]) -> Option<u64> {
+    std::str::from_utf8(id.strip_prefix(b"0-")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The `XRANGE` start for `start` (empty: no range read).
+pub fn range_start(start: Start) -> String {
+    match start {
+        Start::Now => String::new(),
+        Start::Earliest => "-".to_string(),
+        Start::At(p) => format!("0-{}", p.offset.saturating_add(1)),
+    }
+}
+
+/// The verdict for a connection that asks for `start`, from a read: the stream's position
+/// `cur`, Redis' clock `now_ms`, `--history-ttl` (ms) and the entries read (oldest first).
+/// The same rules as [`crate::history::History::start`]: never a partial replay.
+pub fn verdict(start: Start, cur: Pos, now_ms: u64, ttl_ms: u64, entries: Vec<Entry>) -> Verdict {
+    let live = |e: &Entry| e.1.saturating_add(ttl_ms) >= now_ms && e.0 <= cur.offset;
+    let at = match start {
+        Start::Now => return Ok((cur, Vec::new())),
+        Start::Earliest => {
+            let held: Vec<(u64, Bytes)> = entries
+                .into_iter()
+                .skip_while(|e| !live(e))
+                .map(|(o, _, m)| (o, m))
+                .collect();
+            let first = held.first().map_or(cur.offset + 1, |m| m.0);
+            let start = Pos {
+                offset: first - 1,
+                ..cur
+            };
+            return Ok((start, held));
+        }
+        Start::At(p) => p,
+    };
+    if at.epoch != cur.epoch {
+        return Err((Reason::UnknownEpoch, cur));
+    }
+    if at.offset > cur.offset {
+        return Err((Reason::UnknownOffset, cur));
+    }
+    let want = cur.offset - at.offset;
+    let contiguous = entries
+        .iter()
+        .enumerate()
+        .all(|(n, e)| e.0 == at.offset + 1 + n as u64);
+    if entries.len() as u64 != want || !contiguous || !entries.iter().all(live) {
+        return Err((Reason::Expired, cur));
+    }
+    Ok((at, entries.into_iter().map(|(o, _, m)| (o, m)).collect()))
+}
+
+impl super::Cluster {
+    /// Whether Redis numbers and keeps the messages (history on in cluster mode).
+    pub fn sequenced(&self) -> bool {
+        self.cfg.history_max > 0
+    }
+
+    /// History on: queues a send for Redis to number, keep and publish; every node (this
+    /// one too) delivers it when it comes back. `reply` gets the local deliveries then.
+    /// Returns false (and counts a drop) if Redis is down or the queue is full: the publish
+    /// is refused, delivered nowhere.
+    pub fn forward_positioned(&self, key: &crate::id::Id, msg: &Bytes, reply: ReplyTo) -> bool {
+        self.push_forward(super::wire::Kind::Positioned, key, msg, reply)
+    }
+
+    /// Queues resume read `f` for the agent; false if Redis is down (not queued).
+    pub fn fetch(&self, f: Fetch) -> bool {
+        if !self.is_up() {
+            return false;
+        }
+        self.fetches.push(f);
+        self.wake_agent();
+        true
+    }
+
+    /// Takes every queued resume read (agent side).
+    pub(super) fn take_fetches(&self) -> Vec<Fetch> {
+        std::iter::from_fn(|| self.fetches.pop()).collect()
+    }
+
+    /// The epoch key and stream key of `id` (module doc).
+    pub(super) fn history_keys(&self, id: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let prefix = match self.cfg.db {
+            0 => format!("uc:{}", self.cfg.buckets),
+            db => format!("uc{db}:{}", self.cfg.buckets),
+        };
+        let key = |k: &str| [prefix.as_bytes(), k.as_bytes(), id].concat();
+        (key(":e:"), key(":s:"))
+    }
+}
+
+/// A fresh random epoch (never 0), as 8 big-endian bytes.
+pub(super) fn new_epoch() -> [u8; 8] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish().max(1).to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::{parse_entry_id, parse_epoch_value, range_start, verdict};
+    use crate::history::{Pos, Reason, Start};
+
+    const E: u64 = 0x1122_3344_5566_7788;
+
+    fn entries(from: u64, to: u64, t: u64) -> Vec<(u64, u64, Bytes)> {
+        (from..=to)
+            .map(|o| (o, t, Bytes::from(o.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn values_parse() {
+        let mut v = E.to_be_bytes().to_vec();
+        v.extend_from_slice(b"42");
+        assert_eq!(
+            parse_epoch_value(&v),
+            Some(Pos {
+                epoch: E,
+                offset: 42
+            })
+        );
+        assert_eq!(parse_epoch_value(b"short"), None);
+        assert_eq!(parse_entry_id(b"0-17"), Some(17));
+        assert_eq!(parse_entry_id(b"1-17"), None);
+        let at = Start::At(Pos {
+            epoch: E,
+            offset: 4,
+        });
+        assert_eq!(range_start(at), "0-5");
+        assert_eq!(range_start(Start::Earliest), "-");
+        assert_eq!(range_start(Start::Now), "");
+    }
+
+    #[test]
+    fn verdicts_follow_the_node_rules() {
+        let cur = Pos {
+            epoch: E,
+            offset: 5,
+        };
+        let at = |epoch, offset| Start::At(Pos { epoch, offset });
+        // Every message after 3 held and fresh: 4 and 5 replayed.
+        let v = verdict(at(E, 3), cur, 1000, 600, entries(4, 5, 900)).unwrap();
+        assert_eq!((v.0.offset, v.1.len()), (3, 2));
+        // Up to date: nothing to replay.
+        assert_eq!(
+            verdict(at(E, 5), cur, 1000, 600, vec![]).unwrap().1.len(),
+            0
+        );
+        // Another epoch, an offset past the end, a hole (count bound), a message past the TTL.
+        let reason = |v: super::Verdict| v.unwrap_err().0;
+        assert_eq!(
+            reason(verdict(at(7, 3), cur, 0, 9, vec![])),
+            Reason::UnknownEpoch
+        );
+        assert_eq!(
+            reason(verdict(at(E, 6), cur, 0, 9, vec![])),
+            Reason::UnknownOffset
+        );
+        let hole = entries(5, 5, 900);
+        assert_eq!(
+            reason(verdict(at(E, 3), cur, 1000, 600, hole)),
+            Reason::Expired
+        );
+        let old = entries(4, 5, 100);
+        assert_eq!(
+            reason(verdict(at(E, 3), cur, 1000, 600, old)),
+            Reason::Expired
+        );
+        // `earliest`: what is held and fresh, from after the last expired one.
+        let mut mixed = entries(2, 3, 100);
+        mixed.extend(entries(4, 5, 900));
+        let v = verdict(Start::Earliest, cur, 1000, 600, mixed).unwrap();
+        assert_eq!((v.0.offset, v.1.len(), v.1[0].0), (3, 2, 4));
+        let v = verdict(Start::Earliest, cur, 1000, 600, vec![]).unwrap();
+        assert_eq!((v.0, v.1.len()), (cur, 0));
+    }
+}
