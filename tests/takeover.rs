@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,19 +71,34 @@ fn second_serve_on_used_ports_is_refused() {
 /// `earliest`, everything the new one holds); the publisher retries a request whose
 /// connection closed unanswered. Every subscriber gets every message once, in order.
 fn takeover_hands_over_without_loss() {
+    hand_over(&[], true);
+}
+
+/// The same in cluster mode, where Redis keeps the history: every drained subscriber
+/// resumes on the new node with its cursor alone (`Comet-Recovered: true`, never a reset).
+fn takeover_in_cluster_mode_resumes_every_cursor() {
+    let redis = Redis::start();
+    hand_over(&["--cluster", &redis.url()], false);
+}
+}
+
+/// Runs a hand-over with `extra` server flags (see the tests above); `resets`: whether a
+/// reconnecting subscriber may be told `unknown-epoch` (and then ask for `earliest`).
+fn hand_over(extra: &[&str], resets: bool) {
     let flags = ["--history", "1000", "--drain-period", "2s"];
-    let mut old = Serve::new().shards(2).args(flags).spawn();
+    let mut old = Serve::new().shards(2).args(flags).args(extra).spawn();
     let (s, p) = (old.subscriber, old.publish);
-    let last = Arc::new(AtomicU64::new(0));
+    let (last, open) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)));
     let ids: Vec<String> = (0..6).map(|i| format!("h{i}")).collect();
     let subs: Vec<_> = ids
         .iter()
         .map(|id| {
-            let (id, last) = (id.clone(), last.clone());
-            std::thread::spawn(move || follow(s, &id, &last))
+            let (id, last, open) = (id.clone(), last.clone(), open.clone());
+            std::thread::spawn(move || follow(s, &id, &last, &open, resets))
         })
         .collect();
-    assert!(wait_until(Duration::from_secs(5), || stat(p, "connections") == 6));
+    // Every stream has its head (so it is subscribed) before the first publish.
+    assert!(wait_until(Duration::from_secs(5), || open.load(SeqCst) == 6));
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
         let (ids, stop) = (ids.clone(), stop.clone());
@@ -95,10 +110,13 @@ fn takeover_hands_over_without_loss() {
         .publish_listen(&p.to_string())
         .shards(2)
         .args(flags)
+        .args(extra)
         .args(["--takeover"])
         .spawn();
     old.signal(libc::SIGTERM);
-    let status = old.wait_exit(Duration::from_secs(20)).expect("old server still running");
+    let status = old
+        .wait_exit(Duration::from_secs(20))
+        .expect("old server still running");
     assert_eq!(status.code(), Some(0), "old server: {}", old.stderr());
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, SeqCst);
@@ -106,14 +124,14 @@ fn takeover_hands_over_without_loss() {
     let n = publisher.join().expect("publisher panicked") + 1;
     last.store(n, SeqCst);
     for id in &ids {
-        assert_eq!(publish(p, id, n.to_string().as_bytes()), 1, "last publish to {id}");
+        let req = send_request(id, n.to_string().as_bytes());
+        publish_once(&mut connect_publisher(p), &req).expect("the last publish");
     }
     for (id, t) in ids.iter().zip(subs) {
         let got = t.join().expect("subscriber panicked");
         let want: Vec<u64> = (1..=n).collect();
         assert_eq!(got, want, "subscriber of {id}: messages received");
     }
-}
 }
 
 /// Publishes `n` to every id, for n = 1, 2, ... every 20 ms until `stop`, on one keep-alive
@@ -191,9 +209,10 @@ fn publish_once(c: &mut TcpStream, req: &[u8]) -> std::io::Result<()> {
 
 /// Follows `id` over SSE at `s` until it has received message `last` (once known): on each
 /// end of stream it reconnects with its cursor (`Last-Event-ID`), and after an
-/// `unknown-epoch` reset (a cursor of the other process) with `last_event_id=earliest`.
-/// Returns the payloads received, in order.
-fn follow(s: SocketAddr, id: &str, last: &AtomicU64) -> Vec<u64> {
+/// `unknown-epoch` reset (a cursor of the other process; a failure unless `resets`) with
+/// `last_event_id=earliest`. Counts its first stream's head in `open`. Returns the payloads
+/// received, in order.
+fn follow(s: SocketAddr, id: &str, last: &AtomicU64, open: &AtomicUsize, resets: bool) -> Vec<u64> {
     let mut got: Vec<u64> = Vec::new();
     let mut cursor: Option<String> = None;
     let mut earliest = false;
@@ -206,6 +225,9 @@ fn follow(s: SocketAddr, id: &str, last: &AtomicU64) -> Vec<u64> {
         };
         earliest = false;
         let (mut c, _) = sse_open(s, &path, &extra);
+        if cursor.is_none() {
+            open.fetch_add(1, SeqCst);
+        }
         c.stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -223,6 +245,7 @@ fn follow(s: SocketAddr, id: &str, last: &AtomicU64) -> Vec<u64> {
                 break; // the stream's end: reconnect with the cursor
             }
             if read_events(&data, &mut got, &mut cursor, id) {
+                assert!(resets, "{id}: a cursor was not resumed on the new node");
                 earliest = true;
                 break;
             }
