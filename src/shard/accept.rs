@@ -157,7 +157,10 @@ impl<D: Driver> Shard<D> {
     }
 
     fn accept_failed(&mut self, res: i32) {
-        if self.lp.stopping() || self.drain.started() || res == -libc::ECANCELED {
+        // Draining: the server shut the listener down (its accept ends with EINVAL), maybe
+        // before this shard's turn saw the flag.
+        let draining = self.drain.started() || self.mesh.is_draining();
+        if self.lp.stopping() || draining || res == -libc::ECANCELED {
             return;
         }
         // EMFILE, ENFILE, ENOMEM, ENOBUFS: the pending connection stays queued, so re-arming
