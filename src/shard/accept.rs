@@ -157,10 +157,14 @@ impl<D: Driver> Shard<D> {
     }
 
     fn accept_failed(&mut self, res: i32) {
-        // Draining: the server shut the listener down (its accept ends with EINVAL), maybe
-        // before this shard's turn saw the flag.
-        let draining = self.drain.started() || self.mesh.is_draining();
-        if self.lp.stopping() || draining || res == -libc::ECANCELED {
+        if self.lp.stopping() || self.drain.started() || res == -libc::ECANCELED {
+            return;
+        }
+        if res == -libc::EINVAL {
+            // Not listening any more: the drain shut the listener down and sets its flag
+            // just after. Pause (no re-arm spin) without a warning; the drain takes over.
+            tracing::debug!(shard = self.me, "accept: the listener was shut down");
+            self.accept.retry = Some(Instant::now() + RETRY);
             return;
         }
         // EMFILE, ENFILE, ENOMEM, ENOBUFS: the pending connection stays queued, so re-arming
