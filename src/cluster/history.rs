@@ -4,18 +4,21 @@
 //! # Keys, per id (`<P>` is the channel prefix, `uc:<B>` or `uc<DB>:<B>`)
 //! - `<P>:e:<id>`, a string: the stream's epoch (8 bytes, big-endian) then the last offset in
 //!   decimal. It is the authority: offsets under one epoch only grow.
-//! - `<P>:s:<id>`, a Redis Stream of the last `--history` messages: entry id `0-<offset>`,
-//!   fields `t` (Redis `TIME` at the append, ms) and `m` (the message).
+//! - `<P>:l:<id>`, a Redis List of the last `--history` messages, oldest first, each the
+//!   Redis `TIME` of its append (ms, 8 bytes big-endian) then the message. Its last element
+//!   is the epoch key's offset, so element `i` of `len` is offset `last - len + 1 + i`.
+//!   (A Redis Stream per id was measured first: Redis 7 preallocates 4 KiB per stream
+//!   node, 4.5 KB per id holding one message; DESIGN.md has both.)
 //!
 //! Both expire `--history-ttl` after the id's last message (`PX`, refreshed per message). A
 //! missing epoch key means a new stream: the next publish (or position read) sets a fresh
-//! random epoch and deletes any stream left behind, so an offset is never reused under an
-//! epoch. An epoch key whose stream was evicted (Redis `maxmemory`) keeps numbering on, and a
+//! random epoch and deletes any list left behind, so an offset is never reused under an
+//! epoch. An epoch key whose list was evicted (Redis `maxmemory`) keeps numbering on, and a
 //! resume into the hole is told `expired`.
 //!
 //! # Publish (one `EVALSHA` of [`PUBLISH_LUA`] per bucket channel per batch)
-//! For each record, atomically: read or create the epoch, take the next offset, `XADD` with
-//! `MAXLEN`, refresh both TTLs; then one `PUBLISH` of every record with its position (wire
+//! For each record, atomically: read or create the epoch, take the next offset, `RPUSH` (and
+//! `LTRIM` past `--history`), refresh both TTLs; then one `PUBLISH` of every record with its position (wire
 //! kind 3, [`super::wire`]), and the positions returned. Every node that holds the bucket,
 //! the publishing one too, delivers on that `PUBLISH`, so each id's messages reach every
 //! node in offset order (one channel per bucket, executed in order by Redis). The
@@ -25,7 +28,7 @@
 //! # Resume ([`READ_LUA`], one per id of a resuming or cursor-carrying connection)
 //! Atomically: the epoch and last offset (created, with offset 0, if absent: a fresh
 //! connection gets a cursor that stays valid), Redis' clock, and the entries after the
-//! cursor (`XRANGE`). The verdict is [`verdict`]'s, the same rules as a node's own history.
+//! cursor (`LRANGE`). The verdict is [`verdict`]'s, the same rules as a node's own history.
 //! The read runs after the node's `SUBSCRIBE` to the id's bucket is confirmed and after the
 //! connection is logged in: anything published later arrives live, and the connection keeps
 //! live messages by offset while it waits, so nothing is missed or sent twice.
@@ -35,18 +38,19 @@ use bytes::Bytes;
 use crate::history::{Pos, Reason, Start};
 use crate::mesh::{ReplyTo, Verdict};
 
-/// The publish script. KEYS: per record, its epoch key then its stream key. ARGV: channel,
+/// The publish script. KEYS: per record, its epoch key then its list key. ARGV: channel,
 /// MAXLEN, TTL (ms), the payload header (magic and node), then per record: id, message,
 /// candidate epoch (8 bytes), tag (8 bytes). Returns each record's position (16 bytes: epoch
 /// and offset, big-endian).
 pub const PUBLISH_LUA: &str = r"
 local n = (#ARGV - 4) / 4
 local t = redis.call('TIME')
-local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local stamp = struct.pack('>I4I4', math.floor(now / 4294967296), now % 4294967296)
 local out = {ARGV[4]}
 local pos = {}
 for i = 1, n do
-  local ek, sk = KEYS[2 * i - 1], KEYS[2 * i]
+  local ek, lk = KEYS[2 * i - 1], KEYS[2 * i]
   local a = 4 + 4 * (i - 1)
   local key, msg, e, tag = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local v = redis.call('GET', ek)
@@ -55,12 +59,13 @@ for i = 1, n do
     e = string.sub(v, 1, 8)
     off = tonumber(string.sub(v, 9)) + 1
   else
-    redis.call('DEL', sk)
+    redis.call('DEL', lk)
   end
-  local o = string.format('%d', off)
-  redis.call('SET', ek, e .. o, 'PX', ARGV[3])
-  redis.call('XADD', sk, 'MAXLEN', ARGV[2], '0-' .. o, 't', now, 'm', msg)
-  redis.call('PEXPIRE', sk, ARGV[3])
+  redis.call('SET', ek, e .. string.format('%d', off), 'PX', ARGV[3])
+  if redis.call('RPUSH', lk, stamp .. msg) > tonumber(ARGV[2]) then
+    redis.call('LTRIM', lk, -tonumber(ARGV[2]), -1)
+  end
+  redis.call('PEXPIRE', lk, ARGV[3])
   local p = e .. struct.pack('>I4I4', math.floor(off / 4294967296), off % 4294967296)
   pos[i] = p
   out[#out + 1] = struct.pack('>BB', 3, #key) .. key .. p .. tag .. struct.pack('>I4', #msg) .. msg
@@ -69,9 +74,9 @@ redis.call('PUBLISH', ARGV[1], table.concat(out))
 return pos
 ";
 
-/// The read script. KEYS: epoch key, stream key. ARGV: `XRANGE` start (`-`, `0-<n>`, or
-/// empty for none), candidate epoch (8 bytes), TTL (ms). Returns `{epoch and last offset,
-/// now ms, entries}`.
+/// The read script. KEYS: epoch key, list key. ARGV: the offset to read after (`-1`: none,
+/// `0` or more: every held message after it), candidate epoch (8 bytes), TTL (ms). Returns
+/// `{epoch and last offset, now ms, offset of the first entry returned, entries}`.
 pub const READ_LUA: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -81,11 +86,16 @@ if not v then
 end
 local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+local last = tonumber(string.sub(v, 9))
+local first = last - redis.call('LLEN', KEYS[2]) + 1
+local after = tonumber(ARGV[1])
 local entries = {}
-if ARGV[1] ~= '' then
-  entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+')
+if after >= 0 then
+  local from = math.max(after + 1, first)
+  entries = redis.call('LRANGE', KEYS[2], from - first, -1)
+  first = from
 end
-return {v, now, entries}
+return {v, now, string.format('%d', first), entries}
 ";
 
 /// A resume read a shard asks of the agent: id `k` of connection `conn` on shard `from`.
@@ -121,21 +131,23 @@ pub fn parse_epoch_value(v: &[u8]) -> Option<Pos> {
     (epoch != 0).then_some(Pos { epoch, offset })
 }
 
-/// The entry id `0-<offset>` of a stream entry.
-pub fn parse_entry_id(id: &[u8]) -> Option<u64> {
-    std::str::from_utf8(id.strip_prefix(b"0-")?)
-        .ok()?
-        .parse()
-        .ok()
+/// The read script's `after` argument for `start`: `-1` reads nothing, else the offset
+/// to read after (`earliest`: 0, everything held).
+pub fn read_after(start: Start) -> i64 {
+    match start {
+        Start::Now => -1,
+        Start::Earliest => 0,
+        Start::At(p) => i64::try_from(p.offset).unwrap_or(i64::MAX),
+    }
 }
 
-/// The `XRANGE` start for `start` (empty: no range read).
-pub fn range_start(start: Start) -> String {
-    match start {
-        Start::Now => String::new(),
-        Start::Earliest => "-".to_string(),
-        Start::At(p) => format!("0-{}", p.offset.saturating_add(1)),
-    }
+/// One list element: the append time (ms, 8 bytes big-endian) then the message; `None` if
+/// shorter than 8 bytes.
+pub fn parse_element(offset: u64, e: Vec<u8>) -> Option<Entry> {
+    let t = u64::from_be_bytes(e.get(..8)?.try_into().ok()?);
+    let mut m = Bytes::from(e);
+    let msg = m.split_off(8);
+    Some((offset, t, msg))
 }
 
 /// The verdict for a connection that asks for `start`, from a read: the stream's position
@@ -213,7 +225,7 @@ impl super::Cluster {
             db => format!("uc{db}:{}", self.cfg.buckets),
         };
         let key = |k: &str| [prefix.as_bytes(), k.as_bytes(), id].concat();
-        (key(":e:"), key(":s:"))
+        (key(":e:"), key(":l:"))
     }
 }
 
@@ -233,7 +245,7 @@ pub(super) fn new_epoch() -> [u8; 8] {
 mod tests {
     use bytes::Bytes;
 
-    use super::{parse_entry_id, parse_epoch_value, range_start, verdict};
+    use super::{parse_element, parse_epoch_value, read_after, verdict};
     use crate::history::{Pos, Reason, Start};
 
     const E: u64 = 0x1122_3344_5566_7788;
@@ -256,15 +268,20 @@ mod tests {
             })
         );
         assert_eq!(parse_epoch_value(b"short"), None);
-        assert_eq!(parse_entry_id(b"0-17"), Some(17));
-        assert_eq!(parse_entry_id(b"1-17"), None);
+        let mut e = 1234u64.to_be_bytes().to_vec();
+        e.extend_from_slice(b"hi");
+        assert_eq!(
+            parse_element(7, e),
+            Some((7, 1234, Bytes::from_static(b"hi")))
+        );
+        assert_eq!(parse_element(7, b"short".to_vec()), None);
         let at = Start::At(Pos {
             epoch: E,
             offset: 4,
         });
-        assert_eq!(range_start(at), "0-5");
-        assert_eq!(range_start(Start::Earliest), "-");
-        assert_eq!(range_start(Start::Now), "");
+        assert_eq!(read_after(at), 4);
+        assert_eq!(read_after(Start::Earliest), 0);
+        assert_eq!(read_after(Start::Now), -1);
     }
 
     #[test]

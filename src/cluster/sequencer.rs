@@ -164,7 +164,7 @@ impl Sequencer {
                 .arg(2)
                 .arg(ek)
                 .arg(sk)
-                .arg(history::range_start(f.start))
+                .arg(history::read_after(f.start))
                 .arg(history::new_epoch().to_vec())
                 .arg(c.config().history_ttl_ms);
         }
@@ -205,41 +205,21 @@ pub(super) fn refuse(c: &Cluster, fetches: Vec<Fetch>) {
 
 /// The read script's answer: the position, Redis' clock (ms) and the entries.
 fn parse_read(v: Value) -> Option<(Pos, u64, Vec<Entry>)> {
-    let Value::Array(mut parts) = v else {
+    let Value::Array(parts) = v else {
         return None;
     };
-    if parts.len() != 3 {
-        return None;
-    }
-    let entries = parts.pop()?;
-    let now = bulk(parts.pop()?)?;
-    let cur = history::parse_epoch_value(&bulk(parts.pop()?)?)?;
-    let now = std::str::from_utf8(&now).ok()?.parse().ok()?;
-    let Value::Array(entries) = entries else {
+    let [cur, now, first, elements]: [Value; 4] = parts.try_into().ok()?;
+    let cur = history::parse_epoch_value(&bulk(cur)?)?;
+    let number = |v: Value| -> Option<u64> { std::str::from_utf8(&bulk(v)?).ok()?.parse().ok() };
+    let (now, first) = (number(now)?, number(first)?);
+    let Value::Array(elements) = elements else {
         return None;
     };
-    let entries = entries.into_iter().map(entry).collect::<Option<Vec<_>>>()?;
-    Some((cur, now, entries))
-}
-
-/// One `XRANGE` entry: `[id, [field, value, ...]]` with fields `t` and `m`.
-fn entry(v: Value) -> Option<Entry> {
-    let Value::Array(mut e) = v else { return None };
-    let fields = e.pop()?;
-    let offset = history::parse_entry_id(&bulk(e.pop()?)?)?;
-    let Value::Array(fields) = fields else {
-        return None;
-    };
-    let (mut t, mut m) = (None, None);
-    let mut it = fields.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        match bulk(k)?.as_slice() {
-            b"t" => t = std::str::from_utf8(&bulk(v)?).ok()?.parse().ok(),
-            b"m" => m = Some(Bytes::from(bulk(v)?)),
-            _ => {}
-        }
-    }
-    Some((offset, t?, m?))
+    let entries = elements
+        .into_iter()
+        .zip(first..)
+        .map(|(e, o)| history::parse_element(o, bulk(e)?));
+    Some((cur, now, entries.collect::<Option<Vec<_>>>()?))
 }
 
 /// A returned position: 16 bytes, epoch and offset big-endian.
