@@ -2,13 +2,16 @@
 # Installs the system packages the tests need when they are missing, so the README's test
 # command works on a fresh machine: Debian's `chromium` (tests/browser.rs drives it headless)
 # and `redis-server` (tests/cluster.rs and `loadtest --nodes` start their own on free ports and
-# kill them by pid; the system service is not relied on). Quiet unless an install fails, then
+# kill them by pid; the system service is not relied on) and `prometheus` (gives `prometheus`
+# and `promtool`: tests/metrics.rs checks /metrics with `promtool check metrics` and scrapes
+# the server with a real Prometheus on a free port, ended by pid). Quiet unless an install fails, then
 # the apt log goes to stderr and the script exits 1. Needs root and apt (Debian), as on CI;
 # elsewhere it says what to install and exits 1.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
         echo "the tests need: ${missing[*]} (Debian: apt-get install -y ${missing[*]})" >&2
@@ -26,3 +29,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 chromium --version 2>/dev/null || true
 redis-server --version
+promtool --version 2>&1 | head -1

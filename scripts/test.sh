@@ -3,7 +3,7 @@
 # the real server on 127.0.0.1 port 0 (each body on both backends). Release mode: the
 # concurrency tests open thousands of connections and run faster optimised. Ends with one
 # line `tests: N passed, N failed` summing every test binary. First installs the system
-# packages the tests need when missing (scripts/test-deps.sh: chromium, redis-server).
+# packages the tests need when missing (scripts/test-deps.sh: chromium, redis-server, prometheus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== system packages for the tests (scripts/test-deps.sh)"

@@ -1,10 +1,12 @@
 //! Server settings: the `serve` flags as parsed ([`ServeArgs`]) and the validated values the
-//! shards run with ([`ServerConfig`]).
+//! shards run with ([`ServerConfig`]); [`file`]: the same flags from a TOML file (`--config`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+
+pub mod file;
 
 /// Flags of `uring-comet serve`. Each doc line is its `--help`.
 #[derive(Args, Debug, Clone)]
@@ -13,7 +15,8 @@ pub struct ServeArgs {
     /// Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Publish listener address (POST /send/<id>, GET /stats; with --friends also POST
+    /// Publish listener address (POST /send/<id>, GET /stats, GET /metrics, /healthz,
+    /// /readyz; with --friends also POST
     /// /publish/<user>, PUT|DELETE /friends/<a>/<b>). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub publish_listen: SocketAddr,
@@ -55,7 +58,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10)]
     pub head_timeout: u64,
     /// Bearer token publishers must send (`Authorization: Bearer TOKEN`) on every request
-    /// of the publish listener but the demo page (`/send`, `/stats`, `/publish`, `/friends`);
+    /// of the publish listener but the demo page and the probes `/healthz` and `/readyz`
+    /// (`/send`, `/stats`, `/metrics`, `/publish`, `/friends`);
     /// required when the publish listener is not on loopback. Also read from
     /// the environment variable `UC_PUBLISH_TOKEN`.
     #[arg(long, env = "UC_PUBLISH_TOKEN", hide_env_values = true)]
@@ -128,12 +132,37 @@ pub struct ServeArgs {
     /// send SIGTERM to the old instance once this one is ready (README: Restarts).
     #[arg(long)]
     pub takeover: bool,
+    // --- operations (crate::metrics, crate::logging, config::file) ---
+    /// Also serve `GET /metrics` (Prometheus), `/healthz` and `/readyz` on this address,
+    /// without the bearer token (bind it where only the monitoring system reaches); they
+    /// are always on the publish listener too (`/metrics` there behind --publish-token).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log lines on stderr: `text` (human-readable) or `json` (one JSON object a line:
+    /// timestamp, level, target, fields). The level is `RUST_LOG`'s (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Read settings from this TOML file first: each key is a flag's long name
+    /// (`max-conns = 100000`); flags and `UC_*` environment variables given as well win; a
+    /// key the server does not know stops the start. Example:
+    /// kernel-tuning/uring-comet.toml. Also read from `UC_CONFIG`.
+    #[arg(long, value_name = "FILE", env = "UC_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// Parses a byte count (`parse-size`: `256MiB`, `1 GiB`, `64KB`, `100000`). Errors: the
 /// crate's message.
 fn parse_bytes(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| format!("bad size {s:?}: {e}"))
+}
+
+/// The format of log lines (`--log-format`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (colours on a terminal).
+    Text,
+    /// JSON lines (tracing-subscriber's JSON formatter).
+    Json,
 }
 
 /// Whether shard threads are pinned to CPUs.
@@ -222,6 +251,8 @@ pub struct ServerConfig {
     pub drain_period_ms: u64,
     /// `--takeover`: skip the check that the ports are free (a hand-over).
     pub takeover: bool,
+    /// `--metrics-listen`: a listener of its own for `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
@@ -293,6 +324,7 @@ impl ServeArgs {
             poll_timeout_ms: self.poll_timeout.as_millis() as u64,
             drain_period_ms: self.drain_period.as_millis() as u64,
             takeover: self.takeover,
+            metrics_listen: self.metrics_listen,
         })
     }
 }
@@ -327,6 +359,7 @@ impl ServerConfig {
             poll_timeout_ms: 30_000,
             drain_period_ms: 10_000,
             takeover: false,
+            metrics_listen: None,
         }
     }
 

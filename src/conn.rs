@@ -209,6 +209,9 @@ pub struct Aux {
     /// Subscriber: when the send of `out` began, on the shard's millisecond clock (see the
     /// backpressure rule in `deliver`).
     pub batch_ms: u32,
+    /// Subscriber: when the messages of `out` and `next` were queued, for the
+    /// `publish_to_send` histogram ([`crate::metrics::Stamps`]).
+    pub lat: crate::metrics::Stamps,
 }
 
 impl Aux {

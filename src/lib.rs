@@ -19,8 +19,10 @@
 //! - [`friends`]: the friends store (per-shard CSR follower lists, the edits journal, the
 //!   lock on its file).
 //! - [`cluster`]: cluster mode: nodes sharing one id space through Redis pub/sub.
-//! - [`stats`]: per-shard counters read by `GET /stats`.
-//! - [`config`]: `serve` flags and validated settings; [`duration`]: the one parser of time
+//! - [`stats`]: per-shard counters read by `GET /stats`; [`metrics`]: `GET /metrics`
+//!   (Prometheus), `/healthz`, `/readyz`, and the `--metrics-listen` listener.
+//! - [`config`]: `serve` flags (also from a TOML file, `--config`) and validated settings;
+//!   [`logging`]: text or JSON log lines; [`duration`]: the one parser of time
 //!   flags (`30`, `250ms`, `10m`, `1h30m`), `serve`'s and every tool's.
 //! - [`tools`]: the subcommands beside the server (`loadtest`, `check-system`, `plot`,
 //!   `gen-friends`); the core above never imports them.
@@ -34,7 +36,9 @@ pub mod friends;
 pub mod history;
 pub mod http;
 pub mod id;
+pub mod logging;
 pub mod mesh;
+pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod shard;

@@ -1,4 +1,5 @@
-//! The `uring-comet` binary: parse flags, set up logging, hand off to the library.
+//! The `uring-comet` binary: parse flags (with `serve --config FILE` applied), set up
+//! logging (`--log-format`), hand off to the library.
 //!
 //! Subcommands: `serve` (the comet server, [`uring_comet::server`]); with the cargo feature
 //! `loadtest` (on by default) also the tools beside it ([`uring_comet::tools`]): `loadtest`
@@ -37,15 +38,15 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
+    // `serve --config FILE`: the file's settings become flags before clap parses.
+    let argv = uring_comet::config::file::with_file_args(std::env::args_os().collect())?;
+    let cli = Cli::parse_from(argv);
+    let format = match &cli.cmd {
+        Cmd::Serve(args) => args.log_format,
+        #[allow(unreachable_patterns)]
+        _ => uring_comet::config::LogFormat::Text,
+    };
+    uring_comet::logging::init(format);
     match cli.cmd {
         Cmd::Serve(args) => uring_comet::server::serve_forever((*args).into_config()?),
         #[cfg(feature = "loadtest")]

@@ -54,6 +54,21 @@ pub struct ShardStats {
     pub recoveries: AtomicU64,
     /// Total: connections that gave a cursor and lost some id's position (a reset verdict).
     pub recoveries_failed: AtomicU64,
+    /// Gauge: logged-in subscriber connections per transport, indexed by
+    /// [`crate::http::stream::Proto`] as `u8` (seed, raw, SSE, WebSocket, poll).
+    pub streams: [AtomicU64; 5],
+    /// Gauge, 0 or 1: this shard's accepts are armed (0 while paused after an accept error,
+    /// and once stopping or draining). Read by `GET /readyz`.
+    pub accepting: AtomicU64,
+    /// Total: accepts that failed (EMFILE, ENFILE, ENOMEM, ENOBUFS).
+    pub accept_errors: AtomicU64,
+    /// Total: connections answered 408 by the head-timeout sweep (`--head-timeout`).
+    pub head_timeouts: AtomicU64,
+    /// Total: bytes the kernel took from this shard's sends (subscribers and publishers).
+    pub bytes_sent: AtomicU64,
+    /// Histogram: a message's queueing on its subscriber to the completion of the send
+    /// that carried it (see [`crate::metrics::Latency`]).
+    pub publish_to_send: crate::metrics::Latency,
 }
 
 impl ShardStats {
@@ -64,6 +79,12 @@ impl ShardStats {
     /// Subtracts `n` from a gauge.
     pub fn sub(c: &AtomicU64, n: u64) {
         c.fetch_sub(n, Relaxed);
+    }
+    /// Adds `n` to a counter only this shard writes: a plain load and store, no locked
+    /// read-modify-write (a reader sees the old or the new value, never a torn one).
+    #[inline]
+    pub fn bump(c: &AtomicU64, n: u64) {
+        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
     }
 }
 

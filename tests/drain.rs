@@ -1,8 +1,8 @@
-//! SIGTERM's drain (issue 16): the listeners close at once, the streams end spread over
-//! `--drain-period` (measured by the clients: no second sees more than twice the even
-//! share), each with its transport's exact end, held polls are answered, a second SIGTERM
-//! or a SIGINT ends the drain at once, and the process exits 0. Every body runs on io_uring
-//! and on epoll.
+//! SIGTERM's drain (issue 16): the listeners close at once and `/readyz` turns 503, the
+//! streams end spread over `--drain-period` (measured by the clients: no second sees more
+//! than twice the even share), each with its transport's exact end, held polls are
+//! answered, a second SIGTERM or a SIGINT ends the drain at once, and the process exits 0.
+//! Every body runs on io_uring and on epoll.
 
 mod common;
 
@@ -156,16 +156,35 @@ fn drain_answers_held_polls() {
 }
 }
 
-/// Opens a few streams, starts a 120 s drain, sends `sig` once the listener refuses, and
+/// Opens a few streams, starts a 120 s drain, checks `/readyz` on `--metrics-listen` (200
+/// before, 503 `not ready: draining` during), sends `sig` once the listener refuses, and
 /// checks every stream's exact end and exit 0 well inside the period.
 fn second_signal_ends_the_drain(sig: i32) {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut srv = Serve::new()
         .shards(2)
         .args(["--history", "0", "--drain-period", "120s"])
+        .args(["--metrics-listen", &metrics.to_string()])
         .spawn();
     let watchers = watch(open_streams(srv.subscriber, 8), Duration::from_secs(60));
+    let ready = wait_until(Duration::from_secs(5), || {
+        probe(metrics, "/readyz").0 == 200
+    });
+    assert!(
+        ready,
+        "/readyz before the drain: {:?}",
+        probe(metrics, "/readyz")
+    );
     srv.signal(libc::SIGTERM);
     wait_refused(srv.subscriber);
+    assert_eq!(
+        probe(metrics, "/readyz"),
+        (503, "not ready: draining\n".to_string()),
+        "/readyz during the drain"
+    );
     srv.signal(sig);
     for (k, w) in watchers.into_iter().enumerate() {
         let (_, kind, rest, _) = w.join().expect("a stream reader panicked");

@@ -28,6 +28,9 @@ pub fn serve_forever(cfg: ServerConfig) -> anyhow::Result<()> {
     let drain = Duration::from_millis(cfg.drain_period_ms);
     let handle = start(cfg)?;
     tracing::info!(shards, backend = %handle.backend(), subscriber = %handle.subscriber_addr(), publish = %handle.publish_addr(), "uring-comet serving");
+    if let Some(m) = handle.metrics_addr() {
+        tracing::info!(metrics = %m, "serving /metrics, /healthz and /readyz");
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(

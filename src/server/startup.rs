@@ -36,6 +36,7 @@ pub struct ServerHandle {
     /// Every shard's listeners (duplicated fds), so [`ServerHandle::begin_drain`] can take
     /// them all out of their SO_REUSEPORT groups before it tells the shards.
     listening: Vec<OwnedFd>,
+    metrics: Option<SocketAddr>,
 }
 
 impl ServerHandle {
@@ -52,6 +53,11 @@ impl ServerHandle {
     /// The bound publish listener address.
     pub fn publish_addr(&self) -> SocketAddr {
         self.publish
+    }
+
+    /// The bound `--metrics-listen` address, if one was asked for.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// Whether a shard thread has ended on its own (it panicked: the server is broken).
@@ -110,8 +116,9 @@ impl Drop for ServerHandle {
 /// node is connected to Redis, or after 3 s without it).
 ///
 /// Phases: tune malloc; choose the backend (probe, fallback); plan direct descriptors; check
-/// that the ports are free (unless `--takeover`); bind the listeners; build the mesh, cluster state and counters; load the friends store; start
-/// the shard threads; wait until each has opened its driver; wait (bounded) for Redis.
+/// that the ports are free (unless `--takeover`); bind the listeners; build the mesh,
+/// cluster state and counters; load the friends store; start the shard threads; wait until
+/// each has opened its driver; start the `--metrics-listen` thread; wait (bounded) for Redis.
 ///
 /// Errors: a port already has a listener (unless `--takeover`); a listener cannot be bound;
 /// io_uring cannot be set up (the error names the cause); the friends store cannot be
@@ -140,6 +147,17 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
         .collect::<io::Result<Vec<_>>>()?;
     let seeds = seeds(subs, pubs, friends, cfg.cpu_affinity);
     let (ready, ready_rx) = mpsc::channel::<io::Result<()>>();
+    let metrics_src = match cfg.metrics_listen {
+        Some(a) => Some((
+            crate::metrics::listen::bind(a)?,
+            crate::metrics::listen::Sources {
+                stats: stats.clone(),
+                cluster: cluster.clone(),
+                mesh: mesh.clone(),
+            },
+        )),
+        None => None,
+    };
     let shared = Shared {
         cfg: Arc::new(cfg),
         mesh: mesh.clone(),
@@ -151,7 +169,7 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     // Every thread holds its own sender: once `spawn_shards` has dropped the original, the
     // channel closes when the last thread ends.
     let threads = spawn_shards(backend, shared, seeds)?;
-    let handle = ServerHandle {
+    let mut handle = ServerHandle {
         backend,
         subscriber,
         publish,
@@ -159,8 +177,12 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
         threads,
         stats: all_stats,
         listening,
+        metrics: None,
     };
     wait_ready(&ready_rx, n, backend)?;
+    if let Some((listener, src)) = metrics_src {
+        handle.metrics = Some(crate::metrics::listen::spawn(listener, src)?);
+    }
     if let Some(c) = &cluster {
         wait_cluster_up(c);
     }

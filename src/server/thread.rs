@@ -143,6 +143,7 @@ fn body<D: ShardRuntime>(shared: Shared, seed: Seed) {
     } = shared;
     let agent = cluster.clone().filter(|_| me == 0);
     let shard = Shard::new(me, driver, mesh.clone(), stats, cfg, sub, publ)
+        .with_probes(cluster.clone())
         .with_cluster(cluster)
         .with_friends(friends);
     D::block_on(rt, async move {

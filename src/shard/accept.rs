@@ -2,6 +2,7 @@
 //! pause after an accept error, and the 503 a connection over `--max-conns` gets.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::completion::{token, OP_ACCEPT, OP_CANCEL};
@@ -86,10 +87,14 @@ impl<D: Driver> Shard<D> {
                 }
             }
         }
+        if self.st().accepting.load(Relaxed) == 0 {
+            self.st().accepting.store(1, Relaxed);
+        }
     }
 
     /// Stops accepting: cancels the armed accepts (shutdown).
     pub(super) fn stop_accepts(&mut self) {
+        self.st().accepting.store(0, Relaxed);
         for l in 0..2 {
             if let Some(fd) = &self.accept.listeners[l] {
                 if self.accept.armed[l] {
@@ -164,6 +169,7 @@ impl<D: Driver> Shard<D> {
             // Not listening any more: the drain shut the listener down and sets its flag
             // just after. Pause (no re-arm spin) without a warning; the drain takes over.
             tracing::debug!(shard = self.me, "accept: the listener was shut down");
+            self.st().accepting.store(0, Relaxed);
             self.accept.retry = Some(Instant::now() + RETRY);
             return;
         }
@@ -176,6 +182,8 @@ impl<D: Driver> Shard<D> {
             tracing::debug!(shard = self.me, "accept failed again: {e}");
         }
         self.accept.failures += 1;
+        ShardStats::add(&self.st().accept_errors, 1);
+        self.st().accepting.store(0, Relaxed);
         self.accept.retry = Some(Instant::now() + RETRY);
     }
 

@@ -116,12 +116,14 @@ impl<D: Driver> Shard<D> {
             } else if !c.marks.contains(Marks::SLOW) {
                 self.conns[i].marks.insert(Marks::SLOW);
             } else if c.state == State::Pub {
+                ShardStats::add(&self.st().head_timeouts, 1);
                 self.aux[c.aux].inbuf.clear();
                 let mut raw = Vec::new();
                 response::error(&mut raw, Status::RequestTimeout);
                 self.push_reply(i, Pending::ready(i, raw, true));
                 self.flush_replies(i);
             } else {
+                ShardStats::add(&self.st().head_timeouts, 1);
                 self.refuse(i, Status::RequestTimeout);
             }
         }
@@ -142,6 +144,7 @@ impl<D: Driver> Shard<D> {
         c.marks.insert(Marks::CUT);
         c.state = State::Finishing;
         let (proto, chunked) = (Proto::from_u8(c.proto), c.flags.contains(Flags::CHUNKED));
+        self.aux[c.aux].lat.drop_next();
         let next = &mut self.aux[c.aux].next;
         next.clear();
         stream::end(next, proto, chunked, 1008);
@@ -171,6 +174,7 @@ impl<D: Driver> Shard<D> {
             return;
         }
         if c.flags.contains(Flags::LOGGED_IN) {
+            ShardStats::sub(&self.st().streams[Proto::from_u8(c.proto) as usize], 1);
             self.poll_done(i);
             self.forget_remote(i);
             self.router.logout(&mut self.outbox, i, c.ids);

@@ -18,6 +18,7 @@
 //! 14. `resume.rs`: history (`--history`): numbering, the resume verdict and replay, polls;
 //!     `replay.rs`: the same for ids another shard owns (`Replay`/`Replayed`); `poll.rs`:
 //!     held polls and their timeout.
+//! 15. `probes.rs`: the operations endpoints (`/metrics`, `/healthz`, `/readyz`).
 //!
 //! `tests/` (test builds only) drives the shard in memory on the fake driver
 //! (`driver/fake.rs`), through its public API.
@@ -56,6 +57,7 @@ mod input;
 mod output;
 mod placement;
 mod poll;
+mod probes;
 mod publish;
 mod replay;
 mod replies;
@@ -110,6 +112,8 @@ pub struct Shard<D: Driver> {
     resume: resume::Resumes,
     /// Stage 10b: SIGTERM's paced drain.
     drain: drain::Drain,
+    /// `/metrics`, `/healthz`, `/readyz`: what they read besides the counters.
+    probes: probes::Probes,
 }
 
 impl<D: Driver> Shard<D> {
@@ -150,6 +154,7 @@ impl<D: Driver> Shard<D> {
             cluster: cluster::ClusterState::default(),
             resume: resume::Resumes::new(&cfg),
             drain: drain::Drain::default(),
+            probes: probes::Probes::default(),
             mesh,
             stats,
             cfg,

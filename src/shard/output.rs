@@ -74,6 +74,7 @@ impl Output {
             }
             aux.sent = 0;
             aux.replies.clear();
+            aux.lat = Default::default();
             self.pool.push(aux);
         }
     }
@@ -222,6 +223,7 @@ impl<D: Driver> Shard<D> {
         if res < 0 {
             return self.close_on_error(i, res);
         }
+        self.count_sent(i, res as usize);
         let c = self.conns[i];
         if c.flags.contains(Flags::HEAD_PENDING) {
             self.conns[i].flags.remove(Flags::HEAD_PENDING);
@@ -309,6 +311,7 @@ impl<D: Driver> Shard<D> {
             self.cut_clean(i);
             return false;
         }
+        aux.lat.queued(sending, now_ms);
         if !c.marks.contains(Marks::WS_HEAD) {
             c.msgs = c.msgs.wrapping_add(1);
         }

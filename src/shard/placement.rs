@@ -242,6 +242,10 @@ impl<D: Driver> Shard<D> {
         c.ids = handle;
         c.waits = waits;
         c.flags.insert(Flags::LOGGED_IN);
+        ShardStats::add(
+            &self.stats[self.me].streams[Proto::from_u8(c.proto) as usize],
+            1,
+        );
         c.state = if waits > 0 {
             State::SubJoining
         } else {

@@ -81,6 +81,7 @@ impl<D: Driver> Shard<D> {
         match req {
             PubRequest::Page { close, head } => self.page(i, close, head),
             PubRequest::Stats { close, head } => self.stats(i, close, head),
+            PubRequest::Probe { probe, close, head } => self.probe(i, probe, close, head),
             PubRequest::Edit {
                 a,
                 b,

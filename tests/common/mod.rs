@@ -16,7 +16,9 @@
 //! - `proxy`: a TCP proxy in the test process whose connections a test can cut;
 //! - `negotiated`: `/sub/` streams: SSE, WebSocket frames, raw, and a real SSE parser;
 //! - `streams`: one open stream of any kind, read with its exact framing;
-//! - `kernel`: what `/proc` says about sockets and fds, RST closes, RLIMIT_NOFILE.
+//! - `kernel`: what `/proc` says about sockets and fds, RST closes, RLIMIT_NOFILE;
+//! - `metrics`: `/metrics` parsed strictly and checked by promtool, the probes;
+//!   `prometheus`: a real Prometheus server scraping the test's server.
 //!
 //! Every test body that talks to a server runs on both backends through [`both_backends!`].
 // Each test binary uses a different part of these helpers (some none of a whole module, hence
@@ -30,8 +32,10 @@ pub(crate) mod friends;
 pub(crate) mod history;
 pub(crate) mod http;
 pub(crate) mod kernel;
+pub(crate) mod metrics;
 pub(crate) mod negotiated;
 pub(crate) mod poll;
+pub(crate) mod prometheus;
 pub(crate) mod proxy;
 pub(crate) mod redis;
 pub(crate) mod server;
@@ -45,8 +49,10 @@ pub(crate) use friends::*;
 pub(crate) use history::*;
 pub(crate) use http::*;
 pub(crate) use kernel::*;
+pub(crate) use metrics::*;
 pub(crate) use negotiated::*;
 pub(crate) use poll::*;
+pub(crate) use prometheus::*;
 pub(crate) use proxy::*;
 pub(crate) use redis::*;
 pub(crate) use server::*;

@@ -15,9 +15,11 @@
 use super::{Status, MAX_HEAD, MAX_TARGET};
 use crate::id::IdError;
 
+mod probe;
 mod publish;
 mod subscribe;
 
+pub use probe::Probe;
 pub use publish::{parse_publish, PubRequest};
 pub use subscribe::{parse_subscribe, SubRequest};
 

@@ -2,7 +2,7 @@
 //! /publish/<user>` (a message), `PUT|DELETE /friends/<a>/<b>` (a friends edit), `GET
 //! /stats` and `GET /` (the demo page); and the bearer-token check in front of them.
 
-use super::{header, id_error, parse_with, path_of, wants_close, Head};
+use super::{header, id_error, parse_with, path_of, wants_close, Head, Probe};
 use crate::http::{Status, MAX_BODY};
 use crate::id::Id;
 
@@ -52,24 +52,37 @@ pub enum PubRequest {
         /// `HEAD`: the reply has no body.
         head: bool,
     },
+    /// `GET /metrics`, `GET /healthz` or `GET /readyz` (answered by [`crate::metrics`]).
+    Probe {
+        /// Which one.
+        probe: Probe,
+        /// Close after replying.
+        close: bool,
+        /// `HEAD`: the reply has no body.
+        head: bool,
+    },
 }
 
 /// Parses a publish-listener request head: `POST /send/<id>`, `POST /publish/<user>`,
-/// `PUT|DELETE /friends/<a>/<b>` or `GET /stats`.
+/// `PUT|DELETE /friends/<a>/<b>`, `GET /stats`, or a [`Probe`] (`/metrics`, `/healthz`,
+/// `/readyz`).
 ///
 /// Refusals: 400 (malformed head, bad id, bad Content-Length), 404 (other paths), 411
 /// (POST without Content-Length), 413 (body over [`MAX_BODY`]), 431 (head too long), 501
 /// (other methods, or a `Transfer-Encoding` request body, which this listener does not
 /// decode).
 ///
-/// With `token` set, `POST /send` and `GET /stats` need `Authorization: Bearer <token>`
+/// With `token` set, every request but `GET /`, `/healthz` and `/readyz` (`/send`, `/stats`,
+/// `/metrics`, the friends paths) needs `Authorization: Bearer <token>`
 /// (RFC 6750 section 2.1; the scheme is case-insensitive, RFC 9110 section 11.1), the token
 /// compared in constant time; else 401.
 pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
     parse_with(buf, |req| {
         let path = path_of(req);
         let close = wants_close(req);
-        if let (true, Some(t)) = (path != b"/", token) {
+        let open =
+            path == b"/" || matches!(Probe::of_path(path), Some(Probe::Healthz | Probe::Readyz));
+        if let (false, Some(t)) = (open, token) {
             authorize(req, t)?;
         }
         match req.method {
@@ -96,7 +109,7 @@ fn authorize(req: &httparse::Request<'_, '_>, token: &[u8]) -> Result<(), Status
     }
 }
 
-/// `GET|HEAD /stats` and `GET|HEAD /`. Errors: 400 for a request with a body, 404 for
+/// `GET|HEAD /stats`, `GET|HEAD /` and the probes. Errors: 400 for a request with a body, 404 for
 /// other paths.
 fn get(
     req: &httparse::Request<'_, '_>,
@@ -114,7 +127,10 @@ fn get(
     match path {
         b"/stats" => Ok(PubRequest::Stats { close, head }),
         b"/" => Ok(PubRequest::Page { close, head }),
-        _ => Err(Status::NotFound),
+        _ => match Probe::of_path(path) {
+            Some(probe) => Ok(PubRequest::Probe { probe, close, head }),
+            None => Err(Status::NotFound),
+        },
     }
 }
 
