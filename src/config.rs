@@ -121,6 +121,17 @@ pub struct ServeArgs {
     /// How long `GET /poll/<ids>` holds a request that has no message to answer with.
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse_duration)]
     pub poll_timeout: std::time::Duration,
+    // --- drain and restarts (server::serve) ---
+    /// On SIGTERM, end the streams over this long (`10s`, `500ms`; `0` at once), spread
+    /// evenly, each with its transport's proper end, then exit 0; the listeners close at
+    /// once. A second SIGTERM, or SIGINT, ends every stream at once.
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse_duration)]
+    pub drain_period: std::time::Duration,
+    /// Start beside a running instance on the same ports (joining its SO_REUSEPORT group)
+    /// for a hand-over: without it `serve` refuses ports that already have a listener. Then
+    /// send SIGTERM to the old instance once this one is ready (README: Restarts).
+    #[arg(long)]
+    pub takeover: bool,
     // --- operations (crate::metrics, crate::logging, config::file) ---
     /// Also serve `GET /metrics` (Prometheus), `/healthz` and `/readyz` on this address,
     /// without the bearer token (bind it where only the monitoring system reaches); they
@@ -236,6 +247,10 @@ pub struct ServerConfig {
     pub history: crate::history::HistoryConfig,
     /// `--poll-timeout`, ms.
     pub poll_timeout_ms: u64,
+    /// `--drain-period`, ms: SIGTERM's drain ends the streams over this long (0: at once).
+    pub drain_period_ms: u64,
+    /// `--takeover`: skip the check that the ports are free (a hand-over).
+    pub takeover: bool,
     /// `--metrics-listen`: a listener of its own for `/metrics`, `/healthz`, `/readyz`.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -307,6 +322,8 @@ impl ServeArgs {
                 memory: usize::try_from(self.history_memory).unwrap_or(usize::MAX),
             },
             poll_timeout_ms: self.poll_timeout.as_millis() as u64,
+            drain_period_ms: self.drain_period.as_millis() as u64,
+            takeover: self.takeover,
             metrics_listen: self.metrics_listen,
         })
     }
@@ -340,6 +357,8 @@ impl ServerConfig {
                 memory: 256 << 20,
             },
             poll_timeout_ms: 30_000,
+            drain_period_ms: 10_000,
+            takeover: false,
             metrics_listen: None,
         }
     }

@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     };
     uring_comet::logging::init(format);
     match cli.cmd {
-        Cmd::Serve(args) => uring_comet::server::serve_forever(args.into_config()?),
+        Cmd::Serve(args) => uring_comet::server::serve_forever((*args).into_config()?),
         #[cfg(feature = "loadtest")]
         Cmd::Loadtest(args) => uring_comet::tools::loadtest::run(*args),
         #[cfg(feature = "loadtest")]

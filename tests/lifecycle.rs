@@ -22,7 +22,11 @@ fn retry_ms(block: Option<&str>) -> u32 {
 /// streams' bytes are the ones before cursors), signals it with `sig`, and checks each
 /// stream's proper end (SSE: a `retry:` first) and the exit.
 fn graceful_stop(sig: i32) {
-    let (mut srv, up) = Serve::new().shards(2).args(["--history", "0"]).try_spawn();
+    // SIGTERM drains over `--drain-period` (tests/drain.rs); 1 s keeps the exit under 5 s.
+    let (mut srv, up) = Serve::new()
+        .shards(2)
+        .args(["--history", "0", "--drain-period", "1s"])
+        .try_spawn();
     assert!(up, "server did not start: {}", srv.stderr());
     let (s, p) = (srv.subscriber, srv.publish);
     let mut streams: Vec<Stream> = KINDS.iter().map(|&k| Stream::open(s, k, "bye1")).collect();

@@ -56,7 +56,7 @@ both_backends! {
     fn json_lines_parse() {
         let (before, after, all) = run("json");
         assert_eq!(before, after, "traffic logged lines:\n{}", all.join("\n"));
-        assert!(all.iter().any(|l| l.contains("shutting down")), "no stop line: {all:?}");
+        assert!(all.iter().any(|l| l.contains("SIGTERM: draining")), "no stop line: {all:?}");
         for line in &all {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));

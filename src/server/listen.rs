@@ -70,3 +70,37 @@ pub(super) fn listeners(
     }
     Ok((all, bound))
 }
+
+/// Refuses `addr` if its port already has a listener (a second `serve` started by mistake
+/// would silently split the connections with it: every listener sets SO_REUSEPORT). Probes
+/// with a socket that sets SO_REUSEADDR but not SO_REUSEPORT: Linux refuses its bind with
+/// EADDRINUSE while any socket listens on an overlapping address (socket(7)), and not for
+/// TIME_WAIT leftovers. Port 0 is never checked. Errors: the port is in use, naming it and,
+/// when `/proc` tells, the pid and name of the process holding it; or the probe could not
+/// bind for another reason.
+pub(super) fn ensure_free(addr: SocketAddr, flag: &str) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+            let port = addr.port();
+            let who = super::holder::holders(&super::holder::listening_inodes(port));
+            let by = match who.as_slice() {
+                [] => String::new(),
+                w => {
+                    let names: Vec<String> =
+                        w.iter().map(|(p, n)| format!("pid {p} ({n})")).collect();
+                    format!(", held by {}", names.join(", "))
+                }
+            };
+            anyhow::bail!(
+                "{flag} {addr}: port {port} is already in use{by}. Another server on the same port would split the connections with it (SO_REUSEPORT) and lose messages; stop it first, or start with --takeover to hand over from it on purpose (then SIGTERM the old one)"
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
+    }
+}

@@ -10,15 +10,19 @@
 //!
 //! # Files, in the order `start` uses them
 //! - `startup`: [`start`] as a list of phases, and the [`ServerHandle`] it returns.
-//! - `listen`: the SO_REUSEPORT listeners, one per shard and listener kind.
+//! - `listen`: the SO_REUSEPORT listeners, one per shard and listener kind; the check that
+//!   a port has no listener yet (`--takeover` skips it).
+//! - `holder`: which process listens on a port (`/proc`), for that check's error.
 //! - `friends`: loading the friends store (`--friends`) before the shards start.
 //! - `thread`: the shard threads: one body for both backends, generic over the driver, and
 //!   the shard loop.
 //! - `affinity`: pinning shard threads to CPUs (`--cpu-affinity`).
-//! - `serve`: `uring-comet serve` ([`serve_forever`]): signals, the `LISTEN` line, exit codes.
+//! - `serve`: `uring-comet serve` ([`serve_forever`]): signals (SIGTERM's drain), the
+//!   `LISTEN` line, exit codes.
 
 mod affinity;
 mod friends;
+mod holder;
 mod listen;
 mod serve;
 mod startup;

@@ -1,21 +1,31 @@
 //! `uring-comet serve`: start the server, print the `LISTEN` line, and run until a stop
 //! signal (exit 0) or a dead shard (exit 1).
 //!
+//! Signals: SIGTERM starts the drain (`/readyz` 503, listeners closed, streams ended at a
+//! steady pace over `--drain-period`, see `shard/drain.rs`), then the server stops; a second
+//! SIGTERM, or a SIGINT, stops it at once (every stream still gets its proper end).
+//!
 //! Source: signal(7), sigtimedwait(2), setrlimit(2) (SIGXFSZ).
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
-use super::startup::start;
+use super::startup::{start, ServerHandle};
 use crate::config::ServerConfig;
 
+/// How often the drain looks whether every connection is gone.
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
+
 /// `uring-comet serve`: starts the server, prints `LISTEN subscriber=ADDR publish=ADDR` on
-/// stdout, and runs until SIGINT or SIGTERM (exit 0) or until a shard dies (exit 1; a shard
-/// that panics exits the process with 101 at once). Errors: [`start`] failed, stdout could
-/// not be written, or a shard had panicked by shutdown.
+/// stdout, and runs until SIGINT (exit 0 at once) or SIGTERM (exit 0 after the drain), or
+/// until a shard dies (exit 1; a shard that panics exits the process with 101 at once).
+/// Errors: [`start`] failed (a port already has a listener, without `--takeover`), stdout
+/// could not be written, or a shard had panicked by shutdown.
 pub fn serve_forever(cfg: ServerConfig) -> anyhow::Result<()> {
     let set = take_stop_signals();
     exit_on_panic();
     let shards = cfg.shards;
+    let drain = Duration::from_millis(cfg.drain_period_ms);
     let handle = start(cfg)?;
     tracing::info!(shards, backend = %handle.backend(), subscriber = %handle.subscriber_addr(), publish = %handle.publish_addr(), "uring-comet serving");
     if let Some(m) = handle.metrics_addr() {
@@ -32,20 +42,66 @@ pub fn serve_forever(cfg: ServerConfig) -> anyhow::Result<()> {
         out.flush()?;
     }
     loop {
-        let timeout = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        // SAFETY: `set` is a valid sigset; a null siginfo pointer is allowed.
-        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
-        if sig == libc::SIGINT || sig == libc::SIGTERM {
-            tracing::info!("signal {sig}: shutting down");
+        let sig = wait_signal(&set, Duration::from_secs(1));
+        if sig == libc::SIGINT {
+            tracing::info!("SIGINT: stopping at once");
             return handle.shutdown();
         }
-        if handle.shard_died() {
-            tracing::error!("a shard thread died; exiting so a supervisor can restart the server");
-            std::process::exit(1);
+        if sig == libc::SIGTERM {
+            return drain_then_stop(handle, &set, drain);
         }
+        exit_if_shard_died(&handle);
+    }
+}
+
+/// SIGTERM: drains for at most `period` (less once every connection is gone, or at once on
+/// a second SIGTERM or a SIGINT), then stops the shards.
+fn drain_then_stop(
+    handle: ServerHandle,
+    set: &libc::sigset_t,
+    period: Duration,
+) -> anyhow::Result<()> {
+    tracing::info!(
+        period_ms = period.as_millis() as u64,
+        "SIGTERM: draining (listeners closed, streams ended at a steady pace); a second SIGTERM or SIGINT stops at once"
+    );
+    handle.begin_drain();
+    let end = Instant::now() + period;
+    loop {
+        if handle.drained() {
+            tracing::info!("drain: every connection has ended; stopping");
+            break;
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            tracing::info!("drain: period over; stopping");
+            break;
+        }
+        let sig = wait_signal(set, left.min(DRAIN_CHECK));
+        if sig == libc::SIGINT || sig == libc::SIGTERM {
+            tracing::info!("signal {sig} during the drain: stopping at once");
+            break;
+        }
+        exit_if_shard_died(&handle);
+    }
+    handle.shutdown()
+}
+
+/// Waits at most `limit` for one of the signals of `set`; returns it, or -1 on timeout.
+fn wait_signal(set: &libc::sigset_t, limit: Duration) -> i32 {
+    let timeout = libc::timespec {
+        tv_sec: limit.as_secs() as libc::time_t,
+        tv_nsec: limit.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` is a valid sigset; a null siginfo pointer is allowed.
+    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) }
+}
+
+/// Exits with status 1 if a shard thread has ended on its own.
+fn exit_if_shard_died(handle: &ServerHandle) {
+    if handle.shard_died() {
+        tracing::error!("a shard thread died; exiting so a supervisor can restart the server");
+        std::process::exit(1);
     }
 }
 

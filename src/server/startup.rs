@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::affinity::allowed_cpus;
 use super::friends::load_friends;
-use super::listen::listeners;
+use super::listen::{ensure_free, listeners};
 use super::thread::{self, Seed, Shared};
 use crate::cluster::Cluster;
 use crate::config::{Backend, CpuAffinity, ServerConfig};
@@ -32,6 +32,10 @@ pub struct ServerHandle {
     publish: SocketAddr,
     mesh: Arc<Mesh>,
     threads: Vec<JoinHandle<()>>,
+    stats: Arc<[ShardStats]>,
+    /// Every shard's listeners (duplicated fds), so [`ServerHandle::begin_drain`] can take
+    /// them all out of their SO_REUSEPORT groups before it tells the shards.
+    listening: Vec<OwnedFd>,
     metrics: Option<SocketAddr>,
 }
 
@@ -61,6 +65,31 @@ impl ServerHandle {
         !self.mesh.is_shutdown() && self.threads.iter().any(JoinHandle::is_finished)
     }
 
+    /// Starts SIGTERM's drain (see `shard/drain.rs`): `/readyz` turns 503, every shard
+    /// closes its listeners and ends its streams over `--drain-period`. Returns at once; the
+    /// caller ends it with [`ServerHandle::shutdown`] once the period has passed or
+    /// [`ServerHandle::drained`] says so.
+    pub fn begin_drain(&self) {
+        // Every listener leaves its group first (see `shard/drain.rs`), so that a client
+        // the drain pushes away (a publisher whose connection it closes) can only reconnect
+        // to another member of the group, never to a shard of this process that has not
+        // seen the flag yet.
+        for fd in &self.listening {
+            // SAFETY: shutdown(2) on a listening socket we hold a duplicate of.
+            unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(fd), libc::SHUT_RD) };
+        }
+        self.mesh.begin_drain();
+    }
+
+    /// Whether no subscriber or publisher connection is left on any shard (the drain has
+    /// nothing more to do).
+    pub fn drained(&self) -> bool {
+        self.stats.iter().all(|s| {
+            s.subscribers.load(std::sync::atomic::Ordering::Relaxed) == 0
+                && s.publishers.load(std::sync::atomic::Ordering::Relaxed) == 0
+        })
+    }
+
     /// Stops every shard and waits for their threads. Errors: a shard had panicked.
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop()
@@ -86,25 +115,36 @@ impl Drop for ServerHandle {
 /// Starts the server and returns once every shard runs (in cluster mode, also once the
 /// node is connected to Redis, or after 3 s without it).
 ///
-/// Phases: tune malloc; choose the backend (probe, fallback); plan direct descriptors; bind
-/// the listeners; build the mesh, cluster state and counters; load the friends store; start
-/// the shard threads; wait until each has opened its driver; start the `--metrics-listen`
-/// thread; wait (bounded) for Redis.
+/// Phases: tune malloc; choose the backend (probe, fallback); plan direct descriptors; check
+/// that the ports are free (unless `--takeover`); bind the listeners; build the mesh,
+/// cluster state and counters; load the friends store; start the shard threads; wait until
+/// each has opened its driver; start the `--metrics-listen` thread; wait (bounded) for Redis.
 ///
-/// Errors: a listener cannot be bound; io_uring cannot be set up (the error names the
-/// cause); the friends store cannot be loaded; a thread cannot be spawned.
+/// Errors: a port already has a listener (unless `--takeover`); a listener cannot be bound;
+/// io_uring cannot be set up (the error names the cause); the friends store cannot be
+/// loaded; a thread cannot be spawned.
 pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
     keep_big_tables_mapped();
     cfg.backend = choose_backend(cfg.backend)?;
     let (backend, n) = (cfg.backend, cfg.shards);
     let plan = direct_descriptor_plan(&cfg);
     let send_timeout = Duration::from_secs(cfg.send_timeout_s);
+    if !cfg.takeover {
+        ensure_free(cfg.listen, "--listen")?;
+        ensure_free(cfg.publish_listen, "--publish-listen")?;
+    }
     let (subs, subscriber) = listeners(cfg.listen, n, cfg.sndbuf, send_timeout)?;
     let (pubs, publish) = listeners(cfg.publish_listen, n, 0, send_timeout)?;
     let mesh = Arc::new(Mesh::new(n));
     let cluster = cluster_for(&cfg, &mesh);
     let stats: Arc<[ShardStats]> = (0..n).map(|_| ShardStats::default()).collect();
     let friends = load_friends(&cfg, &stats)?;
+    let all_stats = stats.clone();
+    let listening = subs
+        .iter()
+        .chain(&pubs)
+        .map(OwnedFd::try_clone)
+        .collect::<io::Result<Vec<_>>>()?;
     let seeds = seeds(subs, pubs, friends, cfg.cpu_affinity);
     let (ready, ready_rx) = mpsc::channel::<io::Result<()>>();
     let metrics_src = match cfg.metrics_listen {
@@ -135,6 +175,8 @@ pub fn start(mut cfg: ServerConfig) -> anyhow::Result<ServerHandle> {
         publish,
         mesh,
         threads,
+        stats: all_stats,
+        listening,
         metrics: None,
     };
     wait_ready(&ready_rx, n, backend)?;

@@ -28,7 +28,7 @@ use crate::shard::{FriendsShard, Shard};
 use crate::stats::ShardStats;
 
 /// How long a stopping shard waits for its streams' last bytes and in-flight operations
-/// before it drops its driver (SIGTERM to exit stays under 5 s).
+/// before it drops its driver, once stopped (after the drain, or at once on SIGINT).
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Turns in a row after which a busy shard loop that shares its runtime (with the cluster

@@ -69,7 +69,7 @@ impl Accept {
 impl<D: Driver> Shard<D> {
     /// Arms each listener's multishot accept if it is not armed (unless paused or stopping).
     pub(super) fn arm_accepts(&mut self) {
-        if self.lp.stopping() {
+        if self.lp.stopping() || self.drain.started() {
             return;
         }
         if let Some(at) = self.accept.retry {
@@ -102,6 +102,18 @@ impl<D: Driver> Shard<D> {
                         .cancel_fd(fd.as_raw_fd(), token(OP_CANCEL, NONE));
                 }
             }
+        }
+    }
+
+    /// Takes both listeners out of their SO_REUSEPORT groups at once (the drain): on Linux
+    /// `shutdown(SHUT_RD)` on a listening socket stops it listening (tcp_disconnect), so new
+    /// connections go to the group's other members, and wakes its pending accept with an
+    /// error. Its queued connections are reset, or with `net.ipv4.tcp_migrate_req = 1`
+    /// handed to another member (kernel-tuning/). The fds stay open until the shard ends.
+    pub(super) fn shutdown_listeners(&mut self) {
+        for fd in self.accept.listeners.iter().flatten() {
+            // SAFETY: shutdown(2) on a listening socket this shard owns; no buffer involved.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RD) };
         }
     }
 
@@ -150,7 +162,15 @@ impl<D: Driver> Shard<D> {
     }
 
     fn accept_failed(&mut self, res: i32) {
-        if self.lp.stopping() || res == -libc::ECANCELED {
+        if self.lp.stopping() || self.drain.started() || res == -libc::ECANCELED {
+            return;
+        }
+        if res == -libc::EINVAL {
+            // Not listening any more: the drain shut the listener down and sets its flag
+            // just after. Pause (no re-arm spin) without a warning; the drain takes over.
+            tracing::debug!(shard = self.me, "accept: the listener was shut down");
+            self.st().accepting.store(0, Relaxed);
+            self.accept.retry = Some(Instant::now() + RETRY);
             return;
         }
         // EMFILE, ENFILE, ENOMEM, ENOBUFS: the pending connection stays queued, so re-arming
@@ -168,9 +188,10 @@ impl<D: Driver> Shard<D> {
     }
 
     /// Whether this shard takes socket `fd` (fresh from accept, or handed over): if it is
-    /// stopping or at its share of `--max-conns`, answers 503, closes `fd` and counts it.
+    /// stopping, draining or at its share of `--max-conns`, answers 503, closes `fd` and
+    /// counts it.
     pub(super) fn admit(&mut self, fd: RawFd) -> bool {
-        if self.lp.stopping() || self.conns.len() >= self.accept.max_conns {
+        if self.lp.stopping() || self.drain.started() || self.conns.len() >= self.accept.max_conns {
             ShardStats::add(&self.st().rejected, 1);
             refuse_unheld(fd, &self.accept.unavailable);
             return false;

@@ -48,23 +48,7 @@ impl<D: Driver> Shard<D> {
             let c = self.conns[i];
             match c.state {
                 // End every stream properly, then close once it is written.
-                State::SubStream if Proto::from_u8(c.proto) == Proto::Poll => {
-                    self.answer_poll_timeout(i);
-                }
-                State::SubStream => {
-                    let a = self.ensure_aux(i);
-                    let buf = self.aux[a].queue(c.flags.contains(Flags::SENDING));
-                    let (proto, chunked) =
-                        (Proto::from_u8(c.proto), c.flags.contains(Flags::CHUNKED));
-                    if proto == Proto::Sse {
-                        // Spread the reconnects over 1-10 s (a fixed hash of the slot).
-                        let ms = 1_000 + (i.wrapping_mul(2_654_435_761) % 9_001);
-                        stream::retry(buf, chunked, ms);
-                    }
-                    stream::end(buf, proto, chunked, 1001);
-                    self.conns[i].state = State::Finishing;
-                    self.try_send(i);
-                }
+                State::SubStream => self.end_stream(i),
                 // Replies still owed: close after writing them.
                 State::Pub if c.aux != NONE && !self.aux[c.aux].replies.is_empty() => {
                     self.conns[i].flags.insert(Flags::CLOSE_AFTER)
@@ -73,6 +57,27 @@ impl<D: Driver> Shard<D> {
                 _ => self.close(i),
             }
         }
+    }
+
+    /// Ends stream `i` (state `SubStream`) properly after what is queued to it, then closes
+    /// it once written: a held poll gets its answer; SSE a `retry:` of 1-10 s (a fixed hash
+    /// of the slot, so reconnects spread) then the last chunk; WebSocket a close 1001 "going
+    /// away" (RFC 6455 section 7.4.1); other chunked streams the last chunk (shutdown, drain).
+    pub(super) fn end_stream(&mut self, i: u32) {
+        let c = self.conns[i];
+        if Proto::from_u8(c.proto) == Proto::Poll {
+            return self.answer_poll_timeout(i);
+        }
+        let a = self.ensure_aux(i);
+        let buf = self.aux[a].queue(c.flags.contains(Flags::SENDING));
+        let (proto, chunked) = (Proto::from_u8(c.proto), c.flags.contains(Flags::CHUNKED));
+        if proto == Proto::Sse {
+            let ms = 1_000 + (i.wrapping_mul(2_654_435_761) % 9_001);
+            stream::retry(buf, chunked, ms);
+        }
+        stream::end(buf, proto, chunked, 1001);
+        self.conns[i].state = State::Finishing;
+        self.try_send(i);
     }
 
     /// Runs the head-timeout sweep if it is due at `now`; returns whether it ran.

@@ -77,6 +77,9 @@ impl<D: Driver> Shard<D> {
             self.lp.stopping = true;
             self.begin_stop();
         }
+        if self.mesh.is_draining() {
+            self.drain_tick();
+        }
         self.lp.now_ms = self.lp.epoch.elapsed().as_millis() as u32;
         self.arm_accepts();
         let mut cqes = std::mem::take(&mut self.lp.cqes);
@@ -112,9 +115,9 @@ impl<D: Driver> Shard<D> {
     }
 
     /// How long the loop may sleep with nothing to do: short while a paused accept waits to
-    /// be re-armed or the shard is stopping.
+    /// be re-armed, the shard is stopping or draining (the drain's pace is read per turn).
     pub fn idle_timeout(&self) -> Duration {
-        if self.accept.paused() || self.lp.stopping {
+        if self.accept.paused() || self.lp.stopping || self.drain.active() {
             Duration::from_millis(20)
         } else {
             Duration::from_secs(1)

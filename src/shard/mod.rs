@@ -11,6 +11,7 @@
 //! 8. `replies.rs`: publish replies, in request order once every shard has answered.
 //! 9. `inbox.rs`: the messages of the other shards ([`crate::mesh`]).
 //! 10. `close.rs`: logout, cancel, close after the last completion; head timeouts; the stop.
+//!     `drain.rs`: SIGTERM's drain, the streams ended at a steady pace over `--drain-period`.
 //! 11. `event_loop.rs`: one turn (completions, inbox, sweeps, outbox, submit); idle memory.
 //! 12. `friends.rs`: friends fan-out and edits (`--friends`).
 //! 13. `cluster.rs`: cluster mode (`--cluster`): forwarding to and from the other nodes.
@@ -31,7 +32,7 @@
 //! [`Router`] and the [`Outbox`]. Everything else is in a sub-struct that the file of the
 //! stage owning it defines; its fields are private to that file, so only that stage changes
 //! them: `Accept`, `HeadBufs`, `StreamHeads` (placement), `Input`, `Output` (the `Aux`
-//! table), `Publish`, `Replies`, `Close`, `Loop`, `Friends`, `ClusterState` and `Resumes`.
+//! table), `Publish`, `Replies`, `Close`, `Drain`, `Loop`, `Friends`, `ClusterState` and `Resumes`.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ mod accept;
 mod close;
 mod cluster;
 mod completion;
+mod drain;
 mod event_loop;
 mod friends;
 mod head;
@@ -108,6 +110,8 @@ pub struct Shard<D: Driver> {
     cluster: cluster::ClusterState,
     /// Stage 14: the history of the ids this shard owns, held polls.
     resume: resume::Resumes,
+    /// Stage 10b: SIGTERM's paced drain.
+    drain: drain::Drain,
     /// `/metrics`, `/healthz`, `/readyz`: what they read besides the counters.
     probes: probes::Probes,
 }
@@ -149,6 +153,7 @@ impl<D: Driver> Shard<D> {
             friends: friends::Friends::default(),
             cluster: cluster::ClusterState::default(),
             resume: resume::Resumes::new(&cfg),
+            drain: drain::Drain::default(),
             probes: probes::Probes::default(),
             mesh,
             stats,

@@ -26,13 +26,14 @@ pub(crate) fn binary() -> Command {
 }
 
 /// A `uring-comet serve` command line: `--listen 127.0.0.1:0 --publish-listen 127.0.0.1:0
-/// --backend <test backend>` and the flags added, `RUST_LOG=warn`, no publish token from
-/// the environment, stdin closed.
+/// --backend <test backend>` (either address can be set) and the flags added,
+/// `RUST_LOG=warn`, no publish token from the environment, stdin closed.
 pub(crate) struct Serve {
     args: Vec<OsString>,
     env: Vec<(String, String)>,
     publish_listen: String,
     nofile: Option<u64>,
+    listen: String,
 }
 
 impl Serve {
@@ -43,7 +44,14 @@ impl Serve {
             env: Vec::new(),
             publish_listen: "127.0.0.1:0".into(),
             nofile: None,
+            listen: "127.0.0.1:0".into(),
         }
+    }
+
+    /// The subscriber listener's address instead of `127.0.0.1:0`.
+    pub(crate) fn listen(mut self, addr: &str) -> Serve {
+        self.listen = addr.into();
+        self
     }
 
     /// `--shards n`.
@@ -83,7 +91,9 @@ impl Serve {
     /// refusal to start.
     pub(crate) fn command(&self) -> Command {
         let mut cmd = binary();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--publish-listen"])
+        cmd.args(["serve", "--listen"])
+            .arg(&self.listen)
+            .arg("--publish-listen")
             .arg(&self.publish_listen)
             .args(["--backend", &backend().to_string()])
             .args(&self.args)

@@ -8,9 +8,11 @@
 //! - `head_timeout`: the sweep's 408 goes only to a connection still reading a request.
 //! - `slots`: a direct descriptor's slot is freed only by its CLOSE completion.
 //! - `resume`: a replay from another shard and the live stream neither overlap nor gap.
+//! - `drain`: SIGTERM's drain closes publishers at once and ends streams only at its pace.
 
 mod backpressure;
 mod delivery;
+mod drain;
 mod harness;
 mod head_timeout;
 mod replies;

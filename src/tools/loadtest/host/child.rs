@@ -64,13 +64,51 @@ impl ServerGuard {
         log: Option<&PathBuf>,
         wait: Duration,
     ) -> Result<ServerGuard> {
+        let any = ["127.0.0.1:0".to_string(), "127.0.0.1:0".to_string()];
+        Self::spawn(bin, &any, args, log, wait)
+    }
+
+    /// Starts `bin serve --takeover` with `args` on this server's two addresses (joining its
+    /// SO_REUSEPORT groups: a hand-over) and waits (at most 10 s) for its `LISTEN` line; its
+    /// stderr goes to `log` if given. Errors: as [`ServerGuard::start`].
+    pub(crate) fn takeover(
+        &self,
+        bin: &Path,
+        args: &[String],
+        log: Option<&PathBuf>,
+    ) -> Result<ServerGuard> {
+        let at = [self.sub_addr.to_string(), self.pub_addr.to_string()];
+        let mut args = args.to_vec();
+        args.push("--takeover".into());
+        Self::spawn(bin, &at, &args, log, Duration::from_secs(10))
+    }
+
+    /// Sends the server SIGTERM (it drains, then exits 0).
+    pub(crate) fn terminate(&self) {
+        // SAFETY: kill(2) on our own child, not yet reaped (the guard reaps it on drop).
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+    }
+
+    /// The exit code once the server has exited (`Some(None)`: killed by a signal).
+    pub(crate) fn exit_code(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|s| s.code())
+    }
+
+    /// `bin serve --listen L --publish-listen P [ARGS...]`, then its `LISTEN` line.
+    fn spawn(
+        bin: &Path,
+        listen: &[String; 2],
+        args: &[String],
+        log: Option<&PathBuf>,
+        wait: Duration,
+    ) -> Result<ServerGuard> {
         let mut cmd = Command::new(bin);
         cmd.args([
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            &listen[0],
             "--publish-listen",
-            "127.0.0.1:0",
+            &listen[1],
         ]);
         cmd.args(args);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped());

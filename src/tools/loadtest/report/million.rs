@@ -7,7 +7,10 @@ use super::json_str;
 use crate::tools::loadtest::client::million_worker::LAT_BUCKETS;
 use crate::tools::loadtest::jobs::million::fleet::MemInfo;
 
+mod drain;
 mod text;
+
+pub(crate) use drain::DrainFigures;
 
 #[cfg(test)]
 mod tests;
@@ -108,6 +111,8 @@ pub(crate) struct MillionReport {
     pub loadavg: [String; 2],
     /// Problems, described.
     pub notes: Vec<String>,
+    /// With `--drain-after`: what the clients saw during the drain.
+    pub drain: Option<DrainFigures>,
 }
 
 impl MillionReport {
@@ -180,7 +185,8 @@ impl MillionReport {
     pub(crate) fn passed(&self) -> bool {
         self.connected == self.conns
             && self.connect_failed == 0
-            && self.closed == 0
+            && self.closed == self.drain.as_ref().map_or(0, DrainFigures::closes)
+            && self.drain.as_ref().is_none_or(|d| d.exit_code == Some(0))
             && self.connect_stopped.is_none()
             && self.published == self.conns
             && self.publish_failed == 0
@@ -280,6 +286,10 @@ impl MillionReport {
             targets.join(","), json_str(&self.loadavg[0]), json_str(&self.loadavg[1]),
             self.passed(), notes.join(",")
         );
+        if let Some(d) = &self.drain {
+            s.pop(); // the closing brace
+            let _ = write!(s, ",\"drain\":{}}}", d.json());
+        }
         s
     }
 }

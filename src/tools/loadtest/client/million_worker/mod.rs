@@ -20,6 +20,10 @@
 //!   head, good messages, bad chunks);
 //! - `R key=value ...` once at the end, the verdict over every connection ([`Verdict`]).
 //!
+//! With `--reconnect` (`loadtest million --drain-after`), a stream the server ends connects
+//! again at once: `closed` then counts the ends and `connected` the heads of the new
+//! connections too.
+//!
 //! Stdin: `close` (or end of input, e.g. the parent died) makes the worker check every
 //! connection, close all of them with SO_LINGER 0 (a reset: no TIME_WAIT left behind on
 //! either side), print `R` and exit.
@@ -69,6 +73,11 @@ pub struct WorkerArgs {
     /// Milliseconds between progress lines.
     #[arg(long, default_value_t = 250)]
     pub report_ms: u64,
+    /// A stream the server ends after its head (a drain: last chunk, or a close) connects
+    /// again at once to the same address (a `--takeover` server there), unpaced; its good
+    /// messages keep counting across connections (1 byte more per connection).
+    #[arg(long)]
+    pub reconnect: bool,
 }
 
 /// Bytes of client state per connection (the brief: at most 64).

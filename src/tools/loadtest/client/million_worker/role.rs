@@ -21,6 +21,10 @@ pub(super) struct WorkerRole {
     p: Progress,
     v: Verdict,
     next_report: Option<Instant>,
+    /// With `--reconnect`: good messages per connection over all its reconnections.
+    totals: Vec<u8>,
+    /// With `--reconnect`: connections the server ended, to connect again at the next tick.
+    again: Vec<usize>,
 }
 
 impl WorkerRole {
@@ -33,6 +37,12 @@ impl WorkerRole {
                 lat: vec![0; LAT_BUCKETS],
                 ..Verdict::default()
             },
+            totals: if a.reconnect {
+                vec![0; a.count as usize]
+            } else {
+                Vec::new()
+            },
+            again: Vec::new(),
             a,
             next_report: None,
         }
@@ -49,6 +59,9 @@ impl WorkerRole {
     /// by index), with this process's CPU time (ms) and peak RSS (bytes).
     pub(super) fn verdict(mut self, goods: &[u32], cpu_ms: u64, hwm: u64) -> Verdict {
         let v = &mut self.v;
+        // With `--reconnect` a connection's count restarts with each new connection.
+        let totals: Vec<u32> = self.totals.iter().map(|&t| u32::from(t)).collect();
+        let goods = if self.a.reconnect { &totals[..] } else { goods };
         for &good in goods {
             match good {
                 0 => v.missing += 1,
@@ -83,7 +96,10 @@ impl Role for WorkerRole {
         Some(self.a.source[i % self.a.source.len()])
     }
 
-    fn tick(&mut self, _: &mut Turn<'_, u32>, now: Instant) -> Duration {
+    fn tick(&mut self, turn: &mut Turn<'_, u32>, now: Instant) -> Duration {
+        for i in self.again.drain(..) {
+            turn.restart(i, false);
+        }
         let every = Duration::from_millis(self.a.report_ms.max(10));
         let next = self.next_report.get_or_insert(now);
         if now >= *next {
@@ -102,6 +118,9 @@ impl Role for WorkerRole {
         match check_chunk(id, *good, chunk, now_us) {
             Check::Good(lat) => {
                 *good += 1;
+                if let Some(t) = self.totals.get_mut(i) {
+                    *t = t.saturating_add(1);
+                }
                 self.p.received += 1;
                 self.v.lat[lat_bucket(lat)] += 1;
             }
@@ -124,6 +143,10 @@ impl Role for WorkerRole {
         }
         if head {
             self.p.closed += 1;
+            if self.a.reconnect && matches!(why, End::Finished | End::PeerClosed) {
+                self.again.push(i);
+                return; // an expected end: no note
+            }
         } else {
             self.p.failed += 1;
         }

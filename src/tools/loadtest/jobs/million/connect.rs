@@ -27,6 +27,7 @@ pub(super) fn plans(a: &MillionArgs, workers: u64, per: u64) -> Vec<WorkerPlan> 
                     .collect(),
                 rate: a.connect.connect_rate / workers as f64,
                 max_connecting: (a.connect.max_connecting / workers).max(16),
+                reconnect: a.drain.drain_after.is_some(),
             }
         })
         .collect()

@@ -1,6 +1,6 @@
 //! `loadtest million`'s phase 4: one message to every id (sequence number = id) from
 //! pipelined publishers, watched on the progress bar, then a drain bounded by 30 s without
-//! progress.
+//! progress; after it, the server's RSS and `/stats`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -10,13 +10,17 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use indicatif::ProgressBar;
 
-use super::fleet::Fleet;
+use std::net::SocketAddr;
+
+use super::fleet::{Fleet, MemInfo};
 use super::progress::{bar, RateMeter};
 use super::{say, MillionArgs};
 use crate::tools::loadtest::client::million_worker::Progress;
 use crate::tools::loadtest::client::pipeline::{self, IdPlan, PipeConfig, PipeResult, PipeShared};
 use crate::tools::loadtest::host::child::ServerGuard;
+use crate::tools::loadtest::host::proc::rss_bytes;
 use crate::tools::loadtest::report::million::MillionReport;
+use crate::tools::loadtest::wire::answer::{json_u64, parse_answer};
 use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// Publishes one message to every id and waits until the workers have received them (or a
@@ -149,4 +153,41 @@ impl Watch {
         }
         got
     }
+}
+
+/// After phase 4: the server's RSS, the machine's memory and the server's `/stats`.
+pub(super) fn after_delivery(server: &ServerGuard, r: &mut MillionReport) {
+    r.server_rss_after = rss_bytes(server.pid).unwrap_or(0);
+    r.mem[2] = MemInfo::read();
+    r.server_stats = fetch_stats(server.pub_addr).unwrap_or_else(|e| {
+        r.notes.push(format!("/stats: {e}"));
+        Vec::new()
+    });
+}
+
+/// `GET /stats` with the keys this report shows.
+fn fetch_stats(addr: SocketAddr) -> Result<Vec<(String, u64)>> {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let ans = parse_answer(&buf)?.ok_or_else(|| anyhow!("incomplete /stats answer"))?;
+    let body = &buf[ans.body_start..ans.len];
+    Ok([
+        "connections",
+        "ids",
+        "messages_delivered",
+        "slow_consumers_closed",
+        "rejected_at_capacity",
+        "rss_bytes",
+    ]
+    .iter()
+    .filter_map(|k| json_u64(body, k).map(|v| (k.to_string(), v)))
+    .collect())
 }

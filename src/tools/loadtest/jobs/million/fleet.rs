@@ -54,6 +54,8 @@ pub(crate) struct WorkerPlan {
     pub rate: f64,
     /// Most connects in flight.
     pub max_connecting: u64,
+    /// Streams the server ends connect again (`--reconnect`, for `--drain-after`).
+    pub reconnect: bool,
 }
 
 /// The worker processes; dropping the fleet kills (SIGKILL by pid) and reaps every one still
@@ -87,6 +89,7 @@ impl Fleet {
                 .arg(p.rate.to_string())
                 .arg("--max-connecting")
                 .arg(p.max_connecting.to_string())
+                .args(p.reconnect.then_some("--reconnect"))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 // Workers log nothing but errors: let them through.

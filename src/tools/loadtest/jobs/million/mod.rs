@@ -12,6 +12,8 @@
 //! 4. Deliver: pipelined keep-alive publishers `POST /send/<id>` for every id exactly once,
 //!    sequence number = id; each worker checks that each of its connections gets exactly
 //!    `Recvd msg #1: '<id>:<id>:<t>'<br/>\n`.
+//!    With `--drain-after`, then the hand-over ([`drain`]): a `--takeover` server, SIGTERM
+//!    to the first, the clients' closes and reconnects per second.
 //! 5. Close: the workers check every connection, close all with SO_LINGER 0 (resets: no
 //!    million TIME_WAIT sockets) and report; the server is killed; kernel memory once more.
 //!
@@ -23,15 +25,16 @@
 
 mod connect;
 mod deliver;
+mod drain;
 pub(crate) mod fleet;
 mod progress;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::halves::check_fd_limit;
@@ -43,9 +46,9 @@ use crate::tools::loadtest::host::proc::{
 };
 use crate::tools::loadtest::host::procmem::ProcSet;
 use crate::tools::loadtest::report::million::MillionReport;
-use crate::tools::loadtest::wire::answer::{json_u64, parse_answer};
 use connect::{connect_phase, plans};
-use deliver::deliver;
+use deliver::{after_delivery, deliver};
+pub(crate) use drain::DrainFlags;
 use fleet::{source_addr, Fleet, MemInfo, PeakSampler};
 
 /// `--max-connecting`'s help in `million`.
@@ -92,6 +95,9 @@ pub struct MillionArgs {
     /// The server under test.
     #[command(flatten)]
     pub server: ServerFlags,
+    /// The hand-over drain after the delivery (`--drain-after`).
+    #[command(flatten)]
+    pub drain: DrainFlags,
     /// Print the report as one JSON object on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -149,11 +155,27 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
     r.server_cpu[2] = cpu_delivered - cpu_start;
     r.parent_rss = rss_bytes(me).unwrap_or(0);
     r.server_exited = !server.alive();
+    // 4b. With --drain-after: the hand-over to a --takeover server.
+    let takeover = match a.drain.drain_after {
+        Some(hold) if !r.server_exited => {
+            let head = server_head(&a);
+            Some(drain::drain_phase(
+                &a,
+                hold,
+                &fleet,
+                &mut server,
+                head,
+                &mut r,
+            )?)
+        }
+        _ => None,
+    };
     // 5. Close: verdicts, resets, then the server.
     let worker_cpu_total = close(&a, &mut fleet, &mut r);
     r.client_cpu[2] = cpu_seconds(me)? - client_cpu0 + worker_cpu_total;
     drop(fleet);
     drop(server);
+    drop(takeover);
     std::thread::sleep(Duration::from_secs(1));
     r.mem[3] = MemInfo::read();
     r.machine_peak = peak.used.load(Relaxed);
@@ -218,13 +240,7 @@ fn start_server(
     workers: u64,
     per: u64,
 ) -> Result<(ServerGuard, f64)> {
-    let head = vec![
-        "--max-conns".to_string(),
-        (a.connect.conns + a.connect.conns / 20 + 1000).to_string(),
-        "--heartbeat".to_string(),
-        a.heartbeat.to_string(),
-    ];
-    let (server_bin, args) = a.server.command(head, None)?;
+    let (server_bin, args) = a.server.command(server_head(a), None)?;
     let server = ServerGuard::start(&server_bin, &args, a.server.server_log.as_ref())?;
     let spid = server.pid;
     let cpu_start = cpu_seconds(spid)?;
@@ -238,6 +254,19 @@ fn start_server(
         source_addr(a.first_source, workers as u32 * a.sources_per_worker.max(1) - 1)
     ));
     Ok((server, cpu_start))
+}
+
+/// The job's own server flags: `--max-conns` conns + 5 % + 1000, `--heartbeat`, and with
+/// `--drain-after` the `--drain-period`.
+fn server_head(a: &MillionArgs) -> Vec<String> {
+    let mut head = vec![
+        "--max-conns".to_string(),
+        (a.connect.conns + a.connect.conns / 20 + 1000).to_string(),
+        "--heartbeat".to_string(),
+        a.heartbeat.to_string(),
+    ];
+    head.extend(a.drain.server_args());
+    head
 }
 
 /// Phase 2: the worker processes connect every subscriber; how far they got goes into `r`
@@ -271,16 +300,6 @@ fn connect(
         r.connect_failed
     ));
     Ok(fleet)
-}
-
-/// After phase 4: the server's RSS, the machine's memory and the server's `/stats`.
-fn after_delivery(server: &ServerGuard, r: &mut MillionReport) {
-    r.server_rss_after = rss_bytes(server.pid).unwrap_or(0);
-    r.mem[2] = MemInfo::read();
-    r.server_stats = fetch_stats(server.pub_addr).unwrap_or_else(|e| {
-        r.notes.push(format!("/stats: {e}"));
-        Vec::new()
-    });
 }
 
 /// Phase 5: every worker checks its connections, closes them with resets and gives its
@@ -351,33 +370,6 @@ fn finish(a: &MillionArgs, r: &MillionReport) -> Result<()> {
 /// CPU seconds of the given processes so far (those still readable).
 fn worker_cpu(pids: &[u32]) -> f64 {
     pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
-}
-
-/// `GET /stats` with the keys this report shows.
-fn fetch_stats(addr: SocketAddr) -> Result<Vec<(String, u64)>> {
-    use std::io::{Read, Write};
-    let timeout = Duration::from_secs(5);
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let ans = parse_answer(&buf)?.ok_or_else(|| anyhow!("incomplete /stats answer"))?;
-    let body = &buf[ans.body_start..ans.len];
-    Ok([
-        "connections",
-        "ids",
-        "messages_delivered",
-        "slow_consumers_closed",
-        "rejected_at_capacity",
-        "rss_bytes",
-    ]
-    .iter()
-    .filter_map(|k| json_u64(body, k).map(|v| (k.to_string(), v)))
-    .collect())
 }
 
 /// The 1, 5 and 15 minute load averages, as /proc/loadavg gives them.

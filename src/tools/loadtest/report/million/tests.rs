@@ -29,3 +29,29 @@ fn verdict_and_figures() {
     assert!(!r.passed());
     assert!(r.json().contains("\"missing\":1"));
 }
+
+#[test]
+fn drain_figures_text_and_json() {
+    use super::DrainFigures;
+    let d = DrainFigures {
+        period_s: 10.0,
+        open: 300,
+        closes_per_s: vec![20, 30, 30, 30, 30, 30, 30, 30, 30, 30, 10],
+        reconnects_per_s: vec![19, 30, 30, 30, 30, 30, 30, 30, 30, 30, 10],
+        reconnect_failed: 1,
+        exit_code: Some(0),
+    };
+    assert_eq!((d.closes(), d.reconnects()), (300, 299));
+    assert_eq!(
+        d.json(),
+        "{\"period_s\":10,\"open\":300,\"closes\":300,\"reconnects\":299,\"reconnect_failed\":1,\"exit_code\":0,\"closes_per_s\":[20,30,30,30,30,30,30,30,30,30,10],\"reconnects_per_s\":[19,30,30,30,30,30,30,30,30,30,10]}"
+    );
+    let t = d.text();
+    assert!(t.contains("300 seen by the clients, peak 30/s"), "{t}");
+    assert!(t.contains("even pace 30/s"), "{t}");
+    let r = MillionReport {
+        drain: Some(d),
+        ..MillionReport::default()
+    };
+    assert!(r.json().ends_with(",\"drain\":{\"period_s\":10,\"open\":300,\"closes\":300,\"reconnects\":299,\"reconnect_failed\":1,\"exit_code\":0,\"closes_per_s\":[20,30,30,30,30,30,30,30,30,30,10],\"reconnects_per_s\":[19,30,30,30,30,30,30,30,30,30,10]}}"));
+}

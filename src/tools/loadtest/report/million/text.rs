@@ -13,6 +13,12 @@ impl MillionReport {
         self.write_processes(&mut s);
         self.write_memory(&mut s);
         self.write_end(&mut s);
+        if let Some(d) = &self.drain {
+            if !s.ends_with('\n') {
+                s.push('\n');
+            }
+            s.push_str(&d.text());
+        }
         s
     }
 
