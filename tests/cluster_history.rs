@@ -281,3 +281,40 @@ fn gap_in_a_live_stream_ends_it_to_resume() {
     drop(expect_replay(a.subscriber, &mut t, LAST, "resumed after the hole"));
 }
 }
+
+both_backends! {
+/// Redis stalls (SIGSTOP): a publish sent to it and another queued behind it both get `503`
+/// once the node gives up on Redis (2 s), each on a connection that then closes, and
+/// neither is delivered; after SIGCONT publishing works again.
+fn redis_stall_fails_every_waiting_publish() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let (mut c, cur) = sse_fresh(a.subscriber, "st");
+    redis.signal(libc::SIGSTOP);
+    let mut first = Publisher::connect(a.publish);
+    first.client.send(&send_request("st", b"one"));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = Publisher::connect(a.publish);
+    second.client.send(&send_request("st", b"two"));
+    for p in [&mut first, &mut second] {
+        let head = p.client.read_head();
+        head.expect_status(503);
+        head.expect_header("connection", "close");
+        let body = String::from_utf8(p.client.read_body(&head)).unwrap();
+        assert!(body.starts_with("cluster unavailable: "), "{body:?}");
+        let (rest, _) = p.client.read_to_close();
+        assert!(rest.is_empty(), "nothing after the 503");
+    }
+    redis.signal(libc::SIGCONT);
+    c.expect_silence(QUIET, "a refused publish is delivered nowhere");
+    let mut p = Publisher::connect(a.publish);
+    let up = wait_until(Duration::from_secs(5), || json_number(&p.stats(), "cluster_up") == 1.0);
+    assert!(up, "the node reconnects");
+    drop((c, cur));
+    // `one` reached Redis before the stall and may have been numbered when it woke.
+    let (mut c, cur) = sse_fresh(a.subscriber, "st");
+    assert_eq!(send(&mut p, "st", b"three"), 1);
+    let next = cur.at(0, cur.off(0) + 1);
+    c.expect_bytes(&sse_msg(&next, b"three"), "after the stall");
+}
+}

@@ -15,14 +15,13 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink};
 
+use super::inbound::Inbound;
 use super::sequencer::{self, Sequencer};
 use super::wire::{self, Kind};
 use super::{redact, Cluster, Forward};
-use crate::id::Id;
 use crate::mesh::Msg;
 
 /// First reconnect delay; doubles per failed attempt up to [`BACKOFF_MAX`].
@@ -60,9 +59,15 @@ pub async fn run(cluster: Arc<Cluster>) {
         set_down(&cluster);
         if outage.is_none() {
             cluster.stats.outages.fetch_add(1, Relaxed);
-            tracing::warn!(
-                "cluster: Redis {url} unreachable ({why}); serving local traffic only, forwards dropped and counted in /stats cluster_forward_dropped; reconnecting with backoff"
-            );
+            if cluster.sequenced() {
+                tracing::warn!(
+                    "cluster: Redis {url} unreachable ({why}); publishes and new streams answered 503 (history lives in Redis), counted in /stats cluster_forward_dropped; reconnecting with backoff"
+                );
+            } else {
+                tracing::warn!(
+                    "cluster: Redis {url} unreachable ({why}); serving local traffic only, forwards dropped and counted in /stats cluster_forward_dropped; reconnecting with backoff"
+                );
+            }
             outage = Some((Instant::now(), cluster.stats.dropped.load(Relaxed)));
         } else {
             tracing::debug!("cluster: reconnect to {url} failed: {why}");
@@ -85,8 +90,16 @@ fn set_down(c: &Cluster) {
 
 fn drop_queue(c: &Cluster) {
     let mut n = 0;
-    while c.pop().is_some() {
+    while let Some(f) = c.pop() {
         n += 1;
+        // History on: the publish waits for its number; it was never sent, so it is refused.
+        if f.reply != crate::mesh::ReplyTo::NOBODY {
+            let m = Msg::PublishFailed {
+                token: f.reply.token,
+                sent: false,
+            };
+            c.mesh.push(usize::from(f.reply.shard), vec![m]);
+        }
     }
     c.stats.dropped.fetch_add(n, Relaxed);
 }
@@ -308,85 +321,6 @@ async fn publish_queued(
             Err(e) => {
                 c.stats.dropped.fetch_add(count, Relaxed);
                 return Err(format!("PUBLISH: {e}"));
-            }
-        }
-    }
-}
-
-/// Records from Redis on their way to the owner shards, batched per shard.
-struct Inbound {
-    out: Vec<Vec<Msg>>,
-    /// A bad payload was logged on this connection (one line per session).
-    warned: bool,
-}
-
-impl Inbound {
-    fn new(shards: usize) -> Inbound {
-        Inbound {
-            out: (0..shards).map(|_| Vec::new()).collect(),
-            warned: false,
-        }
-    }
-
-    fn take(&mut self, c: &Cluster, m: &redis::Msg, seq: &mut Option<Sequencer>) {
-        let payload = Bytes::copy_from_slice(m.get_payload_bytes());
-        let (node, records, err) = wire::decode(&payload);
-        let mine = node == Some(c.node);
-        let mut bad = u64::from(err.is_some());
-        for r in records {
-            if mine && r.kind != Kind::Positioned {
-                c.stats.echoes.fetch_add(1, Relaxed);
-                continue;
-            }
-            match (r.kind, Id::parse(&r.key)) {
-                (Kind::Positioned, Ok(id)) => {
-                    let owner = id.owner(self.out.len());
-                    let Some(((pos, tag), s)) = r.pos.zip(seq.as_mut()) else {
-                        bad += 1; // history off here: a node with other settings
-                        continue;
-                    };
-                    self.out[owner].push(s.record(mine, id, r.msg, pos, tag));
-                    if !mine {
-                        c.stats.received.fetch_add(1, Relaxed);
-                    }
-                }
-                (Kind::Send, Ok(id)) => {
-                    let owner = id.owner(self.out.len());
-                    self.out[owner].push(Msg::Remote { id, msg: r.msg });
-                    c.stats.received.fetch_add(1, Relaxed);
-                }
-                // A friends event (friends channel, subscribed by `want_friends`): the owner
-                // of the user fans it out from this node's copy of the graph.
-                (Kind::Friends, Ok(id)) => match crate::friends::user_of(&id) {
-                    Some(user) => {
-                        let owner = crate::friends::owner_of(user, self.out.len());
-                        self.out[owner].push(Msg::RemoteFriends { user, msg: r.msg });
-                        c.stats.received.fetch_add(1, Relaxed);
-                    }
-                    // Not a graph user: it has no friends anywhere.
-                    None => {
-                        c.stats.received.fetch_add(1, Relaxed);
-                    }
-                },
-                (_, Err(_)) => bad += 1,
-            }
-        }
-        if bad > 0 {
-            c.stats.bad.fetch_add(bad, Relaxed);
-            if !self.warned {
-                self.warned = true;
-                tracing::warn!(
-                    channel = m.get_channel_name(),
-                    "cluster: undecodable payload or invalid id from Redis ({err:?}); counted in /stats cluster_bad_records"
-                );
-            }
-        }
-    }
-
-    fn flush(&mut self, c: &Cluster) {
-        for (s, batch) in self.out.iter_mut().enumerate() {
-            if !batch.is_empty() {
-                c.mesh.push(s, std::mem::take(batch));
             }
         }
     }

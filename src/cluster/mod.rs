@@ -52,6 +52,7 @@
 pub mod agent;
 mod config;
 pub mod history;
+mod inbound;
 mod sequencer;
 pub mod wire;
 

@@ -142,7 +142,10 @@ impl Sequencer {
     /// The session ended: every publish still waiting is refused (`503`).
     pub(super) fn fail_all(&mut self, c: &Cluster) {
         for (_, to) in self.outstanding.drain() {
-            let m = Msg::PublishFailed { token: to.token };
+            let m = Msg::PublishFailed {
+                token: to.token,
+                sent: true,
+            };
             c.mesh.push(usize::from(to.shard), vec![m]);
         }
     }

@@ -105,7 +105,7 @@ impl Resume {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CursorError {
     /// An epoch that is not 16 lowercase hex digits, or is 0.
-    #[error("an epoch is not 16 lowercase hex digits")]
+    #[error("an epoch is not 16 lowercase hex digits, or is 0 (reserved)")]
     Epoch,
     /// An offset that is not a canonical decimal of at most 19 digits.
     #[error("an offset is not a decimal number")]

@@ -218,10 +218,12 @@ pub enum Msg {
         reply: ReplyTo,
     },
     /// Cluster agent -> a publisher's shard, history on: Redis was lost before publish
-    /// `token` came back numbered; it is answered `503`.
+    /// `token` came back numbered; it is answered `503` and the connection closes.
     PublishFailed {
         /// The pending publish.
         token: u32,
+        /// Whether it had been sent to Redis (then it may have been delivered).
+        sent: bool,
     },
     /// Cluster agent -> owner of `user`: a friends event another node accepted; fanned out
     /// like a `FriendsRoute` whose replies go nowhere.

@@ -153,15 +153,20 @@ impl<D: Driver> Shard<D> {
         let queued = c.forward_positioned(id, msg, reply);
         self.cluster_forward_flag(t, false);
         if !queued {
-            self.publish_failed(t);
+            self.publish_failed(t, false);
         }
         true
     }
 
-    /// `PublishFailed`: publish `t` is answered `503` (Redis lost before it came back).
-    pub(super) fn publish_failed(&mut self, t: u32) {
+    /// `PublishFailed`: publish `t` is answered `503` and its connection closes (Redis lost
+    /// before it came back numbered; `sent`: after it was sent, so it may have been kept).
+    pub(super) fn publish_failed(&mut self, t: u32, sent: bool) {
         let mut raw = Vec::new();
-        let why = "cluster unavailable: Redis, which numbers and keeps the messages, cannot be reached; the message may not have been delivered";
+        let why = if sent {
+            "cluster unavailable: Redis was lost while it numbered the message; it may have been delivered"
+        } else {
+            "cluster unavailable: Redis, which numbers and keeps the messages, cannot be reached; the message was not delivered"
+        };
         response::error_text(&mut raw, Status::Unavailable, why);
         self.fail_publish(t, raw);
     }

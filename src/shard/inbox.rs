@@ -88,7 +88,7 @@ impl<D: Driver> Shard<D> {
                 pos,
                 reply,
             } => self.on_remote_at(id, msg, pos, reply),
-            Msg::PublishFailed { token } => self.publish_failed(token),
+            Msg::PublishFailed { token, sent } => self.publish_failed(token, sent),
             Msg::RemoteFriends { user, msg } => self.on_remote_friends(user, msg),
             Msg::ClusterReady => self.on_cluster_ready(),
             m @ (Msg::FriendsRoute { .. }

@@ -79,9 +79,11 @@ impl Pending {
         }
     }
 
-    /// The publish failed: answered with `raw` (an error reply) once its turn comes.
+    /// The publish failed: answered with `raw` (an error reply) once its turn comes, and the
+    /// connection closes after it.
     fn fail(&mut self, raw: Vec<u8>) {
         self.raw = Some(raw);
+        self.close = true;
         self.routed = true;
         self.remaining = 0;
         self.credit = 0;
@@ -207,9 +209,15 @@ impl<D: Driver> Shard<D> {
         self.settle(t);
     }
 
-    /// Pending publish `t` failed (cluster mode): it is answered with `raw`, in its turn.
+    /// Pending publish `t` failed (cluster mode): it is answered with `raw`, in its turn, and
+    /// its connection closes after it (later pipelined requests are dropped, as after any
+    /// error reply).
     pub(super) fn fail_publish(&mut self, t: u32, raw: Vec<u8>) {
         self.replies.pending[t].fail(raw);
+        let c = self.replies.pending[t].conn;
+        if c != NONE {
+            self.conns[c].flags.insert(Flags::CLOSE_AFTER); // nothing more is read
+        }
         self.settle(t);
     }
 

@@ -98,6 +98,13 @@ impl Redis {
         }
     }
 
+    /// Sends `sig` to redis-server (e.g. SIGSTOP to stall it, SIGCONT to wake it).
+    pub(crate) fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("redis-server is running").id() as i32;
+        // SAFETY: kill(2) on a child we own and have not reaped.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+    }
+
     /// `redis://127.0.0.1:PORT`, the form `--cluster` takes.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
