@@ -212,6 +212,9 @@ pub struct Aux {
     /// Subscriber: when the messages of `out` and `next` were queued, for the
     /// `publish_to_send` histogram ([`crate::metrics::Stamps`]).
     pub lat: crate::metrics::Stamps,
+    /// Publisher: where the decoding of a chunked request body stands between reads (see
+    /// `shard::input`); the default while no chunked body is being read.
+    pub chunked: crate::http::request::ChunkedBody,
 }
 
 impl Aux {

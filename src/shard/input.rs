@@ -8,8 +8,25 @@ use super::completion::{token, OP_DRAIN, OP_POLL, OP_RECV};
 use super::Shard;
 use crate::conn::{Flags, Marks, State};
 use crate::driver::Driver;
+use crate::http::request::{ChunkedBody, Progress};
 use crate::http::stream::Proto;
-use crate::http::{ws, MAX_BODY, MAX_HEAD};
+use crate::http::{ws, Status, MAX_BODY, MAX_HEAD};
+
+/// How much of a publish-listener request's body has arrived.
+pub(super) enum BodyRead {
+    /// Not all of it: read more.
+    Wait,
+    /// All of it: the message is the `len` bytes where the body starts, and the body took
+    /// `used` bytes of input from there.
+    Here {
+        /// Message length.
+        len: usize,
+        /// Input bytes of the body (framing included).
+        used: usize,
+    },
+    /// A chunked body to refuse with this status (400, 413, 431).
+    Refused(Status),
+}
 
 /// The drain buffer.
 pub(super) struct Input {
@@ -69,6 +86,41 @@ impl<D: Driver> Shard<D> {
         let c = &mut self.conns[i];
         c.flags.insert(Flags::RECVING);
         c.ops += 1;
+    }
+
+    /// The body of publisher `i`'s request that starts at `inbuf[start..]`: `len` bytes
+    /// (Content-Length), or chunked. A chunked body is decoded in place as it arrives
+    /// ([`ChunkedBody`], its state kept in the connection's `Aux` between reads), and the
+    /// framing already read is dropped from `inbuf`.
+    pub(super) fn read_body(
+        &mut self,
+        i: u32,
+        inbuf: &mut Vec<u8>,
+        start: usize,
+        len: usize,
+        chunked: bool,
+    ) -> BodyRead {
+        if !chunked {
+            return if inbuf.len() < start + len {
+                BodyRead::Wait
+            } else {
+                BodyRead::Here { len, used: len }
+            };
+        }
+        let a = self.conns[i].aux;
+        let mut body = self.aux[a].chunked;
+        let progress = body.advance(&mut inbuf[start..]);
+        self.aux[a].chunked = ChunkedBody::default();
+        match progress {
+            Progress::More { keep } => {
+                // Nothing follows an incomplete body: the rest of `inbuf` was its framing.
+                inbuf.truncate(start + keep);
+                self.aux[a].chunked = body;
+                BodyRead::Wait
+            }
+            Progress::Done { len, used } => BodyRead::Here { len, used },
+            Progress::Refuse(s) => BodyRead::Refused(s),
+        }
     }
 
     /// A recv into connection `i`'s own buffer completed: `res` bytes or `-errno`.

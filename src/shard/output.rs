@@ -75,6 +75,7 @@ impl Output {
             aux.sent = 0;
             aux.replies.clear();
             aux.lat = Default::default();
+            aux.chunked = Default::default();
             self.pool.push(aux);
         }
     }
