@@ -215,6 +215,9 @@ pub struct Aux {
     /// Publisher: where the decoding of a chunked request body stands between reads (see
     /// `shard::input`); the default while no chunked body is being read.
     pub chunked: crate::http::request::ChunkedBody,
+    /// WebSocket subscriber: where a fragmented client message stands (RFC 6455 section
+    /// 5.4); the Aux is kept while one is in progress.
+    pub ws: crate::http::ws::Fragments,
 }
 
 impl Aux {

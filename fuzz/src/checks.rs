@@ -554,7 +554,7 @@ fn sendable_close_code(code: u16) -> bool {
 /// with the same frame.
 pub fn ws_frames(data: &[u8]) {
     let mut out = b"X".to_vec();
-    let (input, used) = ws::read_frames(data, &mut out);
+    let (input, used) = ws::read_frames(data, &mut out, &mut ws::Fragments::default());
     assert!(
         used <= data.len(),
         "consumed {used} of {} bytes",
@@ -614,13 +614,13 @@ pub fn ws_frames(data: &[u8]) {
 
     // Two reads: the first `k` bytes, then what was not consumed plus the rest.
     let k = pick(data, data.len() + 1);
-    let mut out2 = Vec::new();
-    let (first, c1) = ws::read_frames(&data[..k], &mut out2);
+    let (mut out2, mut frags) = (Vec::new(), ws::Fragments::default());
+    let (first, c1) = ws::read_frames(&data[..k], &mut out2, &mut frags);
     assert!(c1 <= k);
     let (end2, used2) = if first == Input::End {
         (true, c1)
     } else {
-        let (second, c2) = ws::read_frames(&data[c1..], &mut out2);
+        let (second, c2) = ws::read_frames(&data[c1..], &mut out2, &mut frags);
         (second == Input::End, c1 + c2)
     };
     assert_eq!(end2, input == Input::End, "split at {k}: ends differently");

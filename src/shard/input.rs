@@ -204,12 +204,25 @@ impl<D: Driver> Shard<D> {
         self.arm_poll(i);
     }
 
+    /// The frames a WebSocket client sent with its head (`early`, usually empty), read as
+    /// the start of its frame stream once the stream is open: answered after the 101,
+    /// and half a frame is kept for the next read.
+    pub(super) fn early_frames(&mut self, i: u32, early: Vec<u8>) {
+        let c = self.conns[i];
+        if early.is_empty() || !matches!(c.state, State::SubStream | State::SubJoining) {
+            return;
+        }
+        let a = self.ensure_aux(i);
+        self.aux[a].inbuf.extend_from_slice(&early);
+        self.on_ws_input(i);
+    }
+
     /// Client bytes on a WebSocket stream (in `inbuf`): answer pings and closes.
     fn on_ws_input(&mut self, i: u32) {
         let a = self.conns[i].aux;
         let mut inbuf = std::mem::take(&mut self.aux[a].inbuf);
         let mut answer = Vec::new();
-        let (what, used) = ws::read_frames(&inbuf, &mut answer);
+        let (what, used) = ws::read_frames(&inbuf, &mut answer, &mut self.aux[a].ws);
         inbuf.drain(..used);
         self.aux[a].inbuf = inbuf;
         let sending = self.conns[i].flags.contains(Flags::SENDING);

@@ -76,6 +76,7 @@ impl Output {
             aux.replies.clear();
             aux.lat = Default::default();
             aux.chunked = Default::default();
+            aux.ws = Default::default();
             self.pool.push(aux);
         }
     }
@@ -208,7 +209,9 @@ impl<D: Driver> Shard<D> {
             // Idle again: give the buffers back unless a WebSocket frame is half read.
             State::SubStream
                 if !c.flags.contains(Flags::RECVING)
-                    && (c.aux == NONE || self.aux[c.aux].inbuf.is_empty()) =>
+                    && (c.aux == NONE
+                        || (self.aux[c.aux].inbuf.is_empty()
+                            && !self.aux[c.aux].ws.in_message())) =>
             {
                 self.release_aux(i)
             }
