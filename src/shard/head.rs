@@ -7,7 +7,7 @@
 
 use super::completion::{token, OP_PROVIDE, OP_RECV};
 use super::Shard;
-use crate::conn::{Flags, State, NONE};
+use crate::conn::{Flags, Marks, State, NONE};
 use crate::driver::Driver;
 use crate::http::request::{parse_subscribe, Head};
 use crate::http::stream::Proto;
@@ -149,6 +149,7 @@ impl<D: Driver> Shard<D> {
         aux.inbuf.clear();
         response::error(aux.queue(sending), status);
         self.conns[i].state = State::Finishing;
+        self.conns[i].marks.insert(Marks::DISCARD);
         self.try_send(i);
     }
 }

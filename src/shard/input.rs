@@ -6,7 +6,7 @@
 
 use super::completion::{token, OP_DRAIN, OP_POLL, OP_RECV};
 use super::Shard;
-use crate::conn::{Flags, Marks, State};
+use crate::conn::{Flags, Marks, State, NONE};
 use crate::driver::Driver;
 use crate::http::request::{ChunkedBody, Progress};
 use crate::http::stream::Proto;
@@ -35,11 +35,16 @@ pub(super) struct Input {
 }
 
 impl Input {
-    /// A 4 KiB drain buffer.
+    /// A 16 KiB drain buffer.
     pub(super) fn new() -> Input {
         Input {
-            scratch: vec![0; 4096].into_boxed_slice(),
+            scratch: vec![0; 16 * 1024].into_boxed_slice(),
         }
+    }
+
+    /// The drain buffer, for a read whose bytes nobody looks at (a lingering close).
+    pub(super) fn scratch(&mut self) -> (*mut u8, u32) {
+        (self.scratch.as_mut_ptr(), self.scratch.len() as u32)
     }
 }
 
@@ -133,6 +138,9 @@ impl<D: Driver> Shard<D> {
         if self.conns[i].state == State::Finishing {
             return; // a final reply is on its way; its completion closes
         }
+        if res == 0 && self.conns[i].state == State::Pub {
+            return self.on_publisher_fin(i);
+        }
         if res <= 0 {
             return self.close_on_error(i, res);
         }
@@ -144,6 +152,22 @@ impl<D: Driver> Shard<D> {
             State::Pub => self.on_publisher_input(i),
             State::SubStream | State::SubJoining => self.on_ws_input(i),
             _ => {}
+        }
+    }
+
+    /// Publisher `i` sent its FIN (a half-close, `shutdown(SHUT_WR)`): it has nothing more
+    /// to say but still reads (RFC 9112 section 9.6; B38 in `tests/CASES.md`). Every reply it
+    /// is owed is written first: until then nothing is done here, and each reply written
+    /// reads again (`read_more`), which sees the FIN again, until the last closes. A request
+    /// cut short by the FIN gets no reply.
+    fn on_publisher_fin(&mut self, i: u32) {
+        let c = self.conns[i];
+        let owed = c.aux != NONE && {
+            let aux = &self.aux[c.aux];
+            !aux.replies.is_empty() || aux.pending() > 0
+        };
+        if !owed && !c.flags.contains(Flags::SENDING) && !c.marks.contains(Marks::EDITING) {
+            self.close(i);
         }
     }
 
@@ -162,6 +186,9 @@ impl<D: Driver> Shard<D> {
         self.conns[i].flags.remove(Flags::POLLING);
         if res < 0 {
             return self.close(i);
+        }
+        if self.conns[i].state == State::Lingering {
+            return self.linger_read(i);
         }
         let ev = res as i16;
         if ev & libc::POLLERR != 0 {
@@ -198,6 +225,9 @@ impl<D: Driver> Shard<D> {
 
     /// The drain of stream `i` completed: 0 is the peer's FIN, an error closes.
     pub(super) fn on_drain(&mut self, i: u32, res: i32) {
+        if self.conns[i].state == State::Lingering {
+            return self.linger_drained(i, res);
+        }
         if res == 0 || (res < 0 && res != -libc::EAGAIN && res != -libc::EINTR) {
             return self.close_on_error(i, res);
         }

@@ -205,7 +205,7 @@ impl<D: Driver> Shard<D> {
     fn send_idle(&mut self, i: u32) {
         let c = self.conns[i];
         match c.state {
-            State::Finishing => self.close(i),
+            State::Finishing => self.end_final(i),
             // Idle again: give the buffers back unless a WebSocket frame is half read.
             State::SubStream
                 if !c.flags.contains(Flags::RECVING)

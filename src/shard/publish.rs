@@ -146,6 +146,7 @@ impl<D: Driver> Shard<D> {
         let mut raw = Vec::new();
         response::error(&mut raw, s);
         self.push_reply(i, Pending::ready(i, raw, true));
+        self.conns[i].marks.insert(Marks::DISCARD);
         None
     }
 
