@@ -14,7 +14,8 @@ use common::*;
 
 /// A chunked `POST <path>` head with `extra` header lines.
 fn chunked_head(path: &str, extra: &str) -> Vec<u8> {
-    format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{extra}\r\n").into_bytes()
+    format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{extra}\r\n")
+        .into_bytes()
 }
 
 /// `body` in chunks of `size` bytes, sizes in lower-case hex, then the last chunk.

@@ -98,9 +98,15 @@ fn upload(addr: SocketAddr, head: &[u8], total: usize, after: usize) -> Upload {
     let (mut sent, mut out, mut limit, mut eof) = (0, Vec::new(), total, false);
     let mut buf = [0u8; 16384];
     let deadline = Instant::now() + TIMEOUT;
-    let status = |out: &[u8]| String::from_utf8_lossy(out.split(|&b| b == b'\r').next().unwrap_or(b"")).into_owned();
+    let status = |out: &[u8]| {
+        String::from_utf8_lossy(out.split(|&b| b == b'\r').next().unwrap_or(b"")).into_owned()
+    };
     loop {
-        assert!(Instant::now() < deadline, "upload stuck: sent {sent}, read {}", truncate(&out));
+        assert!(
+            Instant::now() < deadline,
+            "upload stuck: sent {sent}, read {}",
+            truncate(&out)
+        );
         let mut progress = false;
         if eof && sent >= limit {
             return Upload::Eof(status(&out));

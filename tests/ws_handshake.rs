@@ -17,7 +17,12 @@ const V: &str = "Sec-WebSocket-Version: 13";
 
 /// `GET /sub/<id>` with `lines` as header lines, plus `tail` bytes in the same write; the
 /// client and the response head.
-fn upgrade(server_addr: std::net::SocketAddr, id: &str, lines: &[&str], tail: &[u8]) -> (Client, Head) {
+fn upgrade(
+    server_addr: std::net::SocketAddr,
+    id: &str,
+    lines: &[&str],
+    tail: &[u8],
+) -> (Client, Head) {
     let mut c = Client::connect(server_addr);
     let extra: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
     let mut req = sub_get(id, &extra);
@@ -30,9 +35,16 @@ fn upgrade(server_addr: std::net::SocketAddr, id: &str, lines: &[&str], tail: &[
 /// Reads frames until a close, asserts it is exactly close `code`, then EOF.
 fn expect_ws_close(c: &mut Client, code: u16, what: &str) {
     let (b0, payload) = c.read_ws_frame();
-    assert_eq!((b0, payload.as_slice()), (0x88, &code.to_be_bytes()[..]), "{what}");
+    assert_eq!(
+        (b0, payload.as_slice()),
+        (0x88, &code.to_be_bytes()[..]),
+        "{what}"
+    );
     let (rest, how) = c.read_to_close();
-    assert!(rest.is_empty() && how == Closed::Eof, "{what}: after the close {rest:02x?} {how:?}");
+    assert!(
+        rest.is_empty() && how == Closed::Eof,
+        "{what}: after the close {rest:02x?} {how:?}"
+    );
 }
 
 both_backends! {
