@@ -166,7 +166,7 @@ mod tests {
         };
         let (from, pct) = r.growth_pct().unwrap();
         assert_eq!(from, 10);
-        assert!((pct - 0.2).abs() < 1e-9, "{pct}");
+        assert!((pct - 200.0 / 1010.0).abs() < 1e-9, "{pct}");
         assert!(r.passed());
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(v["rounds"][11]["rss_after_close_bytes"], 1012);
