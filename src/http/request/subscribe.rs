@@ -40,7 +40,7 @@ pub struct SubRequest {
 /// `/sub/<id>[,<id>...]`.
 ///
 /// Refusals: 501 for other methods, 404 for other paths, 400 for a bad id list, a malformed
-/// head or a WebSocket upgrade that breaks RFC 6455 section 4.2.1 (see [`ws_upgrade`]), 426
+/// head or a WebSocket upgrade that breaks RFC 6455 section 4.2.1 (see `ws_upgrade`), 426
 /// for a WebSocket version other than 13, 431 for a head over
 /// [`MAX_HEAD`](crate::http::MAX_HEAD) bytes.
 pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
