@@ -660,10 +660,10 @@ fn reference_chunked(data: &[u8]) -> Result<Option<(Vec<u8>, usize)>, Status> {
     let line = |at: usize, limit: usize, big: Status| -> Result<Option<(&[u8], usize)>, Status> {
         let rest = &data[at..];
         match rest.iter().position(|&b| b == b'\n') {
-            None if rest.len() > limit => Err(big),
+            None if rest.len() > limit + 1 => Err(big),
             None => Ok(None),
+            Some(lf) if lf > limit + 1 => Err(big),
             Some(lf) if lf == 0 || rest[lf - 1] != b'\r' => Err(Status::BadRequest),
-            Some(lf) if lf - 1 > limit => Err(big),
             Some(lf) if rest[..lf - 1].contains(&b'\r') => Err(Status::BadRequest),
             Some(lf) => Ok(Some((&rest[..lf - 1], at + lf + 1))),
         }
@@ -706,7 +706,7 @@ fn reference_chunked(data: &[u8]) -> Result<Option<(Vec<u8>, usize)>, Status> {
     }
     let start = at;
     loop {
-        let room = MAX_HEAD - (at - start);
+        let room = MAX_HEAD.saturating_sub(at - start + 2);
         let Some((l, next)) = line(at, room, Status::HeadTooLarge)? else {
             return Ok(None);
         };

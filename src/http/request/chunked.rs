@@ -68,23 +68,25 @@ pub enum Progress {
     Refuse(Status),
 }
 
-/// One CRLF-ended line at the start of `input`: `Ok(Some((line, taken)))`, `Ok(None)` if
-/// its end has not arrived and it is still under `limit`, or the refusal.
+/// One CRLF-ended line of at most `limit` bytes (CRLF not counted) at the start of
+/// `input`: `Ok(Some((line, taken)))`, `Ok(None)` if its end has not arrived yet, or the
+/// refusal. The length is judged first, on the bytes before the LF, so the verdict is the
+/// same however the input was split across reads.
 fn line(input: &[u8], limit: usize, too_long: Status) -> Result<Option<(&[u8], usize)>, Status> {
     let Some(lf) = input.iter().position(|&b| b == b'\n') else {
-        return if input.len() > limit {
+        return if input.len() > limit + 1 {
             Err(too_long)
         } else {
             Ok(None)
         };
     };
+    if lf > limit + 1 {
+        return Err(too_long);
+    }
     if lf == 0 || input[lf - 1] != b'\r' {
         return Err(Status::BadRequest); // a bare LF
     }
     let l = &input[..lf - 1];
-    if l.len() > limit {
-        return Err(too_long);
-    }
     if l.contains(&b'\r') {
         return Err(Status::BadRequest); // a bare CR
     }
@@ -184,7 +186,8 @@ impl ChunkedBody {
                     self.phase = Phase::Size;
                 }
                 Phase::Trailers => {
-                    let room = MAX_HEAD - self.trailers as usize;
+                    // What is left of the trailer budget for this line and its CRLF.
+                    let room = MAX_HEAD.saturating_sub(self.trailers as usize + 2);
                     let Some((l, taken)) = line(input, room, Status::HeadTooLarge)? else {
                         return Ok(false);
                     };
@@ -271,6 +274,11 @@ mod tests {
         }
         let long = format!("1;{}\r\n", "e".repeat(MAX_CHUNK_LINE));
         assert_eq!(both(long.as_bytes()), Err(Status::BadRequest));
+        // Exactly at the limits: accepted, however split (found by the fuzzer).
+        let at_limit = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_LINE - 2));
+        assert_eq!(both(at_limit.as_bytes()), Ok((b"x".to_vec(), Vec::new())));
+        let trailer = format!("0\r\nX:{}\r\n\r\n", "t".repeat(crate::http::MAX_HEAD - 6));
+        assert_eq!(both(trailer.as_bytes()), Ok((Vec::new(), Vec::new())));
         assert_eq!(both(b"10001\r\n"), Err(Status::TooLarge));
         assert_eq!(both(b"ffffffffffffffff\r\n"), Err(Status::TooLarge));
         let big = format!(
