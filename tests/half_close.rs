@@ -186,3 +186,25 @@ fn error_linger_is_bounded() {
     drop(quiet);
 }
 }
+
+both_backends! {
+/// With `--friends`, an edit followed by SHUT_WR gets its `200 {"changed":true}` (the
+/// reply waits for the journal and the graph's shards), and a publish pipelined after it
+/// sees the edit, then EOF.
+fn half_closed_friends_edit_gets_its_reply() {
+    let dir = temp_dir("half-close-edit");
+    let server = start_with(friends_config(&dir, 2, "1\t2\n"));
+    let p = server.publish_addr();
+    for b in 3..23 {
+        let mut req = raw_request("PUT", &format!("/friends/1/{b}"), b"");
+        req.extend(raw_request("POST", "/publish/1", b"e"));
+        let (out, how) = half_close(p, &req);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(how, Closed::Eof, "{text}");
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+        assert!(text.contains("{\"changed\":true}"), "{text}");
+        assert!(text.contains(&format!("{{\"friends\":{},\"delivered\":0}}", b - 1)), "{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+}
