@@ -6,10 +6,11 @@
 # /tmp/uring-comet-fuzz/TARGET) seeded from fuzz/corpus/TARGET; minimise them into the
 # committed corpus afterwards with:
 #   RUSTC_BOOTSTRAP=1 cargo fuzz cmin -O TARGET $FUZZ_WORK   (then copy into fuzz/corpus/TARGET)
-# Low priority (nice 19) so the machine stays usable; run one target at a time.
+# Low priority (nice 19) so the machine stays usable; run one target at a time. With JOBS=N
+# set, libFuzzer runs N worker processes (-jobs=N; each logs to fuzz-K.log, kept in the record).
 set -euo pipefail
 cd "$(dirname "$0")"
-t=${1:?target: request_head | id | stream_message | ws_frames}
+t=${1:?target: request_head | id | stream_message | ws_frames | chunked_body}
 secs=${2:-1800}
 record=${3:-}
 work=${FUZZ_WORK:-/tmp/uring-comet-fuzz/$t}
@@ -19,17 +20,21 @@ export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O --target-dir "$target_dir" "$t"
 log=$(mktemp)
 start=$(date -u +%FT%TZ)
+jobs=()
+if [ -n "${JOBS:-}" ]; then jobs=(-jobs="$JOBS" -workers="$JOBS"); rm -f fuzz-*.log; fi
 set +e
 nice -n 19 cargo fuzz run -O --target-dir "$target_dir" "$t" "$work" "corpus/$t" -- \
   -max_total_time="$secs" -dict=http.dict -max_len=20000 -print_final_stats=1 -timeout=10 \
-  >"$log" 2>&1
+  "${jobs[@]}" >"$log" 2>&1
 rc=$?
 set -e
+# With -jobs the workers' output is in fuzz-K.log, not on stdout.
+if [ -n "${JOBS:-}" ]; then cat fuzz-*.log >>"$log" 2>/dev/null || true; rm -f fuzz-*.log; fi
 end=$(date -u +%FT%TZ)
 if [ -n "$record" ]; then
   {
     echo "fuzz target: $t"
-    echo "command: bash fuzz/run.sh $t $secs  (cargo fuzz run -O, ASan, -max_len=20000, -dict=http.dict)"
+    echo "command: ${JOBS:+JOBS=$JOBS }bash fuzz/run.sh $t $secs  (cargo fuzz run -O, ASan, -max_len=20000, -dict=http.dict${JOBS:+, -jobs=$JOBS})"
     echo "commit: $(git rev-parse HEAD 2>/dev/null || cat ../COMMIT 2>/dev/null || echo unknown)"
     echo "toolchain: $(rustc -V) with RUSTC_BOOTSTRAP=1; $(cargo fuzz --version)"
     echo "host: $(uname -sr), $(nproc) cores; load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -30,6 +30,9 @@ pub enum State {
     Pub,
     /// Closing: waiting for in-flight ops to finish before the fd is closed.
     Closing,
+    /// After a final error reply: FIN sent, reading and discarding input until the peer's
+    /// FIN or the bounds of `shard::input` (a lingering close, RFC 9112 section 9.6).
+    Lingering,
 }
 
 /// Defines a flag byte: a `u8` newtype whose bits are named constants (monoio's
@@ -145,6 +148,11 @@ impl Marks {
     /// Publisher: an edit (`PUT|DELETE /friends/...`) read on this connection is not
     /// applied yet; its later requests wait for it, so a pipelined publish sees the edit.
     pub const EDITING: Marks = Marks(128);
+    /// Either, once its final reply is queued: that reply is an error (a refused request or
+    /// head), so the close lingers, reading and discarding what the client still sends
+    /// (`shard::input`). Shares [`Marks::HEAD_ONLY`]'s bit (the byte has no free bit): a
+    /// HEAD subscriber's reply is final too, and lingers the same way.
+    pub const DISCARD: Marks = Marks::HEAD_ONLY;
 }
 
 // The record's size is the idle subscriber's cost: it must not grow by accident.
@@ -212,6 +220,12 @@ pub struct Aux {
     /// Subscriber: when the messages of `out` and `next` were queued, for the
     /// `publish_to_send` histogram ([`crate::metrics::Stamps`]).
     pub lat: crate::metrics::Stamps,
+    /// Publisher: where the decoding of a chunked request body stands between reads (see
+    /// `shard::input`); the default while no chunked body is being read.
+    pub chunked: crate::http::request::ChunkedBody,
+    /// WebSocket subscriber: where a fragmented client message stands (RFC 6455 section
+    /// 5.4); the Aux is kept while one is in progress.
+    pub ws: crate::http::ws::Fragments,
 }
 
 impl Aux {

@@ -66,6 +66,11 @@ fn corpus_ws_frames() {
     replay("ws_frames", checks::ws_frames);
 }
 
+#[test]
+fn corpus_chunked_body() {
+    replay("chunked_body", checks::chunked_body);
+}
+
 /// A target's name and its check.
 type Target = (&'static str, fn(&[u8]));
 
@@ -79,11 +84,12 @@ fn randomized_mutations() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let targets: [Target; 4] = [
+    let targets: [Target; 5] = [
         ("request_head", checks::request_head),
         ("id", checks::id),
         ("stream_message", checks::stream_message),
         ("ws_frames", checks::ws_frames),
+        ("chunked_body", checks::chunked_body),
     ];
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {

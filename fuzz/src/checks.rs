@@ -4,7 +4,10 @@
 
 use std::fmt::Debug;
 
-use uring_comet::http::request::{parse_publish, parse_subscribe, Head, PubRequest, SubRequest};
+use uring_comet::http::request::{
+    parse_publish, parse_subscribe, ChunkedBody, Head, Progress, PubRequest, SubRequest,
+    MAX_CHUNK_LINE,
+};
 use uring_comet::http::stream::{self, Proto};
 use uring_comet::http::ws::{self, Input};
 use uring_comet::http::{Status, MAX_BODY, MAX_HEAD};
@@ -551,7 +554,7 @@ fn sendable_close_code(code: u16) -> bool {
 /// with the same frame.
 pub fn ws_frames(data: &[u8]) {
     let mut out = b"X".to_vec();
-    let (input, used) = ws::read_frames(data, &mut out);
+    let (input, used) = ws::read_frames(data, &mut out, &mut ws::Fragments::default());
     assert!(
         used <= data.len(),
         "consumed {used} of {} bytes",
@@ -611,13 +614,13 @@ pub fn ws_frames(data: &[u8]) {
 
     // Two reads: the first `k` bytes, then what was not consumed plus the rest.
     let k = pick(data, data.len() + 1);
-    let mut out2 = Vec::new();
-    let (first, c1) = ws::read_frames(&data[..k], &mut out2);
+    let (mut out2, mut frags) = (Vec::new(), ws::Fragments::default());
+    let (first, c1) = ws::read_frames(&data[..k], &mut out2, &mut frags);
     assert!(c1 <= k);
     let (end2, used2) = if first == Input::End {
         (true, c1)
     } else {
-        let (second, c2) = ws::read_frames(&data[c1..], &mut out2);
+        let (second, c2) = ws::read_frames(&data[c1..], &mut out2, &mut frags);
         (second == Input::End, c1 + c2)
     };
     assert_eq!(end2, input == Input::End, "split at {k}: ends differently");
@@ -641,4 +644,126 @@ fn server_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
         b = &b[header_len(p.len()) + p.len()..];
     }
     frames
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunked request bodies
+
+/// A plain reference decoder of a chunked body (RFC 9112 section 7.1), written apart from
+/// the server's in-place one: the message and the input length it took, the refusal, or
+/// `Ok(None)` for an incomplete body.
+#[allow(clippy::type_complexity)]
+fn reference_chunked(data: &[u8]) -> Result<Option<(Vec<u8>, usize)>, Status> {
+    let mut msg = Vec::new();
+    let mut at = 0;
+    // One CRLF line from `at`, refused over `limit` bytes.
+    let line = |at: usize, limit: usize, big: Status| -> Result<Option<(&[u8], usize)>, Status> {
+        let rest = &data[at..];
+        match rest.iter().position(|&b| b == b'\n') {
+            None if rest.len() > limit + 1 => Err(big),
+            None => Ok(None),
+            Some(lf) if lf > limit + 1 => Err(big),
+            Some(lf) if lf == 0 || rest[lf - 1] != b'\r' => Err(Status::BadRequest),
+            Some(lf) if rest[..lf - 1].contains(&b'\r') => Err(Status::BadRequest),
+            Some(lf) => Ok(Some((&rest[..lf - 1], at + lf + 1))),
+        }
+    };
+    loop {
+        let Some((l, next)) = line(at, MAX_CHUNK_LINE, Status::BadRequest)? else {
+            return Ok(None);
+        };
+        let hex: Vec<u8> = l
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_hexdigit)
+            .collect();
+        let after = &l[hex.len()..];
+        if hex.is_empty() || !(after.is_empty() || after.trim_ascii_start().starts_with(b";")) {
+            return Err(Status::BadRequest);
+        }
+        let digits = hex.iter().skip_while(|&&d| d == b'0').count();
+        if digits > 16 {
+            return Err(Status::BadRequest);
+        }
+        let size = u64::from_str_radix(std::str::from_utf8(&hex).unwrap(), 16).unwrap_or(u64::MAX);
+        if size > (MAX_BODY - msg.len()) as u64 {
+            return Err(Status::TooLarge);
+        }
+        at = next;
+        if size == 0 {
+            break;
+        }
+        let end = at + size as usize;
+        if data.len() < end {
+            return Ok(None);
+        }
+        msg.extend_from_slice(&data[at..end]);
+        match data.get(end..end + 2) {
+            Some(b"\r\n") => at = end + 2,
+            None if data[end..] == *b"\r" || data.len() == end => return Ok(None),
+            _ => return Err(Status::BadRequest),
+        }
+    }
+    let start = at;
+    loop {
+        let room = MAX_HEAD.saturating_sub(at - start + 2);
+        let Some((l, next)) = line(at, room, Status::HeadTooLarge)? else {
+            return Ok(None);
+        };
+        at = next;
+        if l.is_empty() {
+            return Ok(Some((msg, at)));
+        }
+        if !l.contains(&b':') || l[0].is_ascii_whitespace() {
+            return Err(Status::BadRequest);
+        }
+    }
+}
+
+/// Feeds `data` to [`ChunkedBody`] in pieces of `step` bytes, as the shard does (the
+/// buffer truncated to `keep` after each `More`); the message and what follows it, the
+/// refusal, or `Ok(None)`. Checks the buffer bound on the way.
+#[allow(clippy::type_complexity)]
+fn in_place_chunked(data: &[u8], step: usize) -> Result<Option<(Vec<u8>, Vec<u8>)>, Status> {
+    let mut d = ChunkedBody::default();
+    let (mut buf, mut fed) = (Vec::new(), 0);
+    for piece in data.chunks(step.max(1)) {
+        buf.extend_from_slice(piece);
+        fed += piece.len();
+        match d.advance(&mut buf) {
+            Progress::More { keep } => {
+                assert!(keep <= buf.len(), "keep {keep} past the buffer");
+                assert!(
+                    keep <= MAX_BODY + MAX_HEAD + MAX_CHUNK_LINE,
+                    "buffer kept at {keep} bytes"
+                );
+                buf.truncate(keep);
+            }
+            Progress::Done { len, used } => {
+                assert!(len <= MAX_BODY && len <= used && used <= buf.len());
+                let mut rest = buf[used..].to_vec();
+                rest.extend_from_slice(&data[fed..]);
+                return Ok(Some((buf[..len].to_vec(), rest)));
+            }
+            Progress::Refuse(s) => return Err(s),
+        }
+    }
+    Ok(None)
+}
+
+/// The in-place chunked decoder ([`ChunkedBody`]) against the reference decoder above, for
+/// the whole input in one read and split into pieces at three sizes: the same message, the
+/// same bytes left for the next request, or the same refusal (400, 413, 431); the buffer
+/// never holds more than [`MAX_BODY`] plus a line and a trailer section.
+pub fn chunked_body(data: &[u8]) {
+    let want = reference_chunked(data).map(|r| r.map(|(m, used)| (m, data[used..].to_vec())));
+    let whole = in_place_chunked(data, data.len());
+    assert_eq!(whole, want, "in-place decoder differs from the reference");
+    for step in [1 + pick(data, 7), 1 + pick(data, 300), 4096] {
+        assert_eq!(
+            in_place_chunked(data, step),
+            whole,
+            "pieces of {step} bytes"
+        );
+    }
 }

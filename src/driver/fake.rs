@@ -86,6 +86,8 @@ pub(crate) enum Call {
     Install { fd: RawFd, handle: RawFd },
     /// `close`.
     Close { fd: RawFd, linger: bool },
+    /// `shutdown_write`.
+    Shutdown { fd: RawFd },
 }
 
 /// An operation submitted and not completed.
@@ -315,6 +317,10 @@ impl Driver for Fake {
         assert!(!st.closed.contains(&fd), "fd {fd} closed twice");
         st.closed.push(fd);
         st.calls.push(Call::Close { fd, linger });
+    }
+
+    fn shutdown_write(&mut self, fd: RawFd) {
+        self.0.borrow_mut().calls.push(Call::Shutdown { fd });
     }
 
     unsafe fn recv_now(&mut self, fd: RawFd, buf: *mut u8, len: u32, token: u64) {

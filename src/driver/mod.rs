@@ -105,6 +105,11 @@ pub trait Driver {
     /// still in flight.
     fn close(&mut self, fd: RawFd, linger: bool);
 
+    /// Shuts down the sending side of handle `fd` (FIN after what is queued), keeping it
+    /// open for reading: the start of a lingering close (see `shard::input`). May complete
+    /// later, silently (no completion reaches the caller).
+    fn shutdown_write(&mut self, fd: RawFd);
+
     /// Like [`Driver::recv`] but never waits: completes with `-EAGAIN` if nothing is there.
     ///
     /// # Safety

@@ -57,6 +57,9 @@ pub enum Status {
     Unavailable,
     /// 500 Internal Server Error: a friends edit could not be written to its journal.
     Internal,
+    /// 426 Upgrade Required: a WebSocket upgrade offering a version other than 13; the
+    /// reply carries `Sec-WebSocket-Version: 13` (RFC 6455 section 4.2.2).
+    UpgradeRequired,
 }
 
 impl Status {
@@ -75,6 +78,7 @@ impl Status {
             Status::NotImplemented => (501, "Not Implemented"),
             Status::Unavailable => (503, "Service Unavailable"),
             Status::Internal => (500, "Internal Server Error"),
+            Status::UpgradeRequired => (426, "Upgrade Required"),
         }
     }
 }

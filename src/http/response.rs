@@ -204,6 +204,8 @@ pub fn error(out: &mut Vec<u8>, status: Status) {
     // RFC 6750 section 3: a 401 names the scheme it wants.
     let challenge = match status {
         Status::Unauthorized => "WWW-Authenticate: Bearer realm=\"uring-comet\"\r\n",
+        // RFC 6455 section 4.4: the versions this server speaks.
+        Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
         _ => "",
     };
     let _ = write!(

@@ -96,6 +96,10 @@ impl<D: Driver> Shard<D> {
     fn slow_sweep(&mut self) {
         for i in 0..self.conns.slots() as u32 {
             let c = self.conns[i];
+            if c.state == State::Lingering {
+                self.linger_sweep(i);
+                continue;
+            }
             let reading = match c.state {
                 State::SubHead => true,
                 // A request under way while we wait for its bytes, or none yet on a new

@@ -7,9 +7,10 @@
 
 use super::completion::{token, OP_PROVIDE, OP_RECV};
 use super::Shard;
-use crate::conn::{Flags, State, NONE};
+use crate::conn::{Flags, Marks, State, NONE};
 use crate::driver::Driver;
 use crate::http::request::{parse_subscribe, Head};
+use crate::http::stream::Proto;
 use crate::http::{response, Status};
 
 /// Provided-buffer group of request-head buffers.
@@ -123,7 +124,19 @@ impl<D: Driver> Shard<D> {
                 self.recv_head(i);
             }
             Head::Refuse(s) => self.refuse(i, s),
-            Head::Done(req, _) => self.start_stream(i, req),
+            Head::Done(mut req, n) => {
+                // A WebSocket client's frames may come in the same read as its head (load
+                // generators, coalescing proxies, retransmits): they start its frame stream.
+                let all = if a == NONE {
+                    data
+                } else {
+                    &self.aux[a].inbuf[..]
+                };
+                if req.proto == Proto::Ws && all.len() > n {
+                    req.early = all[n..].to_vec();
+                }
+                self.start_stream(i, req)
+            }
         }
     }
 
@@ -136,6 +149,7 @@ impl<D: Driver> Shard<D> {
         aux.inbuf.clear();
         response::error(aux.queue(sending), status);
         self.conns[i].state = State::Finishing;
+        self.conns[i].marks.insert(Marks::DISCARD);
         self.try_send(i);
     }
 }

@@ -6,10 +6,27 @@
 
 use super::completion::{token, OP_DRAIN, OP_POLL, OP_RECV};
 use super::Shard;
-use crate::conn::{Flags, Marks, State};
+use crate::conn::{Flags, Marks, State, NONE};
 use crate::driver::Driver;
+use crate::http::request::{ChunkedBody, Progress};
 use crate::http::stream::Proto;
-use crate::http::{ws, MAX_BODY, MAX_HEAD};
+use crate::http::{ws, Status, MAX_BODY, MAX_HEAD};
+
+/// How much of a publish-listener request's body has arrived.
+pub(super) enum BodyRead {
+    /// Not all of it: read more.
+    Wait,
+    /// All of it: the message is the `len` bytes where the body starts, and the body took
+    /// `used` bytes of input from there.
+    Here {
+        /// Message length.
+        len: usize,
+        /// Input bytes of the body (framing included).
+        used: usize,
+    },
+    /// A chunked body to refuse with this status (400, 413, 431).
+    Refused(Status),
+}
 
 /// The drain buffer.
 pub(super) struct Input {
@@ -18,11 +35,16 @@ pub(super) struct Input {
 }
 
 impl Input {
-    /// A 4 KiB drain buffer.
+    /// A 16 KiB drain buffer.
     pub(super) fn new() -> Input {
         Input {
-            scratch: vec![0; 4096].into_boxed_slice(),
+            scratch: vec![0; 16 * 1024].into_boxed_slice(),
         }
+    }
+
+    /// The drain buffer, for a read whose bytes nobody looks at (a lingering close).
+    pub(super) fn scratch(&mut self) -> (*mut u8, u32) {
+        (self.scratch.as_mut_ptr(), self.scratch.len() as u32)
     }
 }
 
@@ -71,6 +93,41 @@ impl<D: Driver> Shard<D> {
         c.ops += 1;
     }
 
+    /// The body of publisher `i`'s request that starts at `inbuf[start..]`: `len` bytes
+    /// (Content-Length), or chunked. A chunked body is decoded in place as it arrives
+    /// ([`ChunkedBody`], its state kept in the connection's `Aux` between reads), and the
+    /// framing already read is dropped from `inbuf`.
+    pub(super) fn read_body(
+        &mut self,
+        i: u32,
+        inbuf: &mut Vec<u8>,
+        start: usize,
+        len: usize,
+        chunked: bool,
+    ) -> BodyRead {
+        if !chunked {
+            return if inbuf.len() < start + len {
+                BodyRead::Wait
+            } else {
+                BodyRead::Here { len, used: len }
+            };
+        }
+        let a = self.conns[i].aux;
+        let mut body = self.aux[a].chunked;
+        let progress = body.advance(&mut inbuf[start..]);
+        self.aux[a].chunked = ChunkedBody::default();
+        match progress {
+            Progress::More { keep } => {
+                // Nothing follows an incomplete body: the rest of `inbuf` was its framing.
+                inbuf.truncate(start + keep);
+                self.aux[a].chunked = body;
+                BodyRead::Wait
+            }
+            Progress::Done { len, used } => BodyRead::Here { len, used },
+            Progress::Refuse(s) => BodyRead::Refused(s),
+        }
+    }
+
     /// A recv into connection `i`'s own buffer completed: `res` bytes or `-errno`.
     pub(super) fn on_recv(&mut self, i: u32, res: i32) {
         self.conns[i].flags.remove(Flags::RECVING);
@@ -80,6 +137,9 @@ impl<D: Driver> Shard<D> {
         }
         if self.conns[i].state == State::Finishing {
             return; // a final reply is on its way; its completion closes
+        }
+        if res == 0 && self.conns[i].state == State::Pub {
+            return self.on_publisher_fin(i);
         }
         if res <= 0 {
             return self.close_on_error(i, res);
@@ -92,6 +152,22 @@ impl<D: Driver> Shard<D> {
             State::Pub => self.on_publisher_input(i),
             State::SubStream | State::SubJoining => self.on_ws_input(i),
             _ => {}
+        }
+    }
+
+    /// Publisher `i` sent its FIN (a half-close, `shutdown(SHUT_WR)`): it has nothing more
+    /// to say but still reads (RFC 9112 section 9.6; B38 in `tests/CASES.md`). Every reply it
+    /// is owed is written first: until then nothing is done here, and each reply written
+    /// reads again (`read_more`), which sees the FIN again, until the last closes. A request
+    /// cut short by the FIN gets no reply.
+    fn on_publisher_fin(&mut self, i: u32) {
+        let c = self.conns[i];
+        let owed = c.aux != NONE && {
+            let aux = &self.aux[c.aux];
+            !aux.replies.is_empty() || aux.pending() > 0
+        };
+        if !owed && !c.flags.contains(Flags::SENDING) && !c.marks.contains(Marks::EDITING) {
+            self.close(i);
         }
     }
 
@@ -110,6 +186,9 @@ impl<D: Driver> Shard<D> {
         self.conns[i].flags.remove(Flags::POLLING);
         if res < 0 {
             return self.close(i);
+        }
+        if self.conns[i].state == State::Lingering {
+            return self.linger_read(i);
         }
         let ev = res as i16;
         if ev & libc::POLLERR != 0 {
@@ -146,10 +225,26 @@ impl<D: Driver> Shard<D> {
 
     /// The drain of stream `i` completed: 0 is the peer's FIN, an error closes.
     pub(super) fn on_drain(&mut self, i: u32, res: i32) {
+        if self.conns[i].state == State::Lingering {
+            return self.linger_drained(i, res);
+        }
         if res == 0 || (res < 0 && res != -libc::EAGAIN && res != -libc::EINTR) {
             return self.close_on_error(i, res);
         }
         self.arm_poll(i);
+    }
+
+    /// The frames a WebSocket client sent with its head (`early`, usually empty), read as
+    /// the start of its frame stream once the stream is open: answered after the 101,
+    /// and half a frame is kept for the next read.
+    pub(super) fn early_frames(&mut self, i: u32, early: Vec<u8>) {
+        let c = self.conns[i];
+        if early.is_empty() || !matches!(c.state, State::SubStream | State::SubJoining) {
+            return;
+        }
+        let a = self.ensure_aux(i);
+        self.aux[a].inbuf.extend_from_slice(&early);
+        self.on_ws_input(i);
     }
 
     /// Client bytes on a WebSocket stream (in `inbuf`): answer pings and closes.
@@ -157,7 +252,7 @@ impl<D: Driver> Shard<D> {
         let a = self.conns[i].aux;
         let mut inbuf = std::mem::take(&mut self.aux[a].inbuf);
         let mut answer = Vec::new();
-        let (what, used) = ws::read_frames(&inbuf, &mut answer);
+        let (what, used) = ws::read_frames(&inbuf, &mut answer, &mut self.aux[a].ws);
         inbuf.drain(..used);
         self.aux[a].inbuf = inbuf;
         let sending = self.conns[i].flags.contains(Flags::SENDING);

@@ -10,8 +10,9 @@
 //! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; routing to the owner.
 //! 8. `replies.rs`: publish replies, in request order once every shard has answered.
 //! 9. `inbox.rs`: the messages of the other shards ([`crate::mesh`]).
-//! 10. `close.rs`: logout, cancel, close after the last completion; head timeouts; the stop.
-//!     `drain.rs`: SIGTERM's drain, the streams ended at a steady pace over `--drain-period`.
+//! 10. `close.rs`: logout, cancel, close after the last completion; head timeouts; the stop;
+//!     `drain.rs`: SIGTERM's drain, the streams ended at a steady pace over `--drain-period`;
+//!     `linger.rs`: the bounded read-and-discard after an error reply.
 //! 11. `event_loop.rs`: one turn (completions, inbox, sweeps, outbox, submit); idle memory.
 //! 12. `friends.rs`: friends fan-out and edits (`--friends`).
 //! 13. `cluster.rs`: cluster mode (`--cluster`): forwarding to and from the other nodes.
@@ -54,6 +55,7 @@ mod friends;
 mod head;
 mod inbox;
 mod input;
+mod linger;
 mod output;
 mod placement;
 mod poll;

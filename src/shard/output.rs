@@ -75,6 +75,8 @@ impl Output {
             aux.sent = 0;
             aux.replies.clear();
             aux.lat = Default::default();
+            aux.chunked = Default::default();
+            aux.ws = Default::default();
             self.pool.push(aux);
         }
     }
@@ -203,11 +205,13 @@ impl<D: Driver> Shard<D> {
     fn send_idle(&mut self, i: u32) {
         let c = self.conns[i];
         match c.state {
-            State::Finishing => self.close(i),
+            State::Finishing => self.end_final(i),
             // Idle again: give the buffers back unless a WebSocket frame is half read.
             State::SubStream
                 if !c.flags.contains(Flags::RECVING)
-                    && (c.aux == NONE || self.aux[c.aux].inbuf.is_empty()) =>
+                    && (c.aux == NONE
+                        || (self.aux[c.aux].inbuf.is_empty()
+                            && !self.aux[c.aux].ws.in_message())) =>
             {
                 self.release_aux(i)
             }

@@ -212,7 +212,8 @@ impl<D: Driver> Shard<D> {
 
     /// Opens the stream of subscriber `i`: logs it in, moves its socket into the ring's
     /// table, and sends its head once every owner knows this shard holds the ids.
-    fn open(&mut self, i: u32, req: SubRequest) {
+    fn open(&mut self, i: u32, mut req: SubRequest) {
+        let early = std::mem::take(&mut req.early);
         let resumable = self.resumable(&req);
         self.set_stream(i, &req, resumable);
         let shards = self.mesh.shards();
@@ -253,5 +254,6 @@ impl<D: Driver> Shard<D> {
         };
         self.arm_poll(i);
         self.try_send(i);
+        self.early_frames(i, early);
     }
 }

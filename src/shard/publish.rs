@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 
+use super::input::BodyRead;
 use super::output::Ev;
 use super::replies::{Pending, ReplyKind};
 use super::Shard;
@@ -57,8 +58,10 @@ impl<D: Driver> Shard<D> {
             match parse_publish(rest, token.as_deref().map(str::as_bytes)) {
                 Head::Incomplete => break,
                 // The reply closes: the loop ends.
-                Head::Refuse(s) => self.refuse_request(i, rest, s),
-                Head::Done(req, n) => match self.on_request(i, req, n, rest) {
+                Head::Refuse(s) => {
+                    self.refuse_request(i, rest, s);
+                }
+                Head::Done(req, n) => match self.on_request(i, req, n, &mut inbuf, used) {
                     Some(n) => used += n,
                     None => break, // its body is not all here yet
                 },
@@ -75,9 +78,16 @@ impl<D: Driver> Shard<D> {
         self.read_more(i);
     }
 
-    /// One request whose head (`n` bytes at the start of `rest`) is parsed; returns the
-    /// bytes it used, or `None` if its body is not all in `rest` yet.
-    fn on_request(&mut self, i: u32, req: PubRequest, n: usize, rest: &[u8]) -> Option<usize> {
+    /// One request whose head (`n` bytes at `inbuf[at..]`) is parsed; returns the bytes it
+    /// used, or `None` if its body is not all here yet (or was refused).
+    fn on_request(
+        &mut self,
+        i: u32,
+        req: PubRequest,
+        n: usize,
+        inbuf: &mut Vec<u8>,
+        at: usize,
+    ) -> Option<usize> {
         match req {
             PubRequest::Page { close, head } => self.page(i, close, head),
             PubRequest::Stats { close, head } => self.stats(i, close, head),
@@ -87,45 +97,57 @@ impl<D: Driver> Shard<D> {
                 b,
                 add,
                 len,
+                chunked,
                 close,
             } => {
-                if rest.len() < n + len {
-                    return None; // the (ignored) body is not all here yet
-                }
+                // The (ignored) body must be all here first.
+                let used = match self.read_body(i, inbuf, at + n, len, chunked) {
+                    BodyRead::Here { used, .. } => used,
+                    BodyRead::Wait => return None,
+                    BodyRead::Refused(s) => return self.refuse_request(i, &inbuf[at..], s),
+                };
                 self.friends_edit(i, a, b, add, close);
-                return Some(n + len);
+                return Some(n + used);
             }
             PubRequest::Send {
                 id,
                 len,
+                chunked,
                 close,
                 expect_continue,
                 friends,
             } => {
-                if rest.len() < n + len {
-                    self.continue_if_asked(i, expect_continue);
-                    return None;
-                }
+                let (len, used) = match self.read_body(i, inbuf, at + n, len, chunked) {
+                    BodyRead::Here { len, used } => (len, used),
+                    BodyRead::Wait => {
+                        self.continue_if_asked(i, expect_continue);
+                        return None;
+                    }
+                    BodyRead::Refused(s) => return self.refuse_request(i, &inbuf[at..], s),
+                };
                 self.conns[i].marks.remove(Marks::CONTINUED);
-                let msg = Bytes::copy_from_slice(&rest[n..n + len]);
+                let msg = Bytes::copy_from_slice(&inbuf[at + n..at + n + len]);
                 if friends {
                     self.friends_publish(i, id, msg, close);
                 } else {
                     self.send(i, id, msg, close);
                 }
-                return Some(n + len);
+                return Some(n + used);
             }
         }
         Some(n)
     }
 
     /// A refused request (`head` starts with it): its error reply, and the connection closes.
-    fn refuse_request(&mut self, i: u32, head: &[u8], s: Status) {
+    /// Returns `None`, as [`Shard::on_request`] does for a request that stops the reading.
+    fn refuse_request(&mut self, i: u32, head: &[u8], s: Status) -> Option<usize> {
         let head = &head[..head.len().min(120)];
         tracing::debug!(shard = self.me, status = ?s, head = %String::from_utf8_lossy(head).escape_debug(), "publish request refused");
         let mut raw = Vec::new();
         response::error(&mut raw, s);
         self.push_reply(i, Pending::ready(i, raw, true));
+        self.conns[i].marks.insert(Marks::DISCARD);
+        None
     }
 
     /// `GET /` (or `HEAD /`): the demo page.

@@ -249,6 +249,11 @@ impl Driver for Epoll {
         }
     }
 
+    fn shutdown_write(&mut self, fd: RawFd) {
+        // SAFETY: a plain syscall on a socket this shard owns.
+        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    }
+
     unsafe fn recv_now(&mut self, fd: RawFd, buf: *mut u8, len: u32, token: u64) {
         let r = libc::recv(fd, buf.cast(), len as usize, libc::MSG_DONTWAIT);
         self.done(token, if r < 0 { -errno() } else { r as i32 }, false, None);

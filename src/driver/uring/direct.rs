@@ -61,6 +61,23 @@ impl Uring {
         }
     }
 
+    /// [`crate::driver::Driver::shutdown_write`]: a plain fd by the syscall, a direct
+    /// descriptor by a SHUTDOWN op whose completion is internal.
+    pub(super) fn shutdown_handle(&mut self, fd: RawFd) {
+        match Self::target(fd) {
+            // SAFETY: a plain syscall on a socket this shard owns.
+            (_, Target::Fd(fd)) => unsafe {
+                libc::shutdown(fd, libc::SHUT_WR);
+            },
+            (r, Target::Fixed(slot)) => {
+                let shut = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR)
+                    .build()
+                    .user_data(INTERNAL);
+                self.push(r, shut);
+            }
+        }
+    }
+
     fn close_plain(&mut self, fd: RawFd, linger: bool) {
         // SAFETY: plain syscalls on a socket this shard owns, with no op in flight;
         // MSG_DONTWAIT never blocks.

@@ -213,6 +213,10 @@ impl Driver for Uring {
         self.close_handle(fd, linger)
     }
 
+    fn shutdown_write(&mut self, fd: RawFd) {
+        self.shutdown_handle(fd)
+    }
+
     fn submit(&mut self) -> io::Result<()> {
         self.submit_rings()
     }

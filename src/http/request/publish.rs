@@ -2,8 +2,9 @@
 //! /publish/<user>` (a message), `PUT|DELETE /friends/<a>/<b>` (a friends edit), `GET
 //! /stats` and `GET /` (the demo page); and the bearer-token check in front of them.
 
+use super::body::{body, Body};
 use super::{header, id_error, parse_with, path_of, wants_close, Head, Probe};
-use crate::http::{Status, MAX_BODY};
+use crate::http::Status;
 use crate::id::Id;
 
 /// A request on the publish listener.
@@ -13,8 +14,11 @@ pub enum PubRequest {
     Send {
         /// Target id.
         id: Id,
-        /// Body length from Content-Length, at most [`MAX_BODY`].
+        /// Body length from Content-Length, at most [`MAX_BODY`](crate::http::MAX_BODY); 0 for a chunked body.
         len: usize,
+        /// The body is chunked (RFC 9112 section 7.1): its length is known once it is
+        /// decoded ([`super::ChunkedBody`]).
+        chunked: bool,
         /// Close after replying (`Connection: close`, or HTTP/1.0 without keep-alive).
         close: bool,
         /// The client sent `Expect: 100-continue` and waits for a `100 Continue` before
@@ -33,8 +37,10 @@ pub enum PubRequest {
         b: Id,
         /// PUT (true) or DELETE.
         add: bool,
-        /// Body length from Content-Length (0 without one), at most [`MAX_BODY`].
+        /// Body length from Content-Length (0 without one or chunked), at most [`MAX_BODY`](crate::http::MAX_BODY).
         len: usize,
+        /// The (ignored) body is chunked.
+        chunked: bool,
         /// Close after replying.
         close: bool,
     },
@@ -67,10 +73,10 @@ pub enum PubRequest {
 /// `PUT|DELETE /friends/<a>/<b>`, `GET /stats`, or a [`Probe`] (`/metrics`, `/healthz`,
 /// `/readyz`).
 ///
-/// Refusals: 400 (malformed head, bad id, bad Content-Length), 404 (other paths), 411
-/// (POST without Content-Length), 413 (body over [`MAX_BODY`]), 431 (head too long), 501
-/// (other methods, or a `Transfer-Encoding` request body, which this listener does not
-/// decode).
+/// Refusals: 400 (malformed head, bad id, bad Content-Length, `Transfer-Encoding` together
+/// with `Content-Length` or on HTTP/1.0), 404 (other paths), 411 (POST without a body
+/// length), 413 (body over [`MAX_BODY`](crate::http::MAX_BODY)), 431 (head too long), 501 (other methods, or a
+/// transfer coding other than a final, only `chunked`, RFC 9112 section 6.1).
 ///
 /// With `token` set, every request but `GET /`, `/healthz` and `/readyz` (`/send`, `/stats`,
 /// `/metrics`, the friends paths) needs `Authorization: Bearer <token>`
@@ -135,7 +141,7 @@ fn get(
 }
 
 /// `POST /send/<id>` and `POST /publish/<user>`. Errors: 404 for other paths, 400 for a bad
-/// id, and [`body_len`]'s; 411 without Content-Length.
+/// id, and [`body`]'s; 411 without Content-Length or a chunked body.
 fn post(req: &httparse::Request<'_, '_>, path: &[u8], close: bool) -> Result<PubRequest, Status> {
     let (id, friends) = match (
         path.strip_prefix(b"/send/"),
@@ -146,13 +152,18 @@ fn post(req: &httparse::Request<'_, '_>, path: &[u8], close: bool) -> Result<Pub
         _ => return Err(Status::NotFound),
     };
     let id = Id::parse(id).map_err(id_error)?;
-    let len = body_len(req)?.ok_or(Status::LengthRequired)?;
+    let (len, chunked) = match body(req)? {
+        Body::None => return Err(Status::LengthRequired),
+        Body::Length(n) => (n, false),
+        Body::Chunked => (0, true),
+    };
     let expect_continue = header(req, "expect")
         .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
         && req.version == Some(1);
     Ok(PubRequest::Send {
         id,
         len,
+        chunked,
         close,
         expect_continue,
         friends,
@@ -161,7 +172,7 @@ fn post(req: &httparse::Request<'_, '_>, path: &[u8], close: bool) -> Result<Pub
 
 /// `PUT|DELETE /friends/<a>/<b>` (`add` for PUT). Errors: 501 for other paths (as before
 /// friends existed), 404 for a path without exactly two ids, 400 for a bad id, and
-/// [`body_len`]'s.
+/// [`body`]'s.
 fn friends_edit(
     req: &httparse::Request<'_, '_>,
     path: &[u8],
@@ -179,12 +190,17 @@ fn friends_edit(
         Id::parse(a).map_err(id_error)?,
         Id::parse(b).map_err(id_error)?,
     );
-    let len = body_len(req)?.unwrap_or(0);
+    let (len, chunked) = match body(req)? {
+        Body::None => (0, false),
+        Body::Length(n) => (n, false),
+        Body::Chunked => (0, true),
+    };
     Ok(PubRequest::Edit {
         a,
         b,
         add,
         len,
+        chunked,
         close,
     })
 }
@@ -195,36 +211,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
-/// The request body's length from Content-Length (`None` without one). Errors: 501 for a
-/// Transfer-Encoding body, 400 for a bad or ambiguous length, 413 over [`MAX_BODY`].
-fn body_len(req: &httparse::Request<'_, '_>) -> Result<Option<usize>, Status> {
-    if header(req, "transfer-encoding").is_some() {
-        return Err(Status::NotImplemented);
-    }
-    let mut lens = req
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
-    let Some(len) = lens.next().map(|h| h.value) else {
-        return Ok(None);
-    };
-    // RFC 9112 section 6.3: several differing lengths are an error; digits only.
-    if lens.any(|h| h.value != len)
-        || len.is_empty()
-        || len.len() > 12
-        || !len.iter().all(u8::is_ascii_digit)
-    {
-        return Err(Status::BadRequest);
-    }
-    let len = len
-        .iter()
-        .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
-    if len > MAX_BODY {
-        return Err(Status::TooLarge);
-    }
-    Ok(Some(len))
 }
 
 #[cfg(test)]
@@ -245,6 +231,7 @@ mod tests {
                 PubRequest::Send {
                     id: Id::Num(9),
                     len: 5,
+                    chunked: false,
                     close: false,
                     expect_continue: false,
                     friends: false,
@@ -278,6 +265,7 @@ mod tests {
                     b: Id::Num(2),
                     add: false,
                     len: 0,
+                    chunked: false,
                     close: false
                 },
                 41
@@ -316,7 +304,12 @@ mod tests {
             (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n"[..], Status::TooLarge),
             (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"[..], Status::BadRequest),
             (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..], Status::BadRequest),
-            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"[..], Status::NotImplemented),
+            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"[..], Status::NotImplemented),
+            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"[..], Status::NotImplemented),
+            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"[..], Status::NotImplemented),
+            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"[..], Status::BadRequest),
+            (&b"POST /send/9 HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"[..], Status::BadRequest),
+            (&b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\n\r\n"[..], Status::BadRequest),
         ] {
             let what = String::from_utf8_lossy(head);
             assert_eq!(parse_publish(head, None), Head::Refuse(status), "{what}");

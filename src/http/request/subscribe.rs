@@ -30,14 +30,19 @@ pub struct SubRequest {
     pub resume: Resume,
     /// `cursors=1` in the query: WebSocket and raw streams carry each message's cursor.
     pub cursors: bool,
+    /// WebSocket: the client's bytes that came after the head in the same read, the start
+    /// of its frame stream (B36 in `tests/CASES.md`). Never filled by the parser: the shard
+    /// sets it, so it travels with the request if the stream is handed to another shard.
+    pub early: Vec<u8>,
 }
 
 /// Parses a subscriber request head: `GET|HEAD|OPTIONS /test/<id>[,<id>...]` or
 /// `/sub/<id>[,<id>...]`.
 ///
 /// Refusals: 501 for other methods, 404 for other paths, 400 for a bad id list, a malformed
-/// head or a WebSocket upgrade without `Sec-WebSocket-Version: 13` and a key (RFC 6455
-/// section 4.2.1; also over HTTP/1.0), 431 for a head over [`MAX_HEAD`](crate::http::MAX_HEAD) bytes.
+/// head or a WebSocket upgrade that breaks RFC 6455 section 4.2.1 (see `ws_upgrade`), 426
+/// for a WebSocket version other than 13, 431 for a head over
+/// [`MAX_HEAD`](crate::http::MAX_HEAD) bytes.
 pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
     parse_with(buf, |req| {
         let (head_only, preflight) = match req.method {
@@ -70,6 +75,7 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
                 ws_accept: None,
                 resume: Resume::Fresh,
                 cursors: false,
+                early: Vec::new(),
             });
         }
         let ids = Id::parse_list(ids).map_err(id_error)?;
@@ -90,12 +96,7 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
         } else if poll {
             Proto::Poll
         } else if has_token(header(req, "upgrade"), "websocket") && !head_only {
-            // RFC 6455 section 4.2.1: the key is 16 bytes in base64 (24 characters).
-            let key = header(req, "sec-websocket-key").filter(|k| is_ws_key(k));
-            if http10 || header(req, "sec-websocket-version") != Some(b"13") || key.is_none() {
-                return Err(Status::BadRequest);
-            }
-            ws_accept = key.map(crate::http::ws::accept_key);
+            ws_accept = Some(ws_upgrade(req)?);
             Proto::Ws
         } else if header(req, "accept").is_some_and(|a| {
             a.windows(17)
@@ -114,8 +115,38 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
             ws_accept,
             resume,
             cursors: !seed && query_param(req, b"cursors") == Some(b"1"),
+            early: Vec::new(),
         })
     })
+}
+
+/// The `Sec-WebSocket-Accept` value of a WebSocket upgrade (RFC 6455 section 4.2.1), or its
+/// refusal: 400 over HTTP/1.0, without the `upgrade` token in `Connection` (a token list,
+/// over any number of lines, compared case-insensitively), or without exactly one valid
+/// `Sec-WebSocket-Key` (section 11.3.1); 426 for a `Sec-WebSocket-Version` other than 13,
+/// or none (section 4.2.2). Subprotocols and extensions offered are never accepted: the
+/// answer names none.
+fn ws_upgrade(req: &httparse::Request<'_, '_>) -> Result<[u8; 28], Status> {
+    let all = |name: &'static str| {
+        req.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.trim_ascii())
+    };
+    let upgrade = all("connection").any(|v| has_token(Some(v), "upgrade"));
+    let mut keys = all("sec-websocket-key");
+    let key = match (keys.next(), keys.next()) {
+        (Some(k), None) if is_ws_key(k) => k,
+        _ => return Err(Status::BadRequest),
+    };
+    if req.version == Some(0) || !upgrade {
+        return Err(Status::BadRequest);
+    }
+    let mut versions = all("sec-websocket-version");
+    if (versions.next(), versions.next()) != (Some(&b"13"[..]), None) {
+        return Err(Status::UpgradeRequired);
+    }
+    Ok(crate::http::ws::accept_key(key))
 }
 
 /// Whether `k` is a `Sec-WebSocket-Key` RFC 6455 allows: base64 of 16 bytes, i.e. 22
@@ -179,6 +210,53 @@ mod tests {
         ] {
             let what = String::from_utf8_lossy(head);
             assert_eq!(parse_subscribe(head), Head::Refuse(status), "{what}");
+        }
+    }
+
+    #[test]
+    fn websocket_handshake_rules() {
+        const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
+        let u = "Upgrade: websocket";
+        let c = "Connection: Upgrade";
+        let v = "Sec-WebSocket-Version: 13";
+        let case = |lines: &[&str]| {
+            let head = format!(
+                "GET /sub/35 HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                lines.iter().map(|l| format!("{l}\r\n")).collect::<String>()
+            );
+            match parse_subscribe(head.as_bytes()) {
+                Head::Done(r, _) => Ok(r.ws_accept.map(|a| a.to_vec())),
+                Head::Refuse(s) => Err(s),
+                Head::Incomplete => panic!("incomplete"),
+            }
+        };
+        let accepted = Ok(Some(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_vec()));
+        let key_ows = format!("{KEY} \t");
+        for ok in [
+            &[u, "Connection: keep-alive, Upgrade", v, KEY][..],
+            &["Upgrade: WebSocket", "Connection: UPGRADE", v, KEY],
+            &[u, "Connection: keep-alive", "Connection: upgrade", v, KEY],
+            &[u, c, v, KEY, "Sec-WebSocket-Protocol: chat, superchat"],
+            &[u, c, v, &key_ows],
+        ] {
+            assert_eq!(case(ok), accepted, "{ok:?}");
+        }
+        let two_keys = [u, c, v, KEY, "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA=="];
+        for (lines, status) in [
+            (
+                &[u, c, "Sec-WebSocket-Version: 8", KEY][..],
+                Status::UpgradeRequired,
+            ),
+            (&[u, c, KEY], Status::UpgradeRequired),
+            (&[u, v, KEY], Status::BadRequest),
+            (&[u, "Connection: keep-alive", v, KEY], Status::BadRequest),
+            (
+                &[u, c, v, "Sec-WebSocket-Key: c2hvcnQ="],
+                Status::BadRequest,
+            ),
+            (&two_keys, Status::BadRequest),
+        ] {
+            assert_eq!(case(lines), Err(status), "{lines:?}");
         }
     }
 

@@ -7,6 +7,7 @@
 //! - `backpressure`: a subscriber's backlog counts only behind a stuck send, or past 64x.
 //! - `head_timeout`: the sweep's 408 goes only to a connection still reading a request.
 //! - `slots`: a direct descriptor's slot is freed only by its CLOSE completion.
+//! - `linger`: a half-closed publisher's reply; the bounded discard after an error reply.
 //! - `resume`: a replay from another shard and the live stream neither overlap nor gap.
 //! - `drain`: SIGTERM's drain closes publishers at once and ends streams only at its pace.
 
@@ -15,6 +16,7 @@ mod delivery;
 mod drain;
 mod harness;
 mod head_timeout;
+mod linger;
 mod replies;
 mod resume;
 mod slots;

@@ -48,6 +48,10 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         None if args.main.nodes > 1 && args.main.transport != Transport::Test => {
             anyhow::bail!("--transport other than test does not run with --nodes yet")
         }
+        None if args.main.rounds > 0 && args.main.nodes > 1 => {
+            anyhow::bail!("--rounds does not run with --nodes")
+        }
+        None if args.main.rounds > 0 => jobs::ck10::rounds::run(args.main),
         None if args.main.nodes > 1 => cluster::run(args.main),
         None => soak::main_job(args.main),
         Some(LoadtestCmd::Flood(a)) => halves::flood(a),

@@ -13,6 +13,7 @@ pub(crate) mod compare;
 pub(crate) mod friends;
 pub(crate) mod main_job;
 pub(crate) mod million;
+pub(crate) mod rounds;
 
 use hdrhistogram::Histogram;
 

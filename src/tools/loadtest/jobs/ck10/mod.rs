@@ -13,12 +13,14 @@
 //! 7. **Report** (text or JSON); fail if anything was lost or arrived wrong.
 //!
 //! Here: [`run`] and the report; [`server`]: the server's readings (phases 1 and 6);
-//! [`clients`]: subscribers, slow readers, publishers (phases 2 to 5).
+//! [`clients`]: subscribers, slow readers, publishers (phases 2 to 5); [`rounds`]: the
+//! same server through `--rounds N` rounds of connect, publish, close (the leak guard).
 //!
 //! Threads: this one orchestrates and reads /proc; the subscriber loop and the publisher
 //! loop each run on their own thread; the memory log, if asked for, on a fourth.
 
 mod clients;
+pub(crate) mod rounds;
 mod server;
 
 use std::time::Duration;

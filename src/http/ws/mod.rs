@@ -4,7 +4,10 @@
 //! push-only server has to answer), fuzzed with the rest of the input parsers.
 //!
 //! Client data frames (text, binary, continuation) are ignored: this is a push channel and
-//! publishing is never possible on the subscriber listener. A ping is answered with a pong
+//! publishing is never possible on the subscriber listener. Their framing is checked all the
+//! same ([`Fragments`], in `message`): a continuation with no message started, or a new
+//! message inside a fragmented one, closes with 1002; text that is not UTF-8, also split
+//! across fragments, with 1007 (sections 5.4, 8.1). A ping is answered with a pong
 //! carrying its payload (section 5.5.3); a close is answered with a close echoing its status
 //! code (section 5.5.1) and the connection then ends. A frame that breaks the protocol
 //! (unmasked, reserved bits or opcodes, control frame over 125 bytes or fragmented, a
@@ -15,6 +18,11 @@ use std::io::Cursor;
 
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
+
+mod message;
+
+pub use message::Fragments;
+use message::Verdict;
 
 /// Largest client frame payload buffered, bytes: clients have nothing to say to a push
 /// stream beyond control frames.
@@ -120,7 +128,9 @@ fn valid_close_code(code: u16) -> bool {
 /// answering only the most recent ping), so a ping flood costs at most one pong per read.
 /// A close is answered with the client's status, or without one if it sent none; an
 /// invalid status or a 1-byte payload gets 1002, a reason that is not UTF-8 gets 1007.
-pub fn read_frames(buf: &[u8], out: &mut Vec<u8>) -> (Input, usize) {
+/// `frags` is where a fragmented data message stands: kept by the caller between calls
+/// while [`Fragments::in_message`], else the default.
+pub fn read_frames(buf: &[u8], out: &mut Vec<u8>, frags: &mut Fragments) -> (Input, usize) {
     let mut pos = 0usize;
     let mut last_ping: Option<Vec<u8>> = None;
     loop {
@@ -156,7 +166,20 @@ pub fn read_frames(buf: &[u8], out: &mut Vec<u8>) -> (Input, usize) {
                 answer_close(out, &payload);
                 return (Input::End, pos);
             }
-            _ => {} // pong, text, binary, continuation: nothing to do on a push stream
+            OpCode::Data(d) => {
+                // Nothing to do with the data on a push stream, but its framing and text
+                // must be right.
+                let op = match d {
+                    Data::Continue => 0,
+                    Data::Text => 1,
+                    _ => 2,
+                };
+                if let Verdict::Close(code) = frags.frame(op, h.is_final, &payload) {
+                    close(out, code);
+                    return (Input::End, buf.len());
+                }
+            }
+            OpCode::Control(_) => {} // pong
         }
     }
 }
@@ -218,7 +241,11 @@ fn answer_close(out: &mut Vec<u8>, payload: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{accept_key, close, handshake, message, ping, read_frames, Input};
+    use super::{accept_key, close, handshake, message, ping, Fragments, Input};
+
+    fn read_frames(buf: &[u8], out: &mut Vec<u8>) -> (Input, usize) {
+        super::read_frames(buf, out, &mut Fragments::default())
+    }
 
     fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
@@ -312,5 +339,35 @@ mod tests {
         let f = client_frame(0x1, b"hello", [0, 1, 0, 1]);
         assert_eq!(read_frames(&f, &mut out), (Input::More, f.len()));
         assert!(out.is_empty());
+        // A continuation with no message started: 1002; text that is not UTF-8: 1007.
+        let f = client_frame(0x0, b"tail", [3, 1, 4, 1]);
+        assert_eq!(read_frames(&f, &mut out).0, Input::End);
+        assert_eq!(out, [0x88, 2, 0x03, 0xea]);
+        out.clear();
+        let f = client_frame(0x1, &[b'a', 0xff], [3, 1, 4, 1]);
+        assert_eq!(read_frames(&f, &mut out).0, Input::End);
+        assert_eq!(out, [0x88, 2, 0x03, 0xef]);
+    }
+
+    #[test]
+    fn utf8_split_across_fragments_and_reads() {
+        // "€" split over two fragments, each in its own read: fine; then a bad byte.
+        let (mut frags, mut out) = (Fragments::default(), Vec::new());
+        let mut first_nf = client_frame(0x1, &[0xe2, 0x82], [1, 2, 3, 4]);
+        first_nf[0] &= 0x7f; // not final
+        let r = super::read_frames(&first_nf, &mut out, &mut frags);
+        assert_eq!(r, (Input::More, first_nf.len()));
+        assert!(frags.in_message());
+        let last = client_frame(0x0, &[0xac, b'!'], [4, 3, 2, 1]);
+        assert_eq!(
+            super::read_frames(&last, &mut out, &mut frags).0,
+            Input::More
+        );
+        assert!(!frags.in_message() && out.is_empty());
+        let r = super::read_frames(&first_nf, &mut out, &mut frags);
+        assert_eq!(r.0, Input::More);
+        let bad = client_frame(0x0, &[0x41], [4, 3, 2, 1]);
+        assert_eq!(super::read_frames(&bad, &mut out, &mut frags).0, Input::End);
+        assert_eq!(out, [0x88, 2, 0x03, 0xef]);
     }
 }
