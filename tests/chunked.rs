@@ -193,12 +193,17 @@ fn chunked_real_clients() {
         assert_eq!(out.trim(), "200 {\"delivered\":1}", "python3 http.client");
         sub.expect_msg(b"from a generator");
     }
-    let mut curl = Command::new("curl");
-    curl.args(["-s", "-S", "-X", "POST", "-T", "-", "-H", "Expect:"])
-        .arg(format!("http://{p}/send/ck4"));
-    if let Some(out) = run_with_input(curl, b"from curl -T -") {
-        assert_eq!(out.trim(), "{\"delivered\":1}", "curl -T -");
-        sub.expect_msg(b"from curl -T -");
+    // `curl -T -` as is (a PUT with `Expect: 100-continue`), and as a POST without `Expect`.
+    for (args, msg) in [
+        (&["-s", "-S", "-T", "-"][..], &b"from curl -T -"[..]),
+        (&["-s", "-S", "-X", "POST", "-T", "-", "-H", "Expect:"][..], b"from curl -X POST"),
+    ] {
+        let mut curl = Command::new("curl");
+        curl.args(args).arg(format!("http://{p}/send/ck4"));
+        if let Some(out) = run_with_input(curl, msg) {
+            assert_eq!(out.trim(), "{\"delivered\":1}", "curl {args:?}");
+            sub.expect_msg(msg);
+        }
     }
 }
 }

@@ -94,6 +94,10 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
         match req.method {
             Some(m @ ("GET" | "HEAD")) => get(req, path, close, m == "HEAD"),
             Some("POST") => post(req, path, close),
+            // `curl -T` (an upload of unknown length) sends PUT: a publish all the same.
+            Some("PUT") if path.starts_with(b"/send/") || path.starts_with(b"/publish/") => {
+                post(req, path, close)
+            }
             Some(m @ ("PUT" | "DELETE")) => friends_edit(req, path, close, m == "PUT"),
             _ => Err(Status::NotImplemented),
         }
@@ -239,6 +243,22 @@ mod tests {
                 53
             )
         );
+        // PUT (`curl -T`) publishes too; PUT elsewhere is a friends edit or 501.
+        let put = parse_publish(
+            b"PUT /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            None,
+        );
+        assert!(matches!(
+            put,
+            Head::Done(
+                PubRequest::Send {
+                    chunked: true,
+                    friends: false,
+                    ..
+                },
+                _
+            )
+        ));
         assert!(matches!(
             parse_publish(
                 b"POST /publish/7 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
