@@ -64,6 +64,13 @@ impl<D: Driver> Shard<D> {
     /// of the slot, so reconnects spread) then the last chunk; WebSocket a close 1001 "going
     /// away" (RFC 6455 section 7.4.1); other chunked streams the last chunk (shutdown, drain).
     pub(super) fn end_stream(&mut self, i: u32) {
+        self.end_stream_as(i, 1001, true);
+    }
+
+    /// [`Shard::end_stream`] with WebSocket close code `ws_code`, and the SSE `retry:` only
+    /// if `spread` (a stream that should come back at once, as after a hole in cluster mode,
+    /// gets none).
+    pub(super) fn end_stream_as(&mut self, i: u32, ws_code: u16, spread: bool) {
         let c = self.conns[i];
         if Proto::from_u8(c.proto) == Proto::Poll {
             return self.answer_poll_timeout(i);
@@ -71,11 +78,11 @@ impl<D: Driver> Shard<D> {
         let a = self.ensure_aux(i);
         let buf = self.aux[a].queue(c.flags.contains(Flags::SENDING));
         let (proto, chunked) = (Proto::from_u8(c.proto), c.flags.contains(Flags::CHUNKED));
-        if proto == Proto::Sse {
+        if spread && proto == Proto::Sse {
             let ms = 1_000 + (i.wrapping_mul(2_654_435_761) % 9_001);
             stream::retry(buf, chunked, ms);
         }
-        stream::end(buf, proto, chunked, 1001);
+        stream::end(buf, proto, chunked, ws_code);
         self.conns[i].state = State::Finishing;
         self.try_send(i);
     }

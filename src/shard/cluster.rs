@@ -11,11 +11,11 @@ use super::output::Ev;
 use super::Shard;
 use crate::cluster::history::Fetch;
 use crate::cluster::{wire::Kind, Cluster};
-use crate::conn::{Flags, State};
+use crate::conn::State;
 use crate::driver::Driver;
 use crate::history::{Pos, Reason, Start};
 use crate::http::response::{self, Forward};
-use crate::http::stream::{self, Proto, CURSORS};
+use crate::http::stream::CURSORS;
 use crate::http::Status;
 use crate::id::Id;
 use crate::mesh::{Msg, ReplyTo};
@@ -143,14 +143,14 @@ impl<D: Driver> Shard<D> {
     /// to every node (this one too) as `RemoteAt`; refused with `503` if Redis is down or
     /// the queue is full. Returns false (nothing done) when not sequenced.
     pub(super) fn publish_sequenced(&mut self, t: u32, id: &Id, msg: &Bytes) -> bool {
-        let Some(c) = self.cluster.node.clone().filter(|c| c.sequenced()) else {
-            return false;
-        };
         let reply = ReplyTo {
             shard: self.me as u16,
             token: t,
         };
-        let queued = c.forward_positioned(id, msg, reply);
+        let queued = match &self.cluster.node {
+            Some(c) if c.sequenced() => c.forward_positioned(id, msg, reply),
+            _ => return false,
+        };
         self.cluster_forward_flag(t, false);
         if !queued {
             self.publish_failed(t, false);
@@ -202,23 +202,9 @@ impl<D: Driver> Shard<D> {
             .collect();
         tracing::debug!(shard = self.me, %id, from = prev.offset, to = pos.offset, streams = cut.len(), "cluster: gap in an id's messages; its cursor streams end to resume");
         for c in cut {
-            self.end_to_resume(c);
+            // After what it has queued (all before the hole); WebSocket 1013, try again later.
+            self.end_stream_as(c, 1013, false);
         }
-    }
-
-    /// Ends stream `i` after what it has queued (all before the gap): a poll is answered,
-    /// a stream gets its proper end (WebSocket close 1013, try again later).
-    fn end_to_resume(&mut self, i: u32) {
-        let c = self.conns[i];
-        let (proto, chunked) = (Proto::from_u8(c.proto), c.flags.contains(Flags::CHUNKED));
-        if proto == Proto::Poll {
-            return self.answer_poll_timeout(i);
-        }
-        let a = self.ensure_aux(i);
-        let buf = self.aux[a].queue(c.flags.contains(Flags::SENDING));
-        stream::end(buf, proto, chunked, 1013);
-        self.conns[i].state = State::Finishing;
-        self.try_send(i);
     }
 
     /// Asks Redis (through the agent) where id `k` of connection `conn` on shard `from`
