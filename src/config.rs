@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// kernel-tuning/uring-comet.toml. Also read from `UC_CONFIG`.
     #[arg(long, value_name = "FILE", env = "UC_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Subscriber tokens (crate::auth): `--sub-jwt-*`, `--sub-jwks-file`, `--sub-token-cookie`.
+    #[command(flatten)]
+    pub sub_auth: crate::auth::SubAuthArgs,
 }
 
 /// Parses a byte count (`parse-size`: `256MiB`, `1 GiB`, `64KB`, `100000`). Errors: the
@@ -253,6 +256,8 @@ pub struct ServerConfig {
     pub takeover: bool,
     /// `--metrics-listen`: a listener of its own for `/metrics`, `/healthz`, `/readyz`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Subscriber tokens (`--sub-jwt-secret-file`, `--sub-jwks-file`), if required.
+    pub sub_auth: Option<std::sync::Arc<crate::auth::Verifier>>,
 }
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
@@ -262,7 +267,8 @@ impl ServeArgs {
     /// Checks the flags and fills in defaults.
     ///
     /// Errors: a shard count of 0 or over [`MAX_SHARDS`]; equal listener addresses; a
-    /// `--cluster` that is not a `redis://` URL.
+    /// `--cluster` that is not a `redis://` URL; a subscriber-token key file that cannot be
+    /// read or holds no usable key ([`crate::auth::SubAuthArgs::verifier`]).
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
         let shards = self
             .shards
@@ -325,6 +331,7 @@ impl ServeArgs {
             drain_period_ms: self.drain_period.as_millis() as u64,
             takeover: self.takeover,
             metrics_listen: self.metrics_listen,
+            sub_auth: self.sub_auth.verifier()?,
         })
     }
 }
@@ -360,6 +367,7 @@ impl ServerConfig {
             drain_period_ms: 10_000,
             takeover: false,
             metrics_listen: None,
+            sub_auth: None,
         }
     }
 

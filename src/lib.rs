@@ -21,12 +21,14 @@
 //! - [`cluster`]: cluster mode: nodes sharing one id space through Redis pub/sub.
 //! - [`stats`]: per-shard counters read by `GET /stats`; [`metrics`]: `GET /metrics`
 //!   (Prometheus), `/healthz`, `/readyz`, and the `--metrics-listen` listener.
+//! - [`auth`]: subscriber tokens (JWT): keys, verification, what a token covers.
 //! - [`config`]: `serve` flags (also from a TOML file, `--config`) and validated settings;
 //!   [`logging`]: text or JSON log lines; [`duration`]: the one parser of time
 //!   flags (`30`, `250ms`, `10m`, `1h30m`), `serve`'s and every tool's.
 //! - [`tools`]: the subcommands beside the server (`loadtest`, `check-system`, `plot`,
 //!   `gen-friends`); the core above never imports them.
 
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod conn;

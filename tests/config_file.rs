@@ -42,6 +42,12 @@ metrics-listen = "127.0.0.1:9100"
 log-format = "json"
 drain-period = "3s"
 takeover = true
+sub-jwt-secret-file = "SECRET_FILE"
+sub-jwks-file = "JWKS_FILE"
+sub-jwt-aud = "comet"
+sub-jwt-iss = "auth.example"
+sub-jwt-leeway = "7s"
+sub-token-cookie = "uc_token"
 "#;
 
 /// A file in the test's own temporary directory.
@@ -90,7 +96,14 @@ fn a_file_sets_every_flag() {
     want.sort();
     have.sort();
     assert_eq!(have, want, "the test file must set every serve flag");
-    let path = temp_file("every.toml", EVERY_FLAG);
+    // The key files a tokens-on server reads at start.
+    let secret = temp_file("secret.txt", "s3cret\n");
+    let es = uring_comet::auth::sign::Signer::generate("es256", "k1").unwrap();
+    let jwks = temp_file("jwks.json", std::str::from_utf8(&es.server_file).unwrap());
+    let text = EVERY_FLAG
+        .replace("SECRET_FILE", secret.to_str().unwrap())
+        .replace("JWKS_FILE", jwks.to_str().unwrap());
+    let path = temp_file("every.toml", &text);
     let args = parse_serve(argv(&["--config", path.to_str().unwrap()])).unwrap();
     assert_eq!(args.log_format, LogFormat::Json);
     assert_eq!(args.config.as_deref(), Some(path.as_path()));
@@ -127,6 +140,8 @@ fn a_file_sets_every_flag() {
     assert_eq!(c.poll_timeout_ms, 250);
     assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
     assert_eq!((c.drain_period_ms, c.takeover), (3_000, true));
+    let v = c.sub_auth.as_ref().expect("subscriber tokens on");
+    assert_eq!((v.leeway_s(), v.cookie()), (7, Some("uc_token")));
 }
 
 #[test]

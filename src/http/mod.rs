@@ -38,6 +38,8 @@ pub enum Status {
     BadCursor(crate::history::CursorError),
     /// 401 Unauthorized: a publish without the `--publish-token` bearer token.
     Unauthorized,
+    /// 403 Forbidden: a subscriber token that does not cover a requested id.
+    Forbidden,
     /// 404 Not Found: a path this listener does not serve.
     NotFound,
     /// 408 Request Timeout: the head (or a publish body) did not arrive within
@@ -69,6 +71,7 @@ impl Status {
             Status::Ok => (200, "OK"),
             Status::BadRequest | Status::BadCursor(_) => (400, "Bad Request"),
             Status::Unauthorized => (401, "Unauthorized"),
+            Status::Forbidden => (403, "Forbidden"),
             Status::RequestTimeout => (408, "Request Timeout"),
             Status::NotFound => (404, "Not Found"),
             Status::LengthRequired => (411, "Length Required"),

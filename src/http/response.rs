@@ -195,6 +195,18 @@ pub fn error_text(out: &mut Vec<u8>, status: Status, text: &str) {
     );
 }
 
+/// Appends a complete `401 Unauthorized` for a subscriber without a valid token, naming the
+/// RFC 6750 error `code` and its description (section 3: `WWW-Authenticate: Bearer
+/// realm="uring-comet", error="...", error_description="..."`); the body says the same.
+pub fn unauthorized(out: &mut Vec<u8>, code: &str, description: &str) {
+    let text = format!("unauthorized: {description}\n");
+    let _ = write!(
+        out,
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"uring-comet\", error=\"{code}\", error_description=\"{description}\"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+}
+
 /// Appends a complete error reply; the connection is closed after it.
 pub fn error(out: &mut Vec<u8>, status: Status) {
     if let Status::BadCursor(e) = status {

@@ -59,6 +59,11 @@ impl Loop {
         }
     }
 
+    /// Whole seconds on the shard's clock (since the process-wide [`clock_start`]).
+    pub(super) fn epoch_secs(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
     /// The turn's time on the shard's millisecond clock (wrapping).
     #[inline]
     pub(super) fn now_ms(&self) -> u32 {
@@ -101,6 +106,7 @@ impl<D: Driver> Shard<D> {
         let now = Instant::now();
         self.heartbeat_if_due(now);
         self.history_tick(now);
+        self.expiry_sweep_if_due(now);
         if self.sweep_if_due(now) {
             // Messages are allocated on one shard and freed on another; glibc keeps what
             // such frees leave scattered in the arenas. Handing free pages back every few
@@ -148,6 +154,7 @@ impl<D: Driver> Shard<D> {
         if self.conns.is_empty() && self.replies.is_empty() {
             released |= self.conns.release_if_empty();
             released |= self.router.release_if_empty();
+            self.expiry.release();
             // Until a connection comes again, the idle tick is back to its slow pace.
             self.lp.held = false;
         }

@@ -5,6 +5,7 @@
 //! 2. `completion.rs`: each completion goes to its stage by its token (operation, connection).
 //! 3. `head.rs`: a subscriber's request head, read into provided buffers and parsed.
 //! 4. `placement.rs`: hand-off to the id's owner, login, install, the response head.
+//! - 4b. `expiry.rs`: subscriber tokens: the check on the head (401/403), the end at `exp`.
 //! 5. `input.rs`: an idle stream's one POLLRDHUP poll; drained bytes, WebSocket control frames.
 //! 6. `output.rs`: one send in flight, coalescing, backpressure, delivery, heartbeats.
 //! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; routing to the owner.
@@ -51,6 +52,7 @@ mod cluster;
 mod completion;
 mod drain;
 mod event_loop;
+mod expiry;
 mod friends;
 mod head;
 mod inbox;
@@ -116,6 +118,8 @@ pub struct Shard<D: Driver> {
     drain: drain::Drain,
     /// `/metrics`, `/healthz`, `/readyz`: what they read besides the counters.
     probes: probes::Probes,
+    /// Stage 4b: subscriber tokens: each stream's expiry, the sweep that ends them.
+    expiry: expiry::Expiry,
 }
 
 impl<D: Driver> Shard<D> {
@@ -157,6 +161,7 @@ impl<D: Driver> Shard<D> {
             resume: resume::Resumes::new(&cfg),
             drain: drain::Drain::default(),
             probes: probes::Probes::default(),
+            expiry: expiry::Expiry::new(max_conns),
             mesh,
             stats,
             cfg,

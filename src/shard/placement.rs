@@ -94,8 +94,11 @@ fn head_index(proto: Proto, http10: bool, head_only: bool) -> usize {
 impl<D: Driver> Shard<D> {
     /// A complete subscriber request: answer a preflight or HEAD at once, else place the
     /// connection and open its stream.
-    pub(super) fn start_stream(&mut self, i: u32, req: SubRequest) {
+    pub(super) fn start_stream(&mut self, i: u32, mut req: SubRequest) {
         self.release_aux(i);
+        if !self.authorize(i, &mut req) {
+            return;
+        }
         if req.preflight {
             let a = self.ensure_aux(i);
             self.aux[a].out.extend_from_slice(&self.heads.preflight);
@@ -213,6 +216,7 @@ impl<D: Driver> Shard<D> {
     /// Opens the stream of subscriber `i`: logs it in, moves its socket into the ring's
     /// table, and sends its head once every owner knows this shard holds the ids.
     fn open(&mut self, i: u32, mut req: SubRequest) {
+        self.set_expiry(i, &req);
         let early = std::mem::take(&mut req.early);
         let resumable = self.resumable(&req);
         self.set_stream(i, &req, resumable);

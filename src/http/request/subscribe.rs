@@ -34,6 +34,48 @@ pub struct SubRequest {
     /// of its frame stream (B36 in `tests/CASES.md`). Never filled by the parser: the shard
     /// sets it, so it travels with the request if the stream is handed to another shard.
     pub early: Vec<u8>,
+    /// A subscriber token as sent: `Authorization: Bearer <token>` (the scheme compared
+    /// case-insensitively, RFC 6750 section 2.1), else the `token` query parameter (section
+    /// 2.3; EventSource cannot set headers). Checked only with tokens on (`crate::auth`).
+    pub token: Option<Box<str>>,
+    /// The `Cookie` header as sent (RFC 6265 section 5.4), for `--sub-token-cookie`.
+    pub cookie: Option<Box<str>>,
+    /// When the stream's token expires (its `exp` plus the leeway), Unix seconds; 0 for
+    /// none. Never set by the parser: the shard that checks the token sets it, so it
+    /// travels with the request if the stream is handed to another shard.
+    pub expires: u64,
+}
+
+/// The id list of a subscriber path and its route: (ids, `/test/`, `/poll/`).
+fn route(path: &[u8]) -> Option<(&[u8], bool, bool)> {
+    if let Some(ids) = path.strip_prefix(b"/test/") {
+        Some((ids, true, false))
+    } else if let Some(ids) = path.strip_prefix(b"/sub/") {
+        Some((ids, false, false))
+    } else {
+        path.strip_prefix(b"/poll/").map(|ids| (ids, false, true))
+    }
+}
+
+/// The `Cookie` header of a request head, if it is text.
+fn cookie_of(req: &httparse::Request<'_, '_>) -> Option<Box<str>> {
+    let c = header(req, "cookie")?;
+    std::str::from_utf8(c).ok().map(Box::from)
+}
+
+/// The token of a request head: the Bearer credentials, else the `token` query parameter.
+fn token_of(req: &httparse::Request<'_, '_>) -> Option<Box<str>> {
+    let bearer = header(req, "authorization").and_then(|v| {
+        let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+        scheme
+            .eq_ignore_ascii_case(b"bearer")
+            .then_some(rest.trim_ascii())
+    });
+    let t = bearer.or_else(|| query_param(req, b"token"))?;
+    std::str::from_utf8(t)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Box::from)
 }
 
 /// Parses a subscriber request head: `GET|HEAD|OPTIONS /test/<id>[,<id>...]` or
@@ -51,16 +93,7 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
             Some("OPTIONS") => (false, true),
             _ => return Err(Status::NotImplemented),
         };
-        let path = path_of(req);
-        let (ids, seed, poll) = if let Some(ids) = path.strip_prefix(b"/test/") {
-            (ids, true, false)
-        } else if let Some(ids) = path.strip_prefix(b"/sub/") {
-            (ids, false, false)
-        } else if let Some(ids) = path.strip_prefix(b"/poll/") {
-            (ids, false, true)
-        } else {
-            return Err(Status::NotFound);
-        };
+        let (ids, seed, poll) = route(path_of(req)).ok_or(Status::NotFound)?;
         if poll && head_only {
             return Err(Status::NotImplemented);
         }
@@ -76,6 +109,9 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
                 resume: Resume::Fresh,
                 cursors: false,
                 early: Vec::new(),
+                token: None,
+                cookie: None,
+                expires: 0,
             });
         }
         let ids = Id::parse_list(ids).map_err(id_error)?;
@@ -116,6 +152,9 @@ pub fn parse_subscribe(buf: &[u8]) -> Head<SubRequest> {
             resume,
             cursors: !seed && query_param(req, b"cursors") == Some(b"1"),
             early: Vec::new(),
+            token: token_of(req),
+            cookie: cookie_of(req),
+            expires: 0,
         })
     })
 }
