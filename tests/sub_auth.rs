@@ -142,8 +142,8 @@ fn each_refusal_names_its_reason() {
     for path in ["/test/u1", "/poll/u1"] {
         expect_401(s, &get(path, ""), "invalid_request", "no token (Authorization: Bearer, ?token= or the cookie)");
     }
-    let ws = format!("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n");
-    expect_401(s, &get("/sub/u1", &ws), "invalid_request", "no token (Authorization: Bearer, ?token= or the cookie)");
+    let ws = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    expect_401(s, &get("/sub/u1", ws), "invalid_request", "no token (Authorization: Bearer, ?token= or the cookie)");
     let logged = wait_until(Duration::from_secs(2), || srv.stderr().contains("subscriber refused: no token"));
     assert!(logged, "the refusals are logged (one line a second at most): {}", srv.stderr());
 }
