@@ -207,7 +207,10 @@ pub struct MainArgs {
 /// Flags of `uring-comet loadtest flood`.
 #[derive(Args, Debug)]
 pub struct FloodArgs {
-    /// Subscriber URL; `{id}` is replaced by each id.
+    /// Subscriber URL; `{id}` is replaced by each id. Without `{id}` every connection opens
+    /// that one URL (a room: all under one id); `--ids` then only counts the connections, and
+    /// each connection's messages are checked in order but not against an id, nor as
+    /// duplicates of another connection's.
     #[arg(long, default_value = "http://127.0.0.1:8000/test/{id}")]
     pub url_template: String,
     /// Ids to subscribe, `FIRST-LAST` (inclusive) or one id.
