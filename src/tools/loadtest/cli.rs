@@ -53,6 +53,11 @@ pub enum LoadtestCmd {
     /// Friends fan-out: serve a social graph (generated or `--graph`), log in users by
     /// neighbourhood, publish events from their friends, check every delivery exactly once.
     Friends(Box<FriendsArgs>),
+    /// Rooms: `--rooms` ids with `--subs-per-room` subscribers each on one `--transport`,
+    /// `--rate` messages of `--msg-bytes` to random rooms; every delivery checked (exactly
+    /// once, in order); deliveries/s, server CPU per delivery, latency per delivery, and the
+    /// delivery ceiling's sender CPU per message measured in the same run.
+    Room(Box<super::jobs::room::RoomArgs>),
     /// One client process of `million` (started by it; line protocol on stdin/stdout).
     #[command(hide = true)]
     MillionWorker(WorkerArgs),

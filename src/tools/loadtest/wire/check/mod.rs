@@ -6,6 +6,7 @@
 //! the wrapper, that N is the previous N + 1 on that connection, that the id is the
 //! connection's, and that no seq arrives twice; it records publish-to-receive latency.
 //!
+//! - [`room`]: `loadtest room`'s padded bodies and per-connection checks.
 //! - [`single`]: the check of a stream that must carry exactly one message (`million`).
 //! - `tests`: the format's round trip and each check, one rule per test.
 
@@ -308,6 +309,7 @@ impl Checker {
     }
 }
 
+pub(crate) mod room;
 pub(crate) mod single;
 #[cfg(test)]
 mod tests;
