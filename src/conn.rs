@@ -226,12 +226,19 @@ pub struct Aux {
     /// WebSocket subscriber: where a fragmented client message stands (RFC 6455 section
     /// 5.4); the Aux is kept while one is in progress.
     pub ws: crate::http::ws::Fragments,
+    /// Subscriber: a message frame shared by every subscriber of a fan-out (reference-counted,
+    /// see `shard::frames`), in flight in place of `out` (then empty): `frame[sent..]` is
+    /// the kernel's until its send completes.
+    pub frame: Option<bytes::Bytes>,
 }
 
 impl Aux {
     /// Bytes queued for output and not yet taken by the kernel.
     pub fn pending(&self) -> usize {
-        self.out.len() - self.sent + self.next.len()
+        match &self.frame {
+            Some(f) => f.len() - self.sent + self.next.len(),
+            None => self.out.len() - self.sent + self.next.len(),
+        }
     }
 
     /// Where new output goes: `next` while a send of `out` is in flight (`sending`, so

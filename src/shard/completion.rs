@@ -22,6 +22,8 @@ pub(super) const OP_CANCEL: u64 = 5;
 pub(super) const OP_PROVIDE: u64 = 6;
 /// Non-blocking recv that drains bytes after a subscriber's head.
 pub(super) const OP_DRAIN: u64 = 7;
+/// Send of a shared message frame (`Aux::frame`, see `frames.rs`).
+pub(super) const OP_FRAME: u64 = 8;
 
 /// The token of operation `op` on connection (or listener) `idx`.
 #[inline]
@@ -63,6 +65,7 @@ impl<D: Driver> Shard<D> {
             OP_POLL => self.on_poll(idx, c.result),
             OP_SEND => self.on_send(idx, c.result),
             OP_DRAIN => self.on_drain(idx, c.result),
+            OP_FRAME => self.on_frame_sent(idx, c.result),
             _ => {}
         }
     }

@@ -6,7 +6,8 @@
 //! 3. `head.rs`: a subscriber's request head, read into provided buffers and parsed.
 //! 4. `placement.rs`: hand-off to the id's owner, login, install, the response head.
 //! 5. `input.rs`: an idle stream's one POLLRDHUP poll; drained bytes, WebSocket control frames.
-//! 6. `output.rs`: one send in flight, coalescing, backpressure, delivery, heartbeats.
+//! 6. `output.rs`: one send in flight, coalescing, backpressure, delivery, heartbeats;
+//!    `frames.rs`: a fan-out's message built once per transport, shared by its subscribers.
 //! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; routing to the owner.
 //! 8. `replies.rs`: publish replies, in request order once every shard has answered.
 //! 9. `inbox.rs`: the messages of the other shards ([`crate::mesh`]).
@@ -51,6 +52,7 @@ mod cluster;
 mod completion;
 mod drain;
 mod event_loop;
+mod frames;
 mod friends;
 mod head;
 mod inbox;

@@ -1,0 +1,172 @@
+//! Stage 6b, shared frames: in a fan-out, the bytes of one message are built once per
+//! transport and sent to every subscriber that can take them at once from that one
+//! reference-counted buffer, not copied into each subscriber's output.
+//!
+//! A frame is the same for every subscriber of an id with the same protocol, transfer coding
+//! (chunked or HTTP/1.0) and cursor mode: a raw chunk, an SSE event, a WebSocket frame (the
+//! server's frames are not masked), with the message's own cursor when the stream carries
+//! cursors. [`Frames`] holds the ones built during one fan-out (`Output::deliver_slot` makes
+//! it, so a frame never outlives its message) and builds each the first time a subscriber
+//! needs it: one allocation per transport per message, then a reference-count increment per
+//! subscriber.
+//!
+//! A subscriber takes the shared frame when nothing of its own is queued or in flight (the
+//! common case: a subscriber idle between messages); its `Aux` then holds the reference
+//! (`Aux::frame`) and the send goes out as `OP_FRAME`. The buffer is the kernel's until that
+//! send completes, and the `Aux` is not released while a send is in flight, so it can be
+//! neither freed nor changed early. Output queued meanwhile goes to `next`, as behind any
+//! send, and leaves in one send after the frame (coalescing). Everyone else takes
+//! [`Shard::deliver`]'s path and the message is written into its own output as before: a
+//! subscriber with a backlog (its bytes must follow what is queued), the seed's `/test/`
+//! stream (its `Recvd msg #N` counter is per connection), a stream whose cursor covers
+//! several ids, a poll, a stream whose head is still going out.
+
+use bytes::Bytes;
+
+use super::completion::{token, OP_FRAME};
+use super::output::Ev;
+use super::Shard;
+use crate::conn::{Flags, Marks, State, NONE};
+use crate::driver::Driver;
+use crate::history::Pos;
+use crate::http::resume;
+use crate::http::stream::{self, Proto, CURSORS};
+
+/// Variants a fan-out may need: {raw, SSE, WebSocket} x {chunked, not} x {cursors, not}.
+const VARIANTS: usize = 12;
+
+/// The frames of one message built so far in its fan-out, by variant.
+#[derive(Default)]
+pub(super) struct Frames {
+    built: [Option<Bytes>; VARIANTS],
+}
+
+impl Frames {
+    /// The frame of `msg` (at `pos`) for `proto`, `chunked` and `cursors`, built on first
+    /// use; `None` if the protocol has no bytes for it (an empty raw message) or shares none.
+    fn get(
+        &mut self,
+        proto: Proto,
+        chunked: bool,
+        cursors: bool,
+        msg: &[u8],
+        pos: Pos,
+    ) -> Option<&Bytes> {
+        let p = match proto {
+            Proto::Raw => 0,
+            Proto::Sse => 1,
+            Proto::Ws => 2,
+            Proto::Seed | Proto::Poll => return None,
+        };
+        let k = p * 4 + usize::from(chunked) * 2 + usize::from(cursors);
+        if self.built[k].is_none() {
+            self.built[k] = Some(build(proto, chunked, cursors, msg, pos)?);
+        }
+        self.built[k].as_ref()
+    }
+}
+
+/// The bytes of `msg` for one variant, exactly as [`Shard::deliver`] writes them into a
+/// subscriber's own output (`resume::message` with the message's own cursor, or
+/// `stream::message`).
+pub(super) fn build(
+    proto: Proto,
+    chunked: bool,
+    cursors: bool,
+    msg: &[u8],
+    pos: Pos,
+) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(msg.len() + 64);
+    if cursors {
+        let mut cursor = Vec::with_capacity(40);
+        pos.write(&mut cursor);
+        resume::message(&mut out, proto, chunked, &cursor, msg);
+    } else if !stream::message(&mut out, proto, chunked, 0, msg) {
+        return None;
+    }
+    Some(Bytes::from(out))
+}
+
+impl<D: Driver> Shard<D> {
+    /// Delivers `ev` to subscriber `i` in a fan-out: from the shared frame in `frames` when
+    /// `i` can take it (see the module doc), else through [`Shard::deliver`]. Returns
+    /// whether it was queued.
+    pub(super) fn deliver_fan(&mut self, i: u32, ev: Ev<'_>, frames: &mut Frames) -> bool {
+        let Ev::Plain { msg, pos, at } = ev else {
+            return self.deliver(i, ev);
+        };
+        let c = self.conns[i];
+        let busy = c.state != State::SubStream
+            || c.flags.intersects(Flags::SENDING | Flags::HEAD_PENDING)
+            || c.marks.intersects(Marks::CUT | Marks::WS_HEAD)
+            || (c.aux != NONE && self.aux[c.aux].pending() > 0)
+            || (c.proto & CURSORS != 0 && self.needs_live_cursor(i));
+        let cursors = c.proto & CURSORS != 0;
+        let chunked = c.flags.contains(Flags::CHUNKED);
+        let frame = match busy {
+            true => None,
+            false => frames.get(Proto::from_u8(c.proto), chunked, cursors, msg, pos),
+        };
+        let Some(frame) = frame else {
+            return self.deliver(i, ev);
+        };
+        let frame = frame.clone();
+        let (ptr, len) = (frame.as_ptr(), frame.len().min(u32::MAX as usize) as u32);
+        let a = self.ensure_aux(i);
+        let now_ms = self.lp.now_ms();
+        let aux = &mut self.aux[a];
+        aux.frame = Some(frame);
+        // Nothing is pending: `out` is empty or wholly sent.
+        aux.out.clear();
+        aux.sent = 0;
+        aux.batch_ms = now_ms;
+        aux.lat.queued(false, now_ms, at);
+        let c = &mut self.conns[i];
+        c.msgs = c.msgs.wrapping_add(1);
+        c.marks.insert(Marks::ACTIVE);
+        c.flags.insert(Flags::SENDING);
+        c.ops += 1;
+        // SAFETY: the buffer is the Bytes in the connection's Aux, which keeps it alive and
+        // unchanged (Bytes is immutable) until this send's completion takes it out; the Aux
+        // is not released while SENDING is set.
+        unsafe { self.driver.send(c.fd, ptr, len, token(OP_FRAME, i)) };
+        true
+    }
+
+    /// A send of subscriber `i`'s shared frame completed: `res` bytes taken, or `-errno`.
+    /// A short send goes on with the rest of the frame; a whole one lets the frame go and
+    /// whatever was queued behind it follow ([`Shard::try_send`]).
+    pub(super) fn on_frame_sent(&mut self, i: u32, res: i32) {
+        self.conns[i].flags.remove(Flags::SENDING);
+        let a = self.conns[i].aux;
+        if res < 0 {
+            self.aux[a].frame = None;
+            self.aux[a].sent = 0;
+            return self.close_on_error(i, res);
+        }
+        self.count_sent(i, res as usize);
+        let now_ms = self.lp.now_ms();
+        let aux = &mut self.aux[a];
+        aux.sent += res as usize;
+        let left = aux
+            .frame
+            .as_ref()
+            .map_or(0, |f| f.len() - aux.sent.min(f.len()));
+        if left > 0 {
+            let rest = &aux.frame.as_ref().expect("a frame is in flight")[aux.sent..];
+            let (ptr, len) = (rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32);
+            let c = &mut self.conns[i];
+            c.flags.insert(Flags::SENDING);
+            c.ops += 1;
+            // SAFETY: as in `deliver_fan`: the Aux still holds the frame.
+            unsafe { self.driver.send(c.fd, ptr, len, token(OP_FRAME, i)) };
+            return;
+        }
+        aux.frame = None;
+        aux.sent = 0;
+        if let Some((ms, n)) = aux.lat.sent(now_ms) {
+            self.stats[self.me].publish_to_send.observe(ms, n);
+        }
+        self.try_send(i);
+    }
+}
