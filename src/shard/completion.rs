@@ -24,6 +24,8 @@ pub(super) const OP_PROVIDE: u64 = 6;
 pub(super) const OP_DRAIN: u64 = 7;
 /// Send of a shared message frame (`Aux::frame`, see `frames.rs`).
 pub(super) const OP_FRAME: u64 = 8;
+/// Zero-copy send of a shared frame; the index is its hold (`zerocopy.rs`), not a connection.
+pub(super) const OP_FRAME_ZC: u64 = 9;
 
 /// The token of operation `op` on connection (or listener) `idx`.
 #[inline]
@@ -48,6 +50,9 @@ impl<D: Driver> Shard<D> {
                 );
             }
             return; // cancel of a listener's accept, or buffers provided
+        }
+        if op == OP_FRAME_ZC {
+            return self.on_frame_zc(idx, c.result, c.more);
         }
         if let Some(b) = c.buf {
             return self.on_head_buffer(idx, b, c.result);

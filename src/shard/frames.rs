@@ -15,7 +15,8 @@
 //! (`Aux::frame`) and the send goes out as `OP_FRAME`. The buffer is the kernel's until that
 //! send completes, and the `Aux` is not released while a send is in flight, so it can be
 //! neither freed nor changed early. Output queued meanwhile goes to `next`, as behind any
-//! send, and leaves in one send after the frame (coalescing). Everyone else takes
+//! send, and leaves in one send after the frame (coalescing). A frame at least
+//! `--zerocopy-min-bytes` long goes out zero-copy (`zerocopy.rs`). Everyone else takes
 //! [`Shard::deliver`]'s path and the message is written into its own output as before: a
 //! subscriber with a backlog (its bytes must follow what is queued), the seed's `/test/`
 //! stream (its `Recvd msg #N` counter is per connection), a stream whose cursor covers
@@ -23,7 +24,6 @@
 
 use bytes::Bytes;
 
-use super::completion::{token, OP_FRAME};
 use super::output::Ev;
 use super::Shard;
 use crate::conn::{Flags, Marks, State, NONE};
@@ -111,11 +111,10 @@ impl<D: Driver> Shard<D> {
             return self.deliver(i, ev);
         };
         let frame = frame.clone();
-        let (ptr, len) = (frame.as_ptr(), frame.len().min(u32::MAX as usize) as u32);
         let a = self.ensure_aux(i);
         let now_ms = self.lp.now_ms();
         let aux = &mut self.aux[a];
-        aux.frame = Some(frame);
+        aux.frame = Some(frame.clone());
         // Nothing is pending: `out` is empty or wholly sent.
         aux.out.clear();
         aux.sent = 0;
@@ -124,12 +123,7 @@ impl<D: Driver> Shard<D> {
         let c = &mut self.conns[i];
         c.msgs = c.msgs.wrapping_add(1);
         c.marks.insert(Marks::ACTIVE);
-        c.flags.insert(Flags::SENDING);
-        c.ops += 1;
-        // SAFETY: the buffer is the Bytes in the connection's Aux, which keeps it alive and
-        // unchanged (Bytes is immutable) until this send's completion takes it out; the Aux
-        // is not released while SENDING is set.
-        unsafe { self.driver.send(c.fd, ptr, len, token(OP_FRAME, i)) };
+        self.submit_frame(i, &frame, 0);
         true
     }
 
@@ -148,19 +142,10 @@ impl<D: Driver> Shard<D> {
         let now_ms = self.lp.now_ms();
         let aux = &mut self.aux[a];
         aux.sent += res as usize;
-        let left = aux
-            .frame
-            .as_ref()
-            .map_or(0, |f| f.len() - aux.sent.min(f.len()));
-        if left > 0 {
-            let rest = &aux.frame.as_ref().expect("a frame is in flight")[aux.sent..];
-            let (ptr, len) = (rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32);
-            let c = &mut self.conns[i];
-            c.flags.insert(Flags::SENDING);
-            c.ops += 1;
-            // SAFETY: as in `deliver_fan`: the Aux still holds the frame.
-            unsafe { self.driver.send(c.fd, ptr, len, token(OP_FRAME, i)) };
-            return;
+        if let Some(f) = aux.frame.as_ref().filter(|f| aux.sent < f.len()) {
+            // A short send: the rest of the frame, still held by the Aux.
+            let (f, from) = (f.clone(), aux.sent);
+            return self.submit_frame(i, &f, from);
         }
         aux.frame = None;
         aux.sent = 0;

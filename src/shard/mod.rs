@@ -7,7 +7,8 @@
 //! 4. `placement.rs`: hand-off to the id's owner, login, install, the response head.
 //! 5. `input.rs`: an idle stream's one POLLRDHUP poll; drained bytes, WebSocket control frames.
 //! 6. `output.rs`: one send in flight, coalescing, backpressure, delivery, heartbeats;
-//!    `frames.rs`: a fan-out's message built once per transport, shared by its subscribers.
+//!    `frames.rs`: a fan-out's message built once per transport, shared by its subscribers;
+//!    `zerocopy.rs`: large shared frames sent zero-copy, held until the kernel's notification.
 //! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; routing to the owner.
 //! 8. `replies.rs`: publish replies, in request order once every shard has answered.
 //! 9. `inbox.rs`: the messages of the other shards ([`crate::mesh`]).
@@ -68,6 +69,7 @@ mod replies;
 mod resume;
 #[cfg(test)]
 mod tests;
+mod zerocopy;
 
 pub use event_loop::PANIC_ENV;
 pub use friends::FriendsShard;
@@ -118,6 +120,8 @@ pub struct Shard<D: Driver> {
     drain: drain::Drain,
     /// `/metrics`, `/healthz`, `/readyz`: what they read besides the counters.
     probes: probes::Probes,
+    /// Stage 6c: the buffers of zero-copy sends in flight.
+    zc: zerocopy::Holds,
 }
 
 impl<D: Driver> Shard<D> {
@@ -159,6 +163,7 @@ impl<D: Driver> Shard<D> {
             resume: resume::Resumes::new(&cfg),
             drain: drain::Drain::default(),
             probes: probes::Probes::default(),
+            zc: zerocopy::Holds::default(),
             mesh,
             stats,
             cfg,
