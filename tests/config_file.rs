@@ -42,6 +42,7 @@ metrics-listen = "127.0.0.1:9100"
 log-format = "json"
 drain-period = "3s"
 takeover = true
+zerocopy-min-bytes = 8192
 "#;
 
 /// A file in the test's own temporary directory.
@@ -127,6 +128,7 @@ fn a_file_sets_every_flag() {
     assert_eq!(c.poll_timeout_ms, 250);
     assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
     assert_eq!((c.drain_period_ms, c.takeover), (3_000, true));
+    assert_eq!(c.zerocopy_min_bytes, 8192);
 }
 
 #[test]
