@@ -4,7 +4,8 @@
 //! bytes must be exactly the per-subscriber formatting the shared frame replaces:
 //! `http::stream::message` (history off) or `http::resume::message` with the message's own
 //! cursor (history on), for its protocol and transfer coding. A room mixes every transport
-//! (SSE, raw, WebSocket; chunked and HTTP/1.0), so one fan-out builds several frames; the
+//! (SSE, raw, WebSocket, the seed's `/test/` whose `Recvd msg #N` prefix is each
+//! connection's own; chunked and HTTP/1.0), so one fan-out builds several frames; the
 //! messages cover an empty body, lines for SSE, bytes that are not UTF-8 (a binary
 //! WebSocket frame), 65,536 bytes (the largest body: a 64-bit WebSocket length, more than one send) and a
 //! pipelined burst, which finds subscribers busy and takes the copying path for them.
@@ -53,7 +54,9 @@ fn expected(s: &Sub, msgs: &[Vec<u8>]) -> Vec<u8> {
                 );
             }
             None => {
-                uring_comet::http::stream::message(&mut out, s.proto, s.chunked, 0, msg);
+                // `/test/` numbers every message on its connection from 1.
+                let n = k as u32 + 1;
+                uring_comet::http::stream::message(&mut out, s.proto, s.chunked, n, msg);
             }
         }
     }
@@ -120,6 +123,22 @@ fn open_room(addr: std::net::SocketAddr, per: usize, history: bool) -> Vec<Sub> 
     }
     if !history {
         for _ in 0..per {
+            let c = Subscriber::connect(addr, "r").client;
+            subs.push(Sub {
+                c,
+                proto: Proto::Seed,
+                chunked: true,
+                cursor: None,
+                what: "/test/",
+            });
+            let (c, _) = get10(addr, "/test/r", "");
+            subs.push(Sub {
+                c,
+                proto: Proto::Seed,
+                chunked: false,
+                cursor: None,
+                what: "/test/ 1.0",
+            });
             let (c, _) = get10(addr, "/sub/r", "");
             subs.push(Sub {
                 c,
@@ -172,8 +191,9 @@ fn publish_and_check(p: std::net::SocketAddr, mut subs: Vec<Sub>) {
 }
 
 both_backends! {
-/// History off: 3 subscribers of each of SSE, SSE/1.0, raw, raw/1.0 and WebSocket in one
-/// room get exactly the per-subscriber formatting of every message.
+/// History off: 3 subscribers of each of SSE, SSE/1.0, raw, raw/1.0, WebSocket, `/test/`
+/// and `/test/` 1.0 (the seed's, numbered per connection: a shared body after a prefix of
+/// its own) in one room get exactly the per-subscriber formatting of every message.
 fn shared_frames_match_per_subscriber_bytes() {
     let server = start(2);
     let subs = open_room(server.subscriber_addr(), 3, false);

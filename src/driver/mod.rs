@@ -101,6 +101,15 @@ pub trait Driver {
         self.send(fd, buf, len, token)
     }
 
+    /// Sends the bytes `msg`'s iovecs name, in order (sendmsg(2), MSG_NOSIGNAL, no address,
+    /// no control data); completes with the bytes sent, which may be fewer. A vectored send:
+    /// a short per-connection prefix and a shared body in one send.
+    ///
+    /// # Safety
+    /// `msg`, its iovec array and every buffer it names must stay valid, unmoved and
+    /// unchanged until the completion is reaped.
+    unsafe fn sendmsg(&mut self, fd: RawFd, msg: *const libc::msghdr, token: u64);
+
     /// Whether [`Driver::send_zc`] is zero-copy here (else the caller may as well send).
     fn sends_zero_copy(&self) -> bool {
         false

@@ -29,11 +29,12 @@ use super::Shard;
 use crate::conn::{Flags, Marks, State, NONE};
 use crate::driver::Driver;
 use crate::history::Pos;
-use crate::http::resume;
 use crate::http::stream::{self, Proto, CURSORS};
+use crate::http::{response, resume};
 
-/// Variants a fan-out may need: {raw, SSE, WebSocket} x {chunked, not} x {cursors, not}.
-const VARIANTS: usize = 12;
+/// Variants a fan-out may need: {raw, SSE, WebSocket} x {chunked, not} x {cursors, not},
+/// then the seed's body x {chunked, not}.
+const VARIANTS: usize = 14;
 
 /// The frames of one message built so far in its fan-out, by variant.
 #[derive(Default)]
@@ -52,13 +53,14 @@ impl Frames {
         msg: &[u8],
         pos: Pos,
     ) -> Option<&Bytes> {
-        let p = match proto {
-            Proto::Raw => 0,
-            Proto::Sse => 1,
-            Proto::Ws => 2,
-            Proto::Seed | Proto::Poll => return None,
+        let k = match proto {
+            Proto::Raw | Proto::Sse | Proto::Ws => {
+                let p = proto as usize - Proto::Raw as usize;
+                p * 4 + usize::from(chunked) * 2 + usize::from(cursors)
+            }
+            Proto::Seed => 12 + usize::from(chunked),
+            Proto::Poll => return None,
         };
-        let k = p * 4 + usize::from(chunked) * 2 + usize::from(cursors);
         if self.built[k].is_none() {
             self.built[k] = Some(build(proto, chunked, cursors, msg, pos)?);
         }
@@ -77,7 +79,14 @@ pub(super) fn build(
     pos: Pos,
 ) -> Option<Bytes> {
     let mut out = Vec::with_capacity(msg.len() + 64);
-    if cursors {
+    if proto == Proto::Seed {
+        // The part after the per-connection `Recvd msg #N: '` (`shard::prefix`).
+        response::html_escape(&mut out, msg);
+        out.extend_from_slice(b"'<br/>\n");
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+    } else if cursors {
         let mut cursor = Vec::with_capacity(40);
         pos.write(&mut cursor);
         resume::message(&mut out, proto, chunked, &cursor, msg);
@@ -111,10 +120,15 @@ impl<D: Driver> Shard<D> {
             return self.deliver(i, ev);
         };
         let frame = frame.clone();
+        let prefix = (Proto::from_u8(c.proto) == Proto::Seed).then(|| {
+            self.prefixes
+                .seed(c.msgs.wrapping_add(1), frame.len(), chunked)
+        });
         let a = self.ensure_aux(i);
         let now_ms = self.lp.now_ms();
         let aux = &mut self.aux[a];
         aux.frame = Some(frame.clone());
+        aux.prefix = prefix;
         // Nothing is pending: `out` is empty or wholly sent.
         aux.out.clear();
         aux.sent = 0;
@@ -134,24 +148,34 @@ impl<D: Driver> Shard<D> {
         self.conns[i].flags.remove(Flags::SENDING);
         let a = self.conns[i].aux;
         if res < 0 {
-            self.aux[a].frame = None;
-            self.aux[a].sent = 0;
+            self.frame_done(a);
             return self.close_on_error(i, res);
         }
         self.count_sent(i, res as usize);
         let now_ms = self.lp.now_ms();
         let aux = &mut self.aux[a];
         aux.sent += res as usize;
-        if let Some(f) = aux.frame.as_ref().filter(|f| aux.sent < f.len()) {
+        let plen = aux.prefix.map_or(0, |s| self.prefixes.len(s));
+        if let Some(f) = aux.frame.as_ref().filter(|f| aux.sent < plen + f.len()) {
             // A short send: the rest of the frame, still held by the Aux.
             let (f, from) = (f.clone(), aux.sent);
             return self.submit_frame(i, &f, from);
         }
-        aux.frame = None;
-        aux.sent = 0;
+        self.frame_done(a);
+        let aux = &mut self.aux[a];
         if let Some((ms, n)) = aux.lat.sent(now_ms) {
             self.stats[self.me].publish_to_send.observe(ms, n);
         }
         self.try_send(i);
+    }
+
+    /// Aux `a`'s frame is sent (or failed): it and its prefix slot go.
+    fn frame_done(&mut self, a: u32) {
+        let aux = &mut self.aux[a];
+        aux.frame = None;
+        aux.sent = 0;
+        if let Some(s) = aux.prefix.take() {
+            self.prefixes.free(s);
+        }
     }
 }

@@ -8,7 +8,8 @@
 //! 5. `input.rs`: an idle stream's one POLLRDHUP poll; drained bytes, WebSocket control frames.
 //! 6. `output.rs`: one send in flight, coalescing, backpressure, delivery, heartbeats;
 //!    `frames.rs`: a fan-out's message built once per transport, shared by its subscribers;
-//!    `zerocopy.rs`: large shared frames sent zero-copy, held until the kernel's notification.
+//!    `zerocopy.rs`: large shared frames sent zero-copy, held until the kernel's notification;
+//!    `prefix.rs`: `/test/`'s per-connection prefix before a shared frame (a vectored send).
 //! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; routing to the owner.
 //! 8. `replies.rs`: publish replies, in request order once every shard has answered.
 //! 9. `inbox.rs`: the messages of the other shards ([`crate::mesh`]).
@@ -62,6 +63,7 @@ mod linger;
 mod output;
 mod placement;
 mod poll;
+mod prefix;
 mod probes;
 mod publish;
 mod replay;
@@ -122,6 +124,8 @@ pub struct Shard<D: Driver> {
     probes: probes::Probes,
     /// Stage 6c: the buffers of zero-copy sends in flight.
     zc: zerocopy::Holds,
+    /// Stage 6d: `/test/` prefixes of shared frames in flight.
+    prefixes: prefix::Prefixes,
 }
 
 impl<D: Driver> Shard<D> {
@@ -164,6 +168,7 @@ impl<D: Driver> Shard<D> {
             drain: drain::Drain::default(),
             probes: probes::Probes::default(),
             zc: zerocopy::Holds::default(),
+            prefixes: prefix::Prefixes::default(),
             mesh,
             stats,
             cfg,

@@ -44,10 +44,24 @@ impl Default for Holds {
 }
 
 impl<D: Driver> Shard<D> {
-    /// Submits the send of `frame[from..]` on subscriber `i` (its `Aux` holds `frame`):
-    /// zero-copy when what is left is at least `--zerocopy-min-bytes`, else an ordinary send.
+    /// Submits the send of subscriber `i`'s frame from byte `from` on (its `Aux` holds
+    /// `frame` and, on `/test/`, a prefix slot counted first): the rest of the prefix and
+    /// the whole frame in one vectored send; else `frame`'s rest, zero-copy when it is at
+    /// least `--zerocopy-min-bytes`, else an ordinary send.
     pub(super) fn submit_frame(&mut self, i: u32, frame: &Bytes, from: usize) {
-        let rest = &frame[from..];
+        let c = self.conns[i];
+        let prefix = self.aux[c.aux].prefix;
+        let plen = prefix.map_or(0, |s| self.prefixes.len(s));
+        if let Some(s) = prefix.filter(|_| from < plen) {
+            let msg = self.prefixes.msghdr(s, from, frame);
+            let c = &mut self.conns[i];
+            c.flags.insert(Flags::SENDING);
+            c.ops += 1;
+            // SAFETY: the msghdr, its iovecs and the prefix live in slot `s`, freed only
+            // when the frame is done; the frame is the Bytes the Aux holds (as below).
+            return unsafe { self.driver.sendmsg(c.fd, msg, token(OP_FRAME, i)) };
+        }
+        let rest = &frame[from - plen..];
         let (ptr, len) = (rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32);
         let min = self.cfg.zerocopy_min_bytes;
         let c = &mut self.conns[i];

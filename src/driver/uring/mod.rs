@@ -202,6 +202,14 @@ impl Driver for Uring {
         self.push(r, e);
     }
 
+    unsafe fn sendmsg(&mut self, fd: RawFd, msg: *const libc::msghdr, token: u64) {
+        let (r, t) = Self::target(fd);
+        let flags = libc::MSG_NOSIGNAL as u32;
+        let e =
+            on_target!(t, f => opcode::SendMsg::new(f, msg).flags(flags).build().user_data(token));
+        self.push(r, e);
+    }
+
     fn sends_zero_copy(&self) -> bool {
         true
     }
