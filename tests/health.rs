@@ -1,7 +1,8 @@
 //! `GET /healthz` and `GET /readyz` (issue 16): 200 `ok` while the process runs; `/readyz`
 //! 200 `ready` once every shard accepts and, in cluster mode, Redis is subscribed, 503 `not
 //! ready: REASON` otherwise: through a start (in process and as the binary) and through the
-//! loss and return of Redis, with the cluster counters of `/metrics` equal to `/stats`. Every
+//! loss and return of Redis, with the cluster counters of `/metrics` equal to `/stats`; at
+//! `--max-conns` `/readyz` is 503 until a connection closes. Every
 //! body runs on both backends; redis-server comes from `common::redis`.
 
 mod common;
@@ -31,6 +32,27 @@ both_backends! {
         assert_eq!(probe(srv.publish, "/healthz"), (200, "ok\n".into()));
         let ready = wait_until(Duration::from_secs(2), || probe(srv.publish, "/readyz").0 == 200);
         assert!(ready, "/readyz: {:?}", probe(srv.publish, "/readyz"));
+    }
+
+    /// At `--max-conns` (one shard, 3 connections): `/readyz` on `--metrics-listen` turns
+    /// 503 naming the capacity while the shard is full (a fourth connection gets the 503 of
+    /// a full server), and 200 again once a stream closes.
+    fn not_ready_at_max_conns() {
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let srv = Serve::new()
+            .shards(1)
+            .args(["--max-conns", "3", "--metrics-listen", &metrics.to_string()])
+            .spawn();
+        let ready = wait_until(Duration::from_secs(2), || probe(metrics, "/readyz").0 == 200);
+        assert!(ready, "/readyz before: {:?}", probe(metrics, "/readyz"));
+        let mut subs: Vec<Subscriber> = (1..=3).map(|k| Subscriber::connect(srv.subscriber, &k.to_string())).collect();
+        let full = (503, "not ready: shard 0 is not accepting (paused after an accept error, or at its share of --max-conns)\n".to_string());
+        assert!(wait_until(Duration::from_secs(2), || probe(metrics, "/readyz") == full), "/readyz at capacity: {:?}", probe(metrics, "/readyz"));
+        let (head, _, _) = request_expect_close(srv.subscriber, b"GET /sub/4 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(head.status, 503, "a connection over --max-conns");
+        subs.pop().unwrap().close();
+        let back = wait_until(Duration::from_secs(2), || probe(metrics, "/readyz").0 == 200);
+        assert!(back, "/readyz after a close: {:?}", probe(metrics, "/readyz"));
     }
 
     /// Cluster mode: ready while Redis is subscribed; Redis killed: 503 naming the cluster

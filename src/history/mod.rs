@@ -9,5 +9,5 @@
 pub mod cursor;
 pub mod store;
 
-pub use cursor::{CursorError, Pos, Resume, Start};
+pub use cursor::{CursorError, Pin, Pos, Resume, Start};
 pub use store::{History, HistoryConfig, Reason};

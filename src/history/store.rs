@@ -25,12 +25,23 @@
 //! so a recreated stream (and every other id of that bucket without a stream) has a new
 //! epoch, and an old cursor is answered `unknown-epoch` rather than confused with the new
 //! stream's numbers. A restart draws a new key: every epoch changes.
+//!
+//! A generation is shared by every id of its bucket, so dropping one id's stream would also
+//! change the implicit epoch of a *subscribed* id of the same bucket: its subscribers would
+//! see the epoch change mid-stream and a resume from the position they were given would be
+//! answered `unknown-epoch` although nothing was lost. So an id with subscribers is pinned
+//! ([`Pin`]): the owner's router keeps the generation its position was first computed from
+//! in the id's slot, for as long as anyone is subscribed (no byte more per id: the slot's
+//! join sequence field, unused on the owner), and every implicit epoch of the id is computed
+//! from that generation. A pin never names a generation an earlier stream of the id used:
+//! that stream's drop bumped the generation past it, and a stream is dropped only once
+//! nobody is subscribed (so no pin is held across a drop of the id's own stream).
 
 use std::collections::VecDeque;
 
 use hashbrown::HashTable;
 
-use super::cursor::{Pos, Start};
+use super::cursor::{Pin, Pos, Start};
 use crate::id::Id;
 
 /// Generation buckets (a power of two).
@@ -182,18 +193,31 @@ impl History {
             .copied()
     }
 
-    fn implicit_epoch(&self, id: &Id) -> u64 {
-        let h = self.hasher.hash_one(id);
-        let g = self
-            .gens
+    fn generation(&self, h: u64) -> u32 {
+        self.gens
             .get(h as usize & (GEN_BUCKETS - 1))
             .copied()
-            .unwrap_or(0);
+            .unwrap_or(0)
+    }
+
+    fn implicit_epoch(&self, id: &Id, pin: Pin) -> u64 {
+        let h = self.hasher.hash_one(id);
+        let g = match pin {
+            Pin::NONE => self.generation(h),
+            Pin(p) => p - 1,
+        };
         self.hasher.hash_one((h, g)).max(1)
     }
 
-    /// The current position of `id`: its last message, or offset 0 of its implicit epoch.
-    pub fn position(&self, id: &Id) -> Pos {
+    /// The pin that keeps `id`'s implicit epoch what it is now (never [`Pin::NONE`]): the
+    /// owner's router stores it when `id`'s position is first handed out to a subscriber.
+    pub fn pin_now(&self, id: &Id) -> Pin {
+        Pin(self.generation(self.hasher.hash_one(id)) + 1)
+    }
+
+    /// The current position of `id` (pinned by `pin`, see [`Pin`]): its last message, or
+    /// offset 0 of its implicit epoch.
+    pub fn position(&self, id: &Id, pin: Pin) -> Pos {
         match self.find(id) {
             Some(s) => {
                 let st = &self.streams[s as usize];
@@ -203,19 +227,20 @@ impl History {
                 }
             }
             None => Pos {
-                epoch: self.implicit_epoch(id),
+                epoch: self.implicit_epoch(id, pin),
                 offset: 0,
             },
         }
     }
 
-    /// Keeps `data` as the next message of `id`, arrived at `now_ms`; returns its position.
+    /// Keeps `data` as the next message of `id` (pinned by `pin`, see [`Pin`]), arrived at
+    /// `now_ms`; returns its position.
     /// The oldest message of the id goes past `--history` messages; the shard's oldest go
     /// while its share of `--history-memory` is exceeded (counted as evicted).
-    pub fn append(&mut self, id: &Id, data: &[u8], now_ms: u64) -> Pos {
+    pub fn append(&mut self, id: &Id, data: &[u8], now_ms: u64, pin: Pin) -> Pos {
         let s = match self.find(id) {
             Some(s) => s,
-            None => self.create(id),
+            None => self.create(id, pin),
         };
         let st = &mut self.streams[s as usize];
         if st.msgs.is_empty() && st.last > 0 {
@@ -253,10 +278,10 @@ impl History {
         pos
     }
 
-    fn create(&mut self, id: &Id) -> u32 {
+    fn create(&mut self, id: &Id, pin: Pin) -> u32 {
         let st = Stream {
             id: id.clone(),
-            epoch: self.implicit_epoch(id),
+            epoch: self.implicit_epoch(id, pin),
             last: 0,
             msgs: VecDeque::new(),
             stale: 0,
@@ -287,10 +312,10 @@ impl History {
         while self.evict_front(now_ms, false) {}
     }
 
-    /// Where a resume of `id` from `at` (`None`: `earliest`) starts: `Ok(after)` when every
-    /// message after offset `after` is held (replay them, see [`History::messages_after`]),
-    /// else the reset reason.
-    pub fn resume(&self, id: &Id, at: Option<Pos>) -> Result<u64, Reason> {
+    /// Where a resume of `id` (pinned by `pin`, see [`Pin`]) from `at` (`None`: `earliest`)
+    /// starts: `Ok(after)` when every message after offset `after` is held (replay them, see
+    /// [`History::messages_after`]), else the reset reason.
+    pub fn resume(&self, id: &Id, at: Option<Pos>, pin: Pin) -> Result<u64, Reason> {
         if !self.enabled() {
             return Err(Reason::NoHistory);
         }
@@ -302,7 +327,7 @@ impl History {
         let Some(at) = at else {
             return Ok(first - 1);
         };
-        let cur = self.position(id);
+        let cur = self.position(id, pin);
         if at.epoch != cur.epoch {
             Err(Reason::UnknownEpoch)
         } else if at.offset > cur.offset {
@@ -314,17 +339,22 @@ impl History {
         }
     }
 
-    /// Where `id` starts for a connection that asks for `start`: the position before the
-    /// first message its stream sends and the offset to replay after (`None`: nothing to
-    /// replay), or the reset reason and the current position.
-    pub fn start(&self, id: &Id, start: Start) -> Result<(Pos, Option<u64>), (Reason, Pos)> {
-        let cur = self.position(id);
+    /// Where `id` (pinned by `pin`, see [`Pin`]) starts for a connection that asks for
+    /// `start`: the position before the first message its stream sends and the offset to
+    /// replay after (`None`: nothing to replay), or the reset reason and the current position.
+    pub fn start(
+        &self,
+        id: &Id,
+        start: Start,
+        pin: Pin,
+    ) -> Result<(Pos, Option<u64>), (Reason, Pos)> {
+        let cur = self.position(id, pin);
         let at = match start {
             Start::Now => return Ok((cur, None)),
             Start::Earliest => None,
             Start::At(p) => Some(p),
         };
-        match self.resume(id, at) {
+        match self.resume(id, at, pin) {
             Ok(after) => Ok((
                 Pos {
                     epoch: cur.epoch,

@@ -30,8 +30,8 @@ struct Slot {
     id: Id,
     /// Local connections: NONE, one connection index, or LIST | index into `sub_lists`.
     subs: u32,
-    /// Sequence number of this shard's unacknowledged `Join`, 0 once acknowledged (or when
-    /// this shard owns the id, where no join is needed).
+    /// Holder of an id another shard owns: sequence number of this shard's unacknowledged
+    /// `Join`, 0 once acknowledged. Owner: the id's history pin (`pin.rs`), 0 until set.
     join_seq: u32,
     /// Directory entry (owner only): bit s set while shard s holds connections under `id`.
     holders: u64,
@@ -181,7 +181,7 @@ impl Router {
                     },
                 );
             }
-            if self.slots[s as usize].join_seq != 0 {
+            if owner != self.me && self.slots[s as usize].join_seq != 0 {
                 waits += 1;
             }
         }
@@ -395,6 +395,6 @@ impl Router {
         (local, forwarded)
     }
 }
-
+mod pin;
 #[cfg(test)]
 mod tests;

@@ -87,8 +87,11 @@ impl<D: Driver> Shard<D> {
                 }
             }
         }
-        if self.st().accepting.load(Relaxed) == 0 {
-            self.st().accepting.store(1, Relaxed);
+        // At its share of `--max-conns` the shard still accepts, to answer 503: not ready
+        // for new connections (`/readyz`) until one closes.
+        let ready = u64::from(self.conns.len() < self.accept.max_conns);
+        if self.st().accepting.load(Relaxed) != ready {
+            self.st().accepting.store(ready, Relaxed);
         }
     }
 

@@ -34,7 +34,14 @@ pub(super) struct Loop {
     stopping: bool,
     /// [`PANIC_ENV`] names this shard.
     inject_panic: bool,
+    /// The shard has held a connection since its tables last went back to the kernel: once
+    /// it is empty, [`Shard::idle_timeout`] shortens to [`RELEASE_QUIET`] so the release runs
+    /// soon after the last close, not after a full second nobody else disturbs.
+    held: bool,
 }
+
+/// Quiet time after the last connection closed before a shard gives its tables back.
+const RELEASE_QUIET: Duration = Duration::from_millis(250);
 
 impl Loop {
     /// The loop of shard `me`.
@@ -44,6 +51,7 @@ impl Loop {
             epoch: clock_start(),
             now_ms: 0,
             stopping: false,
+            held: false,
             inject_panic: std::env::var(PANIC_ENV)
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok())
@@ -102,6 +110,7 @@ impl<D: Driver> Shard<D> {
             unsafe { libc::malloc_trim(0) };
         }
         self.close_marked();
+        self.lp.held |= !self.conns.is_empty();
         self.flush_outbox();
         if let Err(e) = self.driver.submit() {
             tracing::error!(shard = self.me, "io_uring submit: {e}");
@@ -115,10 +124,13 @@ impl<D: Driver> Shard<D> {
     }
 
     /// How long the loop may sleep with nothing to do: short while a paused accept waits to
-    /// be re-armed, the shard is stopping or draining (the drain's pace is read per turn).
+    /// be re-armed, the shard is stopping or draining (the drain's pace is read per turn);
+    /// [`RELEASE_QUIET`] once the last connection closed and the tables are still held.
     pub fn idle_timeout(&self) -> Duration {
         if self.accept.paused() || self.lp.stopping || self.drain.active() {
             Duration::from_millis(20)
+        } else if self.lp.held && self.conns.is_empty() {
+            RELEASE_QUIET
         } else {
             Duration::from_secs(1)
         }
@@ -136,6 +148,8 @@ impl<D: Driver> Shard<D> {
         if self.conns.is_empty() && self.replies.is_empty() {
             released |= self.conns.release_if_empty();
             released |= self.router.release_if_empty();
+            // Until a connection comes again, the idle tick is back to its slow pace.
+            self.lp.held = false;
         }
         released |= self.aux.shrink_if_idle();
         if released {

@@ -176,8 +176,9 @@ impl<D: Driver> Shard<D> {
             return self.fetch(id, start, from, conn, token, k);
         }
         self.expire_now();
+        let pin = self.pin(&id);
         let store = &self.resume.store;
-        let verdict = store.start(&id, start).map(|(pos, after)| {
+        let verdict = store.start(&id, start, pin).map(|(pos, after)| {
             let missed = after.map_or(Vec::new(), |after| {
                 let held = store.messages_after(&id, after);
                 held.map(|(o, m)| (o, Bytes::copy_from_slice(m))).collect()

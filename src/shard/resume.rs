@@ -19,7 +19,7 @@ use super::Shard;
 use crate::conn::{Flags, State};
 use crate::driver::Driver;
 use crate::history::cursor::write_cursor;
-use crate::history::{History, Pos, Reason, Resume};
+use crate::history::{History, Pin, Pos, Reason, Resume};
 use crate::http::request::SubRequest;
 use crate::http::resume::{self, Lost};
 use crate::http::stream::{self, Proto, CURSORS};
@@ -139,15 +139,17 @@ impl<D: Driver> Shard<D> {
             return Pos::default();
         }
         let now = u64::from(self.lp.now_ms());
-        self.resume.store.append(id, msg, now)
+        let pin = self.pin(id);
+        self.resume.store.append(id, msg, now, pin)
     }
 
     /// Decides id `k` of `plan` (owned here) now: its start, or its reset; the messages it
     /// missed go into the plan.
-    pub(super) fn decide_local(&self, plan: &mut Plan, k: usize) {
+    pub(super) fn decide_local(&mut self, plan: &mut Plan, k: usize) {
         let id = &plan.req.ids[k];
+        let pin = self.pin(id);
         let store = &self.resume.store;
-        match store.start(id, plan.req.resume.start(k)) {
+        match store.start(id, plan.req.resume.start(k), pin) {
             Ok((start, after)) => {
                 plan.starts[k] = start;
                 if let Some(after) = after {
@@ -161,6 +163,13 @@ impl<D: Driver> Shard<D> {
                 plan.lost.push((k, reason));
             }
         }
+    }
+
+    /// The history pin of owned id `id` (see [`crate::history::Pin`]): set in its router
+    /// slot the first time while anyone is subscribed, so its implicit epoch stays put.
+    pub(super) fn pin(&mut self, id: &Id) -> Pin {
+        let store = &self.resume.store;
+        self.router.pin_or(id, || store.pin_now(id))
     }
 
     /// Drops messages past the TTL, so no verdict counts on one.
@@ -294,7 +303,7 @@ impl<D: Driver> Shard<D> {
         for (n, &s) in self.router.slots_of(&h).iter().enumerate() {
             let id = self.router.id_of(s);
             let pos = if id.owner(shards) == self.me && !self.sequenced() {
-                self.resume.store.position(id)
+                self.resume.store.position(id, self.router.pin(id))
             } else {
                 self.resume.remote.position(s, id)
             };

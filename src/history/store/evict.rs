@@ -85,8 +85,9 @@ impl History {
         if let Ok(entry) = self.index.find_entry(hash, |&t| t == s) {
             entry.remove();
         }
+        // Wraps below u32::MAX, so a pin (generation + 1) is never 0.
         let g = &mut self.gens[hash as usize & (GEN_MASK)];
-        *g = g.wrapping_add(1);
+        *g = if *g >= u32::MAX - 1 { 0 } else { *g + 1 };
         let st = &mut self.streams[s as usize];
         st.live = false;
         st.id = Id::Num(0);

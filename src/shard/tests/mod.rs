@@ -10,12 +10,14 @@
 //! - `linger`: a half-closed publisher's reply; the bounded discard after an error reply.
 //! - `resume`: a replay from another shard and the live stream neither overlap nor gap.
 //! - `drain`: SIGTERM's drain closes publishers at once and ends streams only at its pace.
+//! - `idle`: the tables go back to the kernel soon after the last close.
 
 mod backpressure;
 mod delivery;
 mod drain;
 mod harness;
 mod head_timeout;
+mod idle;
 mod linger;
 mod replies;
 mod resume;
