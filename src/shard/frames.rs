@@ -169,8 +169,9 @@ impl<D: Driver> Shard<D> {
         self.try_send(i);
     }
 
-    /// Aux `a`'s frame is sent (or failed): it and its prefix slot go.
-    fn frame_done(&mut self, a: u32) {
+    /// Aux `a`'s frame is sent, failed, or its connection is gone with no op in flight (the
+    /// Aux is released): it and its prefix slot go.
+    pub(super) fn frame_done(&mut self, a: u32) {
         let aux = &mut self.aux[a];
         aux.frame = None;
         aux.sent = 0;

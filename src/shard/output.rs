@@ -148,6 +148,7 @@ impl<D: Driver> Shard<D> {
     pub(super) fn release_aux(&mut self, i: u32) {
         let a = std::mem::replace(&mut self.conns[i].aux, NONE);
         if a != NONE {
+            self.frame_done(a); // a frame left by a send cancelled at close
             self.aux.release(a);
         }
     }
