@@ -5,7 +5,9 @@
 //! A frame is the same for every subscriber of an id with the same protocol, transfer coding
 //! (chunked or HTTP/1.0) and cursor mode: a raw chunk, an SSE event, a WebSocket frame (the
 //! server's frames are not masked), with the message's own cursor when the stream carries
-//! cursors. [`Frames`] holds the ones built during one fan-out (`Output::deliver_slot` makes
+//! cursors; on the seed's `/test/`, whose `Recvd msg #N` is numbered per connection, the
+//! escaped message and `'<br/>\n` (and the chunk's CRLF), sent after a prefix of each
+//! connection's own (`prefix.rs`) in one vectored send. [`Frames`] holds the ones built during one fan-out (`Output::deliver_slot` makes
 //! it, so a frame never outlives its message) and builds each the first time a subscriber
 //! needs it: one allocation per transport per message, then a reference-count increment per
 //! subscriber.
@@ -18,9 +20,8 @@
 //! send, and leaves in one send after the frame (coalescing). A frame at least
 //! `--zerocopy-min-bytes` long goes out zero-copy (`zerocopy.rs`). Everyone else takes
 //! [`Shard::deliver`]'s path and the message is written into its own output as before: a
-//! subscriber with a backlog (its bytes must follow what is queued), the seed's `/test/`
-//! stream (its `Recvd msg #N` counter is per connection), a stream whose cursor covers
-//! several ids, a poll, a stream whose head is still going out.
+//! subscriber with a backlog (its bytes must follow what is queued), a stream whose cursor
+//! covers several ids, a poll, a stream whose head is still going out, a friends event.
 
 use bytes::Bytes;
 
