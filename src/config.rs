@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// bookkeeping) before its output queues in the server and `--max-pending-bytes` cuts it.
     #[arg(long, default_value_t = 0)]
     pub sndbuf: usize,
+    /// Messages of at least this many bytes (as framed) go to subscribers with zero-copy
+    /// sends of the one shared frame (io_uring `SEND_ZC`, Linux 6.0; the buffer is held
+    /// until the kernel's notification); 0 turns them off. The epoll backend always copies.
+    #[arg(long, default_value_t = DEFAULT_ZEROCOPY_MIN_BYTES)]
+    pub zerocopy_min_bytes: usize,
     /// Where a subscriber under one id lives: `owner` hands it to the shard that owns the id;
     /// `accept` keeps it on the shard that accepted it (see DESIGN.md for both measured).
     #[arg(long, value_enum, default_value_t = Placement::Owner)]
@@ -258,7 +263,12 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Subscriber tokens (`--sub-jwt-secret-file`, `--sub-jwks-file`), if required.
     pub sub_auth: Option<std::sync::Arc<crate::auth::Verifier>>,
+    /// `--zerocopy-min-bytes`: shared frames this long or longer go out zero-copy (0: never).
+    pub zerocopy_min_bytes: usize,
 }
+
+/// `--zerocopy-min-bytes`' default (see DESIGN.md, "Shared frames and zero-copy sends").
+pub const DEFAULT_ZEROCOPY_MIN_BYTES: usize = 0;
 
 /// Most shards one process runs: a shard set is a 64-bit mask in the router's directory.
 pub const MAX_SHARDS: usize = 64;
@@ -332,6 +342,7 @@ impl ServeArgs {
             takeover: self.takeover,
             metrics_listen: self.metrics_listen,
             sub_auth: self.sub_auth.verifier()?,
+            zerocopy_min_bytes: self.zerocopy_min_bytes,
         })
     }
 }
@@ -368,6 +379,7 @@ impl ServerConfig {
             takeover: false,
             metrics_listen: None,
             sub_auth: None,
+            zerocopy_min_bytes: DEFAULT_ZEROCOPY_MIN_BYTES,
         }
     }
 

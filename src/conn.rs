@@ -226,12 +226,20 @@ pub struct Aux {
     /// WebSocket subscriber: where a fragmented client message stands (RFC 6455 section
     /// 5.4); the Aux is kept while one is in progress.
     pub ws: crate::http::ws::Fragments,
+    /// Subscriber: a frame shared by a fan-out's subscribers (reference-counted, `shard::frames`),
+    /// in flight in place of `out` (then empty): the kernel's until its send completes.
+    pub frame: Option<bytes::Bytes>,
+    /// Subscriber on `/test/`: the shard's prefix slot sent before `frame` (its own
+    /// `Recvd msg #N: '`, see `shard::prefix`); `sent` then counts the prefix's bytes first.
+    pub prefix: Option<u32>,
 }
 
 impl Aux {
     /// Bytes queued for output and not yet taken by the kernel.
     pub fn pending(&self) -> usize {
-        self.out.len() - self.sent + self.next.len()
+        // In flight: `frame` (with a prefix, `sent` counts its bytes too) or `out`.
+        let flight = self.frame.as_ref().map_or(self.out.len(), |f| f.len());
+        flight.saturating_sub(self.sent) + self.next.len()
     }
 
     /// Where new output goes: `next` while a send of `out` is in flight (`sending`, so

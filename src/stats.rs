@@ -69,6 +69,8 @@ pub struct ShardStats {
     /// Histogram: a message's queueing on its subscriber to the completion of the send
     /// that carried it (see [`crate::metrics::Latency`]).
     pub publish_to_send: crate::metrics::Latency,
+    /// Total: zero-copy sends of shared frames submitted (`--zerocopy-min-bytes`).
+    pub zerocopy_sends: AtomicU64,
 }
 
 impl ShardStats {
@@ -109,7 +111,7 @@ pub fn rss_bytes() -> u64 {
 /// (subscribers closed by the send deadline), `direct_slots_in_use` (io_uring fixed-file
 /// table entries held, all shards), `rss_bytes`; friends: `friend_events`, `graph_users`,
 /// `graph_entries` (directed adjacency entries), `graph_heap_bytes`, `graph_rss_bytes` (RSS
-/// grown by the load), `graph_load_us`.
+/// grown by the load), `graph_load_us`; `zerocopy_sends` (zero-copy sends of shared frames).
 pub fn json(shards: &[ShardStats]) -> String {
     let sum =
         |f: fn(&ShardStats) -> &AtomicU64| shards.iter().map(|s| f(s).load(Relaxed)).sum::<u64>();
@@ -146,5 +148,8 @@ pub fn json(shards: &[ShardStats]) -> String {
         sum(|s| &s.recoveries),
         sum(|s| &s.recoveries_failed),
     );
+    // Appended keys (after the object's first fields, which keep their order).
+    out.pop();
+    let _ = write!(out, ",\"zerocopy_sends\":{}}}", sum(|s| &s.zerocopy_sends));
     out
 }

@@ -48,6 +48,7 @@ sub-jwt-aud = "comet"
 sub-jwt-iss = "auth.example"
 sub-jwt-leeway = "7s"
 sub-token-cookie = "uc_token"
+zerocopy-min-bytes = 8192
 "#;
 
 /// A file in the test's own temporary directory.
@@ -142,6 +143,7 @@ fn a_file_sets_every_flag() {
     assert_eq!((c.drain_period_ms, c.takeover), (3_000, true));
     let v = c.sub_auth.as_ref().expect("subscriber tokens on");
     assert_eq!((v.leeway_s(), v.cookie()), (7, Some("uc_token")));
+    assert_eq!(c.zerocopy_min_bytes, 8192);
 }
 
 #[test]

@@ -158,7 +158,7 @@ fn each_form_and_key_opens_a_stream() {
     let claims = Claims { ids: vec!["room-*".into()], ..user("u1") };
     let t = k.hs.sign(&claims);
     expect_stream(&srv, "u1", &format!("Authorization: Bearer {t}\r\n"), "u1");
-    expect_stream(&srv, &format!("u1?token={t}"), "", "u1");
+    expect_stream(&srv, &format!("room-6?token={t}"), "", "room-6");
     expect_stream(&srv, "room-7", &format!("Cookie: a=1; uc_token={t}; b=2\r\n"), "room-7");
     expect_stream(&srv, "room-8", &format!("Authorization: bearer {}\r\n", k.es.sign(&claims)), "room-8");
     expect_stream(&srv, "room-9", &format!("Authorization: Bearer {}\r\n", k.ed.sign(&claims)), "room-9");

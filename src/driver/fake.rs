@@ -290,6 +290,9 @@ impl Driver for Fake {
         st.submit(fd, Kind::Send, token, call).bytes = bytes;
     }
 
+    unsafe fn sendmsg(&mut self, fd: RawFd, msg: *const libc::msghdr, token: u64) {
+        self.send_gathered(fd, msg, token)
+    }
     fn cancel_fd(&mut self, fd: RawFd, token: u64) {
         let call = Call::Cancel { fd };
         self.0.borrow_mut().submit(fd, Kind::Cancel, token, call);

@@ -86,6 +86,35 @@ pub trait Driver {
     /// `buf[..len]` must stay valid, unmoved and unchanged until the completion is reaped.
     unsafe fn send(&mut self, fd: RawFd, buf: *const u8, len: u32, token: u64);
 
+    /// Sends `buf[..len]` as [`Driver::send`] does, zero-copy where the backend can
+    /// (io_uring `IORING_OP_SEND_ZC`, Linux 6.0): the kernel then reads the pages of `buf`
+    /// until the data has left (on loopback, until the receiver's socket has copied it), so
+    /// the send completes twice with the same token: first with the bytes sent and `more`
+    /// set, then, once the kernel is done with the buffer, a notification (`more` clear,
+    /// result 0). A first completion without `more` (an error) has no notification. The
+    /// default (epoll) is an ordinary send: one completion, `more` clear.
+    ///
+    /// # Safety
+    /// `buf[..len]` must stay valid, unmoved and unchanged until the last completion (the
+    /// notification, if the first had `more`) is reaped.
+    unsafe fn send_zc(&mut self, fd: RawFd, buf: *const u8, len: u32, token: u64) {
+        self.send(fd, buf, len, token)
+    }
+
+    /// Sends the bytes `msg`'s iovecs name, in order (sendmsg(2), MSG_NOSIGNAL, no address,
+    /// no control data); completes with the bytes sent, which may be fewer. A vectored send:
+    /// a short per-connection prefix and a shared body in one send.
+    ///
+    /// # Safety
+    /// `msg`, its iovec array and every buffer it names must stay valid, unmoved and
+    /// unchanged until the completion is reaped.
+    unsafe fn sendmsg(&mut self, fd: RawFd, msg: *const libc::msghdr, token: u64);
+
+    /// Whether [`Driver::send_zc`] is zero-copy here (else the caller may as well send).
+    fn sends_zero_copy(&self) -> bool {
+        false
+    }
+
     /// Cancels every operation in flight on `fd` (each completes, usually with -ECANCELED);
     /// this op completes too, with the number cancelled or an error.
     fn cancel_fd(&mut self, fd: RawFd, token: u64);

@@ -34,6 +34,7 @@ pub fn probe_uring() -> Result<(), String> {
         (opcode::Accept::CODE, "ACCEPT"),
         (opcode::Recv::CODE, "RECV"),
         (opcode::Send::CODE, "SEND"),
+        (opcode::SendMsg::CODE, "SENDMSG"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
         (opcode::ProvideBuffers::CODE, "PROVIDE_BUFFERS"),

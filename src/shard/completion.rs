@@ -22,6 +22,10 @@ pub(super) const OP_CANCEL: u64 = 5;
 pub(super) const OP_PROVIDE: u64 = 6;
 /// Non-blocking recv that drains bytes after a subscriber's head.
 pub(super) const OP_DRAIN: u64 = 7;
+/// Send of a shared message frame (`Aux::frame`, see `frames.rs`).
+pub(super) const OP_FRAME: u64 = 8;
+/// Zero-copy send of a shared frame; the index is its hold (`zerocopy.rs`), not a connection.
+pub(super) const OP_FRAME_ZC: u64 = 9;
 
 /// The token of operation `op` on connection (or listener) `idx`.
 #[inline]
@@ -47,6 +51,9 @@ impl<D: Driver> Shard<D> {
             }
             return; // cancel of a listener's accept, or buffers provided
         }
+        if op == OP_FRAME_ZC {
+            return self.on_frame_zc(idx, c.result, c.more);
+        }
         if let Some(b) = c.buf {
             return self.on_head_buffer(idx, b, c.result);
         }
@@ -63,6 +70,7 @@ impl<D: Driver> Shard<D> {
             OP_POLL => self.on_poll(idx, c.result),
             OP_SEND => self.on_send(idx, c.result),
             OP_DRAIN => self.on_drain(idx, c.result),
+            OP_FRAME => self.on_frame_sent(idx, c.result),
             _ => {}
         }
     }

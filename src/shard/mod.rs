@@ -7,7 +7,10 @@
 //! 4. `placement.rs`: hand-off to the id's owner, login, install, the response head.
 //! - 4b. `expiry.rs`: subscriber tokens: the check on the head (401/403), the end at `exp`.
 //! 5. `input.rs`: an idle stream's one POLLRDHUP poll; drained bytes, WebSocket control frames.
-//! 6. `output.rs`: one send in flight, coalescing, backpressure, delivery, heartbeats.
+//! 6. `output.rs`: one send in flight, coalescing, backpressure, delivery, heartbeats;
+//!    `frames.rs`: a fan-out's message built once per transport, shared by its subscribers;
+//!    `zerocopy.rs`: large shared frames sent zero-copy, held until the kernel's notification;
+//!    `prefix.rs`: `/test/`'s per-connection prefix before a shared frame (a vectored send).
 //! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; routing to the owner.
 //! 8. `replies.rs`: publish replies, in request order once every shard has answered.
 //! 9. `inbox.rs`: the messages of the other shards ([`crate::mesh`]).
@@ -53,6 +56,7 @@ mod completion;
 mod drain;
 mod event_loop;
 mod expiry;
+mod frames;
 mod friends;
 mod head;
 mod inbox;
@@ -61,6 +65,7 @@ mod linger;
 mod output;
 mod placement;
 mod poll;
+mod prefix;
 mod probes;
 mod publish;
 mod replay;
@@ -68,6 +73,7 @@ mod replies;
 mod resume;
 #[cfg(test)]
 mod tests;
+mod zerocopy;
 
 pub use event_loop::PANIC_ENV;
 pub use friends::FriendsShard;
@@ -120,6 +126,10 @@ pub struct Shard<D: Driver> {
     probes: probes::Probes,
     /// Stage 4b: subscriber tokens: each stream's expiry, the sweep that ends them.
     expiry: expiry::Expiry,
+    /// Stage 6c: the buffers of zero-copy sends in flight.
+    zc: zerocopy::Holds,
+    /// Stage 6d: `/test/` prefixes of shared frames in flight.
+    prefixes: prefix::Prefixes,
 }
 
 impl<D: Driver> Shard<D> {
@@ -162,6 +172,8 @@ impl<D: Driver> Shard<D> {
             drain: drain::Drain::default(),
             probes: probes::Probes::default(),
             expiry: expiry::Expiry::new(max_conns),
+            zc: zerocopy::Holds::default(),
+            prefixes: prefix::Prefixes::default(),
             mesh,
             stats,
             cfg,

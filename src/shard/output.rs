@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::completion::{token, OP_SEND};
+use super::frames::Frames;
 use super::resume::write_message;
 use super::Shard;
 use crate::conn::{Aux, Flags, Marks, Slab, State, NONE};
@@ -147,6 +148,7 @@ impl<D: Driver> Shard<D> {
     pub(super) fn release_aux(&mut self, i: u32) {
         let a = std::mem::replace(&mut self.conns[i].aux, NONE);
         if a != NONE {
+            self.frame_done(a); // a frame left by a send cancelled at close
             self.aux.release(a);
         }
     }
@@ -338,14 +340,14 @@ impl<D: Driver> Shard<D> {
         let mut fanout = std::mem::take(&mut self.aux.fanout);
         fanout.clear();
         fanout.extend_from_slice(self.router.subscribers(s));
-        let mut n = 0;
+        let (mut n, mut frames) = (0, Frames::default());
         for &c in &fanout {
             // A connection starting a resume keeps (or skips) it.
             if let Some(kept) = self.resume_filter(c, s, ev) {
                 n += kept;
                 continue;
             }
-            n += u32::from(self.deliver(c, ev));
+            n += u32::from(self.deliver_fan(c, ev, &mut frames));
         }
         self.aux.fanout = fanout;
         ShardStats::add(&self.st().delivered, u64::from(n));

@@ -193,6 +193,21 @@ impl Driver for Epoll {
         self.arm(fd);
     }
 
+    unsafe fn sendmsg(&mut self, fd: RawFd, msg: *const libc::msghdr, token: u64) {
+        let r = libc::sendmsg(fd, msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+        if r >= 0 {
+            return self.done(token, r as i32, false, None);
+        }
+        let e = errno();
+        if e != libc::EAGAIN {
+            return self.done(token, -e, false, None);
+        }
+        // Blocked: `len` SENDMSG marks the pointer as the msghdr (see `try_write`).
+        self.sends.insert(fd, (token, msg as usize, ready::SENDMSG));
+        self.ops(fd).write = true;
+        self.arm(fd);
+    }
+
     fn cancel_fd(&mut self, fd: RawFd, token: u64) {
         let ops = *self.ops(fd);
         let mut n = 0;

@@ -8,6 +8,10 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use super::{errno, Epoll, Read, ACCEPT_BATCH, EVENTS};
 
+/// The length that marks a blocked send as a sendmsg (its pointer is the msghdr): no send
+/// is 4 GiB long (output is bounded far below).
+pub(super) const SENDMSG: u32 = u32::MAX;
+
 impl Epoll {
     /// Registers the fd's current interests (one-shot), or removes it if it has none.
     pub(super) fn arm(&mut self, fd: RawFd) {
@@ -164,14 +168,23 @@ impl Epoll {
         let Some(&(token, ptr, len)) = self.sends.get(&fd) else {
             return true;
         };
-        // SAFETY: the caller keeps buf[..len] valid until the completion (Driver::send).
+        // SAFETY: the caller keeps buf[..len] valid until the completion (Driver::send),
+        // or, for a blocked sendmsg, the msghdr and what it names (Driver::sendmsg).
         let r = unsafe {
-            libc::send(
-                fd,
-                ptr as *const libc::c_void,
-                len as usize,
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
+            if len == SENDMSG {
+                libc::sendmsg(
+                    fd,
+                    ptr as *const libc::msghdr,
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            } else {
+                libc::send(
+                    fd,
+                    ptr as *const libc::c_void,
+                    len as usize,
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            }
         };
         if r < 0 && errno() == libc::EAGAIN {
             return false;

@@ -143,4 +143,23 @@ impl Fake {
             .push_back(Ready::SlotFreed((handle & !FIXED) as u32));
         st.ring();
     }
+
+    /// A sendmsg as one send of its iovecs' bytes, gathered now (the fake's send copies at
+    /// submission, as the kernel copies into the socket buffer).
+    ///
+    /// # Safety
+    /// As `Driver::sendmsg`: `msg` and what it names are valid.
+    pub(super) unsafe fn send_gathered(&mut self, fd: RawFd, msg: *const libc::msghdr, token: u64) {
+        let mut bytes = Vec::new();
+        // SAFETY: the caller's contract: a valid msghdr with `msg_iovlen` valid iovecs.
+        let iovs = unsafe { std::slice::from_raw_parts((*msg).msg_iov, (*msg).msg_iovlen) };
+        for v in iovs {
+            // SAFETY: each iovec names a valid buffer (the contract).
+            bytes.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+            });
+        }
+        // SAFETY: `bytes` lives through the call, which copies it.
+        unsafe { crate::driver::Driver::send(self, fd, bytes.as_ptr(), bytes.len() as u32, token) }
+    }
 }

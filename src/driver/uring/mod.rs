@@ -195,6 +195,25 @@ impl Driver for Uring {
         self.push(r, e);
     }
 
+    unsafe fn send_zc(&mut self, fd: RawFd, buf: *const u8, len: u32, token: u64) {
+        // The buffer is the caller's to keep until the notification (see the trait).
+        let (r, t) = Self::target(fd);
+        let e = on_target!(t, f => opcode::SendZc::new(f, buf, len).flags(libc::MSG_NOSIGNAL).build().user_data(token));
+        self.push(r, e);
+    }
+
+    unsafe fn sendmsg(&mut self, fd: RawFd, msg: *const libc::msghdr, token: u64) {
+        let (r, t) = Self::target(fd);
+        let flags = libc::MSG_NOSIGNAL as u32;
+        let e =
+            on_target!(t, f => opcode::SendMsg::new(f, msg).flags(flags).build().user_data(token));
+        self.push(r, e);
+    }
+
+    fn sends_zero_copy(&self) -> bool {
+        true
+    }
+
     fn cancel_fd(&mut self, fd: RawFd, token: u64) {
         let (r, t) = Self::target(fd);
         let e = on_target!(t, f => opcode::AsyncCancel2::new(types::CancelBuilder::fd(f).all()).build().user_data(token));

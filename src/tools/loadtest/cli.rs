@@ -53,6 +53,11 @@ pub enum LoadtestCmd {
     /// Friends fan-out: serve a social graph (generated or `--graph`), log in users by
     /// neighbourhood, publish events from their friends, check every delivery exactly once.
     Friends(Box<FriendsArgs>),
+    /// Rooms: `--rooms` ids with `--subs-per-room` subscribers each on one `--transport`,
+    /// `--rate` messages of `--msg-bytes` to random rooms; every delivery checked (exactly
+    /// once, in order); deliveries/s, server CPU per delivery, latency per delivery, and the
+    /// delivery ceiling's sender CPU per message measured in the same run.
+    Room(Box<super::jobs::room::RoomArgs>),
     /// One client process of `million` (started by it; line protocol on stdin/stdout).
     #[command(hide = true)]
     MillionWorker(WorkerArgs),
@@ -207,7 +212,10 @@ pub struct MainArgs {
 /// Flags of `uring-comet loadtest flood`.
 #[derive(Args, Debug)]
 pub struct FloodArgs {
-    /// Subscriber URL; `{id}` is replaced by each id.
+    /// Subscriber URL; `{id}` is replaced by each id. Without `{id}` every connection opens
+    /// that one URL (a room: all under one id); `--ids` then only counts the connections, and
+    /// each connection's messages are checked in order but not against an id, nor as
+    /// duplicates of another connection's.
     #[arg(long, default_value = "http://127.0.0.1:8000/test/{id}")]
     pub url_template: String,
     /// Ids to subscribe, `FIRST-LAST` (inclusive) or one id.

@@ -4,7 +4,7 @@
 //! a server, hold 10,000 subscribers, publish 1,000 messages/s for 30 s, check every chunk
 //! and report. `loadtest flood` ([`flood`](client::flood)) and `loadtest msggen` ([`msggen`](client::msggen)) are its two
 //! halves, usable on their own against any server with the same URL shapes
-//! ([`jobs::halves`]). The other jobs: `compare`, `soak`, `million`, `friends` and
+//! ([`jobs::halves`]). The other jobs: `compare`, `soak`, `million`, `friends`, `room` and
 //! `--nodes N` ([`jobs`]).
 //!
 //! By role:
@@ -35,6 +35,7 @@ pub use client::million_worker::WorkerArgs;
 pub use jobs::compare::CompareArgs;
 pub use jobs::friends::FriendsArgs;
 pub use jobs::million::MillionArgs;
+pub use jobs::room::RoomArgs;
 pub use jobs::soak::SoakArgs;
 pub use wire::framing::Framing;
 pub use wire::resume::Transport;
@@ -61,6 +62,7 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         Some(LoadtestCmd::Compare(a)) => compare::run(*a),
         Some(LoadtestCmd::Million(a)) => million::run(*a),
         Some(LoadtestCmd::Friends(a)) => friends::run(*a),
+        Some(LoadtestCmd::Room(a)) => jobs::room::run(*a),
         Some(LoadtestCmd::MillionWorker(a)) => client::million_worker::run(a),
     }
 }

@@ -8,6 +8,7 @@
 //! - [`flood`]: the main job's subscribers (every chunk checked, `Stats:` lines, churn).
 //! - [`million_worker`]: one worker process of `loadtest million` (one message per stream).
 //! - [`friends_subs`]: the logins of `loadtest friends` (friends events checked).
+//! - [`room`]: the subscribers of `loadtest room` (many per id, checked per connection).
 //! - [`uring_recv`]: the io_uring receive path of `--client-io uring` (multishot receives).
 //! - [`publish`]: the keep-alive publish connection.
 //! - [`msggen`]: publishers on a schedule, one request in flight each.
@@ -23,6 +24,7 @@ pub(crate) mod million_worker;
 pub(crate) mod msggen;
 pub(crate) mod pipeline;
 pub(crate) mod publish;
+pub(crate) mod room;
 pub(crate) mod slow;
 pub(crate) mod subscriber;
 pub(crate) mod uring_recv;

@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use mio::Token;
 
 use super::connect::{connect_done, watch_connect, write_from};
-use crate::tools::loadtest::wire::check::format_body;
+use crate::tools::loadtest::wire::check::room::format_room_body;
 use crate::tools::loadtest::wire::url::UrlTemplate;
 
 /// One publish connection: its socket, the requests not yet written, the answer bytes not
@@ -82,7 +82,7 @@ impl PubConn {
     }
 
     /// Queues `POST` of message `seq` to `id`, sent at `t_us` (CLOCK_MONOTONIC us): the
-    /// body is [`format_body`]'s, with its Content-Length (RFC 9112 section 6.2). `scratch`
+    /// body is [`format_body`](crate::tools::loadtest::wire::check::format_body)'s, with its Content-Length (RFC 9112 section 6.2). `scratch`
     /// is a buffer for the body.
     pub(crate) fn queue_post(
         &mut self,
@@ -92,8 +92,20 @@ impl PubConn {
         t_us: u64,
         scratch: &mut Vec<u8>,
     ) {
+        self.queue_post_padded(url, (id, seq, t_us), 0, scratch);
+    }
+
+    /// As [`queue_post`](Self::queue_post), the body padded to `pad_to` bytes as
+    /// [`format_room_body`] does (0: not padded, [`format_body`](crate::tools::loadtest::wire::check::format_body)'s bytes).
+    pub(crate) fn queue_post_padded(
+        &mut self,
+        url: &UrlTemplate,
+        (id, seq, t_us): (u64, u64, u64),
+        pad_to: usize,
+        scratch: &mut Vec<u8>,
+    ) {
         scratch.clear();
-        format_body(scratch, id, seq, t_us);
+        format_room_body(scratch, id, seq, t_us, pad_to);
         url.write_request_start(&mut self.out, "POST", id);
         let len = format!("Content-Length: {}\r\n\r\n", scratch.len());
         self.out.extend_from_slice(len.as_bytes());

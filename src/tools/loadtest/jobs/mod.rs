@@ -9,6 +9,7 @@
 //!   host's delivery ceiling.
 //! - [`million`]: `loadtest million`, a million subscribers from worker processes.
 //! - [`friends`]: `loadtest friends`, the friends fan-out.
+//! - [`room`]: `loadtest room`, many subscribers under few ids (rooms), and the ceiling.
 //! - [`halves`]: `loadtest flood` and `loadtest msggen` on their own.
 
 pub(crate) mod ck10;
@@ -18,4 +19,5 @@ pub(crate) mod friends;
 pub(crate) mod halves;
 pub(crate) mod history;
 pub(crate) mod million;
+pub(crate) mod room;
 pub(crate) mod soak;

@@ -5,6 +5,7 @@
 //! - [`compare`]: `loadtest compare`'s table, one [`Row`](compare::Row) per server.
 //! - [`friends`]: `loadtest friends`'s [`FriendsReport`](friends::FriendsReport).
 //! - [`million`]: `loadtest million`'s [`MillionReport`](million::MillionReport).
+//! - [`room`]: `loadtest room`'s [`RoomReport`](room::RoomReport).
 //!
 //! Here: [`Latency`] (percentiles every report prints) and [`json_str`].
 
@@ -13,6 +14,7 @@ pub(crate) mod compare;
 pub(crate) mod friends;
 pub(crate) mod main_job;
 pub(crate) mod million;
+pub(crate) mod room;
 pub(crate) mod rounds;
 
 use hdrhistogram::Histogram;

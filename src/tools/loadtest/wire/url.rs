@@ -1,12 +1,13 @@
 //! URL templates such as `http://127.0.0.1:8000/test/{id}`: the address to connect to, the
-//! Host header, and the request path with `{id}` filled in.
+//! Host header, and the request path with `{id}` filled in. A template without `{id}` names
+//! one URL for every connection (a room: every subscriber under that one id).
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-/// A parsed `http://HOST:PORT/PATH` template whose path holds `{id}` once.
+/// A parsed `http://HOST:PORT/PATH` template whose path holds `{id}` at most once.
 #[derive(Debug, Clone)]
 pub(crate) struct UrlTemplate {
     /// Where to connect (the first address HOST resolves to).
@@ -17,10 +18,13 @@ pub(crate) struct UrlTemplate {
     prefix: String,
     /// The path after `{id}`.
     suffix: String,
+    /// Whether the path holds `{id}` (false: every id gets the same path, `prefix`).
+    has_id: bool,
 }
 
 impl UrlTemplate {
-    /// Parses a template; the port defaults to 80.
+    /// Parses a template; the port defaults to 80. Errors: not `http://`, no path, `{id}`
+    /// twice, a host that does not resolve.
     pub(crate) fn parse(template: &str) -> Result<UrlTemplate> {
         let rest = template
             .strip_prefix("http://")
@@ -29,9 +33,7 @@ impl UrlTemplate {
             Some(i) => rest.split_at(i),
             None => bail!("URL template has no path: {template:?}"),
         };
-        let (prefix, suffix) = path
-            .split_once("{id}")
-            .ok_or_else(|| anyhow!("URL template has no {{id}} in its path: {template:?}"))?;
+        let (prefix, suffix) = path.split_once("{id}").unwrap_or((path, ""));
         if suffix.contains("{id}") {
             bail!("URL template has {{id}} twice: {template:?}");
         }
@@ -53,7 +55,13 @@ impl UrlTemplate {
             host: host.to_string(),
             prefix: prefix.to_string(),
             suffix: suffix.to_string(),
+            has_id: path.contains("{id}"),
         })
+    }
+
+    /// Whether the path holds `{id}` (false: every connection requests the one path).
+    pub(crate) fn has_id(&self) -> bool {
+        self.has_id
     }
 
     /// A template for `path` (holding `{id}`) on a known address.
@@ -77,7 +85,11 @@ impl UrlTemplate {
         query: impl FnOnce(&mut Vec<u8>),
     ) {
         // Writing to a Vec cannot fail.
-        let _ = write!(out, "{method} {}{id}{}", self.prefix, self.suffix);
+        let _ = if self.has_id {
+            write!(out, "{method} {}{id}{}", self.prefix, self.suffix)
+        } else {
+            write!(out, "{method} {}", self.prefix)
+        };
         query(out);
         let _ = write!(out, " HTTP/1.1\r\nHost: {}\r\n", self.host);
     }
@@ -104,7 +116,17 @@ mod tests {
         let t = UrlTemplate::parse("http://127.0.0.1/a/{id}/b").unwrap();
         assert_eq!(t.addr.port(), 80);
         assert!(UrlTemplate::parse("https://127.0.0.1/{id}").is_err());
-        assert!(UrlTemplate::parse("http://127.0.0.1/test/").is_err());
+        assert!(t.has_id());
+        // Without `{id}`: one path for every id (a room).
+        let t = UrlTemplate::parse("http://127.0.0.1:8000/sub/room?cursors=1").unwrap();
+        assert!(!t.has_id());
+        out.clear();
+        t.write_request_start(&mut out, "GET", 9);
+        assert_eq!(
+            out,
+            b"GET /sub/room?cursors=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+        );
+        assert!(UrlTemplate::parse("http://127.0.0.1/{id}/{id}").is_err());
         assert!(UrlTemplate::parse("http://127.0.0.1:8000").is_err());
         assert!(UrlTemplate::local("127.0.0.1:9".parse().unwrap(), "/send/{id}").is_ok());
     }

@@ -68,6 +68,7 @@ impl FloodRole {
         let mut checker = Checker::new(cfg.strict, cfg.seq_limit);
         checker.latency_from_seq = cfg.latency_from_seq;
         checker.local_seqs = cfg.local_seqs.clone();
+        checker.one_id = !cfg.url.has_id();
         FloodRole {
             resume: Resume::new(cfg.transport, cfg.count as usize),
             cfg,

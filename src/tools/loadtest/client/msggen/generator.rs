@@ -62,23 +62,25 @@ impl Gen {
     }
 }
 
-/// Sends message `seq` to `id` on idle generator `i`, timestamped now.
+/// Sends message `seq` to `id` on idle generator `i`, timestamped now, its body padded to
+/// `pad_to` bytes (0: not padded).
 pub(super) fn send(
     res: &mut MsggenResult,
     g: &mut Gen,
     i: usize,
     url: &UrlTemplate,
-    id: u64,
-    seq: u64,
+    (id, seq): (u64, u64),
+    pad_to: usize,
 ) {
     g.seq = seq;
     g.id = id;
     g.sent_us = now_us();
     g.left -= 1;
     res.attempted += 1;
-    let mut body = Vec::with_capacity(48);
+    let mut body = Vec::with_capacity(48.max(pad_to));
     g.conn.clear_written();
-    g.conn.queue_post(url, id, seq, g.sent_us, &mut body);
+    g.conn
+        .queue_post_padded(url, (id, seq, g.sent_us), pad_to, &mut body);
     g.state = GenState::Busy;
     if let Err(e) = g.conn.flush() {
         fail(res, g, format!("publisher {i}: write: {e}"));

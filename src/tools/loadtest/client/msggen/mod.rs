@@ -122,6 +122,16 @@ impl XorShift {
 /// Runs the publishers on this thread until every message is answered, the deadline (last
 /// scheduled send + tail) passes, or `shared.stop` is set. Errors: the poll failed.
 pub(crate) fn run(cfg: MsggenConfig, shared: Arc<MsggenShared>) -> Result<MsggenResult> {
+    run_padded(cfg, 0, shared)
+}
+
+/// As [`run`], each body padded to `pad_to` bytes ([`format_room_body`](crate::tools::loadtest::wire::check::room::format_room_body)'s
+/// `:xxx...`; `loadtest room --msg-bytes`); 0 pads nothing (msggen's bodies).
+pub(crate) fn run_padded(
+    cfg: MsggenConfig,
+    pad_to: usize,
+    shared: Arc<MsggenShared>,
+) -> Result<MsggenResult> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(256);
     let mut res = MsggenResult {
@@ -134,6 +144,7 @@ pub(crate) fn run(cfg: MsggenConfig, shared: Arc<MsggenShared>) -> Result<Msggen
         rng: XorShift::new(cfg.seed),
         next_seq: cfg.first_seq,
         cfg: &cfg,
+        pad_to,
     };
     loop {
         let now = Instant::now();
@@ -196,6 +207,8 @@ struct Plan<'a> {
     cfg: &'a MsggenConfig,
     rng: XorShift,
     next_seq: u64,
+    /// Bodies padded to this many bytes (0: not padded).
+    pad_to: usize,
 }
 
 impl Plan<'_> {
@@ -229,7 +242,7 @@ impl Plan<'_> {
                 None => 1 + self.rng.next_u64() % cfg.max_id.max(1),
             };
             g.next_due += cfg.interval;
-            send(res, g, i, &cfg.url, id, self.next_seq);
+            send(res, g, i, &cfg.url, (id, self.next_seq), self.pad_to);
             self.next_seq += 1;
         }
         timeout

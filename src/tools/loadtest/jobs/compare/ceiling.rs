@@ -59,6 +59,11 @@ pub(crate) fn build(dir: &Path) -> Result<PathBuf> {
 
 /// Runs `BIN run --n N --send uring --batch 64 --recv epoll --secs SECS` and parses its row.
 pub(crate) fn run(bin: &Path, n: u64, secs: u64) -> Result<Ceiling> {
+    run_sized(bin, n, 64, secs)
+}
+
+/// As [`run`], with messages of `size` bytes (`--size`; `loadtest room --msg-bytes`).
+pub(crate) fn run_sized(bin: &Path, n: u64, size: usize, secs: u64) -> Result<Ceiling> {
     let out = Command::new(bin)
         .args([
             "run",
@@ -70,6 +75,7 @@ pub(crate) fn run(bin: &Path, n: u64, secs: u64) -> Result<Ceiling> {
             "64",
         ])
         .args(["--recv", "epoll", "--secs", &secs.max(1).to_string()])
+        .args(["--size", &size.max(1).to_string()])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()

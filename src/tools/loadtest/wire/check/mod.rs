@@ -6,6 +6,7 @@
 //! the wrapper, that N is the previous N + 1 on that connection, that the id is the
 //! connection's, and that no seq arrives twice; it records publish-to-receive latency.
 //!
+//! - [`room`]: `loadtest room`'s padded bodies and per-connection checks.
 //! - [`single`]: the check of a stream that must carry exactly one message (`million`).
 //! - `tests`: the format's round trip and each check, one rule per test.
 
@@ -176,6 +177,10 @@ pub(crate) struct Checker {
     pub(crate) latency_local_us: Histogram<u64>,
     /// Latency of messages published on another node (with `local_seqs`), us.
     pub(crate) latency_remote_us: Histogram<u64>,
+    /// Every connection is under one id (`loadtest flood` with a URL template without
+    /// `{id}`): the message's id is not held against the connection's, and a seq seen on
+    /// several connections is not a duplicate (each connection's order is still checked).
+    pub(crate) one_id: bool,
     /// What was seen.
     pub(crate) counts: CheckCounts,
     /// The first few errors, described.
@@ -197,6 +202,7 @@ impl Checker {
             latency_local_us: latency_us.clone(),
             latency_remote_us: latency_us.clone(),
             latency_us,
+            one_id: false,
             counts: CheckCounts::default(),
             notes: Vec::new(),
         }
@@ -274,11 +280,11 @@ impl Checker {
                 chunk,
             );
         }
-        if id != conn_id {
+        if id != conn_id && !self.one_id {
             self.counts.id_mismatch += 1;
             return self.note(conn_id, "message for another id", chunk);
         }
-        if !self.received.insert(seq) {
+        if !self.received.insert(seq) && !self.one_id {
             self.counts.duplicates += 1;
             return self.note(conn_id, "duplicate message", chunk);
         }
@@ -303,6 +309,7 @@ impl Checker {
     }
 }
 
+pub(crate) mod room;
 pub(crate) mod single;
 #[cfg(test)]
 mod tests;

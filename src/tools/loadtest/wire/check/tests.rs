@@ -115,3 +115,18 @@ fn numbered_messages_check_their_number_then_their_body() {
     assert_eq!(c.counts.duplicates, 1);
     assert_eq!(c.counts.chunks, 3);
 }
+
+#[test]
+fn one_id_mode_checks_order_not_ids_or_cross_connection_duplicates() {
+    let mut c = Checker::new(true, 100);
+    c.one_id = true;
+    let (mut a, mut b) = (0, 0);
+    // Two connections under one id both get seq 0 and 1, published to id 9.
+    c.check(1, &mut a, &chunk(1, &body(9, 0, 1000)), 1500);
+    c.check(2, &mut b, &chunk(1, &body(9, 0, 1000)), 1500);
+    c.check(1, &mut a, &chunk(2, &body(9, 1, 1000)), 1500);
+    assert_eq!((c.counts.ok, c.counts.errors()), (3, 0));
+    // Its order is still checked per connection.
+    c.check(2, &mut b, &chunk(3, &body(9, 1, 1000)), 1500);
+    assert_eq!(c.counts.out_of_order, 1);
+}
