@@ -207,6 +207,12 @@ pub struct MainArgs {
     /// mark levels off). 0 (the default) runs the ordinary main job.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub rounds: u32,
+    /// Subscriber tokens: generate a key (`hs256` a secret, `es256` or `eddsa` a JWKS),
+    /// start the server requiring tokens signed by it, sign one token per subscriber (its
+    /// id as `sub`, valid for an hour) before the connect phase, and send each as
+    /// `Authorization: Bearer`. The signing time is reported apart from the connect rate.
+    #[arg(long, value_name = "ALG")]
+    pub sub_token: Option<String>,
 }
 
 /// Flags of `uring-comet loadtest flood`.

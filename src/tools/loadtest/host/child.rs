@@ -46,6 +46,8 @@ pub(crate) struct ServerGuard {
     pub sub_addr: SocketAddr,
     /// Publish listener (`POST /send/<id>`, `GET /stats`).
     pub pub_addr: SocketAddr,
+    /// The subscriber tokens this server wants (`loadtest --sub-token`): id `1 + k`'s at `k`.
+    pub tokens: Option<std::sync::Arc<Vec<String>>>,
 }
 
 impl ServerGuard {
@@ -133,6 +135,7 @@ impl ServerGuard {
             pid,
             sub_addr: any,
             pub_addr: any,
+            tokens: None,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -196,6 +196,7 @@ fn start_floods(a: &MainArgs, servers: &[ServerGuard], total: u64) -> Result<Flo
             latency_from_seq: 0,
             local_seqs: Some(seq0..seq0 + seqs),
             churn_per_min: 0.0,
+            tokens: None,
         };
         let shared = Arc::new(FloodShared::default());
         let sh = shared.clone();

@@ -59,6 +59,7 @@ pub(crate) fn flood(a: FloodArgs) -> Result<()> {
         latency_from_seq: 0,
         local_seqs: None,
         churn_per_min: 0.0,
+        tokens: None,
     };
     let res = flood::run(cfg, Arc::new(FloodShared::default()));
     stop_log.store(true, Ordering::Relaxed);

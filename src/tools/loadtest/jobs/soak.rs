@@ -105,6 +105,7 @@ pub(crate) fn soak(a: SoakArgs) -> Result<()> {
         slow_msg_bytes: 0,
         slow_rate: 0.0,
         rounds: 0,
+        sub_token: None,
     };
     eprintln!(
         "soak: {} subscribers ({}% reconnecting a minute), {} msg/s for {:.0} s; memory log {} every {} s",

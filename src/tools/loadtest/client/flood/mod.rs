@@ -64,6 +64,9 @@ pub(crate) struct FloodConfig {
     /// FIN and a RST, and connect again under the same id at once; each absence is a
     /// [`Gap`] in the result.
     pub(crate) churn_per_min: f64,
+    /// Subscriber tokens (`--sub-token`): the token of id `first_id + k` at `k`, sent as
+    /// `Authorization: Bearer`.
+    pub(crate) tokens: Option<std::sync::Arc<Vec<String>>>,
 }
 
 /// One absence of a churned subscriber, CLOCK_MONOTONIC microseconds (as

@@ -193,6 +193,14 @@ impl Role for FloodRole {
     }
 
     fn write_headers(&self, i: usize, out: &mut Vec<u8>) {
+        if let Some(t) = &self.cfg.tokens {
+            let k = self.id(i).saturating_sub(self.cfg.first_id) as usize;
+            if let Some(t) = t.get(k) {
+                out.extend_from_slice(b"Authorization: Bearer ");
+                out.extend_from_slice(t.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
         if let Some(r) = &self.resume {
             r.write_headers(i, out);
         }

@@ -78,6 +78,10 @@ pub struct WorkerArgs {
     /// messages keep counting across connections (1 byte more per connection).
     #[arg(long)]
     pub reconnect: bool,
+    /// Subscriber tokens: sign each connection's token (HS256, `sub` its id, valid for an
+    /// hour) with the secret in this file and send it as `Authorization: Bearer`.
+    #[arg(long, value_name = "FILE")]
+    pub token_secret: Option<std::path::PathBuf>,
 }
 
 /// Bytes of client state per connection (the brief: at most 64).

@@ -25,6 +25,8 @@ pub(super) struct WorkerRole {
     totals: Vec<u8>,
     /// With `--reconnect`: connections the server ended, to connect again at the next tick.
     again: Vec<usize>,
+    /// With `--token-secret`: the key each request's token is signed with.
+    token_key: Option<jsonwebtoken::EncodingKey>,
 }
 
 impl WorkerRole {
@@ -43,6 +45,13 @@ impl WorkerRole {
                 Vec::new()
             },
             again: Vec::new(),
+            token_key: a.token_secret.as_ref().map(|p| {
+                let mut s = std::fs::read(p).unwrap_or_default();
+                if s.last() == Some(&b'\n') {
+                    s.pop();
+                }
+                jsonwebtoken::EncodingKey::from_secret(&s)
+            }),
             a,
             next_report: None,
         }
@@ -94,6 +103,22 @@ impl Role for WorkerRole {
 
     fn source(&self, i: usize) -> Option<Ipv4Addr> {
         Some(self.a.source[i % self.a.source.len()])
+    }
+
+    fn write_headers(&self, i: usize, out: &mut Vec<u8>) {
+        if let Some(key) = &self.token_key {
+            let claims = crate::auth::sign::Claims {
+                sub: Some(self.id(i).to_string()),
+                exp: Some(crate::auth::sign::unix_now() + 3_600),
+                ..Default::default()
+            };
+            let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+            if let Ok(t) = jsonwebtoken::encode(&header, &claims, key) {
+                out.extend_from_slice(b"Authorization: Bearer ");
+                out.extend_from_slice(t.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
     }
 
     fn tick(&mut self, turn: &mut Turn<'_, u32>, now: Instant) -> Duration {

@@ -54,6 +54,7 @@ pub(super) fn connect(a: &MainArgs, server: &mut ServerGuard, total: u64) -> Res
         latency_from_seq: 0,
         local_seqs: None,
         churn_per_min: a.churn,
+        tokens: server.tokens.clone(),
     };
     let fs = shared.clone();
     let flood = std::thread::Builder::new()

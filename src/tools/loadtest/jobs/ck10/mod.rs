@@ -22,6 +22,7 @@
 mod clients;
 pub(crate) mod rounds;
 mod server;
+mod tokens;
 
 use std::time::Duration;
 
@@ -131,8 +132,13 @@ fn validate(a: &MainArgs) -> Result<()> {
 
 /// Phase 1: the server as a child.
 fn start_server(a: &MainArgs) -> Result<ServerGuard> {
-    let (bin, args) = a.server.command(Vec::new(), a.backend)?;
-    let server = ServerGuard::start(&bin, &args, a.server.server_log.as_ref())?;
+    let tokens = tokens::prepare(a)?;
+    let head = tokens
+        .as_ref()
+        .map_or(Vec::new(), |t| t.server_args.clone());
+    let (bin, args) = a.server.command(head, a.backend)?;
+    let mut server = ServerGuard::start(&bin, &args, a.server.server_log.as_ref())?;
+    server.tokens = tokens.map(|t| t.tokens);
     say(&format!(
         "server pid {}: subscribers on {}, publish on {}",
         server.pid, server.sub_addr, server.pub_addr

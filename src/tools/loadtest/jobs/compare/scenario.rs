@@ -137,6 +137,7 @@ fn open_idle(
         latency_from_seq: n,
         local_seqs: None,
         churn_per_min: 0.0,
+        tokens: None,
     };
     let fs = fshared.clone();
     let flood = std::thread::Builder::new()

@@ -5,11 +5,29 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
-use super::fleet::{source_addr, Fleet, WorkerPlan};
+use super::fleet::{source_addr, Fleet};
 use super::progress::{bar, RateMeter};
 use super::{say, MillionArgs, STALL};
 use crate::tools::loadtest::client::million_worker::Progress;
 use crate::tools::loadtest::host::child::ServerGuard;
+
+/// How one worker is started.
+pub(crate) struct WorkerPlan {
+    /// First id.
+    pub first_id: u64,
+    /// Connections.
+    pub count: u64,
+    /// Source addresses (connection `i` uses the `i % n`-th).
+    pub sources: Vec<std::net::Ipv4Addr>,
+    /// Connects per second.
+    pub rate: f64,
+    /// Most connects in flight.
+    pub max_connecting: u64,
+    /// Streams the server ends connect again (`--reconnect`, for `--drain-after`).
+    pub reconnect: bool,
+    /// `--sub-token hs256`: the secret file the worker signs tokens with.
+    pub token_secret: Option<std::path::PathBuf>,
+}
 
 /// The plan of each of `workers` workers, `per` subscribers each (the last one fewer): its
 /// ids, its `--sources-per-worker` source addresses, its share of the connect rate and of
@@ -28,9 +46,15 @@ pub(super) fn plans(a: &MillionArgs, workers: u64, per: u64) -> Vec<WorkerPlan> 
                 rate: a.connect.connect_rate / workers as f64,
                 max_connecting: (a.connect.max_connecting / workers).max(16),
                 reconnect: a.drain.drain_after.is_some(),
+                token_secret: a.sub_token.then(token_secret_path),
             }
         })
         .collect()
+}
+
+/// Where `--sub-token` keeps the HS256 secret the server and the workers share.
+pub(super) fn token_secret_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("uring-comet-million-{}-secret", std::process::id()))
 }
 
 /// Waits until every subscriber is connected; returns the time from `t0` to the last `200`

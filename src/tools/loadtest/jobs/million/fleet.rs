@@ -7,6 +7,7 @@
 //! process dies without running Drop (PR_SET_PDEATHSIG; set in the child before exec, and tied
 //! to the thread that forked, so workers are spawned from the main thread).
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+pub(crate) use super::connect::WorkerPlan;
 use crate::tools::loadtest::client::million_worker::{Progress, Verdict};
 use crate::tools::loadtest::host::child::die_with_parent;
 
@@ -40,22 +42,6 @@ pub(crate) struct WorkerProc {
     pub pid: u32,
     /// What it reported.
     pub view: Arc<WorkerView>,
-}
-
-/// How one worker is started.
-pub(crate) struct WorkerPlan {
-    /// First id.
-    pub first_id: u64,
-    /// Connections.
-    pub count: u64,
-    /// Source addresses (connection `i` uses the `i % n`-th).
-    pub sources: Vec<Ipv4Addr>,
-    /// Connects per second.
-    pub rate: f64,
-    /// Most connects in flight.
-    pub max_connecting: u64,
-    /// Streams the server ends connect again (`--reconnect`, for `--drain-after`).
-    pub reconnect: bool,
 }
 
 /// The worker processes; dropping the fleet kills (SIGKILL by pid) and reaps every one still
@@ -90,6 +76,11 @@ impl Fleet {
                 .arg("--max-connecting")
                 .arg(p.max_connecting.to_string())
                 .args(p.reconnect.then_some("--reconnect"))
+                .args(
+                    p.token_secret
+                        .iter()
+                        .flat_map(|f| [OsStr::new("--token-secret"), f.as_os_str()]),
+                )
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 // Workers log nothing but errors: let them through.

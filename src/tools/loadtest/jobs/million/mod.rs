@@ -101,6 +101,10 @@ pub struct MillionArgs {
     /// Print the report as one JSON object on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
+    /// Subscriber tokens: the server requires an HS256 token (a fresh secret), and each
+    /// worker signs one per connection (`sub` its id) as it connects.
+    #[arg(long)]
+    pub sub_token: bool,
 }
 
 /// Longest wait for the server's RSS to settle.
@@ -266,6 +270,13 @@ fn server_head(a: &MillionArgs) -> Vec<String> {
         a.heartbeat.to_string(),
     ];
     head.extend(a.drain.server_args());
+    if a.sub_token {
+        let path = connect::token_secret_path();
+        let secret = crate::auth::sign::Signer::generate("hs256", "");
+        if secret.is_ok_and(|s| std::fs::write(&path, &s.server_file).is_ok()) {
+            head.extend(["--sub-jwt-secret-file".into(), path.display().to_string()]);
+        }
+    }
     head
 }
 
