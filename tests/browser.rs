@@ -523,3 +523,86 @@ fn eventsource_resumes_after_a_drop() {
     eventsource_resume_in_chromium()
 }
 }
+
+/// The script of the token test: an `EventSource` with a token in its URL and one without,
+/// recording opens, errors and messages in `window`.
+const TOKEN_SCRIPT: &str =
+    "window.got = []; window.opens = 0; window.errors = 0; window.denied = 0;
+const es = new EventSource(WITH);
+es.onopen = () => { window.opens++; };
+es.onerror = () => { window.errors++; };
+es.onmessage = (e) => { window.got.push(e.data); };
+const no = new EventSource(WITHOUT);
+no.onerror = () => { window.denied++; window.deniedState = no.readyState; };
+true";
+
+fn eventsource_token_in_chromium() {
+    let Some(chromium) = find_chromium() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is not installed (CI=1): .ci/run must install the Debian package `chromium`");
+        }
+        eprintln!("NOTE: tests/browser.rs skipped: no chromium on PATH (apt-get install chromium, or set UC_CHROMIUM)");
+        return;
+    };
+    let signer = uring_comet::auth::sign::Signer::generate("hs256", "").unwrap();
+    let secret = std::env::temp_dir().join(format!(
+        "uc-browser-secret-{}-{:?}",
+        std::process::id(),
+        backend()
+    ));
+    std::fs::write(&secret, &signer.server_file).unwrap();
+    let srv = Serve::new()
+        .shards(2)
+        .env("RUST_LOG", "info")
+        .args(["--sub-jwt-secret-file", secret.to_str().unwrap()])
+        .spawn();
+    let token = signer.sign(&uring_comet::auth::sign::Claims {
+        sub: Some("tok".into()),
+        exp: Some(uring_comet::auth::sign::unix_now() + 600),
+        ..Default::default()
+    });
+    let mut b = Browser::launch(&chromium);
+    b.navigate(&format!("http://127.0.0.1:{}/", srv.publish.port()));
+    b.wait_for(
+        "document.title",
+        Duration::from_secs(10),
+        "demo page title",
+        |v| v == "uring-comet demo",
+    );
+    let base = format!("http://127.0.0.1:{}/sub/tok", srv.subscriber.port());
+    let script = TOKEN_SCRIPT
+        .replace("WITHOUT", &format!("'{base}'"))
+        .replace("WITH", &format!("'{base}?token={token}'"));
+    b.eval(&script);
+    let wait = Duration::from_secs(15);
+    b.wait_for("window.opens", wait, "EventSource with a token open", |v| {
+        v == 1
+    });
+    b.wait_for("window.denied", wait, "onerror without a token", |v| v == 1);
+    // A 401 fails the connection for good (WHATWG: not a reconnect): CLOSED is 2.
+    b.wait_for("window.deniedState", wait, "closed after the 401", |v| {
+        v == 2
+    });
+    assert_eq!(
+        publish(srv.publish, "tok", b"hello"),
+        1,
+        "only the page with a token"
+    );
+    b.wait_for("window.got.length", wait, "the message", |v| v == 1);
+    assert_eq!(b.eval("window.got"), json!(["hello"]));
+    assert_eq!(b.eval("window.errors"), json!(0));
+    let logged = wait_until(Duration::from_secs(3), || {
+        srv.stderr().contains("status=401")
+    });
+    assert!(logged, "the server logged the 401: {}", srv.stderr());
+    let _ = std::fs::remove_file(&secret);
+}
+
+both_backends! {
+/// Issue 15 in a real client: an EventSource given its token in the query (it cannot set
+/// headers) opens and receives; one without a token gets the 401, its `onerror` fires and
+/// it stays closed; the server logged the refusal.
+fn eventsource_with_and_without_a_token() {
+    eventsource_token_in_chromium()
+}
+}
