@@ -48,14 +48,16 @@ impl<D: Driver> Shard<D> {
         let mut inbuf = std::mem::take(&mut self.aux[a].inbuf);
         self.conns[i].marks.insert(Marks::PARSING);
         let mut used = 0;
-        let token = self.cfg.publish_token.clone();
+        // The settings by reference count, not the token copied, for each batch of input.
+        let cfg = self.cfg.clone();
+        let token = cfg.publish_token.as_deref();
         // A request after an edit waits until the edit is applied (read-your-writes on one
         // connection): the edit and, say, a publish go to different shards.
         while !self.conns[i].flags.contains(Flags::CLOSE_AFTER)
             && !self.conns[i].marks.contains(Marks::EDITING)
         {
             let rest = &inbuf[used..];
-            match parse_publish(rest, token.as_deref().map(str::as_bytes)) {
+            match parse_publish(rest, token.map(str::as_bytes)) {
                 Head::Incomplete => break,
                 // The reply closes: the loop ends.
                 Head::Refuse(s) => {
