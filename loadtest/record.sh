@@ -43,7 +43,7 @@ if [ ! -f "$dir/env.txt" ]; then
 fi
 # Subcommands with a report take --json after their name; the main job takes it first.
 case "${1:-}" in
-  compare|soak|million|friends|history) cmd=(loadtest "$1" --json "${@:2}") ;;
+  compare|soak|million|friends|history|room) cmd=(loadtest "$1" --json "${@:2}") ;;
   *) cmd=(loadtest --json "$@") ;;
 esac
 {

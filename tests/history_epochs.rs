@@ -11,13 +11,16 @@ use common::*;
 
 /// Subscribed ids (64 per connection, the most one connection takes).
 const SUBSCRIBED: usize = 2_048;
+/// Subscribed ids with a stream of their own each (the owner decides their start locally).
+const SINGLE: usize = 512;
 /// Other ids, each published once and left to expire: with 65,536 generation buckets,
 /// about a quarter of the subscribed ids share a bucket with one of them, so the test
 /// fails without pins (all 2,048 keeping their epoch by chance: about e^-600).
 const DROPPED: usize = 20_000;
 
 both_backends! {
-/// 32 SSE streams of 64 ids each are opened fresh (every id at offset 0); 20,000 other ids
+/// 32 SSE streams of 64 ids each and 512 streams of one id are opened fresh (every id at
+/// offset 0); 20,000 other ids
 /// get one message each, which expires after 1 s and whose stream is then dropped; each
 /// subscribed id's next live message carries the epoch given at the start, with offset 1;
 /// a resume of each stream from its starting cursor is `Comet-Recovered: true`, replays
@@ -29,6 +32,12 @@ fn subscribed_ids_keep_their_epoch_when_bucket_mates_are_dropped() {
     for c in 0..SUBSCRIBED / 64 {
         let ids: Vec<String> = (0..64).map(|k| format!("e{}", c * 64 + k)).collect();
         let (client, cur) = sse_fresh(s, &ids.join(","));
+        streams.push((ids, client, cur));
+    }
+    // And streams of one id each: decided on the id's owner, before its login.
+    for k in 0..SINGLE {
+        let ids = vec![format!("s{k}")];
+        let (client, cur) = sse_fresh(s, &ids[0]);
         streams.push((ids, client, cur));
     }
     let mut publ = Publisher::connect(p);

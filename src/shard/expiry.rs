@@ -62,7 +62,11 @@ impl<D: Driver> Shard<D> {
         let Some(v) = self.cfg.sub_auth.clone() else {
             return true;
         };
-        match v.check(req) {
+        let verdict = v.check(req);
+        // Checked: the token and cookie go now, on this shard (not carried in a hand-off).
+        req.token = None;
+        req.cookie = None;
+        match verdict {
             Ok(exp) => {
                 req.expires = exp.map_or(0, |e| e.saturating_add(v.leeway_s()));
                 true

@@ -237,6 +237,9 @@ impl<D: Driver> Shard<D> {
         let asks = remote.then(|| req.clone());
         let held = self.cluster_hold(i, &req.ids);
         let (handle, waits) = self.router.login(&mut self.outbox, i, req.ids);
+        if resumable && !remote {
+            self.pin_logged_in(handle);
+        }
         let waits = waits + held + asks.map_or(0, |req| self.start_remote(i, req));
         self.sync_ids_gauge();
         // A long-lived stream: move its socket out of the process fd table (io_uring

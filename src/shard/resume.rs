@@ -172,6 +172,17 @@ impl<D: Driver> Shard<D> {
         self.router.pin_or(id, || store.pin_now(id))
     }
 
+    /// Pins every id of the connection logged in as `handle` (see [`Shard::pin`]): a local
+    /// verdict was decided just before the login, from the bucket's current generation,
+    /// which cannot have moved within the turn.
+    pub(super) fn pin_logged_in(&mut self, handle: u32) {
+        for k in 0..self.router.slots_of(&handle).len() {
+            let s = self.router.slots_of(&handle)[k];
+            let id = self.router.id_of(s).clone();
+            self.pin(&id);
+        }
+    }
+
     /// Drops messages past the TTL, so no verdict counts on one.
     pub(super) fn expire_now(&mut self) {
         let now = u64::from(self.lp.now_ms());

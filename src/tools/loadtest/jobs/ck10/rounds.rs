@@ -100,6 +100,10 @@ fn one_round(a: &MainArgs, server: &mut ServerGuard, base: &Baseline, n: u32) ->
     );
     let (rss_after_close, _) = wait_rss_stable(server.pid, RSS_SETTLE)?;
     let c = &fres.checker.counts;
+    // What went wrong, in the round's own words (the first few notes).
+    for note in fres.checker.notes.iter().chain(&fres.notes).take(3) {
+        say(&format!("round {n}: {note}"));
+    }
     Ok(Round {
         round: n,
         connected: fres.connected,
