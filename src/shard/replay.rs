@@ -15,7 +15,7 @@ use super::resume::Plan;
 use super::Shard;
 use crate::conn::State;
 use crate::driver::Driver;
-use crate::history::{Pos, Start};
+use crate::history::{Pin, Pos, Start};
 use crate::http::request::SubRequest;
 use crate::id::Id;
 use crate::mesh::{Msg, Verdict};
@@ -115,6 +115,24 @@ impl Remote {
 }
 
 impl<D: Driver> Shard<D> {
+    /// The history pin of owned id `id` (see [`crate::history::Pin`]): set in its router
+    /// slot the first time while anyone is subscribed, so its implicit epoch stays put.
+    pub(super) fn pin(&mut self, id: &Id) -> Pin {
+        let store = &self.resume.store;
+        self.router.pin_or(id, || store.pin_now(id))
+    }
+
+    /// Pins every id of the connection logged in as `handle` (see [`Shard::pin`]): a local
+    /// verdict was decided just before the login, from the bucket's current generation,
+    /// which cannot have moved within the turn.
+    pub(super) fn pin_logged_in(&mut self, handle: u32) {
+        for k in 0..self.router.slots_of(&handle).len() {
+            let s = self.router.slots_of(&handle)[k];
+            let id = self.router.id_of(s).clone();
+            self.pin(&id);
+        }
+    }
+
     /// Stream `i` (logged in, its `Join`s queued) resumes ids other shards own: decides its
     /// own ids now, asks the owners of the others; returns how many answers it waits for.
     pub(super) fn start_remote(&mut self, i: u32, req: SubRequest) -> u8 {

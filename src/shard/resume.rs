@@ -19,7 +19,7 @@ use super::Shard;
 use crate::conn::{Flags, State};
 use crate::driver::Driver;
 use crate::history::cursor::write_cursor;
-use crate::history::{History, Pin, Pos, Reason, Resume};
+use crate::history::{History, Pos, Reason, Resume};
 use crate::http::request::SubRequest;
 use crate::http::resume::{self, Lost};
 use crate::http::stream::{self, Proto, CURSORS};
@@ -162,24 +162,6 @@ impl<D: Driver> Shard<D> {
                 plan.starts[k] = cur;
                 plan.lost.push((k, reason));
             }
-        }
-    }
-
-    /// The history pin of owned id `id` (see [`crate::history::Pin`]): set in its router
-    /// slot the first time while anyone is subscribed, so its implicit epoch stays put.
-    pub(super) fn pin(&mut self, id: &Id) -> Pin {
-        let store = &self.resume.store;
-        self.router.pin_or(id, || store.pin_now(id))
-    }
-
-    /// Pins every id of the connection logged in as `handle` (see [`Shard::pin`]): a local
-    /// verdict was decided just before the login, from the bucket's current generation,
-    /// which cannot have moved within the turn.
-    pub(super) fn pin_logged_in(&mut self, handle: u32) {
-        for k in 0..self.router.slots_of(&handle).len() {
-            let s = self.router.slots_of(&handle)[k];
-            let id = self.router.id_of(s).clone();
-            self.pin(&id);
         }
     }
 
