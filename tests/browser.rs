@@ -42,6 +42,19 @@ fn find_chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Chromium's binary; without one, a panic when `CI` is set (`.ci/run` installs it), else
+/// `None` and a note that the test is skipped.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = find_chromium();
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium is not installed (CI=1): .ci/run must install the Debian package `chromium`");
+        }
+        eprintln!("NOTE: tests/browser.rs skipped: no chromium on PATH (apt-get install chromium, or set UC_CHROMIUM)");
+    }
+    found
+}
+
 /// The Chromium process (group) and its profile directory; killed and removed on drop.
 struct Proc {
     child: Child,
@@ -294,11 +307,7 @@ fn messages(proto: &str) -> Vec<(Vec<u8>, String)> {
 }
 
 fn demo_page_in_chromium() {
-    let Some(chromium) = find_chromium() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("chromium is not installed (CI=1): .ci/run must install the Debian package `chromium`");
-        }
-        eprintln!("NOTE: tests/browser.rs skipped: no chromium on PATH (apt-get install chromium, or set UC_CHROMIUM)");
+    let Some(chromium) = chromium_or_skip() else {
         return;
     };
     let started = Instant::now();
@@ -418,11 +427,7 @@ fn received(b: &mut Browser) -> Vec<(String, String)> {
 }
 
 fn eventsource_resume_in_chromium() {
-    let Some(chromium) = find_chromium() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("chromium is not installed (CI=1): .ci/run must install the Debian package `chromium`");
-        }
-        eprintln!("NOTE: tests/browser.rs skipped: no chromium on PATH (apt-get install chromium, or set UC_CHROMIUM)");
+    let Some(chromium) = chromium_or_skip() else {
         return;
     };
     let srv = serve_history(&[]);
@@ -537,11 +542,7 @@ no.onerror = () => { window.denied++; window.deniedState = no.readyState; };
 true";
 
 fn eventsource_token_in_chromium() {
-    let Some(chromium) = find_chromium() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("chromium is not installed (CI=1): .ci/run must install the Debian package `chromium`");
-        }
-        eprintln!("NOTE: tests/browser.rs skipped: no chromium on PATH (apt-get install chromium, or set UC_CHROMIUM)");
+    let Some(chromium) = chromium_or_skip() else {
         return;
     };
     let signer = uring_comet::auth::sign::Signer::generate("hs256", "").unwrap();
