@@ -159,6 +159,11 @@ impl ServerGuard {
         Ok(guard)
     }
 
+    /// Its wait status once it has exited (`None`: still running).
+    pub(crate) fn status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// True while the child has not exited.
     pub(crate) fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -7,9 +7,11 @@ use super::json_str;
 use crate::tools::loadtest::client::million_worker::LAT_BUCKETS;
 use crate::tools::loadtest::jobs::million::fleet::MemInfo;
 
+mod death;
 mod drain;
 mod text;
 
+pub(crate) use death::ServerDeath;
 pub(crate) use drain::DrainFigures;
 
 #[cfg(test)]
@@ -113,6 +115,8 @@ pub(crate) struct MillionReport {
     pub notes: Vec<String>,
     /// With `--drain-after`: what the clients saw during the drain.
     pub drain: Option<DrainFigures>,
+    /// The server died during the run: how, see [`ServerDeath`].
+    pub death: Option<ServerDeath>,
 }
 
 impl MillionReport {
@@ -289,6 +293,10 @@ impl MillionReport {
         if let Some(d) = &self.drain {
             s.pop(); // the closing brace
             let _ = write!(s, ",\"drain\":{}}}", d.json());
+        }
+        if let Some(d) = &self.death {
+            s.pop(); // the closing brace
+            let _ = write!(s, ",\"server_death\":{}}}", d.json());
         }
         s
     }

@@ -45,7 +45,7 @@ use crate::tools::loadtest::host::proc::{
     cpu_seconds, nofile_short_of, rss_bytes, wait_rss_stable,
 };
 use crate::tools::loadtest::host::procmem::ProcSet;
-use crate::tools::loadtest::report::million::MillionReport;
+use crate::tools::loadtest::report::million::{MillionReport, ServerDeath};
 use connect::{connect_phase, plans};
 use deliver::{after_delivery, deliver};
 pub(crate) use drain::DrainFlags;
@@ -159,6 +159,9 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
     r.server_cpu[2] = cpu_delivered - cpu_start;
     r.parent_rss = rss_bytes(me).unwrap_or(0);
     r.server_exited = !server.alive();
+    r.death = server
+        .status()
+        .map(|st| ServerDeath::from_status(spid, st, r.connected));
     // 4b. With --drain-after: the hand-over to a --takeover server.
     let takeover = match a.drain.drain_after {
         Some(hold) if !r.server_exited => {

@@ -55,3 +55,35 @@ fn drain_figures_text_and_json() {
     };
     assert!(r.json().ends_with(",\"drain\":{\"period_s\":10,\"open\":300,\"closes\":300,\"reconnects\":299,\"reconnect_failed\":1,\"exit_code\":0,\"closes_per_s\":[20,30,30,30,30,30,30,30,30,30,10],\"reconnects_per_s\":[19,30,30,30,30,30,30,30,30,30,10]}}"));
 }
+
+#[test]
+fn server_death_text_and_json() {
+    let log = "[1.0] foo\n[2.0] oom-kill:constraint=CONSTRAINT_NONE,task=uring-comet,pid=4242,uid=0\n[2.1] Out of memory: Killed process 4242 (uring-comet) total-vm:1kB\n";
+    let line = super::death::oom_line(log, 4242).unwrap();
+    assert_eq!(
+        line,
+        "[2.1] Out of memory: Killed process 4242 (uring-comet) total-vm:1kB"
+    );
+    assert_eq!(super::death::oom_line(log, 424), None);
+    let d = super::ServerDeath {
+        exit_code: None,
+        signal: Some(9),
+        oom: Some("x".into()),
+        log_readable: true,
+        connected: 1234,
+    };
+    assert_eq!(
+        d.text(),
+        "server:    DIED signal 9, OOM kill in the kernel log: x; 1234 subscribers connected"
+    );
+    assert_eq!(
+        d.json(),
+        "{\"exit_code\":null,\"signal\":9,\"oom\":\"x\",\"log_readable\":true,\"connected\":1234}"
+    );
+    let r = MillionReport {
+        death: Some(d),
+        ..MillionReport::default()
+    };
+    assert!(r.json().ends_with(",\"server_death\":{\"exit_code\":null,\"signal\":9,\"oom\":\"x\",\"log_readable\":true,\"connected\":1234}}"));
+    assert!(r.text().contains("\nserver:    DIED signal 9"));
+}

@@ -119,6 +119,9 @@ impl MillionReport {
             "load:      before {}, after {}",
             self.loadavg[0], self.loadavg[1]
         );
+        if let Some(d) = &self.death {
+            let _ = writeln!(s, "{}", d.text());
+        }
         for note in &self.notes {
             let _ = writeln!(s, "note:      {note}");
         }
