@@ -133,7 +133,8 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
     let mut fleet = connect(&a, &bin, &mut server, workers, per, &mut r)?;
     let worker_pids = fleet.pids();
     // 3. Everything connected: memory.
-    r.server_rss_loaded = wait_rss_stable(spid, SETTLE)?.0;
+    // A server that died has no RSS left to read: the report says how it ended.
+    r.server_rss_loaded = wait_rss_stable(spid, SETTLE).map_or(0, |(rss, _)| rss);
     r.mem[1] = MemInfo::read();
     if let Ok(m) = (ProcSet {
         roots: worker_pids.clone(),
@@ -142,7 +143,7 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
     {
         (r.workers_rss, r.workers_pss) = (m.rss, m.pss);
     }
-    let cpu_connected = cpu_seconds(spid)?;
+    let cpu_connected = cpu_seconds(spid).unwrap_or(cpu_start);
     let client_cpu1 = cpu_seconds(me)? + worker_cpu(&worker_pids);
     r.server_cpu[0] = cpu_connected - cpu_start;
     r.client_cpu[0] = client_cpu1 - client_cpu0;
@@ -152,7 +153,7 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
         deliver(&a, &fleet, &mut server, &mut r)?;
     }
     after_delivery(&server, &mut r);
-    let cpu_delivered = cpu_seconds(spid)?;
+    let cpu_delivered = cpu_seconds(spid).unwrap_or(cpu_connected);
     let client_cpu2 = cpu_seconds(me)? + worker_cpu(&worker_pids);
     r.server_cpu[1] = cpu_delivered - cpu_connected;
     r.client_cpu[1] = client_cpu2 - client_cpu1;
