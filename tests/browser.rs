@@ -268,6 +268,17 @@ impl Browser {
         }
     }
 
+    /// Opens the demo page of the publish listener on `port` and waits for its title.
+    fn open_demo(&mut self, port: u16) {
+        self.navigate(&format!("http://127.0.0.1:{port}/"));
+        self.wait_for(
+            "document.title",
+            Duration::from_secs(10),
+            "demo page title",
+            |v| v == "uring-comet demo",
+        );
+    }
+
     fn navigate(&mut self, url: &str) {
         let r = self.page("Page.navigate", json!({"url": url}));
         assert!(r.get("errorText").is_none(), "navigating to {url}: {r}");
@@ -433,13 +444,7 @@ fn eventsource_resume_in_chromium() {
     let srv = serve_history(&[]);
     let proxy = Proxy::start(srv.subscriber);
     let mut b = Browser::launch(&chromium);
-    b.navigate(&format!("http://127.0.0.1:{}/", srv.publish.port()));
-    b.wait_for(
-        "document.title",
-        Duration::from_secs(10),
-        "demo page title",
-        |v| v == "uring-comet demo",
-    );
+    b.open_demo(srv.publish.port());
     let url = format!("'http://127.0.0.1:{}/sub/ev'", proxy.addr.port());
     b.eval(&RESUME_SCRIPT.replace("URL", &url));
     let wait = Duration::from_secs(15);
@@ -563,13 +568,7 @@ fn eventsource_token_in_chromium() {
         ..Default::default()
     });
     let mut b = Browser::launch(&chromium);
-    b.navigate(&format!("http://127.0.0.1:{}/", srv.publish.port()));
-    b.wait_for(
-        "document.title",
-        Duration::from_secs(10),
-        "demo page title",
-        |v| v == "uring-comet demo",
-    );
+    b.open_demo(srv.publish.port());
     let base = format!("http://127.0.0.1:{}/sub/tok", srv.subscriber.port());
     let script = TOKEN_SCRIPT
         .replace("WITHOUT", &format!("'{base}'"))
