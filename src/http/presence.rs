@@ -4,7 +4,7 @@
 //!
 //! | what | bytes |
 //! |---|---|
-//! | `GET /presence/<id>` | `{"id":"<id>","connections":N}` |
+//! | `GET /presence/<id>` | `{"id":"<id>","connections":N}` (cluster mode: `,"scope":"node"` too) |
 //! | `POST /presence` | `{"<id>":N,...}`, each id once, in the body's order |
 //! | feed opening | `: presence\nid: <cursor>\n\n` (sets the EventSource's last event ID) |
 //! | an event | `id: <cursor>\nevent: online\ndata: <id>\n\n` (or `offline`) |
@@ -34,9 +34,16 @@ pub enum FeedReset {
     Gone,
 }
 
-/// Appends the reply to `GET /presence/<id>`: `{"id":"<id>","connections":N}`.
-pub fn count(out: &mut Vec<u8>, id: &Id, n: u64, close: bool) {
-    let body = format!("{{\"id\":\"{id}\",\"connections\":{n}}}");
+/// Appends the reply to `GET /presence/<id>`: `{"id":"<id>","connections":N}`, and with
+/// `node_scope` (cluster mode, where N counts this node's connections only)
+/// `{"id":"<id>","connections":N,"scope":"node"}`.
+pub fn count(out: &mut Vec<u8>, id: &Id, n: u64, node_scope: bool, close: bool) {
+    let scope = if node_scope {
+        ",\"scope\":\"node\""
+    } else {
+        ""
+    };
+    let body = format!("{{\"id\":\"{id}\",\"connections\":{n}{scope}}}");
     json(out, body.as_bytes(), close);
 }
 
@@ -102,8 +109,11 @@ mod tests {
     #[test]
     fn count_replies() {
         let mut out = Vec::new();
-        count(&mut out, &Id::parse(b"u7").unwrap(), 3, false);
+        count(&mut out, &Id::parse(b"u7").unwrap(), 3, false, false);
         assert_eq!(body(&out), br#"{"id":"u7","connections":3}"#);
+        let mut out = Vec::new();
+        count(&mut out, &Id::Num(7), 0, true, false);
+        assert_eq!(body(&out), br#"{"id":"7","connections":0,"scope":"node"}"#);
         let ids = [Id::Num(1), Id::parse(b"b").unwrap(), Id::Num(1)];
         let mut out = Vec::new();
         counts(&mut out, &ids, &[2, 0, 2], true);

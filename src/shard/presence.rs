@@ -144,7 +144,9 @@ impl<D: Driver> Shard<D> {
         };
         let mut raw = Vec::new();
         if ask.one {
-            wire::count(&mut raw, &ask.ids[0], u64::from(ask.counts[0]), ask.close);
+            let node = self.cfg.cluster.is_some();
+            let n = u64::from(ask.counts[0]);
+            wire::count(&mut raw, &ask.ids[0], n, node, ask.close);
         } else {
             wire::counts(&mut raw, &ask.ids, &ask.counts, ask.close);
         }
