@@ -71,6 +71,8 @@ pub struct ShardStats {
     pub publish_to_send: crate::metrics::Latency,
     /// Total: zero-copy sends of shared frames submitted (`--zerocopy-min-bytes`).
     pub zerocopy_sends: AtomicU64,
+    /// Total: connections ended by `DELETE /subscribers/<id>` (kick) on this shard.
+    pub kicked: AtomicU64,
 }
 
 impl ShardStats {
@@ -151,5 +153,7 @@ pub fn json(shards: &[ShardStats]) -> String {
     // Appended keys (after the object's first fields, which keep their order).
     out.pop();
     let _ = write!(out, ",\"zerocopy_sends\":{}}}", sum(|s| &s.zerocopy_sends));
+    out.pop();
+    let _ = write!(out, ",\"kicked\":{}}}", sum(|s| &s.kicked));
     out
 }

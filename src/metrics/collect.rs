@@ -45,6 +45,7 @@ const PER_SHARD: &[(&str, &str, MetricType, Field)] = {
         ("history_evicted", "History messages evicted by the memory cap.", C, |s| &s.history_evicted),
         ("recoveries", "Connections that gave a cursor and got every id back.", C, |s| &s.recoveries),
         ("recoveries_failed", "Connections that gave a cursor and lost some id's position.", C, |s| &s.recoveries_failed),
+        ("kicked", "Connections ended by DELETE /subscribers/<id> (kick).", C, |s| &s.kicked),
     ]
 };
 

@@ -91,6 +91,7 @@ impl<D: Driver> Shard<D> {
             Msg::PublishFailed { token, sent } => self.publish_failed(token, sent),
             Msg::RemoteFriends { user, msg } => self.on_remote_friends(user, msg),
             Msg::ClusterReady => self.on_cluster_ready(),
+            Msg::Kick { id, reply } => self.on_kick(&id, reply),
             m @ (Msg::FriendsRoute { .. }
             | Msg::FriendsBatch { .. }
             | Msg::FriendsReplied { .. }

@@ -61,6 +61,7 @@ mod friends;
 mod head;
 mod inbox;
 mod input;
+mod kick;
 mod linger;
 mod output;
 mod placement;

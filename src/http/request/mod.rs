@@ -17,6 +17,7 @@
 use super::{Status, MAX_HEAD, MAX_TARGET};
 use crate::id::IdError;
 
+mod admin;
 mod body;
 mod chunked;
 mod probe;

@@ -67,6 +67,14 @@ pub enum PubRequest {
         /// `HEAD`: the reply has no body.
         head: bool,
     },
+    /// `DELETE /subscribers/<id>`: end every connection logged in under `id` (parsed in
+    /// `admin.rs`).
+    Kick {
+        /// The id whose connections end.
+        id: Id,
+        /// Close after replying.
+        close: bool,
+    },
 }
 
 /// Parses a publish-listener request head: `POST /send/<id>`, `POST /publish/<user>`,
@@ -90,6 +98,9 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
             path == b"/" || matches!(Probe::of_path(path), Some(Probe::Healthz | Probe::Readyz));
         if let (false, Some(t)) = (open, token) {
             authorize(req, t)?;
+        }
+        if let Some(id) = path.strip_prefix(super::admin::SUBSCRIBERS) {
+            return super::admin::kick(req, id, close);
         }
         match req.method {
             Some(m @ ("GET" | "HEAD")) => get(req, path, close, m == "HEAD"),
