@@ -54,14 +54,38 @@ mod tests {
             Head::Done(PubRequest::Kick { close: true, .. }, _)
         ));
         for (head, status) in [
-            (&b"GET /subscribers/1 HTTP/1.1\r\nHost: x\r\n\r\n"[..], Status::MethodNotAllowed),
-            (b"POST /subscribers/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", Status::MethodNotAllowed),
-            (b"PUT /subscribers/1 HTTP/1.1\r\nHost: x\r\n\r\n", Status::MethodNotAllowed),
-            (b"DELETE /subscribers/ HTTP/1.1\r\nHost: x\r\n\r\n", Status::BadRequest),
-            (b"DELETE /subscribers/a%20b HTTP/1.1\r\nHost: x\r\n\r\n", Status::BadRequest),
-            (b"DELETE /subscribers/1/2 HTTP/1.1\r\nHost: x\r\n\r\n", Status::BadRequest),
-            (b"DELETE /subscribers/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", Status::BadRequest),
-            (b"DELETE /subscribers HTTP/1.1\r\nHost: x\r\n\r\n", Status::NotImplemented),
+            (
+                &b"GET /subscribers/1 HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                Status::MethodNotAllowed,
+            ),
+            (
+                b"POST /subscribers/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                Status::MethodNotAllowed,
+            ),
+            (
+                b"PUT /subscribers/1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                Status::MethodNotAllowed,
+            ),
+            (
+                b"DELETE /subscribers/ HTTP/1.1\r\nHost: x\r\n\r\n",
+                Status::BadRequest,
+            ),
+            (
+                b"DELETE /subscribers/a%20b HTTP/1.1\r\nHost: x\r\n\r\n",
+                Status::BadRequest,
+            ),
+            (
+                b"DELETE /subscribers/1/2 HTTP/1.1\r\nHost: x\r\n\r\n",
+                Status::BadRequest,
+            ),
+            (
+                b"DELETE /subscribers/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+                Status::BadRequest,
+            ),
+            (
+                b"DELETE /subscribers HTTP/1.1\r\nHost: x\r\n\r\n",
+                Status::NotImplemented,
+            ),
         ] {
             let what = String::from_utf8_lossy(head);
             assert_eq!(parse_publish(head, None), Head::Refuse(status), "{what}");
