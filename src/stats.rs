@@ -73,6 +73,11 @@ pub struct ShardStats {
     pub zerocopy_sends: AtomicU64,
     /// Total: connections ended by `DELETE /subscribers/<id>` (kick) on this shard.
     pub kicked: AtomicU64,
+    /// Total: subscriber connections answered 429 at `--max-conns-per-ip`.
+    pub per_ip_refused: AtomicU64,
+    /// Gauge: subscriber connections of this shard counted under `--max-conns-per-ip`
+    /// (0 with the limit off).
+    pub per_ip_conns: AtomicU64,
 }
 
 impl ShardStats {
@@ -155,5 +160,12 @@ pub fn json(shards: &[ShardStats]) -> String {
     let _ = write!(out, ",\"zerocopy_sends\":{}}}", sum(|s| &s.zerocopy_sends));
     out.pop();
     let _ = write!(out, ",\"kicked\":{}}}", sum(|s| &s.kicked));
+    out.pop();
+    let _ = write!(
+        out,
+        ",\"per_ip_refused\":{},\"per_ip_conns\":{}}}",
+        sum(|s| &s.per_ip_refused),
+        sum(|s| &s.per_ip_conns)
+    );
     out
 }

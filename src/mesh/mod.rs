@@ -80,6 +80,7 @@ use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
 mod msg;
+pub mod per_ip;
 
 pub use msg::{Msg, ReplyTo, Verdict};
 
@@ -135,6 +136,8 @@ pub struct Mesh {
     shutdown: AtomicBool,
     /// SIGTERM's drain is under way: listeners closed, streams being ended, `/readyz` 503.
     draining: AtomicBool,
+    /// `--max-conns-per-ip`: the subscriber connections of each source address, all shards.
+    pub per_ip: per_ip::PerIp,
 }
 
 impl Mesh {
@@ -146,6 +149,7 @@ impl Mesh {
             doorbell: (0..shards).map(|_| Notify::new()).collect(),
             shutdown: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            per_ip: per_ip::PerIp::default(),
         }
     }
 

@@ -64,6 +64,7 @@ mod input;
 mod kick;
 mod linger;
 mod output;
+mod per_ip;
 mod placement;
 mod poll;
 mod prefix;
@@ -131,6 +132,8 @@ pub struct Shard<D: Driver> {
     zc: zerocopy::Holds,
     /// Stage 6d: `/test/` prefixes of shared frames in flight.
     prefixes: prefix::Prefixes,
+    /// Stage 1b: `--max-conns-per-ip`: each connection's entry in the per-address table.
+    per_ip: per_ip::PerIpSlots,
 }
 
 impl<D: Driver> Shard<D> {
@@ -175,6 +178,7 @@ impl<D: Driver> Shard<D> {
             expiry: expiry::Expiry::new(max_conns),
             zc: zerocopy::Holds::default(),
             prefixes: prefix::Prefixes::default(),
+            per_ip: per_ip::PerIpSlots::new(max_conns),
             mesh,
             stats,
             cfg,
