@@ -101,7 +101,10 @@ impl PerIp {
     /// Addresses with at least one counted connection, and connections counted.
     pub fn totals(&self) -> (u64, u64) {
         let t = self.lock();
-        let conns = t.index.values().map(|&e| u64::from(t.entries[e as usize].1));
+        let conns = t
+            .index
+            .values()
+            .map(|&e| u64::from(t.entries[e as usize].1));
         (t.index.len() as u64, conns.sum())
     }
 }
@@ -131,7 +134,11 @@ mod tests {
         assert_eq!(t.totals(), (0, 0));
         // Entries are reused.
         assert!(t.acquire(b, 1).unwrap() <= 1);
-        assert_eq!(t.acquire(a, 0), None, "limit 0 on a new address admits none");
+        assert_eq!(
+            t.acquire(a, 0),
+            None,
+            "limit 0 on a new address admits none"
+        );
         t.hand(7, e1);
         assert_eq!(t.take_handed(7), Some(e1));
         assert_eq!(t.take_handed(7), None);
