@@ -156,12 +156,9 @@ pub struct ServeArgs {
     /// Subscriber tokens (crate::auth): `--sub-jwt-*`, `--sub-jwks-file`, `--sub-token-cookie`.
     #[command(flatten)]
     pub sub_auth: crate::auth::SubAuthArgs,
-    // --- admin (shard::per_ip, shard::kick) ---
-    /// Most subscriber connections one source address may hold at once, all shards together;
-    /// one more gets `429 Too Many Requests` (`Retry-After: 10`) and is closed. 0: no limit.
-    /// Costs a counter per active address and, while on, 4 bytes per connection.
-    #[arg(long, default_value_t = 0)]
-    pub max_conns_per_ip: u32,
+    /// Admin (crate::admin): `--max-conns-per-ip`.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
 }
 
 /// Parses a byte count (`parse-size`: `256MiB`, `1 GiB`, `64KB`, `100000`). Errors: the
@@ -271,8 +268,8 @@ pub struct ServerConfig {
     pub sub_auth: Option<std::sync::Arc<crate::auth::Verifier>>,
     /// `--zerocopy-min-bytes`: shared frames this long or longer go out zero-copy (0: never).
     pub zerocopy_min_bytes: usize,
-    /// `--max-conns-per-ip`: subscriber connections one address may hold (0: no limit).
-    pub max_conns_per_ip: u32,
+    /// Admin settings: `--max-conns-per-ip`.
+    pub admin: crate::admin::AdminArgs,
 }
 
 /// `--zerocopy-min-bytes`' default (see DESIGN.md, "Shared frames and zero-copy sends").
@@ -351,7 +348,7 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             sub_auth: self.sub_auth.verifier()?,
             zerocopy_min_bytes: self.zerocopy_min_bytes,
-            max_conns_per_ip: self.max_conns_per_ip,
+            admin: self.admin,
         })
     }
 }
@@ -389,7 +386,7 @@ impl ServerConfig {
             metrics_listen: None,
             sub_auth: None,
             zerocopy_min_bytes: DEFAULT_ZEROCOPY_MIN_BYTES,
-            max_conns_per_ip: 0,
+            admin: crate::admin::AdminArgs::default(),
         }
     }
 

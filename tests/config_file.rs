@@ -145,7 +145,7 @@ fn a_file_sets_every_flag() {
     let v = c.sub_auth.as_ref().expect("subscriber tokens on");
     assert_eq!((v.leeway_s(), v.cookie()), (7, Some("uc_token")));
     assert_eq!(c.zerocopy_min_bytes, 8192);
-    assert_eq!(c.max_conns_per_ip, 17);
+    assert_eq!(c.admin.max_conns_per_ip, 17);
 }
 
 #[test]

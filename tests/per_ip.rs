@@ -48,7 +48,7 @@ both_backends! {
 /// closed the count is 0 in `/stats` and `/metrics`.
 fn limit_refuses_then_recovers() {
     let mut cfg = common::server::local(2);
-    cfg.max_conns_per_ip = 3;
+    cfg.admin.max_conns_per_ip = 3;
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
     let mut open = vec![
@@ -83,7 +83,7 @@ fn limit_refuses_then_recovers() {
 /// never sends a request counts while it is open.
 fn server_side_closes_give_the_count_back() {
     let mut cfg = common::server::local(2);
-    cfg.max_conns_per_ip = 2;
+    cfg.admin.max_conns_per_ip = 2;
     let server = start_with(cfg);
     let (s, p) = (server.subscriber_addr(), server.publish_addr());
     let mut st = Stream::open(s, Kind::Sse, "q1");

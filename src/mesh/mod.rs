@@ -80,7 +80,6 @@ use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
 mod msg;
-pub mod per_ip;
 
 pub use msg::{Msg, ReplyTo, Verdict};
 
@@ -137,7 +136,7 @@ pub struct Mesh {
     /// SIGTERM's drain is under way: listeners closed, streams being ended, `/readyz` 503.
     draining: AtomicBool,
     /// `--max-conns-per-ip`: the subscriber connections of each source address, all shards.
-    pub per_ip: per_ip::PerIp,
+    pub per_ip: crate::admin::per_ip::PerIp,
 }
 
 impl Mesh {
@@ -149,7 +148,7 @@ impl Mesh {
             doorbell: (0..shards).map(|_| Notify::new()).collect(),
             shutdown: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            per_ip: per_ip::PerIp::default(),
+            per_ip: crate::admin::per_ip::PerIp::default(),
         }
     }
 

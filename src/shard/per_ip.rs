@@ -5,7 +5,7 @@
 //!
 //! The address is read at accept time (`getpeername` on the fresh socket: once a stream's
 //! socket is an io_uring direct descriptor it cannot be asked any more) and counted in the
-//! process-wide table ([`crate::mesh::per_ip`]). What the close needs to give the count
+//! process-wide table ([`crate::admin::per_ip`]). What the close needs to give the count
 //! back, the connection's entry in that table, is kept in a side table beside the slab,
 //! indexed like it (a `u32` a connection), as `expiry.rs` does for token expiry: the 24-byte
 //! record does not grow, its 2 spare bytes could not name one of more than 65,536 addresses.
@@ -18,9 +18,9 @@ use std::net::IpAddr;
 use std::os::fd::{BorrowedFd, RawFd};
 
 use super::Shard;
+use crate::admin::per_ip::NO_ENTRY;
 use crate::driver::Driver;
 use crate::http::Status;
-use crate::mesh::per_ip::NO_ENTRY;
 use crate::stats::ShardStats;
 
 /// Each connection slot's entry in the per-address table ([`NO_ENTRY`]: not counted).
@@ -74,7 +74,7 @@ impl<D: Driver> Shard<D> {
     /// address, or, at the limit, answered 429 and closed (returns false). Always true with
     /// the limit off.
     pub(super) fn per_ip_admit(&mut self, i: u32) -> bool {
-        let limit = self.cfg.max_conns_per_ip;
+        let limit = self.cfg.admin.max_conns_per_ip;
         if limit == 0 {
             return true;
         }
@@ -101,7 +101,7 @@ impl<D: Driver> Shard<D> {
 
     /// Subscriber `i` is closing: its address's count goes down.
     pub(super) fn per_ip_release(&mut self, i: u32) {
-        if self.cfg.max_conns_per_ip == 0 {
+        if self.cfg.admin.max_conns_per_ip == 0 {
             return;
         }
         let e = self.per_ip.take(i);
@@ -114,7 +114,7 @@ impl<D: Driver> Shard<D> {
     /// Subscriber `i` (socket `fd`) goes to another shard: its count travels with the
     /// socket.
     pub(super) fn per_ip_hand_off(&mut self, i: u32, fd: RawFd) {
-        if self.cfg.max_conns_per_ip == 0 {
+        if self.cfg.admin.max_conns_per_ip == 0 {
             return;
         }
         let e = self.per_ip.take(i);
@@ -127,7 +127,7 @@ impl<D: Driver> Shard<D> {
     /// Socket `fd` handed to this shard: its entry, if it was counted (give it to
     /// [`Shard::per_ip_adopted`] or, if the socket is refused, release it).
     pub(super) fn per_ip_take_handed(&mut self, fd: RawFd) -> u32 {
-        if self.cfg.max_conns_per_ip == 0 {
+        if self.cfg.admin.max_conns_per_ip == 0 {
             return NO_ENTRY;
         }
         self.mesh.per_ip.take_handed(fd).unwrap_or(NO_ENTRY)

@@ -94,7 +94,7 @@ impl<D: Driver> Shard<D> {
             PubRequest::Page { close, head } => self.page(i, close, head),
             PubRequest::Stats { close, head } => self.stats(i, close, head),
             PubRequest::Probe { probe, close, head } => self.probe(i, probe, close, head),
-            PubRequest::Kick { id, close } => self.kick(i, id, close),
+            PubRequest::Kick(k) => self.kick(i, k.id, k.close),
             PubRequest::Edit {
                 a,
                 b,

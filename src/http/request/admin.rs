@@ -10,13 +10,22 @@ use crate::id::Id;
 /// The path prefix of the kick.
 pub(super) const SUBSCRIBERS: &[u8] = b"/subscribers/";
 
-/// `DELETE /subscribers/<id>` (`rest` is the path after [`SUBSCRIBERS`]): a
+/// `DELETE /subscribers/<id>`: end every connection logged in under `id`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Kick {
+    /// The id whose connections end.
+    pub id: Id,
+    /// Close after replying.
+    pub close: bool,
+}
+
+/// `DELETE /subscribers/<id>` (`path` starts with [`SUBSCRIBERS`]): a
 /// [`PubRequest::Kick`]. Errors: 405 (with `Allow: DELETE`) for any other method, 400 for a
 /// bad id (empty, over 128 bytes, a byte outside `[A-Za-z0-9._~-]`, a further `/`) or a
 /// request with a body (none is read, so one would be parsed as the next request).
 pub(super) fn kick(
     req: &httparse::Request<'_, '_>,
-    rest: &[u8],
+    path: &[u8],
     close: bool,
 ) -> Result<PubRequest, Status> {
     if req.method != Some("DELETE") {
@@ -27,12 +36,13 @@ pub(super) fn kick(
     if body {
         return Err(Status::BadRequest);
     }
-    let id = Id::parse(rest).map_err(id_error)?;
-    Ok(PubRequest::Kick { id, close })
+    let id = Id::parse(&path[SUBSCRIBERS.len()..]).map_err(id_error)?;
+    Ok(PubRequest::Kick(Kick { id, close }))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::Kick;
     use crate::http::request::{parse_publish, Head, PubRequest};
     use crate::http::Status;
     use crate::id::Id;
@@ -42,16 +52,16 @@ mod tests {
         assert_eq!(
             parse_publish(b"DELETE /subscribers/42 HTTP/1.1\r\nHost: x\r\n\r\n", None),
             Head::Done(
-                PubRequest::Kick {
+                PubRequest::Kick(Kick {
                     id: Id::Num(42),
                     close: false
-                },
+                }),
                 44
             )
         );
         assert!(matches!(
             parse_publish(b"DELETE /subscribers/a.b HTTP/1.0\r\n\r\n", None),
-            Head::Done(PubRequest::Kick { close: true, .. }, _)
+            Head::Done(PubRequest::Kick(Kick { close: true, .. }), _)
         ));
         for (head, status) in [
             (
@@ -101,7 +111,7 @@ mod tests {
                 b"DELETE /subscribers/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n",
                 t
             ),
-            Head::Done(PubRequest::Kick { .. }, _)
+            Head::Done(PubRequest::Kick(_), _)
         ));
     }
 }

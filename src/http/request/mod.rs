@@ -24,6 +24,7 @@ mod probe;
 mod publish;
 mod subscribe;
 
+pub use admin::Kick;
 pub use chunked::{ChunkedBody, Progress, MAX_CHUNK_LINE};
 pub use probe::Probe;
 pub use publish::{parse_publish, PubRequest};
