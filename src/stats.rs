@@ -118,7 +118,9 @@ pub fn rss_bytes() -> u64 {
 /// (subscribers closed by the send deadline), `direct_slots_in_use` (io_uring fixed-file
 /// table entries held, all shards), `rss_bytes`; friends: `friend_events`, `graph_users`,
 /// `graph_entries` (directed adjacency entries), `graph_heap_bytes`, `graph_rss_bytes` (RSS
-/// grown by the load), `graph_load_us`; `zerocopy_sends` (zero-copy sends of shared frames).
+/// grown by the load), `graph_load_us`; `zerocopy_sends` (zero-copy sends of shared frames);
+/// `kicked` (connections ended by `DELETE /subscribers/<id>`), `per_ip_refused` (429s at
+/// `--max-conns-per-ip`), `per_ip_conns` (subscribers counted under it now).
 pub fn json(shards: &[ShardStats]) -> String {
     let sum =
         |f: fn(&ShardStats) -> &AtomicU64| shards.iter().map(|s| f(s).load(Relaxed)).sum::<u64>();

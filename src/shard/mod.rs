@@ -2,6 +2,7 @@
 //! goes through, one file each, in the order it travels:
 //!
 //! 1. `accept.rs`: multishot accepts; a new socket gets a 24-byte [`Conn`], or a 503 past the cap.
+//! - 1b. `per_ip.rs`: `--max-conns-per-ip`: the count per source address, 429 past it.
 //! 2. `completion.rs`: each completion goes to its stage by its token (operation, connection).
 //! 3. `head.rs`: a subscriber's request head, read into provided buffers and parsed.
 //! 4. `placement.rs`: hand-off to the id's owner, login, install, the response head.
@@ -12,6 +13,7 @@
 //!    `zerocopy.rs`: large shared frames sent zero-copy, held until the kernel's notification;
 //!    `prefix.rs`: `/test/`'s per-connection prefix before a shared frame (a vectored send).
 //! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; routing to the owner.
+//! - 7b. `kick.rs`: `DELETE /subscribers/<id>`: every shard ends its connections under the id.
 //! 8. `replies.rs`: publish replies, in request order once every shard has answered.
 //! 9. `inbox.rs`: the messages of the other shards ([`crate::mesh`]).
 //! 10. `close.rs`: logout, cancel, close after the last completion; head timeouts; the stop;
