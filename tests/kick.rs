@@ -164,3 +164,35 @@ fn kick_refusals() {
     assert_eq!(rest, kicked_end(Kind::Sse, "t1"));
 }
 }
+
+both_backends! {
+/// Cluster mode (two nodes on a real redis-server): the kick is node-scoped for now, and
+/// says so: `{"closed":1,"scope":"node"}`; the node's stream under the id ends, the other
+/// node's keeps receiving.
+fn kick_in_cluster_mode_is_node_scoped() {
+    let redis = Redis::start();
+    let node = || {
+        let mut cfg = common::server::local(2);
+        cfg.cluster = Some(uring_comet::cluster::ClusterConfig::new(&redis.url(), 64).unwrap());
+        let server = start_with(cfg);
+        let up = wait_until(std::time::Duration::from_secs(5), || {
+            json_number(&stats(server.publish_addr()), "cluster_up") == 1.0
+        });
+        assert!(up, "node not connected to Redis");
+        server
+    };
+    let (a, b) = (node(), node());
+    let mut on_a = Stream::open(a.subscriber_addr(), Kind::Raw, "ck");
+    let mut on_b = Stream::open(b.subscriber_addr(), Kind::Raw, "ck");
+    let (head, body) = kick(a.publish_addr(), "ck", None);
+    head.expect_200();
+    assert_eq!(body, r#"{"closed":1,"scope":"node"}"#);
+    let (rest, _) = on_a.c.read_to_close();
+    assert_eq!(rest, kicked_end(Kind::Raw, "ck"));
+    let mut p = Publisher::connect(a.publish_addr());
+    p.client.send(&send_request("ck", b"to B"));
+    let head = p.client.read_head();
+    let _ = p.client.read_body(&head);
+    on_b.expect(b"to B");
+}
+}
