@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+mod choices;
 pub mod file;
+
+pub use choices::{CpuAffinity, LogFormat};
 
 /// Flags of `uring-comet serve`. Each doc line is its `--help`.
 #[derive(Args, Debug, Clone)]
@@ -156,6 +159,9 @@ pub struct ServeArgs {
     /// Subscriber tokens (crate::auth): `--sub-jwt-*`, `--sub-jwks-file`, `--sub-token-cookie`.
     #[command(flatten)]
     pub sub_auth: crate::auth::SubAuthArgs,
+    /// Presence (crate::presence): `--presence-*`, `--friends-presence`.
+    #[command(flatten)]
+    pub presence: crate::presence::PresenceArgs,
     /// Admin (crate::admin): `--max-conns-per-ip`.
     #[command(flatten)]
     pub admin: crate::admin::AdminArgs,
@@ -165,24 +171,6 @@ pub struct ServeArgs {
 /// crate's message.
 fn parse_bytes(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| format!("bad size {s:?}: {e}"))
-}
-
-/// The format of log lines (`--log-format`).
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines (colours on a terminal).
-    Text,
-    /// JSON lines (tracing-subscriber's JSON formatter).
-    Json,
-}
-
-/// Whether shard threads are pinned to CPUs.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CpuAffinity {
-    /// Shard i on the i-th allowed CPU.
-    Auto,
-    /// No pinning.
-    Off,
 }
 
 /// Which data-plane backend the shards run.
@@ -268,6 +256,8 @@ pub struct ServerConfig {
     pub sub_auth: Option<std::sync::Arc<crate::auth::Verifier>>,
     /// `--zerocopy-min-bytes`: shared frames this long or longer go out zero-copy (0: never).
     pub zerocopy_min_bytes: usize,
+    /// Presence events and friends presence (`--presence-*`).
+    pub presence: crate::presence::PresenceConfig,
     /// Admin settings: `--max-conns-per-ip`.
     pub admin: crate::admin::AdminArgs,
 }
@@ -348,6 +338,7 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             sub_auth: self.sub_auth.verifier()?,
             zerocopy_min_bytes: self.zerocopy_min_bytes,
+            presence: (&self.presence).into(),
             admin: self.admin,
         })
     }
@@ -386,6 +377,7 @@ impl ServerConfig {
             metrics_listen: None,
             sub_auth: None,
             zerocopy_min_bytes: DEFAULT_ZEROCOPY_MIN_BYTES,
+            presence: Default::default(),
             admin: crate::admin::AdminArgs::default(),
         }
     }

@@ -70,6 +70,8 @@ mod per_ip;
 mod placement;
 mod poll;
 mod prefix;
+mod presence;
+mod presence_req;
 mod probes;
 mod publish;
 mod replay;
@@ -134,6 +136,8 @@ pub struct Shard<D: Driver> {
     zc: zerocopy::Holds,
     /// Stage 6d: `/test/` prefixes of shared frames in flight.
     prefixes: prefix::Prefixes,
+    /// Stage 15: presence counts, events and feeds.
+    presence: presence::PresenceState,
     /// Stage 1b: `--max-conns-per-ip`: each connection's entry in the per-address table.
     per_ip: per_ip::PerIpSlots,
 }
@@ -157,10 +161,14 @@ impl<D: Driver> Shard<D> {
             .ok()
             .and_then(|a| a.as_socket())
             .map_or(0, |a| a.port());
+        let mut router = Router::new(me, shards, max_conns + cfg.max_conns / shards);
+        if cfg.presence.edges() {
+            router.enable_presence(cfg.presence.debounce_ms);
+        }
         Shard {
             me,
             driver,
-            router: Router::new(me, shards, max_conns + cfg.max_conns / shards),
+            router,
             outbox: Outbox::new(shards),
             conns: Slab::with_capacity(max_conns),
             accept: accept::Accept::new([sub, publ], max_conns),
@@ -180,6 +188,7 @@ impl<D: Driver> Shard<D> {
             expiry: expiry::Expiry::new(max_conns),
             zc: zerocopy::Holds::default(),
             prefixes: prefix::Prefixes::default(),
+            presence: presence::PresenceState::new(),
             per_ip: per_ip::PerIpSlots::new(max_conns),
             mesh,
             stats,
