@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+mod choices;
 pub mod file;
+
+pub use choices::{CpuAffinity, LogFormat};
 
 /// Flags of `uring-comet serve`. Each doc line is its `--help`.
 #[derive(Args, Debug, Clone)]
@@ -159,30 +162,15 @@ pub struct ServeArgs {
     /// Presence (crate::presence): `--presence-*`, `--friends-presence`.
     #[command(flatten)]
     pub presence: crate::presence::PresenceArgs,
+    /// Admin (crate::admin): `--max-conns-per-ip`.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
 }
 
 /// Parses a byte count (`parse-size`: `256MiB`, `1 GiB`, `64KB`, `100000`). Errors: the
 /// crate's message.
 fn parse_bytes(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| format!("bad size {s:?}: {e}"))
-}
-
-/// The format of log lines (`--log-format`).
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines (colours on a terminal).
-    Text,
-    /// JSON lines (tracing-subscriber's JSON formatter).
-    Json,
-}
-
-/// Whether shard threads are pinned to CPUs.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CpuAffinity {
-    /// Shard i on the i-th allowed CPU.
-    Auto,
-    /// No pinning.
-    Off,
 }
 
 /// Which data-plane backend the shards run.
@@ -270,6 +258,8 @@ pub struct ServerConfig {
     pub zerocopy_min_bytes: usize,
     /// Presence events and friends presence (`--presence-*`).
     pub presence: crate::presence::PresenceConfig,
+    /// Admin settings: `--max-conns-per-ip`.
+    pub admin: crate::admin::AdminArgs,
 }
 
 /// `--zerocopy-min-bytes`' default (see DESIGN.md, "Shared frames and zero-copy sends").
@@ -349,6 +339,7 @@ impl ServeArgs {
             sub_auth: self.sub_auth.verifier()?,
             zerocopy_min_bytes: self.zerocopy_min_bytes,
             presence: (&self.presence).into(),
+            admin: self.admin,
         })
     }
 }
@@ -387,6 +378,7 @@ impl ServerConfig {
             sub_auth: None,
             zerocopy_min_bytes: DEFAULT_ZEROCOPY_MIN_BYTES,
             presence: Default::default(),
+            admin: crate::admin::AdminArgs::default(),
         }
     }
 

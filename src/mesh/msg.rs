@@ -270,4 +270,14 @@ pub enum Msg {
         /// Online (true) or offline.
         online: bool,
     },
+    // --- admin (shard::kick) ---
+    /// Publisher's shard -> every other shard (`DELETE /subscribers/<id>`): end each local
+    /// connection logged in under `id` with its transport's proper end; answered with a
+    /// `Replied` (`more: None`) counting them.
+    Kick {
+        /// The id whose connections end.
+        id: Id,
+        /// Where the `Replied` goes.
+        reply: ReplyTo,
+    },
 }

@@ -205,6 +205,7 @@ impl<D: Driver> Shard<D> {
             }
         } else {
             ShardStats::sub(&self.st().subscribers, 1);
+            self.per_ip_release(i);
         }
         let conn = &mut self.conns[i];
         // LINGER reuses CHUNKED's bit, which means nothing once closing.

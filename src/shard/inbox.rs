@@ -95,6 +95,7 @@ impl<D: Driver> Shard<D> {
             Msg::PresenceCounts { token, counts } => self.on_presence_counts(token, &counts),
             Msg::PresenceEdge { id, online } => self.on_presence_edge(id, online),
             Msg::PresenceEvent { seq, id, online } => self.on_presence_event(seq, id, online),
+            Msg::Kick { id, reply } => self.on_kick(&id, reply),
             m @ (Msg::FriendsRoute { .. }
             | Msg::FriendsBatch { .. }
             | Msg::FriendsReplied { .. }

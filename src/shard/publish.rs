@@ -100,6 +100,7 @@ impl<D: Driver> Shard<D> {
             PubRequest::Stats { close, head } => self.stats(i, close, head),
             PubRequest::Probe { probe, close, head } => self.probe(i, probe, close, head),
             PubRequest::Presence(p) => return self.on_presence_request(i, p, n, inbuf, at),
+            PubRequest::Kick(k) => self.kick(i, k.id, k.close),
             PubRequest::Edit {
                 a,
                 b,

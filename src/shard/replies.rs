@@ -43,6 +43,8 @@ pub(super) enum ReplyKind {
     Friends,
     /// `PUT|DELETE /friends/<a>/<b>`: `{"changed":true|false}`.
     Edit,
+    /// `DELETE /subscribers/<id>`: `{"closed":N}` (`shard::kick`).
+    Kick,
 }
 
 impl Pending {
@@ -64,7 +66,7 @@ impl Pending {
 
     /// A publish of `kind` on connection `conn` awaiting its replies.
     pub(super) fn awaiting(conn: u32, kind: ReplyKind, close: bool) -> Pending {
-        let friends = kind != ReplyKind::Send;
+        let friends = matches!(kind, ReplyKind::Friends | ReplyKind::Edit);
         Pending {
             conn,
             remaining: 0,
@@ -283,6 +285,10 @@ impl<D: Driver> Shard<D> {
                     response::friends_delivered(buf, p.friends, p.count, forward, p.close)
                 }
                 (None, ReplyKind::Edit) => response::edit(buf, p.count > 0, p.failed, p.close),
+                (None, ReplyKind::Kick) => {
+                    let cluster = self.cfg.cluster.is_some();
+                    response::kicked(buf, p.count, None, cluster, p.close)
+                }
             }
             if p.close || (p.kind == ReplyKind::Edit && p.failed) {
                 // Nothing after a reply that closes: drop later pipelined requests.

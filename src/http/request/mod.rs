@@ -18,6 +18,7 @@
 use super::{Status, MAX_HEAD, MAX_TARGET};
 use crate::id::IdError;
 
+mod admin;
 mod body;
 mod chunked;
 mod presence;
@@ -25,6 +26,7 @@ mod probe;
 mod publish;
 mod subscribe;
 
+pub use admin::Kick;
 pub use chunked::{ChunkedBody, Progress, MAX_CHUNK_LINE};
 pub use presence::{presence_ids, PresenceRequest, MAX_PRESENCE_IDS};
 pub use probe::Probe;

@@ -3,7 +3,7 @@
 //! /stats` and `GET /` (the demo page); and the bearer-token check in front of them.
 
 use super::body::{body, Body};
-use super::{header, id_error, parse_with, path_of, wants_close, Head, Probe};
+use super::{admin, header, id_error, parse_with, path_of, wants_close, Head, Probe};
 use crate::http::Status;
 use crate::id::Id;
 
@@ -69,11 +69,13 @@ pub enum PubRequest {
         /// `HEAD`: the reply has no body.
         head: bool,
     },
+    /// `DELETE /subscribers/<id>`: end every connection logged in under the id.
+    Kick(super::Kick),
 }
 
 /// Parses a publish-listener request head: `POST /send/<id>`, `POST /publish/<user>`,
 /// `PUT|DELETE /friends/<a>/<b>`, `GET /stats`, or a [`Probe`] (`/metrics`, `/healthz`,
-/// `/readyz`).
+/// `/readyz`); `DELETE /subscribers/<id>` in `admin.rs` (405 for another method).
 ///
 /// Refusals: 400 (malformed head, bad id, bad Content-Length, `Transfer-Encoding` together
 /// with `Content-Length` or on HTTP/1.0), 404 (other paths), 411 (POST without a body
@@ -94,6 +96,7 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
             authorize(req, t)?;
         }
         match req.method {
+            _ if path.starts_with(admin::SUBSCRIBERS) => admin::kick(req, path, close),
             Some(m @ ("GET" | "HEAD")) => get(req, path, close, m == "HEAD"),
             Some("POST") => post(req, path, close),
             // `curl -T` (an upload of unknown length) sends PUT: a publish all the same.
