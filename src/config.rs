@@ -14,13 +14,15 @@ pub use choices::{CpuAffinity, LogFormat};
 /// Flags of `uring-comet serve`. Each doc line is its `--help`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Subscriber listener address (GET /test/<ids>, /sub/<ids>: chunked, SSE, WebSocket).
+    /// Subscriber listener address (GET /test/<ids>, /sub/<ids>: chunked, SSE, WebSocket;
+    /// GET /poll/<ids>).
     /// Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Publish listener address (POST /send/<id>, GET /stats, GET /metrics, /healthz,
-    /// /readyz; with --friends also POST
-    /// /publish/<user>, PUT|DELETE /friends/<a>/<b>). Port 0 picks a free port.
+    /// Publish listener address (POST /send/<id>, GET /stats, /metrics, /healthz, /readyz,
+    /// GET /presence/<id>, POST /presence, GET /events/presence, DELETE /subscribers/<id>;
+    /// with --friends also POST /publish/<user>, PUT|DELETE /friends/<a>/<b>). Port 0 picks
+    /// a free port.
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub publish_listen: SocketAddr,
     /// Number of shards (threads, each with its own ring and listeners); default: available cores.
