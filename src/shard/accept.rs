@@ -1,5 +1,13 @@
 //! Stage 1, accept: the multishot accepts on this shard's two SO_REUSEPORT listeners, the
 //! pause after an accept error, and the 503 a connection over `--max-conns` gets.
+//!
+//! `--max-conns` bounds the connections of all shards together, read from every shard's
+//! `subscribers` and `publishers` gauges (a few relaxed loads per accept and per turn), not
+//! an equal share per shard: a shard may rightly hold more than its share, because a stream
+//! lives on its id's owner (`--placement owner`) and a connection still sending its head
+//! counts on the shard that accepted it until it is handed over. With shares, a
+//! `--takeover` server answered 503 in a drain's reconnect storm while holding 93% of its
+//! limit (issue 16: one shard's owned streams plus the heads it was reading passed its half).
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,14 +37,15 @@ pub(super) struct Accept {
     /// Accepts that failed since the last one that succeeded (the first is logged at warn,
     /// the rest at debug, the recovery at info: an fd shortage logs 3 lines, not 10 a second).
     failures: u64,
-    /// This shard's share of `--max-conns`.
+    /// `--max-conns`: the most connections of all shards together.
     max_conns: usize,
     /// The 503 a connection over `--max-conns` (or arriving while stopping) gets.
     unavailable: Box<[u8]>,
 }
 
 impl Accept {
-    /// Accepts on `listeners` (subscriber, publish) for at most `max_conns` connections.
+    /// Accepts on `listeners` (subscriber, publish) while the server (every shard) holds fewer
+    /// than `max_conns` connections.
     pub(super) fn new(listeners: [OwnedFd; 2], max_conns: usize) -> Accept {
         let mut raw = Vec::new();
         response::error_text(
@@ -87,9 +96,9 @@ impl<D: Driver> Shard<D> {
                 }
             }
         }
-        // At its share of `--max-conns` the shard still accepts, to answer 503: not ready
-        // for new connections (`/readyz`) until one closes.
-        let ready = u64::from(self.conns.len() < self.accept.max_conns);
+        // At `--max-conns` the shard still accepts, to answer 503: not ready for new
+        // connections (`/readyz`) until one closes.
+        let ready = u64::from(self.held_total() < self.accept.max_conns);
         if self.st().accepting.load(Relaxed) != ready {
             self.st().accepting.store(ready, Relaxed);
         }
@@ -191,15 +200,39 @@ impl<D: Driver> Shard<D> {
     }
 
     /// Whether this shard takes socket `fd` (fresh from accept, or handed over): if it is
-    /// stopping, draining or at its share of `--max-conns`, answers 503, closes `fd` and
-    /// counts it.
+    /// stopping or draining, or the server holds `--max-conns` connections (every shard
+    /// together; a handed-over one is counted by no shard while it travels), answers 503,
+    /// closes `fd` and counts it.
     pub(super) fn admit(&mut self, fd: RawFd) -> bool {
-        if self.lp.stopping() || self.drain.started() || self.conns.len() >= self.accept.max_conns {
+        let held = self.held_total();
+        if self.lp.stopping() || self.drain.started() || held >= self.accept.max_conns {
+            tracing::debug!(
+                shard = self.me,
+                stopping = self.lp.stopping(),
+                draining = self.drain.started(),
+                held,
+                max_conns = self.accept.max_conns,
+                "503 to a new connection"
+            );
             ShardStats::add(&self.st().rejected, 1);
             refuse_unheld(fd, &self.accept.unavailable);
             return false;
         }
         true
+    }
+}
+
+impl<D: Driver> Shard<D> {
+    /// Connections held by every shard together: their `subscribers` and `publishers`
+    /// gauges, each written only by its own shard (relaxed loads; another shard's accept or
+    /// close in the same instant may be missed by one).
+    fn held_total(&self) -> usize {
+        let held: u64 = self
+            .stats
+            .iter()
+            .map(|s| s.subscribers.load(Relaxed) + s.publishers.load(Relaxed))
+            .sum();
+        held as usize
     }
 }
 

@@ -157,7 +157,7 @@ impl<D: Driver> Shard<D> {
             router: Router::new(me, shards, max_conns + cfg.max_conns / shards),
             outbox: Outbox::new(shards),
             conns: Slab::with_capacity(max_conns),
-            accept: accept::Accept::new([sub, publ], max_conns),
+            accept: accept::Accept::new([sub, publ], cfg.max_conns),
             head_bufs: head::HeadBufs::new(),
             heads: placement::StreamHeads::new(&cfg.cors_origin),
             input: input::Input::new(),
