@@ -155,6 +155,9 @@ pub struct ServeArgs {
     /// Subscriber tokens (crate::auth): `--sub-jwt-*`, `--sub-jwks-file`, `--sub-token-cookie`.
     #[command(flatten)]
     pub sub_auth: crate::auth::SubAuthArgs,
+    /// Presence (crate::presence): `--presence-*`, `--friends-presence`.
+    #[command(flatten)]
+    pub presence: crate::presence::PresenceArgs,
 }
 
 /// Parses a byte count (`parse-size`: `256MiB`, `1 GiB`, `64KB`, `100000`). Errors: the
@@ -264,6 +267,8 @@ pub struct ServerConfig {
     pub sub_auth: Option<std::sync::Arc<crate::auth::Verifier>>,
     /// `--zerocopy-min-bytes`: shared frames this long or longer go out zero-copy (0: never).
     pub zerocopy_min_bytes: usize,
+    /// Presence events and friends presence (`--presence-*`).
+    pub presence: crate::presence::PresenceConfig,
 }
 
 /// `--zerocopy-min-bytes`' default (see DESIGN.md, "Shared frames and zero-copy sends").
@@ -342,6 +347,7 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             sub_auth: self.sub_auth.verifier()?,
             zerocopy_min_bytes: self.zerocopy_min_bytes,
+            presence: (&self.presence).into(),
         })
     }
 }
@@ -379,6 +385,7 @@ impl ServerConfig {
             metrics_listen: None,
             sub_auth: None,
             zerocopy_min_bytes: DEFAULT_ZEROCOPY_MIN_BYTES,
+            presence: Default::default(),
         }
     }
 
