@@ -141,7 +141,7 @@ impl<D: Driver> Shard<D> {
         } else if self.router.presence_waiting() {
             // An offline edge waits for its debounce: decided within 50 ms of it.
             Duration::from_millis(50)
-        } else if (self.lp.held && self.conns.is_empty()) {
+        } else if self.lp.held && self.conns.is_empty() {
             RELEASE_QUIET
         } else {
             Duration::from_secs(1)
