@@ -28,9 +28,8 @@ pub struct ServeArgs {
     /// Number of shards (threads, each with its own ring and listeners); default: available cores.
     #[arg(long)]
     pub shards: Option<usize>,
-    /// Most subscriber and publisher connections held at once, all shards together; each
-    /// shard takes an equal share (SO_REUSEPORT spreads new connections by hash, so one
-    /// shard may fill its share a little before the total is reached).
+    /// Most subscriber and publisher connections held at once, all shards together (any
+    /// one shard may hold more than an equal share); a connection over it is answered 503.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_conns: usize,
     /// Most bytes of output queued for one subscriber before it is disconnected as too slow.

@@ -12,7 +12,7 @@ mod drain;
 mod text;
 
 pub(crate) use death::ServerDeath;
-pub(crate) use drain::DrainFigures;
+pub(crate) use drain::{DrainFigures, TakeoverCounts};
 
 #[cfg(test)]
 mod tests;

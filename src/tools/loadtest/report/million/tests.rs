@@ -40,20 +40,33 @@ fn drain_figures_text_and_json() {
         reconnects_per_s: vec![19, 30, 30, 30, 30, 30, 30, 30, 30, 30, 10],
         reconnect_failed: 1,
         exit_code: Some(0),
+        takeover: None,
     };
     assert_eq!((d.closes(), d.reconnects()), (300, 299));
     assert_eq!(
         d.json(),
-        "{\"period_s\":10,\"open\":300,\"closes\":300,\"reconnects\":299,\"reconnect_failed\":1,\"exit_code\":0,\"closes_per_s\":[20,30,30,30,30,30,30,30,30,30,10],\"reconnects_per_s\":[19,30,30,30,30,30,30,30,30,30,10]}"
+        "{\"period_s\":10,\"open\":300,\"closes\":300,\"reconnects\":299,\"reconnect_failed\":1,\"exit_code\":0,\"closes_per_s\":[20,30,30,30,30,30,30,30,30,30,10],\"reconnects_per_s\":[19,30,30,30,30,30,30,30,30,30,10],\"takeover\":null}"
     );
     let t = d.text();
     assert!(t.contains("300 seen by the clients, peak 30/s"), "{t}");
     assert!(t.contains("even pace 30/s"), "{t}");
     let r = MillionReport {
-        drain: Some(d),
+        drain: Some(d.clone()),
         ..MillionReport::default()
     };
-    assert!(r.json().ends_with(",\"drain\":{\"period_s\":10,\"open\":300,\"closes\":300,\"reconnects\":299,\"reconnect_failed\":1,\"exit_code\":0,\"closes_per_s\":[20,30,30,30,30,30,30,30,30,30,10],\"reconnects_per_s\":[19,30,30,30,30,30,30,30,30,30,10]}}"));
+    assert!(r.json().ends_with(",\"drain\":{\"period_s\":10,\"open\":300,\"closes\":300,\"reconnects\":299,\"reconnect_failed\":1,\"exit_code\":0,\"closes_per_s\":[20,30,30,30,30,30,30,30,30,30,10],\"reconnects_per_s\":[19,30,30,30,30,30,30,30,30,30,10],\"takeover\":null}}"));
+    let with = DrainFigures {
+        takeover: Some(super::TakeoverCounts {
+            rejected_at_capacity: 1,
+            head_timeouts: 0,
+            accept_errors: 7,
+        }),
+        ..d
+    };
+    assert!(with.json().ends_with(
+        ",\"takeover\":{\"rejected_at_capacity\":1,\"head_timeouts\":0,\"accept_errors\":7}}"
+    ));
+    assert!(with.text().contains("\n  takeover server: 1 answered 503 (--max-conns or stopping), 0 answered 408 (--head-timeout), 7 accepts failed"));
 }
 
 #[test]
