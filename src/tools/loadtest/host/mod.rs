@@ -6,9 +6,11 @@
 //! - [`procmem`]: memory and CPU of a set of processes, and the kernel's memory (`compare`).
 //! - [`memlog`]: the memory log (`--mem-log`), written by a background thread.
 //! - [`redis_server`]: a redis-server child for `loadtest --nodes`.
+//! - [`slabinfo`]: /proc/slabinfo, per cache, and the change between two readings.
 
 pub(crate) mod child;
 pub(crate) mod memlog;
 pub(crate) mod proc;
 pub(crate) mod procmem;
 pub(crate) mod redis_server;
+pub(crate) mod slabinfo;

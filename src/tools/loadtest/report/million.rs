@@ -9,10 +9,12 @@ use crate::tools::loadtest::jobs::million::fleet::MemInfo;
 
 mod death;
 mod drain;
+pub(crate) mod kernel;
 mod text;
 
 pub(crate) use death::ServerDeath;
 pub(crate) use drain::DrainFigures;
+pub(crate) use kernel::{Breakdown, Snapshot};
 
 #[cfg(test)]
 mod tests;
@@ -117,6 +119,10 @@ pub(crate) struct MillionReport {
     pub drain: Option<DrainFigures>,
     /// The server died during the run: how, see [`ServerDeath`].
     pub death: Option<ServerDeath>,
+    /// Where the memory per connection went (slab caches, page tables...), see [`Breakdown`].
+    pub breakdown: Option<Breakdown>,
+    /// The run held its subscribers on a hold peer, not the server (`--hold-peer`).
+    pub hold_peer: bool,
 }
 
 impl MillionReport {
@@ -297,6 +303,10 @@ impl MillionReport {
         if let Some(d) = &self.death {
             s.pop(); // the closing brace
             let _ = write!(s, ",\"server_death\":{}}}", d.json());
+        }
+        if let Some(b) = &self.breakdown {
+            s.pop(); // the closing brace
+            let _ = write!(s, ",\"hold_peer\":{},\"breakdown\":{}}}", self.hold_peer, b.json());
         }
         s
     }

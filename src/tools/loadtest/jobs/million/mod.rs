@@ -28,6 +28,7 @@ mod deliver;
 mod drain;
 pub(crate) mod fleet;
 mod progress;
+mod split;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -44,7 +45,6 @@ use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::{
     cpu_seconds, nofile_short_of, rss_bytes, wait_rss_stable,
 };
-use crate::tools::loadtest::host::procmem::ProcSet;
 use crate::tools::loadtest::report::million::{MillionReport, ServerDeath};
 use connect::{connect_phase, plans};
 use deliver::{after_delivery, deliver};
@@ -127,7 +127,7 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
     let (mut server, cpu_start) = start_server(&a, &mut r, workers, per)?;
     let spid = server.pid;
     // 2. Connect.
-    r.mem[0] = MemInfo::read();
+    let snap0 = split::snapshot(&mut r, 0);
     let me = std::process::id();
     let client_cpu0 = cpu_seconds(me)?;
     let mut fleet = connect(&a, &bin, &mut server, workers, per, &mut r)?;
@@ -135,14 +135,8 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
     // 3. Everything connected: memory.
     // A server that died has no RSS left to read: the report says how it ended.
     r.server_rss_loaded = wait_rss_stable(spid, SETTLE).map_or(0, |(rss, _)| rss);
-    r.mem[1] = MemInfo::read();
-    if let Ok(m) = (ProcSet {
-        roots: worker_pids.clone(),
-    })
-    .mem()
-    {
-        (r.workers_rss, r.workers_pss) = (m.rss, m.pss);
-    }
+    let snap1 = split::snapshot(&mut r, 1);
+    split::connected_memory(&mut r, &worker_pids, [&snap0, &snap1]);
     let cpu_connected = cpu_seconds(spid).unwrap_or(cpu_start);
     let client_cpu1 = cpu_seconds(me)? + worker_cpu(&worker_pids);
     r.server_cpu[0] = cpu_connected - cpu_start;

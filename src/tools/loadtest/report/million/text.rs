@@ -12,6 +12,9 @@ impl MillionReport {
         self.write_run(&mut s);
         self.write_processes(&mut s);
         self.write_memory(&mut s);
+        if let Some(b) = &self.breakdown {
+            s.push_str(&b.text());
+        }
         self.write_end(&mut s);
         if let Some(d) = &self.drain {
             if !s.ends_with('\n') {
