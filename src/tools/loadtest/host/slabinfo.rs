@@ -29,6 +29,9 @@ pub(crate) struct SlabCache {
     pub pages_per_slab: u64,
     /// Slabs held.
     pub num_slabs: u64,
+    /// Its objects count as reclaimable (SReclaimable; MemAvailable counts them as
+    /// available): `/sys/kernel/slab/NAME/reclaim_account` is 1. Not in /proc/slabinfo.
+    pub reclaimable: bool,
 }
 
 impl SlabCache {
@@ -56,6 +59,8 @@ pub(crate) struct SlabDelta {
     pub objs: i64,
     /// Change of the bytes of pages the cache holds.
     pub bytes: i64,
+    /// The cache is reclaimable ([`SlabCache::reclaimable`]).
+    pub reclaimable: bool,
 }
 
 /// The page size, bytes.
@@ -64,10 +69,15 @@ pub(crate) fn page_size() -> u64 {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64
 }
 
-/// Reads /proc/slabinfo; `None` if it cannot be read (not root) or has no cache line.
+/// Reads /proc/slabinfo, and for each cache `/sys/kernel/slab/NAME/reclaim_account`; `None`
+/// if /proc/slabinfo cannot be read (not root) or has no cache line.
 pub(crate) fn read() -> Option<SlabInfo> {
     let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
-    let info = parse(&text);
+    let mut info = parse(&text);
+    for c in &mut info.caches {
+        let f = format!("/sys/kernel/slab/{}/reclaim_account", c.name);
+        c.reclaimable = std::fs::read_to_string(f).is_ok_and(|t| t.trim() == "1");
+    }
     (!info.caches.is_empty()).then_some(info)
 }
 
@@ -96,11 +106,13 @@ fn parse_line(line: &str) -> Option<SlabCache> {
         objsize,
         pages_per_slab,
         num_slabs,
+        reclaimable: false,
     })
 }
 
 impl SlabInfo {
     /// Bytes of pages held by every cache together.
+    #[cfg(test)]
     pub(crate) fn total_bytes(&self, page: u64) -> u64 {
         self.caches.iter().map(|c| c.bytes(page)).sum()
     }
@@ -121,16 +133,22 @@ impl SlabInfo {
                     objsize: c.objsize,
                     objs: c.active_objs as i64 - b.active_objs as i64,
                     bytes: c.bytes(page) as i64 - b.bytes(page) as i64,
+                    reclaimable: c.reclaimable,
                 }
             })
             .collect();
         let now: HashMap<&str, ()> = self.caches.iter().map(|c| (c.name.as_str(), ())).collect();
-        for b in before.caches.iter().filter(|b| !now.contains_key(b.name.as_str())) {
+        for b in before
+            .caches
+            .iter()
+            .filter(|b| !now.contains_key(b.name.as_str()))
+        {
             out.push(SlabDelta {
                 name: b.name.clone(),
                 objsize: b.objsize,
                 objs: -(b.active_objs as i64),
                 bytes: -(b.bytes(page) as i64),
+                reclaimable: b.reclaimable,
             });
         }
         out
@@ -158,11 +176,14 @@ mod tests {
                 objsize: 2368,
                 pages_per_slab: 8,
                 num_slabs: 9,
+                reclaimable: false,
             }
         );
         assert_eq!(tcp.bytes(4096), 9 * 8 * 4096);
         assert!(s.total_bytes(4096) > 0);
-        assert!(parse("slabinfo - version: 2.1\nbad line\n").caches.is_empty());
+        assert!(parse("slabinfo - version: 2.1\nbad line\n")
+            .caches
+            .is_empty());
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub struct MillionArgs {
     /// worker signs one per connection (`sub` its id) as it connects.
     #[arg(long)]
     pub sub_token: bool,
+    /// `--hold-peer` and `--split`: the generator's own memory.
+    #[command(flatten)]
+    pub split: split::SplitFlags,
 }
 
 /// Longest wait for the server's RSS to settle.
@@ -119,18 +122,27 @@ fn say(msg: &str) {
 
 /// Runs `loadtest million`; fails (non-zero exit) on any loss, after printing the report.
 pub(crate) fn run(a: MillionArgs) -> Result<()> {
-    let (workers, per) = validate(&a)?;
-    let mut r = new_report(&a, workers, per);
+    let baseline = split::baseline(&a, run_once)?;
+    let mut r = run_once(&a, a.split.hold_peer)?;
+    split::apply(&mut r, baseline);
+    finish(&a, &r)
+}
+
+/// One run: subscribers held by the server, or with `hold` by the hold peer (no delivery).
+fn run_once(a: &MillionArgs, hold: bool) -> Result<MillionReport> {
+    let (workers, per) = validate(a)?;
+    let mut r = new_report(a, workers, per);
+    r.hold_peer = hold;
     let peak = PeakSampler::start()?;
     // 1. The server.
     let bin = std::env::current_exe()?;
-    let (mut server, cpu_start) = start_server(&a, &mut r, workers, per)?;
+    let (mut server, cpu_start) = start_server(a, &mut r, workers, per, hold)?;
     let spid = server.pid;
     // 2. Connect.
     let snap0 = split::snapshot(&mut r, 0);
     let me = std::process::id();
     let client_cpu0 = cpu_seconds(me)?;
-    let mut fleet = connect(&a, &bin, &mut server, workers, per, &mut r)?;
+    let mut fleet = connect(a, &bin, &mut server, workers, per, &mut r)?;
     let worker_pids = fleet.pids();
     // 3. Everything connected: memory.
     // A server that died has no RSS left to read: the report says how it ended.
@@ -142,11 +154,13 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
     r.server_cpu[0] = cpu_connected - cpu_start;
     r.client_cpu[0] = client_cpu1 - client_cpu0;
     // 4. One message to every id.
-    if r.connected > 0 && server.alive() {
+    if r.connected > 0 && server.alive() && !hold {
         // Even when the connect phase stopped short: what did arrive on the streams held?
-        deliver(&a, &fleet, &mut server, &mut r)?;
+        deliver(a, &fleet, &mut server, &mut r)?;
     }
-    after_delivery(&server, &mut r);
+    if !hold {
+        after_delivery(&server, &mut r);
+    }
     let cpu_delivered = cpu_seconds(spid).unwrap_or(cpu_connected);
     let client_cpu2 = cpu_seconds(me)? + worker_cpu(&worker_pids);
     r.server_cpu[1] = cpu_delivered - cpu_connected;
@@ -159,11 +173,11 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
         .map(|st| ServerDeath::from_status(spid, st, r.connected));
     // 4b. With --drain-after: the hand-over to a --takeover server.
     let takeover = match a.drain.drain_after {
-        Some(hold) if !r.server_exited => {
-            let head = server_head(&a);
+        Some(hold_s) if !r.server_exited && !hold => {
+            let head = server_head(a);
             Some(drain::drain_phase(
-                &a,
-                hold,
+                a,
+                hold_s,
                 &fleet,
                 &mut server,
                 head,
@@ -173,7 +187,7 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
         _ => None,
     };
     // 5. Close: verdicts, resets, then the server.
-    let worker_cpu_total = close(&a, &mut fleet, &mut r);
+    let worker_cpu_total = close(a, &mut fleet, &mut r);
     r.client_cpu[2] = cpu_seconds(me)? - client_cpu0 + worker_cpu_total;
     drop(fleet);
     drop(server);
@@ -184,7 +198,7 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
     r.tcp_mem_peak = peak.tcp_mem.load(Relaxed);
     drop(peak);
     r.loadavg[1] = loadavg();
-    finish(&a, &r)
+    Ok(r)
 }
 
 /// Rejects flags the job cannot run with and raises the fd limit the workers inherit; the
@@ -241,9 +255,15 @@ fn start_server(
     r: &mut MillionReport,
     workers: u64,
     per: u64,
+    hold: bool,
 ) -> Result<(ServerGuard, f64)> {
     let (server_bin, args) = a.server.command(server_head(a), None)?;
-    let server = ServerGuard::start(&server_bin, &args, a.server.server_log.as_ref())?;
+    let log = a.server.server_log.as_ref();
+    let server = if hold {
+        ServerGuard::start_hold_peer(&std::env::current_exe()?, log)?
+    } else {
+        ServerGuard::start(&server_bin, &args, log)?
+    };
     let spid = server.pid;
     let cpu_start = cpu_seconds(spid)?;
     r.server_rss_idle = wait_rss_stable(spid, SETTLE)?.0;

@@ -54,8 +54,8 @@ const NAMED: [&str; 12] = [
 
 /// The row of the server's RSS growth (in a hold-peer run: the peer's).
 pub(crate) const ROW_SERVER_RSS: &str = "server RSS";
-/// The row of the load generator's RSS (workers' PSS + the parent's RSS).
-pub(crate) const ROW_CLIENT_RSS: &str = "generator RSS";
+/// The row of the load generator's anonymous memory (the workers' and the parent's growth).
+pub(crate) const ROW_CLIENT_RSS: &str = "generator anon";
 
 /// One row: a slab cache, or another kind of memory (`objsize` 0).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -68,6 +68,8 @@ pub(crate) struct Row {
     pub objs: i64,
     /// Change in bytes.
     pub bytes: i64,
+    /// A reclaimable slab cache (SReclaimable): MemAvailable counts it as available.
+    pub reclaimable: bool,
 }
 
 /// The breakdown of one run's growth from server idle to all connected.
@@ -93,6 +95,8 @@ pub(crate) struct Snapshot {
     pub slab: Option<SlabInfo>,
     /// /proc/meminfo and /proc/net/sockstat.
     pub mem: MemInfo,
+    /// This process's anonymous memory (smaps_rollup `Anonymous`), bytes.
+    pub own_anon: u64,
 }
 
 impl Snapshot {
@@ -101,6 +105,7 @@ impl Snapshot {
         Snapshot {
             slab: crate::tools::loadtest::host::slabinfo::read(),
             mem: MemInfo::read(),
+            own_anon: anon_bytes(std::process::id()),
         }
     }
 }
@@ -123,20 +128,41 @@ impl Breakdown {
         let mut rows = Vec::new();
         let slab_readable = a.slab.is_some() && b.slab.is_some();
         if let (Some(sa), Some(sb)) = (&a.slab, &b.slab) {
-            let (listed, other): (Vec<SlabDelta>, Vec<SlabDelta>) = sb
-                .delta(sa, page)
-                .into_iter()
-                .partition(|d| NAMED.contains(&d.name.as_str()) || d.bytes.unsigned_abs() >= conns.max(1));
+            let (listed, other): (Vec<SlabDelta>, Vec<SlabDelta>) =
+                sb.delta(sa, page).into_iter().partition(|d| {
+                    NAMED.contains(&d.name.as_str()) || d.bytes.unsigned_abs() >= conns.max(1)
+                });
             let mut listed: Vec<Row> = listed
                 .into_iter()
-                .map(|d| Row { name: d.name, objsize: d.objsize, objs: d.objs, bytes: d.bytes })
+                .map(|d| Row {
+                    name: d.name,
+                    objsize: d.objsize,
+                    objs: d.objs,
+                    bytes: d.bytes,
+                    reclaimable: d.reclaimable,
+                })
                 .collect();
             listed.sort_by_key(|r| std::cmp::Reverse(r.bytes));
             rows.extend(listed);
-            let rest: i64 = other.iter().map(|d| d.bytes).sum();
-            rows.push(row("other slab caches", rest));
+            let rest = |rec: bool| {
+                other
+                    .iter()
+                    .filter(|d| d.reclaimable == rec)
+                    .map(|d| d.bytes)
+                    .sum()
+            };
+            rows.push(row("other slab caches", rest(false)));
+            rows.push(Row {
+                reclaimable: true,
+                ..row("other reclaimable", rest(true))
+            });
         } else {
-            rows.push(row("Slab (meminfo)", grew(&a.mem, &b.mem, |m| m.slab)));
+            rows.push(row("SUnreclaim", grew(&a.mem, &b.mem, |m| m.sunreclaim)));
+            let rec = grew(&a.mem, &b.mem, |m| m.slab) - grew(&a.mem, &b.mem, |m| m.sunreclaim);
+            rows.push(Row {
+                reclaimable: true,
+                ..row("SReclaimable", rec)
+            });
         }
         rows.push(row("PageTables", grew(&a.mem, &b.mem, |m| m.page_tables)));
         rows.push(row("KernelStack", grew(&a.mem, &b.mem, |m| m.kernel_stack)));
@@ -158,14 +184,25 @@ impl Breakdown {
         bytes as f64 / self.conns.max(1) as f64
     }
 
-    /// Sum of the rows, bytes.
+    /// Sum of the rows, bytes: what the connections hold.
     pub(crate) fn sum(&self) -> i64 {
         self.rows.iter().map(|r| r.bytes).sum()
     }
 
-    /// Growth of MemTotal - MemAvailable not explained by the rows, bytes.
+    /// Sum of the reclaimable slab rows, bytes (MemAvailable counts them as available,
+    /// although an open socket's inode and dentry cannot be reclaimed).
+    pub(crate) fn reclaimable(&self) -> i64 {
+        self.rows
+            .iter()
+            .filter(|r| r.reclaimable)
+            .map(|r| r.bytes)
+            .sum()
+    }
+
+    /// Growth of MemTotal - MemAvailable not explained by the rows that MemAvailable counts
+    /// (all but the reclaimable ones), bytes.
     pub(crate) fn residual(&self) -> i64 {
-        self.used - self.sum()
+        self.used - (self.sum() - self.reclaimable())
     }
 
     /// The residual is within [`TOLERANCE`] of the growth.
@@ -199,27 +236,37 @@ impl Breakdown {
         let rows: Vec<(String, f64)> = self
             .rows
             .iter()
-            .map(|r| (r.name.clone(), self.per_conn(r.bytes) * (1.0 - Self::peer_share(&r.name))))
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    self.per_conn(r.bytes) * (1.0 - Self::peer_share(&r.name)),
+                )
+            })
             .collect();
         let peer: f64 = self
             .rows
             .iter()
             .map(|r| self.per_conn(r.bytes) * Self::peer_share(&r.name))
             .sum();
-        (rows, self.per_conn(self.used) - peer)
+        (rows, self.per_conn(self.sum()) - peer)
     }
 
     /// The generator's bytes per connection for row `name` (0 if the baseline has none).
     pub(crate) fn generator_row(&self, name: &str) -> Option<f64> {
         let (rows, _) = self.generator.as_ref()?;
-        Some(rows.iter().find(|(n, _)| n == name).map_or(0.0, |(_, v)| *v))
+        Some(
+            rows.iter()
+                .find(|(n, _)| n == name)
+                .map_or(0.0, |(_, v)| *v),
+        )
     }
 
-    /// The server's whole-machine bytes per connection: growth per connection - the
-    /// generator's (`None` without a baseline).
+    /// The server's whole-machine bytes per connection: the rows' sum per connection (what
+    /// the connections hold, reclaimable slab included) - the generator's (`None` without a
+    /// baseline).
     pub(crate) fn server_machine_per_conn(&self) -> Option<f64> {
         let (_, g) = self.generator.as_ref()?;
-        Some(self.per_conn(self.used) - g)
+        Some(self.per_conn(self.sum()) - g)
     }
 
     /// The breakdown as text lines (a table), each starting with `kernel:` or spaces.
@@ -230,32 +277,70 @@ impl Breakdown {
             s,
             "breakdown: growth server idle -> {} connected, bytes per connection{}{}",
             self.conns,
-            if self.slab_readable { "" } else { " (/proc/slabinfo not readable: run as root to name the caches)" },
-            if split { "; generator from the hold-peer run, server = total - generator" } else { "" }
+            if self.slab_readable {
+                ""
+            } else {
+                " (/proc/slabinfo not readable: run as root to name the caches)"
+            },
+            if split {
+                "; generator from the hold-peer run, server = total - generator"
+            } else {
+                ""
+            }
         );
-        let _ = writeln!(s, "           {:<22} {:>7} {:>9} {:>9}{}", "row", "objsize", "objs/conn", "B/conn", if split { "  generator    server" } else { "" });
+        let _ = writeln!(
+            s,
+            "           {:<22} {:>7} {:>9} {:>9}{}",
+            "row",
+            "objsize",
+            "objs/conn",
+            "B/conn",
+            if split { "  generator    server" } else { "" }
+        );
         for r in &self.rows {
             let pc = self.per_conn(r.bytes);
-            let objs = if r.objsize > 0 { format!("{:.2}", r.objs as f64 / self.conns.max(1) as f64) } else { "-".into() };
-            let size = if r.objsize > 0 { r.objsize.to_string() } else { "-".into() };
-            let _ = write!(s, "           {:<22} {size:>7} {objs:>9} {pc:>9.1}", r.name);
+            let objs = if r.objsize > 0 {
+                format!("{:.2}", r.objs as f64 / self.conns.max(1) as f64)
+            } else {
+                "-".into()
+            };
+            let size = if r.objsize > 0 {
+                r.objsize.to_string()
+            } else {
+                "-".into()
+            };
+            let name = if r.reclaimable {
+                format!("{} (r)", r.name)
+            } else {
+                r.name.clone()
+            };
+            let _ = write!(s, "           {name:<22} {size:>7} {objs:>9} {pc:>9.1}");
             if let Some(g) = self.generator_row(&r.name) {
                 let _ = write!(s, "  {g:>9.1} {:>9.1}", pc - g);
             }
             s.push('\n');
         }
         let (sum, res) = (self.per_conn(self.sum()), self.per_conn(self.residual()));
+        let rec = self.per_conn(self.reclaimable());
         let _ = writeln!(
             s,
-            "           sum {sum:.1} B/conn (kernel {:.1}) vs MemTotal-MemAvailable growth {:.1} B/conn: residual {res:.1} B/conn ({:.1}% of the growth; tolerance {:.0}%: {})",
-            self.per_conn(self.kernel()),
+            "           sum {sum:.1} B/conn (kernel {:.1}; (r) reclaimable slab {rec:.1}, which MemAvailable counts as available)",
+            self.per_conn(self.kernel())
+        );
+        let _ = writeln!(
+            s,
+            "           sum - (r) {:.1} vs MemTotal-MemAvailable growth {:.1} B/conn: residual {res:.1} B/conn ({:.1}% of the growth; tolerance {:.0}%: {})",
+            sum - rec,
             self.per_conn(self.used),
             100.0 * res / self.per_conn(self.used).abs().max(1e-9),
             TOLERANCE * 100.0,
             if self.within_tolerance() { "within" } else { "OUTSIDE" }
         );
-        if let Some((_, g)) = &self.generator {
-            let _ = writeln!(s, "           whole machine per subscriber: generator {g:.1} B, server {:.1} B", self.per_conn(self.used) - g);
+        if let (Some((_, g)), Some(server)) = (&self.generator, self.server_machine_per_conn()) {
+            let _ = writeln!(
+                s,
+                "           whole machine per subscriber: generator {g:.1} B, server {server:.1} B"
+            );
         }
         s
     }
@@ -274,27 +359,41 @@ impl Breakdown {
                     format!(",\"generator\":{g:.1},\"server\":{:.1}", pc - g)
                 });
                 format!(
-                    "{{\"name\":{},\"objsize\":{},\"objs\":{},\"bytes\":{},\"per_conn\":{pc:.1}{side}}}",
-                    json_str(&r.name), r.objsize, r.objs, r.bytes
+                    "{{\"name\":{},\"objsize\":{},\"objs\":{},\"bytes\":{},\"reclaimable\":{},\"per_conn\":{pc:.1}{side}}}",
+                    json_str(&r.name), r.objsize, r.objs, r.bytes, r.reclaimable
                 )
             })
             .collect();
         let sides = self.generator.as_ref().map_or(String::new(), |(_, g)| {
-            format!(",\"generator\":{g:.1},\"server\":{:.1}", self.per_conn(self.used) - g)
+            format!(
+                ",\"generator\":{g:.1},\"server\":{:.1}",
+                self.per_conn(self.sum()) - g
+            )
         });
         let share = self.residual() as f64 / (self.used.unsigned_abs().max(1)) as f64;
         format!(
             concat!(
-                "{{\"conns\":{},\"slab_readable\":{},\"rows\":[{}],\"sum\":{},\"used_growth\":{},",
+                "{{\"conns\":{},\"slab_readable\":{},\"rows\":[{}],\"sum\":{},\"reclaimable\":{},\"used_growth\":{},",
                 "\"residual\":{},\"residual_share\":{:.4},\"tolerance\":{},\"within_tolerance\":{},",
                 "\"per_conn\":{{\"sum\":{:.1},\"kernel\":{:.1},\"used\":{:.1},\"residual\":{:.1}{}}}}}"
             ),
-            self.conns, self.slab_readable, rows.join(","), self.sum(), self.used,
+            self.conns, self.slab_readable, rows.join(","), self.sum(), self.reclaimable(), self.used,
             self.residual(), share, TOLERANCE, self.within_tolerance(),
             self.per_conn(self.sum()), self.per_conn(self.kernel()), self.per_conn(self.used),
             self.per_conn(self.residual()), sides
         )
     }
+}
+
+/// Anonymous memory of process `pid` (`Anonymous:` of /proc/PID/smaps_rollup), bytes; 0 if
+/// unreadable. File-backed pages (the binary) are page cache, which MemAvailable counts as
+/// available: RSS would count them.
+pub(crate) fn anon_bytes(pid: u32) -> u64 {
+    let t = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    t.lines()
+        .find_map(|l| l.strip_prefix("Anonymous:"))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        .map_or(0, |k| k * 1024)
 }
 
 /// A row that is not a cache.
