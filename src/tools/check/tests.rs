@@ -143,7 +143,7 @@ fn memory_counts_both_sockets_on_loopback() {
     let mut t = target(1_000_000);
     t.loopback = false;
     let m = row(&evaluate(&t, &rd), "memory").clone();
-    assert_eq!(m.caps_at, Some(((4u64 << 30) - fixed) / 4_148));
+    assert_eq!(m.caps_at, Some(((4u64 << 30) - fixed) / 4_184));
     assert_eq!(
         row(&evaluate(&t, &sandbox()), "net.ipv4.tcp_mem").caps_at,
         Some(575_796)

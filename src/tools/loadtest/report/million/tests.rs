@@ -160,7 +160,14 @@ fn breakdown_arithmetic() {
     k.generator = Some((rows, g));
     assert!((k.server_machine_per_conn().unwrap() - peer).abs() < 1e-6);
     let j = k.json();
-    for key in ["\"rows\":[", "\"residual\":0", "\"within_tolerance\":true", "\"generator\":", "\"server\":", "\"reclaimable\":true"] {
+    for key in [
+        "\"rows\":[",
+        "\"residual\":0",
+        "\"within_tolerance\":true",
+        "\"generator\":",
+        "\"server\":",
+        "\"reclaimable\":true",
+    ] {
         assert!(j.contains(key), "{key} in {j}");
     }
     assert!(k.text().contains("whole machine per subscriber: generator"));
