@@ -5,11 +5,12 @@
 //! One listener with the server's socket options (SO_REUSEADDR, TCP_NODELAY,
 //! TCP_USER_TIMEOUT `--send-timeout`, backlog 65,535 capped by `net.core.somaxconn`). Accepts
 //! with io_uring multishot accept into direct descriptors (IORING_FILE_INDEX_ALLOC: no fd
-//! table, so RLIMIT_NOFILE does not cap it); when a ring's table is full (ENFILE) the next
+//! table, so RLIMIT_NOFILE does not cap it); when a ring's table is nearly full the next
 //! ring takes over, each with a table of `--slots-per-ring`. Per connection: one SEND of a
 //! subscriber head (`200`, chunked: what the workers wait for) and one RECV of the request
 //! into a scratch buffer shared by all (its bytes are never looked at), then nothing: no poll,
-//! no read armed, the socket held until the process ends. So each connection costs the peer
+//! no read armed, the socket held until the process ends. A ring hands over to the next
+//! before its table is full (an accept that finds no slot closes the connection it took). So each connection costs the peer
 //! its socket (tcp_sock, inode, dentry, file) and a slot, as on the server minus the server's
 //! own per-connection state.
 //!
@@ -48,6 +49,8 @@ const HEAD: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n";
 /// User data of the accept; sends and receives use others, never looked at.
 const ACCEPT: u64 = 0;
+/// User data of the cancel of a ring's accept when the next ring takes over.
+const CANCEL: u64 = 3;
 /// Submission queue entries per ring (a burst of accepts pushes two entries each).
 const ENTRIES: u32 = 1024;
 /// Completion queue entries per ring: more than a ring's in-flight sends and receives.
@@ -66,6 +69,8 @@ pub(crate) fn run(a: HoldPeerArgs) -> Result<()> {
         .as_socket()
         .context("listener has no address")?;
     let slots = a.slots_per_ring.min(nofile_limit()).max(1);
+    let spare = (slots / 4).min(1024);
+    let mut held = 0; // connections on the current ring
     let mut rings = vec![new_ring(slots)?];
     arm_accept(&mut rings[0], l.as_raw_fd())?;
     println!("LISTEN subscriber={addr} publish={addr}");
@@ -87,36 +92,60 @@ pub(crate) fn run(a: HoldPeerArgs) -> Result<()> {
             Err(e) => return Err(e).context("io_uring_enter"),
         }
         let mut full = false;
-        for r in 0..rings.len() {
-            let done: Vec<(u64, i32, bool)> = rings[r]
-                .completion()
-                .map(|c| (c.user_data(), c.result(), io_uring::cqueue::more(c.flags())))
-                .collect();
-            for (ud, res, more) in done {
-                if ud != ACCEPT {
-                    continue;
-                }
-                if res < 0 && std::env::var_os("HOLD_PEER_DEBUG").is_some() {
-                    eprintln!("accept: {res}");
-                }
-                if res >= 0 {
-                    hold(&mut rings[r], res as u32, scratch.as_mut_ptr())?;
-                }
-                if !more && r == cur {
-                    // The multishot accept ended: a full table moves on to a new ring.
-                    full |= res == -libc::ENFILE;
-                    if res != -libc::ENFILE {
-                        arm_accept(&mut rings[r], l.as_raw_fd())?;
-                    }
-                }
+        for (r, ring) in rings.iter_mut().enumerate() {
+            let (f, n) = reap(ring, r == cur, l.as_raw_fd(), scratch.as_mut_ptr())?;
+            full |= f;
+            if r == cur {
+                held += n;
             }
         }
-        if full {
+        // A multishot accept that finds the table full has already accepted the connection
+        // it cannot place, and the kernel closes it: move on before, with slots to spare for
+        // the accepts in flight while the old one is cancelled.
+        if full || held + spare >= slots {
+            if !full {
+                let cancel = opcode::AsyncCancel::new(ACCEPT).build().user_data(CANCEL);
+                push(&mut rings[cur], &cancel)?;
+                rings[cur].submit().context("io_uring_enter")?;
+            }
+            held = 0;
             let mut ring = new_ring(slots)?;
             arm_accept(&mut ring, l.as_raw_fd())?;
             rings.push(ring);
         }
     }
+}
+
+/// Takes `ring`'s completions: each accepted connection gets its head and a read; a
+/// multishot accept that ended is armed again on the `current` ring, unless the table is
+/// full (true: a new ring takes over). Returns that and the connections accepted. Submits
+/// what it queued.
+fn reap(ring: &mut IoUring, current: bool, listener: i32, scratch: *mut u8) -> Result<(bool, u32)> {
+    let mut full = false;
+    let mut rearm = false;
+    let mut accepted = Vec::new();
+    for c in ring.completion() {
+        if c.user_data() != ACCEPT {
+            continue; // a send or a read: nothing to do
+        }
+        if c.result() >= 0 {
+            accepted.push(c.result() as u32);
+        }
+        if !io_uring::cqueue::more(c.flags()) && current {
+            full |= c.result() == -libc::ENFILE;
+            rearm |= c.result() != -libc::ENFILE;
+        }
+    }
+    for slot in &accepted {
+        hold(ring, *slot, scratch)?;
+    }
+    if rearm && !full {
+        arm_accept(ring, listener)?;
+    }
+    if !ring.submission().is_empty() {
+        ring.submit().context("io_uring_enter")?;
+    }
+    Ok((full, accepted.len() as u32))
 }
 
 /// A ring with a sparse table of `slots` direct descriptors.

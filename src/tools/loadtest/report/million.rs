@@ -305,6 +305,13 @@ impl MillionReport {
             targets.join(","), json_str(&self.loadavg[0]), json_str(&self.loadavg[1]),
             self.passed(), notes.join(",")
         );
+        self.json_tail(&mut s);
+        s
+    }
+
+    /// Appends the optional parts to the JSON object in `s`: `drain`, `server_death`,
+    /// `hold_peer` and `breakdown`, `hold_peer_breakdown`.
+    fn json_tail(&self, s: &mut String) {
         if let Some(d) = &self.drain {
             s.pop(); // the closing brace
             let _ = write!(s, ",\"drain\":{}}}", d.json());
@@ -326,6 +333,5 @@ impl MillionReport {
             s.pop(); // the closing brace
             let _ = write!(s, ",\"hold_peer_breakdown\":{}}}", b.json());
         }
-        s
     }
 }

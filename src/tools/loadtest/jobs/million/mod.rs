@@ -43,7 +43,7 @@ use crate::tools::loadtest::cli::{ConnectFlags, ServerFlags};
 use crate::tools::loadtest::client::million_worker::{LAT_BUCKETS, RECORD_BYTES};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::{
-    cpu_seconds, nofile_short_of, rss_bytes, wait_rss_stable,
+    cpu_seconds, cpu_seconds_sum, loadavg, nofile_short_of, rss_bytes, wait_rss_stable,
 };
 use crate::tools::loadtest::report::million::{MillionReport, ServerDeath};
 use connect::{connect_phase, plans};
@@ -150,7 +150,7 @@ fn run_once(a: &MillionArgs, hold: bool) -> Result<MillionReport> {
     let snap1 = split::snapshot(&mut r, 1);
     split::connected_memory(&mut r, &worker_pids, [&snap0, &snap1]);
     let cpu_connected = cpu_seconds(spid).unwrap_or(cpu_start);
-    let client_cpu1 = cpu_seconds(me)? + worker_cpu(&worker_pids);
+    let client_cpu1 = cpu_seconds(me)? + cpu_seconds_sum(&worker_pids);
     r.server_cpu[0] = cpu_connected - cpu_start;
     r.client_cpu[0] = client_cpu1 - client_cpu0;
     // 4. One message to every id.
@@ -158,11 +158,9 @@ fn run_once(a: &MillionArgs, hold: bool) -> Result<MillionReport> {
         // Even when the connect phase stopped short: what did arrive on the streams held?
         deliver(a, &fleet, &mut server, &mut r)?;
     }
-    if !hold {
-        after_delivery(&server, &mut r);
-    }
+    (!hold).then(|| after_delivery(&server, &mut r));
     let cpu_delivered = cpu_seconds(spid).unwrap_or(cpu_connected);
-    let client_cpu2 = cpu_seconds(me)? + worker_cpu(&worker_pids);
+    let client_cpu2 = cpu_seconds(me)? + cpu_seconds_sum(&worker_pids);
     r.server_cpu[1] = cpu_delivered - cpu_connected;
     r.client_cpu[1] = client_cpu2 - client_cpu1;
     r.server_cpu[2] = cpu_delivered - cpu_start;
@@ -258,12 +256,7 @@ fn start_server(
     hold: bool,
 ) -> Result<(ServerGuard, f64)> {
     let (server_bin, args) = a.server.command(server_head(a), None)?;
-    let log = a.server.server_log.as_ref();
-    let server = if hold {
-        ServerGuard::start_hold_peer(&std::env::current_exe()?, log)?
-    } else {
-        ServerGuard::start(&server_bin, &args, log)?
-    };
+    let server = split::start(hold, &server_bin, &args, a.server.server_log.as_ref())?;
     let spid = server.pid;
     let cpu_start = cpu_seconds(spid)?;
     r.server_rss_idle = wait_rss_stable(spid, SETTLE)?.0;
@@ -394,15 +387,4 @@ fn finish(a: &MillionArgs, r: &MillionReport) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// CPU seconds of the given processes so far (those still readable).
-fn worker_cpu(pids: &[u32]) -> f64 {
-    pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
-}
-
-/// The 1, 5 and 15 minute load averages, as /proc/loadavg gives them.
-fn loadavg() -> String {
-    let t = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    t.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }

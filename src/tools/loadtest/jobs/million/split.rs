@@ -2,10 +2,28 @@
 //! the load generator's and the server's share (`--hold-peer`, `--split`): see
 //! [`Breakdown`](crate::tools::loadtest::report::million::Breakdown) for the method.
 
+use std::path::{Path, PathBuf};
+
+use crate::tools::loadtest::host::child::ServerGuard;
+use crate::tools::loadtest::host::proc::anon_bytes;
 use crate::tools::loadtest::host::procmem::ProcSet;
 use crate::tools::loadtest::host::slabinfo::page_size;
-use crate::tools::loadtest::report::million::kernel::anon_bytes;
 use crate::tools::loadtest::report::million::{Breakdown, MillionReport, Snapshot};
+
+/// The server (`bin serve ARGS`), or with `hold` the hold peer (this executable's
+/// `loadtest hold-peer`); its stderr to `log` if given. Errors: as [`ServerGuard::start`].
+pub(super) fn start(
+    hold: bool,
+    bin: &Path,
+    args: &[String],
+    log: Option<&PathBuf>,
+) -> anyhow::Result<ServerGuard> {
+    if hold {
+        ServerGuard::start_hold_peer(&std::env::current_exe()?, log)
+    } else {
+        ServerGuard::start(bin, args, log)
+    }
+}
 
 /// Reads /proc/slabinfo, /proc/meminfo and /proc/net/sockstat into reading `i` of `r.mem`;
 /// returns the whole snapshot.

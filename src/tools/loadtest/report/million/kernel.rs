@@ -105,7 +105,7 @@ impl Snapshot {
         Snapshot {
             slab: crate::tools::loadtest::host::slabinfo::read(),
             mem: MemInfo::read(),
-            own_anon: anon_bytes(std::process::id()),
+            own_anon: crate::tools::loadtest::host::proc::anon_bytes(std::process::id()),
         }
     }
 }
@@ -383,17 +383,6 @@ impl Breakdown {
             self.per_conn(self.residual()), sides
         )
     }
-}
-
-/// Anonymous memory of process `pid` (`Anonymous:` of /proc/PID/smaps_rollup), bytes; 0 if
-/// unreadable. File-backed pages (the binary) are page cache, which MemAvailable counts as
-/// available: RSS would count them.
-pub(crate) fn anon_bytes(pid: u32) -> u64 {
-    let t = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    t.lines()
-        .find_map(|l| l.strip_prefix("Anonymous:"))
-        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        .map_or(0, |k| k * 1024)
 }
 
 /// A row that is not a cache.
