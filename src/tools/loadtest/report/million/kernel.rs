@@ -20,8 +20,6 @@
 //! peer's, and everything else is the generator's. The generator's rows per connection are
 //! then subtracted from the real run's rows: server = total - generator, per row.
 
-use std::fmt::Write as _;
-
 use super::super::json_str;
 use crate::tools::loadtest::host::slabinfo::{SlabDelta, SlabInfo};
 use crate::tools::loadtest::jobs::million::fleet::MemInfo;
@@ -83,6 +81,8 @@ pub(crate) struct Breakdown {
     pub rows: Vec<Row>,
     /// Growth of MemTotal - MemAvailable, bytes.
     pub used: i64,
+    /// Growth of `TCP: inuse` (/proc/net/sockstat): 2 per loopback connection on a quiet host.
+    pub tcp_sockets: i64,
     /// With a hold-peer baseline: the generator's bytes per connection, by row name, and its
     /// whole-machine bytes per connection.
     pub generator: Option<(Vec<(String, f64)>, f64)>,
@@ -175,8 +175,16 @@ impl Breakdown {
             slab_readable,
             rows,
             used: grew(&a.mem, &b.mem, MemInfo::used),
+            tcp_sockets: grew(&a.mem, &b.mem, |m| m.tcp_inuse),
             generator: None,
         }
+    }
+
+    /// Other processes opened or closed TCP sockets meanwhile: `TCP: inuse` did not grow by
+    /// 2 per connection, within 1%.
+    pub(crate) fn noisy(&self) -> bool {
+        let want = 2 * self.conns as i64;
+        self.tcp_sockets.abs_diff(want) * 100 > want.unsigned_abs()
     }
 
     /// Bytes per connection.
@@ -269,82 +277,6 @@ impl Breakdown {
         Some(self.per_conn(self.sum()) - g)
     }
 
-    /// The breakdown as text lines (a table), each starting with `kernel:` or spaces.
-    pub(crate) fn text(&self) -> String {
-        let mut s = String::new();
-        let split = self.generator.is_some();
-        let _ = writeln!(
-            s,
-            "breakdown: growth server idle -> {} connected, bytes per connection{}{}",
-            self.conns,
-            if self.slab_readable {
-                ""
-            } else {
-                " (/proc/slabinfo not readable: run as root to name the caches)"
-            },
-            if split {
-                "; generator from the hold-peer run, server = total - generator"
-            } else {
-                ""
-            }
-        );
-        let _ = writeln!(
-            s,
-            "           {:<22} {:>7} {:>9} {:>9}{}",
-            "row",
-            "objsize",
-            "objs/conn",
-            "B/conn",
-            if split { "  generator    server" } else { "" }
-        );
-        for r in &self.rows {
-            let pc = self.per_conn(r.bytes);
-            let objs = if r.objsize > 0 {
-                format!("{:.2}", r.objs as f64 / self.conns.max(1) as f64)
-            } else {
-                "-".into()
-            };
-            let size = if r.objsize > 0 {
-                r.objsize.to_string()
-            } else {
-                "-".into()
-            };
-            let name = if r.reclaimable {
-                format!("{} (r)", r.name)
-            } else {
-                r.name.clone()
-            };
-            let _ = write!(s, "           {name:<22} {size:>7} {objs:>9} {pc:>9.1}");
-            if let Some(g) = self.generator_row(&r.name) {
-                let _ = write!(s, "  {g:>9.1} {:>9.1}", pc - g);
-            }
-            s.push('\n');
-        }
-        let (sum, res) = (self.per_conn(self.sum()), self.per_conn(self.residual()));
-        let rec = self.per_conn(self.reclaimable());
-        let _ = writeln!(
-            s,
-            "           sum {sum:.1} B/conn (kernel {:.1}; (r) reclaimable slab {rec:.1}, which MemAvailable counts as available)",
-            self.per_conn(self.kernel())
-        );
-        let _ = writeln!(
-            s,
-            "           sum - (r) {:.1} vs MemTotal-MemAvailable growth {:.1} B/conn: residual {res:.1} B/conn ({:.1}% of the growth; tolerance {:.0}%: {})",
-            sum - rec,
-            self.per_conn(self.used),
-            100.0 * res / self.per_conn(self.used).abs().max(1e-9),
-            TOLERANCE * 100.0,
-            if self.within_tolerance() { "within" } else { "OUTSIDE" }
-        );
-        if let (Some((_, g)), Some(server)) = (&self.generator, self.server_machine_per_conn()) {
-            let _ = writeln!(
-                s,
-                "           whole machine per subscriber: generator {g:.1} B, server {server:.1} B"
-            );
-        }
-        s
-    }
-
     /// The breakdown as one JSON object: `{"conns":N,"slab_readable":bool,"rows":[{"name":..,
     /// "objsize":N,"objs":N,"bytes":N,"per_conn":F[,"generator":F,"server":F]}],"sum":N,
     /// "used_growth":N,"residual":N,"residual_share":F,"tolerance":F,"within_tolerance":bool,
@@ -374,11 +306,11 @@ impl Breakdown {
         format!(
             concat!(
                 "{{\"conns\":{},\"slab_readable\":{},\"rows\":[{}],\"sum\":{},\"reclaimable\":{},\"used_growth\":{},",
-                "\"residual\":{},\"residual_share\":{:.4},\"tolerance\":{},\"within_tolerance\":{},",
+                "\"residual\":{},\"residual_share\":{:.4},\"tolerance\":{},\"within_tolerance\":{},\"tcp_sockets_growth\":{},\"quiet\":{},",
                 "\"per_conn\":{{\"sum\":{:.1},\"kernel\":{:.1},\"used\":{:.1},\"residual\":{:.1}{}}}}}"
             ),
             self.conns, self.slab_readable, rows.join(","), self.sum(), self.reclaimable(), self.used,
-            self.residual(), share, TOLERANCE, self.within_tolerance(),
+            self.residual(), share, TOLERANCE, self.within_tolerance(), self.tcp_sockets, !self.noisy(),
             self.per_conn(self.sum()), self.per_conn(self.kernel()), self.per_conn(self.used),
             self.per_conn(self.residual()), sides
         )

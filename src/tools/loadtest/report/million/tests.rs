@@ -124,6 +124,7 @@ fn snapshots() -> (super::Snapshot, super::Snapshot) {
         own_anon: 0,
     };
     b.mem.page_tables = 40_960;
+    b.mem.tcp_inuse = 2000;
     // Growth counted by MemAvailable: TCP + io_kiocb + page tables + RSS rows, not the
     // reclaimable sock_inode_cache.
     let counted = 154 * 8 * 4096 + 63 * 4096 + 40_960 + 90_000 + 200_000;
@@ -144,7 +145,7 @@ fn breakdown_arithmetic() {
     let all = 154 * 8 * 4096 + 106 * 4 * 4096 + 63 * 4096 + 40_960 + 90_000 + 200_000;
     assert_eq!(k.sum(), all);
     assert_eq!(k.residual(), 0);
-    assert!(k.within_tolerance());
+    assert!(k.within_tolerance() && !k.noisy());
     assert_eq!(k.per_conn(row(&k, "io_kiocb").bytes), 258.048);
     // Without root: one SUnreclaim row and one SReclaimable row from /proc/meminfo.
     let (mut a2, mut b2) = (a.clone(), b.clone());
@@ -177,4 +178,7 @@ fn breakdown_arithmetic() {
     let k3 = super::Breakdown::new(&a, &b2, 1000, (90_000, 200_000), 4096);
     assert_eq!(k3.residual(), 10 << 20);
     assert!(!k3.within_tolerance() && k3.text().contains("OUTSIDE"));
+    b2.mem.tcp_inuse = 2100;
+    let k4 = super::Breakdown::new(&a, &b2, 1000, (0, 0), 4096);
+    assert!(k4.noisy() && k4.text().contains("NOT QUIET") && k4.json().contains("\"quiet\":false"));
 }
