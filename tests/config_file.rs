@@ -49,6 +49,7 @@ sub-jwt-iss = "auth.example"
 sub-jwt-leeway = "7s"
 sub-token-cookie = "uc_token"
 zerocopy-min-bytes = 8192
+no-idle-poll = true
 "#;
 
 /// A file in the test's own temporary directory.
@@ -144,6 +145,7 @@ fn a_file_sets_every_flag() {
     let v = c.sub_auth.as_ref().expect("subscriber tokens on");
     assert_eq!((v.leeway_s(), v.cookie()), (7, Some("uc_token")));
     assert_eq!(c.zerocopy_min_bytes, 8192);
+    assert!(!c.idle_poll);
 }
 
 #[test]
