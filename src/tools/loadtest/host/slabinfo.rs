@@ -25,6 +25,8 @@ pub(crate) struct SlabCache {
     pub num_objs: u64,
     /// Bytes of one object, with the allocator's padding.
     pub objsize: u64,
+    /// Objects per slab.
+    pub objs_per_slab: u64,
     /// Pages per slab.
     pub pages_per_slab: u64,
     /// Slabs held.
@@ -35,6 +37,15 @@ pub(crate) struct SlabCache {
 }
 
 impl SlabCache {
+    /// Bytes of slab pages per object: pagesperslab x `page` / objperslab (the object, its
+    /// padding and its share of the slab's unused tail).
+    pub(crate) fn obj_bytes(&self, page: u64) -> f64 {
+        if self.objs_per_slab == 0 {
+            return self.objsize as f64;
+        }
+        (self.pages_per_slab * page) as f64 / self.objs_per_slab as f64
+    }
+
     /// Bytes of pages the cache holds (num_slabs x pagesperslab x `page` bytes).
     pub(crate) fn bytes(&self, page: u64) -> u64 {
         self.num_slabs * self.pages_per_slab * page
@@ -59,6 +70,9 @@ pub(crate) struct SlabDelta {
     pub objs: i64,
     /// Change of the bytes of pages the cache holds.
     pub bytes: i64,
+    /// Change of objects in use x [`SlabCache::obj_bytes`]: what the objects themselves
+    /// take, whatever free room the cache had in its slabs before.
+    pub obj_bytes: i64,
     /// The cache is reclaimable ([`SlabCache::reclaimable`]).
     pub reclaimable: bool,
 }
@@ -95,7 +109,7 @@ fn parse_line(line: &str) -> Option<SlabCache> {
     let mut w = line.split_whitespace();
     let name = w.next()?.to_string();
     let mut num = || w.next()?.parse::<u64>().ok();
-    let (active_objs, num_objs, objsize, _per_slab, pages_per_slab) =
+    let (active_objs, num_objs, objsize, objs_per_slab, pages_per_slab) =
         (num()?, num()?, num()?, num()?, num()?);
     let slabdata = line.split(": slabdata").nth(1)?;
     let num_slabs = slabdata.split_whitespace().nth(1)?.parse().ok()?;
@@ -104,6 +118,7 @@ fn parse_line(line: &str) -> Option<SlabCache> {
         active_objs,
         num_objs,
         objsize,
+        objs_per_slab,
         pages_per_slab,
         num_slabs,
         reclaimable: false,
@@ -128,10 +143,12 @@ impl SlabInfo {
             .iter()
             .map(|c| {
                 let b = old.get(c.name.as_str()).copied().unwrap_or(&empty);
+                let objs = c.active_objs as i64 - b.active_objs as i64;
                 SlabDelta {
+                    obj_bytes: (objs as f64 * c.obj_bytes(page)).round() as i64,
                     name: c.name.clone(),
                     objsize: c.objsize,
-                    objs: c.active_objs as i64 - b.active_objs as i64,
+                    objs,
                     bytes: c.bytes(page) as i64 - b.bytes(page) as i64,
                     reclaimable: c.reclaimable,
                 }
@@ -144,6 +161,7 @@ impl SlabInfo {
             .filter(|b| !now.contains_key(b.name.as_str()))
         {
             out.push(SlabDelta {
+                obj_bytes: -((b.active_objs as f64 * b.obj_bytes(page)).round() as i64),
                 name: b.name.clone(),
                 objsize: b.objsize,
                 objs: -(b.active_objs as i64),
@@ -174,12 +192,14 @@ mod tests {
                 active_objs: 28649,
                 num_objs: 29991,
                 objsize: 2368,
+                objs_per_slab: 13,
                 pages_per_slab: 8,
                 num_slabs: 2307,
                 reclaimable: false,
             }
         );
         assert_eq!(tcp.bytes(4096), 2307 * 8 * 4096);
+        assert_eq!(tcp.obj_bytes(4096), 8.0 * 4096.0 / 13.0);
         assert!(s.total_bytes(4096) > 0);
         assert!(parse("slabinfo - version: 2.1\nbad line\n")
             .caches
@@ -198,6 +218,7 @@ mod tests {
             name: "new".into(),
             active_objs: 5,
             objsize: 64,
+            objs_per_slab: 64,
             pages_per_slab: 1,
             num_slabs: 1,
             ..SlabCache::default()
@@ -211,6 +232,11 @@ mod tests {
         );
         assert_eq!((get("new").objs, get("new").bytes), (5, 4096));
         assert_eq!(get("dentry").bytes, 0);
+        assert_eq!(
+            get("TCP").obj_bytes,
+            (1300.0 * 8.0 * 4096.0 / 13.0_f64).round() as i64
+        );
+        assert_eq!(get("new").obj_bytes, 5 * 64);
         let sum: i64 = d.iter().map(|x| x.bytes).sum();
         assert_eq!(
             sum,

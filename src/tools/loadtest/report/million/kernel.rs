@@ -128,34 +128,7 @@ impl Breakdown {
         let mut rows = Vec::new();
         let slab_readable = a.slab.is_some() && b.slab.is_some();
         if let (Some(sa), Some(sb)) = (&a.slab, &b.slab) {
-            let (listed, other): (Vec<SlabDelta>, Vec<SlabDelta>) =
-                sb.delta(sa, page).into_iter().partition(|d| {
-                    NAMED.contains(&d.name.as_str()) || d.bytes.unsigned_abs() >= conns.max(1)
-                });
-            let mut listed: Vec<Row> = listed
-                .into_iter()
-                .map(|d| Row {
-                    name: d.name,
-                    objsize: d.objsize,
-                    objs: d.objs,
-                    bytes: d.bytes,
-                    reclaimable: d.reclaimable,
-                })
-                .collect();
-            listed.sort_by_key(|r| std::cmp::Reverse(r.bytes));
-            rows.extend(listed);
-            let rest = |rec: bool| {
-                other
-                    .iter()
-                    .filter(|d| d.reclaimable == rec)
-                    .map(|d| d.bytes)
-                    .sum()
-            };
-            rows.push(row("other slab caches", rest(false)));
-            rows.push(Row {
-                reclaimable: true,
-                ..row("other reclaimable", rest(true))
-            });
+            rows = slab_rows(&sb.delta(sa, page), conns);
         } else {
             rows.push(row("SUnreclaim", grew(&a.mem, &b.mem, |m| m.sunreclaim)));
             let rec = grew(&a.mem, &b.mem, |m| m.slab) - grew(&a.mem, &b.mem, |m| m.sunreclaim);
@@ -315,6 +288,51 @@ impl Breakdown {
             self.per_conn(self.residual()), sides
         )
     }
+}
+
+/// The slab's rows from the caches' changes: every [`NAMED`] cache and every other that moved
+/// by 1 B a connection or more (objects x bytes per object, biggest first), the other caches
+/// summed, and the free room in slabs that changed hands (page growth - object growth), each
+/// of the last two split into unreclaimable and reclaimable, so that the rows add up to the
+/// growth of the slab's pages.
+fn slab_rows(deltas: &[SlabDelta], conns: u64) -> Vec<Row> {
+    let (listed, other): (Vec<&SlabDelta>, Vec<&SlabDelta>) = deltas.iter().partition(|d| {
+        NAMED.contains(&d.name.as_str()) || d.obj_bytes.unsigned_abs() >= conns.max(1)
+    });
+    let mut rows: Vec<Row> = listed
+        .into_iter()
+        .map(|d| Row {
+            name: d.name.clone(),
+            objsize: d.objsize,
+            objs: d.objs,
+            bytes: d.obj_bytes,
+            reclaimable: d.reclaimable,
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.bytes));
+    let sum = |set: &[&SlabDelta], rec: bool, f: fn(&SlabDelta) -> i64| -> i64 {
+        set.iter()
+            .filter(|d| d.reclaimable == rec)
+            .map(|d| f(d))
+            .sum()
+    };
+    let all: Vec<&SlabDelta> = deltas.iter().collect();
+    let free = |rec: bool| sum(&all, rec, |d| d.bytes) - sum(&all, rec, |d| d.obj_bytes);
+    for rec in [false, true] {
+        let (o, f) = match rec {
+            false => ("other slab caches", "slab free room"),
+            true => ("other reclaimable", "reclaimable free room"),
+        };
+        rows.push(Row {
+            reclaimable: rec,
+            ..row(o, sum(&other, rec, |d| d.obj_bytes))
+        });
+        rows.push(Row {
+            reclaimable: rec,
+            ..row(f, free(rec))
+        });
+    }
+    rows
 }
 
 /// A row that is not a cache.

@@ -137,8 +137,19 @@ fn breakdown_arithmetic() {
     let (a, b) = snapshots();
     let mut k = super::Breakdown::new(&a, &b, 1000, (90_000, 200_000), 4096);
     let row = |k: &super::Breakdown, n: &str| k.rows.iter().find(|r| r.name == n).unwrap().clone();
-    assert_eq!(row(&k, "TCP").bytes, 154 * 8 * 4096);
+    // Objects x slab bytes per object (8 pages / 13 objects); the rest of the new slabs
+    // (TCP's 154, io_kiocb's 63 for 1,000 objects of 256 B) is free room.
+    let tcp = (2000.0 * 8.0 * 4096.0 / 13.0_f64).round() as i64;
+    assert_eq!(row(&k, "TCP").bytes, tcp);
     assert_eq!(row(&k, "TCP").objs, 2000);
+    let inode = (2000.0 * 4.0 * 4096.0 / 19.0_f64).round() as i64;
+    let free = 154 * 8 * 4096 - tcp + 63 * 4096 - 256_000;
+    assert_eq!(row(&k, "slab free room").bytes, free);
+    assert_eq!(
+        row(&k, "reclaimable free room").bytes,
+        106 * 4 * 4096 - inode
+    );
+    assert!(row(&k, "reclaimable free room").reclaimable);
     assert!(row(&k, "sock_inode_cache").reclaimable);
     assert_eq!(k.rows[0].name, "TCP", "biggest first");
     assert_eq!(k.reclaimable(), 106 * 4 * 4096);
@@ -146,7 +157,7 @@ fn breakdown_arithmetic() {
     assert_eq!(k.sum(), all);
     assert_eq!(k.residual(), 0);
     assert!(k.within_tolerance() && !k.noisy());
-    assert_eq!(k.per_conn(row(&k, "io_kiocb").bytes), 258.048);
+    assert_eq!(k.per_conn(row(&k, "io_kiocb").bytes), 256.0);
     // Without root: one SUnreclaim row and one SReclaimable row from /proc/meminfo.
     let (mut a2, mut b2) = (a.clone(), b.clone());
     (a2.slab, b2.slab) = (None, None);
@@ -154,9 +165,9 @@ fn breakdown_arithmetic() {
     assert!(!k2.slab_readable && k2.rows[0].name == "SUnreclaim");
     // A hold-peer run as the baseline: half the socket caches and io_kiocb are the peer's.
     let (rows, g) = k.generator_side();
-    let tcp = rows.iter().find(|(n, _)| n == "TCP").unwrap().1;
-    assert_eq!(tcp, k.per_conn(row(&k, "TCP").bytes) / 2.0);
-    let peer = k.per_conn(154 * 8 * 4096 + 106 * 4 * 4096) / 2.0 + k.per_conn(63 * 4096) + 90.0;
+    let tcp_g = rows.iter().find(|(n, _)| n == "TCP").unwrap().1;
+    assert_eq!(tcp_g, k.per_conn(tcp) / 2.0);
+    let peer = k.per_conn(tcp + inode) / 2.0 + 256.0 + 90.0;
     assert!((g - (k.per_conn(all) - peer)).abs() < 1e-6, "{g}");
     k.generator = Some((rows, g));
     assert!((k.server_machine_per_conn().unwrap() - peer).abs() < 1e-6);
