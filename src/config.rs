@@ -156,14 +156,7 @@ pub struct ServeArgs {
     /// Subscriber tokens (crate::auth): `--sub-jwt-*`, `--sub-jwks-file`, `--sub-token-cookie`.
     #[command(flatten)]
     pub sub_auth: crate::auth::SubAuthArgs,
-    /// Idle SSE and long-poll subscribers hold no armed hang-up poll: saves the kernel's
-    /// 256-byte io_kiocb (epoll: its epitem) per idle subscriber, measured 256.5 B of the
-    /// server's ~4,270 B whole-machine cost. What is lost: a subscriber that hangs up is seen
-    /// only when the server next writes to it (its next message or heartbeat; the write after
-    /// the peer's reset fails), so until then it counts in /stats `connections`, holds its
-    /// socket and slot, and stays listed as present; with `--heartbeat 0` and no message it
-    /// stays until the server stops. Bytes it sends after its head are not read. WebSocket
-    /// streams keep their poll (control frames must be answered). Off by default.
+    /// Idle SSE/raw subscribers hold no hang-up poll (-256 B kernel each): hang-ups seen at the next write.
     #[arg(long)]
     pub no_idle_poll: bool,
 }
