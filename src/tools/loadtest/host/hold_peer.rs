@@ -69,7 +69,8 @@ pub(crate) fn run(a: HoldPeerArgs) -> Result<()> {
         .as_socket()
         .context("listener has no address")?;
     let slots = a.slots_per_ring.min(nofile_limit()).max(1);
-    let spare = (slots / 4).min(1024);
+    // More than a listen queue (somaxconn, 4,096 here) of accepts may land before a reap.
+    let spare = (slots / 4).min(5000);
     let mut held = 0; // connections on the current ring
     let mut rings = vec![new_ring(slots)?];
     arm_accept(&mut rings[0], l.as_raw_fd())?;

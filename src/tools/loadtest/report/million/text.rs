@@ -209,6 +209,11 @@ impl Breakdown {
             TOLERANCE * 100.0,
             if self.within_tolerance() { "within" } else { "OUTSIDE" }
         );
+        if let Some(r) = self.rows.iter().find(|r| r.name == "proc_inode_cache") {
+            if self.per_conn(r.bytes) >= 1.0 {
+                let _ = writeln!(s, "           proc_inode_cache and part of dentry: /proc/PID/fd entries made when a process lists other processes' fds (a host monitor), not a cost of the socket");
+            }
+        }
         if self.noisy() {
             let _ = writeln!(s, "           NOT QUIET: TCP sockets in use grew by {}, not 2 x {}: other processes' sockets are in these figures", self.tcp_sockets, self.conns);
         }
