@@ -171,27 +171,7 @@ impl Breakdown {
             if split { "  generator    server" } else { "" }
         );
         for r in &self.rows {
-            let pc = self.per_conn(r.bytes);
-            let objs = if r.objsize > 0 {
-                format!("{:.2}", r.objs as f64 / self.conns.max(1) as f64)
-            } else {
-                "-".into()
-            };
-            let size = if r.objsize > 0 {
-                r.objsize.to_string()
-            } else {
-                "-".into()
-            };
-            let name = if r.reclaimable {
-                format!("{} (r)", r.name)
-            } else {
-                r.name.clone()
-            };
-            let _ = write!(s, "           {name:<22} {size:>7} {objs:>9} {pc:>9.1}");
-            if let Some(g) = self.generator_row(&r.name) {
-                let _ = write!(s, "  {g:>9.1} {:>9.1}", pc - g);
-            }
-            s.push('\n');
+            self.write_row(&mut s, r);
         }
         let (sum, res) = (self.per_conn(self.sum()), self.per_conn(self.residual()));
         let rec = self.per_conn(self.reclaimable());
@@ -224,6 +204,32 @@ impl Breakdown {
             );
         }
         s
+    }
+
+    /// One row of the table: name ((r): reclaimable), object size, objects and bytes per
+    /// connection, and with a baseline the generator's and the server's bytes.
+    fn write_row(&self, s: &mut String, r: &super::kernel::Row) {
+        let pc = self.per_conn(r.bytes);
+        let objs = if r.objsize > 0 {
+            format!("{:.2}", r.objs as f64 / self.conns.max(1) as f64)
+        } else {
+            "-".into()
+        };
+        let size = if r.objsize > 0 {
+            r.objsize.to_string()
+        } else {
+            "-".into()
+        };
+        let name = if r.reclaimable {
+            format!("{} (r)", r.name)
+        } else {
+            r.name.clone()
+        };
+        let _ = write!(s, "           {name:<22} {size:>7} {objs:>9} {pc:>9.1}");
+        if let Some(g) = self.generator_row(&r.name) {
+            let _ = write!(s, "  {g:>9.1} {:>9.1}", pc - g);
+        }
+        s.push('\n');
     }
 }
 
