@@ -1,5 +1,6 @@
 //! Server settings: the `serve` flags as parsed ([`ServeArgs`]) and the validated values the
 //! shards run with ([`ServerConfig`]); [`file`]: the same flags from a TOML file (`--config`).
+//! Longer than the size limit because it is the table of every serve flag and its setting.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -156,6 +157,9 @@ pub struct ServeArgs {
     /// Subscriber tokens (crate::auth): `--sub-jwt-*`, `--sub-jwks-file`, `--sub-token-cookie`.
     #[command(flatten)]
     pub sub_auth: crate::auth::SubAuthArgs,
+    /// Presence (crate::presence): `--presence-*`, `--friends-presence`.
+    #[command(flatten)]
+    pub presence: crate::presence::PresenceArgs,
     /// Idle SSE/raw subscribers hold no hang-up poll (-256 B kernel each): hang-ups seen at the next write.
     #[arg(long)]
     pub no_idle_poll: bool,
@@ -268,6 +272,8 @@ pub struct ServerConfig {
     pub sub_auth: Option<std::sync::Arc<crate::auth::Verifier>>,
     /// `--zerocopy-min-bytes`: shared frames this long or longer go out zero-copy (0: never).
     pub zerocopy_min_bytes: usize,
+    /// Presence events and friends presence (`--presence-*`).
+    pub presence: crate::presence::PresenceConfig,
     /// Idle SSE and long-poll subscribers hold a hang-up poll (not `--no-idle-poll`).
     pub idle_poll: bool,
 }
@@ -348,6 +354,7 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             sub_auth: self.sub_auth.verifier()?,
             zerocopy_min_bytes: self.zerocopy_min_bytes,
+            presence: (&self.presence).into(),
             idle_poll: !self.no_idle_poll,
         })
     }
@@ -386,6 +393,7 @@ impl ServerConfig {
             metrics_listen: None,
             sub_auth: None,
             zerocopy_min_bytes: DEFAULT_ZEROCOPY_MIN_BYTES,
+            presence: Default::default(),
             idle_poll: true,
         }
     }

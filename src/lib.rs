@@ -41,6 +41,7 @@ pub mod id;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;
+pub mod presence;
 pub mod router;
 pub mod server;
 pub mod shard;

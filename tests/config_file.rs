@@ -49,6 +49,10 @@ sub-jwt-iss = "auth.example"
 sub-jwt-leeway = "7s"
 sub-token-cookie = "uc_token"
 zerocopy-min-bytes = 8192
+presence-events = true
+presence-debounce = "3s"
+presence-log = 1000
+friends-presence = true
 no-idle-poll = true
 "#;
 

@@ -10,6 +10,7 @@
 //! - [`stream`]: what each stream protocol (seed, raw, SSE, WebSocket) puts on the wire.
 //! - [`ws`]: the WebSocket handshake answer, server frames out, client frames in.
 
+pub mod presence;
 pub mod request;
 pub mod response;
 pub mod resume;

@@ -66,6 +66,8 @@ mod output;
 mod placement;
 mod poll;
 mod prefix;
+mod presence;
+mod presence_req;
 mod probes;
 mod publish;
 mod replay;
@@ -130,6 +132,8 @@ pub struct Shard<D: Driver> {
     zc: zerocopy::Holds,
     /// Stage 6d: `/test/` prefixes of shared frames in flight.
     prefixes: prefix::Prefixes,
+    /// Stage 15: presence counts, events and feeds.
+    presence: presence::PresenceState,
 }
 
 impl<D: Driver> Shard<D> {
@@ -151,10 +155,14 @@ impl<D: Driver> Shard<D> {
             .ok()
             .and_then(|a| a.as_socket())
             .map_or(0, |a| a.port());
+        let mut router = Router::new(me, shards, max_conns + cfg.max_conns / shards);
+        if cfg.presence.edges() {
+            router.enable_presence(cfg.presence.debounce_ms);
+        }
         Shard {
             me,
             driver,
-            router: Router::new(me, shards, max_conns + cfg.max_conns / shards),
+            router,
             outbox: Outbox::new(shards),
             conns: Slab::with_capacity(max_conns),
             accept: accept::Accept::new([sub, publ], max_conns),
@@ -174,6 +182,7 @@ impl<D: Driver> Shard<D> {
             expiry: expiry::Expiry::new(max_conns),
             zc: zerocopy::Holds::default(),
             prefixes: prefix::Prefixes::default(),
+            presence: presence::PresenceState::new(),
             mesh,
             stats,
             cfg,

@@ -221,6 +221,15 @@ impl<D: Driver> Shard<D> {
         self.settle(t);
     }
 
+    /// Pending reply `t` is complete with body `raw` (a presence count): written in its turn.
+    pub(super) fn finish_reply(&mut self, t: u32, raw: Vec<u8>) {
+        let p = &mut self.replies.pending[t];
+        p.raw = Some(raw);
+        p.routed = true;
+        p.remaining = 0;
+        self.settle(t);
+    }
+
     /// After part of pending publish `t`'s answer came in: once it is complete, writes the
     /// replies now due on its connection and reads on (or forgets it, if the publisher has
     /// gone).

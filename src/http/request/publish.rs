@@ -58,6 +58,8 @@ pub enum PubRequest {
         /// `HEAD`: the reply has no body.
         head: bool,
     },
+    /// Presence: `/presence/<id>`, `POST /presence`, `/events/presence`.
+    Presence(super::PresenceRequest),
     /// `GET /metrics`, `GET /healthz` or `GET /readyz` (answered by [`crate::metrics`]).
     Probe {
         /// Which one.
@@ -112,7 +114,8 @@ fn authorize(req: &httparse::Request<'_, '_>, token: &[u8]) -> Result<(), Status
             scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
         })
         .unwrap_or(b"");
-    if constant_time_eq(got, token) {
+    // The `subtle` crate: no branch on the bytes (the length may show).
+    if bool::from(subtle::ConstantTimeEq::ct_eq(got, token)) {
         Ok(())
     } else {
         Err(Status::Unauthorized)
@@ -134,6 +137,9 @@ fn get(
     if body {
         return Err(Status::BadRequest);
     }
+    if let Some(r) = super::presence::get(req, path, close, head) {
+        return r;
+    }
     match path {
         b"/stats" => Ok(PubRequest::Stats { close, head }),
         b"/" => Ok(PubRequest::Page { close, head }),
@@ -153,6 +159,7 @@ fn post(req: &httparse::Request<'_, '_>, path: &[u8], close: bool) -> Result<Pub
     ) {
         (Some(id), _) => (id, false),
         (None, Some(id)) => (id, true),
+        _ if path == b"/presence" => return super::presence::post(req, close),
         _ => return Err(Status::NotFound),
     };
     let id = Id::parse(id).map_err(id_error)?;
@@ -207,12 +214,6 @@ fn friends_edit(
         chunked,
         close,
     })
-}
-
-/// Whether `a == b`, in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // The `subtle` crate: no branch on the bytes (the length may show).
-    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]
