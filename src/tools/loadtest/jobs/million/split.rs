@@ -105,5 +105,11 @@ pub(super) fn apply(r: &mut MillionReport, baseline: Option<Breakdown>) {
     if let Some(b) = &mut r.breakdown {
         b.generator = Some(base.generator_side());
     }
+    if base.noisy() {
+        r.notes.push(format!(
+            "the hold-peer run was not quiet (TCP sockets in use grew by {}, not 2 x {}): the generator and server columns carry other processes' sockets",
+            base.tcp_sockets, base.conns
+        ));
+    }
     r.baseline = Some(base);
 }
