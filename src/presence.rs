@@ -24,7 +24,8 @@ pub struct PresenceArgs {
     #[arg(long, default_value = "2s", value_parser = crate::duration::parse_duration)]
     pub presence_debounce: Duration,
     /// Presence events each shard keeps for a `/events/presence` client that resumes with
-    /// `Last-Event-ID` (about 40 bytes each, only with events on).
+    /// `Last-Event-ID` (about 100 bytes plus the id's length each, on every shard, only with
+    /// events on).
     #[arg(long, default_value_t = 65_536, value_name = "EVENTS")]
     pub presence_log: usize,
     /// With --friends: a user's online/offline change also goes to its logged-in friends'

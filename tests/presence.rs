@@ -184,8 +184,9 @@ both_backends! {
     }
 
     /// A feed that reconnects with its last cursor gets exactly the events it missed; a
-    /// cursor from another process gets `reset` (`epoch`), one older than the log `reset`
-    /// (`gone`), each then going on live from the newest event.
+    /// cursor from another process gets `reset` (`unknown-epoch`), one older than the log
+    /// `reset` (`expired`), one ahead of the last event `reset` (`unknown-offset`), each then
+    /// going on live from the newest event.
     fn feed_resumes_by_cursor() {
         let srv = start_with(presence_config(0, 3));
         let (sub, publ) = (srv.subscriber_addr(), srv.publish_addr());
@@ -203,14 +204,17 @@ both_backends! {
         assert_eq!((e3.1.as_str(), e3.2.as_str(), seq_of(&e3.0)), ("offline", "1", seq_of(&at1) + 2));
         let epoch = at1.split('-').next().unwrap();
         let other = if epoch == "0000000000000001" { "0000000000000002-1" } else { "0000000000000001-1" };
-        let (_, live) = open_feed(publ, Some(other), Some("epoch"));
+        let (_, live) = open_feed(publ, Some(other), Some("unknown-epoch"));
         assert_eq!(live, e3.0, "after a reset the feed goes on from the newest event");
         for k in 3..6 {
             let _s = Subscriber::connect(sub, &format!("x{k}"));
             next_event(&mut again);
         }
-        let (_, live) = open_feed(publ, Some(&at1), Some("gone"));
+        let (_, live) = open_feed(publ, Some(&at1), Some("expired"));
         assert!(seq_of(&live) >= seq_of(&at1) + 5, "{live}");
+        let ahead = format!("{epoch}-{}", seq_of(&live) + 1_000);
+        let (_, now) = open_feed(publ, Some(&ahead), Some("unknown-offset"));
+        assert!(seq_of(&now) >= seq_of(&live), "{now} {live}");
     }
 
     /// `--friends-presence` (debounce 0): user 1's friend 2 connecting and leaving reaches
@@ -232,17 +236,55 @@ both_backends! {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Refusals: a bad id 400, more than 10,000 ids 413, the feed with events off 404 naming
-    /// the flag, a malformed cursor 400; none closes the server's other connections.
+    /// An HTTP/1.0 feed gets no chunked coding (RFC 9112 section 6.1): the same events
+    /// unframed, the head saying `Connection: close`.
+    fn http10_feed_is_not_chunked() {
+        let srv = start_with(presence_config(0, 16));
+        let mut c = Client::connect(srv.publish_addr());
+        c.send(b"GET /events/presence HTTP/1.0\r\n\r\n");
+        let head = c.read_head();
+        head.expect_200();
+        head.expect_no_header("transfer-encoding");
+        head.expect_header("connection", "close");
+        let open = c.read_exact_bytes(": presence\nid: 0000000000000000-0\n\n".len());
+        assert!(open.starts_with(b": presence\nid: ") && open.ends_with(b"-0\n\n"), "{open:?}");
+        let _s = Subscriber::connect(srv.subscriber_addr(), "9");
+        let epoch = &open[15..31];
+        let mut want = b"id: ".to_vec();
+        want.extend_from_slice(epoch);
+        want.extend_from_slice(b"-1\nevent: online\ndata: 9\n\n");
+        c.expect_bytes(&want, "an unframed event");
+    }
+
+    /// `POST /presence` with `Expect: 100-continue` gets `100 Continue` before its body, as
+    /// a publish does (curl sends it for large bodies).
+    fn post_with_expect_continue() {
+        let srv = start(2);
+        let mut c = Client::connect(srv.publish_addr());
+        c.send(b"POST /presence HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        c.expect_bytes(b"HTTP/1.1 100 Continue\r\n\r\n", "100 Continue");
+        c.send(b"1\n2");
+        let head = c.read_head();
+        head.expect_200();
+        assert_eq!(c.read_body(&head), br#"{"1":0,"2":0}"#);
+    }
+
+    /// Refusals: a bad id 400, more than 10,000 ids 413, each body naming why, the feed with
+    /// events off 404 naming the flag, a malformed cursor 400; none closes the server's other
+    /// connections.
     fn refusals() {
         let srv = start(2);
         let publ = srv.publish_addr();
         let mut p = Publisher::connect(publ);
         assert_eq!(count(&mut p, "7"), 0);
         expect_error(publ, &raw_request("GET", "/presence/a%2Cb", b""), 400, "a bad id");
+        let (head, body, _) = request_expect_close(publ, &raw_request("POST", "/presence", b"7\n 42 \n"));
+        assert_eq!(head.status, 400);
+        assert!(body.starts_with(b"presence: line 2: not an id"), "{}", String::from_utf8_lossy(&body));
         let many: String = (0..10_001).map(|i| format!("{i}\n")).collect();
         let (head, body, _) = request_expect_close(publ, &raw_request("POST", "/presence", many.as_bytes()));
         assert_eq!(head.status, 413, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(body, b"presence: more than 10000 ids (one per line)\n");
         let (head, body, _) = request_expect_close(publ, b"GET /events/presence HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(head.status, 404);
         assert_eq!(body, b"presence events are off: start the server with --presence-events\n");

@@ -17,6 +17,10 @@ use hashbrown::HashMap;
 use super::Router;
 use crate::id::Id;
 
+/// Most the debounce's clock advances in one turn, ms. A shard with an offline edge waiting
+/// turns at least every 50 ms, so only a stall is slowed down.
+const MAX_STEP_MS: u32 = 250;
+
 /// The presence state of one router shard. See the module doc.
 #[derive(Default)]
 pub(super) struct Presence {
@@ -24,8 +28,12 @@ pub(super) struct Presence {
     events: bool,
     /// The debounce of an offline edge (ms).
     debounce_ms: u32,
-    /// The turn's time (ms, the shard's wrapping clock).
+    /// The debounce's clock (ms, wrapping): the shard's turn clock, but advancing at most
+    /// [`MAX_STEP_MS`] a turn, so a stalled process (SIGSTOP, a VM pause) does not turn
+    /// reconnects that queued meanwhile into offline/online pairs (case B42).
     now_ms: u32,
+    /// The turn clock at the last [`Router::set_presence_clock`].
+    turn_ms: u32,
     /// Owned slots whose offline edge waits: slot -> deadline (ms).
     pending: HashMap<u32, u32>,
     /// The same, in deadline order; an entry whose deadline no longer matches `pending` is
@@ -60,7 +68,10 @@ impl Router {
     /// Sets the clock the debounce reads (ms, the shard's wrapping turn clock); called once a
     /// turn with events on.
     pub fn set_presence_clock(&mut self, now_ms: u32) {
-        self.presence.now_ms = now_ms;
+        let p = &mut self.presence;
+        let step = now_ms.wrapping_sub(p.turn_ms).min(MAX_STEP_MS);
+        p.turn_ms = now_ms;
+        p.now_ms = p.now_ms.wrapping_add(step);
     }
 
     /// Whether an offline edge waits for its debounce (the loop must wake for it).

@@ -164,3 +164,24 @@ fn presence_edges_and_debounce() {
     );
     assert_eq!(r.local_count(&id), 0);
 }
+
+/// A stall (the process stopped for 5 s) advances the debounce's clock by one step only, so
+/// a reconnect that queued meanwhile and logs in on the next turns is no flap (case B42).
+#[test]
+fn presence_debounce_survives_a_stall() {
+    let (mut r, mut out) = (Router::new(0, 1, 16), Outbox::new(1));
+    r.enable_presence(1_000);
+    let id = Id::Num(7);
+    let mut edges = Vec::new();
+    r.set_presence_clock(10);
+    let (h, _) = r.login(&mut out, 1, vec![id.clone()]);
+    r.logout(&mut out, 1, h);
+    r.set_presence_clock(5_010);
+    r.take_presence(&mut edges);
+    assert_eq!(edges, vec![(id.clone(), true)], "5 s stalled is not 5 s without a connection");
+    r.set_presence_clock(5_030);
+    let (_h, _) = r.login(&mut out, 2, vec![id.clone()]);
+    r.set_presence_clock(9_000);
+    r.take_presence(&mut edges);
+    assert_eq!(edges, vec![(id.clone(), true)], "back: no offline, no second online");
+}

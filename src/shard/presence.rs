@@ -25,6 +25,7 @@ use super::Shard;
 use crate::conn::{Flags, State};
 use crate::driver::Driver;
 use crate::history::Pos;
+use crate::http::stream::chunk;
 use crate::http::presence::{self as wire, FeedReset};
 use crate::id::Id;
 use crate::mesh::Msg;
@@ -214,42 +215,35 @@ impl<D: Driver> Shard<D> {
         log.push_back((seq, id, online));
     }
 
-    /// `GET /events/presence` on publisher `i`: it becomes a feed, after the events since
-    /// `after` if the log still has them (else an `event: reset` first).
-    pub(super) fn open_feed(&mut self, i: u32, after: Option<Pos>) {
+    /// `GET /events/presence` on publisher `i`: it becomes a feed (chunked, or for `http10`
+    /// unframed and ended by the close), after the events since `after` if the log still has
+    /// them (else an `event: reset` first).
+    pub(super) fn open_feed(&mut self, i: u32, after: Option<Pos>, http10: bool) {
         let (last, e) = (self.presence.last, epoch());
         let oldest = self.presence.log.front().map_or(last + 1, |ev| ev.0);
         let reset = match after {
             None => None,
             Some(p) if p.epoch != e => Some(FeedReset::Epoch),
-            Some(p) if p.offset > last || p.offset + 1 < oldest => Some(FeedReset::Gone),
+            Some(p) if p.offset > last => Some(FeedReset::Ahead),
+            Some(p) if p.offset + 1 < oldest => Some(FeedReset::Gone),
             Some(_) => None,
         };
         let from = match (after, reset) {
             (Some(p), None) => p.offset,
             _ => last,
         };
+        let at = |offset| Pos { epoch: e, offset };
         let mut raw = Vec::new();
-        wire::feed_open(
-            &mut raw,
-            Pos {
-                epoch: e,
-                offset: from,
-            },
-            reset,
-        );
+        wire::feed_open(&mut raw, at(from), reset, http10);
+        let mut ev = Vec::new();
         for (seq, id, online) in self.presence.log.iter().filter(|ev| ev.0 > from) {
-            wire::feed_event(
-                &mut raw,
-                Pos {
-                    epoch: e,
-                    offset: *seq,
-                },
-                id,
-                *online,
-            );
+            ev.clear();
+            wire::feed_event(&mut ev, at(*seq), id, *online);
+            chunk(&mut raw, &ev, !http10);
         }
         self.conns[i].proto = FEED;
+        // A publisher never uses CHUNKED: on a feed it says how its events are framed.
+        self.conns[i].flags.set(Flags::CHUNKED, !http10);
         if self.presence.feeds.is_empty() {
             let beat = Duration::from_secs(self.cfg.heartbeat_s.max(1));
             self.presence.next_ping = Instant::now() + beat;
@@ -258,9 +252,17 @@ impl<D: Driver> Shard<D> {
         self.push_reply(i, Pending::ready(i, raw, false));
     }
 
-    /// Queues feed bytes on feed `i`, behind any reply it is still owed; a feed whose unsent
-    /// output passes [`FEED_MAX_BACKLOG`] is closed instead.
-    fn feed_write(&mut self, i: u32, bytes: &[u8]) {
+    /// Queues feed bytes on feed `i` (unframed: chunked here for an HTTP/1.1 feed), behind any
+    /// reply it is still owed; a feed whose unsent output passes [`FEED_MAX_BACKLOG`] is
+    /// closed instead.
+    fn feed_write(&mut self, i: u32, raw: &[u8]) {
+        let mut framed = Vec::new();
+        let bytes = if self.conns[i].flags.contains(Flags::CHUNKED) {
+            chunk(&mut framed, raw, true);
+            &framed[..]
+        } else {
+            raw
+        };
         let c = self.conns[i];
         if c.state != State::Pub {
             return;
@@ -303,7 +305,18 @@ impl<D: Driver> Shard<D> {
     /// Stop or drain: each feed gets its last-chunk and closes once it is written.
     pub(super) fn end_feeds(&mut self) {
         for i in std::mem::take(&mut self.presence.feeds) {
-            self.feed_write(i, wire::FEED_END);
+            let c = self.conns[i];
+            if c.state == State::Pub && c.flags.contains(Flags::CHUNKED) {
+                // Unframed: the last-chunk itself.
+                if self.aux[c.aux].replies.is_empty() {
+                    let sending = c.flags.contains(Flags::SENDING);
+                    self.aux[c.aux].queue(sending).extend_from_slice(wire::FEED_END);
+                } else {
+                    let end = wire::FEED_END.to_vec();
+                    self.push_reply(i, Pending::ready(i, end, false));
+                    self.flush_replies(i);
+                }
+            }
             if self.conns[i].state == State::Pub {
                 self.conns[i].state = State::Finishing;
                 self.try_send(i);

@@ -6,6 +6,7 @@ use super::friends::FULL_CREDIT;
 use super::input::BodyRead;
 use super::replies::Pending;
 use super::Shard;
+use crate::conn::Marks;
 use crate::driver::Driver;
 use crate::friends::{user_of, FriendEvent};
 use crate::http::request::{presence_ids, PresenceRequest};
@@ -36,26 +37,37 @@ impl<D: Driver> Shard<D> {
                 len,
                 chunked,
                 close,
+                expect_continue,
             } => {
                 let (len, used) = match self.read_body(i, inbuf, at + n, len, chunked) {
                     BodyRead::Here { len, used } => (len, used),
-                    BodyRead::Wait => return None,
+                    BodyRead::Wait => {
+                        self.continue_if_asked(i, expect_continue);
+                        return None;
+                    }
                     BodyRead::Refused(s) => return self.refuse_request(i, &inbuf[at..], s),
                 };
+                self.conns[i].marks.remove(Marks::CONTINUED);
                 match presence_ids(&inbuf[at + n..at + n + len]) {
                     Ok(ids) => self.presence_query(i, ids, close, false, false),
-                    Err(s) => return self.refuse_request(i, &inbuf[at..], s),
+                    Err((s, why)) => {
+                        let mut raw = Vec::new();
+                        response::error_text(&mut raw, s, &format!("presence: {why}"));
+                        self.push_reply(i, Pending::ready(i, raw, true));
+                        self.conns[i].marks.insert(Marks::DISCARD);
+                        return None;
+                    }
                 }
                 Some(n + used)
             }
-            PresenceRequest::Feed { after } => {
+            PresenceRequest::Feed { after, http10 } => {
                 if !self.cfg.presence.events {
                     let mut raw = Vec::new();
                     response::error_text(&mut raw, Status::NotFound, EVENTS_OFF);
                     self.push_reply(i, Pending::ready(i, raw, true));
                     return None;
                 }
-                self.open_feed(i, after);
+                self.open_feed(i, after, http10);
                 Some(n)
             }
         }

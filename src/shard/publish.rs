@@ -182,7 +182,7 @@ impl<D: Driver> Shard<D> {
     /// A `/send` body is not complete yet: a client that asked for it gets `100 Continue`
     /// now, if no earlier reply is owed (interim responses must not overtake final ones),
     /// once per request.
-    fn continue_if_asked(&mut self, i: u32, expect_continue: bool) {
+    pub(super) fn continue_if_asked(&mut self, i: u32, expect_continue: bool) {
         let c = self.conns[i];
         if !expect_continue
             || !self.aux[c.aux].replies.is_empty()

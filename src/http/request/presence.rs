@@ -32,9 +32,13 @@ pub enum PresenceRequest {
         chunked: bool,
         /// Close after replying.
         close: bool,
+        /// `Expect: 100-continue` (RFC 9110 section 10.1.1): answered before the body.
+        expect_continue: bool,
     },
     /// `GET /events/presence`: an SSE stream of `event: online` / `event: offline`.
     Feed {
+        /// HTTP/1.0: no chunked coding, the stream ends with the connection.
+        http10: bool,
         /// Where to resume: the `Last-Event-ID` header (WHATWG SSE; wins) or the
         /// `last_event_id` query parameter, an `<epoch>-<seq>` cursor; `None` to start live.
         after: Option<Pos>,
@@ -65,7 +69,8 @@ pub(super) fn get(
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => return Some(Err(Status::BadCursor(e))),
     };
-    Some(Ok(PubRequest::Presence(PresenceRequest::Feed { after })))
+    let http10 = req.version == Some(0);
+    Some(Ok(PubRequest::Presence(PresenceRequest::Feed { http10, after })))
 }
 
 /// `POST /presence`. Errors: [`body`]'s, and 411 without a body length.
@@ -75,27 +80,36 @@ pub(super) fn post(req: &httparse::Request<'_, '_>, close: bool) -> Result<PubRe
         Body::Length(n) => (n, false),
         Body::Chunked => (0, true),
     };
+    let expect_continue = header(req, "expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+        && req.version == Some(1);
     Ok(PubRequest::Presence(PresenceRequest::Many {
         len,
         chunked,
         close,
+        expect_continue,
     }))
 }
 
 /// The ids of a `POST /presence` body: one per line, `\r\n` or `\n`, blank lines skipped,
-/// duplicates kept (each answered once in the JSON object). Errors: 400 for a bad id, 413 for
-/// more than [`MAX_PRESENCE_IDS`].
-pub fn presence_ids(body: &[u8]) -> Result<Vec<Id>, Status> {
+/// duplicates kept (each answered once in the JSON object). Errors: 400 naming the first line
+/// that is not an id, 413 for more than [`MAX_PRESENCE_IDS`] lines; the text is the reply's.
+pub fn presence_ids(body: &[u8]) -> Result<Vec<Id>, (Status, String)> {
     let mut ids = Vec::new();
-    for line in body.split(|&b| b == b'\n') {
+    for (n, line) in body.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             continue;
         }
         if ids.len() == MAX_PRESENCE_IDS {
-            return Err(Status::TooLarge);
+            let why = format!("more than {MAX_PRESENCE_IDS} ids (one per line)");
+            return Err((Status::TooLarge, why));
         }
-        ids.push(Id::parse(line).map_err(id_error)?);
+        let id = Id::parse(line).map_err(|e| {
+            let why = format!("line {}: not an id ({e}): one id per line", n + 1);
+            (Status::BadRequest, why)
+        })?;
+        ids.push(id);
     }
     Ok(ids)
 }
@@ -126,6 +140,7 @@ mod tests {
             len: 4,
             chunked: false,
             close: false,
+            expect_continue: false,
         };
         assert!(matches!(many, Head::Done(PubRequest::Presence(r), _) if r == want));
         let feed = parse(
@@ -136,7 +151,7 @@ mod tests {
             offset: 3,
         });
         assert!(
-            matches!(feed, Head::Done(PubRequest::Presence(PresenceRequest::Feed { after: a }), _) if a == after)
+            matches!(feed, Head::Done(PubRequest::Presence(PresenceRequest::Feed { after: a, http10: false }), _) if a == after)
         );
         let live = parse("GET /events/presence?last_event_id= HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(matches!(live, Head::Refuse(Status::BadCursor(_))));
@@ -163,9 +178,12 @@ mod tests {
             ids,
             vec![Id::Num(1), Id::parse(b"abc").unwrap(), Id::Num(7)]
         );
-        assert_eq!(presence_ids(b"1\nno space"), Err(Status::BadRequest));
+        let bad = presence_ids(b"1\nno space").unwrap_err();
+        assert_eq!(bad.0, Status::BadRequest);
+        assert!(bad.1.starts_with("line 2: not an id"), "{}", bad.1);
         let many: String = (0..=MAX_PRESENCE_IDS).map(|i| format!("{i}\n")).collect();
-        assert_eq!(presence_ids(many.as_bytes()), Err(Status::TooLarge));
+        let big = presence_ids(many.as_bytes()).unwrap_err();
+        assert_eq!(big, (Status::TooLarge, "more than 10000 ids (one per line)".into()));
         let ok: String = (0..MAX_PRESENCE_IDS).map(|i| format!("{i}\n")).collect();
         assert_eq!(presence_ids(ok.as_bytes()).unwrap().len(), MAX_PRESENCE_IDS);
     }
