@@ -41,6 +41,11 @@ pub struct Completion {
     pub buf: Option<u16>,
 }
 
+/// Most completions one [`Driver::reap`] moves out. A burst (15,000 subscribers sent to
+/// in one turn) would otherwise grow the shard's completion buffer to its peak and keep
+/// it, a new high-water mark in the allocator's arena every time a burst sets a record.
+pub const REAP_BATCH: usize = 1024;
+
 /// The operations a shard submits; see the module doc for buffer ownership.
 pub trait Driver {
     /// Arms a multishot accept on `listener`: one completion per accepted socket
@@ -151,7 +156,9 @@ pub trait Driver {
     /// Whether completions are waiting to be reaped.
     fn has_completions(&mut self) -> bool;
 
-    /// Moves every available completion into `out`.
+    /// Moves the available completions into `out`, at most [`REAP_BATCH`] a call (the rest
+    /// wait for the next call; [`Driver::has_completions`] reports them), so the caller's
+    /// buffer of `REAP_BATCH` entries never grows.
     fn reap(&mut self, out: &mut Vec<Completion>);
 
     /// An fd that polls readable when completions are waiting (the shard's reactor waits on it).

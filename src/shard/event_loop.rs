@@ -22,7 +22,8 @@ fn clock_start() -> Instant {
 
 /// The loop's clock, completion buffer and stop state.
 pub(super) struct Loop {
-    /// Completions reaped this turn (kept, so its capacity is reused).
+    /// Completions reaped this turn (kept, so its capacity is reused; a reap moves at most
+    /// its [`crate::driver::REAP_BATCH`] entries, so it never grows).
     cqes: Vec<Completion>,
     /// The start of the millisecond clock: the same instant on every shard of the process
     /// ([`clock_start`]), so a stamp taken on one shard means the same on another.
@@ -47,7 +48,7 @@ impl Loop {
     /// The loop of shard `me`.
     pub(super) fn new(me: usize) -> Loop {
         Loop {
-            cqes: Vec::with_capacity(1024),
+            cqes: Vec::with_capacity(crate::driver::REAP_BATCH),
             epoch: clock_start(),
             now_ms: 0,
             stopping: false,
