@@ -160,6 +160,8 @@ impl<D: Driver> Shard<D> {
             self.lp.held = false;
         }
         released |= self.aux.shrink_if_idle();
+        // A history that expired to nothing (after the TTL, later than the last close).
+        released |= self.release_history_if_empty();
         if released {
             self.aux.clear_pool();
             // SAFETY: malloc_trim has no preconditions; it is not on a per-message path.

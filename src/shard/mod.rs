@@ -59,6 +59,7 @@ mod expiry;
 mod frames;
 mod friends;
 mod head;
+mod history_release;
 mod inbox;
 mod input;
 mod linger;
