@@ -164,6 +164,14 @@ pub trait Driver {
     /// An fd that polls readable when completions are waiting (the shard's reactor waits on it).
     fn wait_fd(&self) -> RawFd;
 
+    /// The shard holds no connection and has been idle: drop what only a burst needed
+    /// (tables grown to a burst's peak and kept), so the RSS after close does not keep each
+    /// new peak. Returns whether anything went (the caller then trims malloc). Not on any
+    /// per-message path.
+    fn release_idle(&mut self) -> bool {
+        false
+    }
+
     /// Direct-descriptor slots in use: installed and not yet freed by their CLOSE's
     /// completion (io_uring backend); 0 for a backend without fixed-file tables. A slot that
     /// stays in use after its connection is gone is a leak.

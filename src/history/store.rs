@@ -383,27 +383,6 @@ impl History {
             .map(|(h, o)| (o, h.payload()))
     }
 
-    /// Once the history holds nothing (no stream, message, FIFO entry or retired stream
-    /// left), drops its tables, which keep the capacity of the last burst otherwise (the
-    /// stream records alone 600 KB after 15,000 ids with a short `--history-ttl`); the
-    /// generations stay. Returns whether it did. Not on any per-message path: the shard
-    /// calls it from its periodic sweep.
-    pub fn release_if_empty(&mut self) -> bool {
-        if self.live > 0 || self.held > 0 || !self.fifo.is_empty() || !self.retired.is_empty() {
-            return false;
-        }
-        if self.streams.capacity() == 0 && self.index.capacity() == 0 && self.fifo.capacity() == 0 {
-            return false;
-        }
-        self.streams = Vec::new();
-        self.free = Vec::new();
-        self.index = HashTable::new();
-        self.fifo = VecDeque::new();
-        self.retired = Vec::new();
-        self.settle_at = 0;
-        true
-    }
-
     /// Counters for `/stats`: ids with a stream, messages held, bytes counted, messages
     /// evicted by the memory cap.
     pub fn counts(&self) -> (usize, usize, usize, u64) {

@@ -156,6 +156,7 @@ impl<D: Driver> Shard<D> {
             released |= self.conns.release_if_empty();
             released |= self.router.release_if_empty();
             self.expiry.release();
+            released |= self.driver.release_idle();
             // Until a connection comes again, the idle tick is back to its slow pace.
             self.lp.held = false;
         }

@@ -296,4 +296,14 @@ impl Driver for Epoll {
     fn wait_fd(&self) -> RawFd {
         self.ep.as_raw_fd()
     }
+
+    fn release_idle(&mut self) -> bool {
+        // Sends that complete at once queue their completion here, so a fan-out to 15,000
+        // subscribers in one turn grows the queue to 15,000 entries (360 KB), kept.
+        if self.ready.is_empty() && self.ready.capacity() > REAP_BATCH {
+            self.ready = VecDeque::new();
+            return true;
+        }
+        false
+    }
 }
