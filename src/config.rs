@@ -6,18 +6,23 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+mod choices;
 pub mod file;
+
+pub use choices::{CpuAffinity, LogFormat};
 
 /// Flags of `uring-comet serve`. Each doc line is its `--help`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Subscriber listener address (GET /test/<ids>, /sub/<ids>: chunked, SSE, WebSocket).
+    /// Subscriber listener address (GET /test/<ids>, /sub/<ids>: chunked, SSE, WebSocket;
+    /// GET /poll/<ids>).
     /// Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Publish listener address (POST /send/<id>, GET /stats, GET /metrics, /healthz,
-    /// /readyz; with --friends also POST
-    /// /publish/<user>, PUT|DELETE /friends/<a>/<b>). Port 0 picks a free port.
+    /// Publish listener address (POST /send/<id>, GET /stats, /metrics, /healthz, /readyz,
+    /// GET /presence/<id>, POST /presence, GET /events/presence, DELETE /subscribers/<id>;
+    /// with --friends also POST /publish/<user>, PUT|DELETE /friends/<a>/<b>). Port 0 picks
+    /// a free port.
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub publish_listen: SocketAddr,
     /// Number of shards (threads, each with its own ring and listeners); default: available cores.
@@ -156,30 +161,18 @@ pub struct ServeArgs {
     /// Subscriber tokens (crate::auth): `--sub-jwt-*`, `--sub-jwks-file`, `--sub-token-cookie`.
     #[command(flatten)]
     pub sub_auth: crate::auth::SubAuthArgs,
+    /// Presence (crate::presence): `--presence-*`, `--friends-presence`.
+    #[command(flatten)]
+    pub presence: crate::presence::PresenceArgs,
+    /// Admin (crate::admin): `--max-conns-per-ip`.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
 }
 
 /// Parses a byte count (`parse-size`: `256MiB`, `1 GiB`, `64KB`, `100000`). Errors: the
 /// crate's message.
 fn parse_bytes(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| format!("bad size {s:?}: {e}"))
-}
-
-/// The format of log lines (`--log-format`).
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines (colours on a terminal).
-    Text,
-    /// JSON lines (tracing-subscriber's JSON formatter).
-    Json,
-}
-
-/// Whether shard threads are pinned to CPUs.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CpuAffinity {
-    /// Shard i on the i-th allowed CPU.
-    Auto,
-    /// No pinning.
-    Off,
 }
 
 /// Which data-plane backend the shards run.
@@ -265,6 +258,10 @@ pub struct ServerConfig {
     pub sub_auth: Option<std::sync::Arc<crate::auth::Verifier>>,
     /// `--zerocopy-min-bytes`: shared frames this long or longer go out zero-copy (0: never).
     pub zerocopy_min_bytes: usize,
+    /// Presence events and friends presence (`--presence-*`).
+    pub presence: crate::presence::PresenceConfig,
+    /// Admin settings: `--max-conns-per-ip`.
+    pub admin: crate::admin::AdminArgs,
 }
 
 /// `--zerocopy-min-bytes`' default (see DESIGN.md, "Shared frames and zero-copy sends").
@@ -343,6 +340,8 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             sub_auth: self.sub_auth.verifier()?,
             zerocopy_min_bytes: self.zerocopy_min_bytes,
+            presence: (&self.presence).into(),
+            admin: self.admin,
         })
     }
 }
@@ -380,6 +379,8 @@ impl ServerConfig {
             metrics_listen: None,
             sub_auth: None,
             zerocopy_min_bytes: DEFAULT_ZEROCOPY_MIN_BYTES,
+            presence: Default::default(),
+            admin: crate::admin::AdminArgs::default(),
         }
     }
 

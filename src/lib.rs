@@ -22,12 +22,15 @@
 //! - [`stats`]: per-shard counters read by `GET /stats`; [`metrics`]: `GET /metrics`
 //!   (Prometheus), `/healthz`, `/readyz`, and the `--metrics-listen` listener.
 //! - [`auth`]: subscriber tokens (JWT): keys, verification, what a token covers.
+//! - [`admin`]: the admin flags and `--max-conns-per-ip`'s per-address table (the kick,
+//!   `DELETE /subscribers/<id>`, is a publish request every shard carries out).
 //! - [`config`]: `serve` flags (also from a TOML file, `--config`) and validated settings;
 //!   [`logging`]: text or JSON log lines; [`duration`]: the one parser of time
 //!   flags (`30`, `250ms`, `10m`, `1h30m`), `serve`'s and every tool's.
 //! - [`tools`]: the subcommands beside the server (`loadtest`, `check-system`, `plot`,
 //!   `gen-friends`); the core above never imports them.
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;
@@ -41,6 +44,7 @@ pub mod id;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;
+pub mod presence;
 pub mod router;
 pub mod server;
 pub mod shard;

@@ -71,6 +71,13 @@ pub struct ShardStats {
     pub publish_to_send: crate::metrics::Latency,
     /// Total: zero-copy sends of shared frames submitted (`--zerocopy-min-bytes`).
     pub zerocopy_sends: AtomicU64,
+    /// Total: connections ended by `DELETE /subscribers/<id>` (kick) on this shard.
+    pub kicked: AtomicU64,
+    /// Total: subscriber connections answered 429 at `--max-conns-per-ip`.
+    pub per_ip_refused: AtomicU64,
+    /// Gauge: subscriber connections of this shard counted under `--max-conns-per-ip`
+    /// (0 with the limit off).
+    pub per_ip_conns: AtomicU64,
 }
 
 impl ShardStats {
@@ -111,7 +118,9 @@ pub fn rss_bytes() -> u64 {
 /// (subscribers closed by the send deadline), `direct_slots_in_use` (io_uring fixed-file
 /// table entries held, all shards), `rss_bytes`; friends: `friend_events`, `graph_users`,
 /// `graph_entries` (directed adjacency entries), `graph_heap_bytes`, `graph_rss_bytes` (RSS
-/// grown by the load), `graph_load_us`; `zerocopy_sends` (zero-copy sends of shared frames).
+/// grown by the load), `graph_load_us`; `zerocopy_sends` (zero-copy sends of shared frames);
+/// `kicked` (connections ended by `DELETE /subscribers/<id>`), `per_ip_refused` (429s at
+/// `--max-conns-per-ip`), `per_ip_conns` (subscribers counted under it now).
 pub fn json(shards: &[ShardStats]) -> String {
     let sum =
         |f: fn(&ShardStats) -> &AtomicU64| shards.iter().map(|s| f(s).load(Relaxed)).sum::<u64>();
@@ -151,5 +160,14 @@ pub fn json(shards: &[ShardStats]) -> String {
     // Appended keys (after the object's first fields, which keep their order).
     out.pop();
     let _ = write!(out, ",\"zerocopy_sends\":{}}}", sum(|s| &s.zerocopy_sends));
+    out.pop();
+    let _ = write!(out, ",\"kicked\":{}}}", sum(|s| &s.kicked));
+    out.pop();
+    let _ = write!(
+        out,
+        ",\"per_ip_refused\":{},\"per_ip_conns\":{}}}",
+        sum(|s| &s.per_ip_refused),
+        sum(|s| &s.per_ip_conns)
+    );
     out
 }

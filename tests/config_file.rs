@@ -49,6 +49,11 @@ sub-jwt-iss = "auth.example"
 sub-jwt-leeway = "7s"
 sub-token-cookie = "uc_token"
 zerocopy-min-bytes = 8192
+presence-events = true
+presence-debounce = "3s"
+presence-log = 1000
+friends-presence = true
+max-conns-per-ip = 17
 "#;
 
 /// A file in the test's own temporary directory.
@@ -144,6 +149,7 @@ fn a_file_sets_every_flag() {
     let v = c.sub_auth.as_ref().expect("subscriber tokens on");
     assert_eq!((v.leeway_s(), v.cookie()), (7, Some("uc_token")));
     assert_eq!(c.zerocopy_min_bytes, 8192);
+    assert_eq!(c.admin.max_conns_per_ip, 17);
 }
 
 #[test]

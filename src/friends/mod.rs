@@ -45,6 +45,8 @@ pub struct FriendEvent {
     pub msg: Bytes,
     /// `{"from":"<user>","msg":"<body>"}`: what SSE, WebSocket and raw streams carry.
     pub json: Bytes,
+    /// The SSE event type: `friend`, or `presence` for a friend's online/offline change.
+    pub sse_event: &'static str,
 }
 
 impl FriendEvent {
@@ -60,6 +62,19 @@ impl FriendEvent {
             from,
             msg,
             json: Bytes::from(json),
+            sse_event: "friend",
+        }
+    }
+
+    /// User `from` came online or went offline (`--friends-presence`): SSE `event: presence`,
+    /// JSON `{"from":"<user>","online":true|false}`, the seed's chunk says `online`/`offline`.
+    pub fn presence(from: u32, online: bool) -> FriendEvent {
+        let word: &'static [u8] = if online { b"online" } else { b"offline" };
+        FriendEvent {
+            from,
+            msg: Bytes::from_static(word),
+            json: Bytes::from(format!("{{\"from\":\"{from}\",\"online\":{online}}}")),
+            sse_event: "presence",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`stream`]: what each stream protocol (seed, raw, SSE, WebSocket) puts on the wire.
 //! - [`ws`]: the WebSocket handshake answer, server frames out, client frames in.
 
+pub mod presence;
 pub mod request;
 pub mod response;
 pub mod resume;
@@ -62,6 +63,12 @@ pub enum Status {
     /// 426 Upgrade Required: a WebSocket upgrade offering a version other than 13; the
     /// reply carries `Sec-WebSocket-Version: 13` (RFC 6455 section 4.2.2).
     UpgradeRequired,
+    /// 405 Method Not Allowed: a method other than DELETE on `/subscribers/<id>`; the reply
+    /// carries `Allow: DELETE` (RFC 9110 section 15.5.6).
+    MethodNotAllowed,
+    /// 429 Too Many Requests: a subscriber from an address already holding
+    /// `--max-conns-per-ip` connections; the reply carries `Retry-After` (RFC 6585 section 4).
+    TooManyRequests,
 }
 
 impl Status {
@@ -82,6 +89,8 @@ impl Status {
             Status::Unavailable => (503, "Service Unavailable"),
             Status::Internal => (500, "Internal Server Error"),
             Status::UpgradeRequired => (426, "Upgrade Required"),
+            Status::MethodNotAllowed => (405, "Method Not Allowed"),
+            Status::TooManyRequests => (429, "Too Many Requests"),
         }
     }
 }

@@ -119,6 +119,19 @@ pub fn edit(out: &mut Vec<u8>, changed: bool, failed: bool, close: bool) {
     json(out, body.as_bytes(), close);
 }
 
+/// Appends the reply to `DELETE /subscribers/<id>` as a complete 200 reply:
+/// `{"closed":N}`, `n` connections ended; in cluster mode `{"closed":N,"nodes":K}` when `k`
+/// nodes (this one included) answered, or `{"closed":N,"scope":"node"}` when only this node's
+/// connections were counted.
+pub fn kicked(out: &mut Vec<u8>, n: u64, nodes: Option<u64>, cluster: bool, close: bool) {
+    let body = match (nodes, cluster) {
+        (Some(k), _) => format!("{{\"closed\":{n},\"nodes\":{k}}}"),
+        (None, true) => format!("{{\"closed\":{n},\"scope\":\"node\"}}"),
+        (None, false) => format!("{{\"closed\":{n}}}"),
+    };
+    json(out, body.as_bytes(), close);
+}
+
 /// Appends a complete 200 reply carrying a JSON body.
 pub fn json(out: &mut Vec<u8>, body: &[u8], close: bool) {
     let _ = write!(
@@ -218,6 +231,10 @@ pub fn error(out: &mut Vec<u8>, status: Status) {
         Status::Unauthorized => "WWW-Authenticate: Bearer realm=\"uring-comet\"\r\n",
         // RFC 6455 section 4.4: the versions this server speaks.
         Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
+        // RFC 9110 section 15.5.6: the methods the target allows.
+        Status::MethodNotAllowed => "Allow: DELETE\r\n",
+        // RFC 6585 section 4 / RFC 9110 section 10.2.3: when to try again, seconds.
+        Status::TooManyRequests => "Retry-After: 10\r\n",
         _ => "",
     };
     let _ = write!(

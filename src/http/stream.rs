@@ -20,6 +20,7 @@ use std::io::Write;
 
 use super::response::{chunk_with, seed_chunk};
 use super::ws;
+use crate::friends::FriendEvent;
 
 /// Subscriber protocol, as kept in the connection record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,24 +120,19 @@ pub fn message(out: &mut Vec<u8>, proto: Proto, chunked: bool, n: u32, msg: &[u8
     true
 }
 
-/// Appends friends event `msg` from user `from`, the `n`th message on its connection, in
-/// protocol `proto`; `json` is the event as `{"from":"<from>","msg":"..."}` (JSON-escaped).
+/// Appends friends event `ev` (its `msg` from user `from`), the `n`th message on its
+/// connection, in protocol `proto`; `json` is the event as `{"from":"<from>","msg":"..."}`
+/// (JSON-escaped), `event` its SSE event type (`friend`, or `presence` for a friend's
+/// online/offline change).
 ///
 /// | protocol | bytes |
 /// |---|---|
 /// | seed | chunk `Recvd msg #N from <from>: 'MSG'<br/>\n` (MSG HTML-escaped) |
-/// | SSE | event `event: friend\ndata: <json>\n\n` |
+/// | SSE | event `event: <event>\ndata: <json>\n\n` |
 /// | WebSocket | text frame `<json>` |
 /// | raw | chunk `<json>` |
-pub fn friend_message(
-    out: &mut Vec<u8>,
-    proto: Proto,
-    chunked: bool,
-    n: u32,
-    from: u32,
-    msg: &[u8],
-    json: &[u8],
-) {
+pub fn friend_message(out: &mut Vec<u8>, proto: Proto, chunked: bool, n: u32, ev: &FriendEvent) {
+    let (from, msg, json, event) = (ev.from, &ev.msg[..], &ev.json[..], ev.sse_event);
     match proto {
         Proto::Seed => chunk_with(out, chunked, |out| {
             let _ = write!(out, "Recvd msg #{n} from {from}: '");
@@ -146,7 +142,9 @@ pub fn friend_message(
         Proto::Raw => chunk(out, json, chunked),
         // JSON escapes every line end, so the data is one line.
         Proto::Sse => chunk_with(out, chunked, |out| {
-            out.extend_from_slice(b"event: friend\ndata: ");
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(event.as_bytes());
+            out.extend_from_slice(b"\ndata: ");
             out.extend_from_slice(json);
             out.extend_from_slice(b"\n\n");
         }),
@@ -267,17 +265,19 @@ mod tests {
     #[test]
     fn friend_messages() {
         let json = br#"{"from":"7","msg":"a<b"}"#;
+        let ev = crate::friends::FriendEvent::new(7, bytes::Bytes::from_static(b"a<b"));
+        assert_eq!(&ev.json[..], json);
         let mut out = Vec::new();
-        friend_message(&mut out, Proto::Seed, true, 3, 7, b"a<b", json);
+        friend_message(&mut out, Proto::Seed, true, 3, &ev);
         assert_eq!(out, b"23\r\nRecvd msg #3 from 7: 'a&lt;b'<br/>\n\r\n");
         out.clear();
-        friend_message(&mut out, Proto::Sse, false, 1, 7, b"a<b", json);
+        friend_message(&mut out, Proto::Sse, false, 1, &ev);
         assert_eq!(
             out,
             b"event: friend\ndata: {\"from\":\"7\",\"msg\":\"a<b\"}\n\n"
         );
         out.clear();
-        friend_message(&mut out, Proto::Ws, false, 1, 7, b"a<b", json);
+        friend_message(&mut out, Proto::Ws, false, 1, &ev);
         assert_eq!(out[0], 0x81);
         assert_eq!(&out[2..], json);
     }

@@ -39,6 +39,10 @@
 //!   forwarded to (`more: Some(k)`); a holder's says `None`. They come over different
 //!   queues and may arrive in any order; the publish reply is written when the owner's
 //!   and k holders' have arrived.
+//! - `Kick {id, reply}`, publisher's shard -> every other shard (`DELETE
+//!   /subscribers/<id>`, see `shard::kick`): end the local connections under `id`; each
+//!   answers `Replied {count, more: None}`, the publisher's shard counts its own as the
+//!   owner's reply with `more: Some(shards - 1)`.
 //!
 //! - Friends fan-out (`POST /publish/<user>`, see `shard::friends`): `FriendsRoute {user,
 //!   msg, reply, credit}`, publisher's shard -> owner of `user`, which holds the user's
@@ -135,6 +139,8 @@ pub struct Mesh {
     shutdown: AtomicBool,
     /// SIGTERM's drain is under way: listeners closed, streams being ended, `/readyz` 503.
     draining: AtomicBool,
+    /// `--max-conns-per-ip`: the subscriber connections of each source address, all shards.
+    pub per_ip: crate::admin::per_ip::PerIp,
 }
 
 impl Mesh {
@@ -146,6 +152,7 @@ impl Mesh {
             doorbell: (0..shards).map(|_| Notify::new()).collect(),
             shutdown: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            per_ip: crate::admin::per_ip::PerIp::default(),
         }
     }
 

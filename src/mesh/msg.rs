@@ -236,4 +236,48 @@ pub enum Msg {
     /// Cluster agent -> every shard: subscriptions changed (or Redis went down); heads held
     /// for a bucket subscription may go.
     ClusterReady,
+    // --- presence (crate::presence, shard/presence.rs) ---
+    /// Publisher's shard -> every shard: count the local connections under each of `ids`.
+    PresenceAsk {
+        /// The ids, shared by every shard's copy of the question.
+        ids: std::sync::Arc<[Id]>,
+        /// The asking shard.
+        from: u16,
+        /// The pending reply on the asking shard.
+        token: u32,
+    },
+    /// Answer to `PresenceAsk`: `counts[k]` connections under `ids[k]` on the answering shard.
+    PresenceCounts {
+        /// The pending reply on the asking shard.
+        token: u32,
+        /// One count per id, in the question's order.
+        counts: Vec<u32>,
+    },
+    /// Owner of `id` -> the hub (shard 0): `id` went online (its first connection) or offline
+    /// (its last one closed, and the debounce passed).
+    PresenceEdge {
+        /// The id.
+        id: Id,
+        /// Online (true) or offline.
+        online: bool,
+    },
+    /// Hub -> every other shard: presence event number `seq`, for the log and the feeds.
+    PresenceEvent {
+        /// The event's number (1, 2, ...; the cursor's offset).
+        seq: u64,
+        /// The id.
+        id: Id,
+        /// Online (true) or offline.
+        online: bool,
+    },
+    // --- admin (shard::kick) ---
+    /// Publisher's shard -> every other shard (`DELETE /subscribers/<id>`): end each local
+    /// connection logged in under `id` with its transport's proper end; answered with a
+    /// `Replied` (`more: None`) counting them.
+    Kick {
+        /// The id whose connections end.
+        id: Id,
+        /// Where the `Replied` goes.
+        reply: ReplyTo,
+    },
 }

@@ -51,6 +51,8 @@ pub struct Router {
     free_conn_lists: Vec<u32>,
     next_seq: u32,
     owned_live: usize,
+    /// Presence: online/offline edges and their debounce (`presence.rs`).
+    presence: presence::Presence,
 }
 
 impl Router {
@@ -73,12 +75,8 @@ impl Router {
             free_conn_lists: Vec::new(),
             next_seq: 0,
             owned_live: 0,
+            presence: presence::Presence::default(),
         }
-    }
-
-    /// Ids owned by this shard that some shard holds connections under.
-    pub fn owned_ids(&self) -> usize {
-        self.owned_live
     }
 
     /// If this shard knows no id at all, drops every table and gives their pages back to the
@@ -138,7 +136,7 @@ impl Router {
 
     fn maybe_free(&mut self, s: u32) {
         let slot = &self.slots[s as usize];
-        if slot.subs != NONE || slot.holders != 0 {
+        if slot.subs != NONE || slot.holders != 0 || self.presence.keeps(s) {
             return;
         }
         let hash = self.hash(&slot.id);
@@ -281,23 +279,6 @@ impl Router {
         }
     }
 
-    fn hold(&mut self, s: u32, shard: usize) {
-        let slot = &mut self.slots[s as usize];
-        if slot.holders == 0 {
-            self.owned_live += 1;
-        }
-        slot.holders |= 1 << shard;
-    }
-
-    fn unhold(&mut self, s: u32, shard: usize) {
-        let slot = &mut self.slots[s as usize];
-        let had = slot.holders != 0;
-        slot.holders &= !(1 << shard);
-        if had && slot.holders == 0 {
-            self.owned_live -= 1;
-        }
-    }
-
     /// The local connections logged in under the id in slot `s`.
     pub fn subscribers(&self, s: u32) -> &[u32] {
         let subs = &self.slots[s as usize].subs;
@@ -322,29 +303,6 @@ impl Router {
     /// The id in slot `s`.
     pub fn id_of(&self, s: u32) -> &Id {
         &self.slots[s as usize].id
-    }
-
-    /// The directory entry of the id in slot `s` (owner only): bit s set while shard s
-    /// holds connections under it.
-    pub fn holders(&self, s: u32) -> u64 {
-        self.slots[s as usize].holders
-    }
-
-    /// Owner side of `Join`: records shard `from` as a holder of `id` and acknowledges
-    /// (`JoinAck` into `out`).
-    pub fn on_join(&mut self, out: &mut Outbox, id: Id, from: usize, seq: u32) {
-        let s = self.slot_for(id);
-        self.hold(s, from);
-        let id = self.slots[s as usize].id.clone();
-        out.push(from, Msg::JoinAck { id, seq });
-    }
-
-    /// Owner side of `Leave`: shard `from` holds no connection under `id` any more.
-    pub fn on_leave(&mut self, id: &Id, from: usize) {
-        if let Some(s) = self.lookup(id) {
-            self.unhold(s, from);
-            self.maybe_free(s);
-        }
     }
 
     /// Holder side of `JoinAck`: if it acknowledges the current join of `id`, returns the
@@ -395,6 +353,8 @@ impl Router {
         (local, forwarded)
     }
 }
+mod directory;
 mod pin;
+mod presence;
 #[cfg(test)]
 mod tests;

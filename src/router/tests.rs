@@ -115,3 +115,52 @@ fn many_ids_one_conn() {
     r.logout(&mut out, 6, h6);
     assert_eq!(r.owned_ids(), 0);
 }
+
+/// Presence edges on the owner: online at the first holder (local or a remote `Join`),
+/// offline only once the last holder has been gone for the debounce; a flap within it
+/// reports nothing; the slot (and its id) is kept meanwhile, and freed after.
+#[test]
+fn presence_edges_and_debounce() {
+    let (mut r, mut out) = (Router::new(0, 2, 16), Outbox::new(2));
+    r.enable_presence(100);
+    let id = id_owned_by(0);
+    let mut edges = Vec::new();
+    r.set_presence_clock(1_000);
+    let (h, _) = r.login(&mut out, 7, vec![id.clone()]);
+    r.on_join(&mut out, id.clone(), 1, 1);
+    r.take_presence(&mut edges);
+    assert_eq!(
+        edges,
+        vec![(id.clone(), true)],
+        "one online edge for two holders"
+    );
+    r.logout(&mut out, 7, h);
+    r.on_leave(&id, 1);
+    r.take_presence(&mut edges);
+    assert_eq!(edges.len(), 1, "offline waits for the debounce");
+    assert!(
+        r.presence_waiting() && r.lookup(&id).is_some(),
+        "the slot is kept meanwhile"
+    );
+    r.set_presence_clock(1_050);
+    let (h, _) = r.login(&mut out, 8, vec![id.clone()]);
+    r.set_presence_clock(1_200);
+    r.take_presence(&mut edges);
+    assert_eq!(
+        edges.len(),
+        1,
+        "back within the debounce: no event either way"
+    );
+    r.logout(&mut out, 8, h);
+    r.set_presence_clock(1_299);
+    r.take_presence(&mut edges);
+    assert_eq!(edges.len(), 1);
+    r.set_presence_clock(1_300);
+    r.take_presence(&mut edges);
+    assert_eq!(edges, vec![(id.clone(), true), (id.clone(), false)]);
+    assert!(
+        r.lookup(&id).is_none() && !r.presence_waiting(),
+        "freed after its offline"
+    );
+    assert_eq!(r.local_count(&id), 0);
+}

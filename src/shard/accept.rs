@@ -155,6 +155,9 @@ impl<D: Driver> Shard<D> {
         });
         if l == SUB {
             ShardStats::add(&self.st().subscribers, 1);
+            if !self.per_ip_admit(i) {
+                return; // 429 at --max-conns-per-ip
+            }
             self.recv_head(i);
         } else {
             ShardStats::add(&self.st().publishers, 1);

@@ -41,6 +41,7 @@ impl<D: Driver> Shard<D> {
     /// the rest.
     pub(super) fn begin_stop(&mut self) {
         self.stop_accepts();
+        self.end_feeds();
         let live: Vec<u32> = (0..self.conns.slots() as u32)
             .filter(|&i| !matches!(self.conns[i].state, State::Free | State::Closing))
             .collect();
@@ -194,6 +195,9 @@ impl<D: Driver> Shard<D> {
         }
         if c.flags.contains(Flags::PUBLISHER) {
             ShardStats::sub(&self.st().publishers, 1);
+            if c.proto == super::presence::FEED {
+                self.feed_closed(i);
+            }
             if c.aux != NONE {
                 for t in std::mem::take(&mut self.aux[c.aux].replies) {
                     self.replies.abandon(t);
@@ -201,6 +205,7 @@ impl<D: Driver> Shard<D> {
             }
         } else {
             ShardStats::sub(&self.st().subscribers, 1);
+            self.per_ip_release(i);
         }
         let conn = &mut self.conns[i];
         // LINGER reuses CHUNKED's bit, which means nothing once closing.

@@ -112,6 +112,7 @@ impl<D: Driver> Shard<D> {
         self.drain.started = Some(now);
         self.stop_accepts();
         self.shutdown_listeners();
+        self.end_feeds();
         let mut total = 0;
         for i in 0..self.conns.slots() as u32 {
             let c = self.conns[i];

@@ -95,6 +95,7 @@ impl<D: Driver> Shard<D> {
             self.drain_tick();
         }
         self.lp.now_ms = self.lp.epoch.elapsed().as_millis() as u32;
+        self.router.set_presence_clock(self.lp.now_ms);
         self.arm_accepts();
         let mut cqes = std::mem::take(&mut self.lp.cqes);
         self.driver.reap(&mut cqes);
@@ -117,6 +118,7 @@ impl<D: Driver> Shard<D> {
             unsafe { libc::malloc_trim(0) };
         }
         self.close_marked();
+        self.presence_turn();
         self.lp.held |= !self.conns.is_empty();
         self.flush_outbox();
         if let Err(e) = self.driver.submit() {
@@ -136,6 +138,9 @@ impl<D: Driver> Shard<D> {
     pub fn idle_timeout(&self) -> Duration {
         if self.accept.paused() || self.lp.stopping || self.drain.active() {
             Duration::from_millis(20)
+        } else if self.router.presence_waiting() {
+            // An offline edge waits for its debounce: decided within 50 ms of it.
+            Duration::from_millis(50)
         } else if self.lp.held && self.conns.is_empty() {
             RELEASE_QUIET
         } else {

@@ -52,7 +52,7 @@ pub struct FriendsShard {
 #[derive(Default)]
 pub(super) struct Friends {
     /// The store (`--friends`), if any.
-    store: Option<FriendsShard>,
+    pub(super) store: Option<FriendsShard>,
     /// Scratch list of follower ids for one fan-out.
     ids: Vec<u32>,
 }
@@ -123,7 +123,12 @@ impl<D: Driver> Shard<D> {
 
     /// Step 2 of the fan-out, on the owner of `user`.
     pub(super) fn fanout_owner(&mut self, user: u32, msg: Bytes, reply: ReplyTo, credit: u64) {
-        let mut credit = credit;
+        self.fanout_event(FriendEvent::new(user, msg), reply, credit);
+    }
+
+    /// Step 2 for event `ev` (a publish, or a friend's presence change).
+    pub(super) fn fanout_event(&mut self, ev: FriendEvent, reply: ReplyTo, credit: u64) {
+        let (user, mut credit) = (ev.from, credit);
         let mut list = std::mem::take(&mut self.friends.ids);
         list.clear();
         if let Some(f) = &self.friends.store {
@@ -135,7 +140,6 @@ impl<D: Driver> Shard<D> {
             self.friends.ids = list;
             return self.friends_reply(reply, 0, 0, credit, false);
         }
-        let ev = FriendEvent::new(user, msg);
         let shards = self.mesh.shards();
         let mut groups: Vec<Vec<u32>> = vec![Vec::new(); shards];
         for &f in &list {

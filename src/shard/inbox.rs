@@ -91,6 +91,11 @@ impl<D: Driver> Shard<D> {
             Msg::PublishFailed { token, sent } => self.publish_failed(token, sent),
             Msg::RemoteFriends { user, msg } => self.on_remote_friends(user, msg),
             Msg::ClusterReady => self.on_cluster_ready(),
+            Msg::PresenceAsk { ids, from, token } => self.on_presence_ask(&ids, from.into(), token),
+            Msg::PresenceCounts { token, counts } => self.on_presence_counts(token, &counts),
+            Msg::PresenceEdge { id, online } => self.on_presence_edge(id, online),
+            Msg::PresenceEvent { seq, id, online } => self.on_presence_event(seq, id, online),
+            Msg::Kick { id, reply } => self.on_kick(&id, reply),
             m @ (Msg::FriendsRoute { .. }
             | Msg::FriendsBatch { .. }
             | Msg::FriendsReplied { .. }

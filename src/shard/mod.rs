@@ -2,6 +2,7 @@
 //! goes through, one file each, in the order it travels:
 //!
 //! 1. `accept.rs`: multishot accepts; a new socket gets a 24-byte [`Conn`], or a 503 past the cap.
+//! - 1b. `per_ip.rs`: `--max-conns-per-ip`: the count per source address, 429 past it.
 //! 2. `completion.rs`: each completion goes to its stage by its token (operation, connection).
 //! 3. `head.rs`: a subscriber's request head, read into provided buffers and parsed.
 //! 4. `placement.rs`: hand-off to the id's owner, login, install, the response head.
@@ -12,6 +13,7 @@
 //!    `zerocopy.rs`: large shared frames sent zero-copy, held until the kernel's notification;
 //!    `prefix.rs`: `/test/`'s per-connection prefix before a shared frame (a vectored send).
 //! 7. `publish.rs`: a publisher's pipelined requests, one method per kind; routing to the owner.
+//! - 7b. `kick.rs`: `DELETE /subscribers/<id>`: every shard ends its connections under the id.
 //! 8. `replies.rs`: publish replies, in request order once every shard has answered.
 //! 9. `inbox.rs`: the messages of the other shards ([`crate::mesh`]).
 //! 10. `close.rs`: logout, cancel, close after the last completion; head timeouts; the stop;
@@ -62,11 +64,15 @@ mod head;
 mod history_release;
 mod inbox;
 mod input;
+mod kick;
 mod linger;
 mod output;
+mod per_ip;
 mod placement;
 mod poll;
 mod prefix;
+mod presence;
+mod presence_req;
 mod probes;
 mod publish;
 mod replay;
@@ -131,6 +137,10 @@ pub struct Shard<D: Driver> {
     zc: zerocopy::Holds,
     /// Stage 6d: `/test/` prefixes of shared frames in flight.
     prefixes: prefix::Prefixes,
+    /// Stage 15: presence counts, events and feeds.
+    presence: presence::PresenceState,
+    /// Stage 1b: `--max-conns-per-ip`: each connection's entry in the per-address table.
+    per_ip: per_ip::PerIpSlots,
 }
 
 impl<D: Driver> Shard<D> {
@@ -152,10 +162,14 @@ impl<D: Driver> Shard<D> {
             .ok()
             .and_then(|a| a.as_socket())
             .map_or(0, |a| a.port());
+        let mut router = Router::new(me, shards, max_conns + cfg.max_conns / shards);
+        if cfg.presence.edges() {
+            router.enable_presence(cfg.presence.debounce_ms);
+        }
         Shard {
             me,
             driver,
-            router: Router::new(me, shards, max_conns + cfg.max_conns / shards),
+            router,
             outbox: Outbox::new(shards),
             conns: Slab::with_capacity(max_conns),
             accept: accept::Accept::new([sub, publ], max_conns),
@@ -175,6 +189,8 @@ impl<D: Driver> Shard<D> {
             expiry: expiry::Expiry::new(max_conns),
             zc: zerocopy::Holds::default(),
             prefixes: prefix::Prefixes::default(),
+            presence: presence::PresenceState::new(),
+            per_ip: per_ip::PerIpSlots::new(max_conns),
             mesh,
             stats,
             cfg,

@@ -303,7 +303,7 @@ impl<D: Driver> Shard<D> {
             }
             Ev::Plain { msg, .. } => stream::message(buf, proto, chunked, n, msg),
             Ev::Friend(e) => {
-                stream::friend_message(buf, proto, chunked, n, e.from, &e.msg, &e.json);
+                stream::friend_message(buf, proto, chunked, n, e);
                 true
             }
         };

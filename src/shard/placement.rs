@@ -185,6 +185,7 @@ impl<D: Driver> Shard<D> {
         // No op is in flight: the head's recv has just completed and nothing else was armed.
         debug_assert_eq!(c.ops, 0);
         self.driver.release_fd(c.fd);
+        self.per_ip_hand_off(i, c.fd);
         self.outbox.push(
             owner,
             Msg::Adopt {
@@ -201,14 +202,16 @@ impl<D: Driver> Shard<D> {
     /// Owner side of a hand-off (`Adopt`).
     pub(super) fn adopt(&mut self, fd: i32, req: SubRequest) {
         // The fd was handed to this shard and nothing else uses it.
+        let counted = self.per_ip_take_handed(fd);
         if !self.admit(fd) {
-            return;
+            return self.per_ip_adopted(None, counted);
         }
         let i = self.conns.insert(Conn {
             fd,
             state: State::SubHead,
             ..Conn::FREE
         });
+        self.per_ip_adopted(Some(i), counted);
         ShardStats::add(&self.st().subscribers, 1);
         self.open(i, req);
     }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::input::BodyRead;
 use super::output::Ev;
+use super::presence::FEED;
 use super::replies::{Pending, ReplyKind};
 use super::Shard;
 use crate::conn::{Flags, Marks, State, NONE};
@@ -55,6 +56,7 @@ impl<D: Driver> Shard<D> {
         // connection): the edit and, say, a publish go to different shards.
         while !self.conns[i].flags.contains(Flags::CLOSE_AFTER)
             && !self.conns[i].marks.contains(Marks::EDITING)
+            && self.conns[i].proto != FEED
         {
             let rest = &inbuf[used..];
             match parse_publish(rest, token.map(str::as_bytes)) {
@@ -74,6 +76,9 @@ impl<D: Driver> Shard<D> {
             self.conns[i].marks.remove(Marks::SLOW);
         }
         inbuf.drain(..used);
+        if self.conns[i].proto == FEED {
+            inbuf.clear(); // a feed takes no request: what it sends is dropped
+        }
         self.aux[a].inbuf = inbuf;
         self.conns[i].marks.remove(Marks::PARSING);
         self.flush_replies(i);
@@ -94,6 +99,8 @@ impl<D: Driver> Shard<D> {
             PubRequest::Page { close, head } => self.page(i, close, head),
             PubRequest::Stats { close, head } => self.stats(i, close, head),
             PubRequest::Probe { probe, close, head } => self.probe(i, probe, close, head),
+            PubRequest::Presence(p) => return self.on_presence_request(i, p, n, inbuf, at),
+            PubRequest::Kick(k) => self.kick(i, k.id, k.close),
             PubRequest::Edit {
                 a,
                 b,
@@ -142,7 +149,7 @@ impl<D: Driver> Shard<D> {
 
     /// A refused request (`head` starts with it): its error reply, and the connection closes.
     /// Returns `None`, as [`Shard::on_request`] does for a request that stops the reading.
-    fn refuse_request(&mut self, i: u32, head: &[u8], s: Status) -> Option<usize> {
+    pub(super) fn refuse_request(&mut self, i: u32, head: &[u8], s: Status) -> Option<usize> {
         let head = &head[..head.len().min(120)];
         tracing::debug!(shard = self.me, status = ?s, head = %String::from_utf8_lossy(head).escape_debug(), "publish request refused");
         let mut raw = Vec::new();

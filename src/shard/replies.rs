@@ -43,6 +43,8 @@ pub(super) enum ReplyKind {
     Friends,
     /// `PUT|DELETE /friends/<a>/<b>`: `{"changed":true|false}`.
     Edit,
+    /// `DELETE /subscribers/<id>`: `{"closed":N}` (`shard::kick`).
+    Kick,
 }
 
 impl Pending {
@@ -64,7 +66,7 @@ impl Pending {
 
     /// A publish of `kind` on connection `conn` awaiting its replies.
     pub(super) fn awaiting(conn: u32, kind: ReplyKind, close: bool) -> Pending {
-        let friends = kind != ReplyKind::Send;
+        let friends = matches!(kind, ReplyKind::Friends | ReplyKind::Edit);
         Pending {
             conn,
             remaining: 0,
@@ -221,6 +223,15 @@ impl<D: Driver> Shard<D> {
         self.settle(t);
     }
 
+    /// Pending reply `t` is complete with body `raw` (a presence count): written in its turn.
+    pub(super) fn finish_reply(&mut self, t: u32, raw: Vec<u8>) {
+        let p = &mut self.replies.pending[t];
+        p.raw = Some(raw);
+        p.routed = true;
+        p.remaining = 0;
+        self.settle(t);
+    }
+
     /// After part of pending publish `t`'s answer came in: once it is complete, writes the
     /// replies now due on its connection and reads on (or forgets it, if the publisher has
     /// gone).
@@ -274,6 +285,10 @@ impl<D: Driver> Shard<D> {
                     response::friends_delivered(buf, p.friends, p.count, forward, p.close)
                 }
                 (None, ReplyKind::Edit) => response::edit(buf, p.count > 0, p.failed, p.close),
+                (None, ReplyKind::Kick) => {
+                    let cluster = self.cfg.cluster.is_some();
+                    response::kicked(buf, p.count, None, cluster, p.close)
+                }
             }
             if p.close || (p.kind == ReplyKind::Edit && p.failed) {
                 // Nothing after a reply that closes: drop later pipelined requests.

@@ -11,19 +11,24 @@
 //! - `subscribe`: the subscriber listener's requests ([`SubRequest`], [`parse_subscribe`]).
 //! - `publish`: the publish listener's requests ([`PubRequest`], [`parse_publish`]): send,
 //!   friends publish and edits, stats, the demo page.
+//! - `presence`: the publish listener's presence requests ([`PresenceRequest`]).
 //! - `body`: a publish request's body framing (Content-Length, chunked, refusals).
 //! - `chunked`: a chunked request body, decoded in place ([`ChunkedBody`]).
 
 use super::{Status, MAX_HEAD, MAX_TARGET};
 use crate::id::IdError;
 
+mod admin;
 mod body;
 mod chunked;
+mod presence;
 mod probe;
 mod publish;
 mod subscribe;
 
+pub use admin::Kick;
 pub use chunked::{ChunkedBody, Progress, MAX_CHUNK_LINE};
+pub use presence::{presence_ids, PresenceRequest, MAX_PRESENCE_IDS};
 pub use probe::Probe;
 pub use publish::{parse_publish, PubRequest};
 pub use subscribe::{parse_subscribe, SubRequest};

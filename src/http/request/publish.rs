@@ -3,7 +3,7 @@
 //! /stats` and `GET /` (the demo page); and the bearer-token check in front of them.
 
 use super::body::{body, Body};
-use super::{header, id_error, parse_with, path_of, wants_close, Head, Probe};
+use super::{admin, header, id_error, parse_with, path_of, wants_close, Head, Probe};
 use crate::http::Status;
 use crate::id::Id;
 
@@ -58,6 +58,8 @@ pub enum PubRequest {
         /// `HEAD`: the reply has no body.
         head: bool,
     },
+    /// Presence: `/presence/<id>`, `POST /presence`, `/events/presence`.
+    Presence(super::PresenceRequest),
     /// `GET /metrics`, `GET /healthz` or `GET /readyz` (answered by [`crate::metrics`]).
     Probe {
         /// Which one.
@@ -67,11 +69,13 @@ pub enum PubRequest {
         /// `HEAD`: the reply has no body.
         head: bool,
     },
+    /// `DELETE /subscribers/<id>`: end every connection logged in under the id.
+    Kick(super::Kick),
 }
 
 /// Parses a publish-listener request head: `POST /send/<id>`, `POST /publish/<user>`,
 /// `PUT|DELETE /friends/<a>/<b>`, `GET /stats`, or a [`Probe`] (`/metrics`, `/healthz`,
-/// `/readyz`).
+/// `/readyz`); `DELETE /subscribers/<id>` in `admin.rs` (405 for another method).
 ///
 /// Refusals: 400 (malformed head, bad id, bad Content-Length, `Transfer-Encoding` together
 /// with `Content-Length` or on HTTP/1.0), 404 (other paths), 411 (POST without a body
@@ -92,6 +96,7 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
             authorize(req, t)?;
         }
         match req.method {
+            _ if path.starts_with(admin::SUBSCRIBERS) => admin::kick(req, path, close),
             Some(m @ ("GET" | "HEAD")) => get(req, path, close, m == "HEAD"),
             Some("POST") => post(req, path, close),
             // `curl -T` (an upload of unknown length) sends PUT: a publish all the same.
@@ -112,7 +117,8 @@ fn authorize(req: &httparse::Request<'_, '_>, token: &[u8]) -> Result<(), Status
             scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
         })
         .unwrap_or(b"");
-    if constant_time_eq(got, token) {
+    // The `subtle` crate: no branch on the bytes (the length may show).
+    if bool::from(subtle::ConstantTimeEq::ct_eq(got, token)) {
         Ok(())
     } else {
         Err(Status::Unauthorized)
@@ -134,6 +140,9 @@ fn get(
     if body {
         return Err(Status::BadRequest);
     }
+    if let Some(r) = super::presence::get(req, path, close, head) {
+        return r;
+    }
     match path {
         b"/stats" => Ok(PubRequest::Stats { close, head }),
         b"/" => Ok(PubRequest::Page { close, head }),
@@ -153,6 +162,7 @@ fn post(req: &httparse::Request<'_, '_>, path: &[u8], close: bool) -> Result<Pub
     ) {
         (Some(id), _) => (id, false),
         (None, Some(id)) => (id, true),
+        _ if path == b"/presence" => return super::presence::post(req, close),
         _ => return Err(Status::NotFound),
     };
     let id = Id::parse(id).map_err(id_error)?;
@@ -207,12 +217,6 @@ fn friends_edit(
         chunked,
         close,
     })
-}
-
-/// Whether `a == b`, in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // The `subtle` crate: no branch on the bytes (the length may show).
-    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

@@ -1,0 +1,152 @@
+//! What presence puts on the wire (sans-IO): the count replies and the
+//! `GET /events/presence` stream (WHATWG "Server-sent events" in chunked transfer coding,
+//! RFC 9112 section 7.1).
+//!
+//! | what | bytes |
+//! |---|---|
+//! | `GET /presence/<id>` | `{"id":"<id>","connections":N}` (cluster mode: `,"scope":"node"` too) |
+//! | `POST /presence` | `{"<id>":N,...}`, each id once, in the body's order |
+//! | feed opening | `: presence\nid: <cursor>\n\n` (sets the EventSource's last event ID) |
+//! | an event | `id: <cursor>\nevent: online\ndata: <id>\n\n` (or `offline`) |
+//! | a cursor that cannot resume | `event: reset\ndata: {"reason":"epoch"\|"gone"}\n\n` first |
+//! | heartbeat | `: ping\n\n` |
+//!
+//! Ids are RFC 3986 unreserved characters, so they need no JSON escaping. The cursor is
+//! `<epoch>-<seq>` ([`Pos`]): the process's presence epoch and the event's number.
+
+use std::io::Write;
+
+use super::response::json;
+use super::stream::chunk;
+use crate::history::Pos;
+use crate::id::Id;
+
+/// The response head of `GET /events/presence` (a stream that never ends on its own).
+pub const FEED_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+/// Why a feed's cursor could not resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedReset {
+    /// The cursor is from another process (a restart): `"epoch"`.
+    Epoch,
+    /// Events after the cursor are no longer kept (`--presence-log`), or it is ahead of the
+    /// stream: `"gone"`.
+    Gone,
+}
+
+/// Appends the reply to `GET /presence/<id>`: `{"id":"<id>","connections":N}`, and with
+/// `node_scope` (cluster mode, where N counts this node's connections only)
+/// `{"id":"<id>","connections":N,"scope":"node"}`.
+pub fn count(out: &mut Vec<u8>, id: &Id, n: u64, node_scope: bool, close: bool) {
+    let scope = if node_scope {
+        ",\"scope\":\"node\""
+    } else {
+        ""
+    };
+    let body = format!("{{\"id\":\"{id}\",\"connections\":{n}{scope}}}");
+    json(out, body.as_bytes(), close);
+}
+
+/// Appends the reply to `POST /presence`: one JSON object id -> count, each id once (its
+/// first place in `ids`), `counts[k]` the count of `ids[k]`.
+pub fn counts(out: &mut Vec<u8>, ids: &[Id], counts: &[u32], close: bool) {
+    let mut seen = hashbrown::HashSet::with_capacity(ids.len());
+    let mut body = Vec::with_capacity(ids.len() * 12 + 2);
+    body.push(b'{');
+    for (id, n) in ids.iter().zip(counts) {
+        if !seen.insert(id) {
+            continue;
+        }
+        if body.len() > 1 {
+            body.push(b',');
+        }
+        let _ = write!(body, "\"{id}\":{n}");
+    }
+    body.push(b'}');
+    json(out, &body, close);
+}
+
+/// Appends the feed's head and its opening: the cursor `at` (the last event before this
+/// stream's first), after a reset if the client's cursor could not resume.
+pub fn feed_open(out: &mut Vec<u8>, at: Pos, reset: Option<FeedReset>) {
+    out.extend_from_slice(FEED_HEAD);
+    if let Some(r) = reset {
+        let reason = match r {
+            FeedReset::Epoch => "epoch",
+            FeedReset::Gone => "gone",
+        };
+        let ev = format!("event: reset\ndata: {{\"reason\":\"{reason}\"}}\n\n");
+        chunk(out, ev.as_bytes(), true);
+    }
+    let open = format!(": presence\nid: {at}\n\n");
+    chunk(out, open.as_bytes(), true);
+}
+
+/// Appends one event as a chunk: `id: <at>\nevent: online|offline\ndata: <id>\n\n`.
+pub fn feed_event(out: &mut Vec<u8>, at: Pos, id: &Id, online: bool) {
+    let kind = if online { "online" } else { "offline" };
+    let ev = format!("id: {at}\nevent: {kind}\ndata: {id}\n\n");
+    chunk(out, ev.as_bytes(), true);
+}
+
+/// The feed's heartbeat chunk.
+pub const FEED_PING: &[u8] = b"8\r\n: ping\n\n\r\n";
+
+/// The feed's end: the last-chunk (RFC 9112 section 7.1).
+pub const FEED_END: &[u8] = b"0\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::{count, counts, feed_event, feed_open, FeedReset};
+    use crate::history::Pos;
+    use crate::id::Id;
+
+    fn body(reply: &[u8]) -> &[u8] {
+        let at = reply.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        &reply[at + 4..]
+    }
+
+    #[test]
+    fn count_replies() {
+        let mut out = Vec::new();
+        count(&mut out, &Id::parse(b"u7").unwrap(), 3, false, false);
+        assert_eq!(body(&out), br#"{"id":"u7","connections":3}"#);
+        let mut out = Vec::new();
+        count(&mut out, &Id::Num(7), 0, true, false);
+        assert_eq!(body(&out), br#"{"id":"7","connections":0,"scope":"node"}"#);
+        let ids = [Id::Num(1), Id::parse(b"b").unwrap(), Id::Num(1)];
+        let mut out = Vec::new();
+        counts(&mut out, &ids, &[2, 0, 2], true);
+        assert_eq!(body(&out), br#"{"1":2,"b":0}"#);
+        assert!(out.windows(17).any(|w| w == b"Connection: close"));
+    }
+
+    #[test]
+    fn feed_bytes() {
+        let at = Pos {
+            epoch: 0xab,
+            offset: 4,
+        };
+        let mut out = Vec::new();
+        feed_open(&mut out, at, Some(FeedReset::Gone));
+        let head_len = super::FEED_HEAD.len();
+        assert_eq!(
+            &out[head_len..],
+            &b"26\r\nevent: reset\ndata: {\"reason\":\"gone\"}\n\n\r\n23\r\n: presence\nid: 00000000000000ab-4\n\n\r\n"[..]
+        );
+        let mut out = Vec::new();
+        feed_event(
+            &mut out,
+            Pos {
+                epoch: 0xab,
+                offset: 5,
+            },
+            &Id::Num(42),
+            false,
+        );
+        assert_eq!(
+            out,
+            b"30\r\nid: 00000000000000ab-5\nevent: offline\ndata: 42\n\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! Stage 15, presence (`crate::presence`): counts asked of every shard, the online/offline
+//! edges the router reports, and the event log behind `GET /events/presence`.
+//!
+//! - **Counts** (`/presence/<id>`, `POST /presence`): the publisher's shard sends the ids to
+//!   every shard (`PresenceAsk`, one shared list); each answers its local connection counts
+//!   (`PresenceCounts`); the reply is the sum, exact for the connections logged in when each
+//!   shard answered.
+//! - **Events**: an id's owner sees its online/offline edges (`router/presence.rs`, with the
+//!   debounce) and sends each to shard 0, the hub (`PresenceEdge`), which numbers it and
+//!   hands it to every shard (`PresenceEvent`); every shard keeps the same log of the last
+//!   `--presence-log` events and writes each event to the feeds it holds. A feed is a
+//!   publish-listener connection that asked for `/events/presence`: it stays on the shard
+//!   that accepted it, takes no further request, and resumes from the log by its cursor.
+//! - **Friends presence** (`--friends-presence`): the owner fans the edge out to the user's
+//!   friends as a friends event (`event: presence`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+
+use super::replies::{Pending, ReplyKind};
+use super::Shard;
+use crate::conn::{Flags, State};
+use crate::driver::Driver;
+use crate::history::Pos;
+use crate::http::presence::{self as wire, FeedReset};
+use crate::id::Id;
+use crate::mesh::Msg;
+use crate::presence::epoch;
+
+/// `Conn::proto` of a publisher connection that became a presence feed.
+pub(super) const FEED: u8 = 0xFE;
+/// Unsent feed output over which a feed that does not read is closed (it resumes by its
+/// cursor), bytes.
+const FEED_MAX_BACKLOG: usize = 1 << 20;
+/// The shard that numbers the events.
+const HUB: usize = 0;
+
+/// A count request waiting for every shard's answer.
+struct Ask {
+    ids: Arc<[Id]>,
+    counts: Vec<u32>,
+    left: usize,
+    one: bool,
+    close: bool,
+    head: bool,
+}
+
+/// One shard's presence state. See the module doc.
+pub(super) struct PresenceState {
+    /// The event log: (number, id, online), oldest first, at most `--presence-log`.
+    log: VecDeque<(u64, Id, bool)>,
+    /// The number of the last event seen (the hub's: the last one given).
+    last: u64,
+    /// Feed connections on this shard.
+    feeds: Vec<u32>,
+    /// Count requests of this shard's publishers, by reply token.
+    asks: HashMap<u32, Ask>,
+    /// Edges taken from the router this turn.
+    edges: Vec<(Id, bool)>,
+    /// When the feeds' next heartbeat is due.
+    next_ping: Instant,
+}
+
+impl PresenceState {
+    /// No event, no feed.
+    pub(super) fn new() -> PresenceState {
+        PresenceState {
+            log: VecDeque::new(),
+            last: 0,
+            feeds: Vec::new(),
+            asks: HashMap::new(),
+            edges: Vec::new(),
+            next_ping: Instant::now(),
+        }
+    }
+}
+
+impl<D: Driver> Shard<D> {
+    /// Counts of `ids` for publisher `i` (`one`: the `/presence/<id>` form; `head`: HEAD,
+    /// no body), asked of every shard; the reply is written once all have answered.
+    pub(super) fn presence_query(
+        &mut self,
+        i: u32,
+        ids: Vec<Id>,
+        close: bool,
+        head: bool,
+        one: bool,
+    ) {
+        let t = self.push_reply(i, Pending::awaiting(i, ReplyKind::Send, close));
+        let ids: Arc<[Id]> = ids.into();
+        let shards = self.mesh.shards();
+        let ask = Ask {
+            counts: vec![0; ids.len()],
+            ids: ids.clone(),
+            left: shards,
+            one,
+            close,
+            head,
+        };
+        self.presence.asks.insert(t, ask);
+        let from = self.me as u16;
+        for s in (0..shards).filter(|&s| s != self.me) {
+            let ids = ids.clone();
+            self.outbox.push(
+                s,
+                Msg::PresenceAsk {
+                    ids,
+                    from,
+                    token: t,
+                },
+            );
+        }
+        self.on_presence_ask(&ids, self.me, t);
+    }
+
+    /// Any shard: this shard's counts of `ids`, answered to shard `from`.
+    pub(super) fn on_presence_ask(&mut self, ids: &[Id], from: usize, token: u32) {
+        let counts: Vec<u32> = ids.iter().map(|id| self.router.local_count(id)).collect();
+        if from == self.me {
+            self.on_presence_counts(token, &counts);
+        } else {
+            self.outbox
+                .push(from, Msg::PresenceCounts { token, counts });
+        }
+    }
+
+    /// Publisher's shard: one shard's counts for request `t`.
+    pub(super) fn on_presence_counts(&mut self, t: u32, counts: &[u32]) {
+        let Some(ask) = self.presence.asks.get_mut(&t) else {
+            return;
+        };
+        for (sum, n) in ask.counts.iter_mut().zip(counts) {
+            *sum += n;
+        }
+        ask.left -= 1;
+        if ask.left > 0 {
+            return;
+        }
+        let Some(ask) = self.presence.asks.remove(&t) else {
+            return;
+        };
+        let mut raw = Vec::new();
+        if ask.one {
+            let node = self.cfg.cluster.is_some();
+            let n = u64::from(ask.counts[0]);
+            wire::count(&mut raw, &ask.ids[0], n, node, ask.close);
+        } else {
+            wire::counts(&mut raw, &ask.ids, &ask.counts, ask.close);
+        }
+        if ask.head {
+            raw.truncate(raw.len() - crate::http::response::demo_page_body_len(&raw));
+        }
+        self.finish_reply(t, raw);
+    }
+
+    /// Once a turn: the router's edges go to the hub (and to the friends), and the feeds get
+    /// their heartbeat when due.
+    pub(super) fn presence_turn(&mut self) {
+        let p = self.cfg.presence;
+        if !p.edges() {
+            return;
+        }
+        let mut edges = std::mem::take(&mut self.presence.edges);
+        self.router.take_presence(&mut edges);
+        for (id, online) in edges.drain(..) {
+            if p.friends {
+                self.friends_presence(&id, online);
+            }
+            if !p.events {
+                continue;
+            }
+            if self.me == HUB {
+                self.on_presence_edge(id, online);
+            } else {
+                self.outbox.push(HUB, Msg::PresenceEdge { id, online });
+            }
+        }
+        self.presence.edges = edges;
+        self.ping_feeds();
+    }
+
+    /// Hub: numbers an edge and hands it to every shard.
+    pub(super) fn on_presence_edge(&mut self, id: Id, online: bool) {
+        let seq = self.presence.last + 1;
+        for s in (0..self.mesh.shards()).filter(|&s| s != self.me) {
+            let id = id.clone();
+            self.outbox.push(s, Msg::PresenceEvent { seq, id, online });
+        }
+        self.on_presence_event(seq, id, online);
+    }
+
+    /// Every shard: event `seq` goes into the log and out to this shard's feeds.
+    pub(super) fn on_presence_event(&mut self, seq: u64, id: Id, online: bool) {
+        self.presence.last = seq;
+        if !self.presence.feeds.is_empty() {
+            let mut ev = Vec::with_capacity(64);
+            let at = Pos {
+                epoch: epoch(),
+                offset: seq,
+            };
+            wire::feed_event(&mut ev, at, &id, online);
+            for k in (0..self.presence.feeds.len()).rev() {
+                let i = self.presence.feeds[k];
+                self.feed_write(i, &ev);
+            }
+        }
+        let log = &mut self.presence.log;
+        if log.len() == self.cfg.presence.log {
+            log.pop_front();
+        }
+        log.push_back((seq, id, online));
+    }
+
+    /// `GET /events/presence` on publisher `i`: it becomes a feed, after the events since
+    /// `after` if the log still has them (else an `event: reset` first).
+    pub(super) fn open_feed(&mut self, i: u32, after: Option<Pos>) {
+        let (last, e) = (self.presence.last, epoch());
+        let oldest = self.presence.log.front().map_or(last + 1, |ev| ev.0);
+        let reset = match after {
+            None => None,
+            Some(p) if p.epoch != e => Some(FeedReset::Epoch),
+            Some(p) if p.offset > last || p.offset + 1 < oldest => Some(FeedReset::Gone),
+            Some(_) => None,
+        };
+        let from = match (after, reset) {
+            (Some(p), None) => p.offset,
+            _ => last,
+        };
+        let mut raw = Vec::new();
+        wire::feed_open(
+            &mut raw,
+            Pos {
+                epoch: e,
+                offset: from,
+            },
+            reset,
+        );
+        for (seq, id, online) in self.presence.log.iter().filter(|ev| ev.0 > from) {
+            wire::feed_event(
+                &mut raw,
+                Pos {
+                    epoch: e,
+                    offset: *seq,
+                },
+                id,
+                *online,
+            );
+        }
+        self.conns[i].proto = FEED;
+        if self.presence.feeds.is_empty() {
+            let beat = Duration::from_secs(self.cfg.heartbeat_s.max(1));
+            self.presence.next_ping = Instant::now() + beat;
+        }
+        self.presence.feeds.push(i);
+        self.push_reply(i, Pending::ready(i, raw, false));
+    }
+
+    /// Queues feed bytes on feed `i`, behind any reply it is still owed; a feed whose unsent
+    /// output passes [`FEED_MAX_BACKLOG`] is closed instead.
+    fn feed_write(&mut self, i: u32, bytes: &[u8]) {
+        let c = self.conns[i];
+        if c.state != State::Pub {
+            return;
+        }
+        let a = c.aux;
+        if self.aux[a].pending() > FEED_MAX_BACKLOG {
+            tracing::info!(shard = self.me, "presence feed not reading: closed");
+            return self.close(i);
+        }
+        if !self.aux[a].replies.is_empty() {
+            self.push_reply(i, Pending::ready(i, bytes.to_vec(), false));
+            return self.flush_replies(i);
+        }
+        let sending = c.flags.contains(Flags::SENDING);
+        self.aux[a].queue(sending).extend_from_slice(bytes);
+        self.try_send(i);
+    }
+
+    /// Every `--heartbeat`: a `: ping` comment on each feed.
+    fn ping_feeds(&mut self) {
+        if self.presence.feeds.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if now < self.presence.next_ping {
+            return;
+        }
+        self.presence.next_ping = now + Duration::from_secs(self.cfg.heartbeat_s.max(1));
+        for k in (0..self.presence.feeds.len()).rev() {
+            let i = self.presence.feeds[k];
+            self.feed_write(i, wire::FEED_PING);
+        }
+    }
+
+    /// Feed `i` is closing.
+    pub(super) fn feed_closed(&mut self, i: u32) {
+        self.presence.feeds.retain(|&f| f != i);
+    }
+
+    /// Stop or drain: each feed gets its last-chunk and closes once it is written.
+    pub(super) fn end_feeds(&mut self) {
+        for i in std::mem::take(&mut self.presence.feeds) {
+            self.feed_write(i, wire::FEED_END);
+            if self.conns[i].state == State::Pub {
+                self.conns[i].state = State::Finishing;
+                self.try_send(i);
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Presence (issue 15): `GET /presence/<id>` and `POST /presence` exact across shards under
+//! random connects and closes of every stream kind (checked against a model), the
+//! `/events/presence` feed (online/offline per id in order, the debounce, resuming by
+//! `Last-Event-ID`, resets), `--friends-presence`, and the refusals. Every body runs on both
+//! backends.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use uring_comet::presence::PresenceConfig;
+
+/// Presence on with `debounce_ms`, 2 shards, a log of `log` events.
+fn presence_config(debounce_ms: u32, log: usize) -> uring_comet::config::ServerConfig {
+    let mut cfg = local(2);
+    cfg.presence = PresenceConfig {
+        events: true,
+        debounce_ms,
+        log,
+        friends: false,
+    };
+    cfg
+}
+
+/// `GET /presence/<id>`: the count in `{"id":"<id>","connections":N}`.
+fn count(p: &mut Publisher, id: &str) -> u64 {
+    let (code, body) = request(p, "GET", &format!("/presence/{id}"), b"");
+    assert_eq!(code, 200, "{body}");
+    let prefix = format!("{{\"id\":\"{id}\",\"connections\":");
+    assert!(body.starts_with(&prefix) && body.ends_with('}'), "{body}");
+    body[prefix.len()..body.len() - 1].parse().unwrap()
+}
+
+/// One presence event as read from a feed: (cursor, `online`/`offline`, id).
+type Event = (String, String, String);
+
+/// Opens `/events/presence` (with `Last-Event-ID: cursor` if given); returns the connection
+/// and the cursor of its opening, after checking the head and (if `reset`) the reset event.
+fn open_feed(addr: SocketAddr, cursor: Option<&str>, reset: Option<&str>) -> (Client, String) {
+    let mut c = Client::connect(addr);
+    let last = cursor.map_or(String::new(), |v| format!("Last-Event-ID: {v}\r\n"));
+    c.send(format!("GET /events/presence HTTP/1.1\r\nHost: x\r\n{last}\r\n").as_bytes());
+    let head = c.read_head();
+    head.expect_200();
+    head.expect_header("content-type", "text/event-stream");
+    head.expect_header("transfer-encoding", "chunked");
+    if let Some(r) = reset {
+        let want = format!("event: reset\ndata: {{\"reason\":\"{r}\"}}\n\n");
+        assert_eq!(String::from_utf8(c.read_chunk()).unwrap(), want);
+    }
+    let open = String::from_utf8(c.read_chunk()).unwrap();
+    let at = open
+        .strip_prefix(": presence\nid: ")
+        .and_then(|r| r.strip_suffix("\n\n"));
+    let at = at.unwrap_or_else(|| panic!("feed opening: {open:?}"));
+    (c, at.to_string())
+}
+
+/// The next event of a feed (heartbeats skipped), its bytes checked exactly.
+fn next_event(c: &mut Client) -> Event {
+    loop {
+        let ev = String::from_utf8(c.read_chunk()).unwrap();
+        if ev == ": ping\n\n" {
+            continue;
+        }
+        let lines: Vec<&str> = ev.strip_suffix("\n\n").unwrap_or("").split('\n').collect();
+        let [id, kind, data] = lines[..] else {
+            panic!("not an event: {ev:?}");
+        };
+        let field = |l: &str, name: &str| l.strip_prefix(name).map(str::to_string);
+        let e = (
+            field(id, "id: "),
+            field(kind, "event: "),
+            field(data, "data: "),
+        );
+        let (Some(at), Some(kind), Some(who)) = e else {
+            panic!("not an event: {ev:?}");
+        };
+        assert!(kind == "online" || kind == "offline", "{ev:?}");
+        return (at, kind, who);
+    }
+}
+
+/// The offset of a cursor `<epoch>-<seq>`.
+fn seq_of(cursor: &str) -> u64 {
+    cursor.rsplit('-').next().unwrap().parse().unwrap()
+}
+
+/// A small xorshift: the same random steps on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+both_backends! {
+    /// 120 random steps over 6 ids on 2 shards: open a stream of a random kind under one or
+    /// two ids, or close a random one. After each step a random id's count equals the model's,
+    /// and at the end `POST /presence` gives every id's; the feed carries, per id, exactly the
+    /// model's online/offline alternation, numbered without a gap.
+    fn counts_follow_a_model() {
+        let srv = start_with(presence_config(0, 1024));
+        let (sub, publ) = (srv.subscriber_addr(), srv.publish_addr());
+        let (mut feed, first) = open_feed(publ, None, None);
+        let mut p = Publisher::connect(publ);
+        let ids = ["1", "2", "3", "4", "a", "b"];
+        let mut model: BTreeMap<&str, u64> = ids.iter().map(|&i| (i, 0)).collect();
+        let mut want: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut open: Vec<(Stream, Vec<&str>)> = Vec::new();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..120 {
+            if open.is_empty() || rng.below(10) < 6 {
+                let a = ids[rng.below(ids.len())];
+                let b = ids[rng.below(ids.len())];
+                let mine: Vec<&str> = if a == b || rng.below(2) == 0 { vec![a] } else { vec![a, b] };
+                let s = Stream::open(sub, KINDS[rng.below(KINDS.len())], &mine.join(","));
+                for &id in &mine {
+                    *model.get_mut(id).unwrap() += 1;
+                    if model[id] == 1 {
+                        want.entry(id).or_default().push("online");
+                    }
+                }
+                open.push((s, mine));
+            } else {
+                let (s, mine) = open.swap_remove(rng.below(open.len()));
+                drop(s);
+                for &id in &mine {
+                    *model.get_mut(id).unwrap() -= 1;
+                    if model[id] == 0 {
+                        want.entry(id).or_default().push("offline");
+                    }
+                }
+            }
+            let id = ids[rng.below(ids.len())];
+            let ok = wait_until(Duration::from_secs(3), || count(&mut p, id) == model[id]);
+            assert!(ok, "count of {id}: {} against the model's {}", count(&mut p, id), model[id]);
+        }
+        let body = ids.join("\n");
+        let json: Vec<String> = ids.iter().map(|id| format!("\"{id}\":{}", model[id])).collect();
+        let (code, got) = request(&mut p, "POST", "/presence", body.as_bytes());
+        assert_eq!((code, got), (200, format!("{{{}}}", json.join(","))));
+        let total: usize = want.values().map(Vec::len).sum();
+        let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for k in 1..=total as u64 {
+            let (at, kind, id) = next_event(&mut feed);
+            assert_eq!(seq_of(&at), seq_of(&first) + k, "events are numbered without a gap");
+            seen.entry(id).or_default().push(kind);
+        }
+        let want: BTreeMap<String, Vec<String>> = want
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+            .collect();
+        assert_eq!(seen, want);
+        feed.expect_silence(Duration::from_millis(100), "no event beyond the model's");
+    }
+
+    /// With a 2 s debounce: the first connection is reported at once; a close and a
+    /// reconnect within the debounce (a flap) produce no event, even once it has passed; the
+    /// last close is reported after it, once.
+    fn online_offline_and_debounce() {
+        let srv = start_with(presence_config(2_000, 1024));
+        let (sub, publ) = (srv.subscriber_addr(), srv.publish_addr());
+        let (mut feed, _) = open_feed(publ, None, None);
+        let a = Subscriber::connect(sub, "alice");
+        assert_eq!(next_event(&mut feed).1, "online");
+        a.close();
+        let a = Subscriber::connect(sub, "alice");
+        std::thread::sleep(Duration::from_millis(2_500));
+        let _b = Subscriber::connect(sub, "bob");
+        let (_, kind, id) = next_event(&mut feed);
+        assert_eq!((kind.as_str(), id.as_str()), ("online", "bob"), "alice's flap made no event");
+        a.close();
+        let (_, kind, id) = next_event(&mut feed);
+        assert_eq!((kind.as_str(), id.as_str()), ("offline", "alice"));
+        feed.expect_silence(Duration::from_millis(300), "one offline event only");
+    }
+
+    /// A feed that reconnects with its last cursor gets exactly the events it missed; a
+    /// cursor from another process gets `reset` (`epoch`), one older than the log `reset`
+    /// (`gone`), each then going on live from the newest event.
+    fn feed_resumes_by_cursor() {
+        let srv = start_with(presence_config(0, 3));
+        let (sub, publ) = (srv.subscriber_addr(), srv.publish_addr());
+        let (mut feed, _) = open_feed(publ, None, None);
+        let s1 = Subscriber::connect(sub, "1");
+        let (at1, ..) = next_event(&mut feed);
+        drop(feed);
+        let _s2 = Subscriber::connect(sub, "2");
+        s1.close();
+        let (mut again, from) = open_feed(publ, Some(&at1), None);
+        assert_eq!(from, at1, "the opening names the client's own cursor");
+        let e2 = next_event(&mut again);
+        let e3 = next_event(&mut again);
+        assert_eq!((e2.1.as_str(), e2.2.as_str(), seq_of(&e2.0)), ("online", "2", seq_of(&at1) + 1));
+        assert_eq!((e3.1.as_str(), e3.2.as_str(), seq_of(&e3.0)), ("offline", "1", seq_of(&at1) + 2));
+        let epoch = at1.split('-').next().unwrap();
+        let other = if epoch == "0000000000000001" { "0000000000000002-1" } else { "0000000000000001-1" };
+        let (_, live) = open_feed(publ, Some(other), Some("epoch"));
+        assert_eq!(live, e3.0, "after a reset the feed goes on from the newest event");
+        for k in 3..6 {
+            let _s = Subscriber::connect(sub, &format!("x{k}"));
+            next_event(&mut again);
+        }
+        let (_, live) = open_feed(publ, Some(&at1), Some("gone"));
+        assert!(seq_of(&live) >= seq_of(&at1) + 5, "{live}");
+    }
+
+    /// `--friends-presence` (debounce 0): user 1's friend 2 connecting and leaving reaches
+    /// 1's stream as two friends events, `online` then `offline`; 3, no friend, gets nothing.
+    fn friends_hear_online_and_offline() {
+        let dir = temp_dir("presence");
+        let mut cfg = friends_config(&dir, 2, "1 2\n");
+        cfg.presence = PresenceConfig { events: false, debounce_ms: 0, log: 16, friends: true };
+        let srv = start_with(cfg);
+        let sub = srv.subscriber_addr();
+        let mut s1 = Subscriber::connect(sub, "1");
+        let mut s3 = Subscriber::connect(sub, "3");
+        let s2 = Subscriber::connect(sub, "2");
+        expect_friend(&mut s1, 2, b"online");
+        s2.close();
+        expect_friend(&mut s1, 2, b"offline");
+        s3.client.expect_silence(Duration::from_millis(150), "3 is no friend of 2");
+        drop(srv);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Refusals: a bad id 400, more than 10,000 ids 413, the feed with events off 404 naming
+    /// the flag, a malformed cursor 400; none closes the server's other connections.
+    fn refusals() {
+        let srv = start(2);
+        let publ = srv.publish_addr();
+        let mut p = Publisher::connect(publ);
+        assert_eq!(count(&mut p, "7"), 0);
+        expect_error(publ, &raw_request("GET", "/presence/a%2Cb", b""), 400, "a bad id");
+        let many: String = (0..10_001).map(|i| format!("{i}\n")).collect();
+        let (head, body, _) = request_expect_close(publ, &raw_request("POST", "/presence", many.as_bytes()));
+        assert_eq!(head.status, 413, "{}", String::from_utf8_lossy(&body));
+        let (head, body, _) = request_expect_close(publ, b"GET /events/presence HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(head.status, 404);
+        assert_eq!(body, b"presence events are off: start the server with --presence-events\n");
+        let srv2 = start_with(presence_config(0, 16));
+        let bad = b"GET /events/presence HTTP/1.1\r\nHost: x\r\nLast-Event-ID: nope\r\n\r\n";
+        expect_error(srv2.publish_addr(), bad, 400, "a malformed cursor");
+        assert_eq!(count(&mut p, "7"), 0, "the first connection still answers");
+    }
+}
