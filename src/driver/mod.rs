@@ -41,6 +41,11 @@ pub struct Completion {
     pub buf: Option<u16>,
 }
 
+/// Most completions one [`Driver::reap`] moves out. A burst (15,000 subscribers sent to
+/// in one turn) would otherwise grow the shard's completion buffer to its peak and keep
+/// it, a new high-water mark in the allocator's arena every time a burst sets a record.
+pub const REAP_BATCH: usize = 1024;
+
 /// The operations a shard submits; see the module doc for buffer ownership.
 pub trait Driver {
     /// Arms a multishot accept on `listener`: one completion per accepted socket
@@ -151,11 +156,21 @@ pub trait Driver {
     /// Whether completions are waiting to be reaped.
     fn has_completions(&mut self) -> bool;
 
-    /// Moves every available completion into `out`.
+    /// Moves the available completions into `out`, at most [`REAP_BATCH`] a call (the rest
+    /// wait for the next call; [`Driver::has_completions`] reports them), so the caller's
+    /// buffer of `REAP_BATCH` entries never grows.
     fn reap(&mut self, out: &mut Vec<Completion>);
 
     /// An fd that polls readable when completions are waiting (the shard's reactor waits on it).
     fn wait_fd(&self) -> RawFd;
+
+    /// The shard holds no connection and has been idle: drop what only a burst needed
+    /// (tables grown to a burst's peak and kept), so the RSS after close does not keep each
+    /// new peak. Returns whether anything went (the caller then trims malloc). Not on any
+    /// per-message path.
+    fn release_idle(&mut self) -> bool {
+        false
+    }
 
     /// Direct-descriptor slots in use: installed and not yet freed by their CLOSE's
     /// completion (io_uring backend); 0 for a backend without fixed-file tables. A slot that

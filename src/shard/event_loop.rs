@@ -22,7 +22,8 @@ fn clock_start() -> Instant {
 
 /// The loop's clock, completion buffer and stop state.
 pub(super) struct Loop {
-    /// Completions reaped this turn (kept, so its capacity is reused).
+    /// Completions reaped this turn (kept, so its capacity is reused; a reap moves at most
+    /// its [`crate::driver::REAP_BATCH`] entries, so it never grows).
     cqes: Vec<Completion>,
     /// The start of the millisecond clock: the same instant on every shard of the process
     /// ([`clock_start`]), so a stamp taken on one shard means the same on another.
@@ -47,7 +48,7 @@ impl Loop {
     /// The loop of shard `me`.
     pub(super) fn new(me: usize) -> Loop {
         Loop {
-            cqes: Vec::with_capacity(1024),
+            cqes: Vec::with_capacity(crate::driver::REAP_BATCH),
             epoch: clock_start(),
             now_ms: 0,
             stopping: false,
@@ -161,10 +162,13 @@ impl<D: Driver> Shard<D> {
             released |= self.conns.release_if_empty();
             released |= self.router.release_if_empty();
             self.expiry.release();
+            released |= self.driver.release_idle();
             // Until a connection comes again, the idle tick is back to its slow pace.
             self.lp.held = false;
         }
         released |= self.aux.shrink_if_idle();
+        // A history that expired to nothing (after the TTL, later than the last close).
+        released |= self.release_history_if_empty();
         if released {
             self.aux.clear_pool();
             // SAFETY: malloc_trim has no preconditions; it is not on a per-message path.

@@ -61,6 +61,7 @@ mod expiry;
 mod frames;
 mod friends;
 mod head;
+mod history_release;
 mod inbox;
 mod input;
 mod kick;

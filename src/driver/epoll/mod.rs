@@ -21,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{Completion, Driver};
+use super::{Completion, Driver, REAP_BATCH};
 
 mod ready;
 
@@ -286,11 +286,24 @@ impl Driver for Epoll {
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
-        self.wait(0);
-        out.extend(self.ready.drain(..));
+        if self.ready.len() < REAP_BATCH {
+            self.wait(0);
+        }
+        let n = self.ready.len().min(REAP_BATCH);
+        out.extend(self.ready.drain(..n));
     }
 
     fn wait_fd(&self) -> RawFd {
         self.ep.as_raw_fd()
+    }
+
+    fn release_idle(&mut self) -> bool {
+        // Sends that complete at once queue their completion here, so a fan-out to 15,000
+        // subscribers in one turn grows the queue to 15,000 entries (360 KB), kept.
+        if self.ready.is_empty() && self.ready.capacity() > REAP_BATCH {
+            self.ready = VecDeque::new();
+            return true;
+        }
+        false
     }
 }

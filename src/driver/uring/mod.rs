@@ -64,6 +64,8 @@ pub struct Uring {
     poller: OwnedFd,
     /// Sink for the input discarded before a lingering close of a direct descriptor.
     sink: Box<[u8]>,
+    /// The ring the next reap starts at (turns round, see `reap_rings`).
+    reap_from: usize,
 }
 
 /// Where an op goes: a plain fd or a slot of a ring's table.
@@ -104,6 +106,7 @@ impl Uring {
             // SAFETY: a fresh fd that nothing else owns.
             poller: unsafe { OwnedFd::from_raw_fd(ep) },
             sink: vec![0; 4096].into_boxed_slice(),
+            reap_from: 0,
         };
         u.add_ring(SQ_ENTRIES)?;
         Ok(u)

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use io_uring::{squeue, IoUring};
 
 use super::{Uring, INTERNAL, SLOT_FREED};
-use crate::driver::Completion;
+use crate::driver::{Completion, REAP_BATCH};
 
 /// One ring and its direct-descriptor slots.
 pub(super) struct Ring {
@@ -120,14 +120,22 @@ impl Uring {
         })
     }
 
-    /// [`crate::driver::Driver::reap`]: moves every ring's completions into `out`, except
-    /// this driver's own (internal ops; the CLOSE of a direct descriptor, which frees its
-    /// slot here).
+    /// [`crate::driver::Driver::reap`]: moves the rings' completions into `out`, at most
+    /// [`REAP_BATCH`] (starting at the next ring each call, so a busy ring 0 does not starve
+    /// the others), except this driver's own (internal ops; the CLOSE of a direct
+    /// descriptor, which frees its slot here). What is left stays in the completion queues.
     pub(super) fn reap_rings(&mut self, out: &mut Vec<Completion>) {
-        for r in &mut self.rings {
+        let limit = out.len() + REAP_BATCH;
+        let n = self.rings.len();
+        let first = self.reap_from % n.max(1);
+        self.reap_from = first + 1;
+        for k in 0..n {
+            let r = &mut self.rings[(first + k) % n];
             let mut cq = r.ring.completion();
             cq.sync();
-            for cqe in &mut cq {
+            while out.len() < limit {
+                // Taking an entry advances the queue's head; an entry not taken stays.
+                let Some(cqe) = cq.next() else { break };
                 let ud = cqe.user_data();
                 if ud == INTERNAL {
                     continue;

@@ -208,3 +208,33 @@ fn a_pinned_id_keeps_its_implicit_epoch_when_a_bucket_mate_is_dropped() {
         Err(Reason::UnknownEpoch)
     );
 }
+
+#[test]
+fn an_emptied_history_drops_its_tables_and_keeps_epochs_new() {
+    let mut h = history(8, 1_000, 1 << 20);
+    let ids: Vec<Id> = (1..=100).map(Id::Num).collect();
+    let old: Vec<Pos> = ids
+        .iter()
+        .map(|id| h.append(id, b"m", 0, Pin::NONE))
+        .collect();
+    // Held, then retired but subscribed: nothing to release yet.
+    assert!(!h.release_if_empty());
+    h.expire(1_000);
+    h.settle(1_000, |_| true);
+    assert!(!h.release_if_empty(), "retired streams still pinned");
+    h.settle(1_000, |_| false);
+    assert!(h.release_if_empty());
+    assert_eq!(h.streams.capacity(), 0);
+    assert_eq!(h.index.capacity(), 0);
+    assert_eq!(h.fifo.capacity(), 0);
+    assert!(!h.release_if_empty(), "nothing left to release");
+    // The streams come back under new epochs; old cursors stay unknown.
+    for (id, p) in ids.iter().zip(&old) {
+        let q = h.append(id, b"n", 2_000, Pin::NONE);
+        assert_ne!(q.epoch, p.epoch);
+        assert_eq!(q.offset, 1);
+        assert_eq!(h.resume(id, Some(*p), Pin::NONE), Err(Reason::UnknownEpoch));
+        assert_eq!(held(&h, id, 0), vec![(1, b"n".to_vec())]);
+    }
+    assert_eq!(h.counts().0, 100);
+}

@@ -204,8 +204,9 @@ pub struct MainArgs {
     pub slow_rate: f64,
     /// Leak guard: instead of one publish phase, run this many rounds against one server,
     /// each: open `--conns` subscribers (any `--transport`), publish one message to each
-    /// (at `--rate`), close them all, wait for the server to be back to its baseline, and
-    /// read its RSS after close. The report lists every round and the growth of the RSS
+    /// (at `--rate`), close them all, wait for the server to be back to its baseline (and
+    /// for its history to drain, if it does within the round: a short `--history-ttl`),
+    /// and read its RSS after close. The report lists every round and the growth of the RSS
     /// after close from round 10 to the last, percent (a leak climbs steadily; a high-water
     /// mark levels off). 0 (the default) runs the ordinary main job.
     #[arg(long, default_value_t = 0, value_name = "N")]

@@ -5,14 +5,16 @@
 //! 2. **Each round**: open `--conns` subscribers (ids 1..=conns, any `--transport`), publish
 //!    one message to each id (at `--rate`, from `--parallel` connections), wait for them to
 //!    arrive, close every subscriber, wait for the server to be back to its baseline
-//!    (connections, ids, slots, fds), then read its settled RSS: the RSS after close.
+//!    (connections, ids, slots, fds) and, if its history drains (a short `--history-ttl`),
+//!    for every held message to expire, then read its settled RSS: the RSS after close.
 //! 3. **Report** (text or `--json`): every round's figures, and the growth of the RSS
 //!    after close from round 10 (or the first) to the last, in percent. A leak shows as a
 //!    steady climb; a high-water mark as a climb for a few rounds and then a plateau. Fails
 //!    if a message was lost or arrived wrong, or the server did not come back to baseline.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
@@ -25,7 +27,17 @@ use crate::tools::loadtest::client::msggen::{self, MsggenConfig, MsggenShared};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::wait_rss_stable;
 use crate::tools::loadtest::report::rounds::{Round, RoundsReport};
+use crate::tools::loadtest::wire::answer::fetch_stats_keys;
 use crate::tools::loadtest::wire::url::UrlTemplate;
+
+/// The longest wait for the server's history to drain after a round's close.
+const HISTORY_SETTLE: Duration = Duration::from_secs(30);
+/// A history count that has not fallen for this long will not drain (a TTL longer than a
+/// round, e.g. the default 10 minutes): the RSS is read with it held.
+const HISTORY_STUCK: Duration = Duration::from_secs(3);
+/// After the history drained: a shard gives an emptied history's tables back (and trims
+/// malloc) on its next idle tick, which comes after a second in which nothing woke it.
+const HISTORY_RELEASE: Duration = Duration::from_millis(1500);
 
 /// Runs the main job's rounds (`--rounds N`, N >= 1); fails after the report if anything
 /// was lost or the server did not come back to baseline.
@@ -98,6 +110,9 @@ fn one_round(a: &MainArgs, server: &mut ServerGuard, base: &Baseline, n: u32) ->
         base.fds,
         LEAVE_SETTLE,
     );
+    if wait_history_drained(server.pub_addr) {
+        std::thread::sleep(HISTORY_RELEASE);
+    }
     let (rss_after_close, _) = wait_rss_stable(server.pid, RSS_SETTLE)?;
     let c = &fres.checker.counts;
     // What went wrong, in the round's own words (the first few notes).
@@ -114,4 +129,31 @@ fn one_round(a: &MainArgs, server: &mut ServerGuard, base: &Baseline, n: u32) ->
         rss_after_close_bytes: rss_after_close,
         at_baseline: leave.at_baseline(),
     })
+}
+
+/// Waits (polling `/stats` every 200 ms) until the server's history holds no message and no
+/// stream, for at most [`HISTORY_SETTLE`], giving up once the count of held messages has
+/// not fallen for [`HISTORY_STUCK`]. Returns whether it held something and then drained (the
+/// RSS read after close is then the server's without the round's messages, not a reading
+/// taken at a random point of their expiry).
+fn wait_history_drained(publish: SocketAddr) -> bool {
+    let t0 = Instant::now();
+    let (mut low, mut since, mut held) = (u64::MAX, t0, false);
+    while t0.elapsed() < HISTORY_SETTLE {
+        let Ok(stats) = fetch_stats_keys(publish, &["history_ids", "history_messages"]) else {
+            return false;
+        };
+        let total: u64 = stats.iter().map(|(_, v)| *v).sum();
+        if total == 0 {
+            return held;
+        }
+        held = true;
+        if total < low {
+            (low, since) = (total, Instant::now());
+        } else if since.elapsed() >= HISTORY_STUCK {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
 }
