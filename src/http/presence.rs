@@ -47,6 +47,13 @@ pub fn count(out: &mut Vec<u8>, id: &Id, n: u64, node_scope: bool, close: bool) 
     json(out, body.as_bytes(), close);
 }
 
+/// Appends the reply to `GET /presence/<id>` in cluster mode: `{"id":"<id>","connections":N,
+/// "nodes":K}`, `k` nodes (this one included) counted.
+pub fn count_nodes(out: &mut Vec<u8>, id: &Id, n: u64, k: u64, close: bool) {
+    let body = format!("{{\"id\":\"{id}\",\"connections\":{n},\"nodes\":{k}}}");
+    json(out, body.as_bytes(), close);
+}
+
 /// Appends the reply to `POST /presence`: one JSON object id -> count, each id once (its
 /// first place in `ids`), `counts[k]` the count of `ids[k]`.
 pub fn counts(out: &mut Vec<u8>, ids: &[Id], counts: &[u32], close: bool) {
