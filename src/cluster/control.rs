@@ -22,6 +22,7 @@
 //! answering node `u64`, request `u64`, count `u32`, then the counts `u32` each.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,9 @@ pub struct CtlPart {
 pub(super) struct CtlQueues {
     requests: SegQueue<CtlRequest>,
     parts: SegQueue<CtlPart>,
+    /// The next request number or handle, never reused (not even across Redis sessions:
+    /// a late answer to a request of a previous session must match nothing).
+    next: AtomicU64,
 }
 
 impl Cluster {
@@ -147,7 +151,6 @@ struct Theirs {
 /// The agent's side, for one Redis session.
 #[derive(Default)]
 pub(super) struct CtlAgent {
-    next: u64,
     mine: HashMap<u64, Mine>,
     theirs: HashMap<u64, Theirs>,
 }
@@ -201,8 +204,7 @@ impl CtlAgent {
         let Some((kind, ids)) = decode_request(rest) else {
             return bad(c);
         };
-        let h = self.next;
-        self.next += 1;
+        let h = c.ctl.next.fetch_add(1, Relaxed);
         let shards = c.mesh.shards();
         let ids: Arc<[Id]> = ids.into();
         self.theirs.insert(
@@ -235,8 +237,10 @@ impl CtlAgent {
                 *sum = sum.saturating_add(*n);
             }
             t.left -= 1;
-            if t.left == 0 {
-                let t = self.theirs.remove(&p.req).expect("present");
+            if t.left > 0 {
+                continue;
+            }
+            if let Some(t) = self.theirs.remove(&p.req) {
                 let mut out = Vec::with_capacity(24 + 4 * t.counts.len());
                 out.extend_from_slice(ANS_MAGIC);
                 out.extend_from_slice(&c.node.to_be_bytes());
@@ -249,8 +253,7 @@ impl CtlAgent {
             }
         }
         while let Some(r) = c.ctl.requests.pop() {
-            let req = self.next;
-            self.next += 1;
+            let req = c.ctl.next.fetch_add(1, Relaxed);
             let out = encode_request(c.node, req, r.kind, &r.ids);
             self.mine.insert(
                 req,
@@ -306,9 +309,7 @@ async fn publish(
 }
 
 fn bad(c: &Cluster) {
-    c.stats
-        .bad
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    c.stats.bad.fetch_add(1, Relaxed);
 }
 
 fn encode_request(node: u64, req: u64, kind: CtlKind, ids: &[Id]) -> Vec<u8> {

@@ -4,7 +4,7 @@
 //!
 //! | what | bytes |
 //! |---|---|
-//! | `GET /presence/<id>` | `{"id":"<id>","connections":N}` (cluster mode: `,"scope":"node"` too) |
+//! | `GET /presence/<id>` | `{"id":"<id>","connections":N}` (cluster mode: `,"nodes":K` too, K nodes counted) |
 //! | `POST /presence` | `{"<id>":N,...}`, each id once, in the body's order |
 //! | feed opening | `: presence\nid: <cursor>\n\n` (sets the EventSource's last event ID) |
 //! | an event | `id: <cursor>\nevent: online\ndata: <id>\n\n` (or `offline`) |
