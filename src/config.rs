@@ -28,9 +28,8 @@ pub struct ServeArgs {
     /// Number of shards (threads, each with its own ring and listeners); default: available cores.
     #[arg(long)]
     pub shards: Option<usize>,
-    /// Most subscriber and publisher connections held at once, all shards together; each
-    /// shard takes an equal share (SO_REUSEPORT spreads new connections by hash, so one
-    /// shard may fill its share a little before the total is reached).
+    /// Most subscriber and publisher connections held at once, all shards together (any
+    /// one shard may hold more than an equal share); a connection over it is answered 503.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_conns: usize,
     /// Most bytes of output queued for one subscriber before it is disconnected as too slow.
@@ -126,7 +125,7 @@ pub struct ServeArgs {
     /// Most bytes of history per process, all ids together (each shard an equal share;
     /// `256MiB`, `1GiB`, `100000`); past it the oldest messages of any id go first, counted in
     /// `/stats` `history_evicted`.
-    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "256MiB", value_parser = choices::parse_bytes)]
     pub history_memory: u64,
     /// How long `GET /poll/<ids>` holds a request that has no message to answer with.
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse_duration)]
@@ -167,12 +166,9 @@ pub struct ServeArgs {
     /// Admin (crate::admin): `--max-conns-per-ip`.
     #[command(flatten)]
     pub admin: crate::admin::AdminArgs,
-}
-
-/// Parses a byte count (`parse-size`: `256MiB`, `1 GiB`, `64KB`, `100000`). Errors: the
-/// crate's message.
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    parse_size::parse_size(s).map_err(|e| format!("bad size {s:?}: {e}"))
+    /// Idle SSE/raw subscribers hold no hang-up poll (-256 B kernel each): hang-ups seen at the next write.
+    #[arg(long)]
+    pub no_idle_poll: bool,
 }
 
 /// Which data-plane backend the shards run.
@@ -262,6 +258,8 @@ pub struct ServerConfig {
     pub presence: crate::presence::PresenceConfig,
     /// Admin settings: `--max-conns-per-ip`.
     pub admin: crate::admin::AdminArgs,
+    /// Idle SSE and long-poll subscribers hold a hang-up poll (not `--no-idle-poll`).
+    pub idle_poll: bool,
 }
 
 /// `--zerocopy-min-bytes`' default (see DESIGN.md, "Shared frames and zero-copy sends").
@@ -342,6 +340,7 @@ impl ServeArgs {
             zerocopy_min_bytes: self.zerocopy_min_bytes,
             presence: (&self.presence).into(),
             admin: self.admin,
+            idle_poll: !self.no_idle_poll,
         })
     }
 }
@@ -381,6 +380,7 @@ impl ServerConfig {
             zerocopy_min_bytes: DEFAULT_ZEROCOPY_MIN_BYTES,
             presence: Default::default(),
             admin: crate::admin::AdminArgs::default(),
+            idle_poll: true,
         }
     }
 

@@ -54,6 +54,7 @@ presence-debounce = "3s"
 presence-log = 1000
 friends-presence = true
 max-conns-per-ip = 17
+no-idle-poll = true
 "#;
 
 /// A file in the test's own temporary directory.
@@ -150,6 +151,7 @@ fn a_file_sets_every_flag() {
     assert_eq!((v.leeway_s(), v.cookie()), (7, Some("uc_token")));
     assert_eq!(c.zerocopy_min_bytes, 8192);
     assert_eq!(c.admin.max_conns_per_ip, 17);
+    assert!(!c.idle_poll);
 }
 
 #[test]

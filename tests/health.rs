@@ -46,7 +46,7 @@ both_backends! {
         let ready = wait_until(Duration::from_secs(2), || probe(metrics, "/readyz").0 == 200);
         assert!(ready, "/readyz before: {:?}", probe(metrics, "/readyz"));
         let mut subs: Vec<Subscriber> = (1..=3).map(|k| Subscriber::connect(srv.subscriber, &k.to_string())).collect();
-        let full = (503, "not ready: shard 0 is not accepting (paused after an accept error, or at its share of --max-conns)\n".to_string());
+        let full = (503, "not ready: shard 0 is not accepting (paused after an accept error, or the server is at --max-conns)\n".to_string());
         assert!(wait_until(Duration::from_secs(2), || probe(metrics, "/readyz") == full), "/readyz at capacity: {:?}", probe(metrics, "/readyz"));
         let (head, _, _) = request_expect_close(srv.subscriber, b"GET /sub/4 HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(head.status, 503, "a connection over --max-conns");

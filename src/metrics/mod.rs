@@ -49,7 +49,7 @@ impl View<'_> {
     }
 
     /// Readiness: `Ok` when the server is not draining or stopping, every shard's accepts
-    /// are armed and below its share of `--max-conns`, and in cluster mode Redis is connected
+    /// are armed and the server is below `--max-conns` (all shards together), and in cluster mode Redis is connected
     /// and subscribed; else the reason.
     pub fn ready(&self) -> Result<(), String> {
         if self.mesh.is_draining() || self.mesh.is_shutdown() {
@@ -60,7 +60,7 @@ impl View<'_> {
             .iter()
             .position(|s| s.accepting.load(std::sync::atomic::Ordering::Relaxed) == 0);
         if let Some(i) = idle {
-            let why = "paused after an accept error, or at its share of --max-conns";
+            let why = "paused after an accept error, or the server is at --max-conns";
             return Err(format!("shard {i} is not accepting ({why})"));
         }
         if self.cluster.is_some_and(|c| !c.is_up()) {

@@ -198,11 +198,13 @@ fn keep_big_tables_mapped() {
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
 }
 
-/// The direct-descriptor plan for one shard's share of `--max-conns`, logged if the shards
-/// run io_uring.
+/// The direct-descriptor plan for one shard, logged if the shards run io_uring. It allows a
+/// shard all of `--max-conns` (the limit counts every shard together, and a stream lives on
+/// its id's owner, so the ids decide the split): a plan caps the rings a shard may open,
+/// each opened only when the ones before are full.
 fn direct_descriptor_plan(cfg: &ServerConfig) -> Plan {
     let n = cfg.shards;
-    let plan = Plan::for_this_process(cfg.max_conns.div_ceil(n));
+    let plan = Plan::for_this_process(cfg.max_conns);
     if cfg.backend == Backend::Uring {
         tracing::info!(
             shards = n,

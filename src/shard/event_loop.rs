@@ -103,6 +103,7 @@ impl<D: Driver> Shard<D> {
             self.on_completion(c);
         }
         self.lp.cqes = cqes;
+        self.rearm_parked_heads();
         worked |= self.drain_inbox();
         let now = Instant::now();
         self.heartbeat_if_due(now);

@@ -132,8 +132,8 @@ impl<D: Driver> Shard<D> {
     pub(super) fn on_recv(&mut self, i: u32, res: i32) {
         self.conns[i].flags.remove(Flags::RECVING);
         if res == -libc::ENOBUFS && self.conns[i].state == State::SubHead {
-            // Every head buffer was taken in this burst; they come back this turn.
-            return self.recv_head(i);
+            // Every head buffer was taken in this burst: wait for one to come back.
+            return self.park_head(i);
         }
         if self.conns[i].state == State::Finishing {
             return; // a final reply is on its way; its completion closes

@@ -174,7 +174,7 @@ impl<D: Driver> Shard<D> {
             router,
             outbox: Outbox::new(shards),
             conns: Slab::with_capacity(max_conns),
-            accept: accept::Accept::new([sub, publ], max_conns),
+            accept: accept::Accept::new([sub, publ], cfg.max_conns),
             head_bufs: head::HeadBufs::new(),
             heads: placement::StreamHeads::new(&cfg.cors_origin),
             input: input::Input::new(),

@@ -262,7 +262,9 @@ impl<D: Driver> Shard<D> {
         } else {
             State::SubStream
         };
-        self.arm_poll(i);
+        if self.cfg.idle_poll || Proto::from_u8(c.proto) == Proto::Ws {
+            self.arm_poll(i);
+        }
         self.try_send(i);
         self.early_frames(i, early);
     }

@@ -11,11 +11,13 @@
 //! - `resume`: a replay from another shard and the live stream neither overlap nor gap.
 //! - `drain`: SIGTERM's drain closes publishers at once and ends streams only at its pace.
 //! - `idle`: the tables go back to the kernel soon after the last close.
+//! - `head_burst`: a burst of heads past the head-buffer pool waits for buffers, no retry storm.
 
 mod backpressure;
 mod delivery;
 mod drain;
 mod harness;
+mod head_burst;
 mod head_timeout;
 mod idle;
 mod linger;

@@ -24,20 +24,35 @@ use crate::config::{Backend, MAX_SHARDS};
 use crate::driver::probe::probe_uring;
 use crate::driver::uring::Plan;
 
-/// Kernel memory of one idle TCP socket: `tcp_sock` ~2.4 KB plus inode, dentry and file
-/// ~1.3 KB (a direct descriptor still has its file). Measured per process with an allocation
-/// trace (`shared/notes/io-uring-measurements.md`); no userspace design moves it.
-pub const KERNEL_SOCKET_BYTES: u64 = 3_700;
+// How the memory constants were measured (issue 20): `loadtest million --conns 100000
+// --split` as root on the 2-vCPU / 24 GiB box (Linux 6.18, SLUB), the breakdown of
+// /proc/slabinfo growth per connection, the generator's share from the hold-peer run and the
+// server's = total - generator (method: src/tools/loadtest/report/million/kernel.rs). A cache's
+// object costs its slab's pages / objects per slab (padding and slab tail included),
+// reclaimable caches included:
+// MemAvailable counts sock_inode_cache and dentry (~1.1 KB a socket) as available, but an open
+// socket's inode and dentry cannot be reclaimed, which is why a model fed by MemAvailable
+// growth alone overestimated the box (3,047,455 predicted, OOM kill at ~2,850,000).
+
+/// Kernel memory of one idle TCP socket, measured (see above): `TCP` 2,520 B (a 2,368 B
+/// tcp_sock), `sock_inode_cache` 862 B, `dentry` 195 B, `filp` 195 B, LSM blobs 56 B (a
+/// direct descriptor still has its file). No userspace design moves it.
+pub const KERNEL_SOCKET_BYTES: u64 = 3_830;
 /// Kernel memory beyond the socket per idle io_uring subscriber: the io_kiocb of its armed
-/// `POLL_ADD` (256 B, measured) and its fixed-file slot's resource node (~64 B, estimated).
-pub(super) const KERNEL_EXTRA_URING: u64 = 320;
-/// The same for an epoll subscriber: its epitem and wait-queue entry (measured).
+/// `POLL_ADD`, measured 272 B (1.06 io_kiocb a subscriber: the ring keeps those of accept
+/// bursts cached); no per-slot resource node showed in any kmalloc cache. `serve
+/// --no-idle-poll` takes it to ~22 B.
+pub(super) const KERNEL_EXTRA_URING: u64 = 272;
+/// The same for an epoll subscriber: its epitem and wait-queue entry (allocation trace,
+/// `shared/notes/io-uring-measurements.md`).
 pub(super) const KERNEL_EXTRA_EPOLL: u64 = 208;
 /// Server userspace per idle subscriber: the issue-2 budget (measured: 70 B at 10,000).
 pub(super) const SERVER_USER_BYTES: u64 = 128;
-/// A loopback load generator's own memory per connection: the flood's ~32-byte record and
-/// its epoll registration (estimated, not measured).
-pub(super) const LOADGEN_BYTES: u64 = 256;
+/// A loopback load generator's own memory per connection beyond its socket, measured (see
+/// above; `loadtest million`'s workers): epoll's epitem and ep_head ~270 B (SLUB merges the
+/// epitem's cache with other 128-byte ones), small kmallocs ~150 B, anon_vma_chain 64 B,
+/// anonymous memory (records, buffers) 72 B, page tables ~10 B.
+pub(super) const LOADGEN_BYTES: u64 = 600;
 /// Kernel memory of one ring: 1,024 SQEs x 64 B + 16,384 CQEs x 16 B, rounded up.
 pub(super) const RING_BYTES: u64 = 384 << 10;
 /// Kernel memory of one fixed-file table slot (a pointer), registered whether used or not.

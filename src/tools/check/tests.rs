@@ -136,14 +136,14 @@ fn memory_counts_both_sockets_on_loopback() {
     let r = evaluate(&target(1_000_000), &rd);
     let m = row(&r, "memory");
     assert_eq!(m.allows, Allows::No);
-    // 2 x 3,700 + 320 + 128 + 256 = 8,104 B per connection; 2 rings of 500,000 slots.
+    // 2 x 3,830 + 272 + 128 + 600 = 8,660 B per connection; 2 rings of 500,000 slots.
     let fixed = 2 * (RING_BYTES + 500_000 * SLOT_BYTES);
-    assert_eq!(m.caps_at, Some(((4u64 << 30) - fixed) / 8_104));
+    assert_eq!(m.caps_at, Some(((4u64 << 30) - fixed) / 8_660));
     // Remote clients: one socket per connection, no load generator.
     let mut t = target(1_000_000);
     t.loopback = false;
     let m = row(&evaluate(&t, &rd), "memory").clone();
-    assert_eq!(m.caps_at, Some(((4u64 << 30) - fixed) / 4_148));
+    assert_eq!(m.caps_at, Some(((4u64 << 30) - fixed) / 4_230));
     assert_eq!(
         row(&evaluate(&t, &sandbox()), "net.ipv4.tcp_mem").caps_at,
         Some(575_796)

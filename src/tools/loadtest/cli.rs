@@ -61,6 +61,9 @@ pub enum LoadtestCmd {
     /// One client process of `million` (started by it; line protocol on stdin/stdout).
     #[command(hide = true)]
     MillionWorker(WorkerArgs),
+    /// The accept-and-hold peer of `million --hold-peer` (started by it; prints `LISTEN`).
+    #[command(hide = true)]
+    HoldPeer(super::host::hold_peer::HoldPeerArgs),
 }
 
 /// The server under test, started as a child process (`BIN serve ...`): flattened into every

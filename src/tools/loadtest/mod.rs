@@ -32,6 +32,7 @@ pub(crate) mod report;
 
 pub use cli::{FloodArgs, LoadtestArgs, LoadtestCmd, MainArgs, MsggenArgs};
 pub use client::million_worker::WorkerArgs;
+pub use host::hold_peer::HoldPeerArgs;
 pub use jobs::compare::CompareArgs;
 pub use jobs::friends::FriendsArgs;
 pub use jobs::million::MillionArgs;
@@ -64,5 +65,6 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         Some(LoadtestCmd::Friends(a)) => friends::run(*a),
         Some(LoadtestCmd::Room(a)) => jobs::room::run(*a),
         Some(LoadtestCmd::MillionWorker(a)) => client::million_worker::run(a),
+        Some(LoadtestCmd::HoldPeer(a)) => host::hold_peer::run(a),
     }
 }

@@ -113,6 +113,25 @@ impl ServerGuard {
             &listen[1],
         ]);
         cmd.args(args);
+        Self::spawn_command(cmd, bin, log, wait)
+    }
+
+    /// Starts `bin loadtest hold-peer` (the accept-and-hold peer of `loadtest million
+    /// --hold-peer`) and waits (at most 10 s) for its `LISTEN` line; its stderr goes to `log`
+    /// if given. Errors: as [`ServerGuard::start`].
+    pub(crate) fn start_hold_peer(bin: &Path, log: Option<&PathBuf>) -> Result<ServerGuard> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["loadtest", "hold-peer"]);
+        Self::spawn_command(cmd, bin, log, Duration::from_secs(10))
+    }
+
+    /// Runs `cmd` (stdout piped, stdin null, stderr to `log` or ours), then its `LISTEN` line.
+    fn spawn_command(
+        mut cmd: Command,
+        bin: &Path,
+        log: Option<&PathBuf>,
+        wait: Duration,
+    ) -> Result<ServerGuard> {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped());
         if let Some(path) = log {
             let f = std::fs::File::create(path)

@@ -180,6 +180,28 @@ pub(crate) fn hex_port(addr: &str) -> Option<u16> {
     u16::from_str_radix(addr.rsplit_once(':')?.1, 16).ok()
 }
 
+/// CPU seconds of the given processes so far (those still readable).
+pub(crate) fn cpu_seconds_sum(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
+}
+
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg gives them.
+pub(crate) fn loadavg() -> String {
+    let t = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    t.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Anonymous memory of process `pid` (`Anonymous:` of /proc/PID/smaps_rollup), bytes; 0 if
+/// unreadable. File-backed pages (the binary) are page cache, which MemAvailable counts as
+/// available: RSS would count them.
+pub(crate) fn anon_bytes(pid: u32) -> u64 {
+    let t = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    t.lines()
+        .find_map(|l| l.strip_prefix("Anonymous:"))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        .map_or(0, |k| k * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{

@@ -9,10 +9,12 @@ use crate::tools::loadtest::jobs::million::fleet::MemInfo;
 
 mod death;
 mod drain;
+pub(crate) mod kernel;
 mod text;
 
 pub(crate) use death::ServerDeath;
-pub(crate) use drain::DrainFigures;
+pub(crate) use drain::{DrainFigures, TakeoverCounts};
+pub(crate) use kernel::{Breakdown, Snapshot};
 
 #[cfg(test)]
 mod tests;
@@ -117,6 +119,12 @@ pub(crate) struct MillionReport {
     pub drain: Option<DrainFigures>,
     /// The server died during the run: how, see [`ServerDeath`].
     pub death: Option<ServerDeath>,
+    /// Where the memory per connection went (slab caches, page tables...), see [`Breakdown`].
+    pub breakdown: Option<Breakdown>,
+    /// The run held its subscribers on a hold peer, not the server (`--hold-peer`).
+    pub hold_peer: bool,
+    /// With `--split`: the breakdown of the hold-peer run.
+    pub baseline: Option<Breakdown>,
 }
 
 impl MillionReport {
@@ -187,6 +195,13 @@ impl MillionReport {
     /// No loss: every subscriber connected, every publish accepted, every connection got its
     /// message exactly once, nothing bad, nothing closed, the server alive.
     pub(crate) fn passed(&self) -> bool {
+        if self.hold_peer {
+            // Nothing is delivered: every subscriber held is all a hold-peer run checks.
+            return self.connected == self.conns
+                && self.connect_failed == 0
+                && self.connect_stopped.is_none()
+                && !self.server_exited;
+        }
         self.connected == self.conns
             && self.connect_failed == 0
             && self.closed == self.drain.as_ref().map_or(0, DrainFigures::closes)
@@ -290,6 +305,13 @@ impl MillionReport {
             targets.join(","), json_str(&self.loadavg[0]), json_str(&self.loadavg[1]),
             self.passed(), notes.join(",")
         );
+        self.json_tail(&mut s);
+        s
+    }
+
+    /// Appends the optional parts to the JSON object in `s`: `drain`, `server_death`,
+    /// `hold_peer` and `breakdown`, `hold_peer_breakdown`.
+    fn json_tail(&self, s: &mut String) {
         if let Some(d) = &self.drain {
             s.pop(); // the closing brace
             let _ = write!(s, ",\"drain\":{}}}", d.json());
@@ -298,6 +320,18 @@ impl MillionReport {
             s.pop(); // the closing brace
             let _ = write!(s, ",\"server_death\":{}}}", d.json());
         }
-        s
+        if let Some(b) = &self.breakdown {
+            s.pop(); // the closing brace
+            let _ = write!(
+                s,
+                ",\"hold_peer\":{},\"breakdown\":{}}}",
+                self.hold_peer,
+                b.json()
+            );
+        }
+        if let Some(b) = &self.baseline {
+            s.pop(); // the closing brace
+            let _ = write!(s, ",\"hold_peer_breakdown\":{}}}", b.json());
+        }
     }
 }

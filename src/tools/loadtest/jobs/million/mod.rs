@@ -28,6 +28,7 @@ mod deliver;
 mod drain;
 pub(crate) mod fleet;
 mod progress;
+mod split;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -42,9 +43,8 @@ use crate::tools::loadtest::cli::{ConnectFlags, ServerFlags};
 use crate::tools::loadtest::client::million_worker::{LAT_BUCKETS, RECORD_BYTES};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::{
-    cpu_seconds, nofile_short_of, rss_bytes, wait_rss_stable,
+    cpu_seconds, cpu_seconds_sum, loadavg, nofile_short_of, rss_bytes, wait_rss_stable,
 };
-use crate::tools::loadtest::host::procmem::ProcSet;
 use crate::tools::loadtest::report::million::{MillionReport, ServerDeath};
 use connect::{connect_phase, plans};
 use deliver::{after_delivery, deliver};
@@ -105,6 +105,9 @@ pub struct MillionArgs {
     /// worker signs one per connection (`sub` its id) as it connects.
     #[arg(long)]
     pub sub_token: bool,
+    /// `--hold-peer` and `--split`: the generator's own memory.
+    #[command(flatten)]
+    pub split: split::SplitFlags,
 }
 
 /// Longest wait for the server's RSS to settle.
@@ -119,42 +122,45 @@ fn say(msg: &str) {
 
 /// Runs `loadtest million`; fails (non-zero exit) on any loss, after printing the report.
 pub(crate) fn run(a: MillionArgs) -> Result<()> {
-    let (workers, per) = validate(&a)?;
-    let mut r = new_report(&a, workers, per);
+    let baseline = split::baseline(&a, run_once)?;
+    let mut r = run_once(&a, a.split.hold_peer)?;
+    split::apply(&mut r, baseline);
+    finish(&a, &r)
+}
+
+/// One run: subscribers held by the server, or with `hold` by the hold peer (no delivery).
+fn run_once(a: &MillionArgs, hold: bool) -> Result<MillionReport> {
+    let (workers, per) = validate(a)?;
+    let mut r = new_report(a, workers, per);
+    r.hold_peer = hold;
     let peak = PeakSampler::start()?;
     // 1. The server.
     let bin = std::env::current_exe()?;
-    let (mut server, cpu_start) = start_server(&a, &mut r, workers, per)?;
+    let (mut server, cpu_start) = start_server(a, &mut r, workers, per, hold)?;
     let spid = server.pid;
     // 2. Connect.
-    r.mem[0] = MemInfo::read();
+    let snap0 = split::snapshot(&mut r, 0);
     let me = std::process::id();
     let client_cpu0 = cpu_seconds(me)?;
-    let mut fleet = connect(&a, &bin, &mut server, workers, per, &mut r)?;
+    let mut fleet = connect(a, &bin, &mut server, workers, per, &mut r)?;
     let worker_pids = fleet.pids();
     // 3. Everything connected: memory.
     // A server that died has no RSS left to read: the report says how it ended.
     r.server_rss_loaded = wait_rss_stable(spid, SETTLE).map_or(0, |(rss, _)| rss);
-    r.mem[1] = MemInfo::read();
-    if let Ok(m) = (ProcSet {
-        roots: worker_pids.clone(),
-    })
-    .mem()
-    {
-        (r.workers_rss, r.workers_pss) = (m.rss, m.pss);
-    }
+    let snap1 = split::snapshot(&mut r, 1);
+    split::connected_memory(&mut r, &worker_pids, [&snap0, &snap1]);
     let cpu_connected = cpu_seconds(spid).unwrap_or(cpu_start);
-    let client_cpu1 = cpu_seconds(me)? + worker_cpu(&worker_pids);
+    let client_cpu1 = cpu_seconds(me)? + cpu_seconds_sum(&worker_pids);
     r.server_cpu[0] = cpu_connected - cpu_start;
     r.client_cpu[0] = client_cpu1 - client_cpu0;
     // 4. One message to every id.
-    if r.connected > 0 && server.alive() {
+    if r.connected > 0 && server.alive() && !hold {
         // Even when the connect phase stopped short: what did arrive on the streams held?
-        deliver(&a, &fleet, &mut server, &mut r)?;
+        deliver(a, &fleet, &mut server, &mut r)?;
     }
-    after_delivery(&server, &mut r);
+    (!hold).then(|| after_delivery(&server, &mut r));
     let cpu_delivered = cpu_seconds(spid).unwrap_or(cpu_connected);
-    let client_cpu2 = cpu_seconds(me)? + worker_cpu(&worker_pids);
+    let client_cpu2 = cpu_seconds(me)? + cpu_seconds_sum(&worker_pids);
     r.server_cpu[1] = cpu_delivered - cpu_connected;
     r.client_cpu[1] = client_cpu2 - client_cpu1;
     r.server_cpu[2] = cpu_delivered - cpu_start;
@@ -165,11 +171,11 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
         .map(|st| ServerDeath::from_status(spid, st, r.connected));
     // 4b. With --drain-after: the hand-over to a --takeover server.
     let takeover = match a.drain.drain_after {
-        Some(hold) if !r.server_exited => {
-            let head = server_head(&a);
+        Some(hold_s) if !r.server_exited && !hold => {
+            let head = server_head(a);
             Some(drain::drain_phase(
-                &a,
-                hold,
+                a,
+                hold_s,
                 &fleet,
                 &mut server,
                 head,
@@ -179,7 +185,7 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
         _ => None,
     };
     // 5. Close: verdicts, resets, then the server.
-    let worker_cpu_total = close(&a, &mut fleet, &mut r);
+    let worker_cpu_total = close(a, &mut fleet, &mut r);
     r.client_cpu[2] = cpu_seconds(me)? - client_cpu0 + worker_cpu_total;
     drop(fleet);
     drop(server);
@@ -190,7 +196,7 @@ pub(crate) fn run(a: MillionArgs) -> Result<()> {
     r.tcp_mem_peak = peak.tcp_mem.load(Relaxed);
     drop(peak);
     r.loadavg[1] = loadavg();
-    finish(&a, &r)
+    Ok(r)
 }
 
 /// Rejects flags the job cannot run with and raises the fd limit the workers inherit; the
@@ -247,9 +253,10 @@ fn start_server(
     r: &mut MillionReport,
     workers: u64,
     per: u64,
+    hold: bool,
 ) -> Result<(ServerGuard, f64)> {
     let (server_bin, args) = a.server.command(server_head(a), None)?;
-    let server = ServerGuard::start(&server_bin, &args, a.server.server_log.as_ref())?;
+    let server = split::start(hold, &server_bin, &args, a.server.server_log.as_ref())?;
     let spid = server.pid;
     let cpu_start = cpu_seconds(spid)?;
     r.server_rss_idle = wait_rss_stable(spid, SETTLE)?.0;
@@ -380,15 +387,4 @@ fn finish(a: &MillionArgs, r: &MillionReport) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// CPU seconds of the given processes so far (those still readable).
-fn worker_cpu(pids: &[u32]) -> f64 {
-    pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
-}
-
-/// The 1, 5 and 15 minute load averages, as /proc/loadavg gives them.
-fn loadavg() -> String {
-    let t = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    t.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }

@@ -19,6 +19,31 @@ pub(crate) struct DrainFigures {
     pub reconnect_failed: u64,
     /// The old server's exit code (`None`: it did not exit, or a signal ended it).
     pub exit_code: Option<i32>,
+    /// The `--takeover` server's own counts at the end (`None`: its `/metrics` did not
+    /// answer): where the failed reconnects were refused.
+    pub takeover: Option<TakeoverCounts>,
+}
+
+/// The `--takeover` server's counters at the end of the drain, every shard summed (its
+/// `GET /metrics`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TakeoverCounts {
+    /// Connections it answered 503 (`--max-conns`, or stopping).
+    pub rejected_at_capacity: u64,
+    /// Connections it answered 408 (`--head-timeout`).
+    pub head_timeouts: u64,
+    /// Its accepts that failed (EMFILE...): each pauses accepting for 100 ms; the connection
+    /// waits in the listener's queue.
+    pub accept_errors: u64,
+}
+
+impl TakeoverCounts {
+    fn json(&self) -> String {
+        format!(
+            "{{\"rejected_at_capacity\":{},\"head_timeouts\":{},\"accept_errors\":{}}}",
+            self.rejected_at_capacity, self.head_timeouts, self.accept_errors
+        )
+    }
 }
 
 impl DrainFigures {
@@ -65,6 +90,13 @@ impl DrainFigures {
             peak(&self.reconnects_per_s),
             list(&self.reconnects_per_s)
         );
+        if let Some(t) = &self.takeover {
+            let _ = writeln!(
+                s,
+                "  takeover server: {} answered 503 (--max-conns or stopping), {} answered 408 (--head-timeout), {} accepts failed (EMFILE...: paused 100 ms, the connection waits queued)",
+                t.rejected_at_capacity, t.head_timeouts, t.accept_errors
+            );
+        }
         s
     }
 
@@ -72,7 +104,7 @@ impl DrainFigures {
     pub(crate) fn json(&self) -> String {
         let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         format!(
-            "{{\"period_s\":{},\"open\":{},\"closes\":{},\"reconnects\":{},\"reconnect_failed\":{},\"exit_code\":{},\"closes_per_s\":[{}],\"reconnects_per_s\":[{}]}}",
+            "{{\"period_s\":{},\"open\":{},\"closes\":{},\"reconnects\":{},\"reconnect_failed\":{},\"exit_code\":{},\"closes_per_s\":[{}],\"reconnects_per_s\":[{}],\"takeover\":{}}}",
             self.period_s,
             self.open,
             self.closes(),
@@ -80,7 +112,10 @@ impl DrainFigures {
             self.reconnect_failed,
             self.exit_code.map_or("null".to_string(), |c| c.to_string()),
             list(&self.closes_per_s),
-            list(&self.reconnects_per_s)
+            list(&self.reconnects_per_s),
+            self.takeover
+                .as_ref()
+                .map_or("null".to_string(), TakeoverCounts::json)
         )
     }
 }

@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use super::MillionReport;
+use super::kernel::TOLERANCE;
+use super::{Breakdown, MillionReport};
 use crate::tools::loadtest::jobs::million::fleet::MemInfo;
 
 impl MillionReport {
@@ -12,6 +13,9 @@ impl MillionReport {
         self.write_run(&mut s);
         self.write_processes(&mut s);
         self.write_memory(&mut s);
+        if let Some(b) = &self.breakdown {
+            s.push_str(&b.text());
+        }
         self.write_end(&mut s);
         if let Some(d) = &self.drain {
             if !s.ends_with('\n') {
@@ -134,6 +138,98 @@ impl MillionReport {
                 "FAIL"
             }
         );
+    }
+}
+
+impl Breakdown {
+    /// The breakdown as text lines (a table), each starting with `kernel:` or spaces.
+    pub(crate) fn text(&self) -> String {
+        let mut s = String::new();
+        let split = self.generator.is_some();
+        let _ = writeln!(
+            s,
+            "breakdown: growth server idle -> {} connected, bytes per connection{}{}",
+            self.conns,
+            if self.slab_readable {
+                ""
+            } else {
+                " (/proc/slabinfo not readable: run as root to name the caches)"
+            },
+            if split {
+                "; generator from the hold-peer run, server = total - generator"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            s,
+            "           {:<22} {:>7} {:>9} {:>9}{}",
+            "row",
+            "objsize",
+            "objs/conn",
+            "B/conn",
+            if split { "  generator    server" } else { "" }
+        );
+        for r in &self.rows {
+            self.write_row(&mut s, r);
+        }
+        let (sum, res) = (self.per_conn(self.sum()), self.per_conn(self.residual()));
+        let rec = self.per_conn(self.reclaimable());
+        let _ = writeln!(
+            s,
+            "           sum {sum:.1} B/conn (kernel {:.1}; (r) reclaimable slab {rec:.1}, which MemAvailable counts as available)",
+            self.per_conn(self.kernel())
+        );
+        let _ = writeln!(
+            s,
+            "           sum - (r) {:.1} vs MemTotal-MemAvailable growth {:.1} B/conn: residual {res:.1} B/conn ({:.1}% of the growth; tolerance {:.0}%: {})",
+            sum - rec,
+            self.per_conn(self.used),
+            100.0 * res / self.per_conn(self.used).abs().max(1e-9),
+            TOLERANCE * 100.0,
+            if self.within_tolerance() { "within" } else { "OUTSIDE" }
+        );
+        if let Some(r) = self.rows.iter().find(|r| r.name == "proc_inode_cache") {
+            if self.per_conn(r.bytes) >= 1.0 {
+                let _ = writeln!(s, "           proc_inode_cache and part of dentry: /proc/PID/fd entries made when a process lists other processes' fds (a host monitor), not a cost of the socket");
+            }
+        }
+        if self.noisy() {
+            let _ = writeln!(s, "           NOT QUIET: TCP sockets in use grew by {}, not 2 x {}: other processes' sockets are in these figures", self.tcp_sockets, self.conns);
+        }
+        if let (Some((_, g)), Some(server)) = (&self.generator, self.server_machine_per_conn()) {
+            let _ = writeln!(
+                s,
+                "           whole machine per subscriber: generator {g:.1} B, server {server:.1} B"
+            );
+        }
+        s
+    }
+
+    /// One row of the table: name ((r): reclaimable), object size, objects and bytes per
+    /// connection, and with a baseline the generator's and the server's bytes.
+    fn write_row(&self, s: &mut String, r: &super::kernel::Row) {
+        let pc = self.per_conn(r.bytes);
+        let objs = if r.objsize > 0 {
+            format!("{:.2}", r.objs as f64 / self.conns.max(1) as f64)
+        } else {
+            "-".into()
+        };
+        let size = if r.objsize > 0 {
+            r.objsize.to_string()
+        } else {
+            "-".into()
+        };
+        let name = if r.reclaimable {
+            format!("{} (r)", r.name)
+        } else {
+            r.name.clone()
+        };
+        let _ = write!(s, "           {name:<22} {size:>7} {objs:>9} {pc:>9.1}");
+        if let Some(g) = self.generator_row(&r.name) {
+            let _ = write!(s, "  {g:>9.1} {:>9.1}", pc - g);
+        }
+        s.push('\n');
     }
 }
 
