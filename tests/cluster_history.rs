@@ -254,7 +254,7 @@ fn gap_in_a_live_stream_ends_it_to_resume() {
     let mut pb = Publisher::connect(b.publish);
     assert_eq!(send(&mut pb, "gap", &numbered("gap", 1)), 0);
     t.sse(&mut c, "before the drop");
-    kill_pubsub_with(&redis, 1); // A's: it holds the one bucket, B holds none
+    kill_pubsub_with(&redis, 3); // A's: its bucket and the 2 control channels (B: 2)
     let mut pa = Publisher::connect(a.publish);
     const LAST: u64 = 40;
     for n in 2..=LAST {

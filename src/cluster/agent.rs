@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink};
 
+use super::control::CtlAgent;
 use super::inbound::Inbound;
 use super::sequencer::{self, Sequencer};
 use super::wire::{self, Kind};
@@ -29,7 +30,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest reconnect delay (so a restarted Redis is found within about a second).
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Connect and response timeout of both Redis connections.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// A quiet pub/sub connection is pinged this often (finds a peer that vanished silently).
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// Most payload bytes per bucket channel in one PUBLISH.
@@ -73,6 +74,7 @@ pub async fn run(cluster: Arc<Cluster>) {
             tracing::debug!("cluster: reconnect to {url} failed: {why}");
         }
         tokio::time::sleep(backoff).await;
+        cluster.ctl_refuse_queued();
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -86,6 +88,7 @@ fn set_down(c: &Cluster) {
     c.broadcast_ready();
     drop_queue(c);
     sequencer::refuse(c, c.take_fetches());
+    c.ctl_refuse_queued();
 }
 
 fn drop_queue(c: &Cluster) {
@@ -132,6 +135,10 @@ async fn session(
     if let Err(e) = subscribe_wanted(c, &sink).await {
         return e;
     }
+    c.ctl_refuse_queued();
+    if let Err(e) = super::control::subscribe(c, &mut sink).await {
+        return e;
+    }
     let mut seq = match Sequencer::load(c, &mut publ).await {
         Ok(s) => s,
         Err(e) => return e,
@@ -151,7 +158,9 @@ async fn session(
             "cluster: connected to Redis {url}"
         ),
     }
-    let why = pump(c, &mut publ, &mut sink, &mut stream, &mut seq).await;
+    let mut ctl = CtlAgent::default();
+    let why = pump(c, &mut publ, &mut sink, &mut stream, &mut seq, &mut ctl).await;
+    ctl.settle(c, true);
     if let Some(s) = seq.as_mut() {
         s.fail_all(c);
     }
@@ -165,6 +174,7 @@ async fn pump(
     sink: &mut PubSubSink,
     stream: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin),
     seq: &mut Option<Sequencer>,
+    ctl: &mut CtlAgent,
 ) -> SessionError {
     let mut inbound = Inbound::new(c.mesh.shards());
     let mut last_heard = Instant::now();
@@ -174,15 +184,16 @@ async fn pump(
                 let Some(m) = m else {
                     return "pub/sub connection closed".to_string();
                 };
-                inbound.take(c, &m, seq);
+                take(c, &m, &mut inbound, seq, ctl);
                 // Everything already read goes in the same batches.
                 while let Some(Some(m)) = stream.next().now_or_never() {
-                    inbound.take(c, &m, seq);
+                    take(c, &m, &mut inbound, seq, ctl);
                 }
                 inbound.flush(c);
                 last_heard = Instant::now();
             }
             _ = c.wake.notified() => {}
+            _ = ctl_deadline(ctl.deadline()) => {}
             _ = tokio::time::sleep(PING_EVERY) => {
                 if last_heard.elapsed() >= PING_EVERY {
                     if let Err(e) = ping(sink).await {
@@ -205,6 +216,33 @@ async fn pump(
                 return e;
             }
         }
+        if let Err(e) = ctl.step(c, publ).await {
+            return e;
+        }
+    }
+}
+
+/// One pub/sub message: a control record ([`super::control`]) or a batch of records.
+fn take(
+    c: &Cluster,
+    m: &redis::Msg,
+    inbound: &mut Inbound,
+    seq: &mut Option<Sequencer>,
+    ctl: &mut CtlAgent,
+) {
+    let p = m.get_payload_bytes();
+    if super::control::is_ctl(p) {
+        ctl.take(c, p);
+    } else {
+        inbound.take(c, m, seq);
+    }
+}
+
+/// Sleeps until `at` (forever if none).
+async fn ctl_deadline(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -60,6 +60,18 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// A random 64-bit node id (std's per-process random hash keys, the pid and the clock).
+pub(super) fn random_node_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{redact, ClusterConfig};

@@ -23,7 +23,6 @@
 //!   the owner delivers it to its own connections and forwards it to the other shards holding
 //!   the id, as for a local publish, with no reply expected. Each node delivers a message to
 //!   its own connections exactly once: locally if it was published there, from Redis if not.
-//!
 //! - Friends events (`POST /publish/<user>`, issue 7) are one record each (kind 2: the
 //!   publishing user and the message) on one more channel, `uc:<B>:friends`, which a node
 //!   with a friends graph subscribes to ([`Cluster::want_friends`]); every node fans the
@@ -47,10 +46,12 @@
 //! - this file: the node's shared state ([`Cluster`]): buckets, the forward queue, stats.
 //! - `config`: the validated `--cluster` settings ([`ClusterConfig`]).
 //! - [`agent`]: the task that talks to Redis (publish batches, subscriptions, reconnects).
-//! - [`wire`]: the payload format of a batch of records.
+//! - [`wire`]: the payload format of a batch of records; [`control`]: kicks and presence
+//!   counts across nodes.
 
 pub mod agent;
 mod config;
+pub mod control;
 pub mod history;
 mod inbound;
 mod sequencer;
@@ -125,6 +126,8 @@ pub struct Cluster {
     wake: Notify,
     /// History on: resume reads waiting for the agent.
     fetches: SegQueue<history::Fetch>,
+    /// Control requests and answers between the shards and the agent ([`control`]).
+    ctl: control::CtlQueues,
     /// Totals for /stats.
     pub stats: ClusterStats,
 }
@@ -135,7 +138,7 @@ impl Cluster {
         // One flag more than buckets: the last stands for the friends channel.
         let b = cfg.buckets as usize + 1;
         Cluster {
-            node: random_node_id(),
+            node: config::random_node_id(),
             mesh,
             wanted: (0..b).map(|_| AtomicBool::new(false)).collect(),
             subscribed: (0..b).map(|_| AtomicBool::new(false)).collect(),
@@ -145,6 +148,7 @@ impl Cluster {
             woken: AtomicBool::new(false),
             wake: Notify::new(),
             fetches: SegQueue::new(),
+            ctl: control::CtlQueues::default(),
             stats: ClusterStats::default(),
             cfg,
         }
@@ -296,18 +300,6 @@ impl Cluster {
             s.batches.load(Relaxed),
         );
     }
-}
-
-/// A random 64-bit node id (std's per-process random hash keys, the pid and the clock).
-fn random_node_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    h.write_u128(now);
-    h.finish()
 }
 
 #[cfg(test)]

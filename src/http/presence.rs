@@ -4,7 +4,7 @@
 //!
 //! | what | bytes |
 //! |---|---|
-//! | `GET /presence/<id>` | `{"id":"<id>","connections":N}` (cluster mode: `,"scope":"node"` too) |
+//! | `GET /presence/<id>` | `{"id":"<id>","connections":N}` (cluster mode: `,"nodes":K` too, K nodes counted) |
 //! | `POST /presence` | `{"<id>":N,...}`, each id once, in the body's order |
 //! | feed opening | `: presence\nid: <cursor>\n\n` (sets the EventSource's last event ID) |
 //! | an event | `id: <cursor>\nevent: online\ndata: <id>\n\n` (or `offline`) |
@@ -51,6 +51,13 @@ pub enum FeedReset {
 pub fn count(out: &mut Vec<u8>, id: &Id, n: u64, node_scope: bool, close: bool) {
     let scope = if node_scope { ",\"scope\":\"node\"" } else { "" };
     let body = format!("{{\"id\":\"{id}\",\"connections\":{n}{scope}}}");
+    json(out, body.as_bytes(), close);
+}
+
+/// Appends the reply to `GET /presence/<id>` in cluster mode: `{"id":"<id>","connections":N,
+/// "nodes":K}`, `k` nodes (this one included) counted.
+pub fn count_nodes(out: &mut Vec<u8>, id: &Id, n: u64, k: u64, close: bool) {
+    let body = format!("{{\"id\":\"{id}\",\"connections\":{n},\"nodes\":{k}}}");
     json(out, body.as_bytes(), close);
 }
 

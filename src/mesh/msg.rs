@@ -280,4 +280,28 @@ pub enum Msg {
         /// Where the `Replied` goes.
         reply: ReplyTo,
     },
+    // --- cluster control (cluster::control, shard::cluster_ctl) ---
+    /// Cluster agent -> every shard: another node's kick or presence count; each shard
+    /// kicks (or counts) its local connections under `ids` and hands its counts back to the
+    /// agent ([`crate::cluster::Cluster::ctl_part`]).
+    CtlAsk {
+        /// What to do ([`crate::cluster::control::CtlKind`]).
+        kind: crate::cluster::control::CtlKind,
+        /// The ids (a kick has one).
+        ids: std::sync::Arc<[Id]>,
+        /// The agent's handle of the request.
+        req: u64,
+    },
+    /// Cluster agent -> the requesting shard: the other nodes' sums for pending reply `token`
+    /// (`counts[k]` for the request's `ids[k]`), `nodes` answering (this one included).
+    CtlAnswer {
+        /// What was asked.
+        kind: crate::cluster::control::CtlKind,
+        /// The pending reply on the requesting shard.
+        token: u32,
+        /// The other nodes' counts summed, one per id.
+        counts: Vec<u32>,
+        /// Nodes that answered, this one included.
+        nodes: u16,
+    },
 }

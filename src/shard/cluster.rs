@@ -39,6 +39,11 @@ impl<D: Driver> Shard<D> {
         self
     }
 
+    /// The node's cluster state, in cluster mode.
+    pub(super) fn cluster_node(&self) -> Option<Arc<Cluster>> {
+        self.cluster.node.clone()
+    }
+
     /// Subscriber `i` is about to be logged in under `ids`: wants their buckets subscribed
     /// and returns how many of them its head must wait for (each released by
     /// `ClusterReady`).

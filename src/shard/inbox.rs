@@ -96,6 +96,7 @@ impl<D: Driver> Shard<D> {
             Msg::PresenceEdge { id, online } => self.on_presence_edge(id, online),
             Msg::PresenceEvent { seq, id, online } => self.on_presence_event(seq, id, online),
             Msg::Kick { id, reply } => self.on_kick(&id, reply),
+            m @ (Msg::CtlAsk { .. } | Msg::CtlAnswer { .. }) => self.on_ctl_msg(m),
             m @ (Msg::FriendsRoute { .. }
             | Msg::FriendsBatch { .. }
             | Msg::FriendsReplied { .. }

@@ -23,6 +23,7 @@
 
 use super::replies::{Pending, ReplyKind};
 use super::Shard;
+use crate::cluster::control::CtlKind;
 use crate::conn::{Flags, State};
 use crate::driver::Driver;
 use crate::http::stream::{self, Proto};
@@ -50,7 +51,10 @@ impl<D: Driver> Shard<D> {
             self.outbox.push(s, Msg::Kick { id, reply });
         }
         let n = self.kick_local(&id);
-        self.on_replied(t, n, Some((shards - 1) as u16));
+        // Cluster mode: the other nodes' sum comes as one more answer.
+        let ids: std::sync::Arc<[Id]> = std::sync::Arc::from([id]);
+        let more = shards - 1 + usize::from(self.ctl_send(CtlKind::Kick, ids, t));
+        self.on_replied(t, n, Some(more as u16));
     }
 
     /// Another shard's `Kick`: ends the local connections under `id` and answers.
@@ -60,7 +64,7 @@ impl<D: Driver> Shard<D> {
     }
 
     /// Ends every local connection logged in under `id`; returns how many.
-    fn kick_local(&mut self, id: &Id) -> u32 {
+    pub(super) fn kick_local(&mut self, id: &Id) -> u32 {
         let Some(s) = self.router.lookup(id) else {
             return 0;
         };

@@ -54,6 +54,7 @@ use crate::stats::ShardStats;
 mod accept;
 mod close;
 mod cluster;
+mod cluster_ctl;
 mod completion;
 mod drain;
 mod event_loop;
@@ -139,6 +140,8 @@ pub struct Shard<D: Driver> {
     prefixes: prefix::Prefixes,
     /// Stage 15: presence counts, events and feeds.
     presence: presence::PresenceState,
+    /// Cluster control: nodes that answered, per pending reply (`cluster_ctl`).
+    ctl: cluster_ctl::CtlState,
     /// Stage 1b: `--max-conns-per-ip`: each connection's entry in the per-address table.
     per_ip: per_ip::PerIpSlots,
 }
@@ -190,6 +193,7 @@ impl<D: Driver> Shard<D> {
             zc: zerocopy::Holds::default(),
             prefixes: prefix::Prefixes::default(),
             presence: presence::PresenceState::new(),
+            ctl: cluster_ctl::CtlState::default(),
             per_ip: per_ip::PerIpSlots::new(max_conns),
             mesh,
             stats,

@@ -22,6 +22,7 @@ use hashbrown::HashMap;
 
 use super::replies::{Pending, ReplyKind};
 use super::Shard;
+use crate::cluster::control::CtlKind;
 use crate::conn::{Flags, State};
 use crate::driver::Driver;
 use crate::history::Pos;
@@ -93,10 +94,12 @@ impl<D: Driver> Shard<D> {
         let t = self.push_reply(i, Pending::awaiting(i, ReplyKind::Send, close));
         let ids: Arc<[Id]> = ids.into();
         let shards = self.mesh.shards();
+        // Cluster mode: the other nodes' sums come as one more answer.
+        let extra = usize::from(self.ctl_send(CtlKind::Count, ids.clone(), t));
         let ask = Ask {
             counts: vec![0; ids.len()],
             ids: ids.clone(),
-            left: shards,
+            left: shards + extra,
             one,
             close,
             head,
@@ -147,8 +150,12 @@ impl<D: Driver> Shard<D> {
         if ask.one {
             let node = self.cfg.cluster.is_some();
             let n = u64::from(ask.counts[0]);
-            wire::count(&mut raw, &ask.ids[0], n, node, ask.close);
+            match self.ctl_nodes(t) {
+                Some(k) => wire::count_nodes(&mut raw, &ask.ids[0], n, k, ask.close),
+                None => wire::count(&mut raw, &ask.ids[0], n, node, ask.close),
+            }
         } else {
+            self.ctl_nodes(t);
             wire::counts(&mut raw, &ask.ids, &ask.counts, ask.close);
         }
         if ask.head {

@@ -274,6 +274,10 @@ impl<D: Driver> Shard<D> {
             );
             self.replies.pending.remove(t);
             let forward = self.cluster_reply(t);
+            let nodes = match p.kind {
+                ReplyKind::Kick => self.ctl_nodes(t),
+                _ => None,
+            };
             let sending = self.conns[i].flags.contains(Flags::SENDING);
             let aux = &mut self.aux[a];
             aux.replies.pop_front();
@@ -287,7 +291,7 @@ impl<D: Driver> Shard<D> {
                 (None, ReplyKind::Edit) => response::edit(buf, p.count > 0, p.failed, p.close),
                 (None, ReplyKind::Kick) => {
                     let cluster = self.cfg.cluster.is_some();
-                    response::kicked(buf, p.count, None, cluster, p.close)
+                    response::kicked(buf, p.count, nodes, cluster, p.close)
                 }
             }
             if p.close || (p.kind == ReplyKind::Edit && p.failed) {
