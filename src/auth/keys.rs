@@ -132,12 +132,20 @@ impl Verifier {
         }
         for k in &self.keys {
             let alg = format!("{:?}", k.algs[0]);
-            let kid = k.kid.as_deref().map_or(String::new(), |kid| format!(",\"kid\":{kid:?}"));
+            let kid = k
+                .kid
+                .as_deref()
+                .map_or(String::new(), |kid| format!(",\"kid\":{kid:?}"));
             let header = format!("{{\"alg\":\"{alg}\"{kid}}}");
             let b64 = |s: &[u8]| {
                 base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s)
             };
-            let t = format!("{}.{}.{}", b64(header.as_bytes()), b64(b"{}"), b64(&[7; 64]));
+            let t = format!(
+                "{}.{}.{}",
+                b64(header.as_bytes()),
+                b64(b"{}"),
+                b64(&[7; 64])
+            );
             let _ = self.verify(&t);
         }
     }

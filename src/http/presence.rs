@@ -49,7 +49,11 @@ pub enum FeedReset {
 /// `node_scope` (cluster mode, where N counts this node's connections only)
 /// `{"id":"<id>","connections":N,"scope":"node"}`.
 pub fn count(out: &mut Vec<u8>, id: &Id, n: u64, node_scope: bool, close: bool) {
-    let scope = if node_scope { ",\"scope\":\"node\"" } else { "" };
+    let scope = if node_scope {
+        ",\"scope\":\"node\""
+    } else {
+        ""
+    };
     let body = format!("{{\"id\":\"{id}\",\"connections\":{n}{scope}}}");
     json(out, body.as_bytes(), close);
 }
@@ -138,7 +142,10 @@ mod tests {
 
     #[test]
     fn feed_bytes() {
-        let at = Pos { epoch: 0xab, offset: 4 };
+        let at = Pos {
+            epoch: 0xab,
+            offset: 4,
+        };
         let mut out = Vec::new();
         feed_open(&mut out, at, Some(FeedReset::Gone), false);
         let mut head = Vec::new();
@@ -158,7 +165,15 @@ mod tests {
             &b"event: reset\ndata: {\"reason\":\"unknown-offset\"}\n\n: presence\nid: 00000000000000ab-4\n\n"[..]
         );
         let mut out = Vec::new();
-        feed_event(&mut out, Pos { epoch: 0xab, offset: 5 }, &Id::Num(42), false);
+        feed_event(
+            &mut out,
+            Pos {
+                epoch: 0xab,
+                offset: 5,
+            },
+            &Id::Num(42),
+            false,
+        );
         assert_eq!(out, b"id: 00000000000000ab-5\nevent: offline\ndata: 42\n\n");
     }
 }

@@ -178,10 +178,18 @@ fn presence_debounce_survives_a_stall() {
     r.logout(&mut out, 1, h);
     r.set_presence_clock(5_010);
     r.take_presence(&mut edges);
-    assert_eq!(edges, vec![(id.clone(), true)], "5 s stalled is not 5 s without a connection");
+    assert_eq!(
+        edges,
+        vec![(id.clone(), true)],
+        "5 s stalled is not 5 s without a connection"
+    );
     r.set_presence_clock(5_030);
     let (_h, _) = r.login(&mut out, 2, vec![id.clone()]);
     r.set_presence_clock(9_000);
     r.take_presence(&mut edges);
-    assert_eq!(edges, vec![(id.clone(), true)], "back: no offline, no second online");
+    assert_eq!(
+        edges,
+        vec![(id.clone(), true)],
+        "back: no offline, no second online"
+    );
 }

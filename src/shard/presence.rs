@@ -26,8 +26,8 @@ use crate::cluster::control::CtlKind;
 use crate::conn::{Flags, State};
 use crate::driver::Driver;
 use crate::history::Pos;
-use crate::http::stream::chunk;
 use crate::http::presence::{self as wire, FeedReset};
+use crate::http::stream::chunk;
 use crate::id::Id;
 use crate::mesh::Msg;
 use crate::presence::epoch;
@@ -317,7 +317,9 @@ impl<D: Driver> Shard<D> {
                 // Unframed: the last-chunk itself.
                 if self.aux[c.aux].replies.is_empty() {
                     let sending = c.flags.contains(Flags::SENDING);
-                    self.aux[c.aux].queue(sending).extend_from_slice(wire::FEED_END);
+                    self.aux[c.aux]
+                        .queue(sending)
+                        .extend_from_slice(wire::FEED_END);
                 } else {
                     let end = wire::FEED_END.to_vec();
                     self.push_reply(i, Pending::ready(i, end, false));

@@ -70,7 +70,10 @@ pub(super) fn get(
         Some(Err(e)) => return Some(Err(Status::BadCursor(e))),
     };
     let http10 = req.version == Some(0);
-    Some(Ok(PubRequest::Presence(PresenceRequest::Feed { http10, after })))
+    Some(Ok(PubRequest::Presence(PresenceRequest::Feed {
+        http10,
+        after,
+    })))
 }
 
 /// `POST /presence`. Errors: [`body`]'s, and 411 without a body length.
@@ -183,7 +186,13 @@ mod tests {
         assert!(bad.1.starts_with("line 2: not an id"), "{}", bad.1);
         let many: String = (0..=MAX_PRESENCE_IDS).map(|i| format!("{i}\n")).collect();
         let big = presence_ids(many.as_bytes()).unwrap_err();
-        assert_eq!(big, (Status::TooLarge, "more than 10000 ids (one per line)".into()));
+        assert_eq!(
+            big,
+            (
+                Status::TooLarge,
+                "more than 10000 ids (one per line)".into()
+            )
+        );
         let ok: String = (0..MAX_PRESENCE_IDS).map(|i| format!("{i}\n")).collect();
         assert_eq!(presence_ids(ok.as_bytes()).unwrap().len(), MAX_PRESENCE_IDS);
     }
