@@ -48,6 +48,22 @@ pub(super) fn body(req: &httparse::Request<'_, '_>) -> Result<Body, Status> {
     }
 }
 
+/// A body-carrying request's framing: (Content-Length or 0, chunked, `Expect: 100-continue`
+/// on HTTP/1.1, RFC 9110 section 10.1.1). Errors: [`body`]'s, and 411 without a length.
+pub(super) fn required_body(
+    req: &httparse::Request<'_, '_>,
+) -> Result<(usize, bool, bool), Status> {
+    let (len, chunked) = match body(req)? {
+        Body::None => return Err(Status::LengthRequired),
+        Body::Length(n) => (n, false),
+        Body::Chunked => (0, true),
+    };
+    let expect_continue = super::header(req, "expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
+        && req.version == Some(1);
+    Ok((len, chunked, expect_continue))
+}
+
 /// The request body's length from Content-Length (`None` without one). Errors: 400 for a
 /// bad or ambiguous length, 413 over [`MAX_BODY`].
 fn body_len(req: &httparse::Request<'_, '_>) -> Result<Option<usize>, Status> {

@@ -2,7 +2,7 @@
 //! `POST /presence` (a body of ids, one per line), and `GET /events/presence` (the
 //! online/offline event stream, resumable by `Last-Event-ID`).
 
-use super::body::{body, Body};
+use super::body::required_body;
 use super::{header, id_error, query_param, PubRequest};
 use crate::history::Pos;
 use crate::http::Status;
@@ -78,14 +78,7 @@ pub(super) fn get(
 
 /// `POST /presence`. Errors: [`body`]'s, and 411 without a body length.
 pub(super) fn post(req: &httparse::Request<'_, '_>, close: bool) -> Result<PubRequest, Status> {
-    let (len, chunked) = match body(req)? {
-        Body::None => return Err(Status::LengthRequired),
-        Body::Length(n) => (n, false),
-        Body::Chunked => (0, true),
-    };
-    let expect_continue = header(req, "expect")
-        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
-        && req.version == Some(1);
+    let (len, chunked, expect_continue) = required_body(req)?;
     Ok(PubRequest::Presence(PresenceRequest::Many {
         len,
         chunked,

@@ -166,14 +166,7 @@ fn post(req: &httparse::Request<'_, '_>, path: &[u8], close: bool) -> Result<Pub
         _ => return Err(Status::NotFound),
     };
     let id = Id::parse(id).map_err(id_error)?;
-    let (len, chunked) = match body(req)? {
-        Body::None => return Err(Status::LengthRequired),
-        Body::Length(n) => (n, false),
-        Body::Chunked => (0, true),
-    };
-    let expect_continue = header(req, "expect")
-        .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
-        && req.version == Some(1);
+    let (len, chunked, expect_continue) = super::body::required_body(req)?;
     Ok(PubRequest::Send {
         id,
         len,
