@@ -3,7 +3,6 @@
 //! parsed request ([`PresenceRequest`]) and `presence.rs`.
 
 use super::friends::FULL_CREDIT;
-use super::input::BodyRead;
 use super::replies::Pending;
 use super::Shard;
 use crate::conn::Marks;
@@ -39,15 +38,8 @@ impl<D: Driver> Shard<D> {
                 close,
                 expect_continue,
             } => {
-                let (len, used) = match self.read_body(i, inbuf, at + n, len, chunked) {
-                    BodyRead::Here { len, used } => (len, used),
-                    BodyRead::Wait => {
-                        self.continue_if_asked(i, expect_continue);
-                        return None;
-                    }
-                    BodyRead::Refused(s) => return self.refuse_request(i, &inbuf[at..], s),
-                };
-                self.conns[i].marks.remove(Marks::CONTINUED);
+                let (len, used) =
+                    self.request_body(i, inbuf, at, n, (len, chunked, expect_continue))?;
                 match presence_ids(&inbuf[at + n..at + n + len]) {
                     Ok(ids) => self.presence_query(i, ids, close, false, false),
                     Err((s, why)) => {

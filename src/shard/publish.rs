@@ -126,15 +126,8 @@ impl<D: Driver> Shard<D> {
                 expect_continue,
                 friends,
             } => {
-                let (len, used) = match self.read_body(i, inbuf, at + n, len, chunked) {
-                    BodyRead::Here { len, used } => (len, used),
-                    BodyRead::Wait => {
-                        self.continue_if_asked(i, expect_continue);
-                        return None;
-                    }
-                    BodyRead::Refused(s) => return self.refuse_request(i, &inbuf[at..], s),
-                };
-                self.conns[i].marks.remove(Marks::CONTINUED);
+                let (len, used) =
+                    self.request_body(i, inbuf, at, n, (len, chunked, expect_continue))?;
                 let msg = Bytes::copy_from_slice(&inbuf[at + n..at + n + len]);
                 if friends {
                     self.friends_publish(i, id, msg, close);
@@ -145,6 +138,34 @@ impl<D: Driver> Shard<D> {
             }
         }
         Some(n)
+    }
+
+    /// The body of publisher `i`'s request whose `n`-byte head starts at `inbuf[at..]`, framed
+    /// as `(len, chunked, expect_continue)`: `Some((len, used))` once it is all here; `None`
+    /// while it is not (after a `100 Continue` if the client asked for one) or once it is
+    /// refused (its error reply queued), as [`Shard::on_request`] returns for those.
+    pub(super) fn request_body(
+        &mut self,
+        i: u32,
+        inbuf: &mut Vec<u8>,
+        at: usize,
+        n: usize,
+        (len, chunked, expect_continue): (usize, bool, bool),
+    ) -> Option<(usize, usize)> {
+        match self.read_body(i, inbuf, at + n, len, chunked) {
+            BodyRead::Here { len, used } => {
+                self.conns[i].marks.remove(Marks::CONTINUED);
+                Some((len, used))
+            }
+            BodyRead::Wait => {
+                self.continue_if_asked(i, expect_continue);
+                None
+            }
+            BodyRead::Refused(s) => {
+                self.refuse_request(i, &inbuf[at..], s);
+                None
+            }
+        }
     }
 
     /// A refused request (`head` starts with it): its error reply, and the connection closes.
