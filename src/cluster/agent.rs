@@ -20,6 +20,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink};
 
 use super::control::CtlAgent;
 use super::inbound::Inbound;
+use super::presence_agent::PresenceAgent;
 use super::sequencer::{self, Sequencer};
 use super::wire::{self, Kind};
 use super::{redact, Cluster, Forward};
@@ -143,6 +144,10 @@ async fn session(
         Ok(s) => s,
         Err(e) => return e,
     };
+    let mut pres = match PresenceAgent::start(c, &mut publ, &mut sink).await {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
     c.up.store(true, SeqCst);
     c.broadcast_ready();
     *backoff = BACKOFF_MIN;
@@ -159,7 +164,22 @@ async fn session(
         ),
     }
     let mut ctl = CtlAgent::default();
-    let why = pump(c, &mut publ, &mut sink, &mut stream, &mut seq, &mut ctl).await;
+    // After `up`: from here on the hub queues its edges, and the resync sees the rest.
+    if let Some(p) = pres.as_mut() {
+        if let Err(e) = p.join(c, &mut publ).await {
+            return e;
+        }
+    }
+    let why = pump(
+        c,
+        &mut publ,
+        &mut sink,
+        &mut stream,
+        &mut seq,
+        &mut ctl,
+        &mut pres,
+    )
+    .await;
     ctl.settle(c, true);
     if let Some(s) = seq.as_mut() {
         s.fail_all(c);
@@ -175,6 +195,7 @@ async fn pump(
     stream: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin),
     seq: &mut Option<Sequencer>,
     ctl: &mut CtlAgent,
+    pres: &mut Option<PresenceAgent>,
 ) -> SessionError {
     let mut inbound = Inbound::new(c.mesh.shards());
     let mut last_heard = Instant::now();
@@ -194,6 +215,7 @@ async fn pump(
             }
             _ = c.wake.notified() => {}
             _ = ctl_deadline(ctl.deadline()) => {}
+            _ = ctl_deadline(pres.as_ref().map(PresenceAgent::deadline)) => {}
             _ = tokio::time::sleep(PING_EVERY) => {
                 if last_heard.elapsed() >= PING_EVERY {
                     if let Err(e) = ping(sink).await {
@@ -219,6 +241,11 @@ async fn pump(
         if let Err(e) = ctl.step(c, publ).await {
             return e;
         }
+        if let Some(p) = pres.as_mut() {
+            if let Err(e) = p.step(c, publ).await {
+                return e;
+            }
+        }
     }
 }
 
@@ -233,6 +260,8 @@ fn take(
     let p = m.get_payload_bytes();
     if super::control::is_ctl(p) {
         ctl.take(c, p);
+    } else if super::presence::is_presence(p) {
+        super::presence::take(c, p);
     } else {
         inbound.take(c, m, seq);
     }

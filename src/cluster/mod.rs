@@ -47,13 +47,15 @@
 //! - `config`: the validated `--cluster` settings ([`ClusterConfig`]).
 //! - [`agent`]: the task that talks to Redis (publish batches, subscriptions, reconnects).
 //! - [`wire`]: the payload format of a batch of records; [`control`]: kicks and presence
-//!   counts across nodes.
+//!   counts across nodes; [`presence`]: cluster-wide presence events.
 
 pub mod agent;
 mod config;
 pub mod control;
 pub mod history;
 mod inbound;
+pub mod presence;
+mod presence_agent;
 mod sequencer;
 pub mod wire;
 
@@ -128,6 +130,8 @@ pub struct Cluster {
     fetches: SegQueue<history::Fetch>,
     /// Control requests and answers between the shards and the agent ([`control`]).
     ctl: control::CtlQueues,
+    /// Cluster-wide presence events ([`presence`]).
+    presence: presence::PresenceQueues,
     /// Totals for /stats.
     pub stats: ClusterStats,
 }
@@ -149,6 +153,7 @@ impl Cluster {
             wake: Notify::new(),
             fetches: SegQueue::new(),
             ctl: control::CtlQueues::default(),
+            presence: presence::PresenceQueues::default(),
             stats: ClusterStats::default(),
             cfg,
         }

@@ -270,6 +270,16 @@ pub enum Msg {
         /// Online (true) or offline.
         online: bool,
     },
+    /// Cluster agent -> every shard (cluster-wide presence events, `cluster/presence.rs`):
+    /// a Redis session began; the cluster's presence epoch is `epoch` and its last event
+    /// number `seq`. A shard whose log does not end at `seq` (events missed while the node
+    /// was cut off, or a new epoch) empties it, so a feed resuming from before gets a reset.
+    PresenceFloor {
+        /// The cluster's presence epoch.
+        epoch: u64,
+        /// The last event number Redis has given.
+        seq: u64,
+    },
     // --- admin (shard::kick) ---
     /// Publisher's shard -> every other shard (`DELETE /subscribers/<id>`): end each local
     /// connection logged in under `id` with its transport's proper end; answered with a

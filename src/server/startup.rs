@@ -226,6 +226,9 @@ fn cluster_for(cfg: &ServerConfig, mesh: &Arc<Mesh>) -> Option<Arc<Cluster>> {
     if let (Some(c), Some(_)) = (&cluster, &cfg.friends) {
         c.want_friends(); // this node fans out friends events from the other nodes too
     }
+    if let Some(c) = cluster.as_ref().filter(|_| cfg.presence.events) {
+        c.enable_presence_events(); // online/offline numbered cluster-wide by Redis
+    }
     cluster
 }
 

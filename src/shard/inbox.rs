@@ -95,6 +95,7 @@ impl<D: Driver> Shard<D> {
             Msg::PresenceCounts { token, counts } => self.on_presence_counts(token, &counts),
             Msg::PresenceEdge { id, online } => self.on_presence_edge(id, online),
             Msg::PresenceEvent { seq, id, online } => self.on_presence_event(seq, id, online),
+            Msg::PresenceFloor { epoch, seq } => self.on_presence_floor(epoch, seq),
             Msg::Kick { id, reply } => self.on_kick(&id, reply),
             m @ (Msg::CtlAsk { .. } | Msg::CtlAnswer { .. }) => self.on_ctl_msg(m),
             m @ (Msg::FriendsRoute { .. }

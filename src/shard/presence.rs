@@ -64,6 +64,8 @@ pub(super) struct PresenceState {
     edges: Vec<(Id, bool)>,
     /// When the feeds' next heartbeat is due.
     next_ping: Instant,
+    /// Cluster-wide events: the cluster's epoch (0: this process's, [`epoch`]).
+    cluster_epoch: u64,
 }
 
 impl PresenceState {
@@ -76,6 +78,7 @@ impl PresenceState {
             asks: HashMap::new(),
             edges: Vec::new(),
             next_ping: Instant::now(),
+            cluster_epoch: 0,
         }
     }
 }
@@ -190,8 +193,12 @@ impl<D: Driver> Shard<D> {
         self.ping_feeds();
     }
 
-    /// Hub: numbers an edge and hands it to every shard.
+    /// Hub: numbers an edge and hands it to every shard; in cluster mode hands it to the
+    /// agent instead (Redis numbers the cluster-wide edges, `cluster/presence.rs`).
     pub(super) fn on_presence_edge(&mut self, id: Id, online: bool) {
+        if let Some(c) = self.cluster_node().filter(|c| c.presence_events()) {
+            return c.presence_edge(id, online);
+        }
         let seq = self.presence.last + 1;
         for s in (0..self.mesh.shards()).filter(|&s| s != self.me) {
             let id = id.clone();
@@ -206,7 +213,7 @@ impl<D: Driver> Shard<D> {
         if !self.presence.feeds.is_empty() {
             let mut ev = Vec::with_capacity(64);
             let at = Pos {
-                epoch: epoch(),
+                epoch: self.feed_epoch(),
                 offset: seq,
             };
             wire::feed_event(&mut ev, at, &id, online);
@@ -222,11 +229,31 @@ impl<D: Driver> Shard<D> {
         log.push_back((seq, id, online));
     }
 
+    /// The epoch of the feeds' cursors: the cluster's with cluster-wide events, else this
+    /// process's.
+    fn feed_epoch(&self) -> u64 {
+        match self.presence.cluster_epoch {
+            0 => epoch(),
+            e => e,
+        }
+    }
+
+    /// A Redis session began (cluster-wide events): unless the log ends exactly at `seq` in
+    /// the same epoch, it is emptied and restarts after `seq`.
+    pub(super) fn on_presence_floor(&mut self, cluster_epoch: u64, seq: u64) {
+        let p = &mut self.presence;
+        if p.cluster_epoch != cluster_epoch || p.last != seq {
+            p.log.clear();
+            p.last = seq;
+            p.cluster_epoch = cluster_epoch;
+        }
+    }
+
     /// `GET /events/presence` on publisher `i`: it becomes a feed (chunked, or for `http10`
     /// unframed and ended by the close), after the events since `after` if the log still has
     /// them (else an `event: reset` first).
     pub(super) fn open_feed(&mut self, i: u32, after: Option<Pos>, http10: bool) {
-        let (last, e) = (self.presence.last, epoch());
+        let (last, e) = (self.presence.last, self.feed_epoch());
         let oldest = self.presence.log.front().map_or(last + 1, |ev| ev.0);
         let reset = match after {
             None => None,

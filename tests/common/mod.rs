@@ -13,6 +13,7 @@
 //! - `friends`: the friends fan-out: graph files, `/publish` and `/friends` requests, events;
 //! - `history`: resuming (issue 14): cursors, their headers, each transport's cursor-mode
 //!   bytes; `poll`: long-polling; `track`: a connection's cursor followed message by message;
+//! - `presence`: presence feeds, opened and read with their exact bytes;
 //! - `proxy`: a TCP proxy in the test process whose connections a test can cut;
 //! - `negotiated`: `/sub/` streams: SSE, WebSocket frames, raw, and a real SSE parser;
 //! - `streams`: one open stream of any kind, read with its exact framing;
@@ -35,6 +36,7 @@ pub(crate) mod kernel;
 pub(crate) mod metrics;
 pub(crate) mod negotiated;
 pub(crate) mod poll;
+pub(crate) mod presence;
 pub(crate) mod prometheus;
 pub(crate) mod proxy;
 pub(crate) mod redis;
@@ -52,6 +54,7 @@ pub(crate) use kernel::*;
 pub(crate) use metrics::*;
 pub(crate) use negotiated::*;
 pub(crate) use poll::*;
+pub(crate) use presence::*;
 pub(crate) use prometheus::*;
 pub(crate) use proxy::*;
 pub(crate) use redis::*;
