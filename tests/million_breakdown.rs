@@ -1,6 +1,7 @@
 //! `loadtest million --split --json` at 2,000 subscribers (issue 20): the report carries the
 //! memory breakdown (rows per slab cache with objects and bytes, page tables, socket buffers,
-//! RSS), its sum and residual against the growth of MemTotal - MemAvailable, the generator's
+//! RSS), its sum and residual against the growth of memory in use (MemTotal - MemFree -
+//! Buffers - Cached; MemTotal - MemAvailable beside it), the generator's
 //! and the server's share of each row from the hold-peer run, and the hold-peer run's own
 //! breakdown. The residual is within the stated tolerance, or the text says OUTSIDE (the host
 //! is shared: other processes' sockets move the same caches).
@@ -46,7 +47,13 @@ fn the_breakdown_is_reported_and_adds_up() {
         .sum();
     assert_eq!(b["reclaimable"].as_i64(), Some(rec));
     let used = b["used_growth"].as_i64().unwrap();
-    assert_eq!(b["residual"].as_i64(), Some(used - (sum - rec)), "{b}");
+    assert_eq!(
+        b["residual_available"].as_i64(),
+        Some(used - (sum - rec)),
+        "{b}"
+    );
+    let in_use = b["in_use_growth"].as_i64().unwrap();
+    assert_eq!(b["residual"].as_i64(), Some(in_use - sum), "{b}");
     let slab_readable = b["slab_readable"] == true;
     // SAFETY: geteuid has no preconditions.
     assert_eq!(slab_readable, unsafe { libc::geteuid() } == 0);

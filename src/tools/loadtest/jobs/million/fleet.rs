@@ -212,6 +212,12 @@ pub(crate) struct MemInfo {
     pub total: u64,
     /// MemAvailable.
     pub available: u64,
+    /// MemFree, Buffers, Cached (the page cache, shmem included).
+    pub free: u64,
+    #[allow(missing_docs)]
+    pub buffers: u64,
+    #[allow(missing_docs)]
+    pub cached: u64,
     /// Slab (SReclaimable + SUnreclaim).
     pub slab: u64,
     /// SUnreclaim.
@@ -248,6 +254,14 @@ impl MemInfo {
         self.total.saturating_sub(self.available)
     }
 
+    /// MemTotal - MemFree - Buffers - Cached: memory in use, all slab in, page cache out.
+    pub(crate) fn in_use(&self) -> u64 {
+        (self.total)
+            .saturating_sub(self.free)
+            .saturating_sub(self.buffers)
+            .saturating_sub(self.cached)
+    }
+
     /// The kernel's memory that grows with sockets: Slab + PageTables + KernelStack +
     /// VmallocUsed + TCP socket buffers.
     pub(crate) fn kernel(&self) -> u64 {
@@ -270,6 +284,9 @@ impl MemInfo {
             match key {
                 "MemTotal" => self.total = v,
                 "MemAvailable" => self.available = v,
+                "MemFree" => self.free = v,
+                "Buffers" => self.buffers = v,
+                "Cached" => self.cached = v,
                 "Slab" => self.slab = v,
                 "SUnreclaim" => self.sunreclaim = v,
                 "PageTables" => self.page_tables = v,

@@ -138,7 +138,17 @@ fn run_once(a: &MillionArgs, hold: bool) -> Result<MillionReport> {
     let bin = std::env::current_exe()?;
     let (mut server, cpu_start) = start_server(a, &mut r, workers, per, hold)?;
     let spid = server.pid;
-    // 2. Connect.
+    // 2. Connect, once the host's memory is still (the breakdown's first reading).
+    let (waited, settled) = split::settle_host();
+    say(&format!(
+        "host memory {} after {waited:.0} s",
+        if settled { "settled" } else { "still moving" }
+    ));
+    if !settled {
+        r.notes.push(format!(
+            "host memory still moving after {waited:.0} s: the breakdown's residual carries it"
+        ));
+    }
     let snap0 = split::snapshot(&mut r, 0);
     let me = std::process::id();
     let client_cpu0 = cpu_seconds(me)?;

@@ -25,6 +25,29 @@ pub(super) fn start(
     }
 }
 
+/// Longest wait for the host's memory to settle before the first reading.
+const SETTLE_HOST: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits (at most [`SETTLE_HOST`]) until, over three one-second steps in a row, memory in use
+/// (MemTotal - MemFree - Buffers - Cached) moved by less than 16 MiB and TCP sockets in use
+/// by fewer than 100: what a previous run closed is freed before the breakdown's first
+/// reading. Returns the seconds waited and whether it settled.
+pub(super) fn settle_host() -> (f64, bool) {
+    use crate::tools::loadtest::jobs::million::fleet::MemInfo;
+    let t0 = std::time::Instant::now();
+    let mut last = MemInfo::read();
+    let mut calm = 0;
+    while calm < 3 && t0.elapsed() < SETTLE_HOST {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = MemInfo::read();
+        let quiet = now.in_use().abs_diff(last.in_use()) < 16 << 20
+            && now.tcp_inuse.abs_diff(last.tcp_inuse) < 100;
+        calm = if quiet { calm + 1 } else { 0 };
+        last = now;
+    }
+    (t0.elapsed().as_secs_f64(), calm >= 3)
+}
+
 /// Reads /proc/slabinfo, /proc/meminfo and /proc/net/sockstat into reading `i` of `r.mem`;
 /// returns the whole snapshot.
 pub(super) fn snapshot(r: &mut MillionReport, i: usize) -> Snapshot {

@@ -124,6 +124,8 @@ fn snapshots() -> (super::Snapshot, super::Snapshot) {
     let mem = |used: u64| super::MemInfo {
         total: 24 << 30,
         available: (24 << 30) - used,
+        free: (24 << 30) - used - (2 << 30),
+        cached: 2 << 30,
         ..super::MemInfo::default()
     };
     let a = super::Snapshot {
@@ -142,6 +144,11 @@ fn snapshots() -> (super::Snapshot, super::Snapshot) {
     // reclaimable sock_inode_cache.
     let counted = 154 * 8 * 4096 + 63 * 4096 + 40_960 + 90_000 + 200_000;
     b.mem.available -= counted;
+    // Memory in use grows by all of it, the reclaimable slab included; the page cache that
+    // moved meanwhile (DAMON's pageout here drops some) is left out.
+    b.mem.free += 64 << 20;
+    b.mem.free -= counted + 106 * 4 * 4096;
+    b.mem.cached -= 64 << 20;
     (a, b)
 }
 
@@ -169,6 +176,7 @@ fn breakdown_arithmetic() {
     let all = 154 * 8 * 4096 + 106 * 4 * 4096 + 63 * 4096 + 40_960 + 90_000 + 200_000;
     assert_eq!(k.sum(), all);
     assert_eq!(k.residual(), 0);
+    assert_eq!(k.residual_available(), 0);
     assert!(k.within_tolerance() && !k.noisy());
     assert_eq!(k.per_conn(row(&k, "io_kiocb").bytes), 256.0);
     // Without root: one SUnreclaim row and one SReclaimable row from /proc/meminfo.
@@ -199,8 +207,10 @@ fn breakdown_arithmetic() {
     // Growth the rows do not explain shows as the residual.
     b2 = b.clone();
     b2.mem.available -= 10 << 20;
+    b2.mem.free -= 10 << 20;
     let k3 = super::Breakdown::new(&a, &b2, 1000, (90_000, 200_000), 4096);
     assert_eq!(k3.residual(), 10 << 20);
+    assert_eq!(k3.residual_available(), 10 << 20);
     assert!(!k3.within_tolerance() && k3.text().contains("OUTSIDE"));
     b2.mem.tcp_inuse = 2100;
     let k4 = super::Breakdown::new(&a, &b2, 1000, (0, 0), 4096);

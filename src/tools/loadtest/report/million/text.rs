@@ -182,12 +182,18 @@ impl Breakdown {
         );
         let _ = writeln!(
             s,
-            "           sum - (r) {:.1} vs MemTotal-MemAvailable growth {:.1} B/conn: residual {res:.1} B/conn ({:.1}% of the growth; tolerance {:.0}%: {})",
-            sum - rec,
-            self.per_conn(self.used),
-            100.0 * res / self.per_conn(self.used).abs().max(1e-9),
+            "           sum {sum:.1} vs in-use growth (MemTotal-MemFree-Buffers-Cached) {:.1} B/conn: residual {res:.1} B/conn ({:.1}% of the growth; tolerance {:.0}%: {})",
+            self.per_conn(self.in_use),
+            100.0 * res / self.per_conn(self.in_use).abs().max(1e-9),
             TOLERANCE * 100.0,
             if self.within_tolerance() { "within" } else { "OUTSIDE" }
+        );
+        let _ = writeln!(
+            s,
+            "           (MemAvailable view: sum - (r) {:.1} vs MemTotal-MemAvailable growth {:.1} B/conn, residual {:.1})",
+            sum - rec,
+            self.per_conn(self.used),
+            self.per_conn(self.residual_available()),
         );
         if let Some(r) = self.rows.iter().find(|r| r.name == "proc_inode_cache") {
             if self.per_conn(r.bytes) >= 1.0 {
