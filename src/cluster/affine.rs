@@ -42,7 +42,9 @@ impl Affine {
             anyhow::bail!("--cluster-nodes must be 1 to 4096 in affine mode, got {nodes}");
         }
         if index >= nodes {
-            anyhow::bail!("--cluster-node-index must be below --cluster-nodes ({nodes}), got {index}");
+            anyhow::bail!(
+                "--cluster-node-index must be below --cluster-nodes ({nodes}), got {index}"
+            );
         }
         let urls: Vec<Box<str>> = urls
             .split(',')

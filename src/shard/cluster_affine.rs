@@ -30,7 +30,11 @@ impl<D: Driver> Shard<D> {
         let sending = self.conns[i].flags.contains(Flags::SENDING);
         let aux = &mut self.aux[a];
         // A head read in several pieces is whole in `inbuf`; one read at once is `head`.
-        let whole = if aux.inbuf.is_empty() { head } else { &aux.inbuf[..] };
+        let whole = if aux.inbuf.is_empty() {
+            head
+        } else {
+            &aux.inbuf[..]
+        };
         let target = affine::target_of(whole).map(<[u8]>::to_vec);
         aux.inbuf.clear();
         let out = aux.queue(sending);

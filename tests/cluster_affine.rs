@@ -1,0 +1,150 @@
+//! Id-affine cluster mode (issue 19, `--cluster-mode affine`): two in-process nodes on one
+//! real redis-server (the shared launcher `common::redis`), each owning the buckets the jump
+//! hash gives it. A subscriber of the other node's id gets a 307 to it, before anything is
+//! subscribed; a send through either node reaches the owner's subscriber once; a node never
+//! subscribes a bucket it does not own (checked on redis-server itself, `PUBSUB CHANNELS`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use uring_comet::cluster::affine::Affine;
+use uring_comet::cluster::ClusterConfig;
+use uring_comet::server::ServerHandle;
+
+/// The public URLs the nodes announce (the test connects by address; only the `Location`
+/// values are checked against these).
+const URLS: &str = "http://n0.test:8080,http://n1.test:8081";
+
+/// Node `index` of 2, the test's backend, 2 shards, affine mode on `redis`, 64 buckets.
+fn node(redis: &Redis, index: u32) -> ServerHandle {
+    let mut cfg = common::server::local(2);
+    let affine = Affine::new(2, index, URLS).unwrap();
+    cfg.cluster = Some(
+        ClusterConfig::new(&redis.url(), 64)
+            .unwrap()
+            .with_affine(Some(affine)),
+    );
+    let server = start_with(cfg);
+    let mut p = Publisher::connect(server.publish_addr());
+    assert_eq!(json_number(&p.stats(), "cluster_up"), 1.0);
+    server
+}
+
+/// The bucket channels subscribed on `redis` (not the control channels) and each one's
+/// subscriber count.
+fn channels(redis: &Redis) -> Vec<(String, i64)> {
+    let mut con = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let names: Vec<String> = ::redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("uc:64:*")
+        .query(&mut con)
+        .unwrap();
+    names
+        .into_iter()
+        .filter(|n| n["uc:64:".len()..].parse::<u32>().is_ok())
+        .map(|n| {
+            let v: Vec<::redis::Value> = ::redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&n)
+                .query(&mut con)
+                .unwrap();
+            let count = match v.get(1) {
+                Some(::redis::Value::Int(c)) => *c,
+                other => panic!("NUMSUB {n}: {other:?}"),
+            };
+            (n, count)
+        })
+        .collect()
+}
+
+/// `POST /send/<id>` on `p`; returns the exact reply body.
+fn send_body(p: &mut Publisher, id: &str, msg: &[u8]) -> String {
+    p.client.send(&send_request(id, msg));
+    let head = p.client.read_head();
+    head.expect_200();
+    String::from_utf8(p.client.read_body(&head)).unwrap()
+}
+
+/// Ids `af-<n>` sorted by owner as node 0 answers them: (ids node 0 serves, ids it
+/// redirects to node 1), checking each redirect's exact bytes.
+fn split_ids(a: &ServerHandle) -> (Vec<String>, Vec<String>) {
+    let (mut own, mut other) = (Vec::new(), Vec::new());
+    for n in 0..16 {
+        let id = format!("af-{n}");
+        let req = format!("GET /sub/{id}?cursors=1&x=%2F HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut c = Client::connect(a.subscriber_addr());
+        c.send(req.as_bytes());
+        let head = c.read_head();
+        match head.status {
+            200 => own.push(id),
+            307 => {
+                let (rest, _) = c.read_to_close();
+                let loc = format!("http://n1.test:8081/sub/{id}?cursors=1&x=%2F");
+                head.expect_header_exact("location", &loc);
+                head.expect_header_exact("content-length", "0");
+                assert!(rest.is_empty(), "a 307 has no body");
+                other.push(id);
+            }
+            s => panic!("GET /sub/{id} on node 0: status {s}"),
+        }
+    }
+    assert!(!own.is_empty() && !other.is_empty(), "16 ids over 2 nodes");
+    (own, other)
+}
+
+both_backends! {
+/// Misrouted subscribers (raw, /test/, WebSocket upgrade) get a 307 with the exact
+/// Location, ids of both nodes in one request a 409, and only owned buckets are ever
+/// subscribed on Redis; a send through the non-owner reaches the owner's subscriber once.
+fn misrouted_redirected_owner_delivers_once() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, 0), node(&redis, 1));
+    let (own, other) = split_ids(&a);
+    let x = &other[0];
+    let req = format!("GET /test/{x} HTTP/1.1\r\nHost: h\r\n\r\n");
+    let (head, _, _) = request_expect_close(a.subscriber_addr(), req.as_bytes());
+    head.expect_status(307);
+    head.expect_header_exact("location", &format!("http://n1.test:8081/test/{x}"));
+    let ws = format!(
+        "GET /sub/{x} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let (head, _, _) = request_expect_close(a.subscriber_addr(), ws.as_bytes());
+    head.expect_status(307);
+    head.expect_header_exact("location", &format!("http://n1.test:8081/sub/{x}"));
+    let both = format!("GET /sub/{},{x} HTTP/1.1\r\nHost: h\r\n\r\n", own[0]);
+    expect_error(a.subscriber_addr(), both.as_bytes(), 409, "ids of both nodes");
+    // The owner serves it; node 1 redirects node 0's ids the other way.
+    let mut sub = Subscriber::connect(b.subscriber_addr(), x);
+    let req = format!("GET /sub/{} HTTP/1.1\r\nHost: h\r\n\r\n", own[0]);
+    let (head, _, _) = request_expect_close(b.subscriber_addr(), req.as_bytes());
+    head.expect_header_exact("location", &format!("http://n0.test:8080/sub/{}", own[0]));
+    let mut pa = Publisher::connect(a.publish_addr());
+    let mut pb = Publisher::connect(b.publish_addr());
+    assert_eq!(
+        send_body(&mut pa, x, b"via non-owner"),
+        r#"{"delivered":0,"scope":"node","cluster":"queued"}"#
+    );
+    sub.expect_msg(b"via non-owner");
+    assert_eq!(
+        send_body(&mut pb, x, b"via owner"),
+        r#"{"delivered":1,"scope":"node","cluster":"queued"}"#
+    );
+    sub.expect_msg(b"via owner");
+    sub.client.expect_silence(Duration::from_millis(300), "exactly once each");
+    // Node 0 served its own ids (split_ids left them subscribed) and node 1 one id: every
+    // channel on Redis has exactly one subscriber (its owner), none for a redirected id.
+    let ch = channels(&redis);
+    assert!(!ch.is_empty() && ch.iter().all(|(_, n)| *n == 1), "{ch:?}");
+    let held = |p: &mut Publisher| json_number(&p.stats(), "cluster_subscribed_buckets");
+    assert_eq!(held(&mut pb), 1.0, "node 1 subscribed only its subscriber's bucket");
+    assert_eq!(held(&mut pa) + held(&mut pb), ch.len() as f64, "{ch:?}");
+    // Node 0 never received the message for node 1's id from Redis (only its own echo).
+    let sa = pa.stats();
+    assert_eq!(json_number(&sa, "cluster_received"), json_number(&sa, "cluster_echoes_dropped"), "{sa}");
+}
+}
