@@ -93,22 +93,9 @@ pub struct ServeArgs {
     /// subscriptions.
     #[arg(long, default_value_t = crate::cluster::DEFAULT_BUCKETS)]
     pub cluster_buckets: u32,
-    /// How ids are spread over the cluster's nodes: `broadcast` (every node serves every id)
-    /// or `affine` (each node owns the buckets `jump(b, N) == I`, jump consistent hash, and
-    /// subscribes only to those; a subscriber of another node's id gets a 307 to that node's
-    /// URL, one whose ids span nodes a 409).
-    #[arg(long, value_enum, default_value_t = crate::cluster::affine::ClusterMode::Broadcast)]
-    pub cluster_mode: crate::cluster::affine::ClusterMode,
-    /// Affine mode: how many nodes the cluster has (N, the same on every node).
-    #[arg(long, default_value_t = 1)]
-    pub cluster_nodes: u32,
-    /// Affine mode: this node's index, 0 to N-1.
-    #[arg(long, default_value_t = 0)]
-    pub cluster_node_index: u32,
-    /// Affine mode: each node's public base URL, by index, comma-separated
-    /// (`http://10.0.0.2:8080,http://10.0.0.3:8080`): the 307s' `Location` prefix.
-    #[arg(long, default_value = "")]
-    pub cluster_node_urls: String,
+    /// `--cluster-mode` and the affine mode's flags.
+    #[command(flatten)]
+    pub cluster_affine: crate::cluster::affine::AffineArgs,
     /// Friends graph: a SNAP edge list (`u<TAB>v` or `u v` per line, `#` comments) loaded at
     /// start; enables `POST /publish/<user>` and `PUT|DELETE /friends/<a>/<b>`. Edits go to
     /// FILE.journal. A file that does not exist yet is an empty graph; its directory must
@@ -318,11 +305,7 @@ impl ServeArgs {
         if self.listen == self.publish_listen && self.listen.port() != 0 {
             anyhow::bail!("--listen and --publish-listen must differ: publishing is never possible on the subscriber listener");
         }
-        if self.cluster_mode == crate::cluster::affine::ClusterMode::Affine
-            && self.cluster.as_deref().is_none_or(str::is_empty)
-        {
-            anyhow::bail!("--cluster-mode affine needs --cluster");
-        }
+        let affine = self.cluster_affine.resolve(self.cluster.as_deref())?;
         Ok(ServerConfig {
             listen: self.listen,
             publish_listen: self.publish_listen,
@@ -341,16 +324,7 @@ impl ServeArgs {
                 Some(url) => Some(
                     crate::cluster::ClusterConfig::new(&url, self.cluster_buckets)?
                         .with_history(self.history, self.history_ttl.as_millis() as u64)
-                        .with_affine(match self.cluster_mode {
-                            crate::cluster::affine::ClusterMode::Affine => {
-                                Some(crate::cluster::affine::Affine::new(
-                                    self.cluster_nodes,
-                                    self.cluster_node_index,
-                                    &self.cluster_node_urls,
-                                )?)
-                            }
-                            crate::cluster::affine::ClusterMode::Broadcast => None,
-                        }),
+                        .with_affine(affine),
                 ),
                 None => None,
             },

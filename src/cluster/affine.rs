@@ -10,6 +10,72 @@
 //! buckets' messages, so it could not serve the others): clients subscribe to each owner's
 //! ids separately.
 
+use crate::id::Id;
+
+use super::Cluster;
+
+/// The `serve` flags of id-affine mode (flattened into `ServeArgs`; config-file keys of the
+/// same names).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AffineArgs {
+    /// How ids are spread over the cluster's nodes: `broadcast` (every node serves every
+    /// id) or `affine` (node I owns the buckets b with jump(b, N) == I, jump consistent
+    /// hash, and subscribes only to those; a subscriber of another node's id gets a 307 to
+    /// that node's URL, one whose ids span nodes a 409).
+    #[arg(long, value_enum, default_value_t = ClusterMode::Broadcast)]
+    pub cluster_mode: ClusterMode,
+    /// Affine mode: how many nodes the cluster has (N, the same on every node).
+    #[arg(long, default_value_t = 1)]
+    pub cluster_nodes: u32,
+    /// Affine mode: this node's index, 0 to N-1.
+    #[arg(long, default_value_t = 0)]
+    pub cluster_node_index: u32,
+    /// Affine mode: each node's public base URL, by index, comma-separated
+    /// (`http://10.0.0.2:8080,http://10.0.0.3:8080`): the prefix of the 307s' `Location`.
+    #[arg(long, default_value = "")]
+    pub cluster_node_urls: String,
+}
+
+impl AffineArgs {
+    /// The validated affine settings (`None` in broadcast mode), given `--cluster`.
+    ///
+    /// Errors: affine mode without `--cluster`; those of [`Affine::new`].
+    pub fn resolve(&self, cluster: Option<&str>) -> anyhow::Result<Option<Affine>> {
+        if self.cluster_mode == ClusterMode::Broadcast {
+            return Ok(None);
+        }
+        if cluster.is_none_or(str::is_empty) {
+            anyhow::bail!("--cluster-mode affine needs --cluster");
+        }
+        let (n, i) = (self.cluster_nodes, self.cluster_node_index);
+        Affine::new(n, i, &self.cluster_node_urls).map(Some)
+    }
+}
+
+impl Cluster {
+    /// Whether this node subscribes to bucket `b`: always in broadcast mode and for the
+    /// friends channel, else when it owns `b` ([`affine`]).
+    pub fn owns(&self, b: u32) -> bool {
+        b == self.friends_bucket() || self.cfg.affine.as_ref().is_none_or(|a| a.owns(b))
+    }
+
+    /// In affine mode, where a subscriber of `ids` must go instead: `Ok(None)` if this node
+    /// owns the first id's bucket and all the others', `Ok(Some(url))` (the base URL of the
+    /// owner of the first id) if another node owns the first id, `Err(())` if the ids span
+    /// owners ([`affine`]). Always `Ok(None)` in broadcast mode.
+    #[allow(clippy::result_unit_err)]
+    pub fn redirect_for(&self, ids: &[Id]) -> Result<Option<&str>, ()> {
+        let (Some(a), Some(first)) = (&self.cfg.affine, ids.first()) else {
+            return Ok(None);
+        };
+        let owner = a.owner(self.bucket(first));
+        if ids[1..].iter().any(|id| a.owner(self.bucket(id)) != owner) {
+            return Err(());
+        }
+        Ok((owner != a.index).then(|| a.urls[owner as usize].as_ref()))
+    }
+}
+
 /// `--cluster-mode`: how ids are spread over the nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ClusterMode {
@@ -48,8 +114,9 @@ impl Affine {
         }
         let urls: Vec<Box<str>> = urls
             .split(',')
-            .map(|u| u.trim().trim_end_matches('/').into())
-            .filter(|u: &Box<str>| !u.is_empty())
+            .map(|u| u.trim().trim_end_matches('/'))
+            .filter(|u| !u.is_empty())
+            .map(Box::from)
             .collect();
         if urls.len() != nodes as usize {
             anyhow::bail!(
@@ -132,7 +199,7 @@ pub fn span_conflict(out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{jump, redirect, target_of, Affine};
+    use super::{jump, redirect, target_of, Affine, AffineArgs, ClusterMode};
 
     #[test]
     fn jump_hash_is_balanced_and_moves_little() {
@@ -163,6 +230,17 @@ mod tests {
             let e = Affine::new(n, i, u).unwrap_err().to_string();
             assert!(e.starts_with(flag), "{e}");
         }
+        let mut args = AffineArgs {
+            cluster_mode: ClusterMode::Affine,
+            cluster_nodes: 1,
+            cluster_node_index: 0,
+            cluster_node_urls: "http://a:1".into(),
+        };
+        let e = args.resolve(None).unwrap_err().to_string();
+        assert_eq!(e, "--cluster-mode affine needs --cluster");
+        assert!(args.resolve(Some("redis://h:1")).unwrap().is_some());
+        args.cluster_mode = ClusterMode::Broadcast;
+        assert_eq!(args.resolve(None).unwrap(), None);
     }
 
     #[test]

@@ -226,28 +226,6 @@ impl Cluster {
         self.is_up() && !self.subscribed[b].load(Relaxed)
     }
 
-    /// Whether this node subscribes to bucket `b`: always in broadcast mode and for the
-    /// friends channel, else when it owns `b` ([`affine`]).
-    pub fn owns(&self, b: u32) -> bool {
-        b == self.friends_bucket() || self.cfg.affine.as_ref().is_none_or(|a| a.owns(b))
-    }
-
-    /// In affine mode, where a subscriber of `ids` must go instead: `Ok(None)` if this node
-    /// owns the first id's bucket and all the others', `Ok(Some(url))` (the base URL of the
-    /// owner of the first id) if another node owns the first id, `Err(())` if the ids span
-    /// owners ([`affine`]). Always `Ok(None)` in broadcast mode.
-    #[allow(clippy::result_unit_err)]
-    pub fn redirect_for(&self, ids: &[Id]) -> Result<Option<&str>, ()> {
-        let (Some(a), Some(first)) = (&self.cfg.affine, ids.first()) else {
-            return Ok(None);
-        };
-        let owner = a.owner(self.bucket(first));
-        if ids[1..].iter().any(|id| a.owner(self.bucket(id)) != owner) {
-            return Err(());
-        }
-        Ok((owner != a.index).then(|| a.urls[owner as usize].as_ref()))
-    }
-
     /// Whether a head waiting on bucket `b` may go now.
     pub fn ready(&self, b: u32) -> bool {
         !self.is_up() || self.subscribed[b as usize].load(Relaxed)
