@@ -19,7 +19,13 @@ const URLS: &str = "http://n0.test:8080,http://n1.test:8081";
 
 /// Node `index` of 2, the test's backend, 2 shards, affine mode on `redis`, 64 buckets.
 fn node(redis: &Redis, index: u32) -> ServerHandle {
+    node_with(redis, index, None)
+}
+
+/// [`node`] with a friends graph file, if any.
+fn node_with(redis: &Redis, index: u32, friends: Option<std::path::PathBuf>) -> ServerHandle {
     let mut cfg = common::server::local(2);
+    cfg.friends = friends;
     let affine = Affine::new(2, index, URLS).unwrap();
     cfg.cluster = Some(
         ClusterConfig::new(&redis.url(), 64)
@@ -146,5 +152,68 @@ fn misrouted_redirected_owner_delivers_once() {
     // Node 0 never received the message for node 1's id from Redis (only its own echo).
     let sa = pa.stats();
     assert_eq!(json_number(&sa, "cluster_received"), json_number(&sa, "cluster_echoes_dropped"), "{sa}");
+}
+}
+
+/// Which node (0 or 1) owns `id`, as node 0 answers a subscriber of it.
+fn owner(a: &ServerHandle, id: &str) -> usize {
+    let mut c = Client::connect(a.subscriber_addr());
+    c.send(format!("GET /sub/{id} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    match c.read_head().status {
+        200 => 0,
+        307 => 1,
+        s => panic!("GET /sub/{id}: status {s}"),
+    }
+}
+
+/// `method path` with `body` on a fresh publish connection to `p`: asserts a 200 and
+/// returns the body.
+fn ask(p: std::net::SocketAddr, method: &str, path: &str, body: &str) -> String {
+    let mut c = Client::connect(p);
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    c.send(req.as_bytes());
+    let head = c.read_head();
+    head.expect_200();
+    String::from_utf8(c.read_body(&head)).unwrap()
+}
+
+both_backends! {
+/// In affine mode the other cluster features still cross nodes: presence counts and kicks
+/// (the control channels, which every node subscribes) asked at the non-owner count the
+/// owner's connections; a friends event published at one node reaches each friend on its
+/// owner once (the friends channel every node subscribes).
+fn presence_kick_friends_across_affine_nodes() {
+    let redis = Redis::start();
+    let dirs = [temp_dir("aff0"), temp_dir("aff1")];
+    let edges: String = (2..=12).map(|f| format!("1\t{f}\n")).collect();
+    for d in &dirs {
+        std::fs::write(d.join("graph.tsv"), &edges).unwrap();
+    }
+    let nodes = [
+        node_with(&redis, 0, Some(dirs[0].join("graph.tsv"))),
+        node_with(&redis, 1, Some(dirs[1].join("graph.tsv"))),
+    ];
+    // One friend of user 1 owned by each node, each subscribed on its owner.
+    let ids: Vec<(String, usize)> = (2..=12).map(|f| (f.to_string(), owner(&nodes[0], &f.to_string()))).collect();
+    let on = |n: usize| ids.iter().find(|(_, o)| *o == n).expect("11 ids over 2 nodes").0.clone();
+    let (f0, f1) = (on(0), on(1));
+    let mut s0 = Subscriber::connect(nodes[0].subscriber_addr(), &f0);
+    let mut s1 = Subscriber::connect(nodes[1].subscriber_addr(), &f1);
+    let p0 = nodes[0].publish_addr();
+    let want = format!(r#"{{"id":"{f1}","connections":1,"nodes":2}}"#);
+    assert_eq!(ask(p0, "GET", &format!("/presence/{f1}"), ""), want);
+    let mut pb = Publisher::connect(nodes[1].publish_addr());
+    let r = publish_friends(&mut pb, "1", b"hi friends");
+    assert!(r.starts_with(r#"{"friends":11,"delivered":1,"#), "{r}");
+    expect_friend(&mut s0, 1, b"hi friends");
+    expect_friend(&mut s1, 1, b"hi friends");
+    for s in [&mut s0, &mut s1] {
+        s.client.expect_silence(Duration::from_millis(300), "once each");
+    }
+    assert_eq!(ask(p0, "DELETE", &format!("/subscribers/{f1}"), ""), r#"{"closed":1,"nodes":2}"#);
+    let _ = s1.client.read_to_close();
 }
 }
