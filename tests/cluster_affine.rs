@@ -217,3 +217,103 @@ fn presence_kick_friends_across_affine_nodes() {
     let _ = s1.client.read_to_close();
 }
 }
+
+/// haproxy (Debian's, installed by scripts/test-deps.sh) in the foreground on `port`,
+/// `balance uri` with `hash-type consistent` over `backends`; killed by pid on drop.
+struct Haproxy(std::process::Child, std::path::PathBuf);
+
+impl Haproxy {
+    fn start(port: u16, backends: &[std::net::SocketAddr]) -> Haproxy {
+        let dir = temp_dir("affine-lb");
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("  server n{i} {a}\n"))
+            .collect();
+        let cfg = format!(
+            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend f\n  bind 127.0.0.1:{port}\n  default_backend nodes\n\
+             backend nodes\n  balance uri\n  hash-type consistent\n{servers}"
+        );
+        let file = dir.join("haproxy.cfg");
+        std::fs::write(&file, cfg).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&file)
+            .spawn()
+            .expect("haproxy missing: run scripts/test-deps.sh (Debian: apt-get install haproxy)");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let up = wait_until(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        assert!(up, "haproxy did not listen on {addr}");
+        Haproxy(child, file)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The status and `Location` of `GET /sub/<id>` on `addr` (the connection is dropped).
+fn get_sub(addr: std::net::SocketAddr, id: &str) -> (u16, Option<String>) {
+    let mut c = Client::connect(addr);
+    c.send(format!("GET /sub/{id} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    let head = c.read_head();
+    (head.status, head.header("location").map(str::to_string))
+}
+
+both_backends! {
+/// haproxy in front of two affine nodes, `balance uri` + `hash-type consistent`: sticky per
+/// id (the same node answers an id every time), and its hash need not agree with ours: an
+/// id it sends to the wrong node gets one 307 straight to the owner's own URL (the nodes
+/// announce their direct addresses), which serves it; an id it sends to the owner is
+/// served at once.
+fn haproxy_sticky_per_id_then_one_redirect() {
+    let redis = Redis::start();
+    let ports = [common::redis::free_port(), common::redis::free_port()];
+    let urls = format!("http://127.0.0.1:{},http://127.0.0.1:{}", ports[0], ports[1]);
+    let nodes: Vec<ServerHandle> = (0..2u32)
+        .map(|i| {
+            let mut cfg = common::server::local(2);
+            cfg.listen = format!("127.0.0.1:{}", ports[i as usize]).parse().unwrap();
+            let affine = Affine::new(2, i, &urls).unwrap();
+            cfg.cluster = Some(ClusterConfig::new(&redis.url(), 64).unwrap().with_affine(Some(affine)));
+            start_with(cfg)
+        })
+        .collect();
+    let lb = Haproxy::start(common::redis::free_port(), &[nodes[0].subscriber_addr(), nodes[1].subscriber_addr()]);
+    let lb_addr: std::net::SocketAddr = format!("127.0.0.1:{}", lb_port(&lb)).parse().unwrap();
+    let (mut direct, mut redirected) = (0, 0);
+    for n in 0..16 {
+        let id = format!("lb-{n}");
+        let first = get_sub(lb_addr, &id);
+        assert_eq!(get_sub(lb_addr, &id), first, "{id}: the LB is sticky per id");
+        match first {
+            (200, None) => direct += 1,
+            (307, Some(loc)) => {
+                let owner = urls.split(',').position(|u| loc == format!("{u}/sub/{id}")).expect(&loc);
+                let (status, _) = get_sub(nodes[owner].subscriber_addr(), &id);
+                assert_eq!(status, 200, "{id}: the owner serves it after one redirect");
+                redirected += 1;
+            }
+            other => panic!("{id} through haproxy: {other:?}"),
+        }
+    }
+    eprintln!("haproxy: {direct} ids served at once, {redirected} after one 307");
+    assert_eq!(direct + redirected, 16);
+}
+}
+
+/// The port haproxy listens on (from its config file).
+fn lb_port(lb: &Haproxy) -> u16 {
+    let cfg = std::fs::read_to_string(&lb.1).unwrap();
+    let bind = cfg
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("bind 127.0.0.1:"))
+        .unwrap();
+    bind.parse().unwrap()
+}
