@@ -4,7 +4,8 @@
 # and `redis-server` (tests/cluster.rs and `loadtest --nodes` start their own on free ports and
 # kill them by pid; the system service is not relied on) and `prometheus` (gives `prometheus`
 # and `promtool`: tests/metrics.rs checks /metrics with `promtool check metrics` and scrapes
-# the server with a real Prometheus on a free port, ended by pid). Quiet unless an install fails, then
+# the server with a real Prometheus on a free port, ended by pid) and `haproxy` (tests/cluster_affine.rs
+# puts it in front of id-affine nodes, ended by pid). Quiet unless an install fails, then
 # the apt log goes to stderr and the script exits 1. Needs root and apt (Debian), as on CI;
 # elsewhere it says what to install and exits 1.
 set -euo pipefail
@@ -12,6 +13,7 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v haproxy >/dev/null || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
         echo "the tests need: ${missing[*]} (Debian: apt-get install -y ${missing[*]})" >&2

@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// subscriptions.
     #[arg(long, default_value_t = crate::cluster::DEFAULT_BUCKETS)]
     pub cluster_buckets: u32,
+    /// `--cluster-mode` and the affine mode's flags.
+    #[command(flatten)]
+    pub cluster_affine: crate::cluster::affine::AffineArgs,
     /// Friends graph: a SNAP edge list (`u<TAB>v` or `u v` per line, `#` comments) loaded at
     /// start; enables `POST /publish/<user>` and `PUT|DELETE /friends/<a>/<b>`. Edits go to
     /// FILE.journal. A file that does not exist yet is an empty graph; its directory must
@@ -302,6 +305,7 @@ impl ServeArgs {
         if self.listen == self.publish_listen && self.listen.port() != 0 {
             anyhow::bail!("--listen and --publish-listen must differ: publishing is never possible on the subscriber listener");
         }
+        let affine = self.cluster_affine.resolve(self.cluster.as_deref())?;
         Ok(ServerConfig {
             listen: self.listen,
             publish_listen: self.publish_listen,
@@ -319,7 +323,8 @@ impl ServeArgs {
             cluster: match self.cluster.filter(|u| !u.is_empty()) {
                 Some(url) => Some(
                     crate::cluster::ClusterConfig::new(&url, self.cluster_buckets)?
-                        .with_history(self.history, self.history_ttl.as_millis() as u64),
+                        .with_history(self.history, self.history_ttl.as_millis() as u64)
+                        .with_affine(affine),
                 ),
                 None => None,
             },

@@ -30,6 +30,10 @@ cors-origin = "https://example.org"
 backend = "epoll"
 cluster = "redis://127.0.0.1:6390/2"
 cluster-buckets = 64
+cluster-mode = "affine"
+cluster-nodes = 2
+cluster-node-index = 1
+cluster-node-urls = "http://10.0.0.1:80,http://10.0.0.2:80"
 friends = "/nonexistent-dir/friends.txt"
 directed = true
 strict = true
@@ -134,6 +138,8 @@ fn a_file_sets_every_flag() {
         (cl.url.as_str(), cl.buckets, cl.db),
         ("redis://127.0.0.1:6390/2", 64, 2)
     );
+    let aff = cl.affine.as_ref().expect("affine mode");
+    assert_eq!((aff.index, aff.urls.len()), (1, 2));
     assert_eq!(
         c.friends.as_deref(),
         Some(std::path::Path::new("/nonexistent-dir/friends.txt"))

@@ -308,6 +308,7 @@ async fn ping(sink: &mut PubSubSink) -> Result<(), SessionError> {
 async fn subscribe_wanted(c: &Cluster, sink: &PubSubSink) -> Result<(), SessionError> {
     let new: Vec<u32> = (0..=c.friends_bucket())
         .filter(|&b| c.wanted[b as usize].load(Relaxed) && !c.subscribed[b as usize].load(Relaxed))
+        .filter(|&b| c.owns(b))
         .collect();
     if new.is_empty() {
         return Ok(());

@@ -19,6 +19,8 @@ pub struct ClusterConfig {
     pub history_max: usize,
     /// `--history-ttl`, ms.
     pub history_ttl_ms: u64,
+    /// `--cluster-mode affine`: this node's share of the buckets (`None`: broadcast).
+    pub affine: Option<super::affine::Affine>,
 }
 
 impl ClusterConfig {
@@ -40,6 +42,7 @@ impl ClusterConfig {
             db: client.get_connection_info().redis_settings().db(),
             history_max: 0,
             history_ttl_ms: 0,
+            affine: None,
         })
     }
 
@@ -48,6 +51,14 @@ impl ClusterConfig {
     pub fn with_history(mut self, max: usize, ttl_ms: u64) -> ClusterConfig {
         self.history_max = max;
         self.history_ttl_ms = ttl_ms.max(1);
+        self
+    }
+}
+
+impl ClusterConfig {
+    /// The same settings in id-affine mode (`None`: broadcast).
+    pub fn with_affine(mut self, affine: Option<super::affine::Affine>) -> ClusterConfig {
+        self.affine = affine;
         self
     }
 }

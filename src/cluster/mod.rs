@@ -49,6 +49,7 @@
 //! - [`wire`]: the payload format of a batch of records; [`control`]: kicks and presence
 //!   counts across nodes; [`presence`]: cluster-wide presence events.
 
+pub mod affine;
 pub mod agent;
 mod config;
 pub mod control;
@@ -214,6 +215,9 @@ impl Cluster {
     /// A shard logs a subscriber in under an id of bucket `b`: returns whether its head must
     /// wait for the agent's [`Msg::ClusterReady`] (Redis up, bucket not subscribed yet).
     pub fn want(&self, b: u32) -> bool {
+        if !self.owns(b) {
+            return false;
+        }
         let b = b as usize;
         // A load first: once warm, logins only read the shared flag (no cache-line bouncing).
         if !self.wanted[b].load(Relaxed) && !self.wanted[b].swap(true, Relaxed) {

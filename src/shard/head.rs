@@ -145,6 +145,9 @@ impl<D: Driver> Shard<D> {
                 if req.proto == Proto::Ws && all.len() > n {
                     req.early = all[n..].to_vec();
                 }
+                if self.affine_redirect(i, &req, data) {
+                    return;
+                }
                 self.start_stream(i, req)
             }
         }

@@ -54,6 +54,7 @@ use crate::stats::ShardStats;
 mod accept;
 mod close;
 mod cluster;
+mod cluster_affine;
 mod cluster_ctl;
 mod completion;
 mod drain;
