@@ -212,11 +212,11 @@ pub(crate) struct MemInfo {
     pub total: u64,
     /// MemAvailable.
     pub available: u64,
-    /// MemFree, Buffers, Cached (the page cache, shmem included).
+    /// MemFree.
     pub free: u64,
-    #[allow(missing_docs)]
+    /// Buffers and Cached (the page cache, shmem included).
     pub buffers: u64,
-    #[allow(missing_docs)]
+    /// Cached.
     pub cached: u64,
     /// Slab (SReclaimable + SUnreclaim).
     pub slab: u64,
@@ -256,10 +256,7 @@ impl MemInfo {
 
     /// MemTotal - MemFree - Buffers - Cached: memory in use, all slab in, page cache out.
     pub(crate) fn in_use(&self) -> u64 {
-        (self.total)
-            .saturating_sub(self.free)
-            .saturating_sub(self.buffers)
-            .saturating_sub(self.cached)
+        (self.total).saturating_sub(self.free + self.buffers + self.cached)
     }
 
     /// The kernel's memory that grows with sockets: Slab + PageTables + KernelStack +
