@@ -1,5 +1,5 @@
 //! Server settings: the `serve` flags as parsed ([`ServeArgs`]) and the validated values the
-//! shards run with ([`ServerConfig`]); [`file`]: the same flags from a TOML file (`--config`).
+//! shards run with ([`ServerConfig`]); [`file`](mod@file): the same flags from a TOML file (`--config`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +12,8 @@ pub mod file;
 pub use choices::{CpuAffinity, LogFormat};
 
 /// Flags of `uring-comet serve`. Each doc line is its `--help`.
+// clap prints these doc comments verbatim as --help: `<id>` there is a placeholder, not HTML.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Subscriber listener address (GET /test/<ids>, /sub/<ids>: chunked, SSE, WebSocket;

@@ -54,7 +54,7 @@ impl AffineArgs {
 
 impl Cluster {
     /// Whether this node subscribes to bucket `b`: always in broadcast mode and for the
-    /// friends channel, else when it owns `b` ([`affine`]).
+    /// friends channel, else when it owns `b` (`affine`).
     pub fn owns(&self, b: u32) -> bool {
         b == self.friends_bucket() || self.cfg.affine.as_ref().is_none_or(|a| a.owns(b))
     }
@@ -62,7 +62,7 @@ impl Cluster {
     /// In affine mode, where a subscriber of `ids` must go instead: `Ok(None)` if this node
     /// owns the first id's bucket and all the others', `Ok(Some(url))` (the base URL of the
     /// owner of the first id) if another node owns the first id, `Err(())` if the ids span
-    /// owners ([`affine`]). Always `Ok(None)` in broadcast mode.
+    /// owners (`affine`). Always `Ok(None)` in broadcast mode.
     #[allow(clippy::result_unit_err)]
     pub fn redirect_for(&self, ids: &[Id]) -> Result<Option<&str>, ()> {
         let (Some(a), Some(first)) = (&self.cfg.affine, ids.first()) else {

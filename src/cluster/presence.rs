@@ -17,19 +17,19 @@
 //!   last local holder out after `--presence-debounce`). The hub shard hands each to the
 //!   agent ([`Cluster::presence_edge`]) instead of numbering it, and keeps the node's set of
 //!   held ids (for the resync).
-//! - The agent runs [`EDGE`] for each: the script adds or removes the node in the id's hash
+//! - The agent runs `EDGE` for each: the script adds or removes the node in the id's hash
 //!   and, only when the hash goes from empty to one node or from one node to empty, takes
 //!   the next number and PUBLISHes the event, atomically (so numbers follow channel order).
 //! - Every node with presence events subscribes the channel and hands each event to every
 //!   shard ([`Msg::PresenceEvent`]): the log and the feeds are as without a cluster.
-//! - Node lost: its lease expires; every node runs [`SWEEP`] every [`SWEEP_EVERY`], which
+//! - Node lost: its lease expires; every node runs `SWEEP` every [`SWEEP_EVERY`], which
 //!   removes the dead node from the hashes of its ids and publishes the offlines that
 //!   result. So a crashed (or stopped) node's ids go offline within about
 //!   `LEASE + SWEEP_EVERY` (12 s).
 //! - Redis lost (or the node's lease swept while it was paused): the node's edges meanwhile
 //!   are not sent; at the next session (or when it finds its lease gone) it resyncs: it adds
 //!   itself to the hash of every id it holds and removes itself from every id it no longer
-//!   holds, each through [`EDGE`] (only the changes make events). Feeds on a node that was
+//!   holds, each through `EDGE` (only the changes make events). Feeds on a node that was
 //!   cut off have a gap: every shard is told the current number ([`Msg::PresenceFloor`]),
 //!   so a feed resuming from before it gets `event: reset` (`unknown-offset`) rather than
 //!   silently missing events.

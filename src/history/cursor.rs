@@ -148,7 +148,7 @@ pub fn write_cursor(out: &mut Vec<u8>, positions: &[Pos]) {
 
 /// The generation an id's implicit epoch is computed from while the id has subscribers
 /// (see `store`'s module doc, Epochs): [`Pin::NONE`] (the bucket's current generation) or the
-/// value of [`History::pin_now`] kept by the owner's router since the id's position was
+/// value of `History::pin_now` kept by the owner's router since the id's position was
 /// first handed out. 0 is `NONE`, so the router can keep it in a field that starts at 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pin(pub u32);

@@ -135,7 +135,7 @@ impl<D: Driver> Shard<D> {
 
     /// How long the loop may sleep with nothing to do: short while a paused accept waits to
     /// be re-armed, the shard is stopping or draining (the drain's pace is read per turn);
-    /// [`RELEASE_QUIET`] once the last connection closed and the tables are still held.
+    /// `RELEASE_QUIET` once the last connection closed and the tables are still held.
     pub fn idle_timeout(&self) -> Duration {
         if self.accept.paused() || self.lp.stopping || self.drain.active() {
             Duration::from_millis(20)

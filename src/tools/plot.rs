@@ -21,7 +21,7 @@ pub struct PlotArgs {
     /// Chart file(s) to write, `.svg` or `.png`; repeatable [default: the log's name with .svg].
     #[arg(short = 'o', long = "output")]
     pub output: Vec<PathBuf>,
-    /// Chart title [default: "server memory: <log file name>"].
+    /// Chart title [default: "server memory: the log file name"].
     #[arg(long)]
     pub title: Option<String>,
     /// Warm-up before growth is measured, from when connections first reach their peak

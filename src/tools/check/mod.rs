@@ -13,9 +13,9 @@
 //! the io_uring backend live in rings' fixed-file tables, not in the process fd table
 //! (`src/driver/uring/direct.rs`); on the epoll backend each is a process fd.
 //!
-//! - [`limits`]: memory, file descriptors and io_uring, one function per limit.
-//! - [`net`]: ports, accept queues, conntrack, the TCP hash, SO_REUSEPORT migration.
-//! - [`report`]: the verdicts as an aligned table and as JSON.
+//! - `limits`: memory, file descriptors and io_uring, one function per limit.
+//! - `net`: ports, accept queues, conntrack, the TCP hash, SO_REUSEPORT migration.
+//! - `report`: the verdicts as an aligned table and as JSON.
 //! - `tests`: [`evaluate`] on fake readings.
 
 use clap::Args;
@@ -167,7 +167,7 @@ pub struct Readings {
     pub migrate_req: Option<u64>,
     /// `kernel.io_uring_disabled`; `None` before Linux 6.6 (no such knob: enabled).
     pub io_uring_disabled: Option<u64>,
-    /// [`probe_uring`](crate::driver::probe::probe_uring)'s answer.
+    /// [`crate::driver::probe::probe_uring`]'s answer.
     pub uring_probe: Result<(), String>,
 }
 

@@ -147,7 +147,7 @@ pub struct MainArgs {
     #[arg(long)]
     pub json: bool,
     /// Append `date\tepoch\trss_kib\tconns` lines to this file during the run, and draw it
-    /// to the same name with .svg [default: <target>/loadtest/mem.log, started fresh].
+    /// to the same name with .svg [default: TARGET_DIR/loadtest/mem.log, started fresh].
     #[arg(long)]
     pub mem_log: Option<PathBuf>,
     /// Seconds between mem-log lines (units allowed: `1m`) [default: 1].

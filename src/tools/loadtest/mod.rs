@@ -1,24 +1,24 @@
-//! The built-in load tester: its command line ([`cli`]) and dispatch ([`run`]).
+//! The built-in load tester: its command line (`cli`) and dispatch ([`run`]).
 //!
-//! `uring-comet loadtest` alone is the main job, the seed's CK10 test ([`jobs::ck10`]): start
+//! `uring-comet loadtest` alone is the main job, the seed's CK10 test (`jobs::ck10`): start
 //! a server, hold 10,000 subscribers, publish 1,000 messages/s for 30 s, check every chunk
-//! and report. `loadtest flood` ([`flood`](client::flood)) and `loadtest msggen` ([`msggen`](client::msggen)) are its two
+//! and report. `loadtest flood` (`flood`) and `loadtest msggen` (`msggen`) are its two
 //! halves, usable on their own against any server with the same URL shapes
-//! ([`jobs::halves`]). The other jobs: `compare`, `soak`, `million`, `friends`, `room` and
-//! `--nodes N` ([`jobs`]).
+//! (`jobs::halves`). The other jobs: `compare`, `soak`, `million`, `friends`, `room` and
+//! `--nodes N` (`jobs`).
 //!
 //! By role:
-//! - [`cli`]: the flags, and the groups every job flattens.
-//! - [`jobs`]: one module per job; each `run()` a list of phases.
-//! - [`host`]: /proc, the server child, the memory log, redis-server.
-//! - [`report`]: the reports as types, with text and JSON output.
-//! - [`client`]: one subscriber event loop for [`flood`](client::flood) (the main job's subscribers),
-//!   [`million_worker`](client::million_worker) (a `million` worker process) and [`friends_subs`](client::friends_subs) (friends' logins),
-//!   with [`slow`](client::slow) (slow readers), [`churn`](client::churn) (subscribers leaving and coming back) and the
-//!   multishot receive ring; one publish connection for [`msggen`](client::msggen) and [`pipeline`](client::pipeline).
-//! - [`wire`]: the stream decoder, [`framing`](wire::framing) (how a server frames messages), [`check`](wire::check)
-//!   (the message format and the per-chunk checks), [`answer`](wire::answer) (publish answers and
-//!   `/stats`), [`url`](wire::url) (URL templates).
+//! - `cli`: the flags, and the groups every job flattens.
+//! - `jobs`: one module per job; each `run()` a list of phases.
+//! - `host`: /proc, the server child, the memory log, redis-server.
+//! - `report`: the reports as types, with text and JSON output.
+//! - `client`: one subscriber event loop for `flood` (the main job's subscribers),
+//!   `million_worker` (a `million` worker process) and `friends_subs` (friends' logins),
+//!   with `slow` (slow readers), `churn` (subscribers leaving and coming back) and the
+//!   multishot receive ring; one publish connection for `msggen` and `pipeline`.
+//! - `wire`: the stream decoder, `framing` (how a server frames messages), `check`
+//!   (the message format and the per-chunk checks), `answer` (publish answers and
+//!   `/stats`), `url` (URL templates).
 //!
 //! Scenarios and figures: `loadtest/README.md`.
 

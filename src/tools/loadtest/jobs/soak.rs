@@ -29,7 +29,7 @@ pub struct SoakArgs {
     /// How long to publish: `30s`, `10m`, `1h`, `1h30m` (a bare number is seconds).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub duration: Duration,
-    /// The memory log, written anew [default: <target>/loadtest/soak-mem.log]; the charts go
+    /// The memory log, written anew [default: TARGET_DIR/loadtest/soak-mem.log]; the charts go
     /// beside it with the extensions .svg and .png.
     #[arg(long)]
     pub mem_log: Option<PathBuf>,
