@@ -12,8 +12,7 @@ pub mod file;
 pub use choices::{CpuAffinity, LogFormat};
 
 /// Flags of `uring-comet serve`. Each doc line is its `--help`.
-// clap prints these doc comments verbatim as --help: `<id>` there is a placeholder, not HTML.
-#[allow(rustdoc::invalid_html_tags)]
+#[allow(rustdoc::invalid_html_tags)] // clap prints these docs as --help: `<id>` is a placeholder
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Subscriber listener address (GET /test/<ids>, /sub/<ids>: chunked, SSE, WebSocket;
