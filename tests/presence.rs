@@ -233,6 +233,15 @@ both_backends! {
         assert_eq!(head.status, 404);
         assert_eq!(body, b"presence events are off: start the server with --presence-events\n");
         let srv2 = start_with(presence_config(0, 16));
+        // The feed is GET only (RFC 9110 section 15.5.6): 405 with `Allow: GET`, exact bytes
+        // for a POST; a HEAD gets the same status and `Allow`.
+        let get_only = b"HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\nConnection: close\r\n\r\nMethod Not Allowed\n";
+        let post = b"POST /events/presence HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+        let mut c = Client::connect(srv2.publish_addr());
+        c.send_lossy(post);
+        assert_eq!(String::from_utf8_lossy(&c.read_to_close().0), String::from_utf8_lossy(get_only));
+        let head = expect_error(srv2.publish_addr(), b"HEAD /events/presence HTTP/1.1\r\nHost: x\r\n\r\n", 405, "HEAD");
+        head.expect_header_exact("allow", "GET");
         let bad = b"GET /events/presence HTTP/1.1\r\nHost: x\r\nLast-Event-ID: nope\r\n\r\n";
         expect_error(srv2.publish_addr(), bad, 400, "a malformed cursor");
         assert_eq!(count(&mut p, "7"), 0, "the first connection still answers");

@@ -66,6 +66,9 @@ pub enum Status {
     /// 405 Method Not Allowed: a method other than DELETE on `/subscribers/<id>`; the reply
     /// carries `Allow: DELETE` (RFC 9110 section 15.5.6).
     MethodNotAllowed,
+    /// 405 Method Not Allowed on a GET-only target (`/events/presence`); the reply carries
+    /// `Allow: GET` (RFC 9110 section 15.5.6).
+    GetOnly,
     /// 429 Too Many Requests: a subscriber from an address already holding
     /// `--max-conns-per-ip` connections; the reply carries `Retry-After` (RFC 6585 section 4).
     TooManyRequests,
@@ -89,7 +92,7 @@ impl Status {
             Status::Unavailable => (503, "Service Unavailable"),
             Status::Internal => (500, "Internal Server Error"),
             Status::UpgradeRequired => (426, "Upgrade Required"),
-            Status::MethodNotAllowed => (405, "Method Not Allowed"),
+            Status::MethodNotAllowed | Status::GetOnly => (405, "Method Not Allowed"),
             Status::TooManyRequests => (429, "Too Many Requests"),
         }
     }

@@ -233,6 +233,7 @@ pub fn error(out: &mut Vec<u8>, status: Status) {
         Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
         // RFC 9110 section 15.5.6: the methods the target allows.
         Status::MethodNotAllowed => "Allow: DELETE\r\n",
+        Status::GetOnly => "Allow: GET\r\n",
         // RFC 6585 section 4 / RFC 9110 section 10.2.3: when to try again, seconds.
         Status::TooManyRequests => "Retry-After: 10\r\n",
         _ => "",

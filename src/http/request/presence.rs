@@ -58,8 +58,12 @@ pub(super) fn get(
         let one = Id::parse(id).map_err(id_error);
         return Some(one.map(|id| PubRequest::Presence(PresenceRequest::One { id, close, head })));
     }
-    if path != b"/events/presence" || head {
+    if path != b"/events/presence" {
         return None;
+    }
+    if head {
+        // A feed has no finite representation to describe: GET only.
+        return Some(Err(Status::GetOnly));
     }
     let cursor = header(req, "last-event-id")
         .filter(|v| !v.is_empty())

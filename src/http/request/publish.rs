@@ -163,6 +163,7 @@ fn post(req: &httparse::Request<'_, '_>, path: &[u8], close: bool) -> Result<Pub
         (Some(id), _) => (id, false),
         (None, Some(id)) => (id, true),
         _ if path == b"/presence" => return super::presence::post(req, close),
+        _ if path == b"/events/presence" => return Err(Status::GetOnly),
         _ => return Err(Status::NotFound),
     };
     let id = Id::parse(id).map_err(id_error)?;
