@@ -200,6 +200,29 @@ both_backends! {
         c.expect_bytes(&want, "an unframed event");
     }
 
+    /// At stop each feed gets a `retry:` of 1-10 s (so a million feeds do not come back in
+    /// the same second) and its end: the last-chunk (HTTP/1.1), the close (HTTP/1.0).
+    fn feeds_end_with_retry_at_stop() {
+        let srv = start_with(presence_config(0, 16));
+        let (mut chunked, _) = open_feed(srv.publish_addr(), None, None);
+        let mut plain = Client::connect(srv.publish_addr());
+        plain.send(b"GET /events/presence HTTP/1.0\r\n\r\n");
+        plain.read_head().expect_200();
+        plain.read_exact_bytes(": presence\nid: 0000000000000000-0\n\n".len());
+        srv.shutdown().unwrap();
+        let retry_ms = |ev: &str| -> u32 {
+            let ms = ev.strip_prefix("retry: ").and_then(|r| r.strip_suffix("\n\n"));
+            let ms: u32 = ms.and_then(|m| m.parse().ok()).unwrap_or_else(|| panic!("{ev:?}"));
+            assert!((1_000..=10_000).contains(&ms), "{ms}");
+            ms
+        };
+        retry_ms(&String::from_utf8(chunked.read_chunk()).unwrap());
+        let (rest, _) = chunked.read_to_close();
+        assert_eq!(rest, b"0\r\n\r\n", "the last-chunk, then the close");
+        let (rest, _) = plain.read_to_close();
+        retry_ms(&String::from_utf8(rest).unwrap());
+    }
+
     /// `POST /presence` with `Expect: 100-continue` gets `100 Continue` before its body, as
     /// a publish does (curl sends it for large bodies).
     fn post_with_expect_continue() {

@@ -336,19 +336,24 @@ impl<D: Driver> Shard<D> {
         self.presence.feeds.retain(|&f| f != i);
     }
 
-    /// Stop or drain: each feed gets its last-chunk and closes once it is written.
+    /// Stop or drain: each feed gets a `retry:` of 1-10 s (a fixed hash of the slot, as the
+    /// SSE streams get, so reconnects spread) and its last-chunk, and closes once they are
+    /// written.
     pub(super) fn end_feeds(&mut self) {
         for i in std::mem::take(&mut self.presence.feeds) {
             let c = self.conns[i];
-            if c.state == State::Pub && c.flags.contains(Flags::CHUNKED) {
-                // Unframed: the last-chunk itself.
+            if c.state == State::Pub {
+                let chunked = c.flags.contains(Flags::CHUNKED);
+                let mut end = Vec::with_capacity(32);
+                let ms = 1_000 + (i.wrapping_mul(2_654_435_761) % 9_001);
+                crate::http::stream::retry(&mut end, chunked, ms);
+                if chunked {
+                    end.extend_from_slice(wire::FEED_END);
+                }
                 if self.aux[c.aux].replies.is_empty() {
                     let sending = c.flags.contains(Flags::SENDING);
-                    self.aux[c.aux]
-                        .queue(sending)
-                        .extend_from_slice(wire::FEED_END);
+                    self.aux[c.aux].queue(sending).extend_from_slice(&end);
                 } else {
-                    let end = wire::FEED_END.to_vec();
                     self.push_reply(i, Pending::ready(i, end, false));
                     self.flush_replies(i);
                 }
