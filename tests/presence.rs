@@ -200,6 +200,22 @@ both_backends! {
         c.expect_bytes(&want, "an unframed event");
     }
 
+    /// `Last-Event-ID: earliest` (as on the history's routes) replays the whole log: with a
+    /// log of 2, after three events, the opening names the position before the oldest kept
+    /// and the two kept events follow, no reset.
+    fn feed_from_earliest() {
+        let srv = start_with(presence_config(0, 2));
+        let (sub, publ) = (srv.subscriber_addr(), srv.publish_addr());
+        let (mut live, _) = open_feed(publ, None, None);
+        let _subs: Vec<_> = ["e1", "e2", "e3"].iter().map(|id| Subscriber::connect(sub, id)).collect();
+        let seen: Vec<Event> = (0..3).map(|_| next_event(&mut live)).collect();
+        let (mut all, from) = open_feed(publ, Some("earliest"), None);
+        assert_eq!(seq_of(&from), seq_of(&seen[1].0) - 1, "{from}");
+        assert_eq!(next_event(&mut all), seen[1]);
+        assert_eq!(next_event(&mut all), seen[2]);
+        all.expect_silence(Duration::from_millis(100), "the log's two events only");
+    }
+
     /// At stop each feed gets a `retry:` of 1-10 s (so a million feeds do not come back in
     /// the same second) and its end: the last-chunk (HTTP/1.1), the close (HTTP/1.0).
     fn feeds_end_with_retry_at_stop() {

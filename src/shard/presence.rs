@@ -255,14 +255,17 @@ impl<D: Driver> Shard<D> {
     pub(super) fn open_feed(&mut self, i: u32, after: Option<Pos>, http10: bool) {
         let (last, e) = (self.presence.last, self.feed_epoch());
         let oldest = self.presence.log.front().map_or(last + 1, |ev| ev.0);
+        let earliest = after == Some(crate::http::request::FEED_EARLIEST);
         let reset = match after {
             None => None,
+            Some(_) if earliest => None,
             Some(p) if p.epoch != e => Some(FeedReset::Epoch),
             Some(p) if p.offset > last => Some(FeedReset::Ahead),
             Some(p) if p.offset + 1 < oldest => Some(FeedReset::Gone),
             Some(_) => None,
         };
         let from = match (after, reset) {
+            _ if earliest => oldest - 1,
             (Some(p), None) => p.offset,
             _ => last,
         };

@@ -28,7 +28,7 @@ mod subscribe;
 
 pub use admin::Kick;
 pub use chunked::{ChunkedBody, Progress, MAX_CHUNK_LINE};
-pub use presence::{presence_ids, PresenceRequest, MAX_PRESENCE_IDS};
+pub use presence::{presence_ids, PresenceRequest, FEED_EARLIEST, MAX_PRESENCE_IDS};
 pub use probe::Probe;
 pub use publish::{parse_publish, PubRequest};
 pub use subscribe::{parse_subscribe, SubRequest};

@@ -40,10 +40,19 @@ pub enum PresenceRequest {
         /// HTTP/1.0: no chunked coding, the stream ends with the connection.
         http10: bool,
         /// Where to resume: the `Last-Event-ID` header (WHATWG SSE; wins) or the
-        /// `last_event_id` query parameter, an `<epoch>-<seq>` cursor; `None` to start live.
+        /// `last_event_id` query parameter, an `<epoch>-<seq>` cursor, or `earliest`
+        /// ([`FEED_EARLIEST`]: everything the log holds, as for the history); `None` to start
+        /// live.
         after: Option<Pos>,
     },
 }
+
+/// The feed cursor `earliest` stands for: epoch 0, which no process or cluster ever issues
+/// (theirs have the low bit set), so it resets nothing and replays the whole log.
+pub const FEED_EARLIEST: Pos = Pos {
+    epoch: 0,
+    offset: 0,
+};
 
 /// `GET|HEAD` on a presence path: `Some` for `/presence/<id>` and `/events/presence`, `None`
 /// for any other path. Errors: 400 for a bad id or a bad cursor (the body names it), 405-like
@@ -68,7 +77,12 @@ pub(super) fn get(
     let cursor = header(req, "last-event-id")
         .filter(|v| !v.is_empty())
         .or_else(|| query_param(req, b"last_event_id"));
-    let after = match cursor.map(Pos::parse) {
+    let after = match cursor.map(|c| (c == b"earliest", c)) {
+        None => None,
+        Some((true, _)) => Some(Ok(FEED_EARLIEST)),
+        Some((false, c)) => Some(Pos::parse(c)),
+    };
+    let after = match after {
         None => None,
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => return Some(Err(Status::BadCursor(e))),
