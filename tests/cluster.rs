@@ -14,8 +14,13 @@ use uring_comet::server::ServerHandle;
 
 /// A node of the test's backend, 2 shards, in cluster mode on `redis`.
 fn node(redis: &Redis) -> ServerHandle {
+    node_buckets(redis, 1024)
+}
+
+/// [`node`] with `buckets` bucket channels.
+fn node_buckets(redis: &Redis, buckets: u32) -> ServerHandle {
     let mut cfg = common::server::local(2);
-    cfg.cluster = Some(ClusterConfig::new(&redis.url(), 1024).unwrap());
+    cfg.cluster = Some(ClusterConfig::new(&redis.url(), buckets).unwrap());
     let server = start_with(cfg);
     let mut p = Publisher::connect(server.publish_addr());
     assert_eq!(
@@ -70,6 +75,34 @@ fn send_via_other_node_delivered_once() {
         pa.stats()
     );
     assert_eq!(json_number(&pa.stats(), "cluster_forward_dropped"), 0.0);
+    // Every record from Redis counts as inbound; none was for an id A did not hold.
+    let sa = pa.stats();
+    assert_eq!(json_number(&sa, "cluster_inbound"), 40.0, "{sa}");
+    assert_eq!(json_number(&sa, "cluster_unwanted"), 0.0, "{sa}");
+}
+}
+
+both_backends! {
+/// One bucket for every id (broadcast mode's worst case): a node holding a subscriber of
+/// one id receives every other id's records too, and counts those it had no use for.
+fn unwanted_records_counted() {
+    let redis = Redis::start();
+    let (a, b) = (node_buckets(&redis, 1), node_buckets(&redis, 1));
+    let mut sub = Subscriber::connect(a.subscriber_addr(), "held");
+    let mut pb = Publisher::connect(b.publish_addr());
+    let mut pa = Publisher::connect(a.publish_addr());
+    for n in 0..3 {
+        assert_eq!(send_body(&mut pb, &format!("nobody-{n}"), b"x"), QUEUED_0);
+    }
+    assert_eq!(send_body(&mut pb, "held", b"wanted"), QUEUED_0);
+    sub.expect_msg(b"wanted");
+    let counted = wait_until(Duration::from_secs(2), || {
+        let sa = pa.stats();
+        json_number(&sa, "cluster_inbound") == 4.0 && json_number(&sa, "cluster_unwanted") == 3.0
+    });
+    assert!(counted, "{}", pa.stats());
+    assert_eq!(json_number(&pa.stats(), "cluster_received"), 4.0);
+    sub.client.expect_silence(Duration::from_millis(200), "only its own id's message");
 }
 }
 

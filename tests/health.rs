@@ -90,6 +90,8 @@ both_backends! {
             ("uring_comet_cluster_forwarded_total", "cluster_forwarded"),
             ("uring_comet_cluster_forward_dropped_total", "cluster_forward_dropped"),
             ("uring_comet_cluster_received_total", "cluster_received"),
+            ("uring_comet_cluster_inbound_total", "cluster_inbound"),
+            ("uring_comet_cluster_unwanted_total", "cluster_unwanted"),
         ] {
             assert_eq!(sum(&m, metric, &[]), json_number(&st, key), "{metric}");
         }

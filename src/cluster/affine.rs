@@ -147,6 +147,20 @@ impl Affine {
     }
 }
 
+/// The bucket of `id` among `buckets` (`--cluster-buckets`): a fixed hash, the same on
+/// every node. The id's stable hash is mixed again (MurmurHash3's finaliser) first: its bits
+/// alone follow consecutive numeric ids too regularly (a block of ids on one node and the
+/// next block on another held the very same buckets). `buckets` must be at least 1.
+pub fn bucket_of(id: &Id, buckets: u32) -> u32 {
+    let mut h = id.stable_hash();
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h % u64::from(buckets)) as u32
+}
+
 /// Jump consistent hash (Lamping and Veach 2014, the paper's code): the bucket in
 /// `0..n` of `key`; `n` must be at least 1.
 pub fn jump(mut key: u64, n: u32) -> u32 {

@@ -35,6 +35,7 @@ impl Inbound {
         let (node, records, err) = wire::decode(&payload);
         let mine = node == Some(c.node);
         let mut bad = u64::from(err.is_some());
+        c.stats.inbound.fetch_add(records.len() as u64, Relaxed);
         for r in records {
             if mine && r.kind != Kind::Positioned {
                 c.stats.echoes.fetch_add(1, Relaxed);

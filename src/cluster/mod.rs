@@ -58,12 +58,13 @@ mod inbound;
 pub mod presence;
 mod presence_agent;
 mod sequencer;
+mod stats;
 pub mod wire;
 
 pub use config::{redact, ClusterConfig, DEFAULT_BUCKETS};
+pub use stats::ClusterStats;
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -89,25 +90,6 @@ pub struct Forward {
     pub msg: Bytes,
     /// History on: where the publish's reply goes once Redis has numbered it.
     pub reply: crate::mesh::ReplyTo,
-}
-
-/// Totals of the cluster, read by `GET /stats` (keys in [`Cluster::stats_json`]).
-#[derive(Debug, Default)]
-pub struct ClusterStats {
-    /// Messages published to Redis.
-    pub forwarded: AtomicU64,
-    /// Messages not forwarded: Redis down, a failed PUBLISH, or the queue bound.
-    pub dropped: AtomicU64,
-    /// Records received from other nodes.
-    pub received: AtomicU64,
-    /// Own records received back from Redis and dropped.
-    pub echoes: AtomicU64,
-    /// Payloads or records that could not be decoded, or named an invalid id.
-    pub bad: AtomicU64,
-    /// Redis connection episodes ended by an error.
-    pub outages: AtomicU64,
-    /// Redis `PUBLISH` batches sent.
-    pub batches: AtomicU64,
 }
 
 /// A node's cluster state, shared by its shards and its agent.
@@ -165,18 +147,9 @@ impl Cluster {
         &self.cfg
     }
 
-    /// The bucket of `id`: a fixed hash, the same on every node. The id's stable hash is
-    /// mixed again (MurmurHash3's finaliser) first: its bits alone follow consecutive numeric
-    /// ids too regularly (a block of ids on one node and the next block on another held the
-    /// very same buckets).
+    /// The bucket of `id` ([`affine::bucket_of`] with `--cluster-buckets`).
     pub fn bucket(&self, id: &Id) -> u32 {
-        let mut h = id.stable_hash();
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        (h % u64::from(self.cfg.buckets)) as u32
+        affine::bucket_of(id, self.cfg.buckets)
     }
 
     /// The Redis channel of bucket `b`: `uc:<B>:<b>`, or `uc<DB>:<B>:<b>` for a URL with a
@@ -287,27 +260,6 @@ impl Cluster {
         for s in 0..self.mesh.shards() {
             self.mesh.push(s, vec![Msg::ClusterReady]);
         }
-    }
-
-    /// The cluster's keys for `GET /stats`, each `,"key":N`: `cluster_up` (0 or 1),
-    /// `cluster_subscribed_buckets`, `cluster_forwarded`, `cluster_forward_dropped`,
-    /// `cluster_received`, `cluster_echoes_dropped`, `cluster_bad_records`,
-    /// `cluster_outages`, `cluster_batches`.
-    pub fn stats_json(&self, out: &mut String) {
-        let s = &self.stats;
-        let subscribed = self.subscribed.iter().filter(|b| b.load(Relaxed)).count();
-        let _ = write!(
-            out,
-            ",\"cluster_up\":{},\"cluster_subscribed_buckets\":{subscribed},\"cluster_forwarded\":{},\"cluster_forward_dropped\":{},\"cluster_received\":{},\"cluster_echoes_dropped\":{},\"cluster_bad_records\":{},\"cluster_outages\":{},\"cluster_batches\":{}",
-            u8::from(self.is_up()),
-            s.forwarded.load(Relaxed),
-            s.dropped.load(Relaxed),
-            s.received.load(Relaxed),
-            s.echoes.load(Relaxed),
-            s.bad.load(Relaxed),
-            s.outages.load(Relaxed),
-            s.batches.load(Relaxed),
-        );
     }
 }
 

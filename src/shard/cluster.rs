@@ -2,6 +2,7 @@
 //! publishes to the node's agent, delivering messages from other nodes, and holding a new
 //! subscriber's head until the buckets of its ids are subscribed on Redis.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -132,10 +133,22 @@ impl<D: Driver> Shard<D> {
         let pos = self.keep(&id, &msg);
         // Another node's message: its latency here counts from its arrival.
         let at = self.lp.now_ms();
-        let (local, _) = (self.router).route(&mut self.outbox, &id, &msg, pos, ReplyTo::NOBODY, at);
+        let (local, forwarded) =
+            (self.router).route(&mut self.outbox, &id, &msg, pos, ReplyTo::NOBODY, at);
         if let Some(s) = local {
             let ev = Ev::Plain { msg: &msg, pos, at };
             self.deliver_slot(s, ev);
+        }
+        self.count_unwanted(local.is_none() && forwarded == 0, ReplyTo::NOBODY);
+    }
+
+    /// A record from Redis that no subscriber on this node wanted (`nobody`), and that was
+    /// not this node's own publish (`reply` is nobody): counted in `cluster_unwanted`.
+    fn count_unwanted(&self, nobody: bool, reply: ReplyTo) {
+        if nobody && reply == ReplyTo::NOBODY {
+            if let Some(c) = &self.cluster.node {
+                c.stats.unwanted.fetch_add(1, Relaxed);
+            }
         }
     }
 
@@ -186,6 +199,7 @@ impl<D: Driver> Shard<D> {
             self.sequenced_seen(s, &id, pos);
             n = self.deliver_slot(s, Ev::Plain { msg: &msg, pos, at });
         }
+        self.count_unwanted(local.is_none() && forwarded == 0, reply);
         self.reply(reply, n, Some(forwarded));
     }
 

@@ -165,6 +165,12 @@ pub struct MainArgs {
     /// deliveries apart.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub nodes: u16,
+    /// With `--nodes`: how the nodes share the ids, as their `--cluster-mode`. `broadcast`:
+    /// node k holds an equal block of the ids; `affine`: the nodes run `--cluster-mode
+    /// affine` and each subscriber connects to the node owning its id's bucket. The report
+    /// gives each node's inbound records from Redis against total/N.
+    #[arg(long, value_enum, default_value_t = crate::cluster::affine::ClusterMode::Broadcast)]
+    pub cluster_mode: crate::cluster::affine::ClusterMode,
     /// Subscriber transport: `test` (the seed's stream `/test/<id>`, no resume), `sse`
     /// (`/sub/<id>` as server-sent events), `ws` (`/sub/<id>?cursors=1` over WebSocket) or
     /// `raw` (`/sub/<id>?cursors=1`, chunked). The last three carry a cursor with every

@@ -50,6 +50,11 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         None if args.main.nodes > 1 && args.main.transport != Transport::Test => {
             anyhow::bail!("--transport other than test does not run with --nodes yet")
         }
+        None if args.main.nodes < 2
+            && args.main.cluster_mode != crate::cluster::affine::ClusterMode::Broadcast =>
+        {
+            anyhow::bail!("--cluster-mode affine needs --nodes 2 or more")
+        }
         None if args.main.rounds > 0 && args.main.nodes > 1 => {
             anyhow::bail!("--rounds does not run with --nodes")
         }

@@ -44,6 +44,7 @@ pub(crate) fn flood(a: FloodArgs) -> Result<()> {
         None => None,
     };
     let cfg = FloodConfig {
+        ids: None,
         url,
         first_id: first,
         count,

@@ -99,6 +99,7 @@ pub(crate) fn soak(a: SoakArgs) -> Result<()> {
         source_addrs: 0,
         seed: 1,
         nodes: 1,
+        cluster_mode: Default::default(),
         transport: Transport::Test,
         churn: a.churn,
         slow_readers: 0,

@@ -11,6 +11,8 @@ use crate::tools::loadtest::wire::check::CheckCounts;
 #[derive(Debug, Default)]
 pub(crate) struct ClusterReport {
     pub(crate) nodes: usize,
+    /// `broadcast` or `affine` (`--cluster-mode`).
+    pub(crate) mode: &'static str,
     pub(crate) conns: u64,
     pub(crate) closed: u64,
     pub(crate) connect_s: f64,
@@ -48,6 +50,23 @@ impl ClusterReport {
             .sum()
     }
 
+    /// `key` of each node's `/stats`, by node.
+    fn per_node(&self, key: &str) -> Vec<u64> {
+        let get = |s: &Vec<(String, u64)>| s.iter().find(|(k, _)| k == key).map_or(0, |(_, v)| *v);
+        self.node_stats.iter().map(get).collect()
+    }
+
+    /// Each node's inbound records from Redis over its share of the messages sent
+    /// (sent / nodes): about 1 in affine mode, about `nodes` in broadcast mode.
+    fn inbound_vs_share(&self) -> Vec<f64> {
+        let share = self.sent as f64 / self.nodes.max(1) as f64;
+        let ratio = |x: u64| x as f64 / share.max(1.0);
+        self.per_node("cluster_inbound")
+            .into_iter()
+            .map(ratio)
+            .collect()
+    }
+
     /// The added p99 of remote deliveries over local ones, us (negative: remote was faster).
     fn added_p99_us(&self) -> i64 {
         self.remote.p99 as i64 - self.local.p99 as i64
@@ -56,7 +75,11 @@ impl ClusterReport {
     /// The report for people, ending in `PASS` or `FAIL`.
     pub(crate) fn text(&self) -> String {
         let mut t = String::new();
-        let _ = writeln!(t, "cluster: {} nodes + redis-server", self.nodes);
+        let _ = writeln!(
+            t,
+            "cluster: {} nodes ({}) + redis-server",
+            self.nodes, self.mode
+        );
         let _ = writeln!(
             t,
             "subscribers: {} connected in {:.1} s, {} closed",
@@ -85,6 +108,17 @@ impl ClusterReport {
             self.stat("cluster_echoes_dropped"),
             self.stat("cluster_forward_dropped"),
             self.stat("cluster_batches")
+        );
+        let ratios: Vec<String> = (self.per_node("cluster_inbound").iter())
+            .zip(self.inbound_vs_share())
+            .map(|(n, r)| format!("{n} ({r:.2}x)"))
+            .collect();
+        let _ = writeln!(
+            t,
+            "inbound records from Redis per node (x of sent/{}): {}; unwanted per node: {:?}",
+            self.nodes,
+            ratios.join(", "),
+            self.per_node("cluster_unwanted")
         );
         let cpus: Vec<String> = self
             .node_cpu_s
@@ -125,9 +159,17 @@ impl ClusterReport {
             })
             .collect();
         let notes: Vec<String> = self.notes.iter().map(|n| json_str(n)).collect();
+        let ratios: Vec<String> = (self.inbound_vs_share().iter())
+            .map(|r| format!("{r:.3}"))
+            .collect();
+        let per = |k: &str| {
+            let v: Vec<String> = self.per_node(k).iter().map(u64::to_string).collect();
+            v.join(",")
+        };
         format!(
-            "{{\"nodes\":{},\"conns\":{},\"closed\":{},\"connect_s\":{:.3},\"attempted\":{},\"sent\":{},\"publish_failed\":{},\"delivered\":{},\"lost\":{},\"duplicates\":{},\"out_of_order\":{},\"id_mismatch\":{},\"garbled\":{},\"publish_s\":{:.3},\"drain_ms\":{},\"latency_us\":{},\"latency_local_us\":{},\"latency_remote_us\":{},\"added_p99_us\":{},\"node_cpu_s\":[{}],\"redis_cpu_s\":{:.3},\"node_stats\":[{}],\"notes\":[{}],\"passed\":{}}}",
-            self.nodes, self.conns, self.closed, self.connect_s, self.attempted, self.sent,
+            "{{\"nodes\":{},\"mode\":\"{}\",\"inbound_per_node\":[{}],\"inbound_vs_share\":[{}],\"unwanted_per_node\":[{}],\"conns\":{},\"closed\":{},\"connect_s\":{:.3},\"attempted\":{},\"sent\":{},\"publish_failed\":{},\"delivered\":{},\"lost\":{},\"duplicates\":{},\"out_of_order\":{},\"id_mismatch\":{},\"garbled\":{},\"publish_s\":{:.3},\"drain_ms\":{},\"latency_us\":{},\"latency_local_us\":{},\"latency_remote_us\":{},\"added_p99_us\":{},\"node_cpu_s\":[{}],\"redis_cpu_s\":{:.3},\"node_stats\":[{}],\"notes\":[{}],\"passed\":{}}}",
+            self.nodes, self.mode, per("cluster_inbound"), ratios.join(","), per("cluster_unwanted"),
+            self.conns, self.closed, self.connect_s, self.attempted, self.sent,
             self.publish_failed, self.delivered, self.lost, self.counts.duplicates,
             self.counts.out_of_order, self.counts.id_mismatch, self.counts.garbled, self.publish_s,
             self.drain_ms, lat(&self.all), lat(&self.local), lat(&self.remote),

@@ -33,6 +33,10 @@ pub(crate) struct FloodConfig {
     pub(crate) first_id: u64,
     /// Number of connections (ids).
     pub(crate) count: u64,
+    /// The ids to subscribe instead of `first_id..first_id + count`: connection `i`
+    /// subscribes to `ids[i]` (`loadtest --nodes N --cluster-mode affine` places each id on
+    /// its owner node); `count` must be `ids.len()`.
+    pub(crate) ids: Option<std::sync::Arc<[u64]>>,
     /// Connects started per second.
     pub(crate) connect_rate: f64,
     /// Most connections between connect and `200` head at once.
@@ -64,7 +68,7 @@ pub(crate) struct FloodConfig {
     /// FIN and a RST, and connect again under the same id at once; each absence is a
     /// [`Gap`] in the result.
     pub(crate) churn_per_min: f64,
-    /// Subscriber tokens (`--sub-token`): the token of id `first_id + k` at `k`, sent as
+    /// Subscriber tokens (`--sub-token`): connection `k`'s token at `k`, sent as
     /// `Authorization: Bearer`.
     pub(crate) tokens: Option<std::sync::Arc<Vec<String>>>,
 }

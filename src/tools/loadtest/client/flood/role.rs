@@ -127,7 +127,7 @@ impl FloodRole {
                 }
                 self.churn.open.insert(i as u32, self.churn.gaps.len());
                 self.churn.gaps.push(Gap {
-                    id: self.cfg.first_id + i as u64,
+                    id: self.id(i),
                     from_us: now_us(),
                     to_us: u64::MAX,
                 });
@@ -155,7 +155,10 @@ impl Role for FloodRole {
     type Per = u32;
 
     fn id(&self, i: usize) -> u64 {
-        self.cfg.first_id + i as u64
+        match &self.cfg.ids {
+            Some(ids) => ids[i],
+            None => self.cfg.first_id + i as u64,
+        }
     }
 
     fn source(&self, i: usize) -> Option<Ipv4Addr> {
@@ -194,8 +197,7 @@ impl Role for FloodRole {
 
     fn write_headers(&self, i: usize, out: &mut Vec<u8>) {
         if let Some(t) = &self.cfg.tokens {
-            let k = self.id(i).saturating_sub(self.cfg.first_id) as usize;
-            if let Some(t) = t.get(k) {
+            if let Some(t) = t.get(i) {
                 out.extend_from_slice(b"Authorization: Bearer ");
                 out.extend_from_slice(t.as_bytes());
                 out.extend_from_slice(b"\r\n");

@@ -39,6 +39,7 @@ impl Subscribers {
 pub(super) fn connect(a: &MainArgs, server: &mut ServerGuard, total: u64) -> Result<Subscribers> {
     let shared = Arc::new(FloodShared::default());
     let cfg = FloodConfig {
+        ids: None,
         url: UrlTemplate::local(server.sub_addr, a.transport.path())?,
         first_id: 1,
         count: a.connect.conns,

@@ -122,6 +122,7 @@ fn open_idle(
     let n = s.conns;
     let fshared = Arc::new(FloodShared::default());
     let fcfg = FloodConfig {
+        ids: None,
         url: t.sub_url.clone(),
         first_id: 1,
         count: n,

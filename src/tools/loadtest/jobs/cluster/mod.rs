@@ -1,14 +1,17 @@
 //! `loadtest --nodes N`: the main job on a local cluster. Starts redis-server on a free port
 //! ([`redis_server`](crate::tools::loadtest::host::redis_server)) and N server nodes on loopback with `--cluster`, spreads the subscribers
-//! over the nodes (node k holds an equal block of the ids 1..=conns), publishes through every
-//! node (node k's generators send an equal share of the messages, to ids drawn from all of
-//! 1..=conns, so with N nodes (N-1)/N of the deliveries cross Redis), checks every chunk,
-//! and reports lost messages and latency split into local deliveries (published on the
-//! subscriber's node) and remote ones (published on another node), with the added p99.
+//! over the nodes (node k holds an equal block of the ids 1..=conns, or with `--cluster-mode
+//! affine` the ids whose bucket it owns), publishes through every node (node k's generators
+//! send an equal share of the messages, to ids drawn from all of 1..=conns, so with N nodes
+//! (N-1)/N of the deliveries cross Redis), checks every chunk, and reports lost messages,
+//! latency split into local deliveries (published on the subscriber's node) and remote ones
+//! (published on another node) with the added p99, and each node's inbound records from
+//! Redis against its share (sent / N).
 //!
 //! Phases of [`run`]:
 //! 1. **Cluster**: redis-server, then N nodes; each must say `cluster_up` in its `/stats`.
-//! 2. **Connect**: node k holds ids `share(conns, N, k) + 1`, one subscriber loop per node.
+//! 2. **Connect**: node k holds ids `share(conns, N, k) + 1` (`--cluster-mode broadcast`)
+//!    or the ids whose bucket it owns (`affine`; [`placement`]), one subscriber loop per node.
 //! 3. **Publish**: node k's generators send `share(total, N, k)` messages with their own
 //!    sequence numbers.
 //! 4. **Drain**: wait (bounded) for every message answered `200` to arrive.
@@ -24,7 +27,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
+mod placement;
+
 use super::halves::{check_fd_limit, check_positive};
+use crate::cluster::affine::ClusterMode;
 use crate::tools::loadtest::cli::MainArgs;
 use crate::tools::loadtest::client::flood::{self, FloodConfig, FloodResult, FloodShared};
 use crate::tools::loadtest::client::msggen::{self, MsggenConfig, MsggenShared};
@@ -38,9 +44,10 @@ use crate::tools::loadtest::wire::check::Bitmap;
 use crate::tools::loadtest::wire::framing::Framing;
 use crate::tools::loadtest::wire::resume::Transport;
 use crate::tools::loadtest::wire::url::UrlTemplate;
+use placement::{share, Placement};
 
 /// The `/stats` keys read from each node after the run.
-const NODE_STATS: [&str; 10] = [
+const NODE_STATS: [&str; 12] = [
     "cluster_subscribed_buckets",
     "connections",
     "messages_sent",
@@ -51,6 +58,8 @@ const NODE_STATS: [&str; 10] = [
     "cluster_echoes_dropped",
     "cluster_forward_dropped",
     "cluster_batches",
+    "cluster_inbound",
+    "cluster_unwanted",
 ];
 
 /// How long after the last scheduled publish to wait for its answer.
@@ -60,16 +69,11 @@ fn say(msg: &str) {
     eprintln!("loadtest: {msg}");
 }
 
-/// The share `k` of `n` parts of `total`: (first, count).
-fn share(total: u64, n: u64, k: u64) -> (u64, u64) {
-    let (per, extra) = (total / n, total % n);
-    (k * per + k.min(extra), per + u64::from(k < extra))
-}
-
 /// Runs `loadtest --nodes N` (N >= 2); fails if anything was lost or arrived wrong.
 pub(crate) fn run(a: MainArgs) -> Result<()> {
     let n = validate(&a)?;
     // 1. Cluster.
+    let places = Placement::new(a.cluster_mode, a.connect.conns, n, &a.server.server_args)?;
     let (redis, mut servers) = start_cluster(&a, n)?;
     let cpu0: Vec<f64> = servers
         .iter()
@@ -78,10 +82,14 @@ pub(crate) fn run(a: MainArgs) -> Result<()> {
     let redis_cpu0 = cpu_seconds(redis.pid).unwrap_or(0.0);
     let total = (a.rate * a.duration).round() as u64;
     // 2. Connect.
-    let floods = start_floods(&a, &servers, total)?;
+    let floods = start_floods(&a, &servers, &places, total)?;
     let (floods, connect_s) = wait_connected(&a, floods, &mut servers)?;
     let mut rep = ClusterReport {
         nodes: n,
+        mode: match a.cluster_mode {
+            ClusterMode::Broadcast => "broadcast",
+            ClusterMode::Affine => "affine",
+        },
         conns: a.connect.conns,
         connect_s,
         ..ClusterReport::default()
@@ -151,6 +159,8 @@ fn start_cluster(a: &MainArgs, n: usize) -> Result<(RedisGuard, Vec<ServerGuard>
             p.push(format!(".node{k}"));
             std::path::PathBuf::from(p)
         });
+        let mut args = args.clone();
+        args.extend(placement::node_args(a.cluster_mode, n, k));
         let s = ServerGuard::start(&bin, &args, log.as_ref())?;
         say(&format!(
             "node {k}: pid {}, subscribers on {}, publish on {}",
@@ -172,20 +182,27 @@ fn start_cluster(a: &MainArgs, n: usize) -> Result<(RedisGuard, Vec<ServerGuard>
 /// One subscriber loop per node, on its thread.
 type Floods = Vec<(Arc<FloodShared>, JoinHandle<Result<FloodResult>>)>;
 
-/// Phase 2, first half: node k's subscriber loop for ids `share(conns, n, k) + 1`, told
+/// Phase 2, first half: node k's subscriber loop for its ids (`places`), told
 /// which sequence numbers are published on its own node (local deliveries).
-fn start_floods(a: &MainArgs, servers: &[ServerGuard], total: u64) -> Result<Floods> {
+fn start_floods(
+    a: &MainArgs,
+    servers: &[ServerGuard],
+    places: &Placement,
+    total: u64,
+) -> Result<Floods> {
     let n = servers.len();
     let mut floods: Floods = Vec::new();
     for (k, s) in servers.iter().enumerate() {
-        let (first, count) = share(a.connect.conns, n as u64, k as u64);
+        let (first_id, count, ids) = places.node(k);
         let (seq0, seqs) = share(total, n as u64, k as u64);
+        let part = count as f64 / a.connect.conns as f64;
         let cfg = FloodConfig {
+            ids,
             url: UrlTemplate::local(s.sub_addr, "/test/{id}")?,
-            first_id: first + 1,
+            first_id,
             count,
-            connect_rate: a.connect.connect_rate / n as f64,
-            max_connecting: (a.connect.max_connecting / n as u64).max(1),
+            connect_rate: a.connect.connect_rate * part,
+            max_connecting: ((a.connect.max_connecting as f64 * part) as u64).max(1),
             duration: None,
             stats_to_stderr: true,
             strict: true,
@@ -376,22 +393,4 @@ fn stop_floods(
                 .map_err(|_| anyhow!("a subscriber thread panicked"))?
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::share;
-
-    #[test]
-    fn shares_cover_everything_once() {
-        for (total, n) in [(10_000u64, 2u64), (30_001, 3), (5, 5), (7, 2)] {
-            let mut next = 0;
-            for k in 0..n {
-                let (first, count) = share(total, n, k);
-                assert_eq!(first, next);
-                next += count;
-            }
-            assert_eq!(next, total);
-        }
-    }
 }
