@@ -31,6 +31,7 @@
 //!   `gen-friends`); the core above never imports them.
 
 pub mod admin;
+pub mod alloc;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -47,8 +47,7 @@ pub(super) fn load_friends(
     let j = j.holding(held);
     let elapsed = t0.elapsed();
     // The load's edge buffers were freed; hand their pages back before measuring.
-    // SAFETY: malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
+    crate::alloc::trim();
     let grown = crate::stats::rss_bytes().saturating_sub(rss0);
     for (s, g) in stats.iter().zip(&graphs) {
         s.graph_users.store(g.csr.users.len() as u64, Relaxed);

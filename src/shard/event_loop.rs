@@ -115,8 +115,7 @@ impl<D: Driver> Shard<D> {
             // such frees leave scattered in the arenas. Handing free pages back every few
             // seconds keeps RSS flat under steady traffic (a walk of the arenas, not on any
             // per-message path).
-            // SAFETY: malloc_trim has no preconditions.
-            unsafe { libc::malloc_trim(0) };
+            crate::alloc::trim_busy();
         }
         self.close_marked();
         self.presence_turn();
@@ -171,8 +170,7 @@ impl<D: Driver> Shard<D> {
         released |= self.release_history_if_empty();
         if released {
             self.aux.clear_pool();
-            // SAFETY: malloc_trim has no preconditions; it is not on a per-message path.
-            unsafe { libc::malloc_trim(0) };
+            crate::alloc::trim();
         }
     }
 
