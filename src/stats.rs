@@ -78,6 +78,16 @@ pub struct ShardStats {
     /// Gauge: subscriber connections of this shard counted under `--max-conns-per-ip`
     /// (0 with the limit off).
     pub per_ip_conns: AtomicU64,
+    /// Total: presence `online` events numbered (counted on shard 0 only, once per event).
+    pub presence_online: AtomicU64,
+    /// Total: presence `offline` events numbered (shard 0 only).
+    pub presence_offline: AtomicU64,
+    /// Gauge: `GET /events/presence` feeds open on this shard.
+    pub presence_feeds: AtomicU64,
+    /// Total: feeds closed for not reading (over 1 MiB of unsent events).
+    pub presence_feeds_cut: AtomicU64,
+    /// Total: presence count requests answered (`/presence/<id>`, `POST /presence`).
+    pub presence_requests: AtomicU64,
 }
 
 impl ShardStats {
@@ -120,7 +130,10 @@ pub fn rss_bytes() -> u64 {
 /// `graph_entries` (directed adjacency entries), `graph_heap_bytes`, `graph_rss_bytes` (RSS
 /// grown by the load), `graph_load_us`; `zerocopy_sends` (zero-copy sends of shared frames);
 /// `kicked` (connections ended by `DELETE /subscribers/<id>`), `per_ip_refused` (429s at
-/// `--max-conns-per-ip`), `per_ip_conns` (subscribers counted under it now).
+/// `--max-conns-per-ip`), `per_ip_conns` (subscribers counted under it now);
+/// `presence_events_online`, `presence_events_offline` (events numbered), `presence_feeds`
+/// (open now), `presence_feeds_cut` (closed for not reading), `presence_requests` (count
+/// requests answered).
 pub fn json(shards: &[ShardStats]) -> String {
     let sum =
         |f: fn(&ShardStats) -> &AtomicU64| shards.iter().map(|s| f(s).load(Relaxed)).sum::<u64>();
@@ -168,6 +181,16 @@ pub fn json(shards: &[ShardStats]) -> String {
         ",\"per_ip_refused\":{},\"per_ip_conns\":{}}}",
         sum(|s| &s.per_ip_refused),
         sum(|s| &s.per_ip_conns)
+    );
+    out.pop();
+    let _ = write!(
+        out,
+        ",\"presence_events_online\":{},\"presence_events_offline\":{},\"presence_feeds\":{},\"presence_feeds_cut\":{},\"presence_requests\":{}}}",
+        sum(|s| &s.presence_online),
+        sum(|s| &s.presence_offline),
+        sum(|s| &s.presence_feeds),
+        sum(|s| &s.presence_feeds_cut),
+        sum(|s| &s.presence_requests)
     );
     out
 }

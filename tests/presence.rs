@@ -285,4 +285,52 @@ both_backends! {
         expect_error(srv2.publish_addr(), bad, 400, "a malformed cursor");
         assert_eq!(count(&mut p, "7"), 0, "the first connection still answers");
     }
+
+    /// Presence in `/stats` and `/metrics`: after two ids online, one offline, three count
+    /// requests and two feeds of which one closed, every counter has exactly those values,
+    /// the same in both.
+    fn counters_in_stats_and_metrics() {
+        let srv = start_with(presence_config(0, 64));
+        let (sub, publ) = (srv.subscriber_addr(), srv.publish_addr());
+        let (mut feed, _) = open_feed(publ, None, None);
+        let (other, _) = open_feed(publ, None, None);
+        let a = Subscriber::connect(sub, "alice");
+        let _b = Subscriber::connect(sub, "bob");
+        a.close();
+        let mut seen: Vec<(String, String)> = (0..3)
+            .map(|_| {
+                let (_, kind, id) = next_event(&mut feed);
+                (kind, id)
+            })
+            .collect();
+        seen.sort();
+        let pair = |k: &str, id: &str| (k.to_string(), id.to_string());
+        assert_eq!(seen, [pair("offline", "alice"), pair("online", "alice"), pair("online", "bob")]);
+        drop(other);
+        let mut p = Publisher::connect(publ);
+        for id in ["alice", "bob", "carol"] {
+            count(&mut p, id);
+        }
+        let want = [
+            ("presence_events_online", 2.0),
+            ("presence_events_offline", 1.0),
+            ("presence_feeds", 1.0),
+            ("presence_feeds_cut", 0.0),
+            ("presence_requests", 3.0),
+        ];
+        let settled = wait_until(Duration::from_secs(3), || {
+            let st = p.stats();
+            want.iter().all(|(k, v)| json_number(&st, k) == *v)
+        });
+        assert!(settled, "{}", p.stats());
+        let text = metrics_text(publ, None);
+        let m = parse_strict(&text);
+        for (k, v) in want {
+            let name = match k {
+                "presence_feeds" => format!("uring_comet_{k}"),
+                _ => format!("uring_comet_{k}_total"),
+            };
+            assert_eq!(sum(&m, &name, &[]), v, "{name}\n{text}");
+        }
+    }
 }

@@ -48,6 +48,11 @@ const PER_SHARD: &[(&str, &str, MetricType, Field)] = {
         ("kicked", "Connections ended by DELETE /subscribers/<id> (kick).", C, |s| &s.kicked),
         ("per_ip_refused", "Subscriber connections answered 429 at --max-conns-per-ip.", C, |s| &s.per_ip_refused),
         ("per_ip_connections", "Subscriber connections counted under --max-conns-per-ip.", G, |s| &s.per_ip_conns),
+        ("presence_events_online", "Presence online events numbered (shard 0 counts each once).", C, |s| &s.presence_online),
+        ("presence_events_offline", "Presence offline events numbered (shard 0 counts each once).", C, |s| &s.presence_offline),
+        ("presence_feeds", "Open GET /events/presence feeds.", G, |s| &s.presence_feeds),
+        ("presence_feeds_cut", "Presence feeds closed for not reading (over 1 MiB unsent).", C, |s| &s.presence_feeds_cut),
+        ("presence_requests", "Presence count requests answered.", C, |s| &s.presence_requests),
     ]
 };
 

@@ -31,6 +31,7 @@ use crate::http::stream::chunk;
 use crate::id::Id;
 use crate::mesh::Msg;
 use crate::presence::epoch;
+use crate::stats::ShardStats;
 
 /// `Conn::proto` of a publisher connection that became a presence feed.
 pub(super) const FEED: u8 = 0xFE;
@@ -164,6 +165,7 @@ impl<D: Driver> Shard<D> {
         if ask.head {
             raw.truncate(raw.len() - crate::http::response::demo_page_body_len(&raw));
         }
+        ShardStats::bump(&self.st().presence_requests, 1);
         self.finish_reply(t, raw);
     }
 
@@ -210,6 +212,17 @@ impl<D: Driver> Shard<D> {
     /// Every shard: event `seq` goes into the log and out to this shard's feeds.
     pub(super) fn on_presence_event(&mut self, seq: u64, id: Id, online: bool) {
         self.presence.last = seq;
+        if self.me == HUB {
+            let st = self.st();
+            ShardStats::bump(
+                if online {
+                    &st.presence_online
+                } else {
+                    &st.presence_offline
+                },
+                1,
+            );
+        }
         if !self.presence.feeds.is_empty() {
             let mut ev = Vec::with_capacity(64);
             let at = Pos {
@@ -286,6 +299,7 @@ impl<D: Driver> Shard<D> {
             self.presence.next_ping = Instant::now() + beat;
         }
         self.presence.feeds.push(i);
+        self.feeds_gauge();
         self.push_reply(i, Pending::ready(i, raw, false));
     }
 
@@ -307,6 +321,7 @@ impl<D: Driver> Shard<D> {
         let a = c.aux;
         if self.aux[a].pending() > FEED_MAX_BACKLOG {
             tracing::info!(shard = self.me, "presence feed not reading: closed");
+            ShardStats::bump(&self.st().presence_feeds_cut, 1);
             return self.close(i);
         }
         if !self.aux[a].replies.is_empty() {
@@ -337,13 +352,24 @@ impl<D: Driver> Shard<D> {
     /// Feed `i` is closing.
     pub(super) fn feed_closed(&mut self, i: u32) {
         self.presence.feeds.retain(|&f| f != i);
+        self.feeds_gauge();
+    }
+
+    /// `/stats` `presence_feeds`: this shard's open feeds.
+    fn feeds_gauge(&self) {
+        let n = self.presence.feeds.len() as u64;
+        self.st()
+            .presence_feeds
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stop or drain: each feed gets a `retry:` of 1-10 s (a fixed hash of the slot, as the
     /// SSE streams get, so reconnects spread) and its last-chunk, and closes once they are
     /// written.
     pub(super) fn end_feeds(&mut self) {
-        for i in std::mem::take(&mut self.presence.feeds) {
+        let feeds = std::mem::take(&mut self.presence.feeds);
+        self.feeds_gauge();
+        for i in feeds {
             let c = self.conns[i];
             if c.state == State::Pub {
                 let chunked = c.flags.contains(Flags::CHUNKED);
