@@ -139,13 +139,14 @@ impl<D: Driver> Shard<D> {
             let ev = Ev::Plain { msg: &msg, pos, at };
             self.deliver_slot(s, ev);
         }
-        self.count_unwanted(local.is_none() && forwarded == 0, ReplyTo::NOBODY);
+        self.count_unwanted(local, forwarded, ReplyTo::NOBODY);
     }
 
-    /// A record from Redis that no subscriber on this node wanted (`nobody`), and that was
-    /// not this node's own publish (`reply` is nobody): counted in `cluster_unwanted`.
-    fn count_unwanted(&self, nobody: bool, reply: ReplyTo) {
-        if nobody && reply == ReplyTo::NOBODY {
+    /// A record from Redis that reached no subscriber on this node (no local slot, no other
+    /// shard holding the id: `route`'s answer) and was not this node's own publish (`reply`
+    /// is nobody): counted in `cluster_unwanted`.
+    fn count_unwanted(&self, local: Option<u32>, forwarded: u16, reply: ReplyTo) {
+        if local.is_none() && forwarded == 0 && reply == ReplyTo::NOBODY {
             if let Some(c) = &self.cluster.node {
                 c.stats.unwanted.fetch_add(1, Relaxed);
             }
@@ -199,7 +200,7 @@ impl<D: Driver> Shard<D> {
             self.sequenced_seen(s, &id, pos);
             n = self.deliver_slot(s, Ev::Plain { msg: &msg, pos, at });
         }
-        self.count_unwanted(local.is_none() && forwarded == 0, reply);
+        self.count_unwanted(local, forwarded, reply);
         self.reply(reply, n, Some(forwarded));
     }
 
