@@ -1,8 +1,9 @@
 //! The node's Redis agent: one task on shard 0's runtime (tokio-uring's runtime is a tokio
 //! current-thread runtime, so the `redis` crate's tokio sockets run on it unchanged; the
-//! epoll backend's shards run on a tokio runtime too). It holds the node's two Redis
-//! connections: a multiplexed one for `PUBLISH` and a pub/sub one for `SUBSCRIBE` and the
-//! messages. The protocol is in the [`super`] module doc.
+//! epoll backend's shards run on a tokio runtime too). It holds the node's Redis
+//! connections ([`super::conn`]): on one Redis a multiplexed one for `PUBLISH` and a pub/sub
+//! one for `SUBSCRIBE` and the messages; on Redis Cluster one per Redis node for both
+//! (`SPUBLISH`, `SSUBSCRIBE`). The protocol is in the [`super`] module doc.
 //!
 //! Session: connect both, drop whatever was queued while down (counted), subscribe every
 //! wanted bucket, mark the node up and release held heads; then loop: take messages from
@@ -16,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
-use redis::aio::{MultiplexedConnection, PubSubSink};
 
+use super::conn::{self, Conn, Event, Events, Sub};
 use super::control::CtlAgent;
 use super::inbound::Inbound;
 use super::presence_agent::PresenceAgent;
@@ -45,19 +46,11 @@ type SessionError = String;
 /// Runs the agent forever (until the runtime it runs on is dropped at shutdown).
 pub async fn run(cluster: Arc<Cluster>) {
     let url = redact(&cluster.config().url);
-    let client = match redis::Client::open(cluster.config().url.as_str()) {
-        Ok(c) => c,
-        Err(e) => {
-            // Checked at start (ClusterConfig::new); kept as a log line, never a panic.
-            tracing::error!("cluster: bad Redis URL {url}: {e}; running without the cluster");
-            return;
-        }
-    };
     let mut backoff = BACKOFF_MIN;
     // Start of the current outage and the drop count then (one log line per episode).
     let mut outage: Option<(Instant, u64)> = None;
     loop {
-        let why = session(&cluster, &client, &url, &mut outage, &mut backoff).await;
+        let why = session(&cluster, &url, &mut outage, &mut backoff).await;
         set_down(&cluster);
         if outage.is_none() {
             cluster.stats.outages.fetch_add(1, Relaxed);
@@ -110,27 +103,14 @@ fn drop_queue(c: &Cluster) {
 
 async fn session(
     c: &Cluster,
-    client: &redis::Client,
     url: &str,
     outage: &mut Option<(Instant, u64)>,
     backoff: &mut Duration,
 ) -> SessionError {
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT));
-    let mut publ = match client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => return format!("publish connection: {e}"),
+    let (mut publ, mut sink, mut stream) = match conn::connect(c.config(), REDIS_TIMEOUT).await {
+        Ok(s) => s,
+        Err(e) => return e,
     };
-    let pubsub = match tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return format!("pub/sub connection: {e}"),
-        Err(_) => return "pub/sub connection: timed out".to_string(),
-    };
-    let (mut sink, mut stream) = pubsub.split();
     // Forwards queued in the instant before the node was marked down would be stale now.
     drop_queue(c);
     if let Err(e) = subscribe_wanted(c, &sink).await {
@@ -190,9 +170,9 @@ async fn session(
 /// A session's loop, until an error ends it.
 async fn pump(
     c: &Cluster,
-    publ: &mut MultiplexedConnection,
-    sink: &mut PubSubSink,
-    stream: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin),
+    publ: &mut Conn,
+    sink: &mut Sub,
+    stream: &mut Events,
     seq: &mut Option<Sequencer>,
     ctl: &mut CtlAgent,
     pres: &mut Option<PresenceAgent>,
@@ -205,12 +185,24 @@ async fn pump(
                 let Some(m) = m else {
                     return "pub/sub connection closed".to_string();
                 };
-                take(c, &m, &mut inbound, seq, ctl);
+                let mut lost = Vec::new();
+                let mut next = Some(m);
                 // Everything already read goes in the same batches.
-                while let Some(Some(m)) = stream.next().now_or_never() {
-                    take(c, &m, &mut inbound, seq, ctl);
+                while let Some(m) = next {
+                    match m {
+                        Event::Msg(m) => take(c, &m, &mut inbound, seq, ctl),
+                        Event::Lost(ch) => lost.push(ch),
+                        Event::Disconnected => {
+                            inbound.flush(c);
+                            return "a Redis Cluster node connection dropped".to_string();
+                        }
+                    }
+                    next = stream.next().now_or_never().flatten();
                 }
                 inbound.flush(c);
+                if let Err(e) = conn::resubscribe(c, sink, lost).await {
+                    return e;
+                }
                 last_heard = Instant::now();
             }
             _ = c.wake.notified() => {}
@@ -279,8 +271,8 @@ async fn ctl_deadline(at: Option<Instant>) {
 /// wanted before its read was queued): what is published after a read arrives live.
 async fn answer_fetches(
     c: &Cluster,
-    publ: &mut MultiplexedConnection,
-    sink: &PubSubSink,
+    publ: &mut Conn,
+    sink: &Sub,
     s: &Sequencer,
 ) -> Result<(), SessionError> {
     let fetches = c.take_fetches();
@@ -294,8 +286,8 @@ async fn answer_fetches(
     s.answer(c, publ, fetches).await
 }
 
-async fn ping(sink: &mut PubSubSink) -> Result<(), SessionError> {
-    match tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await {
+async fn ping(sink: &mut Sub) -> Result<(), SessionError> {
+    match tokio::time::timeout(REDIS_TIMEOUT, sink.ping()).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("ping: {e}")),
         Err(_) => Err("ping: no answer within 2 s".to_string()),
@@ -305,7 +297,7 @@ async fn ping(sink: &mut PubSubSink) -> Result<(), SessionError> {
 /// Subscribes every wanted bucket not subscribed yet, one SUBSCRIBE per channel, pipelined
 /// (the client matches one confirmation to each command, so a command per channel keeps
 /// its bookkeeping exact); then marks them subscribed and tells the shards.
-async fn subscribe_wanted(c: &Cluster, sink: &PubSubSink) -> Result<(), SessionError> {
+async fn subscribe_wanted(c: &Cluster, sink: &Sub) -> Result<(), SessionError> {
     let new: Vec<u32> = (0..=c.friends_bucket())
         .filter(|&b| c.wanted[b as usize].load(Relaxed) && !c.subscribed[b as usize].load(Relaxed))
         .filter(|&b| c.owns(b))
@@ -336,7 +328,7 @@ async fn subscribe_wanted(c: &Cluster, sink: &PubSubSink) -> Result<(), SessionE
 /// Sends the queue as one pipeline: one PUBLISH per bucket channel (or per 512 KiB of it).
 async fn publish_queued(
     c: &Cluster,
-    publ: &mut MultiplexedConnection,
+    publ: &mut Conn,
     seq: &mut Option<Sequencer>,
 ) -> Result<(), SessionError> {
     loop {
@@ -368,7 +360,7 @@ async fn publish_queued(
         }
         let mut pipe = redis::pipe();
         for (b, p) in full.into_iter().chain(payloads) {
-            pipe.cmd("PUBLISH").arg(c.channel(b)).arg(p).ignore();
+            pipe.cmd(c.publish_cmd()).arg(c.channel(b)).arg(p).ignore();
         }
         // History on: Redis numbers, keeps and publishes these (shard/cluster.rs sends
         // nothing positioned without a sequencer).

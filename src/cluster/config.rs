@@ -1,5 +1,5 @@
 //! The validated `--cluster` settings: the Redis URL (checked, its `/DB` kept for channel
-//! names) and the bucket count.
+//! names) or the Redis Cluster seed nodes, and the bucket count.
 
 /// Default bucket channels (`--cluster-buckets`).
 pub const DEFAULT_BUCKETS: u32 = 1024;
@@ -7,8 +7,11 @@ pub const DEFAULT_BUCKETS: u32 = 1024;
 /// Validated cluster settings.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// The Redis URL, `redis://[:PASSWORD@]HOST:PORT[/DB]`.
+    /// The URL as given: `redis://[:PASSWORD@]HOST:PORT[/DB]` or
+    /// `redis-cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...]`.
     pub url: String,
+    /// Redis Cluster: one `redis://` URL per seed node (empty: one Redis at `url`).
+    pub nodes: Vec<String>,
     /// Bucket channels; the same on every node.
     pub buckets: u32,
     /// The URL's database number: Redis pub/sub ignores databases, so it goes into the
@@ -26,18 +29,33 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// Checks the URL and bucket count.
     ///
-    /// Errors: the URL is not a `redis://` URL the client accepts; buckets is 0 or over 2^20.
+    /// Errors: the URL is neither a `redis://` URL the client accepts nor a
+    /// `redis-cluster://` list of them (which takes no `/DB`: Redis Cluster has only database
+    /// 0); buckets is 0 or over 2^20.
     pub fn new(url: &str, buckets: u32) -> anyhow::Result<ClusterConfig> {
-        if !url.starts_with("redis://") {
-            anyhow::bail!("--cluster must be a redis://HOST:PORT[/DB] URL, got {url:?}");
-        }
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redact(url)))?;
         if buckets == 0 || buckets > 1 << 20 {
             anyhow::bail!("--cluster-buckets must be 1 to 1048576, got {buckets}");
         }
+        if let Some(rest) = url.strip_prefix("redis-cluster://") {
+            return Ok(ClusterConfig {
+                url: url.to_string(),
+                nodes: cluster_nodes(rest)
+                    .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redact(url)))?,
+                buckets,
+                db: 0,
+                history_max: 0,
+                history_ttl_ms: 0,
+                affine: None,
+            });
+        }
+        if !url.starts_with("redis://") {
+            anyhow::bail!("--cluster must be a redis://HOST:PORT[/DB] URL or redis-cluster://HOST:PORT[,HOST:PORT...], got {url:?}");
+        }
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redact(url)))?;
         Ok(ClusterConfig {
             url: url.to_string(),
+            nodes: Vec::new(),
             buckets,
             db: client.get_connection_info().redis_settings().db(),
             history_max: 0,
@@ -56,11 +74,42 @@ impl ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Whether the cluster runs on Redis Cluster (`redis-cluster://`): sharded pub/sub and
+    /// hash-tagged names (`uc:<B>:{<b>}`), so a bucket's channel and keys share a slot.
+    pub fn is_redis_cluster(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+
     /// The same settings in id-affine mode (`None`: broadcast).
     pub fn with_affine(mut self, affine: Option<super::affine::Affine>) -> ClusterConfig {
         self.affine = affine;
         self
     }
+}
+
+/// `[:PASSWORD@]HOST:PORT[,HOST:PORT...]` as one `redis://` URL per node, the password (if
+/// any) on each; errors name the bad part.
+fn cluster_nodes(rest: &str) -> Result<Vec<String>, String> {
+    let (auth, hosts) = match rest.rfind('@') {
+        Some(at) => (&rest[..=at], &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let mut nodes = Vec::new();
+    for h in hosts.split(',') {
+        let h = h.trim();
+        if h.contains('/') {
+            return Err(format!("{h:?}: Redis Cluster has no databases (no /DB)"));
+        }
+        let url = format!("redis://{auth}{h}");
+        let ok = redis::Client::open(url.as_str()).is_ok()
+            && h.rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+        if h.is_empty() || !ok {
+            return Err(format!("{h:?} is not HOST:PORT"));
+        }
+        nodes.push(url);
+    }
+    Ok(nodes)
 }
 
 /// The URL without its password, for logs.
@@ -104,6 +153,20 @@ mod tests {
         assert!(ClusterConfig::new("http://x", 1024).is_err());
         assert!(ClusterConfig::new("redis://127.0.0.1:6379", 0).is_err());
         assert_eq!(redact("redis://:pw@h:1/0"), "redis://***@h:1/0");
+        let c =
+            ClusterConfig::new("redis-cluster://:pw@127.0.0.1:7000, 127.0.0.1:7001", 64).unwrap();
+        assert_eq!(
+            c.nodes,
+            ["redis://:pw@127.0.0.1:7000", "redis://:pw@127.0.0.1:7001"]
+        );
+        assert_eq!(c.db, 0);
+        assert!(ClusterConfig::new("redis-cluster://127.0.0.1:7000/1", 64).is_err());
+        assert!(ClusterConfig::new("redis-cluster://127.0.0.1", 64).is_err());
+        assert!(ClusterConfig::new("redis-cluster://127.0.0.1:7000,", 64).is_err());
+        assert!(ClusterConfig::new("redis://127.0.0.1:6379", 64)
+            .unwrap()
+            .nodes
+            .is_empty());
         assert_eq!(redact("redis://h:1"), "redis://h:1");
     }
 }

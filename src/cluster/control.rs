@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
-use redis::aio::{MultiplexedConnection, PubSubSink};
 
+use super::conn::{Conn, Sub};
 use super::Cluster;
 use crate::id::Id;
 use crate::mesh::Msg;
@@ -161,7 +161,7 @@ pub(super) fn is_ctl(payload: &[u8]) -> bool {
 }
 
 /// Subscribes the control channel and this node's reply channel.
-pub(super) async fn subscribe(c: &Cluster, sink: &mut PubSubSink) -> Result<(), String> {
+pub(super) async fn subscribe(c: &Cluster, sink: &mut Sub) -> Result<(), String> {
     let chans = [c.ctl_channel(None), c.ctl_channel(Some(c.node))];
     for ch in chans {
         match tokio::time::timeout(super::agent::REDIS_TIMEOUT, sink.subscribe(ch)).await {
@@ -224,11 +224,7 @@ impl CtlAgent {
 
     /// After each wake: answers finished requests of other nodes, sends this node's new
     /// ones, and hands the complete (or timed-out) ones to their shards.
-    pub(super) async fn step(
-        &mut self,
-        c: &Cluster,
-        publ: &mut MultiplexedConnection,
-    ) -> Result<(), String> {
+    pub(super) async fn step(&mut self, c: &Cluster, publ: &mut Conn) -> Result<(), String> {
         while let Some(p) = c.ctl.parts.pop() {
             let Some(t) = self.theirs.get_mut(&p.req) else {
                 continue; // from before a reconnect
@@ -249,7 +245,7 @@ impl CtlAgent {
                 for n in &t.counts {
                     out.extend_from_slice(&n.to_be_bytes());
                 }
-                publish(publ, c.ctl_channel(Some(t.node)), out).await?;
+                publish(c, publ, c.ctl_channel(Some(t.node)), out).await?;
             }
         }
         while let Some(r) = c.ctl.requests.pop() {
@@ -267,7 +263,7 @@ impl CtlAgent {
                     deadline: Instant::now() + CTL_TIMEOUT,
                 },
             );
-            let n = publish(publ, c.ctl_channel(None), out).await?;
+            let n = publish(c, publ, c.ctl_channel(None), out).await?;
             if let Some(m) = self.mine.get_mut(&req) {
                 m.expect = Some(n.saturating_sub(1));
             }
@@ -297,11 +293,12 @@ impl CtlAgent {
 }
 
 async fn publish(
-    publ: &mut MultiplexedConnection,
+    c: &Cluster,
+    publ: &mut Conn,
     ch: String,
     payload: Vec<u8>,
 ) -> Result<u32, String> {
-    let mut cmd = redis::cmd("PUBLISH");
+    let mut cmd = redis::cmd(c.publish_cmd());
     cmd.arg(ch).arg(payload);
     cmd.query_async::<u32>(publ)
         .await

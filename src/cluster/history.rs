@@ -219,11 +219,19 @@ impl super::Cluster {
     }
 
     /// The epoch key and stream key of `id` (module doc).
-    pub(super) fn history_keys(&self, id: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let prefix = match self.cfg.db {
-            0 => format!("uc:{}", self.cfg.buckets),
-            db => format!("uc{db}:{}", self.cfg.buckets),
+    /// On Redis Cluster both begin with the id's bucket channel (`uc:<B>:{<b>}`), a hash
+    /// tag, so one script's keys and channel share a slot.
+    pub(super) fn history_keys(&self, id: &crate::id::Id) -> (Vec<u8>, Vec<u8>) {
+        let prefix = if self.cfg.is_redis_cluster() {
+            self.bucket_prefix(self.bucket(id))
+        } else {
+            match self.cfg.db {
+                0 => format!("uc:{}", self.cfg.buckets),
+                db => format!("uc{db}:{}", self.cfg.buckets),
+            }
         };
+        let id = id.to_string();
+        let id = id.as_bytes();
         let key = |k: &str| [prefix.as_bytes(), k.as_bytes(), id].concat();
         (key(":e:"), key(":l:"))
     }

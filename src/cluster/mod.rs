@@ -52,6 +52,7 @@
 pub mod affine;
 pub mod agent;
 mod config;
+mod conn;
 pub mod control;
 pub mod history;
 mod inbound;
@@ -153,16 +154,46 @@ impl Cluster {
     }
 
     /// The Redis channel of bucket `b`: `uc:<B>:<b>`, or `uc<DB>:<B>:<b>` for a URL with a
-    /// database other than 0; bucket [`Cluster::friends_bucket`] is `uc:<B>:friends`.
+    /// database other than 0; bucket [`Cluster::friends_bucket`] is `uc:<B>:friends`. On
+    /// Redis Cluster the bucket is a hash tag, `uc:<B>:{<b>}`: its history keys
+    /// ([`Cluster::bucket_prefix`]) are in the same slot, as the history script needs.
     pub fn channel(&self, b: u32) -> String {
+        self.bucket_prefix(b)
+    }
+
+    /// The channel of bucket `b`, which also begins the names of its ids' history keys.
+    pub(crate) fn bucket_prefix(&self, b: u32) -> String {
         let b = if b == self.friends_bucket() {
             "friends".to_string()
         } else {
             b.to_string()
         };
+        if self.cfg.is_redis_cluster() {
+            return format!("uc:{}:{{{b}}}", self.cfg.buckets);
+        }
         match self.cfg.db {
             0 => format!("uc:{}:{b}", self.cfg.buckets),
             db => format!("uc{db}:{}:{b}", self.cfg.buckets),
+        }
+    }
+
+    /// The command that publishes: `PUBLISH`, or `SPUBLISH` on Redis Cluster (sharded pub/sub:
+    /// only the shard of the channel's slot carries the message).
+    pub(crate) fn publish_cmd(&self) -> &'static str {
+        if self.cfg.is_redis_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// `src` (a Lua script) with its `PUBLISH`es as [`Cluster::publish_cmd`].
+    pub(crate) fn script(&self, src: &'static str) -> std::borrow::Cow<'static, str> {
+        if self.cfg.is_redis_cluster() {
+            src.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+                .into()
+        } else {
+            src.into()
         }
     }
 

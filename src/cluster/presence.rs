@@ -150,8 +150,12 @@ impl Cluster {
         }
     }
 
-    /// The key and channel prefix, `uc:<B>` or `uc<DB>:<B>`.
+    /// The key and channel prefix, `uc:<B>` or `uc<DB>:<B>`; on Redis Cluster `{uc:<B>}`, a
+    /// hash tag: presence is one slot (its scripts touch many of its keys), on one shard.
     pub(super) fn presence_prefix(&self) -> String {
+        if self.cfg.is_redis_cluster() {
+            return format!("{{uc:{}}}", self.cfg.buckets);
+        }
         match self.cfg.db {
             0 => format!("uc:{}", self.cfg.buckets),
             db => format!("uc{db}:{}", self.cfg.buckets),

@@ -5,8 +5,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use redis::aio::{MultiplexedConnection, PubSubSink};
-
+use super::conn::{Conn, Sub};
 use super::presence::{BATCH, EDGE, LEASE, LEASE_REFRESH, SWEEP, SWEEP_EVERY};
 use super::Cluster;
 use crate::id::Id;
@@ -32,8 +31,8 @@ impl PresenceAgent {
     /// follows once the node is up.
     pub(super) async fn start(
         c: &Cluster,
-        publ: &mut MultiplexedConnection,
-        sink: &mut PubSubSink,
+        publ: &mut Conn,
+        sink: &mut Sub,
     ) -> Result<Option<PresenceAgent>, String> {
         if !c.presence_events() {
             return Ok(None);
@@ -49,8 +48,8 @@ impl PresenceAgent {
             node: format!("{:016x}", c.node),
             next_lease: Instant::now(),
             next_sweep: Instant::now(),
-            edge_sha: load(publ, EDGE).await?,
-            sweep_sha: load(publ, SWEEP).await?,
+            edge_sha: load(publ, &c.script(EDGE)).await?,
+            sweep_sha: load(publ, &c.script(SWEEP)).await?,
         };
         let fresh: u64 = rand_epoch(c.node);
         let (epoch, seq): (u64, Option<u64>) = redis::pipe()
@@ -76,26 +75,24 @@ impl PresenceAgent {
 
     /// Once the node is up (the hub queues its edges from then on): takes the lease and
     /// resyncs the node's ids.
-    pub(super) async fn join(
-        &mut self,
-        c: &Cluster,
-        publ: &mut MultiplexedConnection,
-    ) -> Result<(), String> {
+    pub(super) async fn join(&mut self, c: &Cluster, publ: &mut Conn) -> Result<(), String> {
         self.lease(publ, true).await?;
         self.resync(c, publ).await
     }
 
     /// When the agent next needs to run for presence (lease or sweep).
+    /// The one key the scripts declare (they use none by name): it routes them to the
+    /// presence slot on Redis Cluster, where Redis lets a script touch other keys of its slot.
+    fn route_key(&self) -> String {
+        format!("{}:pseq", self.prefix)
+    }
+
     pub(super) fn deadline(&self) -> Instant {
         self.next_lease.min(self.next_sweep)
     }
 
     /// After each wake: sends queued edges, refreshes the lease, sweeps when due.
-    pub(super) async fn step(
-        &mut self,
-        c: &Cluster,
-        publ: &mut MultiplexedConnection,
-    ) -> Result<(), String> {
+    pub(super) async fn step(&mut self, c: &Cluster, publ: &mut Conn) -> Result<(), String> {
         let mut edges = Vec::new();
         while let Some(e) = c.presence.edges.pop() {
             edges.push(e);
@@ -114,7 +111,8 @@ impl PresenceAgent {
             self.next_sweep = now + SWEEP_EVERY;
             let n: u64 = redis::cmd("EVALSHA")
                 .arg(&self.sweep_sha)
-                .arg(0)
+                .arg(1)
+                .arg(self.route_key())
                 .arg(&self.prefix)
                 .query_async(publ)
                 .await
@@ -127,11 +125,7 @@ impl PresenceAgent {
     }
 
     /// Refreshes the lease; returns whether it was still there (`first`: taken anew).
-    async fn lease(
-        &mut self,
-        publ: &mut MultiplexedConnection,
-        first: bool,
-    ) -> Result<bool, String> {
+    async fn lease(&mut self, publ: &mut Conn, first: bool) -> Result<bool, String> {
         self.next_lease = Instant::now() + LEASE_REFRESH;
         let key = format!("{}:plive:{}", self.prefix, self.node);
         let mut cmd = redis::cmd("SET");
@@ -159,11 +153,7 @@ impl PresenceAgent {
 
     /// Makes Redis agree with the node's set: adds the node to every id it holds, removes it
     /// from every id Redis lists for it that it no longer holds.
-    async fn resync(
-        &mut self,
-        c: &Cluster,
-        publ: &mut MultiplexedConnection,
-    ) -> Result<(), String> {
+    async fn resync(&mut self, c: &Cluster, publ: &mut Conn) -> Result<(), String> {
         // Edges queued before now are in the set already.
         while c.presence.edges.pop().is_some() {}
         let held: Vec<Id> = {
@@ -193,11 +183,7 @@ impl PresenceAgent {
     }
 
     /// Runs [`EDGE`] for each edge, pipelined.
-    async fn send(
-        &self,
-        publ: &mut MultiplexedConnection,
-        edges: &[(Id, bool)],
-    ) -> Result<(), String> {
+    async fn send(&self, publ: &mut Conn, edges: &[(Id, bool)]) -> Result<(), String> {
         if edges.is_empty() {
             return Ok(());
         }
@@ -205,7 +191,8 @@ impl PresenceAgent {
         for (id, online) in edges {
             pipe.cmd("EVALSHA")
                 .arg(&self.edge_sha)
-                .arg(0)
+                .arg(1)
+                .arg(self.route_key())
                 .arg(&self.prefix)
                 .arg(&self.node)
                 .arg(if *online { "1" } else { "0" })
@@ -219,7 +206,7 @@ impl PresenceAgent {
 }
 
 /// `SCRIPT LOAD`s `lua`; its digest.
-async fn load(publ: &mut MultiplexedConnection, lua: &str) -> Result<String, String> {
+async fn load(publ: &mut Conn, lua: &str) -> Result<String, String> {
     redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(lua)

@@ -9,9 +9,9 @@
 //! connection gets `503`, and reconnects).
 
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
 use redis::Value;
 
+use super::conn::Conn;
 use super::history::{self, Entry, Fetch, Outstanding};
 use super::{wire, Cluster, Forward};
 use crate::history::{Pos, Reason};
@@ -32,20 +32,18 @@ pub(super) struct Sequencer {
 
 impl Sequencer {
     /// Loads both scripts (`SCRIPT LOAD`) on a new session; `None` with history off.
-    pub(super) async fn load(
-        c: &Cluster,
-        publ: &mut MultiplexedConnection,
-    ) -> Result<Option<Sequencer>, String> {
+    pub(super) async fn load(c: &Cluster, publ: &mut Conn) -> Result<Option<Sequencer>, String> {
         if !c.sequenced() {
             return Ok(None);
         }
-        let load = |src: &'static str| {
+        let load = |src: &str| {
             let mut cmd = redis::cmd("SCRIPT");
             cmd.arg("LOAD").arg(src);
             let mut p = publ.clone();
             async move { cmd.query_async::<String>(&mut p).await }
         };
-        let publish_sha = load(history::PUBLISH_LUA)
+        let publish = c.script(history::PUBLISH_LUA);
+        let publish_sha = load(&publish)
             .await
             .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
         let read_sha = load(history::READ_LUA)
@@ -77,7 +75,7 @@ impl Sequencer {
         let mut records = Vec::new();
         for f in &fs {
             let id = f.key.to_string();
-            let (ek, sk) = c.history_keys(id.as_bytes());
+            let (ek, sk) = c.history_keys(&f.key);
             cmd.arg(ek).arg(sk);
             self.next_tag = self.next_tag.wrapping_add(1);
             if f.reply != ReplyTo::NOBODY {
@@ -156,12 +154,12 @@ impl Sequencer {
     pub(super) async fn answer(
         &self,
         c: &Cluster,
-        publ: &mut MultiplexedConnection,
+        publ: &mut Conn,
         fetches: Vec<Fetch>,
     ) -> Result<(), String> {
         let mut pipe = redis::pipe();
         for f in &fetches {
-            let (ek, sk) = c.history_keys(f.id.to_string().as_bytes());
+            let (ek, sk) = c.history_keys(&f.id);
             pipe.cmd("EVALSHA")
                 .arg(&self.read_sha)
                 .arg(2)

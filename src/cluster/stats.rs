@@ -30,19 +30,22 @@ pub struct ClusterStats {
     /// Records from other nodes for an id with no subscriber on this node: received only
     /// because another id of the same bucket is held here (broadcast mode's waste).
     pub unwanted: AtomicU64,
+    /// Redis Cluster: channels subscribed again after their slot moved to another shard.
+    pub resubscribed: AtomicU64,
 }
 
 impl Cluster {
     /// The cluster's keys for `GET /stats`, each `,"key":N`: `cluster_up` (0 or 1),
     /// `cluster_subscribed_buckets`, `cluster_forwarded`, `cluster_forward_dropped`,
     /// `cluster_received`, `cluster_echoes_dropped`, `cluster_bad_records`,
-    /// `cluster_outages`, `cluster_batches`, `cluster_inbound`, `cluster_unwanted`.
+    /// `cluster_outages`, `cluster_batches`, `cluster_inbound`, `cluster_unwanted`,
+    /// `cluster_resubscribed`.
     pub fn stats_json(&self, out: &mut String) {
         let s = &self.stats;
         let subscribed = self.subscribed.iter().filter(|b| b.load(Relaxed)).count();
         let _ = write!(
             out,
-            ",\"cluster_up\":{},\"cluster_subscribed_buckets\":{subscribed},\"cluster_forwarded\":{},\"cluster_forward_dropped\":{},\"cluster_received\":{},\"cluster_echoes_dropped\":{},\"cluster_bad_records\":{},\"cluster_outages\":{},\"cluster_batches\":{},\"cluster_inbound\":{},\"cluster_unwanted\":{}",
+            ",\"cluster_up\":{},\"cluster_subscribed_buckets\":{subscribed},\"cluster_forwarded\":{},\"cluster_forward_dropped\":{},\"cluster_received\":{},\"cluster_echoes_dropped\":{},\"cluster_bad_records\":{},\"cluster_outages\":{},\"cluster_batches\":{},\"cluster_inbound\":{},\"cluster_unwanted\":{},\"cluster_resubscribed\":{}",
             u8::from(self.is_up()),
             s.forwarded.load(Relaxed),
             s.dropped.load(Relaxed),
@@ -53,6 +56,7 @@ impl Cluster {
             s.batches.load(Relaxed),
             s.inbound.load(Relaxed),
             s.unwanted.load(Relaxed),
+            s.resubscribed.load(Relaxed),
         );
     }
 }

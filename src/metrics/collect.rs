@@ -71,6 +71,7 @@ const CLUSTER: &[(&str, &str, MetricType, ClusterField)] = {
         ("cluster_received", "Records received from the other nodes.", C, |c| c.stats.received.load(Relaxed)),
         ("cluster_inbound", "Records that arrived from Redis pub/sub, own echoes included.", C, |c| c.stats.inbound.load(Relaxed)),
         ("cluster_unwanted", "Records from other nodes for an id with no subscriber on this node.", C, |c| c.stats.unwanted.load(Relaxed)),
+        ("cluster_resubscribed", "Redis Cluster: channels subscribed again after their slot moved.", C, |c| c.stats.resubscribed.load(Relaxed)),
         ("cluster_redis_reconnects", "Redis connection episodes ended by an error (each followed by a reconnect).", C, |c| c.stats.outages.load(Relaxed)),
     ]
 };

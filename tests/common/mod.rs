@@ -6,7 +6,8 @@
 //!   test's backend;
 //! - `child`: the ONE launcher of `uring-comet` as a child process (`serve`, and the binary
 //!   for the tool subcommands);
-//! - `redis`: the ONE launcher of a throwaway redis-server;
+//! - `redis`: the ONE launcher of a throwaway redis-server; `redis_cluster`: of a throwaway
+//!   Redis Cluster (3 masters, 3 replicas);
 //! - `http`: a parsed response head and its checks;
 //! - `client`: a blocking HTTP/1.1 client over `TcpStream` whose every read has a timeout;
 //! - `comet`: the seed protocol: message bytes, subscriber and publisher wrappers, `/stats`;
@@ -40,6 +41,7 @@ pub(crate) mod presence;
 pub(crate) mod prometheus;
 pub(crate) mod proxy;
 pub(crate) mod redis;
+pub(crate) mod redis_cluster;
 pub(crate) mod server;
 pub(crate) mod streams;
 pub(crate) mod track;
@@ -58,6 +60,7 @@ pub(crate) use presence::*;
 pub(crate) use prometheus::*;
 pub(crate) use proxy::*;
 pub(crate) use redis::*;
+pub(crate) use redis_cluster::*;
 pub(crate) use server::*;
 pub(crate) use streams::*;
 pub(crate) use track::*;
