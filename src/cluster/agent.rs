@@ -16,12 +16,14 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 
-use super::conn::{self, Conn, Event, Events, Sub};
+use super::backlog;
+use super::conn::{self, Conn, Events, Sub};
 use super::control::CtlAgent;
 use super::inbound::Inbound;
 use super::presence_agent::PresenceAgent;
+use super::receive::Batch;
 use super::sequencer::{self, Sequencer};
 use super::wire::{self, Kind};
 use super::{redact, Cluster, Forward};
@@ -113,7 +115,13 @@ async fn session(
     };
     // Forwards queued in the instant before the node was marked down would be stale now.
     drop_queue(c);
-    if let Err(e) = subscribe_wanted(c, &sink).await {
+    if c.config().is_redis_cluster() {
+        match backlog::load(c, &mut publ).await {
+            Ok(sha) => c.set_pub_sha(sha),
+            Err(e) => return e,
+        }
+    }
+    if let Err(e) = subscribe_wanted(c, &mut publ, &sink).await {
         return e;
     }
     c.ctl_refuse_queued();
@@ -185,22 +193,9 @@ async fn pump(
                 let Some(m) = m else {
                     return "pub/sub connection closed".to_string();
                 };
-                let mut lost = Vec::new();
-                let mut next = Some(m);
                 // Everything already read goes in the same batches.
-                while let Some(m) = next {
-                    match m {
-                        Event::Msg(m) => take(c, &m, &mut inbound, seq, ctl),
-                        Event::Lost(ch) => lost.push(ch),
-                        Event::Disconnected => {
-                            inbound.flush(c);
-                            return "a Redis Cluster node connection dropped".to_string();
-                        }
-                    }
-                    next = stream.next().now_or_never().flatten();
-                }
-                inbound.flush(c);
-                if let Err(e) = conn::resubscribe(c, sink, lost).await {
+                let mut batch = Batch { inbound: &mut inbound, seq, ctl };
+                if let Err(e) = batch.run(c, m, stream, publ, sink).await {
                     return e;
                 }
                 last_heard = Instant::now();
@@ -219,7 +214,7 @@ async fn pump(
         }
         // Cleared before the queue is drained: a forward pushed after this wakes us again.
         c.woken.store(false, SeqCst);
-        if let Err(e) = subscribe_wanted(c, sink).await {
+        if let Err(e) = subscribe_wanted(c, publ, sink).await {
             return e;
         }
         if let Err(e) = publish_queued(c, publ, seq).await {
@@ -238,24 +233,6 @@ async fn pump(
                 return e;
             }
         }
-    }
-}
-
-/// One pub/sub message: a control record ([`super::control`]) or a batch of records.
-fn take(
-    c: &Cluster,
-    m: &redis::Msg,
-    inbound: &mut Inbound,
-    seq: &mut Option<Sequencer>,
-    ctl: &mut CtlAgent,
-) {
-    let p = m.get_payload_bytes();
-    if super::control::is_ctl(p) {
-        ctl.take(c, p);
-    } else if super::presence::is_presence(p) {
-        super::presence::take(c, p);
-    } else {
-        inbound.take(c, m, seq);
     }
 }
 
@@ -279,7 +256,7 @@ async fn answer_fetches(
     if fetches.is_empty() {
         return Ok(());
     }
-    if let Err(e) = subscribe_wanted(c, sink).await {
+    if let Err(e) = subscribe_wanted(c, publ, sink).await {
         sequencer::refuse(c, fetches);
         return Err(e);
     }
@@ -297,13 +274,16 @@ async fn ping(sink: &mut Sub) -> Result<(), SessionError> {
 /// Subscribes every wanted bucket not subscribed yet, one SUBSCRIBE per channel, pipelined
 /// (the client matches one confirmation to each command, so a command per channel keeps
 /// its bookkeeping exact); then marks them subscribed and tells the shards.
-async fn subscribe_wanted(c: &Cluster, sink: &Sub) -> Result<(), SessionError> {
+async fn subscribe_wanted(c: &Cluster, publ: &mut Conn, sink: &Sub) -> Result<(), SessionError> {
     let new: Vec<u32> = (0..=c.friends_bucket())
         .filter(|&b| c.wanted[b as usize].load(Relaxed) && !c.subscribed[b as usize].load(Relaxed))
         .filter(|&b| c.owns(b))
         .collect();
     if new.is_empty() {
         return Ok(());
+    }
+    if c.config().is_redis_cluster() {
+        backlog::read_starts(c, publ, &new).await?;
     }
     let subs = new.iter().map(|&b| {
         let mut s = sink.clone();
@@ -359,8 +339,20 @@ async fn publish_queued(
             return Ok(());
         }
         let mut pipe = redis::pipe();
+        let pub_sha = c.pub_sha();
         for (b, p) in full.into_iter().chain(payloads) {
-            pipe.cmd(c.publish_cmd()).arg(c.channel(b)).arg(p).ignore();
+            if let Some(sha) = &pub_sha {
+                // Redis Cluster: numbered and kept with the SPUBLISH (backlog.rs).
+                let ch = c.channel(b);
+                pipe.cmd("EVALSHA")
+                    .arg(sha)
+                    .arg(1)
+                    .arg(format!("{ch}:s"))
+                    .arg(ch);
+                pipe.arg(p).ignore();
+            } else {
+                pipe.cmd("PUBLISH").arg(c.channel(b)).arg(p).ignore();
+            }
         }
         // History on: Redis numbers, keeps and publishes these (shard/cluster.rs sends
         // nothing positioned without a sequencer).

@@ -30,8 +30,14 @@ impl Inbound {
         }
     }
 
-    pub(super) fn take(&mut self, c: &Cluster, m: &redis::Msg, seq: &mut Option<Sequencer>) {
-        let payload = Bytes::copy_from_slice(m.get_payload_bytes());
+    pub(super) fn take(
+        &mut self,
+        c: &Cluster,
+        channel: &str,
+        payload: &[u8],
+        seq: &mut Option<Sequencer>,
+    ) {
+        let payload = Bytes::copy_from_slice(payload);
         let (node, records, err) = wire::decode(&payload);
         let mine = node == Some(c.node);
         let mut bad = u64::from(err.is_some());
@@ -89,7 +95,7 @@ impl Inbound {
             if !self.warned {
                 self.warned = true;
                 tracing::warn!(
-                    channel = m.get_channel_name(),
+                    channel,
                     "cluster: undecodable payload or invalid id from Redis ({err:?}); counted in /stats cluster_bad_records"
                 );
             }

@@ -51,6 +51,7 @@
 
 pub mod affine;
 pub mod agent;
+pub mod backlog;
 mod config;
 mod conn;
 pub mod control;
@@ -58,6 +59,7 @@ pub mod history;
 mod inbound;
 pub mod presence;
 mod presence_agent;
+mod receive;
 mod sequencer;
 mod stats;
 pub mod wire;
@@ -65,7 +67,7 @@ pub mod wire;
 pub use config::{redact, ClusterConfig, DEFAULT_BUCKETS};
 pub use stats::ClusterStats;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -103,6 +105,9 @@ pub struct Cluster {
     wanted: Box<[AtomicBool]>,
     /// Buckets whose SUBSCRIBE Redis has confirmed on the current connection.
     subscribed: Box<[AtomicBool]>,
+    /// Redis Cluster: per bucket, the number of the last payload delivered ([`backlog`];
+    /// the agent's alone, atomics only to live in this shared struct).
+    seqs: Box<[AtomicU64]>,
     /// Connected and subscribed: forwards are queued and new heads wait for subscriptions.
     up: AtomicBool,
     queue: SegQueue<Forward>,
@@ -116,6 +121,8 @@ pub struct Cluster {
     ctl: control::CtlQueues,
     /// Cluster-wide presence events ([`presence`]).
     presence: presence::PresenceQueues,
+    /// Redis Cluster: the SHA1 of the session's [`backlog::PUB_LUA`] (empty: none).
+    pub_sha: std::sync::Mutex<String>,
     /// Totals for /stats.
     pub stats: ClusterStats,
 }
@@ -130,6 +137,7 @@ impl Cluster {
             mesh,
             wanted: (0..b).map(|_| AtomicBool::new(false)).collect(),
             subscribed: (0..b).map(|_| AtomicBool::new(false)).collect(),
+            seqs: (0..b).map(|_| AtomicU64::new(0)).collect(),
             up: AtomicBool::new(false),
             queue: SegQueue::new(),
             queued_bytes: AtomicUsize::new(0),
@@ -139,6 +147,7 @@ impl Cluster {
             ctl: control::CtlQueues::default(),
             presence: presence::PresenceQueues::default(),
             stats: ClusterStats::default(),
+            pub_sha: std::sync::Mutex::new(String::new()),
             cfg,
         }
     }
@@ -184,16 +193,6 @@ impl Cluster {
             "SPUBLISH"
         } else {
             "PUBLISH"
-        }
-    }
-
-    /// `src` (a Lua script) with its `PUBLISH`es as [`Cluster::publish_cmd`].
-    pub(crate) fn script(&self, src: &'static str) -> std::borrow::Cow<'static, str> {
-        if self.cfg.is_redis_cluster() {
-            src.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
-                .into()
-        } else {
-            src.into()
         }
     }
 

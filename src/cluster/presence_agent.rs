@@ -48,8 +48,8 @@ impl PresenceAgent {
             node: format!("{:016x}", c.node),
             next_lease: Instant::now(),
             next_sweep: Instant::now(),
-            edge_sha: load(publ, &c.script(EDGE)).await?,
-            sweep_sha: load(publ, &c.script(SWEEP)).await?,
+            edge_sha: load(publ, &c.script_plain(EDGE)).await?,
+            sweep_sha: load(publ, &c.script_plain(SWEEP)).await?,
         };
         let fresh: u64 = rand_epoch(c.node);
         let (epoch, seq): (u64, Option<u64>) = redis::pipe()

@@ -32,6 +32,12 @@ pub struct ClusterStats {
     pub unwanted: AtomicU64,
     /// Redis Cluster: channels subscribed again after their slot moved to another shard.
     pub resubscribed: AtomicU64,
+    /// Redis Cluster: payloads delivered from a bucket's backlog (after a gap or a move).
+    pub backlog_filled: AtomicU64,
+    /// Redis Cluster: payloads of a gap the backlog no longer held (lost).
+    pub backlog_missed: AtomicU64,
+    /// Redis Cluster: payloads that arrived live after the backlog had delivered them.
+    pub backlog_dups: AtomicU64,
 }
 
 impl Cluster {
@@ -39,13 +45,14 @@ impl Cluster {
     /// `cluster_subscribed_buckets`, `cluster_forwarded`, `cluster_forward_dropped`,
     /// `cluster_received`, `cluster_echoes_dropped`, `cluster_bad_records`,
     /// `cluster_outages`, `cluster_batches`, `cluster_inbound`, `cluster_unwanted`,
-    /// `cluster_resubscribed`.
+    /// `cluster_resubscribed`, `cluster_backlog_filled`, `cluster_backlog_missed`,
+    /// `cluster_backlog_dups`.
     pub fn stats_json(&self, out: &mut String) {
         let s = &self.stats;
         let subscribed = self.subscribed.iter().filter(|b| b.load(Relaxed)).count();
         let _ = write!(
             out,
-            ",\"cluster_up\":{},\"cluster_subscribed_buckets\":{subscribed},\"cluster_forwarded\":{},\"cluster_forward_dropped\":{},\"cluster_received\":{},\"cluster_echoes_dropped\":{},\"cluster_bad_records\":{},\"cluster_outages\":{},\"cluster_batches\":{},\"cluster_inbound\":{},\"cluster_unwanted\":{},\"cluster_resubscribed\":{}",
+            ",\"cluster_up\":{},\"cluster_subscribed_buckets\":{subscribed},\"cluster_forwarded\":{},\"cluster_forward_dropped\":{},\"cluster_received\":{},\"cluster_echoes_dropped\":{},\"cluster_bad_records\":{},\"cluster_outages\":{},\"cluster_batches\":{},\"cluster_inbound\":{},\"cluster_unwanted\":{},\"cluster_resubscribed\":{},\"cluster_backlog_filled\":{},\"cluster_backlog_missed\":{},\"cluster_backlog_dups\":{}",
             u8::from(self.is_up()),
             s.forwarded.load(Relaxed),
             s.dropped.load(Relaxed),
@@ -57,6 +64,9 @@ impl Cluster {
             s.inbound.load(Relaxed),
             s.unwanted.load(Relaxed),
             s.resubscribed.load(Relaxed),
+            s.backlog_filled.load(Relaxed),
+            s.backlog_missed.load(Relaxed),
+            s.backlog_dups.load(Relaxed),
         );
     }
 }

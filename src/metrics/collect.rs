@@ -72,6 +72,9 @@ const CLUSTER: &[(&str, &str, MetricType, ClusterField)] = {
         ("cluster_inbound", "Records that arrived from Redis pub/sub, own echoes included.", C, |c| c.stats.inbound.load(Relaxed)),
         ("cluster_unwanted", "Records from other nodes for an id with no subscriber on this node.", C, |c| c.stats.unwanted.load(Relaxed)),
         ("cluster_resubscribed", "Redis Cluster: channels subscribed again after their slot moved.", C, |c| c.stats.resubscribed.load(Relaxed)),
+        ("cluster_backlog_filled", "Redis Cluster: payloads delivered from a bucket backlog after a gap or a slot move.", C, |c| c.stats.backlog_filled.load(Relaxed)),
+        ("cluster_backlog_missed", "Redis Cluster: payloads of a gap the bucket backlog no longer held (lost).", C, |c| c.stats.backlog_missed.load(Relaxed)),
+        ("cluster_backlog_dups", "Redis Cluster: payloads that arrived live after their backlog delivery (dropped).", C, |c| c.stats.backlog_dups.load(Relaxed)),
         ("cluster_redis_reconnects", "Redis connection episodes ended by an error (each followed by a reconnect).", C, |c| c.stats.outages.load(Relaxed)),
     ]
 };
