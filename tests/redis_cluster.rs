@@ -139,8 +139,10 @@ fn three_nodes_exactly_once_over_sharded_channels() {
 /// History on. A stream on node A reads messages 1-5 published through node B; the master
 /// of the id's slot is killed (SIGKILL) and its replica promoted (node timeout 1 s);
 /// messages 6-10 are sent through B, each retried while B answers 503 (no master yet: not
-/// kept). A fresh live subscriber on node C gets message 11 (delivery resumed), and a
-/// stream reopened on C with the cursor of message 5 gets exactly 6-11, in order.
+/// kept). A fresh live subscriber on node C gets message 11 (delivery resumed); a stream
+/// reopened on C with the cursor of message 5 gets exactly 6-11, in order; and the stream
+/// on A, open throughout, gets 6-11 too, in order (its node filled the gap from the
+/// bucket's backlog after reconnecting).
 #[test]
 fn master_failover_then_resume_loses_nothing() {
     let mut rc = RedisCluster::start();
@@ -187,6 +189,18 @@ fn master_failover_then_resume_loses_nothing() {
         t.sse(&mut sc, "replayed after the failover");
     }
     sc.expect_silence(QUIET, "nothing more");
+    let mut ta = Track::new(id, t.cur.at(0, 5));
+    for _ in 6..=11 {
+        ta.sse(&mut sa, "live on A across the failover");
+    }
+    sa.expect_silence(QUIET, "nothing more on A");
+    let st = stats(a.publish);
+    eprintln!(
+        "failover, node A: outages {}, backlog filled {}, missed {}",
+        json_number(&st, "cluster_outages"),
+        json_number(&st, "cluster_backlog_filled"),
+        json_number(&st, "cluster_backlog_missed")
+    );
 }
 
 /// A subscriber on node A holds 4 ids of one bucket; node B publishes 400 messages to them

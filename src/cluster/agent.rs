@@ -25,6 +25,7 @@ use super::inbound::Inbound;
 use super::presence_agent::PresenceAgent;
 use super::receive::Batch;
 use super::sequencer::{self, Sequencer};
+use super::slots::SlotWatch;
 use super::wire::{self, Kind};
 use super::{redact, Cluster, Forward};
 use crate::mesh::Msg;
@@ -187,7 +188,16 @@ async fn pump(
 ) -> SessionError {
     let mut inbound = Inbound::new(c.mesh.shards());
     let mut last_heard = Instant::now();
+    let mut watch = SlotWatch::new(c);
     loop {
+        let mut batch = Batch {
+            inbound: &mut inbound,
+            seq,
+            ctl,
+        };
+        if let Err(e) = batch.refill(c, publ).await {
+            return e;
+        }
         tokio::select! {
             m = stream.next() => {
                 let Some(m) = m else {
@@ -201,6 +211,11 @@ async fn pump(
                 last_heard = Instant::now();
             }
             _ = c.wake.notified() => {}
+            _ = watch.due() => {
+                if let Err(e) = watch.check(c, publ, sink).await {
+                    return e;
+                }
+            }
             _ = ctl_deadline(ctl.deadline()) => {}
             _ = ctl_deadline(pres.as_ref().map(PresenceAgent::deadline)) => {}
             _ = tokio::time::sleep(PING_EVERY) => {

@@ -91,6 +91,11 @@ impl Cluster {
         (!s.is_empty()).then(|| s.clone())
     }
 
+    /// The buckets queued for a fill from their backlog.
+    pub(super) fn take_refills(&self) -> std::collections::BTreeSet<u32> {
+        std::iter::from_fn(|| self.refill.pop()).collect()
+    }
+
     pub(super) fn set_pub_sha(&self, sha: String) {
         *self.pub_sha.lock().unwrap_or_else(|e| e.into_inner()) = sha;
     }
@@ -156,8 +161,12 @@ impl Cluster {
     }
 }
 
-/// Sets the last numbers of `buckets` from Redis before they are subscribed (`GET` of each
-/// sequence key, 0 if absent).
+/// Reads the numbers of `buckets` from Redis before they are subscribed (`GET` of each
+/// sequence key, 0 if absent). A bucket first subscribed starts there. A bucket subscribed
+/// again (a new session: a node connection dropped, a failover) whose number moved on is
+/// queued for a fill ([`Cluster::take_refills`]): what was published while this node was
+/// not subscribed comes from the backlog. One whose number went back (a promoted replica
+/// without the last increments) starts again where it is now.
 pub(super) async fn read_starts(
     c: &Cluster,
     publ: &mut Conn,
@@ -172,7 +181,13 @@ pub(super) async fn read_starts(
         .await
         .map_err(|e| format!("GET bucket sequences: {e}"))?;
     for (&b, n) in buckets.iter().zip(got) {
-        c.seqs[b as usize].store(n.unwrap_or(0), Relaxed);
+        let (n, last) = (n.unwrap_or(0), &c.seqs[b as usize]);
+        let l = last.load(Relaxed);
+        if l > 0 && n > l {
+            c.refill.push(b);
+        } else if n != l {
+            last.store(n, Relaxed);
+        }
     }
     Ok(())
 }

@@ -61,6 +61,7 @@ pub mod presence;
 mod presence_agent;
 mod receive;
 mod sequencer;
+pub mod slots;
 mod stats;
 pub mod wire;
 
@@ -108,6 +109,8 @@ pub struct Cluster {
     /// Redis Cluster: per bucket, the number of the last payload delivered ([`backlog`];
     /// the agent's alone, atomics only to live in this shared struct).
     seqs: Box<[AtomicU64]>,
+    /// Redis Cluster: buckets to fill from their backlog (subscribed again, or moved).
+    refill: SegQueue<u32>,
     /// Connected and subscribed: forwards are queued and new heads wait for subscriptions.
     up: AtomicBool,
     queue: SegQueue<Forward>,
@@ -138,6 +141,7 @@ impl Cluster {
             wanted: (0..b).map(|_| AtomicBool::new(false)).collect(),
             subscribed: (0..b).map(|_| AtomicBool::new(false)).collect(),
             seqs: (0..b).map(|_| AtomicU64::new(0)).collect(),
+            refill: SegQueue::new(),
             up: AtomicBool::new(false),
             queue: SegQueue::new(),
             queued_bytes: AtomicUsize::new(0),
@@ -227,6 +231,11 @@ impl Cluster {
             self.wake_agent();
         }
         self.is_up() && !self.subscribed[b].load(Relaxed)
+    }
+
+    /// Whether the agent's subscription of bucket `b` is confirmed.
+    pub(crate) fn is_subscribed(&self, b: u32) -> bool {
+        self.subscribed[b as usize].load(Relaxed)
     }
 
     /// Whether a head waiting on bucket `b` may go now.

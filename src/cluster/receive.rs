@@ -53,6 +53,15 @@ impl Batch<'_> {
         gaps.extend(lost.iter().filter_map(|ch| c.bucket_of_channel(ch)));
         conn::resubscribe(c, sink, lost).await?;
         for b in gaps {
+            c.refill.push(b);
+        }
+        self.refill(c, publ).await
+    }
+
+    /// Fills every bucket queued for it from its backlog, in order, then hands everything
+    /// taken to the shards.
+    pub(super) async fn refill(&mut self, c: &Cluster, publ: &mut Conn) -> Result<(), String> {
+        for b in c.take_refills() {
             let channel = c.channel(b);
             for p in backlog::fill(c, publ, b).await? {
                 self.inbound.take(c, &channel, &p, self.seq);

@@ -262,29 +262,9 @@ impl RedisCluster {
     }
 }
 
-/// The Redis Cluster hash slot of `key` (CRC16/XMODEM of its hash tag or the whole key,
-/// mod 16384: Redis Cluster specification, "Keys distribution model").
+/// The Redis Cluster hash slot of `key` (the server's own computation).
 pub(crate) fn slot_of(key: &str) -> u16 {
-    let k = key.as_bytes();
-    let tag = match (k.iter().position(|&b| b == b'{'), k) {
-        (Some(s), _) => match k[s + 1..].iter().position(|&b| b == b'}') {
-            Some(0) | None => k,
-            Some(e) => &k[s + 1..s + 1 + e],
-        },
-        (None, _) => k,
-    };
-    let mut crc: u16 = 0;
-    for &b in tag {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
+    uring_comet::cluster::slots::slot_of(key.as_bytes())
 }
 
 impl Drop for RedisCluster {
