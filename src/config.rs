@@ -84,9 +84,10 @@ pub struct ServeArgs {
     pub backend: Backend,
     // --- cluster mode (crate::cluster) ---
     /// Cluster mode: share one id space with the other nodes on this Redis,
-    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`. A send accepted here reaches every matching
-    /// connection on every node; its reply counts this node's deliveries. Also read from
-    /// `UC_CLUSTER`.
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, or on a Redis Cluster (sharded pub/sub),
+    /// `redis-cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...]`. A send accepted here reaches
+    /// every matching connection on every node; its reply counts this node's deliveries.
+    /// Also read from `UC_CLUSTER`.
     #[arg(long, env = "UC_CLUSTER", hide_env_values = true)]
     pub cluster: Option<String>,
     /// Bucket channels ids are hashed into (`uc:<B>:<b>`); must be the same on every node.
@@ -276,8 +277,8 @@ impl ServeArgs {
     /// Checks the flags and fills in defaults.
     ///
     /// Errors: a shard count of 0 or over [`MAX_SHARDS`]; equal listener addresses; a
-    /// `--cluster` that is not a `redis://` URL; a subscriber-token key file that cannot be
-    /// read or holds no usable key ([`crate::auth::SubAuthArgs::verifier`]).
+    /// `--cluster` that is neither a `redis://` URL nor a `redis-cluster://` list; a
+    /// subscriber-token key file that cannot be read or holds no usable key ([`crate::auth::SubAuthArgs::verifier`]).
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
         let shards = self
             .shards

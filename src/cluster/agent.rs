@@ -1,7 +1,7 @@
 //! The node's Redis agent: one task on shard 0's runtime (tokio-uring's runtime is a tokio
 //! current-thread runtime, so the `redis` crate's tokio sockets run on it unchanged; the
 //! epoll backend's shards run on a tokio runtime too). It holds the node's Redis
-//! connections ([`super::conn`]): on one Redis a multiplexed one for `PUBLISH` and a pub/sub
+//! connections (`conn`): on one Redis a multiplexed one for `PUBLISH` and a pub/sub
 //! one for `SUBSCRIBE` and the messages; on Redis Cluster one per Redis node for both
 //! (`SPUBLISH`, `SSUBSCRIBE`). The protocol is in the [`super`] module doc.
 //!

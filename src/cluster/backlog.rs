@@ -41,7 +41,7 @@ pub const BACKLOG_TTL_MS: u64 = 10_000;
 pub const SEQ_LEN: usize = 8;
 
 /// The Lua function the cluster variants of the publishing scripts call instead of
-/// `PUBLISH` ([`Cluster::script`]): numbers, keeps and `SPUBLISH`es one payload.
+/// `PUBLISH` (`Cluster::script`): numbers, keeps and `SPUBLISH`es one payload.
 pub const UC_PUB: &str = r"
 local function uc_pub(ch, p)
   local s = redis.call('INCR', ch .. ':s')

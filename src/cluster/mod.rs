@@ -1,4 +1,5 @@
-//! Cluster mode over Redis (`serve --cluster redis://HOST:PORT[/DB]`): nodes share one id
+//! Cluster mode over Redis (`serve --cluster redis://HOST:PORT[/DB]`, or a Redis Cluster with
+//! `redis-cluster://HOST:PORT[,...]`: `conn`, [`backlog`], [`slots`]): nodes share one id
 //! space through Redis pub/sub.
 //!
 //! # Who sends what to whom
@@ -169,7 +170,7 @@ impl Cluster {
     /// The Redis channel of bucket `b`: `uc:<B>:<b>`, or `uc<DB>:<B>:<b>` for a URL with a
     /// database other than 0; bucket [`Cluster::friends_bucket`] is `uc:<B>:friends`. On
     /// Redis Cluster the bucket is a hash tag, `uc:<B>:{<b>}`: its history keys
-    /// ([`Cluster::bucket_prefix`]) are in the same slot, as the history script needs.
+    /// (`Cluster::bucket_prefix`) are in the same slot, as the history script needs.
     pub fn channel(&self, b: u32) -> String {
         self.bucket_prefix(b)
     }

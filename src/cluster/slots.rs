@@ -148,7 +148,11 @@ mod tests {
         assert_eq!(slot_of(b"123456789"), 0x31C3);
         assert_eq!(slot_of(b"foo"), 12182);
         assert_eq!(slot_of(b"{user1000}.following"), slot_of(b"user1000"));
-        assert_ne!(slot_of(b"foo{}{bar}"), slot_of(b"bar"), "an empty tag hashes the whole key");
+        assert_ne!(
+            slot_of(b"foo{}{bar}"),
+            slot_of(b"bar"),
+            "an empty tag hashes the whole key"
+        );
         assert_eq!(slot_of(b"uc:1024:{5}"), slot_of(b"5"));
         let map = Value::Array(vec![Value::Array(vec![
             Value::Int(0),
