@@ -606,3 +606,86 @@ fn eventsource_with_and_without_a_token() {
     eventsource_token_in_chromium()
 }
 }
+
+/// The page's script for [`affine_redirect_in_chromium`]: an `EventSource` on `URL`.
+const REDIRECT_SCRIPT: &str = "window.got = []; window.opens = 0; window.errors = 0;
+const es = new EventSource(URL);
+es.onopen = () => { window.opens++; };
+es.onerror = () => { window.errors++; };
+es.onmessage = (e) => { window.got.push(e.data); };
+true";
+
+fn affine_redirect_in_chromium() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let redis = Redis::start();
+    let ports = [free_port(), free_port()];
+    let urls = format!(
+        "http://127.0.0.1:{},http://127.0.0.1:{}",
+        ports[0], ports[1]
+    );
+    let nodes: Vec<ChildServer> = (0..2)
+        .map(|i| {
+            Serve::new()
+                .shards(2)
+                .listen(&format!("127.0.0.1:{}", ports[i]))
+                .args(["--cluster", &redis.url(), "--cluster-mode", "affine"])
+                .args([
+                    "--cluster-nodes",
+                    "2",
+                    "--cluster-node-index",
+                    &i.to_string(),
+                ])
+                .args(["--cluster-node-urls", &urls])
+                .spawn()
+        })
+        .collect();
+    // An id node 1 owns: node 0 answers its subscriber with a 307.
+    let id = (0..1000)
+        .map(|n| format!("aff-{n}"))
+        .find(|id| {
+            let mut c = Client::connect(nodes[0].subscriber);
+            c.send(format!("GET /sub/{id} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+            c.read_head().status == 307
+        })
+        .expect("an id of node 1");
+    let mut b = Browser::launch(&chromium);
+    b.open_demo(nodes[0].publish.port());
+    let url = format!("'http://127.0.0.1:{}/sub/{id}'", ports[0]);
+    b.eval(&REDIRECT_SCRIPT.replace("URL", &url));
+    let wait = Duration::from_secs(15);
+    b.wait_for(
+        "window.opens",
+        wait,
+        "EventSource open after the 307",
+        |v| v == 1,
+    );
+    assert_eq!(
+        stat(nodes[1].publish, "connections"),
+        1,
+        "the stream is on node 1"
+    );
+    let mut p = Publisher::connect(nodes[0].publish);
+    p.client.send(&send_request(&id, b"via node 0"));
+    let head = p.client.read_head();
+    head.expect_200();
+    let body = p.client.read_body(&head);
+    assert_eq!(
+        body,
+        br#"{"delivered":0,"scope":"node","cluster":"queued"}"#
+    );
+    b.wait_for("window.got.length", wait, "the message", |v| v == 1);
+    assert_eq!(b.eval("window.got"), json!(["via node 0"]));
+    assert_eq!(b.eval("window.errors"), json!(0));
+}
+
+both_backends! {
+/// Review F1 in a real client: a page on another origin opens an `EventSource` on node 0 for
+/// an id node 1 owns (`--cluster-mode affine`); node 0's `307` carries CORS, so Chromium
+/// follows it to node 1 (Fetch standard: a cross-origin redirect needs it), the stream opens
+/// there and a message published through node 0 arrives.
+fn eventsource_follows_an_affine_redirect() {
+    affine_redirect_in_chromium()
+}
+}

@@ -116,6 +116,8 @@ fn misrouted_redirected_owner_delivers_once() {
     let (head, _, _) = request_expect_close(a.subscriber_addr(), req.as_bytes());
     head.expect_status(307);
     head.expect_header_exact("location", &format!("http://n1.test:8081/test/{x}"));
+    // A cross-origin EventSource follows a redirect only with CORS on it (review F1).
+    head.expect_header_exact("access-control-allow-origin", "*");
     let ws = format!(
         "GET /sub/{x} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
@@ -123,7 +125,8 @@ fn misrouted_redirected_owner_delivers_once() {
     head.expect_status(307);
     head.expect_header_exact("location", &format!("http://n1.test:8081/sub/{x}"));
     let both = format!("GET /sub/{},{x} HTTP/1.1\r\nHost: h\r\n\r\n", own[0]);
-    expect_error(a.subscriber_addr(), both.as_bytes(), 409, "ids of both nodes");
+    let conflict = expect_error(a.subscriber_addr(), both.as_bytes(), 409, "ids of both nodes");
+    conflict.expect_header_exact("access-control-allow-origin", "*");
     // The owner serves it; node 1 redirects node 0's ids the other way.
     let mut sub = Subscriber::connect(b.subscriber_addr(), x);
     let req = format!("GET /sub/{} HTTP/1.1\r\nHost: h\r\n\r\n", own[0]);

@@ -78,11 +78,12 @@ fn get(path: &str, extra: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").into_bytes()
 }
 
-/// Expects the exact 401 for `code` and `description` on `request`, and the close.
+/// Expects the exact 401 for `code` and `description` on `request` (with the default
+/// `--cors-origin *` line, so a page on another origin can read it), and the close.
 fn expect_401(addr: SocketAddr, request: &[u8], code: &str, description: &str) {
     let (head, body, _) = request_expect_close(addr, request);
     let text = format!("unauthorized: {description}\n");
-    let want = format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"uring-comet\", error=\"{code}\", error_description=\"{description}\"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", text.len());
+    let want = format!("HTTP/1.1 401 Unauthorized\r\nAccess-Control-Allow-Origin: *\r\nWWW-Authenticate: Bearer realm=\"uring-comet\", error=\"{code}\", error_description=\"{description}\"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", text.len());
     assert_eq!(
         String::from_utf8_lossy(&head.raw),
         want,
@@ -140,6 +141,7 @@ fn each_refusal_names_its_reason() {
     // A valid token that does not cover every id: 403 naming the first one it misses.
     let (head, body, _) = request_expect_close(s, &get(&format!("/sub/u1,u2?token={good}"), ""));
     assert_eq!(head.status, 403);
+    head.expect_header_exact("access-control-allow-origin", "*");
     assert_eq!(String::from_utf8_lossy(&body), "forbidden: the token does not cover id u2\n");
     // Every subscriber route checks: /test/, /poll/, a WebSocket upgrade.
     for path in ["/test/u1", "/poll/u1"] {

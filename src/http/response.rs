@@ -157,6 +157,18 @@ pub fn cors_lines(origin: &str) -> Vec<u8> {
     }
 }
 
+/// Inserts header `lines` (each ending CRLF, e.g. [`cors_lines`]) right after the status line
+/// of the reply that begins at `out[start..]`; nothing if the reply has no CRLF.
+pub fn insert_lines(out: &mut Vec<u8>, start: usize, lines: &[u8]) {
+    if lines.is_empty() {
+        return;
+    }
+    if let Some(p) = out[start..].windows(2).position(|w| w == b"\r\n") {
+        let at = start + p + 2;
+        out.splice(at..at, lines.iter().copied());
+    }
+}
+
 /// The complete answer to a CORS preflight (`OPTIONS` on a stream path): 204 with the
 /// methods and request headers a subscriber may use (`Last-Event-ID` and `Cache-Control`
 /// are what EventSource polyfills add). With CORS off (`cors` empty, `--cors-origin ""`) it
@@ -248,6 +260,20 @@ pub fn error(out: &mut Vec<u8>, status: Status) {
 #[cfg(test)]
 mod tests {
     use super::{delivered, edit, error, friends_delivered, html_escape, seed_chunk, Forward};
+
+    #[test]
+    fn lines_go_after_the_status_line() {
+        let mut out =
+            b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 409 Conflict\r\nContent-Length: 0\r\n\r\n".to_vec();
+        super::insert_lines(&mut out, 19, b"A: 1\r\n");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 409 Conflict\r\nA: 1\r\nContent-Length: 0\r\n\r\n"
+        );
+        let before = out.clone();
+        super::insert_lines(&mut out, 0, b"");
+        assert_eq!(out, before, "no lines: unchanged");
+    }
     use crate::http::Status;
 
     #[test]

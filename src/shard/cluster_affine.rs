@@ -38,10 +38,14 @@ impl<D: Driver> Shard<D> {
         let target = affine::target_of(whole).map(<[u8]>::to_vec);
         aux.inbuf.clear();
         let out = aux.queue(sending);
+        let start = out.len();
         match (url, target) {
             (Some(url), Some(target)) => affine::redirect(out, url, &target),
             _ => affine::span_conflict(out),
         }
+        // A cross-origin EventSource follows a 307 only if it carries CORS (Fetch standard,
+        // "HTTP-redirect fetch"), and reads a 409 only with it.
+        crate::http::response::insert_lines(out, start, &self.resume.cors);
         self.conns[i].state = State::Finishing;
         self.conns[i].marks.insert(Marks::DISCARD);
         self.try_send(i);

@@ -83,6 +83,7 @@ impl<D: Driver> Shard<D> {
         let a = self.ensure_aux(i);
         let sending = self.conns[i].flags.contains(crate::conn::Flags::SENDING);
         let out = self.aux[a].queue(sending);
+        let start = out.len();
         let (status, why) = match denial {
             Denial::Unauthorized(r) => {
                 response::unauthorized(out, r.code(), r.describe());
@@ -94,6 +95,8 @@ impl<D: Driver> Shard<D> {
                 (403, why)
             }
         };
+        // A page on another origin reads why it was refused (Fetch standard, CORS protocol).
+        response::insert_lines(out, start, &self.resume.cors);
         self.conns[i].state = State::Finishing;
         self.try_send(i);
         let e = &mut self.expiry;
