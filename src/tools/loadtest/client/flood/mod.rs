@@ -100,6 +100,10 @@ pub(crate) struct FloodShared {
     pub(crate) reconnected: AtomicU64,
     /// Set by another thread to end the loop.
     pub(crate) stop: AtomicBool,
+    /// Churned subscribers that left (closed on purpose).
+    pub(crate) churned: AtomicU64,
+    /// Set by another thread to stop churning (nobody new leaves; those away come back).
+    pub(crate) churn_hold: AtomicBool,
 }
 
 /// What a flood run saw.

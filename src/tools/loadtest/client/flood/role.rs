@@ -25,6 +25,9 @@ const MAX_NOTES: usize = 5;
 #[derive(Default)]
 struct Churn {
     started: Option<Instant>,
+    /// Turns taken (the clock's count; a pick already away is skipped, not a leave).
+    picks: u64,
+    /// Subscribers that really left.
     churned: u64,
     reconnected: u64,
     gaps: Vec<Gap>,
@@ -102,6 +105,10 @@ impl FloodRole {
     /// [`FloodConfig::churn_per_min`]) and has them restarted; starts the clock once every
     /// connection is up.
     fn churn_due(&mut self, turn: &mut Turn<'_, u32>, now: Instant) {
+        // Held (the drain): nobody new leaves, the ones away come back.
+        if self.shared.churn_hold.load(Relaxed) {
+            return;
+        }
         let start = match self.churn.started {
             Some(s) => s,
             None if self.res.connected == self.cfg.count => *self.churn.started.insert(now),
@@ -114,7 +121,7 @@ impl FloodRole {
             .rng
             .get_or_insert_with(|| XorShift::new(0x005e_edc4));
         let mut picks = Vec::new();
-        for _ in self.churn.churned..due {
+        for _ in self.churn.picks..due {
             picks.push((rng.next_u64() % self.cfg.count) as usize);
         }
         for i in picks {
@@ -131,8 +138,10 @@ impl FloodRole {
                     from_us: now_us(),
                     to_us: u64::MAX,
                 });
+                self.churn.churned += 1;
+                self.shared.churned.store(self.churn.churned, Relaxed);
             }
-            self.churn.churned += 1;
+            self.churn.picks += 1;
         }
     }
 

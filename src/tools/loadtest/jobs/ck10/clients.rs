@@ -215,11 +215,16 @@ pub(super) fn publish(a: &MainArgs, server: &ServerGuard, total: u64) -> Result<
         .and_then(|r| r)
 }
 
-/// Phase 5: waits (at most `drain_ms`) until `sent` messages have been received; the
-/// milliseconds waited.
+/// Phase 5: stops the churn, then waits (at most `drain_ms`) until `sent` messages have been
+/// received and every churned subscriber is back; the milliseconds waited.
 pub(super) fn drain(subs: &FloodShared, sent: u64, drain_ms: u64) -> u64 {
+    subs.churn_hold.store(true, Relaxed);
     let d0 = Instant::now();
-    while subs.received.load(Relaxed) < sent && d0.elapsed() < Duration::from_millis(drain_ms) {
+    let pending = || {
+        subs.received.load(Relaxed) < sent
+            || subs.reconnected.load(Relaxed) < subs.churned.load(Relaxed)
+    };
+    while pending() && d0.elapsed() < Duration::from_millis(drain_ms) {
         std::thread::sleep(Duration::from_millis(5));
     }
     d0.elapsed().as_millis() as u64

@@ -263,12 +263,19 @@ fn finish(report: &Report, json: bool) -> Result<()> {
     }
     if !report.passed() {
         bail!(
-            "load test failed: {} lost, {} publishes failed, {} subscribers closed, {} bad chunks{}",
+            "load test failed: {} lost, {} publishes failed, {} subscribers closed, {} bad chunks{}{}",
             report.lost,
             report.publish_failed,
             report.closed,
             report.duplicates + report.out_of_order + report.id_mismatch + report.garbled,
-            if report.server_exited { ", server exited" } else { "" }
+            if report.server_exited { ", server exited" } else { "" },
+            match &report.churn {
+                Some(c) if c.reconnected != c.churned => format!(
+                    ", {} churned subscribers not back",
+                    c.churned - c.reconnected
+                ),
+                _ => String::new(),
+            }
         );
     }
     Ok(())
