@@ -272,7 +272,7 @@ fn finish(report: &Report, json: bool) -> Result<()> {
             match &report.churn {
                 Some(c) if c.reconnected != c.churned => format!(
                     ", {} churned subscribers not back",
-                    c.churned - c.reconnected
+                    c.churned.saturating_sub(c.reconnected)
                 ),
                 _ => String::new(),
             }
