@@ -211,3 +211,37 @@ fn body_too_large() {
     sub.expect_msg(b"ok");
 }
 }
+
+/// The whole reply to `req` on a fresh connection to `addr`, up to the server's close.
+fn whole_reply(addr: std::net::SocketAddr, req: &[u8]) -> Vec<u8> {
+    let mut c = Client::connect(addr);
+    c.send_lossy(req);
+    c.read_to_close().0
+}
+
+both_backends! {
+/// An error answering a HEAD is the head a GET gets, Content-Length included, and no body
+/// (RFC 9110 section 9.3.2), then the close: a bad id, an unknown path and a method the
+/// subscriber listener does not take; on the publish listener an unknown path and a bad id.
+fn head_errors_have_no_body() {
+    let server = start(2);
+    let cases = [
+        (server.subscriber_addr(), "/test/a%20b"),
+        (server.subscriber_addr(), "/nowhere"),
+        (server.publish_addr(), "/nowhere"),
+        (server.publish_addr(), "/send/a%20b"),
+    ];
+    for (addr, path) in cases {
+        let got = whole_reply(addr, format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        let end = got.windows(4).position(|w| w == b"\r\n\r\n").expect("a whole head") + 4;
+        assert!(got.len() > end, "GET {path}: an error with a body: {:?}", String::from_utf8_lossy(&got));
+        assert!(got.starts_with(b"HTTP/1.1 4"), "GET {path}: {:?}", String::from_utf8_lossy(&got));
+        let head = whole_reply(addr, format!("HEAD {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(
+            String::from_utf8_lossy(&head),
+            String::from_utf8_lossy(&got[..end]),
+            "HEAD {path}: the GET's head, no body"
+        );
+    }
+}
+}

@@ -143,6 +143,11 @@ fn each_refusal_names_its_reason() {
     assert_eq!(head.status, 403);
     head.expect_header_exact("access-control-allow-origin", "*");
     assert_eq!(String::from_utf8_lossy(&body), "forbidden: the token does not cover id u2\n");
+    // A HEAD gets the same 401 head and no body (RFC 9110 section 9.3.2).
+    let (head, body, _) = request_expect_close(s, b"HEAD /sub/u1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(head.status, 401);
+    head.expect_header_exact("content-length", &"unauthorized: no token (Authorization: Bearer, ?token= or the cookie)\n".len().to_string());
+    assert!(body.is_empty(), "HEAD: no body, got {:?}", String::from_utf8_lossy(&body));
     // Every subscriber route checks: /test/, /poll/, a WebSocket upgrade.
     for path in ["/test/u1", "/poll/u1"] {
         expect_401(s, &get(path, ""), "invalid_request", "no token (Authorization: Bearer, ?token= or the cookie)");

@@ -157,6 +157,20 @@ pub fn cors_lines(origin: &str) -> Vec<u8> {
     }
 }
 
+/// Cuts the body off the reply that begins at `out[start..]` (everything after its blank
+/// line), keeping its `Content-Length`: the answer to a `HEAD` (RFC 9110 section 9.3.2, the
+/// same head as a `GET` would get, no content).
+pub fn drop_body(out: &mut Vec<u8>, start: usize) {
+    if let Some(p) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        out.truncate(start + p + 4);
+    }
+}
+
+/// Whether request bytes `req` are a `HEAD` request (its method, RFC 9110 section 9.3.2).
+pub fn is_head(req: &[u8]) -> bool {
+    req.starts_with(b"HEAD ")
+}
+
 /// Inserts header `lines` (each ending CRLF, e.g. [`cors_lines`]) right after the status line
 /// of the reply that begins at `out[start..]`; nothing if the reply has no CRLF.
 pub fn insert_lines(out: &mut Vec<u8>, start: usize, lines: &[u8]) {

@@ -46,6 +46,9 @@ impl<D: Driver> Shard<D> {
         // A cross-origin EventSource follows a 307 only if it carries CORS (Fetch standard,
         // "HTTP-redirect fetch"), and reads a 409 only with it.
         crate::http::response::insert_lines(out, start, &self.resume.cors);
+        if req.head_only {
+            crate::http::response::drop_body(out, start);
+        }
         self.conns[i].state = State::Finishing;
         self.conns[i].marks.insert(Marks::DISCARD);
         self.try_send(i);

@@ -72,14 +72,14 @@ impl<D: Driver> Shard<D> {
                 true
             }
             Err(denial) => {
-                self.refuse_token(i, &denial);
+                self.refuse_token(i, &denial, req.head_only);
                 false
             }
         }
     }
 
     /// Answers 401 or 403 for `denial` and closes; logs (at most one line a second).
-    fn refuse_token(&mut self, i: u32, denial: &Denial) {
+    fn refuse_token(&mut self, i: u32, denial: &Denial, head: bool) {
         let a = self.ensure_aux(i);
         let sending = self.conns[i].flags.contains(crate::conn::Flags::SENDING);
         let out = self.aux[a].queue(sending);
@@ -97,6 +97,9 @@ impl<D: Driver> Shard<D> {
         };
         // A page on another origin reads why it was refused (Fetch standard, CORS protocol).
         response::insert_lines(out, start, &self.resume.cors);
+        if head {
+            response::drop_body(out, start);
+        }
         self.conns[i].state = State::Finishing;
         self.try_send(i);
         let e = &mut self.expiry;

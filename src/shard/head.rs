@@ -133,7 +133,14 @@ impl<D: Driver> Shard<D> {
                 }
                 self.recv_head(i);
             }
-            Head::Refuse(s) => self.refuse(i, s),
+            Head::Refuse(s) => {
+                let head = if a == NONE {
+                    response::is_head(data)
+                } else {
+                    response::is_head(&self.aux[a].inbuf)
+                };
+                self.refuse_as(i, s, head)
+            }
             Head::Done(mut req, n) => {
                 // A WebSocket client's frames may come in the same read as its head (load
                 // generators, coalescing proxies, retransmits): they start its frame stream.
@@ -157,10 +164,22 @@ impl<D: Driver> Shard<D> {
     /// it once that is sent.
     pub(super) fn refuse(&mut self, i: u32, status: Status) {
         let a = self.ensure_aux(i);
+        let head = response::is_head(&self.aux[a].inbuf);
+        self.refuse_as(i, status, head)
+    }
+
+    /// [`Shard::refuse`] for a request whose method is known: a `HEAD` gets the head alone.
+    pub(super) fn refuse_as(&mut self, i: u32, status: Status, head: bool) {
+        let a = self.ensure_aux(i);
         let sending = self.conns[i].flags.contains(Flags::SENDING);
         let aux = &mut self.aux[a];
         aux.inbuf.clear();
-        response::error(aux.queue(sending), status);
+        let out = aux.queue(sending);
+        let start = out.len();
+        response::error(out, status);
+        if head {
+            response::drop_body(out, start);
+        }
         self.conns[i].state = State::Finishing;
         self.conns[i].marks.insert(Marks::DISCARD);
         self.try_send(i);

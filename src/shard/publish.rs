@@ -175,6 +175,9 @@ impl<D: Driver> Shard<D> {
         tracing::debug!(shard = self.me, status = ?s, head = %String::from_utf8_lossy(head).escape_debug(), "publish request refused");
         let mut raw = Vec::new();
         response::error(&mut raw, s);
+        if response::is_head(head) {
+            response::drop_body(&mut raw, 0);
+        }
         self.push_reply(i, Pending::ready(i, raw, true));
         self.conns[i].marks.insert(Marks::DISCARD);
         None
