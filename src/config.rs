@@ -84,10 +84,9 @@ pub struct ServeArgs {
     pub backend: Backend,
     // --- cluster mode (crate::cluster) ---
     /// Cluster mode: share one id space with the other nodes on this Redis,
-    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, or on a Redis Cluster (sharded pub/sub),
-    /// `redis-cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...]`. A send accepted here reaches
-    /// every matching connection on every node; its reply counts this node's deliveries.
-    /// Also read from `UC_CLUSTER`.
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, or Redis Cluster, `redis-cluster://[:PASSWORD@]
+    /// HOST:PORT[,HOST:PORT...]`. A send accepted here reaches every matching connection on
+    /// every node; its reply counts this node's deliveries. Also read from `UC_CLUSTER`.
     #[arg(long, env = "UC_CLUSTER", hide_env_values = true)]
     pub cluster: Option<String>,
     /// Bucket channels ids are hashed into (`uc:<B>:<b>`); must be the same on every node.
