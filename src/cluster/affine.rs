@@ -39,9 +39,19 @@ pub struct AffineArgs {
 impl AffineArgs {
     /// The validated affine settings (`None` in broadcast mode), given `--cluster`.
     ///
-    /// Errors: affine mode without `--cluster`; those of [`Affine::new`].
+    /// Errors: affine mode without `--cluster`; those of [`Affine::new`]; in broadcast mode,
+    /// any affine flag set (it would be ignored: a node meant to be affine would quietly
+    /// serve every id).
     pub fn resolve(&self, cluster: Option<&str>) -> anyhow::Result<Option<Affine>> {
         if self.cluster_mode == ClusterMode::Broadcast {
+            let set = [
+                (self.cluster_nodes != 1, "--cluster-nodes"),
+                (self.cluster_node_index != 0, "--cluster-node-index"),
+                (!self.cluster_node_urls.is_empty(), "--cluster-node-urls"),
+            ];
+            if let Some((_, flag)) = set.iter().find(|(on, _)| *on) {
+                anyhow::bail!("{flag} is for --cluster-mode affine (broadcast mode ignores it)");
+            }
             return Ok(None);
         }
         if cluster.is_none_or(str::is_empty) {
@@ -254,7 +264,16 @@ mod tests {
         assert_eq!(e, "--cluster-mode affine needs --cluster");
         assert!(args.resolve(Some("redis://h:1")).unwrap().is_some());
         args.cluster_mode = ClusterMode::Broadcast;
+        let e = args.resolve(None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--cluster-node-urls is for --cluster-mode affine (broadcast mode ignores it)"
+        );
+        args.cluster_node_urls.clear();
         assert_eq!(args.resolve(None).unwrap(), None);
+        args.cluster_nodes = 3;
+        let e = args.resolve(Some("redis://h:1")).unwrap_err().to_string();
+        assert!(e.starts_with("--cluster-nodes is for"), "{e}");
     }
 
     #[test]
