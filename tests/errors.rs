@@ -245,3 +245,24 @@ fn head_errors_have_no_body() {
     }
 }
 }
+
+both_backends! {
+/// A known publish-listener target asked with a method it does not take gets 405 naming
+/// the ones it does (RFC 9110 section 15.5.6), exact bytes, then the close; an unknown
+/// target stays 404.
+fn wrong_method_on_a_known_target_is_405() {
+    let server = start(2);
+    let p = server.publish_addr();
+    for (method, path, allow) in [
+        ("GET", "/send/1", "POST, PUT"),
+        ("DELETE", "/presence/42", "GET, HEAD"),
+        ("POST", "/metrics", "GET, HEAD"),
+    ] {
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+        let want = format!("HTTP/1.1 405 Method Not Allowed\r\nAllow: {allow}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\nConnection: close\r\n\r\nMethod Not Allowed\n");
+        assert_eq!(String::from_utf8_lossy(&whole_reply(p, req.as_bytes())), want, "{method} {path}");
+    }
+    let reply = whole_reply(p, b"GET /nowhere HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(reply.starts_with(b"HTTP/1.1 404 Not Found\r\n"), "{:?}", String::from_utf8_lossy(&reply));
+}
+}

@@ -69,6 +69,10 @@ pub enum Status {
     /// 405 Method Not Allowed on a GET-only target (`/events/presence`); the reply carries
     /// `Allow: GET` (RFC 9110 section 15.5.6).
     GetOnly,
+    /// 405 Method Not Allowed on a known target of the publish listener that takes other
+    /// methods, named in the reply's `Allow` (e.g. `POST, PUT` for `GET /send/<id>`; RFC
+    /// 9110 section 15.5.6).
+    Allow(&'static str),
     /// 429 Too Many Requests: a subscriber from an address already holding
     /// `--max-conns-per-ip` connections; the reply carries `Retry-After` (RFC 6585 section 4).
     TooManyRequests,
@@ -92,7 +96,9 @@ impl Status {
             Status::Unavailable => (503, "Service Unavailable"),
             Status::Internal => (500, "Internal Server Error"),
             Status::UpgradeRequired => (426, "Upgrade Required"),
-            Status::MethodNotAllowed | Status::GetOnly => (405, "Method Not Allowed"),
+            Status::MethodNotAllowed | Status::GetOnly | Status::Allow(_) => {
+                (405, "Method Not Allowed")
+            }
             Status::TooManyRequests => (429, "Too Many Requests"),
         }
     }

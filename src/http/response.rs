@@ -253,6 +253,7 @@ pub fn error(out: &mut Vec<u8>, status: Status) {
     }
     let (code, reason) = status.code_reason();
     // RFC 6750 section 3: a 401 names the scheme it wants.
+    let allow;
     let challenge = match status {
         Status::Unauthorized => "WWW-Authenticate: Bearer realm=\"uring-comet\"\r\n",
         // RFC 6455 section 4.4: the versions this server speaks.
@@ -260,6 +261,10 @@ pub fn error(out: &mut Vec<u8>, status: Status) {
         // RFC 9110 section 15.5.6: the methods the target allows.
         Status::MethodNotAllowed => "Allow: DELETE\r\n",
         Status::GetOnly => "Allow: GET\r\n",
+        Status::Allow(methods) => {
+            allow = format!("Allow: {methods}\r\n");
+            &allow
+        }
         // RFC 6585 section 4 / RFC 9110 section 10.2.3: when to try again, seconds.
         Status::TooManyRequests => "Retry-After: 10\r\n",
         _ => "",

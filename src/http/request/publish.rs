@@ -95,7 +95,7 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
         if let (false, Some(t)) = (open, token) {
             authorize(req, t)?;
         }
-        match req.method {
+        let routed = match req.method {
             _ if path.starts_with(admin::SUBSCRIBERS) => admin::kick(req, path, close),
             Some(m @ ("GET" | "HEAD")) => get(req, path, close, m == "HEAD"),
             Some("POST") => post(req, path, close),
@@ -105,8 +105,35 @@ pub fn parse_publish(buf: &[u8], token: Option<&[u8]>) -> Head<PubRequest> {
             }
             Some(m @ ("PUT" | "DELETE")) => friends_edit(req, path, close, m == "PUT"),
             _ => Err(Status::NotImplemented),
-        }
+        };
+        routed.map_err(|e| match (e, allowed(path)) {
+            // A known target asked with a method it does not take (RFC 9110 section 15.5.6).
+            (Status::NotFound | Status::NotImplemented, Some(a))
+                if !a.split(", ").any(|m| Some(m) == req.method) =>
+            {
+                Status::Allow(a)
+            }
+            (e, _) => e,
+        })
     })
+}
+
+/// The methods a known target of the publish listener takes (`None`: an unknown path).
+fn allowed(path: &[u8]) -> Option<&'static str> {
+    let under = |p: &[u8]| path.strip_prefix(p).is_some_and(|rest| !rest.is_empty());
+    if under(b"/send/") || under(b"/publish/") {
+        Some("POST, PUT")
+    } else if under(b"/friends/") {
+        Some("PUT, DELETE")
+    } else if under(b"/presence/") {
+        Some("GET, HEAD")
+    } else if path == b"/presence" {
+        Some("POST")
+    } else if path == b"/" || path == b"/stats" || Probe::of_path(path).is_some() {
+        Some("GET, HEAD")
+    } else {
+        None
+    }
 }
 
 /// Checks `Authorization: Bearer <token>` in constant time. Errors: 401.
@@ -344,8 +371,42 @@ mod tests {
                 23
             )
         );
+        // A known target, another method: 405 naming the ones it takes.
+        for (req, allow) in [
+            (
+                &b"DELETE /send/1 HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+                "POST, PUT",
+            ),
+            (b"GET /send/1 HTTP/1.1\r\nHost: x\r\n\r\n", "POST, PUT"),
+            (
+                b"DELETE /presence/42 HTTP/1.1\r\nHost: x\r\n\r\n",
+                "GET, HEAD",
+            ),
+            (
+                b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                "GET, HEAD",
+            ),
+            (
+                b"GET /friends/1/2 HTTP/1.1\r\nHost: x\r\n\r\n",
+                "PUT, DELETE",
+            ),
+            (b"GET /presence HTTP/1.1\r\nHost: x\r\n\r\n", "POST"),
+            (b"PATCH /stats HTTP/1.1\r\nHost: x\r\n\r\n", "GET, HEAD"),
+        ] {
+            assert_eq!(
+                parse_publish(req, None),
+                Head::Refuse(Status::Allow(allow)),
+                "{}",
+                String::from_utf8_lossy(req)
+            );
+        }
+        // Unknown targets stay 404 or 501.
         assert_eq!(
-            parse_publish(b"DELETE /send/1 HTTP/1.1\r\nHost: x\r\n\r\n", None),
+            parse_publish(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", None),
+            Head::Refuse(Status::NotFound)
+        );
+        assert_eq!(
+            parse_publish(b"PATCH /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", None),
             Head::Refuse(Status::NotImplemented)
         );
     }
