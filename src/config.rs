@@ -159,7 +159,7 @@ pub struct ServeArgs {
     /// (`max-conns = 100000`); flags and `UC_*` environment variables given as well win; a
     /// key the server does not know stops the start. Example:
     /// kernel-tuning/uring-comet.toml. Also read from `UC_CONFIG`.
-    #[arg(long, value_name = "FILE", env = "UC_CONFIG")]
+    #[arg(long, value_name = "FILE", env = "UC_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// Subscriber tokens (crate::auth): `--sub-jwt-*`, `--sub-jwks-file`, `--sub-token-cookie`.
     #[command(flatten)]

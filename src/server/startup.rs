@@ -305,10 +305,17 @@ fn wait_cluster_up(c: &Cluster) {
     let t0 = Instant::now();
     while !c.is_up() {
         if t0.elapsed() > CLUSTER_START_WAIT {
-            tracing::warn!(
-                "cluster: not connected to Redis after {} s; serving local traffic meanwhile",
-                CLUSTER_START_WAIT.as_secs()
-            );
+            if c.sequenced() {
+                tracing::warn!(
+                    "cluster: not connected to Redis after {} s; publishes and new streams answered 503 meanwhile (history lives in Redis; /test/ streams are served)",
+                    CLUSTER_START_WAIT.as_secs()
+                );
+            } else {
+                tracing::warn!(
+                    "cluster: not connected to Redis after {} s; serving local traffic meanwhile",
+                    CLUSTER_START_WAIT.as_secs()
+                );
+            }
             return;
         }
         std::thread::sleep(Duration::from_millis(2));

@@ -133,8 +133,8 @@ impl AfterLeave {
     /// One line for the text report.
     pub(crate) fn line(&self) -> String {
         format!(
-            "{} after {} ms: connections {}, ids {}, direct slots {}, fds {} (baseline {}), \
-             subscriber sockets in CLOSE_WAIT {}, ESTABLISHED {}",
+            "{} after {} ms: connections {}, ids {}, direct slots {}, fds {} (baseline {}; one \
+             more is the /stats request's own), subscriber sockets in CLOSE_WAIT {}, ESTABLISHED {}",
             if self.at_baseline() {
                 "back to baseline"
             } else {
