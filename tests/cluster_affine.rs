@@ -320,3 +320,31 @@ fn lb_port(lb: &Haproxy) -> u16 {
         .unwrap();
     bind.parse().unwrap()
 }
+
+both_backends! {
+/// Every node must share the node list: a node started with another one (3 nodes instead of
+/// 2) stays out of the cluster (`cluster_up` 0, no bucket subscribed) and says why, once,
+/// at error level; the nodes with the right list go on (a send through node 0 still
+/// reaches its subscriber).
+fn a_node_with_another_list_stays_out() {
+    let redis = Redis::start();
+    let a = node(&redis, 0);
+    let other = Serve::new()
+        .shards(2)
+        .args(["--cluster", &redis.url(), "--cluster-buckets", "64", "--cluster-mode", "affine"])
+        .args(["--cluster-nodes", "3", "--cluster-node-index", "2"])
+        .args(["--cluster-node-urls", "http://x:1,http://y:2,http://z:3"])
+        .spawn();
+    let said = wait_until(Duration::from_secs(5), || other.stderr().contains("differs from the cluster's"));
+    assert!(said, "{}", other.stderr());
+    let st = stats(other.publish);
+    assert_eq!(json_number(&st, "cluster_up"), 0.0, "{st}");
+    assert_eq!(json_number(&st, "cluster_subscribed_buckets"), 0.0, "{st}");
+    assert_eq!(other.stderr().matches("differs from the cluster's").count(), 1, "logged once");
+    let (own, _) = split_ids(&a);
+    let mut sub = Subscriber::connect(a.subscriber_addr(), &own[0]);
+    let mut p = Publisher::connect(a.publish_addr());
+    assert_eq!(send_body(&mut p, &own[0], b"still on"), r#"{"delivered":1,"scope":"node","cluster":"queued"}"#);
+    sub.expect_msg(b"still on");
+}
+}

@@ -129,6 +129,9 @@ async fn session(
     if let Err(e) = super::control::subscribe(c, &mut sink).await {
         return e;
     }
+    if let Err(e) = super::affine_lease::claim(c, &mut publ).await {
+        return e;
+    }
     let mut seq = match Sequencer::load(c, &mut publ).await {
         Ok(s) => s,
         Err(e) => return e,

@@ -51,6 +51,7 @@
 //!   counts across nodes; [`presence`]: cluster-wide presence events.
 
 pub mod affine;
+pub mod affine_lease;
 pub mod agent;
 pub mod backlog;
 mod config;

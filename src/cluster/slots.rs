@@ -4,7 +4,8 @@
 //! [`CHECK_EVERY`] the agent reads `CLUSTER SLOTS` and compares each subscribed bucket's
 //! master with the last reading: a bucket whose master changed is subscribed again (the
 //! client routes it to the new master) and filled from its backlog ([`super::backlog`]),
-//! as after a `sunsubscribe`. The first reading of a session only records.
+//! as after a `sunsubscribe`. The first reading of a session only records. In affine mode
+//! (on one Redis too) the same timer refreshes the node list's lease ([`super::affine_lease`]).
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 pub(super) struct SlotWatch {
     /// Per bucket (the friends channel last), its master's `host:port`.
     owners: Option<Vec<Option<String>>>,
+    /// Affine mode: the node list's lease is refreshed at each check.
+    affine: bool,
     next: Instant,
 }
 
@@ -28,15 +31,16 @@ impl SlotWatch {
         let n = c.config().buckets as usize + 1;
         SlotWatch {
             owners: c.config().is_redis_cluster().then(|| vec![None; n]),
+            affine: c.config().affine.is_some(),
             next: Instant::now() + CHECK_EVERY,
         }
     }
 
-    /// Resolves when a check is due (never on one Redis).
+    /// Resolves when a check is due (never on one Redis in broadcast mode).
     pub(super) async fn due(&self) {
-        match self.owners {
-            Some(_) => tokio::time::sleep_until(self.next.into()).await,
-            None => std::future::pending().await,
+        match (&self.owners, self.affine) {
+            (None, false) => std::future::pending().await,
+            _ => tokio::time::sleep_until(self.next.into()).await,
         }
     }
 
@@ -49,6 +53,8 @@ impl SlotWatch {
         sink: &mut Sub,
     ) -> Result<(), String> {
         self.next = Instant::now() + CHECK_EVERY;
+        // Affine mode: the node list's lease, refreshed (affine_lease.rs).
+        super::affine_lease::claim(c, publ).await?;
         let Some(owners) = self.owners.as_mut() else {
             return Ok(());
         };
