@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,9 @@ fn server_pid(parent: u32) -> Option<u32> {
 }
 
 /// Runs `loadtest million` slowly (20,000 subscribers at 2,000/s), kills its server with
-/// SIGKILL after a second of connecting; returns the exit status's success and the output.
+/// SIGKILL a second after connecting began (the load tester's `server pid ... idle RSS`
+/// line: a kill before it, while the idle RSS settles, would test the start instead);
+/// returns the exit status's success and the output.
 fn run_and_kill(json: bool) -> (bool, String) {
     let mut cmd = binary();
     cmd.args([
@@ -44,21 +47,33 @@ fn run_and_kill(json: bool) -> (bool, String) {
     if json {
         cmd.arg("--json");
     }
-    let child = cmd
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = server_pid(child.id()).expect("the load tester started its server");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("idle RSS") {
+                let _ = tx.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let connecting = rx.recv_timeout(Duration::from_secs(30)).is_ok();
     std::thread::sleep(Duration::from_secs(1));
     // SAFETY: kill(2) of the server this test's child started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = reader.join().unwrap();
+    assert!(connecting, "the load tester began connecting: {err}");
+    let text = format!("{}{err}", String::from_utf8_lossy(&out.stdout));
     (out.status.success(), text)
 }
 
