@@ -25,7 +25,9 @@ pub(crate) fn now_us() -> u64 {
 pub(crate) fn rss_bytes(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    parse_vmrss(&status).ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+    // A zombie (exited, not reaped yet) still has a status file, without VmRSS.
+    parse_vmrss(&status)
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status: the process has exited"))
 }
 
 /// VmRSS of a /proc/PID/status text, bytes.

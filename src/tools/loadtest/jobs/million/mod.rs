@@ -35,7 +35,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::halves::check_fd_limit;
@@ -269,9 +269,7 @@ fn start_server(
     let server = split::start(hold, &server_bin, &args, a.server.server_log.as_ref())?;
     let spid = server.pid;
     let cpu_start = cpu_seconds(spid)?;
-    r.server_rss_idle = wait_rss_stable(spid, SETTLE)
-        .with_context(|| format!("the server (pid {spid}) ended while starting"))?
-        .0;
+    r.server_rss_idle = wait_rss_stable(spid, SETTLE)?.0;
     say(&format!(
         "server pid {spid} on {} / {}, idle RSS {:.1} MiB; {workers} workers x <= {per} from {}..{}",
         server.sub_addr,
