@@ -5,13 +5,16 @@
 # kill them by pid; the system service is not relied on) and `prometheus` (gives `prometheus`
 # and `promtool`: tests/metrics.rs checks /metrics with `promtool check metrics` and scrapes
 # the server with a real Prometheus on a free port, ended by pid) and `haproxy` (tests/cluster_affine.rs
-# puts it in front of id-affine nodes, ended by pid). Quiet unless an install fails, then
+# puts it in front of id-affine nodes, ended by pid) and `redis-tools` (redis-cli: the Redis
+# Cluster of tests/redis_cluster.rs; redis-benchmark: scripts/redis-backlog-cost.py). Quiet unless an install fails, then
 # the apt log goes to stderr and the script exits 1. Needs root and apt (Debian), as on CI;
 # elsewhere it says what to install and exits 1.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# redis-cli (tests/redis_cluster.rs creates its Redis Cluster with `redis-cli --cluster create`).
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v haproxy >/dev/null || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
