@@ -124,7 +124,11 @@ pub(super) enum Admit {
 
 impl Cluster {
     /// The bucket of a channel name on Redis Cluster (`uc:<B>:{<b>}`, `uc:<B>:{friends}`).
+    /// `None` on one Redis (its payloads carry no number).
     pub(super) fn bucket_of_channel(&self, ch: &[u8]) -> Option<u32> {
+        if !self.cfg.is_redis_cluster() || ch.last() != Some(&b'}') {
+            return None;
+        }
         let prefix = format!("uc:{}:{{", self.cfg.buckets);
         let tag = ch.strip_prefix(prefix.as_bytes())?.strip_suffix(b"}")?;
         if tag == b"friends" {
@@ -267,6 +271,15 @@ mod tests {
         assert_eq!(c.bucket_of_channel(b"uc:16:{16}"), None);
         assert_eq!(c.bucket_of_channel(b"uc:16:ctl"), None);
         assert_eq!(c.bucket_of_channel(b"{uc:16}:presence"), None);
+        let one = Cluster::new(
+            ClusterConfig::new("redis://127.0.0.1:1", 16).unwrap(),
+            Arc::new(Mesh::new(1)),
+        );
+        assert_eq!(
+            one.bucket_of_channel(b"uc:16:{3}"),
+            None,
+            "one Redis: no numbers"
+        );
         assert_eq!(c.admit(3, 1), Admit::Next);
         assert_eq!(c.admit(3, 2), Admit::Next);
         assert_eq!(c.admit(3, 2), Admit::Dup);
