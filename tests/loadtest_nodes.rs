@@ -2,7 +2,8 @@
 //! nodes as children of the load tester, in both `--cluster-mode`s. Every message arrives
 //! once; in affine mode each record from Redis lands on its id's owner only (the nodes'
 //! inbound records sum to the messages sent, none unwanted), in broadcast mode nodes also
-//! receive records of ids they do not hold. The figures are for `loadtest/runs/`.
+//! receive records of ids they do not hold; with `--redis-shards 3` the nodes run on a Redis
+//! Cluster and every master carries some of the payloads. The figures are for `loadtest/runs/`.
 
 mod common;
 
@@ -10,8 +11,14 @@ use common::*;
 
 /// `loadtest --nodes 3` in `mode`, 600 subscribers, 300 messages; the JSON report.
 fn run(mode: &str) -> serde_json::Value {
+    run_with(mode, &[])
+}
+
+/// [`run`] with `extra` flags.
+fn run_with(mode: &str, extra: &[&str]) -> serde_json::Value {
     let out = binary()
         .args(["loadtest", "--json", "--nodes", "3", "--cluster-mode", mode])
+        .args(extra)
         .args([
             "--conns",
             "600",
@@ -82,5 +89,35 @@ fn affine_needs_nodes() {
     assert!(
         err.contains("--cluster-mode affine needs --nodes 2 or more"),
         "{err}"
+    );
+}
+
+/// `--redis-shards 3`: the nodes on a Redis Cluster of three masters (sharded pub/sub).
+/// Every message arrives once, each record at its owner only; every master carried some of
+/// the bucket payloads (`SPUBLISH` calls), together at most one per message (a payload holds
+/// one or more records).
+#[test]
+fn affine_nodes_on_a_redis_cluster() {
+    let r = run_with("affine", &["--redis-shards", "3"]);
+    assert_eq!((&r["passed"], &r["lost"]), (&true.into(), &0.into()), "{r}");
+    assert_eq!(
+        sum(&r["inbound_per_node"]),
+        300,
+        "each record once, at its owner: {r}"
+    );
+    let shards = r["redis_shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 3, "{r}");
+    let calls: Vec<u64> = shards
+        .iter()
+        .map(|s| s["spublish"].as_u64().unwrap())
+        .collect();
+    assert!(
+        calls.iter().all(|&n| n > 0),
+        "every master carried payloads: {calls:?}"
+    );
+    let total: u64 = calls.iter().sum();
+    assert!(
+        (1..=300).contains(&total),
+        "one SPUBLISH per payload, a payload holds 1 or more records: {calls:?}"
     );
 }

@@ -171,6 +171,12 @@ pub struct MainArgs {
     /// gives each node's inbound records from Redis against total/N.
     #[arg(long, value_enum, default_value_t = crate::cluster::affine::ClusterMode::Broadcast)]
     pub cluster_mode: crate::cluster::affine::ClusterMode,
+    /// With `--nodes`: 0 runs one redis-server; 3 or more a Redis Cluster of that many
+    /// masters (no replicas; `redis-cli --cluster create`), the nodes on
+    /// `--cluster redis-cluster://...` (sharded pub/sub). The report gives each master's CPU
+    /// seconds and `SPUBLISH` calls.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16))]
+    pub redis_shards: u16,
     /// Subscriber transport: `test` (the seed's stream `/test/<id>`, no resume), `sse`
     /// (`/sub/<id>` as server-sent events), `ws` (`/sub/<id>?cursors=1` over WebSocket) or
     /// `raw` (`/sub/<id>?cursors=1`, chunked). The last three carry a cursor with every

@@ -55,6 +55,9 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         {
             anyhow::bail!("--cluster-mode affine needs --nodes 2 or more")
         }
+        None if args.main.nodes < 2 && args.main.redis_shards > 0 => {
+            anyhow::bail!("--redis-shards needs --nodes 2 or more")
+        }
         None if args.main.rounds > 0 && args.main.nodes > 1 => {
             anyhow::bail!("--rounds does not run with --nodes")
         }

@@ -14,5 +14,6 @@ pub(crate) mod hold_peer;
 pub(crate) mod memlog;
 pub(crate) mod proc;
 pub(crate) mod procmem;
+pub(crate) mod redis_cluster;
 pub(crate) mod redis_server;
 pub(crate) mod slabinfo;

@@ -43,13 +43,27 @@ impl RedisGuard {
     /// Starts redis-server on a free port (`--save '' --appendonly no`) and waits (at most
     /// 5 s) until it answers PING. Errors: no binary, or no answer.
     pub(crate) fn start() -> Result<RedisGuard> {
-        let bin = binary()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        RedisGuard::start_with(port, &[], None)
+    }
+
+    /// [`RedisGuard::start`] on `port` with `extra` flags, in directory `dir` (its working
+    /// directory: where a cluster node writes its `nodes.conf`).
+    pub(crate) fn start_with(
+        port: u16,
+        extra: &[&str],
+        dir: Option<&std::path::Path>,
+    ) -> Result<RedisGuard> {
+        let bin = binary()?;
         let mut cmd = Command::new(&bin);
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
         die_with_parent(&mut cmd);
         let child = cmd.spawn().with_context(|| format!("starting {bin}"))?;
         let pid = child.id();

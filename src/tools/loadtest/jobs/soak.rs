@@ -100,6 +100,7 @@ pub(crate) fn soak(a: SoakArgs) -> Result<()> {
         seed: 1,
         nodes: 1,
         cluster_mode: Default::default(),
+        redis_shards: 0,
         transport: Transport::Test,
         churn: a.churn,
         slow_readers: 0,

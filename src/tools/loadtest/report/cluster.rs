@@ -31,6 +31,8 @@ pub(crate) struct ClusterReport {
     pub(crate) node_cpu_s: Vec<f64>,
     pub(crate) node_stats: Vec<Vec<(String, u64)>>,
     pub(crate) redis_cpu_s: f64,
+    /// `--redis-shards`: each master's CPU seconds and `SPUBLISH` calls over the run.
+    pub(crate) shards: Vec<(f64, u64)>,
     pub(crate) notes: Vec<String>,
 }
 
@@ -131,6 +133,12 @@ impl ClusterReport {
             cpus.join(", "),
             self.redis_cpu_s
         );
+        if !self.shards.is_empty() {
+            let per: Vec<String> = (self.shards.iter())
+                .map(|(c, n)| format!("{c:.2} s CPU, {n} SPUBLISH"))
+                .collect();
+            let _ = writeln!(t, "Redis Cluster masters: {}", per.join("; "));
+        }
         for n in &self.notes {
             let _ = writeln!(t, "note: {n}");
         }
@@ -147,6 +155,9 @@ impl ClusterReport {
             )
         };
         let cpus: Vec<String> = self.node_cpu_s.iter().map(|c| format!("{c:.3}")).collect();
+        let shards: Vec<String> = (self.shards.iter())
+            .map(|(c, n)| format!("{{\"cpu_s\":{c:.3},\"spublish\":{n}}}"))
+            .collect();
         let stats: Vec<String> = self
             .node_stats
             .iter()
@@ -167,13 +178,13 @@ impl ClusterReport {
             v.join(",")
         };
         format!(
-            "{{\"nodes\":{},\"mode\":\"{}\",\"inbound_per_node\":[{}],\"inbound_vs_share\":[{}],\"unwanted_per_node\":[{}],\"conns\":{},\"closed\":{},\"connect_s\":{:.3},\"attempted\":{},\"sent\":{},\"publish_failed\":{},\"delivered\":{},\"lost\":{},\"duplicates\":{},\"out_of_order\":{},\"id_mismatch\":{},\"garbled\":{},\"publish_s\":{:.3},\"drain_ms\":{},\"latency_us\":{},\"latency_local_us\":{},\"latency_remote_us\":{},\"added_p99_us\":{},\"node_cpu_s\":[{}],\"redis_cpu_s\":{:.3},\"node_stats\":[{}],\"notes\":[{}],\"passed\":{}}}",
+            "{{\"nodes\":{},\"mode\":\"{}\",\"inbound_per_node\":[{}],\"inbound_vs_share\":[{}],\"unwanted_per_node\":[{}],\"conns\":{},\"closed\":{},\"connect_s\":{:.3},\"attempted\":{},\"sent\":{},\"publish_failed\":{},\"delivered\":{},\"lost\":{},\"duplicates\":{},\"out_of_order\":{},\"id_mismatch\":{},\"garbled\":{},\"publish_s\":{:.3},\"drain_ms\":{},\"latency_us\":{},\"latency_local_us\":{},\"latency_remote_us\":{},\"added_p99_us\":{},\"node_cpu_s\":[{}],\"redis_cpu_s\":{:.3},\"redis_shards\":[{}],\"node_stats\":[{}],\"notes\":[{}],\"passed\":{}}}",
             self.nodes, self.mode, per("cluster_inbound"), ratios.join(","), per("cluster_unwanted"),
             self.conns, self.closed, self.connect_s, self.attempted, self.sent,
             self.publish_failed, self.delivered, self.lost, self.counts.duplicates,
             self.counts.out_of_order, self.counts.id_mismatch, self.counts.garbled, self.publish_s,
             self.drain_ms, lat(&self.all), lat(&self.local), lat(&self.remote),
-            self.added_p99_us(), cpus.join(","), self.redis_cpu_s, stats.join(","),
+            self.added_p99_us(), cpus.join(","), self.redis_cpu_s, shards.join(","), stats.join(","),
             notes.join(","), self.passed()
         )
     }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 mod placement;
+mod start;
 
 use super::halves::{check_fd_limit, check_positive};
 use crate::cluster::affine::ClusterMode;
@@ -36,7 +37,6 @@ use crate::tools::loadtest::client::flood::{self, FloodConfig, FloodResult, Floo
 use crate::tools::loadtest::client::msggen::{self, MsggenConfig, MsggenShared};
 use crate::tools::loadtest::host::child::ServerGuard;
 use crate::tools::loadtest::host::proc::cpu_seconds;
-use crate::tools::loadtest::host::redis_server::RedisGuard;
 use crate::tools::loadtest::report::cluster::ClusterReport;
 use crate::tools::loadtest::report::Latency;
 use crate::tools::loadtest::wire::answer;
@@ -45,6 +45,7 @@ use crate::tools::loadtest::wire::framing::Framing;
 use crate::tools::loadtest::wire::resume::Transport;
 use crate::tools::loadtest::wire::url::UrlTemplate;
 use placement::{share, Placement};
+use start::start_cluster;
 
 /// The `/stats` keys read from each node after the run.
 const NODE_STATS: [&str; 12] = [
@@ -79,7 +80,8 @@ pub(crate) fn run(a: MainArgs) -> Result<()> {
         .iter()
         .map(|s| cpu_seconds(s.pid).unwrap_or(0.0))
         .collect();
-    let redis_cpu0 = cpu_seconds(redis.pid).unwrap_or(0.0);
+    let redis_cpu0 = redis.cpu_seconds();
+    let spublish0 = redis.spublish_calls();
     let total = (a.rate * a.duration).round() as u64;
     // 2. Connect.
     let floods = start_floods(&a, &servers, &places, total)?;
@@ -112,7 +114,17 @@ pub(crate) fn run(a: MainArgs) -> Result<()> {
         rep.node_stats
             .push(answer::fetch_stats_keys(s.pub_addr, &NODE_STATS).unwrap_or_default());
     }
-    rep.redis_cpu_s = cpu_seconds(redis.pid).unwrap_or(0.0) - redis_cpu0;
+    let cpu = redis.cpu_seconds();
+    rep.redis_cpu_s = cpu.iter().sum::<f64>() - redis_cpu0.iter().sum::<f64>();
+    if cpu.len() > 1 {
+        let calls = redis.spublish_calls();
+        rep.shards = (cpu
+            .iter()
+            .zip(&redis_cpu0)
+            .zip(calls.iter().zip(&spublish0)))
+        .map(|((c, c0), (n, n0))| (c - c0, n - n0))
+        .collect();
+    }
     let results = stop_floods(floods)?;
     // 6. Report.
     merge_subscribers(&results, &ok_seqs, &mut rep);
@@ -137,46 +149,6 @@ fn validate(a: &MainArgs) -> Result<usize> {
     }
     check_fd_limit(a.connect.conns + a.parallel as u64)?;
     Ok(n)
-}
-
-/// Phase 1: redis-server and `n` nodes with `--cluster`, each connected to it (its server
-/// log, if asked for, is `FILE.node<k>`). Errors: a child did not start, or a node is not
-/// `cluster_up`.
-fn start_cluster(a: &MainArgs, n: usize) -> Result<(RedisGuard, Vec<ServerGuard>)> {
-    let redis = RedisGuard::start()?;
-    say(&format!(
-        "redis-server pid {} on {}",
-        redis.pid,
-        redis.url()
-    ));
-    let (bin, args) = a
-        .server
-        .command(vec!["--cluster".into(), redis.url()], a.backend)?;
-    let mut servers = Vec::with_capacity(n);
-    for k in 0..n {
-        let log = a.server.server_log.as_ref().map(|p| {
-            let mut p = p.clone().into_os_string();
-            p.push(format!(".node{k}"));
-            std::path::PathBuf::from(p)
-        });
-        let mut args = args.clone();
-        args.extend(placement::node_args(a.cluster_mode, n, k));
-        let s = ServerGuard::start(&bin, &args, log.as_ref())?;
-        say(&format!(
-            "node {k}: pid {}, subscribers on {}, publish on {}",
-            s.pid, s.sub_addr, s.pub_addr
-        ));
-        servers.push(s);
-    }
-    for (k, s) in servers.iter().enumerate() {
-        let up = answer::fetch_stats_keys(s.pub_addr, &["cluster_up"])?
-            .iter()
-            .any(|(key, v)| key == "cluster_up" && *v == 1);
-        if !up {
-            bail!("node {k} is not connected to Redis (cluster_up is not 1 in its /stats)");
-        }
-    }
-    Ok((redis, servers))
 }
 
 /// One subscriber loop per node, on its thread.
