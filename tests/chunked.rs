@@ -60,7 +60,8 @@ fn chunked_forms_delivered() {
     p.client.send(&req);
     assert_eq!(p.read_reply(), 1, "empty body");
     sub.expect_msg(b"");
-    let mut req = chunked_head("/friends/1/2", "");
+    // A friends edit is a PUT (a POST there is 405 with `Allow: PUT, DELETE`).
+    let mut req = b"PUT /friends/1/2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     req.extend_from_slice(b"2\r\n{}\r\n0\r\n\r\n");
     p.client.send(&req);
     let head = p.client.read_head();
