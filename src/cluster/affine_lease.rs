@@ -23,13 +23,9 @@ impl Cluster {
     /// The key of the claim and this node's value, in affine mode.
     fn affine_claim(&self) -> Option<(String, String)> {
         let a = self.cfg.affine.as_ref()?;
-        let prefix = match (self.cfg.is_redis_cluster(), self.cfg.db) {
-            (false, db) if db != 0 => format!("uc{db}:{}", self.cfg.buckets),
-            _ => format!("uc:{}", self.cfg.buckets),
-        };
         let urls: Vec<&str> = a.urls.iter().map(AsRef::as_ref).collect();
         Some((
-            format!("{prefix}:affine"),
+            format!("{}:affine", self.prefix),
             format!("{}|{}", urls.len(), urls.join(",")),
         ))
     }

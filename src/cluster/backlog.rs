@@ -129,8 +129,10 @@ impl Cluster {
         if !self.cfg.is_redis_cluster() || ch.last() != Some(&b'}') {
             return None;
         }
-        let prefix = format!("uc:{}:{{", self.cfg.buckets);
-        let tag = ch.strip_prefix(prefix.as_bytes())?.strip_suffix(b"}")?;
+        let tag = ch
+            .strip_prefix(self.prefix.as_bytes())?
+            .strip_prefix(b":{")?
+            .strip_suffix(b"}")?;
         if tag == b"friends" {
             return Some(self.friends_bucket());
         }

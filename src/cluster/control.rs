@@ -82,10 +82,7 @@ pub(super) struct CtlQueues {
 impl Cluster {
     /// The control channel (`node` none) or `node`'s reply channel.
     pub(super) fn ctl_channel(&self, node: Option<u64>) -> String {
-        let base = match self.cfg.db {
-            0 => format!("uc:{}:ctl", self.cfg.buckets),
-            db => format!("uc{db}:{}:ctl", self.cfg.buckets),
-        };
+        let base = format!("{}:ctl", self.prefix);
         match node {
             Some(n) => format!("{base}:{n:016x}"),
             None => base,

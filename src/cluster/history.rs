@@ -225,10 +225,7 @@ impl super::Cluster {
         let prefix = if self.cfg.is_redis_cluster() {
             self.bucket_prefix(self.bucket(id))
         } else {
-            match self.cfg.db {
-                0 => format!("uc:{}", self.cfg.buckets),
-                db => format!("uc{db}:{}", self.cfg.buckets),
-            }
+            self.prefix.to_string()
         };
         let id = id.to_string();
         let id = id.as_bytes();

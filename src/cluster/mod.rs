@@ -126,6 +126,9 @@ pub struct Cluster {
     ctl: control::CtlQueues,
     /// Cluster-wide presence events ([`presence`]).
     presence: presence::PresenceQueues,
+    /// `uc:<B>`, or `uc<DB>:<B>` for a URL with a database other than 0: the start of every
+    /// channel and key name (computed once).
+    prefix: Box<str>,
     /// Redis Cluster: the SHA1 of the session's [`backlog::PUB_LUA`] (empty: none).
     pub_sha: std::sync::Mutex<String>,
     /// Totals for /stats.
@@ -154,6 +157,11 @@ impl Cluster {
             presence: presence::PresenceQueues::default(),
             stats: ClusterStats::default(),
             pub_sha: std::sync::Mutex::new(String::new()),
+            prefix: match cfg.db {
+                0 => format!("uc:{}", cfg.buckets),
+                db => format!("uc{db}:{}", cfg.buckets),
+            }
+            .into(),
             cfg,
         }
     }
@@ -184,12 +192,9 @@ impl Cluster {
             b.to_string()
         };
         if self.cfg.is_redis_cluster() {
-            return format!("uc:{}:{{{b}}}", self.cfg.buckets);
+            return format!("{}:{{{b}}}", self.prefix);
         }
-        match self.cfg.db {
-            0 => format!("uc:{}:{b}", self.cfg.buckets),
-            db => format!("uc{db}:{}:{b}", self.cfg.buckets),
-        }
+        format!("{}:{b}", self.prefix)
     }
 
     /// The command that publishes: `PUBLISH`, or `SPUBLISH` on Redis Cluster (sharded pub/sub:

@@ -154,12 +154,9 @@ impl Cluster {
     /// hash tag: presence is one slot (its scripts touch many of its keys), on one shard.
     pub(super) fn presence_prefix(&self) -> String {
         if self.cfg.is_redis_cluster() {
-            return format!("{{uc:{}}}", self.cfg.buckets);
+            return format!("{{{}}}", self.prefix);
         }
-        match self.cfg.db {
-            0 => format!("uc:{}", self.cfg.buckets),
-            db => format!("uc{db}:{}", self.cfg.buckets),
-        }
+        self.prefix.to_string()
     }
 
     /// The presence channel.
